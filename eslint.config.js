@@ -3,7 +3,15 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: ['dist/**', 'generated/**', '.tools/**', 'node_modules/**', 'site/**', 'coverage/**', 'test-artifacts/**'],
+    ignores: [
+      'dist/**',
+      'generated/**',
+      '.tools/**',
+      'node_modules/**',
+      'site/**',
+      'coverage/**',
+      'test-artifacts/**',
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,

@@ -17,7 +17,10 @@ export function paramHandler<H, P, R>(
   return async (ctx, host, req) => {
     const params = req.params === undefined ? {} : req.params;
     if (!validate(params)) {
-      throw new ErrorResponse('bad_request', `invalid params for ${req.method}: ${describeAjvErrors(validate.errors)}`);
+      throw new ErrorResponse(
+        'bad_request',
+        `invalid params for ${req.method}: ${describeAjvErrors(validate.errors)}`,
+      );
     }
     const result = await call(host, params, ctx);
     return { ok: true, result: result ?? null, op_id: ctx.opId };

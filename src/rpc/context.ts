@@ -11,8 +11,16 @@ export interface OpStore {
   startedAt: number;
 }
 
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
 /** What every handler and service receives. */
 export interface RpcContext extends OpStore {
+  /** The connecting process's credentials, when the server checks them (the root helper). */
+  peer?: PeerCred;
   /** Aborted when the client's connection closes before the answer is written. */
   signal: AbortSignal;
   log: Logger;

@@ -43,11 +43,11 @@ export type ResponseEnvelope = OkResponse | ErrResponse;
  * What a handler returns: a single response, or a stream of frames followed by a final result.
  * Handlers return values; they never touch the connection.
  */
-export type HandlerResponse =
-  | ResponseEnvelope
-  | { stream: AsyncIterable<unknown>; final: () => unknown };
+export type HandlerResponse = ResponseEnvelope | { stream: AsyncIterable<unknown>; final: () => unknown };
 
-export function isStreamResponse(r: HandlerResponse): r is { stream: AsyncIterable<unknown>; final: () => unknown } {
+export function isStreamResponse(
+  r: HandlerResponse,
+): r is { stream: AsyncIterable<unknown>; final: () => unknown } {
   return typeof r === 'object' && r !== null && 'stream' in r;
 }
 

@@ -11,8 +11,15 @@ export class ErrorResponse extends Error {
   /** The message without the op id suffix. */
   readonly bareMessage: string;
 
-  constructor(code: ErrorCode, message: string, opts: { opId?: string; data?: unknown; cause?: unknown } = {}) {
-    super(opts.opId ? `${message} (${opts.opId})` : message, opts.cause !== undefined ? { cause: opts.cause } : {});
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { opId?: string; data?: unknown; cause?: unknown } = {},
+  ) {
+    super(
+      opts.opId ? `${message} (${opts.opId})` : message,
+      opts.cause !== undefined ? { cause: opts.cause } : {},
+    );
     this.name = 'ErrorResponse';
     this.code = code;
     this.opId = opts.opId;

@@ -3,7 +3,7 @@
 // log line per call; what a method means is the dispatcher's business.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { adoptOrMintOpId, mintOpId, opContext, type RpcContext } from './context.ts';
+import { adoptOrMintOpId, mintOpId, opContext, type PeerCred, type RpcContext } from './context.ts';
 import {
   isStreamResponse,
   MAX_REQUEST_BYTES,
@@ -22,8 +22,8 @@ export interface RpcServerOptions {
   log: Logger;
   /** Prefix of the summary line: "rpc" gives "rpc completed" / "rpc failed". */
   summaryPrefix: string;
-  /** Reject a peer before dispatch: return a reason to refuse, or null to serve. */
-  authorize?: (socket: Socket) => string | null;
+  /** Check a peer before dispatch: serve it (with its credentials) or refuse it with a reason. */
+  authorize?: (socket: Socket) => { ok: true; peer: PeerCred } | { ok: false; reason: string };
   /** How long a client may take to send its request line. */
   requestTimeoutMs?: number;
   /** Called after a response was written (e.g. to shut down after `shutdown`). */
@@ -58,7 +58,10 @@ function readRequestLine(socket: Socket, timeoutMs: number): Promise<ReadResult>
       resolve(r);
     };
     const timer = setTimeout(
-      () => finish({ error: new ErrorResponse('bad_request', `no complete request line within ${timeoutMs} ms`) }),
+      () =>
+        finish({
+          error: new ErrorResponse('bad_request', `no complete request line within ${timeoutMs} ms`),
+        }),
       timeoutMs,
     );
     const onData = (buf: Buffer): void => {
@@ -73,7 +76,8 @@ function readRequestLine(socket: Socket, timeoutMs: number): Promise<ReadResult>
       if (nl !== -1) finish({ line: Buffer.concat(chunks).toString('utf8') });
     };
     const onEnd = (): void => {
-      if (size === 0) finish({ error: new ErrorResponse('bad_request', 'connection closed before a request') });
+      if (size === 0)
+        finish({ error: new ErrorResponse('bad_request', 'connection closed before a request') });
       else finish({ line: Buffer.concat(chunks).toString('utf8') });
     };
     socket.on('data', onData);
@@ -105,7 +109,11 @@ export function decodeEnvelope(line: string): RequestEnvelope | ErrorResponse {
   if (typeof o.method !== 'string' || o.method.length === 0 || o.method.length > 128) {
     return new ErrorResponse('bad_request', 'malformed request: "method" must be a non-empty string');
   }
-  if (o.params !== undefined && o.params !== null && (typeof o.params !== 'object' || Array.isArray(o.params))) {
+  if (
+    o.params !== undefined &&
+    o.params !== null &&
+    (typeof o.params !== 'object' || Array.isArray(o.params))
+  ) {
     return new ErrorResponse('bad_request', 'malformed request: "params" must be an object');
   }
   if (o.op_id !== undefined && typeof o.op_id !== 'string') {
@@ -132,9 +140,11 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
   // Adopt the caller's id when we can read one, even from an envelope we then refuse.
   const opId = env instanceof ErrorResponse ? mintOpId() : adoptOrMintOpId(env.op_id);
   const method = env instanceof ErrorResponse ? '' : env.method;
+  let peer: PeerCred | undefined;
   if (!(env instanceof ErrorResponse) && opts.authorize) {
-    const reason = opts.authorize(socket);
-    if (reason !== null) env = new ErrorResponse('unauthorized', reason);
+    const verdict = opts.authorize(socket);
+    if (verdict.ok) peer = verdict.peer;
+    else env = new ErrorResponse('unauthorized', verdict.reason);
   }
   const abort = new AbortController();
   let responded = false;
@@ -144,6 +154,7 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
   const store = { opId, method, startedAt };
   await opContext.run(store, async () => {
     const ctx: RpcContext = { ...store, signal: abort.signal, log: opts.log };
+    if (peer) ctx.peer = peer;
     let response: HandlerResponse;
     try {
       if (env instanceof ErrorResponse) throw env;

@@ -69,13 +69,20 @@ export function rawCall(socketPath: string, req: RequestEnvelope, opts: CallOpti
       sock.destroy();
       fn();
     };
-    const onAbort = (): void => settle(() => reject(new ErrorResponse('canceled', 'call canceled', { opId: req.op_id })));
+    const onAbort = (): void =>
+      settle(() => reject(new ErrorResponse('canceled', 'call canceled', { opId: req.op_id })));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const timer = opts.timeoutMs
       ? setTimeout(
           () =>
             settle(() =>
-              reject(new ErrorResponse('operation_failed', `${req.method}: no answer within ${opts.timeoutMs} ms`, { opId: req.op_id })),
+              reject(
+                new ErrorResponse(
+                  'operation_failed',
+                  `${req.method}: no answer within ${opts.timeoutMs} ms`,
+                  { opId: req.op_id },
+                ),
+              ),
             ),
           opts.timeoutMs,
         )
@@ -114,11 +121,22 @@ export function rawCall(socketPath: string, req: RequestEnvelope, opts: CallOpti
     });
     sock.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) settle(() => reject(new ConnectError(socketPath, err)));
-      else settle(() => reject(new ErrorResponse('operation_failed', `${req.method}: connection error: ${err.message}`, { opId: req.op_id })));
+      else
+        settle(() =>
+          reject(
+            new ErrorResponse('operation_failed', `${req.method}: connection error: ${err.message}`, {
+              opId: req.op_id,
+            }),
+          ),
+        );
     });
     sock.on('close', () =>
       settle(() =>
-        reject(new ErrorResponse('operation_failed', `${req.method}: connection closed without an answer`, { opId: req.op_id })),
+        reject(
+          new ErrorResponse('operation_failed', `${req.method}: connection closed without an answer`, {
+            opId: req.op_id,
+          }),
+        ),
       ),
     );
   });

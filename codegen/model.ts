@@ -1,0 +1,130 @@
+// Load methods.json, validate it, and normalize it into the model every emitter reads: methods
+// sorted by name, $defs and error codes sorted, identifiers precomputed.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ErrorCodeName, Example, Method, MethodsFile, Schema } from './model.gen.ts';
+import { methodNames, type MethodNames } from './names.ts';
+import { checkMethodsFile, SchemaError } from './validate.ts';
+
+export const METHODS_FILE = 'schema/methods.json';
+export const META_SCHEMA_FILE = 'schema/methods.schema.json';
+
+export type Surface = Method['surface'];
+
+export interface ErrorInfo {
+  code: ErrorCodeName;
+  exit: number;
+  description: string;
+  universal: boolean;
+}
+
+export interface MethodInfo extends MethodNames {
+  name: string;
+  surface: Surface;
+  summary: string;
+  description: string;
+  dispatch: Method['dispatch'];
+  kind: Method['kind'];
+  since: string;
+  deprecated: string | undefined;
+  params: Schema | undefined;
+  /** True when params exist but none is required, so clients may omit them. */
+  paramsOptional: boolean;
+  result: Schema;
+  /** Declared (non-universal) error codes, sorted. */
+  errors: ErrorCodeName[];
+  examples: Example[];
+}
+
+export interface Namespace {
+  name: string;
+  surface: Surface;
+  serviceInterface: string;
+  methods: MethodInfo[];
+}
+
+export interface Model {
+  protocolVersion: number;
+  errors: ErrorInfo[];
+  defs: Record<string, Schema>;
+  methods: MethodInfo[];
+  namespaces: Namespace[];
+}
+
+export function readJson(path: string): unknown {
+  const text = readFileSync(path, 'utf8');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new SchemaError(path, [`not valid JSON: ${(err as Error).message}`]);
+  }
+}
+
+/** Read and validate `<root>/schema/methods.json`; throws SchemaError naming every problem. */
+export function loadModel(root: string): { model: Model; file: MethodsFile; metaSchema: object } {
+  const metaSchema = readJson(join(root, META_SCHEMA_FILE)) as object;
+  const doc = readJson(join(root, METHODS_FILE));
+  const problems = checkMethodsFile(doc, metaSchema);
+  if (problems.length > 0) throw new SchemaError(METHODS_FILE, problems);
+  const file = doc as MethodsFile;
+  return { model: normalize(file), file, metaSchema };
+}
+
+const byKey =
+  <T>(key: (x: T) => string) =>
+  (a: T, b: T) =>
+    key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0;
+
+export function normalize(file: MethodsFile): Model {
+  const errors: ErrorInfo[] = Object.entries(file.errors)
+    .map(([code, e]) => ({
+      code: code as ErrorCodeName,
+      exit: e.exit,
+      description: e.description,
+      universal: e.universal === true,
+    }))
+    .sort(byKey((e) => e.code));
+  const defs: Record<string, Schema> = {};
+  for (const name of Object.keys(file.$defs).sort()) defs[name] = file.$defs[name] as Schema;
+  const methods: MethodInfo[] = file.methods
+    .map((m) => ({
+      ...methodNames(m.name),
+      name: m.name,
+      surface: m.surface,
+      summary: m.summary,
+      description: m.description,
+      dispatch: m.dispatch,
+      kind: m.kind,
+      since: m.since,
+      deprecated: m.deprecated,
+      params: m.params,
+      paramsOptional: m.params !== undefined && (m.params.required ?? []).length === 0,
+      result: m.result,
+      errors: [...m.errors].sort(),
+      examples: m.examples,
+    }))
+    .sort(byKey((m) => m.name));
+  const namespaces = new Map<string, Namespace>();
+  for (const m of methods) {
+    if (m.namespace === undefined || m.serviceInterface === undefined || m.dispatch === 'special') continue;
+    const ns = namespaces.get(m.namespace) ?? {
+      name: m.namespace,
+      surface: m.surface,
+      serviceInterface: m.serviceInterface,
+      methods: [],
+    };
+    ns.methods.push(m);
+    namespaces.set(m.namespace, ns);
+  }
+  return {
+    protocolVersion: file.protocolVersion,
+    errors,
+    defs,
+    methods,
+    namespaces: [...namespaces.values()].sort(byKey((n) => n.name)),
+  };
+}
+
+export function methodsOf(model: Model, surface: Surface): MethodInfo[] {
+  return model.methods.filter((m) => m.surface === surface);
+}

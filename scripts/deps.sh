@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what banger needs on a Debian 12 host: Debian packages (when missing), the pinned
+# Node 24, and the npm dependencies (npm ci). Safe to rerun.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WITH_TEST_TOOLS=0
+[ "${1:-}" = "--test" ] && WITH_TEST_TOOLS=1
+
+PKGS=(qemu-system-x86 qemu-utils mmdebstrap debootstrap busybox-static socat e2fsprogs cpio zstd kmod uidmap
+      openssh-client iproute2 nftables git ca-certificates gcc libc6-dev npm)
+[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "deps: installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+"$ROOT/scripts/ensure-node.sh"
+cd "$ROOT"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "deps: npm ci" >&2
+  "$ROOT/scripts/npm" ci --no-audit --no-fund >/dev/null
+fi

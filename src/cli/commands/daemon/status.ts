@@ -1,0 +1,36 @@
+import type { DaemonStatusResult } from '../../../../generated/types.gen.ts';
+import { BangerCommand } from '../../base.ts';
+import { formatDuration } from '../../format.ts';
+
+export default class DaemonStatus extends BangerCommand {
+  static override summary = "Show the daemon's health: version, uptime, root helper, engine.";
+  static override description = `Asks bangerd for its status. The daemon also pings the root helper (bangerd-root) with
+the same op id, so a failure here can be followed through both logs.`;
+  static override examples = ['<%= config.bin %> daemon status', '<%= config.bin %> daemon status --json'];
+
+  async run(): Promise<DaemonStatusResult> {
+    await this.parseWith(DaemonStatus);
+    const s = await this.client.daemon.status();
+    const h = s.helper;
+    const helper = !h.configured
+      ? 'not configured (rootless: user networking only)'
+      : h.reachable
+        ? `ok (${h.socket}, bangerd-root ${h.version ?? '?'})`
+        : `UNREACHABLE (${h.socket}): ${h.error ?? 'unknown error'}`;
+    this.say(
+      `bangerd   ${s.version} (protocol ${s.protocol_version}), pid ${s.pid}, up ${formatDuration(s.uptime_ms)}`,
+    );
+    this.say(`socket    ${s.socket}`);
+    this.say(`state     ${s.state_dir}`);
+    this.say(`helper    ${helper}`);
+    if (s.engine) {
+      const accel = s.engine.accel
+        ? `, accel ${s.engine.accel}${s.engine.accel_reason ? ` (${s.engine.accel_reason})` : ''}`
+        : '';
+      this.say(
+        `engine    ${s.engine.driver}${s.engine.qemu_version ? ` ${s.engine.qemu_version}` : ''}${accel}`,
+      );
+    }
+    return s;
+  }
+}

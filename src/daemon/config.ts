@@ -1,0 +1,89 @@
+// bangerd configuration: a TOML file, every key optional, validated strictly so a typo is an
+// error at start-up rather than a silently ignored setting.
+import { existsSync, readFileSync } from 'node:fs';
+import { parse } from 'smol-toml';
+
+export interface DaemonConfig {
+  log_level: string;
+  accel: 'auto' | 'kvm' | 'tcg';
+  network: 'auto' | 'user' | 'bridge';
+  helper_socket: string | undefined;
+  image_cache_dir: string | undefined;
+  vm_defaults: { vcpus: number; memory_mib: number; disk_size: string };
+}
+
+export const DEFAULT_CONFIG: DaemonConfig = {
+  log_level: 'info',
+  accel: 'auto',
+  network: 'auto',
+  helper_socket: undefined,
+  image_cache_dir: undefined,
+  vm_defaults: { vcpus: 2, memory_mib: 1024, disk_size: '4G' },
+};
+
+const TOP_KEYS = new Set([
+  'log_level',
+  'accel',
+  'network',
+  'helper_socket',
+  'image_cache_dir',
+  'vm_defaults',
+]);
+const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size']);
+
+function oneOf<T extends string>(v: unknown, allowed: readonly T[], key: string): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw new Error(`config: ${key} must be one of ${allowed.join(', ')}`);
+  }
+  return v as T;
+}
+
+export function parseConfig(text: string, source = 'config'): DaemonConfig {
+  let raw: Record<string, unknown>;
+  try {
+    raw = parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`${source}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  for (const k of Object.keys(raw)) if (!TOP_KEYS.has(k)) throw new Error(`${source}: unknown key "${k}"`);
+  const c: DaemonConfig = { ...DEFAULT_CONFIG, vm_defaults: { ...DEFAULT_CONFIG.vm_defaults } };
+  if (raw.log_level !== undefined)
+    c.log_level = oneOf(raw.log_level, ['trace', 'debug', 'info', 'warn', 'error'], 'log_level');
+  if (raw.accel !== undefined) c.accel = oneOf(raw.accel, ['auto', 'kvm', 'tcg'], 'accel');
+  if (raw.network !== undefined) c.network = oneOf(raw.network, ['auto', 'user', 'bridge'], 'network');
+  for (const k of ['helper_socket', 'image_cache_dir'] as const) {
+    const v = raw[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || !v.startsWith('/'))
+      throw new Error(`${source}: ${k} must be an absolute path`);
+    c[k] = v;
+  }
+  if (raw.vm_defaults !== undefined) {
+    const d = raw.vm_defaults as Record<string, unknown>;
+    if (typeof d !== 'object' || d === null) throw new Error(`${source}: vm_defaults must be a table`);
+    for (const k of Object.keys(d))
+      if (!VM_KEYS.has(k)) throw new Error(`${source}: unknown key "vm_defaults.${k}"`);
+    if (d.vcpus !== undefined) {
+      if (typeof d.vcpus !== 'number' || !Number.isInteger(d.vcpus) || d.vcpus < 1 || d.vcpus > 64)
+        throw new Error(`${source}: vm_defaults.vcpus must be an integer from 1 to 64`);
+      c.vm_defaults.vcpus = d.vcpus;
+    }
+    if (d.memory_mib !== undefined) {
+      if (typeof d.memory_mib !== 'number' || !Number.isInteger(d.memory_mib) || d.memory_mib < 128)
+        throw new Error(`${source}: vm_defaults.memory_mib must be an integer >= 128`);
+      c.vm_defaults.memory_mib = d.memory_mib;
+    }
+    if (d.disk_size !== undefined) {
+      if (typeof d.disk_size !== 'string' || !/^\d+[KMGT]?$/.test(d.disk_size))
+        throw new Error(`${source}: vm_defaults.disk_size must look like 4G or 512M`);
+      c.vm_defaults.disk_size = d.disk_size;
+    }
+  }
+  return c;
+}
+
+export function loadConfig(path: string | undefined): DaemonConfig {
+  if (!path || !existsSync(path))
+    return { ...DEFAULT_CONFIG, vm_defaults: { ...DEFAULT_CONFIG.vm_defaults } };
+  return parseConfig(readFileSync(path, 'utf8'), path);
+}

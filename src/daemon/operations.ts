@@ -1,0 +1,175 @@
+// Operations: long or multi-step work (create, build, stop) recorded as named steps with
+// durations and undo actions. The operation id is the op id of the RPC that began it.
+import type { Operation, Step } from '../../generated/types.gen.ts';
+import type { Logger } from '../log/logger.ts';
+import { ErrorResponse, toErrorResponse } from '../rpc/errors.ts';
+
+export interface OperationSink {
+  save(op: Operation): void;
+}
+
+export interface OperationQuery {
+  state?: Operation['state'];
+  limit?: number;
+}
+
+type Undo = () => Promise<void>;
+
+export class OperationTracker {
+  readonly op: Operation;
+  private readonly undos: { step: Step; undo: Undo }[] = [];
+  private readonly registry: OperationRegistry;
+  readonly abort = new AbortController();
+
+  constructor(registry: OperationRegistry, op: Operation) {
+    this.registry = registry;
+    this.op = op;
+  }
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  /** Run one named step; its undo (if any) is registered only when the step succeeds. */
+  async step<T>(
+    name: string,
+    fn: (signal: AbortSignal) => Promise<T>,
+    undo?: (result: T) => Promise<void>,
+  ): Promise<T> {
+    if (this.signal.aborted) throw new ErrorResponse('canceled', `${this.op.kind} canceled before ${name}`);
+    const step: Step = { name, state: 'running', started_at: new Date().toISOString() };
+    this.op.steps.push(step);
+    this.op.current_step = name;
+    this.persist();
+    const t0 = performance.now();
+    this.registry.log.info({ step: name, operation_id: this.op.id }, 'step started');
+    try {
+      const result = await fn(this.signal);
+      step.state = 'done';
+      step.duration_ms = Math.round(performance.now() - t0);
+      if (undo) this.undos.push({ step, undo: () => undo(result) });
+      this.registry.log.info({ step: name, duration_ms: step.duration_ms }, 'step done');
+      return result;
+    } catch (err) {
+      step.state = 'failed';
+      step.duration_ms = Math.round(performance.now() - t0);
+      step.detail = err instanceof Error ? err.message : String(err);
+      this.registry.log.warn({ step: name, duration_ms: step.duration_ms, err: step.detail }, 'step failed');
+      throw err;
+    } finally {
+      this.persist();
+    }
+  }
+
+  /** Record detail on the step running now (progress for long steps). */
+  progress(detail: string): void {
+    const s = this.op.steps.at(-1);
+    if (s && s.state === 'running') {
+      s.detail = detail;
+      this.persist();
+    }
+  }
+
+  /** Undo completed steps in reverse order; undo failures are logged, never thrown. */
+  async rollback(): Promise<void> {
+    while (this.undos.length > 0) {
+      const { step, undo } = this.undos.pop()!;
+      try {
+        await undo();
+        step.state = 'undone';
+      } catch (err) {
+        this.registry.log.error({ step: step.name, err }, 'undo failed');
+        step.detail = `undo failed: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    }
+    this.persist();
+  }
+
+  succeed(): void {
+    this.finish('succeeded');
+  }
+
+  fail(err: unknown): void {
+    const e = toErrorResponse(err, this.op.id);
+    this.op.error = { code: e.code, message: e.bareMessage };
+    this.finish(e.code === 'canceled' ? 'canceled' : 'failed');
+  }
+
+  private finish(state: Operation['state']): void {
+    this.op.state = state;
+    this.op.ended_at = new Date().toISOString();
+    delete this.op.current_step;
+    this.persist();
+  }
+
+  private persist(): void {
+    this.registry.persist(this.op);
+  }
+}
+
+export class OperationRegistry {
+  readonly log: Logger;
+  private readonly live = new Map<string, OperationTracker>();
+  private readonly recent: Operation[] = [];
+  private readonly sink: OperationSink | undefined;
+  private readonly keep: number;
+
+  constructor(log: Logger, opts: { sink?: OperationSink; keepRecent?: number } = {}) {
+    this.log = log;
+    this.sink = opts.sink;
+    this.keep = opts.keepRecent ?? 200;
+  }
+
+  begin(
+    id: string,
+    kind: string,
+    method: string,
+    extra: Partial<Pick<Operation, 'vm' | 'image'>> = {},
+  ): OperationTracker {
+    if (this.live.has(id)) throw new ErrorResponse('conflict', `operation ${id} already exists`);
+    const op: Operation = {
+      id,
+      kind,
+      method,
+      state: 'running',
+      started_at: new Date().toISOString(),
+      steps: [],
+      ...extra,
+    };
+    const t = new OperationTracker(this, op);
+    this.live.set(id, t);
+    this.persist(op);
+    return t;
+  }
+
+  get(id: string): OperationTracker | undefined {
+    return this.live.get(id);
+  }
+
+  find(id: string): Operation | undefined {
+    return this.live.get(id)?.op ?? this.recent.find((o) => o.id === id);
+  }
+
+  list(q: OperationQuery = {}): Operation[] {
+    const all = [...[...this.live.values()].map((t) => t.op), ...this.recent];
+    const seen = new Set<string>();
+    return all
+      .filter((o) => (seen.has(o.id) ? false : (seen.add(o.id), true)))
+      .filter((o) => (q.state ? o.state === q.state : true))
+      .sort((a, b) => (a.started_at < b.started_at ? 1 : -1))
+      .slice(0, q.limit ?? 100);
+  }
+
+  persist(op: Operation): void {
+    if (op.state !== 'running' && this.live.has(op.id)) {
+      this.live.delete(op.id);
+      this.recent.unshift(op);
+      if (this.recent.length > this.keep) this.recent.length = this.keep;
+    }
+    try {
+      this.sink?.save(op);
+    } catch (err) {
+      this.log.error({ err, operation_id: op.id }, 'could not persist operation');
+    }
+  }
+}
