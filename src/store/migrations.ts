@@ -1,0 +1,168 @@
+// Versioned schema migrations. Each migration runs in its own BEGIN IMMEDIATE transaction together
+// with its schema_migrations row, so it is applied entirely or not at all. Ids applied by a newer
+// banger (unknown here) are tolerated and reported as warnings, never rolled back.
+import type { DatabaseSync } from 'node:sqlite';
+import { StoreError } from './errors.ts';
+import { BASELINE_SQL } from './schema.ts';
+
+export interface Migration {
+  /** Positive, strictly increasing; never reused or renumbered once released. */
+  id: number;
+  name: string;
+  /** Runs inside the migration's transaction; throw to abort (everything is rolled back). */
+  up(db: DatabaseSync): void;
+  /**
+   * Run with foreign_keys=OFF (SQLite's table-rebuild procedure: create new, copy, drop, rename).
+   * PRAGMA foreign_key_check must come back empty before commit.
+   */
+  disableForeignKeys?: boolean;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    id: 1,
+    name: 'baseline',
+    up(db) {
+      db.exec(BASELINE_SQL);
+    },
+  },
+];
+
+export interface AppliedMigration {
+  id: number;
+  name: string;
+  appliedAt: string;
+}
+
+export interface MigrationStatus {
+  applied: AppliedMigration[];
+  /** Known migrations not applied yet, in order. */
+  pending: Migration[];
+  /** Applied ids this banger does not know: the database was migrated by a newer banger. */
+  unknown: AppliedMigration[];
+}
+
+export interface MigrationResult {
+  /** Ids applied by this call, in order. */
+  applied: number[];
+  /** Human-readable warnings (e.g. the database was migrated by a newer banger). */
+  warnings: string[];
+}
+
+export type MigrationCheck = 'ok' | 'pending' | 'newer';
+
+const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  applied_at TEXT NOT NULL
+) STRICT`;
+
+function validate(migrations: readonly Migration[]): void {
+  let prev = 0;
+  for (const m of migrations) {
+    if (!Number.isSafeInteger(m.id) || m.id <= prev) {
+      throw new Error(`migrations must have positive, strictly increasing ids (got ${m.id} after ${prev})`);
+    }
+    prev = m.id;
+  }
+}
+
+function hasTable(db: DatabaseSync, name: string): boolean {
+  return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
+}
+
+function readApplied(db: DatabaseSync): AppliedMigration[] {
+  if (!hasTable(db, 'schema_migrations')) return [];
+  return db
+    .prepare('SELECT id, name, applied_at FROM schema_migrations ORDER BY id')
+    .all()
+    .map((r) => ({ id: Number(r.id), name: String(r.name), appliedAt: String(r.applied_at) }));
+}
+
+/** What is applied, pending and unknown. Read-only: works on a database opened read-only. */
+export function migrationStatus(
+  db: DatabaseSync,
+  migrations: readonly Migration[] = MIGRATIONS,
+): MigrationStatus {
+  validate(migrations);
+  const applied = readApplied(db);
+  const appliedIds = new Set(applied.map((a) => a.id));
+  const knownIds = new Set(migrations.map((m) => m.id));
+  return {
+    applied,
+    pending: migrations.filter((m) => !appliedIds.has(m.id)),
+    unknown: applied.filter((a) => !knownIds.has(a.id)),
+  };
+}
+
+/**
+ * For `bangerd --check-migrations`: 'newer' if the database carries migrations this banger does
+ * not know (it was written by a newer banger; takes precedence), 'pending' if opening it
+ * read-write would migrate it, 'ok' if it is exactly current. Never writes.
+ */
+export function checkMigrations(
+  db: DatabaseSync,
+  migrations: readonly Migration[] = MIGRATIONS,
+): MigrationCheck {
+  const s = migrationStatus(db, migrations);
+  if (s.unknown.length > 0) return 'newer';
+  if (s.pending.length > 0) return 'pending';
+  return 'ok';
+}
+
+export function newerSchemaWarning(unknown: readonly AppliedMigration[]): string {
+  const list = unknown.map((u) => `${u.id} (${u.name})`).join(', ');
+  return `the state database has migrations this banger does not know: ${list}; it was last used by a newer banger`;
+}
+
+/**
+ * Apply every pending migration, each in its own transaction. Safe to call concurrently from two
+ * processes: a migration another process applied meanwhile is skipped. Throws StoreError
+ * 'migration_failed' (with the cause) on the first failure; earlier migrations stay applied.
+ */
+export function runMigrations(
+  db: DatabaseSync,
+  migrations: readonly Migration[] = MIGRATIONS,
+  now: () => Date = () => new Date(),
+): MigrationResult {
+  validate(migrations);
+  db.exec(CREATE_TABLE);
+  const isApplied = db.prepare('SELECT 1 FROM schema_migrations WHERE id = ?');
+  const record = db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)');
+  const result: MigrationResult = { applied: [], warnings: [] };
+
+  for (const m of migrations) {
+    if (isApplied.get(m.id) !== undefined) continue;
+    if (m.disableForeignKeys) db.exec('PRAGMA foreign_keys = OFF'); // a no-op inside a transaction
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        if (isApplied.get(m.id) === undefined) {
+          m.up(db);
+          if (m.disableForeignKeys) {
+            const bad = db.prepare('PRAGMA foreign_key_check').all();
+            if (bad.length > 0)
+              throw new Error(`foreign key check failed: ${JSON.stringify(bad.slice(0, 5))}`);
+          }
+          record.run(m.id, m.name, now().toISOString());
+          result.applied.push(m.id);
+        }
+        db.exec('COMMIT');
+      } catch (err) {
+        if (db.isTransaction) db.exec('ROLLBACK');
+        throw err;
+      }
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      throw new StoreError('migration_failed', `migration ${m.id} (${m.name}) failed: ${msg}`, {
+        cause: err,
+      });
+    } finally {
+      if (m.disableForeignKeys) db.exec('PRAGMA foreign_keys = ON');
+    }
+  }
+
+  const { unknown } = migrationStatus(db, migrations);
+  if (unknown.length > 0) result.warnings.push(newerSchemaWarning(unknown));
+  return result;
+}

@@ -1,0 +1,254 @@
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
+import { StoreError } from './errors.ts';
+import { firstFreeHost } from './ipv4.ts';
+import { type Clock, type Row, bool, int, iso, json, newId, oneOf, str, strOrNull, toJson } from './rows.ts';
+
+export const VM_STATES = [
+  'creating',
+  'stopped',
+  'starting',
+  'running',
+  'stopping',
+  'error',
+  'deleting',
+] as const;
+export type VmState = (typeof VM_STATES)[number];
+
+export interface VmRow {
+  id: string;
+  name: string;
+  imageId: string;
+  state: VmState;
+  vcpus: number;
+  memoryMib: number;
+  diskSizeBytes: number;
+  networkMode: string;
+  guestIp: string | null;
+  mac: string;
+  nat: boolean;
+  sshHostKey: string | null;
+  /** Parsed workspace_json (null when unset). The store does not interpret it. */
+  workspace: unknown;
+  lastError: string | null;
+  bootCount: number;
+  createdAt: string;
+  updatedAt: string;
+  lastStartedAt: string | null;
+}
+
+export interface NewVm {
+  /** Generated with newId() when omitted. */
+  id?: string;
+  name: string;
+  imageId: string;
+  /** Defaults to 'creating'. */
+  state?: VmState;
+  /** 1..64 (CHECK constraint). */
+  vcpus: number;
+  /** 64..262144 (CHECK constraint). */
+  memoryMib: number;
+  diskSizeBytes: number;
+  networkMode: string;
+  guestIp?: string | null;
+  mac: string;
+  nat?: boolean;
+  sshHostKey?: string | null;
+  /** Stored as JSON. */
+  workspace?: unknown;
+  lastError?: string | null;
+  /** Defaults to now; updatedAt starts equal to it. */
+  createdAt?: Date | string;
+}
+
+/**
+ * A partial update: properties left undefined are unchanged; null clears a nullable column.
+ * updated_at is always set to now.
+ */
+export interface VmPatch {
+  name?: string;
+  imageId?: string;
+  state?: VmState;
+  vcpus?: number;
+  memoryMib?: number;
+  diskSizeBytes?: number;
+  networkMode?: string;
+  guestIp?: string | null;
+  mac?: string;
+  nat?: boolean;
+  sshHostKey?: string | null;
+  workspace?: unknown;
+  lastError?: string | null;
+  bootCount?: number;
+  lastStartedAt?: Date | string | null;
+}
+
+const COLS =
+  'id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac, nat, ' +
+  'ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at, last_started_at';
+
+// Patch property -> column, and how to bind the value.
+const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputValue]> = [
+  ['name', 'name', (v) => v as string],
+  ['imageId', 'image_id', (v) => v as string],
+  ['state', 'state', (v) => v as string],
+  ['vcpus', 'vcpus', (v) => v as number],
+  ['memoryMib', 'memory_mib', (v) => v as number],
+  ['diskSizeBytes', 'disk_size_bytes', (v) => v as number],
+  ['networkMode', 'network_mode', (v) => v as string],
+  ['guestIp', 'guest_ip', (v) => v as string | null],
+  ['mac', 'mac', (v) => v as string],
+  ['nat', 'nat', (v) => (v ? 1 : 0)],
+  ['sshHostKey', 'ssh_host_key', (v) => v as string | null],
+  ['workspace', 'workspace_json', toJson],
+  ['lastError', 'last_error', (v) => v as string | null],
+  ['bootCount', 'boot_count', (v) => v as number],
+  ['lastStartedAt', 'last_started_at', (v) => (v === null ? null : iso(v as Date | string))],
+];
+
+// One statement for every partial update: each column is rewritten only when its set_ flag is 1.
+const UPDATE_SQL =
+  'UPDATE vms SET ' +
+  PATCHABLE.map(([, c]) => `${c} = CASE WHEN :set_${c} THEN :${c} ELSE ${c} END`).join(', ') +
+  `, updated_at = :updated_at WHERE id = :id RETURNING ${COLS}`;
+
+function toVm(r: Row): VmRow {
+  const t = 'vms';
+  return {
+    id: str(r, t, 'id'),
+    name: str(r, t, 'name'),
+    imageId: str(r, t, 'image_id'),
+    state: oneOf(r, t, 'state', VM_STATES),
+    vcpus: int(r, t, 'vcpus'),
+    memoryMib: int(r, t, 'memory_mib'),
+    diskSizeBytes: int(r, t, 'disk_size_bytes'),
+    networkMode: str(r, t, 'network_mode'),
+    guestIp: strOrNull(r, t, 'guest_ip'),
+    mac: str(r, t, 'mac'),
+    nat: bool(r, t, 'nat'),
+    sshHostKey: strOrNull(r, t, 'ssh_host_key'),
+    workspace: json(r, t, 'workspace_json'),
+    lastError: strOrNull(r, t, 'last_error'),
+    bootCount: int(r, t, 'boot_count'),
+    createdAt: str(r, t, 'created_at'),
+    updatedAt: str(r, t, 'updated_at'),
+    lastStartedAt: strOrNull(r, t, 'last_started_at'),
+  };
+}
+
+export class VmsRepo {
+  readonly #now: Clock;
+  readonly #insert: StatementSync;
+  readonly #getById: StatementSync;
+  readonly #getByName: StatementSync;
+  readonly #list: StatementSync;
+  readonly #update: StatementSync;
+  readonly #recordBoot: StatementSync;
+  readonly #delete: StatementSync;
+  readonly #guestIps: StatementSync;
+
+  constructor(db: DatabaseSync, now: Clock) {
+    this.#now = now;
+    this.#insert = db.prepare(
+      `INSERT INTO vms (${COLS}) VALUES (${COLS.split(',')
+        .map(() => '?')
+        .join(', ')}) RETURNING ${COLS}`,
+    );
+    this.#getById = db.prepare(`SELECT ${COLS} FROM vms WHERE id = ?`);
+    this.#getByName = db.prepare(`SELECT ${COLS} FROM vms WHERE name = ?`);
+    this.#list = db.prepare(`SELECT ${COLS} FROM vms ORDER BY name`);
+    this.#update = db.prepare(UPDATE_SQL);
+    this.#recordBoot = db.prepare(
+      'UPDATE vms SET boot_count = boot_count + 1, last_started_at = :now, updated_at = :now ' +
+        `WHERE id = :id RETURNING ${COLS}`,
+    );
+    this.#delete = db.prepare('DELETE FROM vms WHERE id = ?');
+    this.#guestIps = db.prepare('SELECT guest_ip FROM vms WHERE guest_ip IS NOT NULL');
+  }
+
+  /**
+   * Throws a UNIQUE violation (isUniqueViolation; uniqueViolationColumns tells 'vms.name' from
+   * 'vms.guest_ip'), a FOREIGN KEY violation if imageId does not exist, a CHECK violation
+   * (isCheckViolation) for an out-of-range vcpus/memoryMib or unknown state.
+   */
+  insert(vm: NewVm): VmRow {
+    const created = iso(vm.createdAt ?? this.#now());
+    const row = this.#insert.get(
+      vm.id ?? newId(),
+      vm.name,
+      vm.imageId,
+      vm.state ?? 'creating',
+      vm.vcpus,
+      vm.memoryMib,
+      vm.diskSizeBytes,
+      vm.networkMode,
+      vm.guestIp ?? null,
+      vm.mac,
+      vm.nat ? 1 : 0,
+      vm.sshHostKey ?? null,
+      toJson(vm.workspace),
+      vm.lastError ?? null,
+      0,
+      created,
+      created,
+      null,
+    );
+    if (!row) throw new Error('vms insert returned no row');
+    return toVm(row);
+  }
+
+  getById(id: string): VmRow | undefined {
+    const r = this.#getById.get(id);
+    return r ? toVm(r) : undefined;
+  }
+
+  getByName(name: string): VmRow | undefined {
+    const r = this.#getByName.get(name);
+    return r ? toVm(r) : undefined;
+  }
+
+  /** By name. */
+  list(): VmRow[] {
+    return this.#list.all().map(toVm);
+  }
+
+  /**
+   * Apply a partial update and bump updated_at; returns the updated row. Throws StoreError
+   * 'not_found' if there is no such VM, and the same constraint errors as insert.
+   */
+  update(id: string, patch: VmPatch): VmRow {
+    const params: Record<string, SQLInputValue> = { id, updated_at: this.#now().toISOString() };
+    for (const [prop, col, bind] of PATCHABLE) {
+      const v = patch[prop];
+      params[`set_${col}`] = v === undefined ? 0 : 1;
+      params[col] = v === undefined ? null : bind(v);
+    }
+    const r = this.#update.get(params);
+    if (!r) throw new StoreError('not_found', `no VM with id ${id}`);
+    return toVm(r);
+  }
+
+  /** A boot: boot_count + 1, last_started_at = updated_at = now. Throws 'not_found'. */
+  recordBoot(id: string): VmRow {
+    const r = this.#recordBoot.get({ id, now: this.#now().toISOString() });
+    if (!r) throw new StoreError('not_found', `no VM with id ${id}`);
+    return toVm(r);
+  }
+
+  /** Returns false if there was no such VM. */
+  delete(id: string): boolean {
+    return Number(this.#delete.run(id).changes) > 0;
+  }
+
+  /**
+   * The lowest host address in `cidr` that no VM holds and that is not in `reserved` (e.g. the
+   * gateway). Throws StoreError 'exhausted' when the network is full, RangeError for a bad CIDR.
+   * Not a reservation: call it and insert/update in one store.transaction(), or retry on a
+   * UNIQUE violation of 'vms.guest_ip'.
+   */
+  nextFreeGuestIp(cidr: string, reserved: Iterable<string> = []): string {
+    const taken = [...reserved, ...this.#guestIps.all().map((r) => str(r, 'vms', 'guest_ip'))];
+    const ip = firstFreeHost(cidr, taken);
+    if (ip === undefined) throw new StoreError('exhausted', `no free guest address left in ${cidr}`);
+    return ip;
+  }
+}
