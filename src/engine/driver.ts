@@ -1,0 +1,185 @@
+// The VMM driver interface the daemon programs against. One launch spec describes a VM in
+// VMM-neutral terms; each driver turns it into a LaunchPlan with a pure `prepare` (argv, API
+// calls, files it will create), then `start`s the plan as a detached process that outlives the
+// daemon. A restarted daemon calls `reattach(vmDir)` to find the VMs that kept running.
+import type { EngineLogger } from './log.ts';
+import type { QmpClient } from './qmp.ts';
+
+export type DriverName = 'qemu' | 'firecracker';
+export type Accel = 'kvm' | 'tcg';
+
+export interface DiskSpec {
+  /** Absolute path of the image (a qcow2 overlay or a raw ext4 file). */
+  path: string;
+  format: 'qcow2' | 'raw';
+  readOnly?: boolean;
+}
+
+/**
+ * How the guest's one NIC is backed.
+ * - `user`: QEMU's user-mode stack, no root needed; guest port 22 is forwarded from
+ *   127.0.0.1:sshHostPort. `restrict` cuts the guest off from the host and the outside (the
+ *   forward still works): tests use it.
+ * - `tap`: a tap device created beforehand by the root helper (bridged mode).
+ * - `none`: no NIC at all.
+ */
+export type NetSpec =
+  | { mode: 'user'; sshHostPort: number; guestCidr?: string; mac?: string; restrict?: boolean }
+  | { mode: 'tap'; tap: string; mac: string }
+  | { mode: 'none' };
+
+export interface VmLaunchSpec {
+  /** VM id: [A-Za-z0-9][A-Za-z0-9_.-]{0,62}; becomes the QEMU guest name. */
+  id: string;
+  /** Absolute directory owned by this VM: sockets, pidfile, logs and handles.json live here. */
+  vmDir: string;
+  kernel: string;
+  initrd?: string;
+  /** Guest kernel command line; the builder adds what the machine needs (console, TSC, panic). */
+  cmdline: string;
+  vcpus: number;
+  memoryMiB: number;
+  disks: DiskSpec[];
+  net: NetSpec;
+  /** Guest serial console output (appended across restarts). */
+  serialLog: string;
+  /** Host end of the guest agent channel (virtio-serial port `banger.agent` under QEMU). */
+  agentSocket?: string;
+  accel: Accel;
+  /** TCG translation cache size; bounds QEMU RSS. Default 128. Ignored under KVM. */
+  tbSizeMiB?: number;
+  /** Restore from saved state (`-incoming URI`, e.g. `exec:cat /path/state`); VM starts paused. */
+  incoming?: string;
+  /**
+   * Host TSC rate for `tsc_early_khz` (TCG on microvm). Pin it in the VM record when a VM's
+   * saved state may be restored later; otherwise the driver reads the host's.
+   */
+  tscKhz?: number;
+}
+
+/** Files a plan creates or uses, all inside (or named by) the spec. */
+export interface PlanFiles {
+  vmDir: string;
+  handles: string;
+  stderrLog: string;
+  serialLog: string;
+  pidFile?: string;
+  /** QEMU: the QMP socket. */
+  qmpSocket?: string;
+  /** Firecracker: the API socket. */
+  apiSocket?: string;
+  /** Firecracker: its own log (--log-path). */
+  vmmLog?: string;
+  agentSocket?: string;
+}
+
+/** One HTTP call to a VMM API (Firecracker). */
+export interface VmmApiRequest {
+  method: 'GET' | 'PUT' | 'PATCH';
+  path: string;
+  body?: Record<string, unknown>;
+}
+
+interface LaunchPlanBase {
+  id: string;
+  spec: VmLaunchSpec;
+  binary: string;
+  /** Arguments after the binary; spawned without a shell, so nothing needs quoting. */
+  argv: string[];
+  /** sha256 of binary + argv: equal hashes mean an identical VMM configuration. */
+  argvHash: string;
+  files: PlanFiles;
+}
+
+export interface QemuLaunchPlan extends LaunchPlanBase {
+  driver: 'qemu';
+  /** The guest kernel command line as passed with -append. */
+  cmdline: string;
+}
+
+export interface FirecrackerLaunchPlan extends LaunchPlanBase {
+  driver: 'firecracker';
+  /** Configuration calls made after spawn, in order, before InstanceStart. */
+  apiRequests: VmmApiRequest[];
+}
+
+export type LaunchPlan = QemuLaunchPlan | FirecrackerLaunchPlan;
+
+export interface StartOptions {
+  /** How long to wait for the control socket to answer. Default 15 s. */
+  readyTimeoutMs?: number;
+  /**
+   * After the VMM answers, keep watching this long and fail if it exits (catches e.g. a
+   * refused `-incoming` state). Default 0.
+   */
+  settleMs?: number;
+  logger?: EngineLogger;
+}
+
+export type VmmStatus =
+  | 'running'
+  | 'paused'
+  /** The guest shut down; the VMM process has not exited yet. */
+  | 'shutdown'
+  /** The process is alive but its control socket does not answer. */
+  | 'unresponsive'
+  | 'gone';
+
+export interface ExitInfo {
+  /** Exit code when the VMM was our child; null when it was reattached (only polled). */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** What a driver writes to `<vmDir>/handles.json`, the one thing reattach needs. */
+export interface HandleRecord {
+  version: 1;
+  driver: DriverName;
+  id: string;
+  pid: number;
+  /** Process start time (clock ticks since boot, /proc/PID/stat field 22): guards against pid reuse. */
+  startTime: number;
+  /** Host boot id: pids and start times mean nothing across a host reboot. */
+  bootId: string;
+  binary: string;
+  argvHash: string;
+  startedAt: string;
+  files: PlanFiles;
+  sshHostPort?: number;
+}
+
+export interface VmmHandle {
+  readonly driver: DriverName;
+  readonly id: string;
+  readonly pid: number;
+  readonly record: HandleRecord;
+  /** QEMU only: the live QMP connection, if one is open. */
+  readonly qmp?: QmpClient;
+  status(): Promise<VmmStatus>;
+  /**
+   * Ask the guest to power off (ACPI power button / Ctrl-Alt-Del) and wait for the VMM to
+   * exit. 'timeout' leaves the VM running so the caller can `kill` and report it.
+   */
+  shutdownGraceful(timeoutMs: number): Promise<'clean' | 'timeout'>;
+  /** Signal the VMM (default SIGKILL) after checking it is still the process we started. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Resolves when the VMM process is gone; works for reattached (non-child) processes too. */
+  waitExit(): Promise<ExitInfo>;
+  /** Drop control connections and watchers; the VM keeps running (daemon shutdown). */
+  release(): Promise<void>;
+}
+
+export interface ReattachOptions {
+  /** How long QMP / the API gets to answer. Default 3 s. */
+  timeoutMs?: number;
+  logger?: EngineLogger;
+}
+
+export interface VmmDriver {
+  readonly name: DriverName;
+  /** Pure: validates the spec and builds the plan. Throws EngineError('invalid_spec' | 'unsupported'). */
+  prepare(spec: VmLaunchSpec): LaunchPlan;
+  start(plan: LaunchPlan, opts?: StartOptions): Promise<VmmHandle>;
+  /** A handle for the VM still running from `vmDir`, or null if none is. */
+  reattach(vmDir: string, opts?: ReattachOptions): Promise<VmmHandle | null>;
+}

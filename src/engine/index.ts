@@ -1,0 +1,71 @@
+// The engine's public surface: the daemon imports from here.
+export type {
+  Accel,
+  DiskSpec,
+  DriverName,
+  ExitInfo,
+  FirecrackerLaunchPlan,
+  HandleRecord,
+  LaunchPlan,
+  NetSpec,
+  PlanFiles,
+  QemuLaunchPlan,
+  ReattachOptions,
+  StartOptions,
+  VmLaunchSpec,
+  VmmApiRequest,
+  VmmDriver,
+  VmmHandle,
+  VmmStatus,
+} from './driver.ts';
+export { EngineError, isEngineError, type EngineErrorCode } from './errors.ts';
+export { silentLogger, type EngineLogger } from './log.ts';
+export { readHandles, writeHandles, removeHandles, handlesPath, HANDLES_FILE } from './handles.ts';
+export {
+  AGENT_PORT_NAME,
+  DEFAULT_QEMU_BINARY,
+  DEFAULT_TB_SIZE_MIB,
+  argvHash,
+  buildKernelCmdline,
+  buildQemuArgv,
+  hostTscKhz,
+  prepareQemuPlan,
+  qemuFiles,
+  qemuOptValue,
+} from './qemu-argv.ts';
+export {
+  QmpClient,
+  type QmpEvent,
+  type QmpGreeting,
+  type QmpStatusInfo,
+  type QmpConnectOptions,
+} from './qmp.ts';
+export { QemuDriver, QemuHandle, mapRunState, type QemuDriverOptions } from './qemu.ts';
+export {
+  probeAccel,
+  qemuVersion,
+  resetAccelMemo,
+  PROBE_MARKER,
+  type AccelProbeOptions,
+  type AccelProbeResult,
+} from './accel.ts';
+export {
+  AGENT_VSOCK_CID,
+  buildFirecrackerArgv,
+  buildFirecrackerRequests,
+  firecrackerBootArgs,
+  prepareFirecrackerPlan,
+} from './firecracker-api.ts';
+export {
+  FirecrackerDriver,
+  FirecrackerHandle,
+  configureAndBoot,
+  detectFirecracker,
+  firecrackerCall,
+  isFirecrackerAvailable,
+  type FirecrackerAvailability,
+} from './firecracker.ts';
+export { FakeVmmDriver, FakeVmmHandle, FakeVmmHost, type FakeOp, type FakeOpName } from './fake.ts';
+export { buildCpio, busyboxInitramfs, type CpioEntry } from './cpio.ts';
+export { validateLaunchSpec, withKernelParams, MAX_UNIX_SOCKET_PATH } from './spec.ts';
+export { saveState, waitIncoming, saveStateUri, restoreStateUri, shellQuote } from './migration.ts';

@@ -1,0 +1,167 @@
+// Pure builder: VmLaunchSpec -> `qemu-system-x86_64 -M microvm ...` argv. Deterministic (same
+// spec, same argv, same hash), so a saved VM restores with the same device layout: warm restore
+// is this argv plus `-incoming`, bridged mode is the same argv with a tap netdev.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PlanFiles, QemuLaunchPlan, VmLaunchSpec } from './driver.ts';
+import { EngineError } from './errors.ts';
+import { HANDLES_FILE } from './handles.ts';
+import { checkSocketPath, validateLaunchSpec, withKernelParams } from './spec.ts';
+
+export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
+export const DEFAULT_TB_SIZE_MIB = 128;
+/** The virtio-serial port name the guest agent opens (/sys/class/virtio-ports/*\/name). */
+export const AGENT_PORT_NAME = 'banger.agent';
+
+export interface QemuArgvOptions {
+  /** Host TSC kHz; required under TCG unless the spec pins `tscKhz`. */
+  hostTscKhz?: number | null;
+  binary?: string;
+}
+
+/** Where QEMU's own files live inside the VM directory. */
+export function qemuFiles(spec: VmLaunchSpec): PlanFiles {
+  const files: PlanFiles = {
+    vmDir: spec.vmDir,
+    handles: join(spec.vmDir, HANDLES_FILE),
+    stderrLog: join(spec.vmDir, 'qemu.stderr'),
+    serialLog: spec.serialLog,
+    pidFile: join(spec.vmDir, 'qemu.pid'),
+    qmpSocket: join(spec.vmDir, 'qmp.sock'),
+  };
+  if (spec.agentSocket !== undefined) files.agentSocket = spec.agentSocket;
+  return files;
+}
+
+/** QEMU option values are comma-separated key=value lists; a literal comma is written twice. */
+export function qemuOptValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+/**
+ * The guest command line: the caller's, plus what this machine needs unless already set:
+ * `console=ttyS0` (the only serial port), `panic=-1` (a panicking guest reboots, and with
+ * -no-reboot QEMU exits instead of leaving a dead VM "running"), and under TCG on microvm
+ * `tsc_early_khz=<host kHz> tsc=reliable` (microvm has no HPET/PM timer; without it about half
+ * the boots under load hang calibrating the TSC).
+ */
+export function buildKernelCmdline(spec: VmLaunchSpec, tscKhz: number | null): string {
+  const params: [string, string | null][] = [
+    ['console', 'ttyS0'],
+    ['panic', '-1'],
+  ];
+  if (spec.accel === 'tcg') {
+    if (tscKhz === null) {
+      throw new EngineError(
+        'invalid_spec',
+        'TCG on microvm needs tsc_early_khz but the host TSC rate is unknown; set spec.tscKhz',
+      );
+    }
+    params.push(['tsc_early_khz', String(tscKhz)], ['tsc', 'reliable']);
+  }
+  return withKernelParams(spec.cmdline, params);
+}
+
+export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): string[] {
+  validateLaunchSpec(spec);
+  const files = qemuFiles(spec);
+  const qmpSocket = files.qmpSocket as string;
+  checkSocketPath('QMP socket (vmDir/qmp.sock)', qmpSocket);
+  const tscKhz = spec.tscKhz ?? opts.hostTscKhz ?? null;
+  const o = qemuOptValue;
+
+  const argv: string[] = ['-name', `guest=${o(spec.id)}`, '-M', 'microvm'];
+  if (spec.accel === 'kvm') {
+    // PVM-style hosts abort on MSR 0x10a with plain `-cpu host`.
+    argv.push('-accel', 'kvm', '-cpu', 'host,-arch-capabilities');
+  } else {
+    argv.push('-accel', `tcg,tb-size=${spec.tbSizeMiB ?? DEFAULT_TB_SIZE_MIB}`);
+  }
+  argv.push('-m', String(spec.memoryMiB), '-smp', String(spec.vcpus));
+  argv.push('-nodefaults', '-no-user-config', '-display', 'none');
+  // A file chardev with append=on: the console log survives restarts and restores of the VM.
+  argv.push('-chardev', `file,id=serial0,path=${o(spec.serialLog)},append=on`, '-serial', 'chardev:serial0');
+  argv.push(
+    '-chardev',
+    `socket,id=qmp,path=${o(qmpSocket)},server=on,wait=off`,
+    '-mon',
+    'chardev=qmp,mode=control',
+  );
+  argv.push('-pidfile', files.pidFile as string);
+  argv.push('-kernel', spec.kernel);
+  if (spec.initrd !== undefined) argv.push('-initrd', spec.initrd);
+  argv.push('-append', buildKernelCmdline(spec, tscKhz));
+
+  spec.disks.forEach((d, i) => {
+    const ro = d.readOnly ? ',readonly=on' : '';
+    argv.push('-drive', `id=disk${i},file=${o(d.path)},format=${d.format},if=none${ro}`);
+    argv.push('-device', `virtio-blk-device,drive=disk${i}`);
+  });
+
+  const net = spec.net;
+  if (net.mode === 'user') {
+    const parts = ['user', 'id=net0'];
+    if (net.guestCidr !== undefined) parts.push(`net=${net.guestCidr}`);
+    parts.push(`hostfwd=tcp:127.0.0.1:${net.sshHostPort}-:22`);
+    if (net.restrict) parts.push('restrict=on');
+    argv.push('-netdev', parts.join(','));
+    argv.push('-device', `virtio-net-device,netdev=net0${net.mac !== undefined ? `,mac=${net.mac}` : ''}`);
+  } else if (net.mode === 'tap') {
+    argv.push('-netdev', `tap,id=net0,ifname=${net.tap},script=no,downscript=no`);
+    argv.push('-device', `virtio-net-device,netdev=net0,mac=${net.mac}`);
+  }
+
+  if (spec.agentSocket !== undefined) {
+    argv.push('-device', 'virtio-serial-device');
+    argv.push('-chardev', `socket,id=agent,path=${o(spec.agentSocket)},server=on,wait=off`);
+    argv.push('-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`);
+  }
+
+  argv.push('-no-reboot');
+  if (spec.incoming !== undefined) argv.push('-incoming', spec.incoming);
+  return argv;
+}
+
+export function argvHash(binary: string, argv: string[]): string {
+  return createHash('sha256')
+    .update(JSON.stringify([binary, ...argv]))
+    .digest('hex');
+}
+
+/** The QEMU driver's `prepare`: pure given the host TSC value passed in. */
+export function prepareQemuPlan(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): QemuLaunchPlan {
+  const binary = opts.binary ?? DEFAULT_QEMU_BINARY;
+  const argv = buildQemuArgv(spec, opts);
+  const appendAt = argv.indexOf('-append');
+  return {
+    driver: 'qemu',
+    id: spec.id,
+    spec,
+    binary,
+    argv,
+    argvHash: argvHash(binary, argv),
+    files: qemuFiles(spec),
+    cmdline: argv[appendAt + 1] ?? '',
+  };
+}
+
+/**
+ * The host TSC rate in kHz from /proc/cpuinfo "cpu MHz" (first CPU), or null if absent. On VMs
+ * and fixed-frequency hosts that is the TSC rate; under cpufreq scaling it is the current clock,
+ * so callers that care (saved states) should pin spec.tscKhz.
+ */
+export function hostTscKhz(
+  readCpuinfo: () => string = () => readFileSync('/proc/cpuinfo', 'utf8'),
+): number | null {
+  let text: string;
+  try {
+    text = readCpuinfo();
+  } catch {
+    return null;
+  }
+  const m = /^cpu MHz\s*:\s*([0-9]+(?:\.[0-9]+)?)\s*$/m.exec(text);
+  if (!m || m[1] === undefined) return null;
+  const khz = Math.round(Number(m[1]) * 1000);
+  return Number.isFinite(khz) && khz > 0 ? khz : null;
+}

@@ -1,0 +1,336 @@
+// The QEMU driver: spawns `qemu-system-x86_64 -M microvm` detached so the VM outlives the
+// daemon, records pid + start time + sockets in handles.json, and finds the VM again after a
+// daemon restart (reattach). Control goes through QMP; kill goes through the pid, after
+// checking the pid is still the process we started.
+import { mkdir, rm } from 'node:fs/promises';
+import type {
+  ExitInfo,
+  HandleRecord,
+  LaunchPlan,
+  QemuLaunchPlan,
+  ReattachOptions,
+  StartOptions,
+  VmLaunchSpec,
+  VmmDriver,
+  VmmHandle,
+  VmmStatus,
+} from './driver.ts';
+import { EngineError } from './errors.ts';
+import { readHandles, writeHandles } from './handles.ts';
+import { silentLogger, type EngineLogger } from './log.ts';
+import { hostProcFs, isSameLiveProcess, runsProgram, type ProcFs } from './proc.ts';
+import { ProcessWatch, readLogFrom, sleep, spawnDetached } from './process.ts';
+import { DEFAULT_QEMU_BINARY, hostTscKhz, prepareQemuPlan } from './qemu-argv.ts';
+import { isNotListening, QmpClient } from './qmp.ts';
+
+export interface QemuDriverOptions {
+  binary?: string;
+  /** Host TSC kHz for TCG guests; default: read /proc/cpuinfo once. */
+  tscKhz?: number | null;
+  procfs?: ProcFs;
+  logger?: EngineLogger;
+}
+
+export class QemuDriver implements VmmDriver {
+  readonly name = 'qemu' as const;
+  private readonly binary: string;
+  private readonly procfs: ProcFs;
+  private readonly logger: EngineLogger;
+  private tscKhz: number | null | undefined;
+
+  constructor(opts: QemuDriverOptions = {}) {
+    this.binary = opts.binary ?? DEFAULT_QEMU_BINARY;
+    this.procfs = opts.procfs ?? hostProcFs;
+    this.logger = opts.logger ?? silentLogger;
+    this.tscKhz = opts.tscKhz;
+  }
+
+  prepare(spec: VmLaunchSpec): QemuLaunchPlan {
+    // Read lazily and once: the only host fact the pure builder needs.
+    if (this.tscKhz === undefined) this.tscKhz = hostTscKhz();
+    return prepareQemuPlan(spec, { binary: this.binary, hostTscKhz: this.tscKhz });
+  }
+
+  async start(plan: LaunchPlan, opts: StartOptions = {}): Promise<QemuHandle> {
+    if (plan.driver !== 'qemu')
+      throw new EngineError('unsupported', `QEMU driver cannot start a ${plan.driver} plan`);
+    const log = opts.logger ?? this.logger;
+    const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
+    const { files } = plan;
+    const qmpPath = files.qmpSocket as string;
+
+    await mkdir(files.vmDir, { recursive: true });
+    const existing = await this.reattachIdentity(files.vmDir);
+    if (existing) {
+      throw new EngineError('already_running', `VM ${plan.id} already runs as pid ${existing.pid}`, {
+        details: { pid: existing.pid },
+      });
+    }
+    // Stale sockets from a previous run would make us talk to nothing (or wait on the wrong file).
+    await Promise.all(
+      [qmpPath, files.agentSocket, files.pidFile].map((p) => (p ? rm(p, { force: true }) : null)),
+    );
+
+    const t0 = Date.now();
+    const spawned = await spawnDetached(plan.binary, plan.argv, {
+      cwd: files.vmDir,
+      stderrPath: files.stderrLog,
+    });
+    const { pid } = spawned;
+    const stat = this.procfs.stat(pid);
+    const record: HandleRecord = {
+      version: 1,
+      driver: 'qemu',
+      id: plan.id,
+      pid,
+      startTime: stat?.startTime ?? 0,
+      bootId: this.procfs.bootId(),
+      binary: plan.binary,
+      argvHash: plan.argvHash,
+      startedAt: new Date(t0).toISOString(),
+      files,
+    };
+    if (plan.spec.net.mode === 'user') record.sshHostPort = plan.spec.net.sshHostPort;
+    const watch = new ProcessWatch(pid, record.startTime, { procfs: this.procfs, childExit: spawned.exited });
+    log.info({ vm: plan.id, pid, argvHash: plan.argvHash }, 'qemu spawned');
+
+    const failStart = async (why: string, cause?: unknown): Promise<never> => {
+      if (watch.isAlive()) {
+        watch.signal('SIGKILL');
+        await watch.waitExitFor(3_000);
+      }
+      const exit = await Promise.race([spawned.exited, sleep(200).then(() => null)]);
+      const stderr = (await readLogFrom(files.stderrLog, spawned.stderrOffset)).trim();
+      const exitText = exit ? ` (exit code ${exit.code ?? '-'}${exit.signal ? `, ${exit.signal}` : ''})` : '';
+      const message = `QEMU for VM ${plan.id} ${why}${exitText}${stderr ? `: ${stderr}` : ''}`;
+      log.error({ vm: plan.id, pid, stderr, exit }, 'qemu start failed');
+      throw new EngineError('start_failed', message, {
+        cause,
+        details: { pid, stderr, exitCode: exit?.code ?? null, signal: exit?.signal ?? null },
+      });
+    };
+
+    if (record.startTime === 0) return failStart('exited immediately');
+    // Written before QMP is up: if the daemon dies right now, the VM is still findable.
+    await writeHandles(files.vmDir, record);
+
+    let qmp: QmpClient | undefined;
+    while (!qmp) {
+      if (!watch.isAlive()) return failStart('exited during startup');
+      const left = readyTimeoutMs - (Date.now() - t0);
+      if (left <= 0) return failStart(`did not answer on QMP within ${readyTimeoutMs} ms`);
+      try {
+        qmp = await QmpClient.connect(qmpPath, { timeoutMs: Math.min(left, 5_000), logger: log });
+      } catch (err) {
+        // Not listening yet (ENOENT/ECONNREFUSED) is the normal case; anything else is retried
+        // too until the deadline, but logged.
+        if (!isNotListening(err)) log.debug({ vm: plan.id, err }, 'qmp connect failed; retrying');
+        await sleep(25);
+      }
+    }
+    try {
+      await qmp.queryStatus();
+    } catch (err) {
+      qmp.close();
+      return failStart('failed its first QMP query', err);
+    }
+    if (opts.settleMs && opts.settleMs > 0) {
+      if (await watch.waitExitFor(opts.settleMs)) {
+        qmp.close();
+        return failStart(`exited within ${opts.settleMs} ms of starting`);
+      }
+    }
+    log.info({ vm: plan.id, pid, readyMs: Date.now() - t0 }, 'qemu ready');
+    return new QemuHandle(record, watch, qmp, log);
+  }
+
+  async reattach(vmDir: string, opts: ReattachOptions = {}): Promise<QemuHandle | null> {
+    const log = opts.logger ?? this.logger;
+    const record = await this.reattachIdentity(vmDir, log);
+    if (!record) return null;
+    const watch = new ProcessWatch(record.pid, record.startTime, { procfs: this.procfs });
+    const handle = new QemuHandle(record, watch, undefined, log);
+    const qmpPath = record.files.qmpSocket;
+    if (qmpPath) {
+      try {
+        const qmp = await QmpClient.connect(qmpPath, { timeoutMs: opts.timeoutMs ?? 3_000, logger: log });
+        handle.adoptQmp(qmp);
+        const name = await qmp.execute<{ name?: string }>('query-name');
+        if (name.name !== undefined && name.name !== record.id) {
+          qmp.close();
+          throw new EngineError(
+            'identity_mismatch',
+            `QMP at ${qmpPath} belongs to ${name.name}, not ${record.id}`,
+          );
+        }
+      } catch (err) {
+        if (err instanceof EngineError && err.code === 'identity_mismatch') throw err;
+        // Alive and ours, but QMP is silent (wedged, or another client holds it): hand back a
+        // handle anyway so the caller can still kill it; status() reports 'unresponsive'.
+        log.warn({ vm: record.id, pid: record.pid, err }, 'reattach: QMP does not answer');
+      }
+    }
+    log.info({ vm: record.id, pid: record.pid, qmp: handle.qmp !== undefined }, 'qemu reattached');
+    return handle;
+  }
+
+  /** The handles.json record if its pid is alive, a qemu-system process, and the one we started. */
+  private async reattachIdentity(
+    vmDir: string,
+    log: EngineLogger = this.logger,
+  ): Promise<HandleRecord | null> {
+    const res = await readHandles(vmDir);
+    if (!res.ok) {
+      if (res.reason === 'invalid')
+        log.warn({ vmDir, detail: res.detail }, 'reattach: unreadable handles.json');
+      return null;
+    }
+    const r = res.record;
+    const why =
+      r.driver !== 'qemu'
+        ? `driver is ${r.driver}`
+        : r.bootId !== this.procfs.bootId()
+          ? 'host rebooted since start'
+          : !isSameLiveProcess(this.procfs, r.pid, r.startTime)
+            ? 'process gone (or pid reused)'
+            : !runsProgram(this.procfs, r.pid, 'qemu-system')
+              ? 'pid runs something else'
+              : null;
+    if (why) {
+      log.debug({ vmDir, pid: r.pid, why }, 'reattach: no live VMM');
+      return null;
+    }
+    return r;
+  }
+}
+
+export class QemuHandle implements VmmHandle {
+  readonly driver = 'qemu' as const;
+  readonly record: HandleRecord;
+  private readonly watch: ProcessWatch;
+  private readonly logger: EngineLogger;
+  private client: QmpClient | undefined;
+  private connecting: Promise<QmpClient> | undefined;
+
+  constructor(record: HandleRecord, watch: ProcessWatch, qmp: QmpClient | undefined, logger: EngineLogger) {
+    this.record = record;
+    this.watch = watch;
+    this.logger = logger;
+    if (qmp) this.adoptQmp(qmp);
+  }
+
+  get id(): string {
+    return this.record.id;
+  }
+  get pid(): number {
+    return this.record.pid;
+  }
+  get qmp(): QmpClient | undefined {
+    return this.client && !this.client.closed ? this.client : undefined;
+  }
+
+  /** @internal */
+  adoptQmp(qmp: QmpClient): void {
+    this.client = qmp;
+  }
+
+  isAlive(): boolean {
+    return this.watch.isAlive();
+  }
+
+  /** The open QMP connection, reconnecting if it dropped. */
+  async ensureQmp(timeoutMs = 3_000): Promise<QmpClient> {
+    const current = this.qmp;
+    if (current) return current;
+    const path = this.record.files.qmpSocket;
+    if (!path) throw new EngineError('unsupported', 'no QMP socket recorded');
+    if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
+    this.connecting ??= QmpClient.connect(path, { timeoutMs, logger: this.logger }).finally(() => {
+      this.connecting = undefined;
+    });
+    this.client = await this.connecting;
+    return this.client;
+  }
+
+  async status(): Promise<VmmStatus> {
+    if (!this.isAlive()) return 'gone';
+    try {
+      const qmp = await this.ensureQmp();
+      const st = await qmp.queryStatus();
+      return mapRunState(st.status);
+    } catch (err) {
+      if (!this.isAlive()) return 'gone';
+      this.logger.warn({ vm: this.id, err }, 'status: QMP does not answer');
+      return 'unresponsive';
+    }
+  }
+
+  async shutdownGraceful(timeoutMs: number): Promise<'clean' | 'timeout'> {
+    const deadline = Date.now() + timeoutMs;
+    if (!this.isAlive()) return 'clean';
+    try {
+      const qmp = await this.ensureQmp(Math.min(3_000, timeoutMs));
+      const st = await qmp.queryStatus();
+      // A paused guest cannot act on the power button.
+      if (!st.running && mapRunState(st.status) === 'paused') await qmp.execute('cont');
+      await qmp.execute('system_powerdown');
+    } catch (err) {
+      if (!this.isAlive()) return 'clean';
+      this.logger.warn({ vm: this.id, err }, 'graceful shutdown: cannot send system_powerdown');
+      return 'timeout';
+    }
+    const exited = await this.watch.waitExitFor(Math.max(0, deadline - Date.now()));
+    if (exited) this.closeQmp();
+    this.logger.info({ vm: this.id, result: exited ? 'clean' : 'timeout' }, 'graceful shutdown');
+    return exited ? 'clean' : 'timeout';
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    let sent: boolean;
+    try {
+      sent = this.watch.signal(signal);
+    } catch (err) {
+      // EPERM (not our uid): ask QEMU itself to quit.
+      this.logger.warn({ vm: this.id, err }, 'kill: signal refused, trying QMP quit');
+      const qmp = await this.ensureQmp();
+      await qmp.execute('quit').catch(() => {});
+      sent = true;
+    }
+    if (!sent) {
+      this.closeQmp();
+      return;
+    }
+    this.logger.info({ vm: this.id, pid: this.pid, signal }, 'kill');
+    if (signal === 'SIGKILL' || signal === 'SIGTERM') {
+      if (!(await this.watch.waitExitFor(5_000))) {
+        throw new EngineError('timeout', `VM ${this.id} (pid ${this.pid}) survived ${signal} for 5 s`);
+      }
+      this.closeQmp();
+    }
+  }
+
+  async waitExit(): Promise<ExitInfo> {
+    const info = await this.watch.waitExit();
+    this.closeQmp();
+    return info;
+  }
+
+  async release(): Promise<void> {
+    this.closeQmp();
+    this.watch.stop();
+  }
+
+  private closeQmp(): void {
+    this.client?.close();
+    this.client = undefined;
+  }
+}
+
+/** QEMU RunState -> VmmStatus. */
+export function mapRunState(status: string): VmmStatus {
+  if (status === 'running') return 'running';
+  if (status === 'shutdown' || status === 'guest-panicked') return 'shutdown';
+  // paused, prelaunch, inmigrate, postmigrate, finish-migrate, suspended, io-error,
+  // internal-error, watchdog, ...: the vCPUs are not running.
+  return 'paused';
+}
