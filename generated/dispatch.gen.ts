@@ -11,12 +11,66 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
     h.services.daemon.operationsList(p, ctx),
   ),
   'daemon.status': noParamHandler((h, ctx) => h.services.daemon.status(ctx)),
+  'image.build.begin': paramHandler(paramValidators['image.build.begin'], (h, p, ctx) =>
+    h.services.image.buildBegin(p, ctx),
+  ),
+  'image.build.cancel': paramHandler(paramValidators['image.build.cancel'], (h, p, ctx) =>
+    h.services.image.buildCancel(p, ctx),
+  ),
+  'image.build.status': paramHandler(paramValidators['image.build.status'], (h, p, ctx) =>
+    h.services.image.buildStatus(p, ctx),
+  ),
+  'image.delete': paramHandler(paramValidators['image.delete'], (h, p, ctx) =>
+    h.services.image.delete(p, ctx),
+  ),
+  'image.import': paramHandler(paramValidators['image.import'], (h, p, ctx) =>
+    h.services.image.import(p, ctx),
+  ),
+  'image.list': noParamHandler((h, ctx) => h.services.image.list(ctx)),
+  'image.promote': paramHandler(paramValidators['image.promote'], (h, p, ctx) =>
+    h.services.image.promote(p, ctx),
+  ),
+  'image.show': paramHandler(paramValidators['image.show'], (h, p, ctx) => h.services.image.show(p, ctx)),
+  'kernel.delete': paramHandler(paramValidators['kernel.delete'], (h, p, ctx) =>
+    h.services.kernel.delete(p, ctx),
+  ),
+  'kernel.import': paramHandler(paramValidators['kernel.import'], (h, p, ctx) =>
+    h.services.kernel.import(p, ctx),
+  ),
+  'kernel.list': noParamHandler((h, ctx) => h.services.kernel.list(ctx)),
+  'kernel.show': paramHandler(paramValidators['kernel.show'], (h, p, ctx) => h.services.kernel.show(p, ctx)),
   ping: function pingHandler(ctx, host, req) {
     return host.specials.ping(ctx, req);
   },
   shutdown: function shutdownHandler(ctx, host, req) {
     return host.specials.shutdown(ctx, req);
   },
+  'vm.create.begin': paramHandler(paramValidators['vm.create.begin'], (h, p, ctx) =>
+    h.services.vm.createBegin(p, ctx),
+  ),
+  'vm.create.cancel': paramHandler(paramValidators['vm.create.cancel'], (h, p, ctx) =>
+    h.services.vm.createCancel(p, ctx),
+  ),
+  'vm.create.status': paramHandler(paramValidators['vm.create.status'], (h, p, ctx) =>
+    h.services.vm.createStatus(p, ctx),
+  ),
+  'vm.delete': paramHandler(paramValidators['vm.delete'], (h, p, ctx) => h.services.vm.delete(p, ctx)),
+  'vm.health': paramHandler(paramValidators['vm.health'], (h, p, ctx) => h.services.vm.health(p, ctx)),
+  'vm.kill': paramHandler(paramValidators['vm.kill'], (h, p, ctx) => h.services.vm.kill(p, ctx)),
+  'vm.list': paramHandler(paramValidators['vm.list'], (h, p, ctx) => h.services.vm.list(p, ctx)),
+  'vm.logs': function vmLogsHandler(ctx, host, req) {
+    return host.specials.vmLogs(ctx, req);
+  },
+  'vm.prune': paramHandler(paramValidators['vm.prune'], (h, p, ctx) => h.services.vm.prune(p, ctx)),
+  'vm.restart': paramHandler(paramValidators['vm.restart'], (h, p, ctx) => h.services.vm.restart(p, ctx)),
+  'vm.set': paramHandler(paramValidators['vm.set'], (h, p, ctx) => h.services.vm.set(p, ctx)),
+  'vm.show': paramHandler(paramValidators['vm.show'], (h, p, ctx) => h.services.vm.show(p, ctx)),
+  'vm.ssh': function vmSshHandler(ctx, host, req) {
+    return host.specials.vmSsh(ctx, req);
+  },
+  'vm.start': paramHandler(paramValidators['vm.start'], (h, p, ctx) => h.services.vm.start(p, ctx)),
+  'vm.stats': paramHandler(paramValidators['vm.stats'], (h, p, ctx) => h.services.vm.stats(p, ctx)),
+  'vm.stop': paramHandler(paramValidators['vm.stop'], (h, p, ctx) => h.services.vm.stop(p, ctx)),
 };
 
 /** The root helper's dispatch table: method name → handler(ctx, host, req). */

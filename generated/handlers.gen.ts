@@ -6,7 +6,57 @@ import type {
   DaemonOperationsListParams,
   DaemonOperationsListResult,
   DaemonStatusResult,
+  ImageBuildBeginParams,
+  ImageBuildBeginResult,
+  ImageBuildCancelParams,
+  ImageBuildCancelResult,
+  ImageBuildStatusParams,
+  ImageBuildStatusResult,
+  ImageDeleteParams,
+  ImageDeleteResult,
+  ImageImportParams,
+  ImageImportResult,
+  ImageListResult,
+  ImagePromoteParams,
+  ImagePromoteResult,
+  ImageShowParams,
+  ImageShowResult,
+  KernelDeleteParams,
+  KernelDeleteResult,
+  KernelImportParams,
+  KernelImportResult,
+  KernelListResult,
+  KernelShowParams,
+  KernelShowResult,
   PrivPingResult,
+  VmCreateBeginParams,
+  VmCreateBeginResult,
+  VmCreateCancelParams,
+  VmCreateCancelResult,
+  VmCreateStatusParams,
+  VmCreateStatusResult,
+  VmDeleteParams,
+  VmDeleteResult,
+  VmHealthParams,
+  VmHealthResult,
+  VmKillParams,
+  VmKillResult,
+  VmListParams,
+  VmListResult,
+  VmPruneParams,
+  VmPruneResult,
+  VmRestartParams,
+  VmRestartResult,
+  VmSetParams,
+  VmSetResult,
+  VmShowParams,
+  VmShowResult,
+  VmStartParams,
+  VmStartResult,
+  VmStatsParams,
+  VmStatsResult,
+  VmStopParams,
+  VmStopResult,
 } from './types.gen.ts';
 
 /** Methods of the `daemon` namespace, served by bangerd. */
@@ -31,6 +81,138 @@ export interface DaemonService {
   status(ctx: RpcContext): Promise<DaemonStatusResult>;
 }
 
+/** Methods of the `image` namespace, served by bangerd. */
+export interface ImageService {
+  /**
+   * Begin building an image from Debian packages on this machine; returns at once.
+   *
+   * Fetches the Debian cloud kernel (never installed on the host), builds a small initramfs and a bookworm root filesystem without root privileges, and records the image (and its kernel). Reuses a cached build with the same recipe hash unless `force`. Poll with `image.build.status`.
+   *
+   * Wire method: `image.build.begin`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   */
+  buildBegin(params: ImageBuildBeginParams, ctx: RpcContext): Promise<ImageBuildBeginResult>;
+  /**
+   * Cancel a running image build.
+   *
+   * Stops the build's child processes and removes its partial output.
+   *
+   * Wire method: `image.build.cancel`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  buildCancel(params: ImageBuildCancelParams, ctx: RpcContext): Promise<ImageBuildCancelResult>;
+  /**
+   * Report an image build's progress.
+   *
+   * The build operation with its steps and durations and, once recorded, the image.
+   *
+   * Wire method: `image.build.status`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  buildStatus(params: ImageBuildStatusParams, ctx: RpcContext): Promise<ImageBuildStatusResult>;
+  /**
+   * Delete an image no VM uses.
+   *
+   * Removes the image's files and record (`conflict` while VMs use it). Its kernel is kept.
+   *
+   * Wire method: `image.delete`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  delete(params: ImageDeleteParams, ctx: RpcContext): Promise<ImageDeleteResult>;
+  /**
+   * Import an image the user brings: a root filesystem and a kernel.
+   *
+   * Copies the raw ext4 root filesystem, the kernel and the optional initramfs into banger's state (the originals are not kept open or changed) and records the image and a kernel of the same name.
+   *
+   * Wire method: `image.import`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  import(params: ImageImportParams, ctx: RpcContext): Promise<ImageImportResult>;
+  /**
+   * List images.
+   *
+   * All images, the default one marked.
+   *
+   * Wire method: `image.list`.
+   * @since 0.1.0
+   */
+  list(ctx: RpcContext): Promise<ImageListResult>;
+  /**
+   * Make an image the default.
+   *
+   * New VMs use the default image when none is named.
+   *
+   * Wire method: `image.promote`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  promote(params: ImagePromoteParams, ctx: RpcContext): Promise<ImagePromoteResult>;
+  /**
+   * Show one image.
+   *
+   * Show one image.
+   *
+   * Wire method: `image.show`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  show(params: ImageShowParams, ctx: RpcContext): Promise<ImageShowResult>;
+}
+
+/** Methods of the `kernel` namespace, served by bangerd. */
+export interface KernelService {
+  /**
+   * Delete a kernel no image uses.
+   *
+   * `conflict` while an image boots it.
+   *
+   * Wire method: `kernel.delete`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  delete(params: KernelDeleteParams, ctx: RpcContext): Promise<KernelDeleteResult>;
+  /**
+   * Import a kernel (and initramfs) the user brings.
+   *
+   * Copies the files into banger's state and records them.
+   *
+   * Wire method: `kernel.import`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  import(params: KernelImportParams, ctx: RpcContext): Promise<KernelImportResult>;
+  /**
+   * List kernels.
+   *
+   * List kernels.
+   *
+   * Wire method: `kernel.list`.
+   * @since 0.1.0
+   */
+  list(ctx: RpcContext): Promise<KernelListResult>;
+  /**
+   * Show one kernel.
+   *
+   * Show one kernel.
+   *
+   * Wire method: `kernel.show`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  show(params: KernelShowParams, ctx: RpcContext): Promise<KernelShowResult>;
+}
+
 /** Methods of the `priv` namespace, served by bangerd-root. */
 export interface PrivService {
   /**
@@ -45,9 +227,163 @@ export interface PrivService {
   ping(ctx: RpcContext): Promise<PrivPingResult>;
 }
 
+/** Methods of the `vm` namespace, served by bangerd. */
+export interface VmService {
+  /**
+   * Begin creating (and by default starting) a VM; returns at once.
+   *
+   * Validates the spec, records the VM and starts the create pipeline in the background: resolve the image (building the default image on first use), prepare the copy-on-write disk, the per-VM seed (SSH key, host key, hostname), the network, boot the VMM, and wait until SSH answers. The returned operation id is the op id of this call: it is on every daemon and helper log line of the create. Poll it with `vm.create.status`; stop it with `vm.create.cancel`.
+   *
+   * Wire method: `vm.create.begin`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  createBegin(params: VmCreateBeginParams, ctx: RpcContext): Promise<VmCreateBeginResult>;
+  /**
+   * Cancel a running create and undo what it did.
+   *
+   * Aborts the pipeline at its current step and runs the undo of every completed step in reverse (VMM killed, disk and seed removed, network released, record deleted). A create that already finished cannot be canceled (`conflict`).
+   *
+   * Wire method: `vm.create.cancel`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  createCancel(params: VmCreateCancelParams, ctx: RpcContext): Promise<VmCreateCancelResult>;
+  /**
+   * Report a create operation's progress: current step and step durations.
+   *
+   * Returns the operation record (steps with their states and durations) and, once it exists, the VM.
+   *
+   * Wire method: `vm.create.status`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  createStatus(params: VmCreateStatusParams, ctx: RpcContext): Promise<VmCreateStatusResult>;
+  /**
+   * Delete a VM: stop it if it runs, remove its disk and record.
+   *
+   * Stops the VM (killing it after the timeout), removes its directory (overlay, seed, logs, sockets) and its record, and releases its network. The base image is untouched.
+   *
+   * Wire method: `vm.delete`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  delete(params: VmDeleteParams, ctx: RpcContext): Promise<VmDeleteResult>;
+  /**
+   * Guest readiness: kernel up, userspace up, SSH answering.
+   *
+   * Reads the serial console and the guest's readiness channel, and tries SSH.
+   *
+   * Wire method: `vm.health`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  health(params: VmHealthParams, ctx: RpcContext): Promise<VmHealthResult>;
+  /**
+   * Force-kill a VM's VMM (use when vm stop hangs).
+   *
+   * Sends the signal (default KILL) to the VMM. The guest gets no chance to flush its disks.
+   *
+   * Wire method: `vm.kill`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  kill(params: VmKillParams, ctx: RpcContext): Promise<VmKillResult>;
+  /**
+   * List VMs.
+   *
+   * All VMs the daemon owns, ordered by name, optionally only those in one state.
+   *
+   * Wire method: `vm.list`.
+   * @since 0.1.0
+   */
+  list(params: VmListParams, ctx: RpcContext): Promise<VmListResult>;
+  /**
+   * Delete every stopped VM.
+   *
+   * Deletes VMs in the stopped or error state; running VMs are kept. With `dry_run`, only lists what would be deleted.
+   *
+   * Wire method: `vm.prune`.
+   * @since 0.1.0
+   */
+  prune(params: VmPruneParams, ctx: RpcContext): Promise<VmPruneResult>;
+  /**
+   * Stop then start a VM.
+   *
+   * A graceful stop (forced after the timeout) followed by a start; the guest gets a new boot id.
+   *
+   * Wire method: `vm.restart`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  restart(params: VmRestartParams, ctx: RpcContext): Promise<VmRestartResult>;
+  /**
+   * Change a stopped VM's vCPUs or memory.
+   *
+   * Takes effect at the next start. The VM must be stopped (`conflict` otherwise).
+   *
+   * Wire method: `vm.set`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  set(params: VmSetParams, ctx: RpcContext): Promise<VmSetResult>;
+  /**
+   * Show one VM.
+   *
+   * The VM's record, with the VMM's pid and accelerator while it runs.
+   *
+   * Wire method: `vm.show`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  show(params: VmShowParams, ctx: RpcContext): Promise<VmShowResult>;
+  /**
+   * Start a stopped VM and wait until SSH answers.
+   *
+   * Boots the VMM on the VM's existing disk (writes made before a stop are still there) and waits for the guest to be ready.
+   *
+   * Wire method: `vm.start`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  start(params: VmStartParams, ctx: RpcContext): Promise<VmStartResult>;
+  /**
+   * Resource use of a VM: CPU, memory, disk.
+   *
+   * CPU time and share and resident memory of the VMM process (while running), and the disk overlay's allocated and virtual sizes.
+   *
+   * Wire method: `vm.stats`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  stats(params: VmStatsParams, ctx: RpcContext): Promise<VmStatsResult>;
+  /**
+   * Stop a running VM gracefully.
+   *
+   * Asks the guest to power off (ACPI power button through QMP; the guest syncs its disks), waits up to `timeout_ms`, then kills the VMM and says so (`forced`).
+   *
+   * Wire method: `vm.stop`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  stop(params: VmStopParams, ctx: RpcContext): Promise<VmStopResult>;
+}
+
 /** The daemon services, by namespace: what `rpcHandlers` calls. */
 export interface Services {
   daemon: DaemonService;
+  image: ImageService;
+  kernel: KernelService;
+  vm: VmService;
 }
 
 /** A hand-written handler: it validates its own params and may return a stream. */
@@ -73,6 +409,27 @@ export interface SpecialHandlers {
    * @since 0.1.0
    */
   shutdown: SpecialHandler;
+  /**
+   * Read a VM's serial console; with follow, stream it.
+   *
+   * Returns the tail of the serial console log. With `follow`, streams frames `{data}` as the console grows until the client disconnects or the VM stops, then a final result.
+   *
+   * Wire method: `vm.logs`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  vmLogs: SpecialHandler;
+  /**
+   * Connection details for SSH into a running VM.
+   *
+   * Validates that the VM exists (`not_found`) and runs (`not_running`), then returns what `ssh` needs: host, port, user, banger's key and its pinned known_hosts file.
+   *
+   * Wire method: `vm.ssh`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  vmSsh: SpecialHandler;
 }
 
 /** What the daemon dispatch table calls into. */

@@ -4,9 +4,63 @@ import type {
   DaemonOperationsListParams,
   DaemonOperationsListResult,
   DaemonStatusResult,
+  ImageBuildBeginParams,
+  ImageBuildBeginResult,
+  ImageBuildCancelParams,
+  ImageBuildCancelResult,
+  ImageBuildStatusParams,
+  ImageBuildStatusResult,
+  ImageDeleteParams,
+  ImageDeleteResult,
+  ImageImportParams,
+  ImageImportResult,
+  ImageListResult,
+  ImagePromoteParams,
+  ImagePromoteResult,
+  ImageShowParams,
+  ImageShowResult,
+  KernelDeleteParams,
+  KernelDeleteResult,
+  KernelImportParams,
+  KernelImportResult,
+  KernelListResult,
+  KernelShowParams,
+  KernelShowResult,
   PingResult,
   PrivPingResult,
   ShutdownResult,
+  VmCreateBeginParams,
+  VmCreateBeginResult,
+  VmCreateCancelParams,
+  VmCreateCancelResult,
+  VmCreateStatusParams,
+  VmCreateStatusResult,
+  VmDeleteParams,
+  VmDeleteResult,
+  VmHealthParams,
+  VmHealthResult,
+  VmKillParams,
+  VmKillResult,
+  VmListParams,
+  VmListResult,
+  VmLogsParams,
+  VmLogsResult,
+  VmPruneParams,
+  VmPruneResult,
+  VmRestartParams,
+  VmRestartResult,
+  VmSetParams,
+  VmSetResult,
+  VmShowParams,
+  VmShowResult,
+  VmSshParams,
+  VmSshResult,
+  VmStartParams,
+  VmStartResult,
+  VmStatsParams,
+  VmStatsResult,
+  VmStopParams,
+  VmStopResult,
 } from './types.gen.ts';
 
 /** The wire protocol version requests carry and servers accept. */
@@ -28,6 +82,102 @@ export const METHODS = {
     kind: 'unary',
     summary: 'Describe the running daemon, its root helper and its VM engine.',
     errors: [],
+    since: '0.1.0',
+  },
+  'image.build.begin': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Begin building an image from Debian packages on this machine; returns at once.',
+    errors: ['already_exists', 'conflict'],
+    since: '0.1.0',
+  },
+  'image.build.cancel': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Cancel a running image build.',
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'image.build.status': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Report an image build's progress.",
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'image.delete': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Delete an image no VM uses.',
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'image.import': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Import an image the user brings: a root filesystem and a kernel.',
+    errors: ['already_exists', 'not_found'],
+    since: '0.1.0',
+  },
+  'image.list': {
+    surface: 'daemon',
+    dispatch: 'noParam',
+    kind: 'unary',
+    summary: 'List images.',
+    errors: [],
+    since: '0.1.0',
+  },
+  'image.promote': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Make an image the default.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'image.show': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Show one image.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'kernel.delete': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Delete a kernel no image uses.',
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'kernel.import': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Import a kernel (and initramfs) the user brings.',
+    errors: ['already_exists', 'not_found'],
+    since: '0.1.0',
+  },
+  'kernel.list': {
+    surface: 'daemon',
+    dispatch: 'noParam',
+    kind: 'unary',
+    summary: 'List kernels.',
+    errors: [],
+    since: '0.1.0',
+  },
+  'kernel.show': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Show one kernel.',
+    errors: ['not_found'],
     since: '0.1.0',
   },
   ping: {
@@ -54,12 +204,172 @@ export const METHODS = {
     errors: [],
     since: '0.1.0',
   },
+  'vm.create.begin': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Begin creating (and by default starting) a VM; returns at once.',
+    errors: ['already_exists', 'conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'vm.create.cancel': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Cancel a running create and undo what it did.',
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'vm.create.status': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Report a create operation's progress: current step and step durations.",
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'vm.delete': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Delete a VM: stop it if it runs, remove its disk and record.',
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'vm.health': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Guest readiness: kernel up, userspace up, SSH answering.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'vm.kill': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Force-kill a VM's VMM (use when vm stop hangs).",
+    errors: ['not_found', 'not_running'],
+    since: '0.1.0',
+  },
+  'vm.list': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'List VMs.',
+    errors: [],
+    since: '0.1.0',
+  },
+  'vm.logs': {
+    surface: 'daemon',
+    dispatch: 'special',
+    kind: 'stream',
+    summary: "Read a VM's serial console; with follow, stream it.",
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'vm.prune': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Delete every stopped VM.',
+    errors: [],
+    since: '0.1.0',
+  },
+  'vm.restart': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Stop then start a VM.',
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'vm.set': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Change a stopped VM's vCPUs or memory.",
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'vm.show': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Show one VM.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'vm.ssh': {
+    surface: 'daemon',
+    dispatch: 'special',
+    kind: 'unary',
+    summary: 'Connection details for SSH into a running VM.',
+    errors: ['not_found', 'not_running'],
+    since: '0.1.0',
+  },
+  'vm.start': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Start a stopped VM and wait until SSH answers.',
+    errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'vm.stats': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Resource use of a VM: CPU, memory, disk.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'vm.stop': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Stop a running VM gracefully.',
+    errors: ['not_found', 'not_running'],
+    since: '0.1.0',
+  },
 } as const;
 
 export type MethodName = keyof typeof METHODS;
 
 /** Methods served by the daemon (bangerd). */
-export type DaemonMethodName = 'daemon.operations.list' | 'daemon.status' | 'ping' | 'shutdown';
+export type DaemonMethodName =
+  | 'daemon.operations.list'
+  | 'daemon.status'
+  | 'image.build.begin'
+  | 'image.build.cancel'
+  | 'image.build.status'
+  | 'image.delete'
+  | 'image.import'
+  | 'image.list'
+  | 'image.promote'
+  | 'image.show'
+  | 'kernel.delete'
+  | 'kernel.import'
+  | 'kernel.list'
+  | 'kernel.show'
+  | 'ping'
+  | 'shutdown'
+  | 'vm.create.begin'
+  | 'vm.create.cancel'
+  | 'vm.create.status'
+  | 'vm.delete'
+  | 'vm.health'
+  | 'vm.kill'
+  | 'vm.list'
+  | 'vm.logs'
+  | 'vm.prune'
+  | 'vm.restart'
+  | 'vm.set'
+  | 'vm.show'
+  | 'vm.ssh'
+  | 'vm.start'
+  | 'vm.stats'
+  | 'vm.stop';
 
 /** Methods served by the root helper (bangerd-root). */
 export type HelperMethodName = 'priv.ping';
@@ -68,8 +378,36 @@ export type HelperMethodName = 'priv.ping';
 export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'daemon.operations.list',
   'daemon.status',
+  'image.build.begin',
+  'image.build.cancel',
+  'image.build.status',
+  'image.delete',
+  'image.import',
+  'image.list',
+  'image.promote',
+  'image.show',
+  'kernel.delete',
+  'kernel.import',
+  'kernel.list',
+  'kernel.show',
   'ping',
   'shutdown',
+  'vm.create.begin',
+  'vm.create.cancel',
+  'vm.create.status',
+  'vm.delete',
+  'vm.health',
+  'vm.kill',
+  'vm.list',
+  'vm.logs',
+  'vm.prune',
+  'vm.restart',
+  'vm.set',
+  'vm.show',
+  'vm.ssh',
+  'vm.start',
+  'vm.stats',
+  'vm.stop',
 ];
 
 /** Root-helper method names, sorted. */
@@ -83,7 +421,67 @@ export interface MethodMap {
     errors: never;
   };
   'daemon.status': { params: undefined; result: DaemonStatusResult; errors: never };
+  'image.build.begin': {
+    params: ImageBuildBeginParams;
+    result: ImageBuildBeginResult;
+    errors: 'already_exists' | 'conflict';
+  };
+  'image.build.cancel': {
+    params: ImageBuildCancelParams;
+    result: ImageBuildCancelResult;
+    errors: 'conflict' | 'not_found';
+  };
+  'image.build.status': {
+    params: ImageBuildStatusParams;
+    result: ImageBuildStatusResult;
+    errors: 'not_found';
+  };
+  'image.delete': { params: ImageDeleteParams; result: ImageDeleteResult; errors: 'conflict' | 'not_found' };
+  'image.import': {
+    params: ImageImportParams;
+    result: ImageImportResult;
+    errors: 'already_exists' | 'not_found';
+  };
+  'image.list': { params: undefined; result: ImageListResult; errors: never };
+  'image.promote': { params: ImagePromoteParams; result: ImagePromoteResult; errors: 'not_found' };
+  'image.show': { params: ImageShowParams; result: ImageShowResult; errors: 'not_found' };
+  'kernel.delete': {
+    params: KernelDeleteParams;
+    result: KernelDeleteResult;
+    errors: 'conflict' | 'not_found';
+  };
+  'kernel.import': {
+    params: KernelImportParams;
+    result: KernelImportResult;
+    errors: 'already_exists' | 'not_found';
+  };
+  'kernel.list': { params: undefined; result: KernelListResult; errors: never };
+  'kernel.show': { params: KernelShowParams; result: KernelShowResult; errors: 'not_found' };
   ping: { params: undefined; result: PingResult; errors: never };
   'priv.ping': { params: undefined; result: PrivPingResult; errors: 'unauthorized' };
   shutdown: { params: undefined; result: ShutdownResult; errors: never };
+  'vm.create.begin': {
+    params: VmCreateBeginParams;
+    result: VmCreateBeginResult;
+    errors: 'already_exists' | 'conflict' | 'not_found';
+  };
+  'vm.create.cancel': {
+    params: VmCreateCancelParams;
+    result: VmCreateCancelResult;
+    errors: 'conflict' | 'not_found';
+  };
+  'vm.create.status': { params: VmCreateStatusParams; result: VmCreateStatusResult; errors: 'not_found' };
+  'vm.delete': { params: VmDeleteParams; result: VmDeleteResult; errors: 'conflict' | 'not_found' };
+  'vm.health': { params: VmHealthParams; result: VmHealthResult; errors: 'not_found' };
+  'vm.kill': { params: VmKillParams; result: VmKillResult; errors: 'not_found' | 'not_running' };
+  'vm.list': { params: VmListParams; result: VmListResult; errors: never };
+  'vm.logs': { params: VmLogsParams; result: VmLogsResult; errors: 'not_found' };
+  'vm.prune': { params: VmPruneParams; result: VmPruneResult; errors: never };
+  'vm.restart': { params: VmRestartParams; result: VmRestartResult; errors: 'conflict' | 'not_found' };
+  'vm.set': { params: VmSetParams; result: VmSetResult; errors: 'conflict' | 'not_found' };
+  'vm.show': { params: VmShowParams; result: VmShowResult; errors: 'not_found' };
+  'vm.ssh': { params: VmSshParams; result: VmSshResult; errors: 'not_found' | 'not_running' };
+  'vm.start': { params: VmStartParams; result: VmStartResult; errors: 'conflict' | 'not_found' };
+  'vm.stats': { params: VmStatsParams; result: VmStatsResult; errors: 'not_found' };
+  'vm.stop': { params: VmStopParams; result: VmStopResult; errors: 'not_found' | 'not_running' };
 }

@@ -26,6 +26,638 @@ export const PARAMS_SCHEMAS = {
       },
     },
   },
+  'image.build.begin': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+        description: 'Image name (default `debian-bookworm`).',
+      },
+      force: {
+        type: 'boolean',
+        description: 'Rebuild even when a cached build with the same recipe exists.',
+      },
+      make_default: {
+        type: 'boolean',
+        description: 'Make it the default image (default: when there is none).',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'image.build.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+        description: 'The operation id returned by the begin call.',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
+  'image.build.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+        description: 'The operation id returned by the begin call.',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
+  'image.delete': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'image.import': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'rootfs', 'kernel'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+      rootfs: {
+        $ref: '#/$defs/AbsPath',
+        description: 'Raw ext4 root filesystem.',
+      },
+      kernel: {
+        $ref: '#/$defs/AbsPath',
+        description: 'Kernel image (bzImage/vmlinuz).',
+      },
+      initrd: {
+        $ref: '#/$defs/AbsPath',
+        description: 'Initramfs, if the kernel needs one.',
+      },
+      make_default: {
+        type: 'boolean',
+        description: 'Make it the default image.',
+      },
+    },
+    $defs: {
+      AbsPath: {
+        title: 'AbsPath',
+        description: "An absolute path on the daemon's host.",
+        type: 'string',
+        pattern: '^/',
+        maxLength: 4096,
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'image.promote': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'image.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'kernel.delete': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'kernel.import': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'kernel'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+      kernel: {
+        $ref: '#/$defs/AbsPath',
+        description: 'Kernel image.',
+      },
+      initrd: {
+        $ref: '#/$defs/AbsPath',
+        description: 'Initramfs.',
+      },
+      version: {
+        type: 'string',
+        description: 'Kernel release, if known.',
+        maxLength: 128,
+      },
+    },
+    $defs: {
+      AbsPath: {
+        title: 'AbsPath',
+        description: "An absolute path on the daemon's host.",
+        type: 'string',
+        pattern: '^/',
+        maxLength: 4096,
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'kernel.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'vm.create.begin': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: 'Name for the VM; a friendly random name when absent.',
+      },
+      image: {
+        $ref: '#/$defs/ResourceName',
+        description: 'Image to create from (default: the default image).',
+      },
+      vcpus: {
+        type: 'integer',
+        description: 'Virtual CPUs (default from config, 2).',
+        minimum: 1,
+        maximum: 64,
+      },
+      memory_mib: {
+        type: 'integer',
+        description: 'Memory in MiB (default from config, 1024).',
+        minimum: 128,
+        maximum: 262144,
+      },
+      disk_size: {
+        $ref: '#/$defs/Size',
+        description: "Root disk size (default from config, 4G); at least the image's size.",
+      },
+      network: {
+        $ref: '#/$defs/NetworkMode',
+        description: 'Network mode (default: bridge when the root helper is reachable, else user).',
+      },
+      nat: {
+        type: 'boolean',
+        description: 'Enable outbound NAT for the guest (bridge mode).',
+      },
+      start: {
+        type: 'boolean',
+        description: 'Start the VM after creating it (default true).',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Size: {
+        title: 'Size',
+        description:
+          'A size in bytes with an optional K, M, G or T suffix (powers of 1024), e.g. `4G` or `512M`.',
+        type: 'string',
+        pattern: '^[0-9]{1,12}[KMGT]?$',
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.create.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+        description: 'The operation id returned by the begin call.',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
+  'vm.create.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+        description: 'The operation id returned by the begin call.',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
+  'vm.delete': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.health': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.kill': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+      signal: {
+        type: 'string',
+        description: 'Signal to send (default KILL).',
+        enum: ['KILL', 'TERM', 'INT'],
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.list': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      state: {
+        $ref: '#/$defs/VmState',
+        description: 'Only VMs in this state.',
+      },
+    },
+    $defs: {
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.logs': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+      follow: {
+        type: 'boolean',
+        description: 'Keep streaming new output.',
+      },
+      tail_bytes: {
+        type: 'integer',
+        description: 'Return at most this many bytes from the end (default 65536).',
+        minimum: 0,
+        maximum: 67108864,
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.prune': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      dry_run: {
+        type: 'boolean',
+        description: 'Only report what would be deleted.',
+      },
+    },
+  },
+  'vm.restart': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.set': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+      vcpus: {
+        type: 'integer',
+        description: 'New vCPU count.',
+        minimum: 1,
+        maximum: 64,
+      },
+      memory_mib: {
+        type: 'integer',
+        description: 'New memory in MiB.',
+        minimum: 128,
+        maximum: 262144,
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.ssh': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.start': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.stats': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.stop': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+      timeout_ms: {
+        type: 'integer',
+        description: 'How long to wait for a clean power-off (default 30000).',
+        minimum: 100,
+        maximum: 600000,
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
 } as const;
 
 /** The result schema of every method. */
@@ -277,6 +909,1005 @@ export const RESULT_SCHEMAS = {
       },
     },
   },
+  'image.build.begin': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id', 'name'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+      },
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'image.build.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: '#/$defs/Operation',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      Operation: {
+        title: 'Operation',
+        description: 'One long-running operation tracked by the daemon (a VM create, an image build, ...).',
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'kind', 'method', 'state', 'started_at', 'steps'],
+        properties: {
+          id: {
+            $ref: '#/$defs/OpId',
+            description: 'The op id of the RPC that began the operation.',
+          },
+          kind: {
+            type: 'string',
+            description: 'What the operation does, e.g. `vm.create` or `image.build`.',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method that began it, e.g. `vm.create.begin`.',
+          },
+          state: {
+            $ref: '#/$defs/OperationState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+            description: 'When it ended; absent while running.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it acts on, if any.',
+          },
+          image: {
+            type: 'string',
+            description: 'The image it acts on, if any.',
+          },
+          current_step: {
+            type: 'string',
+            description: 'Name of the step running now, if any.',
+          },
+          steps: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/Step',
+            },
+            description: 'The named steps, in order.',
+          },
+          error: {
+            $ref: '#/$defs/OperationError',
+          },
+        },
+      },
+      OperationError: {
+        title: 'OperationError',
+        description: 'Why an operation failed.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'message'],
+        properties: {
+          code: {
+            type: 'string',
+            description: 'An error code from the error table.',
+          },
+          message: {
+            type: 'string',
+            description: 'A human-readable message.',
+          },
+        },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
+      },
+      Step: {
+        title: 'Step',
+        description: 'One named step of an operation.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'state'],
+        properties: {
+          name: {
+            type: 'string',
+            description: 'The step name; also the `step` field of its log lines.',
+          },
+          state: {
+            $ref: '#/$defs/StepState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long it ran, once finished.',
+          },
+          detail: {
+            type: 'string',
+            description: 'A short note, e.g. what failed.',
+          },
+        },
+      },
+      StepState: {
+        title: 'StepState',
+        description: 'Where a step is: `undone` means its undo ran after a later step failed.',
+        type: 'string',
+        enum: ['pending', 'running', 'done', 'failed', 'undone', 'skipped'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'image.build.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: '#/$defs/Operation',
+      },
+      image: {
+        $ref: '#/$defs/Image',
+      },
+    },
+    $defs: {
+      Image: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Image',
+        description: 'A base image: a root filesystem plus the kernel it boots.',
+        required: [
+          'id',
+          'name',
+          'kernel',
+          'kernel_version',
+          'rootfs_path',
+          'size_bytes',
+          'source',
+          'default',
+          'created_at',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          kernel: {
+            type: 'string',
+            description: 'Name of the kernel the image boots.',
+          },
+          kernel_version: {
+            type: 'string',
+            description: 'Version of that kernel.',
+          },
+          rootfs_path: {
+            type: 'string',
+            description: 'The read-only base root filesystem.',
+          },
+          size_bytes: {
+            type: 'integer',
+            description: 'Size of the base root filesystem in bytes.',
+            minimum: 0,
+          },
+          source: {
+            type: 'string',
+            description: '`built` by banger from Debian packages, or `imported` by the user.',
+            enum: ['built', 'imported'],
+          },
+          default: {
+            type: 'boolean',
+            description: 'Whether new VMs use this image when none is named.',
+          },
+          recipe_hash: {
+            type: 'string',
+            description: 'For built images: hash of the build recipe.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'VMs created from this image.',
+          },
+        },
+      },
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      Operation: {
+        title: 'Operation',
+        description: 'One long-running operation tracked by the daemon (a VM create, an image build, ...).',
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'kind', 'method', 'state', 'started_at', 'steps'],
+        properties: {
+          id: {
+            $ref: '#/$defs/OpId',
+            description: 'The op id of the RPC that began the operation.',
+          },
+          kind: {
+            type: 'string',
+            description: 'What the operation does, e.g. `vm.create` or `image.build`.',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method that began it, e.g. `vm.create.begin`.',
+          },
+          state: {
+            $ref: '#/$defs/OperationState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+            description: 'When it ended; absent while running.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it acts on, if any.',
+          },
+          image: {
+            type: 'string',
+            description: 'The image it acts on, if any.',
+          },
+          current_step: {
+            type: 'string',
+            description: 'Name of the step running now, if any.',
+          },
+          steps: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/Step',
+            },
+            description: 'The named steps, in order.',
+          },
+          error: {
+            $ref: '#/$defs/OperationError',
+          },
+        },
+      },
+      OperationError: {
+        title: 'OperationError',
+        description: 'Why an operation failed.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'message'],
+        properties: {
+          code: {
+            type: 'string',
+            description: 'An error code from the error table.',
+          },
+          message: {
+            type: 'string',
+            description: 'A human-readable message.',
+          },
+        },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Step: {
+        title: 'Step',
+        description: 'One named step of an operation.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'state'],
+        properties: {
+          name: {
+            type: 'string',
+            description: 'The step name; also the `step` field of its log lines.',
+          },
+          state: {
+            $ref: '#/$defs/StepState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long it ran, once finished.',
+          },
+          detail: {
+            type: 'string',
+            description: 'A short note, e.g. what failed.',
+          },
+        },
+      },
+      StepState: {
+        title: 'StepState',
+        description: 'Where a step is: `undone` means its undo ran after a later step failed.',
+        type: 'string',
+        enum: ['pending', 'running', 'done', 'failed', 'undone', 'skipped'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'image.delete': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'deleted'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+      deleted: {
+        type: 'boolean',
+        const: true,
+        description: 'Always true.',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'image.import': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['image'],
+    properties: {
+      image: {
+        $ref: '#/$defs/Image',
+      },
+    },
+    $defs: {
+      Image: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Image',
+        description: 'A base image: a root filesystem plus the kernel it boots.',
+        required: [
+          'id',
+          'name',
+          'kernel',
+          'kernel_version',
+          'rootfs_path',
+          'size_bytes',
+          'source',
+          'default',
+          'created_at',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          kernel: {
+            type: 'string',
+            description: 'Name of the kernel the image boots.',
+          },
+          kernel_version: {
+            type: 'string',
+            description: 'Version of that kernel.',
+          },
+          rootfs_path: {
+            type: 'string',
+            description: 'The read-only base root filesystem.',
+          },
+          size_bytes: {
+            type: 'integer',
+            description: 'Size of the base root filesystem in bytes.',
+            minimum: 0,
+          },
+          source: {
+            type: 'string',
+            description: '`built` by banger from Debian packages, or `imported` by the user.',
+            enum: ['built', 'imported'],
+          },
+          default: {
+            type: 'boolean',
+            description: 'Whether new VMs use this image when none is named.',
+          },
+          recipe_hash: {
+            type: 'string',
+            description: 'For built images: hash of the build recipe.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'VMs created from this image.',
+          },
+        },
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'image.list': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['images'],
+    properties: {
+      images: {
+        type: 'array',
+        items: {
+          $ref: '#/$defs/Image',
+        },
+      },
+    },
+    $defs: {
+      Image: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Image',
+        description: 'A base image: a root filesystem plus the kernel it boots.',
+        required: [
+          'id',
+          'name',
+          'kernel',
+          'kernel_version',
+          'rootfs_path',
+          'size_bytes',
+          'source',
+          'default',
+          'created_at',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          kernel: {
+            type: 'string',
+            description: 'Name of the kernel the image boots.',
+          },
+          kernel_version: {
+            type: 'string',
+            description: 'Version of that kernel.',
+          },
+          rootfs_path: {
+            type: 'string',
+            description: 'The read-only base root filesystem.',
+          },
+          size_bytes: {
+            type: 'integer',
+            description: 'Size of the base root filesystem in bytes.',
+            minimum: 0,
+          },
+          source: {
+            type: 'string',
+            description: '`built` by banger from Debian packages, or `imported` by the user.',
+            enum: ['built', 'imported'],
+          },
+          default: {
+            type: 'boolean',
+            description: 'Whether new VMs use this image when none is named.',
+          },
+          recipe_hash: {
+            type: 'string',
+            description: 'For built images: hash of the build recipe.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'VMs created from this image.',
+          },
+        },
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'image.promote': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['image'],
+    properties: {
+      image: {
+        $ref: '#/$defs/Image',
+      },
+    },
+    $defs: {
+      Image: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Image',
+        description: 'A base image: a root filesystem plus the kernel it boots.',
+        required: [
+          'id',
+          'name',
+          'kernel',
+          'kernel_version',
+          'rootfs_path',
+          'size_bytes',
+          'source',
+          'default',
+          'created_at',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          kernel: {
+            type: 'string',
+            description: 'Name of the kernel the image boots.',
+          },
+          kernel_version: {
+            type: 'string',
+            description: 'Version of that kernel.',
+          },
+          rootfs_path: {
+            type: 'string',
+            description: 'The read-only base root filesystem.',
+          },
+          size_bytes: {
+            type: 'integer',
+            description: 'Size of the base root filesystem in bytes.',
+            minimum: 0,
+          },
+          source: {
+            type: 'string',
+            description: '`built` by banger from Debian packages, or `imported` by the user.',
+            enum: ['built', 'imported'],
+          },
+          default: {
+            type: 'boolean',
+            description: 'Whether new VMs use this image when none is named.',
+          },
+          recipe_hash: {
+            type: 'string',
+            description: 'For built images: hash of the build recipe.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'VMs created from this image.',
+          },
+        },
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'image.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['image'],
+    properties: {
+      image: {
+        $ref: '#/$defs/Image',
+      },
+    },
+    $defs: {
+      Image: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Image',
+        description: 'A base image: a root filesystem plus the kernel it boots.',
+        required: [
+          'id',
+          'name',
+          'kernel',
+          'kernel_version',
+          'rootfs_path',
+          'size_bytes',
+          'source',
+          'default',
+          'created_at',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          kernel: {
+            type: 'string',
+            description: 'Name of the kernel the image boots.',
+          },
+          kernel_version: {
+            type: 'string',
+            description: 'Version of that kernel.',
+          },
+          rootfs_path: {
+            type: 'string',
+            description: 'The read-only base root filesystem.',
+          },
+          size_bytes: {
+            type: 'integer',
+            description: 'Size of the base root filesystem in bytes.',
+            minimum: 0,
+          },
+          source: {
+            type: 'string',
+            description: '`built` by banger from Debian packages, or `imported` by the user.',
+            enum: ['built', 'imported'],
+          },
+          default: {
+            type: 'boolean',
+            description: 'Whether new VMs use this image when none is named.',
+          },
+          recipe_hash: {
+            type: 'string',
+            description: 'For built images: hash of the build recipe.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'VMs created from this image.',
+          },
+        },
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'kernel.delete': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'deleted'],
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+      deleted: {
+        type: 'boolean',
+        const: true,
+        description: 'Always true.',
+      },
+    },
+    $defs: {
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'kernel.import': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['kernel'],
+    properties: {
+      kernel: {
+        $ref: '#/$defs/Kernel',
+      },
+    },
+    $defs: {
+      Kernel: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Kernel',
+        description: 'A guest kernel (and its initramfs).',
+        required: ['id', 'name', 'version', 'kernel_path', 'source', 'created_at', 'used_by'],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          version: {
+            type: 'string',
+            description: 'Kernel release, e.g. 6.1.0-28-cloud-amd64.',
+          },
+          kernel_path: {
+            type: 'string',
+            description: 'The kernel image.',
+          },
+          initrd_path: {
+            type: 'string',
+            description: 'The initramfs, if any.',
+          },
+          source: {
+            type: 'string',
+            description: '`built` (from Debian packages) or `imported`.',
+            enum: ['built', 'imported'],
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'Images that boot this kernel.',
+          },
+        },
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'kernel.list': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['kernels'],
+    properties: {
+      kernels: {
+        type: 'array',
+        items: {
+          $ref: '#/$defs/Kernel',
+        },
+      },
+    },
+    $defs: {
+      Kernel: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Kernel',
+        description: 'A guest kernel (and its initramfs).',
+        required: ['id', 'name', 'version', 'kernel_path', 'source', 'created_at', 'used_by'],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          version: {
+            type: 'string',
+            description: 'Kernel release, e.g. 6.1.0-28-cloud-amd64.',
+          },
+          kernel_path: {
+            type: 'string',
+            description: 'The kernel image.',
+          },
+          initrd_path: {
+            type: 'string',
+            description: 'The initramfs, if any.',
+          },
+          source: {
+            type: 'string',
+            description: '`built` (from Debian packages) or `imported`.',
+            enum: ['built', 'imported'],
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'Images that boot this kernel.',
+          },
+        },
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'kernel.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['kernel'],
+    properties: {
+      kernel: {
+        $ref: '#/$defs/Kernel',
+      },
+    },
+    $defs: {
+      Kernel: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Kernel',
+        description: 'A guest kernel (and its initramfs).',
+        required: ['id', 'name', 'version', 'kernel_path', 'source', 'created_at', 'used_by'],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id.',
+          },
+          name: {
+            $ref: '#/$defs/ResourceName',
+          },
+          version: {
+            type: 'string',
+            description: 'Kernel release, e.g. 6.1.0-28-cloud-amd64.',
+          },
+          kernel_path: {
+            type: 'string',
+            description: 'The kernel image.',
+          },
+          initrd_path: {
+            type: 'string',
+            description: 'The initramfs, if any.',
+          },
+          source: {
+            type: 'string',
+            description: '`built` (from Debian packages) or `imported`.',
+            enum: ['built', 'imported'],
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: 'Images that boot this kernel.',
+          },
+        },
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
   ping: {
     type: 'object',
     additionalProperties: false,
@@ -331,6 +1962,1829 @@ export const RESULT_SCHEMAS = {
       stopping: {
         type: 'boolean',
         const: true,
+      },
+    },
+  },
+  'vm.create.begin': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id', 'name'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+      },
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.create.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: '#/$defs/Operation',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      Operation: {
+        title: 'Operation',
+        description: 'One long-running operation tracked by the daemon (a VM create, an image build, ...).',
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'kind', 'method', 'state', 'started_at', 'steps'],
+        properties: {
+          id: {
+            $ref: '#/$defs/OpId',
+            description: 'The op id of the RPC that began the operation.',
+          },
+          kind: {
+            type: 'string',
+            description: 'What the operation does, e.g. `vm.create` or `image.build`.',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method that began it, e.g. `vm.create.begin`.',
+          },
+          state: {
+            $ref: '#/$defs/OperationState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+            description: 'When it ended; absent while running.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it acts on, if any.',
+          },
+          image: {
+            type: 'string',
+            description: 'The image it acts on, if any.',
+          },
+          current_step: {
+            type: 'string',
+            description: 'Name of the step running now, if any.',
+          },
+          steps: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/Step',
+            },
+            description: 'The named steps, in order.',
+          },
+          error: {
+            $ref: '#/$defs/OperationError',
+          },
+        },
+      },
+      OperationError: {
+        title: 'OperationError',
+        description: 'Why an operation failed.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'message'],
+        properties: {
+          code: {
+            type: 'string',
+            description: 'An error code from the error table.',
+          },
+          message: {
+            type: 'string',
+            description: 'A human-readable message.',
+          },
+        },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
+      },
+      Step: {
+        title: 'Step',
+        description: 'One named step of an operation.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'state'],
+        properties: {
+          name: {
+            type: 'string',
+            description: 'The step name; also the `step` field of its log lines.',
+          },
+          state: {
+            $ref: '#/$defs/StepState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long it ran, once finished.',
+          },
+          detail: {
+            type: 'string',
+            description: 'A short note, e.g. what failed.',
+          },
+        },
+      },
+      StepState: {
+        title: 'StepState',
+        description: 'Where a step is: `undone` means its undo ran after a later step failed.',
+        type: 'string',
+        enum: ['pending', 'running', 'done', 'failed', 'undone', 'skipped'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'vm.create.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: '#/$defs/Operation',
+      },
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      Operation: {
+        title: 'Operation',
+        description: 'One long-running operation tracked by the daemon (a VM create, an image build, ...).',
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'kind', 'method', 'state', 'started_at', 'steps'],
+        properties: {
+          id: {
+            $ref: '#/$defs/OpId',
+            description: 'The op id of the RPC that began the operation.',
+          },
+          kind: {
+            type: 'string',
+            description: 'What the operation does, e.g. `vm.create` or `image.build`.',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method that began it, e.g. `vm.create.begin`.',
+          },
+          state: {
+            $ref: '#/$defs/OperationState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+            description: 'When it ended; absent while running.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it acts on, if any.',
+          },
+          image: {
+            type: 'string',
+            description: 'The image it acts on, if any.',
+          },
+          current_step: {
+            type: 'string',
+            description: 'Name of the step running now, if any.',
+          },
+          steps: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/Step',
+            },
+            description: 'The named steps, in order.',
+          },
+          error: {
+            $ref: '#/$defs/OperationError',
+          },
+        },
+      },
+      OperationError: {
+        title: 'OperationError',
+        description: 'Why an operation failed.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'message'],
+        properties: {
+          code: {
+            type: 'string',
+            description: 'An error code from the error table.',
+          },
+          message: {
+            type: 'string',
+            description: 'A human-readable message.',
+          },
+        },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
+      },
+      Step: {
+        title: 'Step',
+        description: 'One named step of an operation.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'state'],
+        properties: {
+          name: {
+            type: 'string',
+            description: 'The step name; also the `step` field of its log lines.',
+          },
+          state: {
+            $ref: '#/$defs/StepState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long it ran, once finished.',
+          },
+          detail: {
+            type: 'string',
+            description: 'A short note, e.g. what failed.',
+          },
+        },
+      },
+      StepState: {
+        title: 'StepState',
+        description: 'Where a step is: `undone` means its undo ran after a later step failed.',
+        type: 'string',
+        enum: ['pending', 'running', 'done', 'failed', 'undone', 'skipped'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.delete': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'deleted'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      deleted: {
+        const: true,
+        type: 'boolean',
+        description: 'Always true.',
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.health': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'state', 'kernel_up', 'userspace_up', 'ssh_ready', 'checked_at'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      state: {
+        $ref: '#/$defs/VmState',
+      },
+      kernel_up: {
+        type: 'boolean',
+        description: 'The kernel printed its banner.',
+      },
+      userspace_up: {
+        type: 'boolean',
+        description: "The guest's init reached userspace.",
+      },
+      ssh_ready: {
+        type: 'boolean',
+        description: 'SSH answers with the pinned host key.',
+      },
+      boot_id: {
+        type: 'string',
+        description: "The guest's current boot id, when known.",
+      },
+      checked_at: {
+        $ref: '#/$defs/Timestamp',
+      },
+    },
+    $defs: {
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.kill': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.list': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vms'],
+    properties: {
+      vms: {
+        type: 'array',
+        items: {
+          $ref: '#/$defs/Vm',
+        },
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.logs': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'data', 'truncated', 'path'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      data: {
+        type: 'string',
+        description: 'Console output (the tail, or what was not streamed yet).',
+      },
+      truncated: {
+        type: 'boolean',
+        description: 'Earlier output was left out.',
+      },
+      path: {
+        type: 'string',
+        description: 'The serial log file on the host.',
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.prune': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['deleted', 'kept'],
+    properties: {
+      deleted: {
+        type: 'array',
+        items: {
+          type: 'string',
+        },
+        description: 'Names of the deleted (or, dry run, deletable) VMs.',
+      },
+      kept: {
+        type: 'array',
+        items: {
+          type: 'string',
+        },
+        description: 'Names of VMs kept because they are not stopped.',
+      },
+    },
+  },
+  'vm.restart': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.set': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.ssh': {
+    type: 'object',
+    additionalProperties: false,
+    required: [
+      'name',
+      'host',
+      'port',
+      'user',
+      'identity_file',
+      'known_hosts_file',
+      'host_key_alias',
+      'ssh_options',
+    ],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      host: {
+        type: 'string',
+        description: 'Address to connect to.',
+      },
+      port: {
+        type: 'integer',
+        description: 'Port.',
+        minimum: 1,
+        maximum: 65535,
+      },
+      user: {
+        type: 'string',
+        description: 'Login user.',
+      },
+      identity_file: {
+        type: 'string',
+        description: "banger's private key.",
+      },
+      known_hosts_file: {
+        type: 'string',
+        description: "banger-owned known_hosts with the VM's pinned host key.",
+      },
+      host_key_alias: {
+        type: 'string',
+        description: 'The name the host key is pinned under.',
+      },
+      ssh_options: {
+        type: 'array',
+        items: {
+          type: 'string',
+        },
+        description: '`-o` options to pass to ssh.',
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.start': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.stats': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'state', 'disk_allocated_bytes', 'disk_virtual_bytes'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      state: {
+        $ref: '#/$defs/VmState',
+      },
+      pid: {
+        type: 'integer',
+        description: 'VMM pid.',
+        minimum: 1,
+      },
+      cpu_seconds: {
+        type: 'number',
+        description: 'CPU time used by the VMM process.',
+      },
+      cpu_percent: {
+        type: 'number',
+        description: 'CPU share over a short sample (100 = one core).',
+      },
+      rss_bytes: {
+        type: 'integer',
+        description: 'Resident memory of the VMM process.',
+        minimum: 0,
+      },
+      uptime_ms: {
+        type: 'integer',
+        description: 'Time since the VMM started.',
+        minimum: 0,
+      },
+      disk_allocated_bytes: {
+        type: 'integer',
+        description: 'Bytes the disk overlay takes on the host.',
+        minimum: 0,
+      },
+      disk_virtual_bytes: {
+        type: 'integer',
+        description: 'Size of the disk as the guest sees it.',
+        minimum: 0,
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+    },
+  },
+  'vm.stop': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm', 'clean', 'forced'],
+    properties: {
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+      clean: {
+        type: 'boolean',
+        description: 'The guest powered off by itself.',
+      },
+      forced: {
+        type: 'boolean',
+        description: 'The VMM had to be killed after the timeout.',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description: 'Lifecycle state of a VM.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
       },
     },
   },

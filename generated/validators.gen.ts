@@ -6,9 +6,63 @@ import type {
   DaemonOperationsListParams,
   DaemonOperationsListResult,
   DaemonStatusResult,
+  ImageBuildBeginParams,
+  ImageBuildBeginResult,
+  ImageBuildCancelParams,
+  ImageBuildCancelResult,
+  ImageBuildStatusParams,
+  ImageBuildStatusResult,
+  ImageDeleteParams,
+  ImageDeleteResult,
+  ImageImportParams,
+  ImageImportResult,
+  ImageListResult,
+  ImagePromoteParams,
+  ImagePromoteResult,
+  ImageShowParams,
+  ImageShowResult,
+  KernelDeleteParams,
+  KernelDeleteResult,
+  KernelImportParams,
+  KernelImportResult,
+  KernelListResult,
+  KernelShowParams,
+  KernelShowResult,
   PingResult,
   PrivPingResult,
   ShutdownResult,
+  VmCreateBeginParams,
+  VmCreateBeginResult,
+  VmCreateCancelParams,
+  VmCreateCancelResult,
+  VmCreateStatusParams,
+  VmCreateStatusResult,
+  VmDeleteParams,
+  VmDeleteResult,
+  VmHealthParams,
+  VmHealthResult,
+  VmKillParams,
+  VmKillResult,
+  VmListParams,
+  VmListResult,
+  VmLogsParams,
+  VmLogsResult,
+  VmPruneParams,
+  VmPruneResult,
+  VmRestartParams,
+  VmRestartResult,
+  VmSetParams,
+  VmSetResult,
+  VmShowParams,
+  VmShowResult,
+  VmSshParams,
+  VmSshResult,
+  VmStartParams,
+  VmStartResult,
+  VmStatsParams,
+  VmStatsResult,
+  VmStopParams,
+  VmStopResult,
 } from './types.gen.ts';
 
 /** Strict: unknown keywords are schema bugs; no coercion, no defaults, no silent removal. */
@@ -23,21 +77,129 @@ const ajv = new Ajv({
 /** Params validators (unknown fields are refused), by method. */
 export const paramValidators: {
   readonly 'daemon.operations.list': ValidateFunction<DaemonOperationsListParams>;
+  readonly 'image.build.begin': ValidateFunction<ImageBuildBeginParams>;
+  readonly 'image.build.cancel': ValidateFunction<ImageBuildCancelParams>;
+  readonly 'image.build.status': ValidateFunction<ImageBuildStatusParams>;
+  readonly 'image.delete': ValidateFunction<ImageDeleteParams>;
+  readonly 'image.import': ValidateFunction<ImageImportParams>;
+  readonly 'image.promote': ValidateFunction<ImagePromoteParams>;
+  readonly 'image.show': ValidateFunction<ImageShowParams>;
+  readonly 'kernel.delete': ValidateFunction<KernelDeleteParams>;
+  readonly 'kernel.import': ValidateFunction<KernelImportParams>;
+  readonly 'kernel.show': ValidateFunction<KernelShowParams>;
+  readonly 'vm.create.begin': ValidateFunction<VmCreateBeginParams>;
+  readonly 'vm.create.cancel': ValidateFunction<VmCreateCancelParams>;
+  readonly 'vm.create.status': ValidateFunction<VmCreateStatusParams>;
+  readonly 'vm.delete': ValidateFunction<VmDeleteParams>;
+  readonly 'vm.health': ValidateFunction<VmHealthParams>;
+  readonly 'vm.kill': ValidateFunction<VmKillParams>;
+  readonly 'vm.list': ValidateFunction<VmListParams>;
+  readonly 'vm.logs': ValidateFunction<VmLogsParams>;
+  readonly 'vm.prune': ValidateFunction<VmPruneParams>;
+  readonly 'vm.restart': ValidateFunction<VmRestartParams>;
+  readonly 'vm.set': ValidateFunction<VmSetParams>;
+  readonly 'vm.show': ValidateFunction<VmShowParams>;
+  readonly 'vm.ssh': ValidateFunction<VmSshParams>;
+  readonly 'vm.start': ValidateFunction<VmStartParams>;
+  readonly 'vm.stats': ValidateFunction<VmStatsParams>;
+  readonly 'vm.stop': ValidateFunction<VmStopParams>;
 } = {
   'daemon.operations.list': ajv.compile<DaemonOperationsListParams>(PARAMS_SCHEMAS['daemon.operations.list']),
+  'image.build.begin': ajv.compile<ImageBuildBeginParams>(PARAMS_SCHEMAS['image.build.begin']),
+  'image.build.cancel': ajv.compile<ImageBuildCancelParams>(PARAMS_SCHEMAS['image.build.cancel']),
+  'image.build.status': ajv.compile<ImageBuildStatusParams>(PARAMS_SCHEMAS['image.build.status']),
+  'image.delete': ajv.compile<ImageDeleteParams>(PARAMS_SCHEMAS['image.delete']),
+  'image.import': ajv.compile<ImageImportParams>(PARAMS_SCHEMAS['image.import']),
+  'image.promote': ajv.compile<ImagePromoteParams>(PARAMS_SCHEMAS['image.promote']),
+  'image.show': ajv.compile<ImageShowParams>(PARAMS_SCHEMAS['image.show']),
+  'kernel.delete': ajv.compile<KernelDeleteParams>(PARAMS_SCHEMAS['kernel.delete']),
+  'kernel.import': ajv.compile<KernelImportParams>(PARAMS_SCHEMAS['kernel.import']),
+  'kernel.show': ajv.compile<KernelShowParams>(PARAMS_SCHEMAS['kernel.show']),
+  'vm.create.begin': ajv.compile<VmCreateBeginParams>(PARAMS_SCHEMAS['vm.create.begin']),
+  'vm.create.cancel': ajv.compile<VmCreateCancelParams>(PARAMS_SCHEMAS['vm.create.cancel']),
+  'vm.create.status': ajv.compile<VmCreateStatusParams>(PARAMS_SCHEMAS['vm.create.status']),
+  'vm.delete': ajv.compile<VmDeleteParams>(PARAMS_SCHEMAS['vm.delete']),
+  'vm.health': ajv.compile<VmHealthParams>(PARAMS_SCHEMAS['vm.health']),
+  'vm.kill': ajv.compile<VmKillParams>(PARAMS_SCHEMAS['vm.kill']),
+  'vm.list': ajv.compile<VmListParams>(PARAMS_SCHEMAS['vm.list']),
+  'vm.logs': ajv.compile<VmLogsParams>(PARAMS_SCHEMAS['vm.logs']),
+  'vm.prune': ajv.compile<VmPruneParams>(PARAMS_SCHEMAS['vm.prune']),
+  'vm.restart': ajv.compile<VmRestartParams>(PARAMS_SCHEMAS['vm.restart']),
+  'vm.set': ajv.compile<VmSetParams>(PARAMS_SCHEMAS['vm.set']),
+  'vm.show': ajv.compile<VmShowParams>(PARAMS_SCHEMAS['vm.show']),
+  'vm.ssh': ajv.compile<VmSshParams>(PARAMS_SCHEMAS['vm.ssh']),
+  'vm.start': ajv.compile<VmStartParams>(PARAMS_SCHEMAS['vm.start']),
+  'vm.stats': ajv.compile<VmStatsParams>(PARAMS_SCHEMAS['vm.stats']),
+  'vm.stop': ajv.compile<VmStopParams>(PARAMS_SCHEMAS['vm.stop']),
 };
 
 /** Result validators, by method (used by tests and careful clients). */
 export const resultValidators: {
   readonly 'daemon.operations.list': ValidateFunction<DaemonOperationsListResult>;
   readonly 'daemon.status': ValidateFunction<DaemonStatusResult>;
+  readonly 'image.build.begin': ValidateFunction<ImageBuildBeginResult>;
+  readonly 'image.build.cancel': ValidateFunction<ImageBuildCancelResult>;
+  readonly 'image.build.status': ValidateFunction<ImageBuildStatusResult>;
+  readonly 'image.delete': ValidateFunction<ImageDeleteResult>;
+  readonly 'image.import': ValidateFunction<ImageImportResult>;
+  readonly 'image.list': ValidateFunction<ImageListResult>;
+  readonly 'image.promote': ValidateFunction<ImagePromoteResult>;
+  readonly 'image.show': ValidateFunction<ImageShowResult>;
+  readonly 'kernel.delete': ValidateFunction<KernelDeleteResult>;
+  readonly 'kernel.import': ValidateFunction<KernelImportResult>;
+  readonly 'kernel.list': ValidateFunction<KernelListResult>;
+  readonly 'kernel.show': ValidateFunction<KernelShowResult>;
   readonly ping: ValidateFunction<PingResult>;
   readonly 'priv.ping': ValidateFunction<PrivPingResult>;
   readonly shutdown: ValidateFunction<ShutdownResult>;
+  readonly 'vm.create.begin': ValidateFunction<VmCreateBeginResult>;
+  readonly 'vm.create.cancel': ValidateFunction<VmCreateCancelResult>;
+  readonly 'vm.create.status': ValidateFunction<VmCreateStatusResult>;
+  readonly 'vm.delete': ValidateFunction<VmDeleteResult>;
+  readonly 'vm.health': ValidateFunction<VmHealthResult>;
+  readonly 'vm.kill': ValidateFunction<VmKillResult>;
+  readonly 'vm.list': ValidateFunction<VmListResult>;
+  readonly 'vm.logs': ValidateFunction<VmLogsResult>;
+  readonly 'vm.prune': ValidateFunction<VmPruneResult>;
+  readonly 'vm.restart': ValidateFunction<VmRestartResult>;
+  readonly 'vm.set': ValidateFunction<VmSetResult>;
+  readonly 'vm.show': ValidateFunction<VmShowResult>;
+  readonly 'vm.ssh': ValidateFunction<VmSshResult>;
+  readonly 'vm.start': ValidateFunction<VmStartResult>;
+  readonly 'vm.stats': ValidateFunction<VmStatsResult>;
+  readonly 'vm.stop': ValidateFunction<VmStopResult>;
 } = {
   'daemon.operations.list': ajv.compile<DaemonOperationsListResult>(RESULT_SCHEMAS['daemon.operations.list']),
   'daemon.status': ajv.compile<DaemonStatusResult>(RESULT_SCHEMAS['daemon.status']),
+  'image.build.begin': ajv.compile<ImageBuildBeginResult>(RESULT_SCHEMAS['image.build.begin']),
+  'image.build.cancel': ajv.compile<ImageBuildCancelResult>(RESULT_SCHEMAS['image.build.cancel']),
+  'image.build.status': ajv.compile<ImageBuildStatusResult>(RESULT_SCHEMAS['image.build.status']),
+  'image.delete': ajv.compile<ImageDeleteResult>(RESULT_SCHEMAS['image.delete']),
+  'image.import': ajv.compile<ImageImportResult>(RESULT_SCHEMAS['image.import']),
+  'image.list': ajv.compile<ImageListResult>(RESULT_SCHEMAS['image.list']),
+  'image.promote': ajv.compile<ImagePromoteResult>(RESULT_SCHEMAS['image.promote']),
+  'image.show': ajv.compile<ImageShowResult>(RESULT_SCHEMAS['image.show']),
+  'kernel.delete': ajv.compile<KernelDeleteResult>(RESULT_SCHEMAS['kernel.delete']),
+  'kernel.import': ajv.compile<KernelImportResult>(RESULT_SCHEMAS['kernel.import']),
+  'kernel.list': ajv.compile<KernelListResult>(RESULT_SCHEMAS['kernel.list']),
+  'kernel.show': ajv.compile<KernelShowResult>(RESULT_SCHEMAS['kernel.show']),
   ping: ajv.compile<PingResult>(RESULT_SCHEMAS['ping']),
   'priv.ping': ajv.compile<PrivPingResult>(RESULT_SCHEMAS['priv.ping']),
   shutdown: ajv.compile<ShutdownResult>(RESULT_SCHEMAS['shutdown']),
+  'vm.create.begin': ajv.compile<VmCreateBeginResult>(RESULT_SCHEMAS['vm.create.begin']),
+  'vm.create.cancel': ajv.compile<VmCreateCancelResult>(RESULT_SCHEMAS['vm.create.cancel']),
+  'vm.create.status': ajv.compile<VmCreateStatusResult>(RESULT_SCHEMAS['vm.create.status']),
+  'vm.delete': ajv.compile<VmDeleteResult>(RESULT_SCHEMAS['vm.delete']),
+  'vm.health': ajv.compile<VmHealthResult>(RESULT_SCHEMAS['vm.health']),
+  'vm.kill': ajv.compile<VmKillResult>(RESULT_SCHEMAS['vm.kill']),
+  'vm.list': ajv.compile<VmListResult>(RESULT_SCHEMAS['vm.list']),
+  'vm.logs': ajv.compile<VmLogsResult>(RESULT_SCHEMAS['vm.logs']),
+  'vm.prune': ajv.compile<VmPruneResult>(RESULT_SCHEMAS['vm.prune']),
+  'vm.restart': ajv.compile<VmRestartResult>(RESULT_SCHEMAS['vm.restart']),
+  'vm.set': ajv.compile<VmSetResult>(RESULT_SCHEMAS['vm.set']),
+  'vm.show': ajv.compile<VmShowResult>(RESULT_SCHEMAS['vm.show']),
+  'vm.ssh': ajv.compile<VmSshResult>(RESULT_SCHEMAS['vm.ssh']),
+  'vm.start': ajv.compile<VmStartResult>(RESULT_SCHEMAS['vm.start']),
+  'vm.stats': ajv.compile<VmStatsResult>(RESULT_SCHEMAS['vm.stats']),
+  'vm.stop': ajv.compile<VmStopResult>(RESULT_SCHEMAS['vm.stop']),
 };

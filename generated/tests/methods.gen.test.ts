@@ -145,6 +145,237 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'image.build.begin': [
+    {
+      params: {},
+      result: {
+        operation_id: 'op-0b7e11aa',
+        name: 'debian-bookworm',
+      },
+    },
+  ],
+  'image.build.cancel': [
+    {
+      params: {
+        operation_id: 'op-0b7e11aa',
+      },
+      result: {
+        operation: {
+          id: 'op-0b7e11aa',
+          kind: 'image.build',
+          method: 'image.build.begin',
+          state: 'canceled',
+          started_at: '2026-01-14T09:31:02.120Z',
+          ended_at: '2026-01-14T09:31:02.120Z',
+          image: 'debian-bookworm',
+          steps: [],
+          error: {
+            code: 'canceled',
+            message: 'canceled by user',
+          },
+        },
+      },
+    },
+  ],
+  'image.build.status': [
+    {
+      params: {
+        operation_id: 'op-0b7e11aa',
+      },
+      result: {
+        operation: {
+          id: 'op-0b7e11aa',
+          kind: 'image.build',
+          method: 'image.build.begin',
+          state: 'running',
+          started_at: '2026-01-14T09:31:02.120Z',
+          image: 'debian-bookworm',
+          current_step: 'rootfs.bootstrap',
+          steps: [
+            {
+              name: 'kernel.download',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 2100,
+            },
+            {
+              name: 'rootfs.bootstrap',
+              state: 'running',
+              started_at: '2026-01-14T09:31:02.120Z',
+            },
+          ],
+        },
+      },
+    },
+  ],
+  'image.delete': [
+    {
+      params: {
+        name: 'my-image',
+      },
+      result: {
+        name: 'my-image',
+        deleted: true,
+      },
+    },
+  ],
+  'image.import': [
+    {
+      params: {
+        name: 'my-image',
+        rootfs: '/srv/rootfs.ext4',
+        kernel: '/srv/vmlinuz',
+      },
+      result: {
+        image: {
+          id: '0c1d2e3f4a5b',
+          name: 'my-image',
+          kernel: 'my-image',
+          kernel_version: '6.1.0-28-cloud-amd64',
+          rootfs_path: '/home/me/.local/state/banger/images/debian-bookworm/rootfs.ext4',
+          size_bytes: 2147483648,
+          source: 'imported',
+          default: false,
+          recipe_hash: '5f0c2a',
+          created_at: '2026-01-14T09:31:02.120Z',
+          used_by: [],
+        },
+      },
+    },
+  ],
+  'image.list': [
+    {
+      result: {
+        images: [
+          {
+            id: '0c1d2e3f4a5b',
+            name: 'debian-bookworm',
+            kernel: 'debian-bookworm',
+            kernel_version: '6.1.0-28-cloud-amd64',
+            rootfs_path: '/home/me/.local/state/banger/images/debian-bookworm/rootfs.ext4',
+            size_bytes: 2147483648,
+            source: 'built',
+            default: true,
+            recipe_hash: '5f0c2a',
+            created_at: '2026-01-14T09:31:02.120Z',
+            used_by: ['calm-otter'],
+          },
+        ],
+      },
+    },
+  ],
+  'image.promote': [
+    {
+      params: {
+        name: 'debian-bookworm',
+      },
+      result: {
+        image: {
+          id: '0c1d2e3f4a5b',
+          name: 'debian-bookworm',
+          kernel: 'debian-bookworm',
+          kernel_version: '6.1.0-28-cloud-amd64',
+          rootfs_path: '/home/me/.local/state/banger/images/debian-bookworm/rootfs.ext4',
+          size_bytes: 2147483648,
+          source: 'built',
+          default: true,
+          recipe_hash: '5f0c2a',
+          created_at: '2026-01-14T09:31:02.120Z',
+          used_by: ['calm-otter'],
+        },
+      },
+    },
+  ],
+  'image.show': [
+    {
+      params: {
+        name: 'debian-bookworm',
+      },
+      result: {
+        image: {
+          id: '0c1d2e3f4a5b',
+          name: 'debian-bookworm',
+          kernel: 'debian-bookworm',
+          kernel_version: '6.1.0-28-cloud-amd64',
+          rootfs_path: '/home/me/.local/state/banger/images/debian-bookworm/rootfs.ext4',
+          size_bytes: 2147483648,
+          source: 'built',
+          default: true,
+          recipe_hash: '5f0c2a',
+          created_at: '2026-01-14T09:31:02.120Z',
+          used_by: ['calm-otter'],
+        },
+      },
+    },
+  ],
+  'kernel.delete': [
+    {
+      params: {
+        name: 'my-kernel',
+      },
+      result: {
+        name: 'my-kernel',
+        deleted: true,
+      },
+    },
+  ],
+  'kernel.import': [
+    {
+      params: {
+        name: 'my-kernel',
+        kernel: '/srv/vmlinuz',
+      },
+      result: {
+        kernel: {
+          id: '9a8b7c6d5e4f',
+          name: 'my-kernel',
+          version: '6.1.0-28-cloud-amd64',
+          kernel_path: '/home/me/.local/state/banger/kernels/debian-bookworm/vmlinuz',
+          initrd_path: '/home/me/.local/state/banger/kernels/debian-bookworm/initrd.img',
+          source: 'imported',
+          created_at: '2026-01-14T09:31:02.120Z',
+          used_by: [],
+        },
+      },
+    },
+  ],
+  'kernel.list': [
+    {
+      result: {
+        kernels: [
+          {
+            id: '9a8b7c6d5e4f',
+            name: 'debian-bookworm',
+            version: '6.1.0-28-cloud-amd64',
+            kernel_path: '/home/me/.local/state/banger/kernels/debian-bookworm/vmlinuz',
+            initrd_path: '/home/me/.local/state/banger/kernels/debian-bookworm/initrd.img',
+            source: 'built',
+            created_at: '2026-01-14T09:31:02.120Z',
+            used_by: ['debian-bookworm'],
+          },
+        ],
+      },
+    },
+  ],
+  'kernel.show': [
+    {
+      params: {
+        name: 'debian-bookworm',
+      },
+      result: {
+        kernel: {
+          id: '9a8b7c6d5e4f',
+          name: 'debian-bookworm',
+          version: '6.1.0-28-cloud-amd64',
+          kernel_path: '/home/me/.local/state/banger/kernels/debian-bookworm/vmlinuz',
+          initrd_path: '/home/me/.local/state/banger/kernels/debian-bookworm/initrd.img',
+          source: 'built',
+          created_at: '2026-01-14T09:31:02.120Z',
+          used_by: ['debian-bookworm'],
+        },
+      },
+    },
+  ],
   ping: [
     {
       result: {
@@ -169,6 +400,428 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
     {
       result: {
         stopping: true,
+      },
+    },
+  ],
+  'vm.create.begin': [
+    {
+      params: {
+        name: 'calm-otter',
+        vcpus: 2,
+        memory_mib: 1024,
+        disk_size: '4G',
+      },
+      result: {
+        operation_id: 'op-3f9a1c07b2d4',
+        name: 'calm-otter',
+      },
+    },
+  ],
+  'vm.create.cancel': [
+    {
+      params: {
+        operation_id: 'op-3f9a1c07b2d4',
+      },
+      result: {
+        operation: {
+          id: 'op-3f9a1c07b2d4',
+          kind: 'vm.create',
+          method: 'vm.create.begin',
+          state: 'canceled',
+          started_at: '2026-01-14T09:31:02.120Z',
+          vm: 'calm-otter',
+          current_step: 'boot',
+          steps: [
+            {
+              name: 'resolve_image',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 3,
+            },
+            {
+              name: 'prepare_disk',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 12,
+            },
+            {
+              name: 'boot',
+              state: 'running',
+              started_at: '2026-01-14T09:31:02.120Z',
+            },
+          ],
+          ended_at: '2026-01-14T09:31:02.120Z',
+          error: {
+            code: 'canceled',
+            message: 'canceled by user',
+          },
+        },
+      },
+    },
+  ],
+  'vm.create.status': [
+    {
+      params: {
+        operation_id: 'op-3f9a1c07b2d4',
+      },
+      result: {
+        operation: {
+          id: 'op-3f9a1c07b2d4',
+          kind: 'vm.create',
+          method: 'vm.create.begin',
+          state: 'running',
+          started_at: '2026-01-14T09:31:02.120Z',
+          vm: 'calm-otter',
+          current_step: 'boot',
+          steps: [
+            {
+              name: 'resolve_image',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 3,
+            },
+            {
+              name: 'prepare_disk',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 12,
+            },
+            {
+              name: 'boot',
+              state: 'running',
+              started_at: '2026-01-14T09:31:02.120Z',
+            },
+          ],
+        },
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'starting',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          pid: 41234,
+          accel: 'tcg',
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:31:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+        },
+      },
+    },
+  ],
+  'vm.delete': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        name: 'calm-otter',
+        deleted: true,
+      },
+    },
+  ],
+  'vm.health': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        name: 'calm-otter',
+        state: 'running',
+        kernel_up: true,
+        userspace_up: true,
+        ssh_ready: true,
+        boot_id: '6f1c2a4e-8d3b-4c5e-9f7a-1b2c3d4e5f60',
+        checked_at: '2026-01-14T09:31:02.120Z',
+      },
+    },
+  ],
+  'vm.kill': [
+    {
+      params: {
+        name: 'calm-otter',
+        signal: 'KILL',
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'stopped',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:31:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+        },
+      },
+    },
+  ],
+  'vm.list': [
+    {
+      params: {},
+      result: {
+        vms: [
+          {
+            id: 'a1b2c3d4e5f6',
+            name: 'calm-otter',
+            state: 'running',
+            image: 'debian-bookworm',
+            vcpus: 2,
+            memory_mib: 1024,
+            disk_size_bytes: 4294967296,
+            network: {
+              mode: 'user',
+              mac: '52:54:00:a1:b2:c3',
+              ssh_host: '127.0.0.1',
+              ssh_port: 42022,
+            },
+            nat: false,
+            pid: 41234,
+            accel: 'tcg',
+            boot_count: 1,
+            created_at: '2026-01-14T09:31:02.120Z',
+            updated_at: '2026-01-14T09:31:02.120Z',
+            last_started_at: '2026-01-14T09:31:02.120Z',
+            vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+          },
+        ],
+      },
+    },
+  ],
+  'vm.logs': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        name: 'calm-otter',
+        data: '[    0.000000] Linux version 6.1.0-28-cloud-amd64 ...\n',
+        truncated: false,
+        path: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6/serial.log',
+      },
+    },
+  ],
+  'vm.prune': [
+    {
+      params: {},
+      result: {
+        deleted: ['old-otter'],
+        kept: ['calm-otter'],
+      },
+    },
+  ],
+  'vm.restart': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'running',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          pid: 41234,
+          accel: 'tcg',
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:31:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+        },
+      },
+    },
+  ],
+  'vm.set': [
+    {
+      params: {
+        name: 'calm-otter',
+        vcpus: 4,
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'stopped',
+          image: 'debian-bookworm',
+          vcpus: 4,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:31:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+        },
+      },
+    },
+  ],
+  'vm.show': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'running',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          pid: 41234,
+          accel: 'tcg',
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:31:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+        },
+      },
+    },
+  ],
+  'vm.ssh': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        name: 'calm-otter',
+        host: '127.0.0.1',
+        port: 42022,
+        user: 'root',
+        identity_file: '/home/me/.local/state/banger/ssh/id_ed25519',
+        known_hosts_file: '/home/me/.local/state/banger/ssh/known_hosts',
+        host_key_alias: 'calm-otter.vm',
+        ssh_options: ['StrictHostKeyChecking=yes', 'HostKeyAlias=calm-otter.vm'],
+      },
+    },
+  ],
+  'vm.start': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'running',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          pid: 41234,
+          accel: 'tcg',
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:31:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+        },
+      },
+    },
+  ],
+  'vm.stats': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        name: 'calm-otter',
+        state: 'running',
+        pid: 41234,
+        cpu_seconds: 12.5,
+        cpu_percent: 3.1,
+        rss_bytes: 352321536,
+        uptime_ms: 60000,
+        disk_allocated_bytes: 52428800,
+        disk_virtual_bytes: 4294967296,
+      },
+    },
+  ],
+  'vm.stop': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'stopped',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:31:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+        },
+        clean: true,
+        forced: false,
       },
     },
   ],

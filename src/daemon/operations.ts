@@ -20,6 +20,8 @@ export class OperationTracker {
   private readonly undos: { step: Step; undo: Undo }[] = [];
   private readonly registry: OperationRegistry;
   readonly abort = new AbortController();
+  private readonly stepStarted = new Map<Step, number>();
+  private lastProgressPersist = 0;
 
   constructor(registry: OperationRegistry, op: Operation) {
     this.registry = registry;
@@ -61,6 +63,12 @@ export class OperationTracker {
     }
   }
 
+  /** Register an undo not tied to a step (e.g. for a record made before the first step). */
+  registerUndo(undo: Undo): void {
+    const step: Step = { name: 'record', state: 'done' };
+    this.undos.push({ step, undo });
+  }
+
   /** Record detail on the step running now (progress for long steps). */
   progress(detail: string): void {
     const s = this.op.steps.at(-1);
@@ -68,6 +76,86 @@ export class OperationTracker {
       s.detail = detail;
       this.persist();
     }
+  }
+
+  // Callback-driven steps: for work that reports its own stage transitions (the image builder's
+  // onStage) instead of running each stage as a function.
+
+  /** Begin a named step (running); it stays open until stepDone or stepFail. */
+  stepStart(name: string, detail?: string): void {
+    const step: Step = { name, state: 'running', started_at: new Date().toISOString() };
+    if (detail) step.detail = detail;
+    this.op.steps.push(step);
+    this.stepStarted.set(step, performance.now());
+    this.op.current_step = name;
+    this.registry.log.info({ step: name, operation_id: this.op.id, detail }, 'step started');
+    this.persist();
+  }
+
+  /** Progress note on the running step `name`; persisted at most once a second. */
+  stepProgress(name: string, detail: string): void {
+    const step = this.runningStep(name);
+    if (!step) return;
+    step.detail = detail;
+    const now = performance.now();
+    if (now - this.lastProgressPersist >= 1000) {
+      this.lastProgressPersist = now;
+      this.persist();
+    }
+  }
+
+  /**
+   * Finish the running step `name`. A step that was never started (work that reports only its
+   * end, e.g. a cache hit) is recorded as done with the given duration.
+   */
+  stepDone(name: string, opts: { durationMs?: number; detail?: string } = {}): void {
+    let step = this.runningStep(name);
+    if (!step) {
+      const ms = Math.max(0, Math.round(opts.durationMs ?? 0));
+      step = { name, state: 'running', started_at: new Date(Date.now() - ms).toISOString() };
+      this.op.steps.push(step);
+      this.stepStarted.set(step, performance.now() - ms);
+    }
+    const t0 = this.stepStarted.get(step) ?? performance.now();
+    this.stepStarted.delete(step);
+    step.state = 'done';
+    step.duration_ms = Math.max(0, Math.round(opts.durationMs ?? performance.now() - t0));
+    if (opts.detail) step.detail = opts.detail;
+    this.settleCurrentStep();
+    this.registry.log.info({ step: name, duration_ms: step.duration_ms }, 'step done');
+    this.persist();
+  }
+
+  /** Mark the running step `name` (or, without a name, every running step) failed. */
+  stepFail(name: string | undefined, detail: string): void {
+    const steps =
+      name === undefined
+        ? this.op.steps.filter((s) => s.state === 'running')
+        : [this.runningStep(name)].filter((s): s is Step => s !== undefined);
+    for (const step of steps) {
+      const t0 = this.stepStarted.get(step) ?? performance.now();
+      this.stepStarted.delete(step);
+      step.state = 'failed';
+      step.duration_ms = Math.max(0, Math.round(performance.now() - t0));
+      step.detail = detail;
+      this.registry.log.warn({ step: step.name, duration_ms: step.duration_ms, err: detail }, 'step failed');
+    }
+    this.settleCurrentStep();
+    if (steps.length > 0) this.persist();
+  }
+
+  private runningStep(name: string): Step | undefined {
+    for (let i = this.op.steps.length - 1; i >= 0; i--) {
+      const s = this.op.steps[i];
+      if (s && s.name === name && s.state === 'running') return s;
+    }
+    return undefined;
+  }
+
+  private settleCurrentStep(): void {
+    const running = this.op.steps.findLast((s) => s.state === 'running');
+    if (running) this.op.current_step = running.name;
+    else delete this.op.current_step;
   }
 
   /** Undo completed steps in reverse order; undo failures are logged, never thrown. */

@@ -3,8 +3,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import type { Services } from '../../generated/handlers.gen.ts';
 import { createLogger } from '../../src/log/logger.ts';
-import { DEFAULT_CONFIG } from '../../src/daemon/config.ts';
 import { Daemon } from '../../src/daemon/daemon.ts';
 import { createSpecials } from '../../src/daemon/specials.ts';
 import { DaemonServiceImpl } from '../../src/daemon/services/daemon.ts';
@@ -34,10 +34,9 @@ describe('hostile clients', () => {
         new HelperLink(undefined),
         new OperationRegistry(logger),
       ),
-    },
+    } as unknown as Services,
     createSpecials(() => undefined),
   );
-  void DEFAULT_CONFIG;
   const server = createRpcServer({
     dispatcher: daemon,
     log: logger,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One command on a fresh Debian 12 machine: install, build, start bangerd, build the default
+# image, boot a sandbox and run `uname -a` in it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+"$ROOT/scripts/deps.sh"
+"$ROOT/scripts/npm" run build >/dev/null
+echo "setup: built banger $("$ROOT/bin/banger" version --json 2>/dev/null | sed -n 's/.*"version":"\([^"]*\)".*/\1/p')"
+
+SOCKET="${BANGER_SOCKET:-$("$ROOT/.tools/node/bin/node" -e "import('$ROOT/dist/src/paths.js').then(m => console.log(m.defaultDaemonSocket()))")}"
+STATE="${BANGER_STATE_DIR:-$("$ROOT/.tools/node/bin/node" -e "import('$ROOT/dist/src/paths.js').then(m => console.log(m.defaultStateDir()))")}"
+export BANGER_SOCKET="$SOCKET"
+if ! "$ROOT/bin/banger" ping >/dev/null 2>&1; then
+  mkdir -p "$STATE"
+  echo "setup: starting bangerd (socket $SOCKET, state $STATE, log $STATE/bangerd.log)"
+  nohup "$ROOT/bin/bangerd" --socket "$SOCKET" --state-dir "$STATE" --helper-socket none >>"$STATE/bangerd.stderr" 2>&1 &
+  for _ in $(seq 1 100); do "$ROOT/bin/banger" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+"$ROOT/bin/banger" daemon status
+"$ROOT/bin/banger" image build
+NAME="hello-$(date +%s)"
+"$ROOT/bin/banger" vm create --name "$NAME"
+"$ROOT/bin/banger" vm ssh "$NAME" -- uname -a
+echo
+echo "setup: done. The sandbox $NAME is running: bin/banger vm ssh $NAME"
+echo "       bangerd keeps running in the background (bin/banger daemon status)."

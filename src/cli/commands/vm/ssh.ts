@@ -1,0 +1,63 @@
+import { Args } from '@oclif/core';
+import type { VmSshResult } from '../../../../generated/types.gen.ts';
+import { BangerCommand } from '../../base.ts';
+import { buildSshArgv, runSsh, SshSpawnError } from '../../ssh-exec.ts';
+import { checkVmName, usageError } from '../../vm-ref.ts';
+
+export interface VmSshOutput extends VmSshResult {
+  /** The ssh command line banger would run. */
+  argv: string[];
+}
+
+/** What banger exits with when the ssh binary cannot be run (like a shell's "command not found"). */
+const EXIT_NO_SSH = 127;
+
+export default class VmSsh extends BangerCommand {
+  static override summary = 'Open a shell in a VM, or run one command in it.';
+  static override description = `Asks the daemon how to reach the VM (it must be running), then runs your system ssh with banger's key and the VM's pinned host key. With no command you get an interactive login shell. After --, the words are run in the VM as one command, quoted so each argument arrives exactly as you typed it (spaces, quotes, $VARS and globs are not re-interpreted by the remote shell; use sh -c '...' when you want them to be). banger exits with the command's exit code; 255 means ssh itself failed (could not connect or authenticate), and banger says so. With --json it prints the connection details and the ssh command line instead of running it.`;
+  static override examples = [
+    '<%= config.bin %> vm ssh calm-otter',
+    '<%= config.bin %> vm ssh calm-otter -- uname -a',
+    "<%= config.bin %> vm ssh calm-otter -- sh -c 'cd /srv && make test'",
+    '<%= config.bin %> vm ssh calm-otter --json',
+  ];
+  static override strict = false;
+  static override args = {
+    name: Args.string({ required: true, description: 'The VM (name or id).' }),
+  };
+
+  async run(): Promise<VmSshOutput | undefined> {
+    // Everything after the first `--` is the remote command, passed on untouched: oclif's argv
+    // reorders repeated words, so split it off before parsing.
+    const dd = this.argv.indexOf('--');
+    const command = dd === -1 ? [] : this.argv.slice(dd + 1);
+    if (dd !== -1) this.argv = this.argv.slice(0, dd);
+    const { args, argv } = await this.parseWith(VmSsh);
+    const extra = argv.slice(1);
+    if (extra.length > 0) {
+      throw usageError(
+        `unexpected ${extra.map((a) => `"${String(a)}"`).join(' ')}: put the command to run after --, e.g. ${this.config.bin} vm ssh ${args.name} -- ${extra.map(String).join(' ')}`,
+      );
+    }
+    checkVmName(args.name);
+    const details = await this.client.vm.ssh({ name: args.name });
+    const tty = command.length === 0 && process.stdin.isTTY === true && process.stdout.isTTY === true;
+    const sshArgv = buildSshArgv(details, { command, tty });
+    if (this.jsonEnabled()) return { ...details, argv: ['ssh', ...sshArgv] };
+
+    try {
+      const outcome = await runSsh(sshArgv);
+      if (outcome.code === 255) {
+        process.stderr.write(
+          `banger: ssh exited 255: ssh itself failed (could not connect or authenticate to ${details.user}@${details.host}:${details.port}); check the VM with: ${this.config.bin} vm health ${args.name}\n`,
+        );
+      }
+      process.exitCode = outcome.code;
+    } catch (err) {
+      if (!(err instanceof SshSpawnError)) throw err;
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = EXIT_NO_SSH;
+    }
+    return undefined;
+  }
+}

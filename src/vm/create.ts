@@ -1,0 +1,98 @@
+// The create pipeline: named steps, each with an undo, durations recorded on the operation.
+// A failure or a cancel undoes every completed step in reverse, so nothing is left behind.
+import { mkdir, rm } from 'node:fs/promises';
+import { buildSeedImage, randomMachineId } from '../image/seed.ts';
+import type { OperationTracker } from '../daemon/operations.ts';
+import type { ImageRow, KernelRow, NewVm, Store, VmRow } from '../store/index.ts';
+import { createOverlay } from './disk.ts';
+import { vmFiles } from './layout.ts';
+import { bootVmm, waitReady, type MachineDeps } from './machine.ts';
+import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey } from './ssh.ts';
+
+export interface CreateDeps extends MachineDeps {
+  store: Store;
+  installPubKey: () => Promise<string>;
+  resolveImage: (
+    name: string | undefined,
+    opts: { signal: AbortSignal; onProgress: (d: string) => void },
+  ) => Promise<{ image: ImageRow; kernel: KernelRow }>;
+}
+
+export interface CreateRequest {
+  /** The VM to record once its image is known (the name is reserved by the caller until then). */
+  draft: Omit<NewVm, 'imageId'> & { id: string };
+  imageName: string | undefined;
+  start: boolean;
+  /** Called once the VM row exists. */
+  onRecorded?: (vm: VmRow) => void;
+}
+
+export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateRequest): Promise<VmRow> {
+  const files = vmFiles(d.stateDir, req.draft.id);
+  const { image, kernel } = await t.step('resolve_image', (signal) =>
+    d.resolveImage(req.imageName, { signal, onProgress: (m) => t.progress(m) }),
+  );
+  let vm = await t.step(
+    'record',
+    async () => d.store.vms.insert({ ...req.draft, imageId: image.id, state: 'creating' }),
+    async (row) => {
+      d.store.vms.delete(row.id);
+    },
+  );
+  req.onRecorded?.(vm);
+
+  await t.step(
+    'prepare_disk',
+    async () => {
+      await mkdir(files.dir, { recursive: true, mode: 0o700 });
+      await createOverlay(
+        image.rootfsPath,
+        files.overlay,
+        vm.diskSizeBytes,
+        image.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
+      );
+    },
+    () => rm(files.dir, { recursive: true, force: true }),
+  );
+
+  const alias = hostKeyAlias(vm.name);
+  await t.step(
+    'seed',
+    async () => {
+      const hostKey = await generateHostKey(files.dir);
+      await buildSeedImage({
+        path: files.seed,
+        authorizedKeys: [await d.installPubKey()],
+        hostKeyPrivate: hostKey.privateKey,
+        hostKeyPublic: hostKey.publicKey,
+        hostname: vm.name,
+        machineId: randomMachineId(),
+        nameservers: ['10.0.2.3'],
+      });
+      await pinHostKey(d.ssh, alias, hostKey.publicKey);
+      vm = d.store.vms.update(vm.id, { sshHostKey: hostKey.publicKey });
+    },
+    () => unpinHostKey(d.ssh, alias),
+  );
+
+  if (!req.start) {
+    return d.store.vms.update(vm.id, { state: 'stopped' });
+  }
+
+  vm = d.store.vms.update(vm.id, { state: 'starting' });
+  await t.step(
+    'boot',
+    () => bootVmm(d, vm, kernel, 'vm.create'),
+    async () => {
+      const h = d.runtime.get(vm.id);
+      if (h) {
+        d.runtime.expectExit(vm.id);
+        await h.kill('SIGKILL').catch(() => undefined);
+        await h.waitExit().catch(() => undefined);
+      }
+    },
+  );
+  await t.step('wait_ready', (signal) => waitReady(d, vm, signal, (m) => t.progress(m)));
+  vm = d.store.vms.recordBoot(vm.id);
+  return d.store.vms.update(vm.id, { state: 'running', lastError: null });
+}

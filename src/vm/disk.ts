@@ -1,0 +1,43 @@
+// Copy-on-write root disks: a qcow2 overlay on the read-only base image, sized for the VM.
+// Creation cost does not depend on the base's size.
+import { stat } from 'node:fs/promises';
+import { badRequest } from '../rpc/errors.ts';
+import { run } from './exec.ts';
+
+export async function createOverlay(
+  base: string,
+  overlay: string,
+  sizeBytes: number,
+  baseFormat: 'raw' | 'qcow2' = 'raw',
+): Promise<void> {
+  const st = await stat(base);
+  if (sizeBytes < st.size) {
+    throw badRequest(`disk size ${sizeBytes} bytes is smaller than the image (${st.size} bytes)`);
+  }
+  await run('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-b',
+    base,
+    '-F',
+    baseFormat,
+    overlay,
+    String(sizeBytes),
+  ]);
+}
+
+export interface DiskInfo {
+  virtualBytes: number;
+  allocatedBytes: number;
+}
+
+export async function diskInfo(path: string): Promise<DiskInfo> {
+  const st = await stat(path);
+  // Allocated blocks of the overlay file itself (the base is shared).
+  const allocatedBytes = st.blocks * 512;
+  const { stdout } = await run('qemu-img', ['info', '--output=json', '-U', path]);
+  const info = JSON.parse(stdout) as { 'virtual-size'?: number };
+  return { virtualBytes: info['virtual-size'] ?? 0, allocatedBytes };
+}

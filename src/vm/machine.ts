@@ -1,0 +1,146 @@
+// Booting a VM's VMM and waiting until its guest is ready: shared by create and start.
+import { appendFile } from 'node:fs/promises';
+import type { Accel, VmLaunchSpec } from '../engine/index.ts';
+import type { Logger } from '../log/logger.ts';
+import { currentOpId } from '../rpc/context.ts';
+import { ErrorResponse } from '../rpc/errors.ts';
+import type { KernelRow, VmRow } from '../store/index.ts';
+import { waitForAgentReady } from './agent.ts';
+import { vmFiles } from './layout.ts';
+import { releasePort, reservePort } from './ports.ts';
+import type { VmRuntime } from './runtime.ts';
+import { hostKeyAlias, sshExec, type SshPaths, type SshTarget } from './ssh.ts';
+
+export interface MachineDeps {
+  stateDir: string;
+  runtime: VmRuntime;
+  log: Logger;
+  ssh: SshPaths;
+  accel: () => Promise<Accel>;
+  /** How long a guest may take from VMM start to SSH answering. */
+  readyTimeoutMs: number;
+}
+
+/** The guest kernel command line for a VM (the engine adds console, TSC and panic settings). */
+export function guestCmdline(vm: VmRow): string {
+  const parts = ['root=LABEL=banger-root', 'rw', 'net.ifnames=0', 'quiet', 'loglevel=4'];
+  if (vm.networkMode === 'user') {
+    // QEMU's user-mode network is always 10.0.2.0/24 with the host at .2 and DNS at .3.
+    parts.push(`ip=10.0.2.15::10.0.2.2:255.255.255.0:${vm.name}:eth0:off:10.0.2.3`);
+  }
+  return parts.join(' ');
+}
+
+export function launchSpec(
+  vm: VmRow,
+  kernel: KernelRow,
+  stateDir: string,
+  accel: Accel,
+  sshHostPort: number,
+): VmLaunchSpec {
+  const f = vmFiles(stateDir, vm.id);
+  const spec: VmLaunchSpec = {
+    id: vm.id,
+    vmDir: f.dir,
+    kernel: kernel.kernelPath,
+    cmdline: guestCmdline(vm),
+    vcpus: vm.vcpus,
+    memoryMiB: vm.memoryMib,
+    disks: [
+      { path: f.overlay, format: 'qcow2' },
+      { path: f.seed, format: 'raw', readOnly: true },
+    ],
+    net: { mode: 'user', sshHostPort, mac: vm.mac },
+    serialLog: f.serialLog,
+    agentSocket: f.agentSocket,
+    accel,
+  };
+  if (kernel.initrdPath) spec.initrd = kernel.initrdPath;
+  return spec;
+}
+
+/** Write a host-side marker into the VM's console log, so the console shows where an op began. */
+export async function markSerial(stateDir: string, vm: VmRow, what: string): Promise<void> {
+  const opId = currentOpId() ?? 'op-none';
+  await appendFile(vmFiles(stateDir, vm.id).serialLog, `\nbanger: ${opId} ${what} begins\n`).catch(
+    () => undefined,
+  );
+}
+
+/** Start the VMM for a VM; returns once it runs (not yet ready). */
+export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what: string): Promise<void> {
+  const accel = await d.accel();
+  const port = await reservePort();
+  try {
+    const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port));
+    await markSerial(d.stateDir, vm, what);
+    const handle = await d.runtime.driver.start(plan, { logger: d.log });
+    d.runtime.attach(vm.id, handle);
+  } finally {
+    releasePort(port);
+  }
+}
+
+export function sshTarget(d: MachineDeps, vm: VmRow): SshTarget | undefined {
+  const h = d.runtime.get(vm.id);
+  const port = h?.record.sshHostPort;
+  if (!port) return undefined;
+  return { host: '127.0.0.1', port, user: 'root', alias: hostKeyAlias(vm.name) };
+}
+
+/**
+ * Wait until the guest is ready: the agent says sshd is up, then `ssh true` succeeds with the
+ * pinned host key. Fails early when the VMM exits.
+ */
+export async function waitReady(
+  d: MachineDeps,
+  vm: VmRow,
+  signal: AbortSignal,
+  onProgress?: (detail: string) => void,
+): Promise<{ bootId?: string }> {
+  const deadline = Date.now() + d.readyTimeoutMs;
+  const files = vmFiles(d.stateDir, vm.id);
+  const agent = await waitForAgentReady(files.agentSocket, {
+    timeoutMs: d.readyTimeoutMs,
+    signal,
+    alive: () => d.runtime.isRunning(vm.id),
+    onLine: (l) => {
+      if (l === 'banger-userspace') onProgress?.('guest userspace is up');
+    },
+  });
+  if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
+  if (!d.runtime.isRunning(vm.id)) {
+    throw new ErrorResponse(
+      'operation_failed',
+      `the VMM of ${vm.name} exited during boot; read the console with: banger vm logs ${vm.name}`,
+    );
+  }
+  if (!agent.ready) {
+    const stage = agent.userspace ? 'userspace up, sshd not ready' : 'kernel booting, userspace not up';
+    throw new ErrorResponse(
+      'operation_failed',
+      `${vm.name} was not ready within ${Math.round(d.readyTimeoutMs / 1000)} s (${stage}); read the console with: banger vm logs ${vm.name}`,
+    );
+  }
+  onProgress?.('sshd is up; checking ssh');
+  let last = '';
+  while (Date.now() < deadline) {
+    const t = sshTarget(d, vm);
+    if (!t) break;
+    const r = await sshExec(d.ssh, t, 'true', { timeoutMs: 15_000, signal });
+    if (r.code === 0) return agent.bootId ? { bootId: agent.bootId } : {};
+    last = r.stderr.trim();
+    if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(last)) {
+      throw new ErrorResponse(
+        'operation_failed',
+        `${vm.name}: host key does not match the pinned key (${last})`,
+      );
+    }
+    if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
+    await new Promise((r2) => setTimeout(r2, 300));
+  }
+  throw new ErrorResponse(
+    'operation_failed',
+    `${vm.name}: ssh did not answer (${last || 'timeout'}); see banger vm logs ${vm.name}`,
+  );
+}

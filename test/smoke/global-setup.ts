@@ -1,0 +1,72 @@
+// Starts the smoke world once per run: a network namespace, bangerd inside it (state in a temp
+// dir, images cached under /var/cache/banger keyed by recipe hash so reruns don't rebuild), and
+// the default image built (or reused). Everything is removed afterwards.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BIN, SMOKE_ENV_FILE, startSmokeDaemon, type SmokeEnv } from './harness.ts';
+
+function sh(argv: string[]): void {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+}
+
+export default async function setup(): Promise<() => Promise<void>> {
+  if (process.getuid?.() !== 0)
+    throw new Error('the smoke suite needs root (it creates a network namespace)');
+  const dir = mkdtempSync(join(tmpdir(), 'bsmoke-'));
+  const netns = `banger-smoke-${process.pid}`;
+  sh(['ip', 'netns', 'add', netns]);
+  sh(['ip', 'netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
+  const stateDir = join(dir, 'state');
+  const socket = join(dir, 'd.sock');
+  const logFile = join(dir, 'bangerd.log');
+  const configFile = join(dir, 'config.toml');
+  writeFileSync(
+    configFile,
+    [
+      'accel = "auto"',
+      'image_cache_dir = "/var/cache/banger"',
+      '[vm_defaults]',
+      'vcpus = 2',
+      'memory_mib = 768',
+      'disk_size = "3G"',
+      '',
+    ].join('\n'),
+  );
+  const env: SmokeEnv = { netns, socket, stateDir, logFile, configFile, daemonPid: 0 };
+  env.daemonPid = await startSmokeDaemon(env);
+  writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
+
+  // Build (or reuse from the cache) the default image once, visibly.
+  const t0 = Date.now();
+  const build = spawnSync(
+    'ip',
+    ['netns', 'exec', netns, BIN('banger'), 'image', 'build', '--socket', socket],
+    {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      timeout: 1_200_000,
+    },
+  );
+  if (build.status !== 0) throw new Error(`banger image build failed (exit ${build.status})`);
+  process.stderr.write(`smoke: default image ready in ${Math.round((Date.now() - t0) / 1000)} s\n`);
+
+  return async () => {
+    const cur = JSON.parse(readFileSync(SMOKE_ENV_FILE, 'utf8')) as SmokeEnv;
+    // Delete what the scenarios left, then stop the daemon and every VMM it started.
+    spawnSync('ip', ['netns', 'exec', netns, BIN('banger'), 'vm', 'prune', '--socket', cur.socket], {
+      timeout: 120_000,
+    });
+    spawnSync('pkill', ['-f', `${stateDir}/vms/`]);
+    try {
+      process.kill(cur.daemonPid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    spawnSync('pkill', ['-f', `--state-dir ${stateDir}`]);
+    spawnSync('ip', ['netns', 'delete', netns]);
+    if (process.env.BANGER_SMOKE_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
+    rmSync(SMOKE_ENV_FILE, { force: true });
+  };
+}

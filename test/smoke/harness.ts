@@ -1,0 +1,151 @@
+// Smoke harness: real bangerd (and real QEMU guests) inside a network namespace the harness
+// creates, driven through the real CLI. Shared by every scenario file; global-setup.ts starts the
+// daemon once per run and tears everything down after.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const BIN = (name: string): string => join(ROOT, 'bin', name);
+/** Where the harness keeps its per-run state (written by global-setup). */
+export const SMOKE_ENV_FILE = '/tmp/banger-smoke-env.json';
+
+export interface SmokeEnv {
+  netns: string;
+  socket: string;
+  stateDir: string;
+  logFile: string;
+  configFile: string;
+  daemonPid: number;
+}
+
+export function smokeEnv(): SmokeEnv {
+  return JSON.parse(readFileSync(SMOKE_ENV_FILE, 'utf8')) as SmokeEnv;
+}
+
+export interface CmdResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a command inside the smoke network namespace. */
+export function inNetns(
+  netns: string,
+  argv: string[],
+  opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<CmdResult> {
+  return new Promise((resolve) => {
+    const p = spawn('ip', ['netns', 'exec', netns, ...argv], { env: { ...process.env, ...opts.env } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 600_000);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    if (opts.input !== undefined) p.stdin.end(opts.input);
+    else p.stdin.end();
+  });
+}
+
+/** Run `banger ARGS --socket S` inside the namespace. */
+export function banger(
+  args: string[],
+  opts: { input?: string; timeoutMs?: number } = {},
+): Promise<CmdResult> {
+  const env = smokeEnv();
+  const dd = args.indexOf('--');
+  const withSocket =
+    dd === -1
+      ? [...args, '--socket', env.socket]
+      : [...args.slice(0, dd), '--socket', env.socket, ...args.slice(dd)];
+  return inNetns(env.netns, [BIN('banger'), ...withSocket], opts);
+}
+
+/** `banger ... --json`, parsed; fails the test with the CLI's stderr when it did not succeed. */
+export async function bangerJson<T>(args: string[], opts: { timeoutMs?: number } = {}): Promise<T> {
+  const dd = args.indexOf('--');
+  const a = dd === -1 ? [...args, '--json'] : [...args.slice(0, dd), '--json', ...args.slice(dd)];
+  const r = await banger(a, opts);
+  if (r.code !== 0) throw new Error(`banger ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${Math.random().toString(16).slice(2, 8)}`;
+}
+
+export function daemonLogRecords(): Record<string, unknown>[] {
+  const f = smokeEnv().logFile;
+  if (!existsSync(f)) return [];
+  return readFileSync(f, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+export function haveCommand(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+async function waitFor(pred: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Start bangerd inside the namespace; returns its pid once its socket answers. */
+export async function startSmokeDaemon(env: SmokeEnv): Promise<number> {
+  rmSync(env.socket, { force: true });
+  const out = openSync(join(env.stateDir, '..', 'bangerd.stderr'), 'a');
+  const daemon = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      env.netns,
+      BIN('bangerd'),
+      '--socket',
+      env.socket,
+      '--state-dir',
+      env.stateDir,
+      '--log-file',
+      env.logFile,
+      '--config',
+      env.configFile,
+      '--helper-socket',
+      'none',
+    ],
+    { stdio: ['ignore', out, out], detached: true },
+  );
+  daemon.unref();
+  await waitFor(() => existsSync(env.socket), 30_000, 'bangerd socket');
+  return daemon.pid!;
+}
+
+/** Stop the smoke daemon (VMs keep running) and start a new one. */
+export async function restartSmokeDaemon(): Promise<SmokeEnv> {
+  const env = smokeEnv();
+  process.kill(env.daemonPid, 'SIGTERM');
+  await waitFor(
+    () => {
+      try {
+        process.kill(env.daemonPid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    15_000,
+    'bangerd to exit',
+  );
+  env.daemonPid = await startSmokeDaemon(env);
+  writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
+  return env;
+}
