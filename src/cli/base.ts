@@ -58,6 +58,14 @@ export abstract class BangerCommand extends Command {
         code: 'unreachable',
         message: `${err.message}; is bangerd running? (start it with bin/bangerd, or see banger system install)`,
       };
+    } else if (isUsageError(err)) {
+      // Flag and argument errors from oclif: same one-line shape as every other error.
+      exit = 2;
+      const lines = err.message
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !/^See more help/.test(l));
+      payload = { code: 'bad_request', message: `${lines.join(': ')} (see --help)` };
     } else {
       return super.catch(err);
     }
@@ -70,4 +78,11 @@ export abstract class BangerCommand extends Command {
     }
     return undefined;
   }
+}
+
+function isUsageError(err: Error & { oclif?: { exit?: number } }): boolean {
+  return (
+    err.oclif?.exit === 2 ||
+    /^(Parsing --|Unexpected argument|Missing required|Nonexistent flag|Expected )/.test(err.message)
+  );
 }

@@ -54,7 +54,10 @@ export function formatRelativeTime(iso: string, now: number = Date.now()): strin
 export function formatTimestamp(iso: string, now: number = Date.now()): string {
   const t = Date.parse(iso);
   if (Number.isNaN(t)) return iso;
-  return `${new Date(t).toISOString().slice(0, 19).replace('T', ' ')} UTC (${formatRelativeTime(iso, now)})`;
+  const rel = formatRelativeTime(iso, now);
+  const abs = `${new Date(t).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  // Long ago, the relative form is just the date again.
+  return /^\d{4}-/.test(rel) ? abs : `${abs} (${rel})`;
 }
 
 const SIZE_MULT = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 } as const;
@@ -96,7 +99,7 @@ export type Style = keyof typeof SGR;
 
 /** Wrap s in an ANSI style when on is true. */
 export function paint(on: boolean, style: Style, s: string): string {
-  return on ? `\x1b[${SGR[style]}m${s}\x1b[0m` : s;
+  return on && s !== '' ? `\x1b[${SGR[style]}m${s}\x1b[0m` : s;
 }
 
 /** s without ANSI escape sequences (for measuring width). */

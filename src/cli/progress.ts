@@ -67,7 +67,12 @@ export function renderSteps(op: Operation, now: number, opts: RenderOptions = {}
           : ' canceled';
   const header =
     `${opts.title ?? op.kind}${stateWord}  ${formatDuration(operationElapsed(op, now))}`.trimStart();
-  const lines = [`${header}  ${paint(color, 'dim', op.id)}`];
+  // The op id goes when the terminal is too narrow for it: a wrapped line would spoil the redraw.
+  const lines = [
+    [...header].length + 2 + op.id.length < width
+      ? `${header}  ${paint(color, 'dim', op.id)}`
+      : cut(header, width - 1),
+  ];
   const frame = SPINNER[Math.floor(now / SPINNER_FRAME_MS) % SPINNER.length]!;
   for (const step of op.steps) {
     let mark: string;
@@ -103,7 +108,7 @@ export function renderSteps(op: Operation, now: number, opts: RenderOptions = {}
     const plain = `  ${mark} ${step.name.padEnd(nameW)}  ${time}`;
     const room = width - 1 - [...plain].length - 2;
     const detail = note ? `  ${cut(note.replaceAll(/\s+/g, ' '), room)}` : '';
-    const body = `${step.name.padEnd(nameW)}  ${time}`;
+    const body = `${step.name.padEnd(nameW)}  ${time}`.trimEnd();
     lines.push(
       `  ${paint(color, style, mark)} ${step.state === 'pending' ? paint(color, 'dim', body) : body}${
         detail && step.state === 'failed' ? paint(color, 'red', detail) : paint(color, 'dim', detail)

@@ -157,3 +157,8 @@ export async function fanOutCommand<R>(
 export function namesFrom(argv: readonly unknown[]): string[] {
   return argv.filter((a): a is string => typeof a === 'string');
 }
+
+/** An error for a flag's parse function: oclif prints it under "Parsing --flag" and exits 2 (usage). */
+export function flagError(message: string): Error {
+  return Object.assign(new Error(message), { oclif: { exit: ERROR_CODES.bad_request.exit } });
+}

@@ -118,8 +118,11 @@ fail() {
 		say "banger.rescue given: starting a shell"
 		exec sh
 	fi
-	say "giving up (add banger.rescue to the command line for a shell)"
+	say "giving up: powering off (add banger.rescue to the command line for a shell)"
 	sleep 1
+	# A clean power-off makes QEMU exit at once; exiting /init would panic and, under microvm,
+	# does not always stop QEMU at the first reset.
+	poweroff -f
 	exit 1
 }
 

@@ -23,7 +23,9 @@ export interface MachineDeps {
 
 /** The guest kernel command line for a VM (the engine adds console, TSC and panic settings). */
 export function guestCmdline(vm: VmRow): string {
-  const parts = ['root=LABEL=banger-root', 'rw', 'net.ifnames=0', 'quiet', 'loglevel=4'];
+  // loglevel=6 keeps the kernel banner (KERN_NOTICE) on the console for `vm logs`, and hides
+  // the chatter; systemd reports only slow or failed units there.
+  const parts = ['root=LABEL=banger-root', 'rw', 'net.ifnames=0', 'loglevel=6', 'systemd.show_status=auto'];
   if (vm.networkMode === 'user') {
     // QEMU's user-mode network is always 10.0.2.0/24 with the host at .2 and DNS at .3.
     parts.push(`ip=10.0.2.15::10.0.2.2:255.255.255.0:${vm.name}:eth0:off:10.0.2.3`);

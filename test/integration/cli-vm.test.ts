@@ -1,8 +1,8 @@
 // bin/banger's vm/image/kernel commands as a user runs them, against a fake daemon in this process
 // (the real RPC server with a scripted dispatcher). Needs `npm run build` first.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Image, Kernel, Operation, Vm } from '../../generated/types.gen.ts';
@@ -47,7 +47,7 @@ function banger(
   });
 }
 
-describe.skipIf(!built)('banger vm/image/kernel against a fake daemon', () => {
+describe.skipIf(!built)('banger vm/image/kernel against a fake daemon', { timeout: 60_000 }, () => {
   const tmp = shortTempDir('bgcli');
   let d: FakeDaemon;
   const s = (): string[] => ['--socket', d.sock];
@@ -233,7 +233,6 @@ describe.skipIf(!built)('banger vm/image/kernel against a fake daemon', () => {
   it('vm ssh execs ssh with the right argv and quotes the remote command; exit code is the command’s', async () => {
     const binDir = join(tmp.dir, 'fakebin');
     const log = join(tmp.dir, 'ssh-argv.json');
-    const { mkdirSync } = await import('node:fs');
     mkdirSync(binDir, { recursive: true });
     // A fake ssh: records its argv, then runs the remote command string with sh -c the way sshd
     // hands it to the login shell, and exits with its status.
@@ -292,6 +291,10 @@ process.exit(r.status ?? 255);
     expect(largv).not.toContain('-t');
     expect(largv.at(-1)).toBe('root@127.0.0.1');
 
+    // -t gives a command a terminal
+    await banger([...s(), 'vm', 'ssh', 'calm-otter', '-t', '--', 'true'], { env });
+    expect(JSON.parse(readFileSync(log, 'utf8'))).toContain('-t');
+
     // ssh's own failure (255) is named as such
     const fail = await banger([...s(), 'vm', 'ssh', 'calm-otter', '--', 'exit', '255'], { env });
     expect(fail.code).toBe(255);
@@ -317,9 +320,14 @@ process.exit(r.status ?? 255);
   });
 
   it('vm ssh without an ssh binary says what to install and exits 127', async () => {
-    const r = await banger([...s(), 'vm', 'ssh', 'calm-otter'], { env: { PATH: '/nonexistent' } });
-    // bin/banger itself needs bash from PATH; run node directly if it could not start
-    if (r.code === 127 && r.stderr.includes('bash')) return;
+    // A PATH with only what bin/banger's wrapper needs (bash, readlink, dirname): no ssh.
+    const dir = join(tmp.dir, 'nossh');
+    mkdirSync(dir, { recursive: true });
+    for (const tool of ['bash', 'readlink', 'dirname']) {
+      const found = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
+      symlinkSync(found, join(dir, tool));
+    }
+    const r = await banger([...s(), 'vm', 'ssh', 'calm-otter'], { env: { PATH: dir } });
     expect(r.code).toBe(127);
     expect(r.stderr).toMatch(/ssh not found on PATH/);
   });
@@ -413,7 +421,7 @@ process.exit(r.status ?? 255);
     expect(jo.image.name).toBe('debian-bookworm');
   });
 
-  it('image list/show/promote/import/delete and kernel list/show/import/delete', async () => {
+  it('image list/show/promote/import/delete', async () => {
     const l = await banger([...s(), 'image', 'list']);
     expect(l.stdout).toMatch(/^NAME\s+SOURCE\s+KERNEL\s+SIZE\s+VMS\s+CREATED$/m);
     expect(l.stdout).toMatch(/^debian-bookworm \*?\s+built\s+6\.1\.0-28-cloud-amd64\s+2\.0 GiB/m);
@@ -479,7 +487,10 @@ process.exit(r.status ?? 255);
     expect(del.code).toBe(3);
     expect(del.stdout).toMatch(/^mine: image deleted/m);
     expect(del.stderr).toMatch(/^error: ghost-image: image "ghost-image" not found \(op-/m);
+  });
 
+  it('kernel list/show/import/delete', async () => {
+    writeFileSync(join(tmp.dir, 'vmlinuz'), 'x');
     const kl = await banger([...s(), 'kernel', 'list']);
     expect(kl.stdout).toMatch(/^NAME\s+VERSION\s+SOURCE\s+INITRD\s+IMAGES\s+CREATED$/m);
     const kj = JSON.parse(

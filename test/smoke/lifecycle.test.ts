@@ -12,6 +12,14 @@ async function create(name: string, extra: string[] = []): Promise<{ operation: 
   return bangerJson<{ operation: Operation; vm: Vm }>(['vm', 'create', '--name', name, ...extra]);
 }
 
+/** Lifecycle verbs accept several names and answer with one entry per name. */
+async function one<R>(args: string[]): Promise<R> {
+  const r = await bangerJson<{ name: string; ok: boolean; result?: R; error?: { message: string } }[]>(args);
+  expect(r).toHaveLength(1);
+  if (!r[0]!.ok) throw new Error(`banger ${args.join(' ')}: ${r[0]!.error?.message}`);
+  return r[0]!.result!;
+}
+
 afterAll(async () => {
   for (const n of created) await banger(['vm', 'delete', n]);
 });
@@ -37,11 +45,11 @@ describe('vm lifecycle on real VMs', () => {
     expect(
       (await banger(['vm', 'ssh', name, '--', 'sh', '-c', 'echo persisted-$((6*7)) > /root/keep.txt'])).code,
     ).toBe(0);
-    const stop = await bangerJson<{ vm: Vm; clean: boolean; forced: boolean }>(['vm', 'stop', name]);
+    const stop = await one<{ vm: Vm; clean: boolean; forced: boolean }>(['vm', 'stop', name]);
     expect(stop.vm.state).toBe('stopped');
     expect(stop.clean).toBe(true);
 
-    const started = await bangerJson<{ vm: Vm }>(['vm', 'start', name]);
+    const started = await one<{ vm: Vm }>(['vm', 'start', name]);
     expect(started.vm.state).toBe('running');
     expect(started.vm.boot_count).toBe(2);
     const cat = await banger(['vm', 'ssh', name, '--', 'cat', '/root/keep.txt']);
@@ -51,8 +59,7 @@ describe('vm lifecycle on real VMs', () => {
     expect(existsSync(vmDir)).toBe(true);
     expect((await banger(['vm', 'delete', name])).code).toBe(0);
     expect(existsSync(vmDir)).toBe(false);
-    const list = await bangerJson<Vm[] | { vms: Vm[] }>(['vm', 'list']);
-    const vms = Array.isArray(list) ? list : list.vms;
+    const vms = await bangerJson<Vm[]>(['vm', 'list']);
     expect(vms.map((v) => v.name)).not.toContain(name);
     const knownHosts = join(smokeEnv().stateDir, 'ssh', 'known_hosts');
     if (existsSync(knownHosts)) {
@@ -83,14 +90,13 @@ describe('vm lifecycle on real VMs', () => {
       await banger(['vm', 'ssh', name, '--', 'cat', '/proc/sys/kernel/random/boot_id'])
     ).stdout.trim();
     await restartSmokeDaemon();
-    const shown = await bangerJson<{ vm: Vm } | Vm>(['vm', 'show', name]);
-    const after = 'vm' in shown ? shown.vm : shown;
+    const after = await bangerJson<Vm>(['vm', 'show', name]);
     expect(after.state).toBe('running');
     expect(after.pid).toBe(pid);
     const again = await banger(['vm', 'ssh', name, '--', 'cat', '/proc/sys/kernel/random/boot_id']);
     expect(again.stdout.trim()).toBe(bootId);
     // And it can still be stopped through the new daemon.
-    const stop = await bangerJson<{ vm: Vm; clean: boolean }>(['vm', 'stop', name]);
+    const stop = await one<{ vm: Vm; clean: boolean }>(['vm', 'stop', name]);
     expect(stop.vm.state).toBe('stopped');
   });
 
@@ -125,8 +131,7 @@ describe('vm lifecycle on real VMs', () => {
     }
     const after = existsSync(vmsDir) ? readdirSync(vmsDir).length : 0;
     expect(after).toBe(before);
-    const list = await bangerJson<Vm[] | { vms: Vm[] }>(['vm', 'list']);
-    const vms = Array.isArray(list) ? list : list.vms;
+    const vms = await bangerJson<Vm[]>(['vm', 'list']);
     expect(vms.filter((v) => v.name.startsWith('inv-') || v.name === 'Bad_Name')).toEqual([]);
   });
 
@@ -138,7 +143,7 @@ describe('vm lifecycle on real VMs', () => {
     let vmDir: string | undefined;
     while (!vmDir && Date.now() < deadline) {
       const st = await banger(['vm', 'show', name, '--json']);
-      if (st.code === 0) vmDir = (JSON.parse(st.stdout) as { vm: Vm }).vm.vm_dir;
+      if (st.code === 0) vmDir = (JSON.parse(st.stdout) as Vm).vm_dir;
       else await new Promise((r) => setTimeout(r, 300));
     }
     expect(vmDir).toBeDefined();

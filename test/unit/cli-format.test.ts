@@ -57,6 +57,7 @@ describe('formatRelativeTime', () => {
   });
   it('formatTimestamp', () => {
     expect(formatTimestamp(ago(180_000), now)).toBe('2026-01-14 11:57:00 UTC (3m ago)');
+    expect(formatTimestamp('2025-01-01T00:00:00.000Z', now)).toBe('2025-01-01 00:00:00 UTC');
   });
 });
 
@@ -102,11 +103,14 @@ describe('formatVmNetwork', () => {
   const base = { nat: false } as Vm;
   it('user mode shows the forwarded port; bridge the guest ip and nat', () => {
     expect(
-      formatVmNetwork({ ...base, network: { mode: 'user', mac: 'm', ssh_host: '127.0.0.1', ssh_port: 42022 } }),
+      formatVmNetwork({
+        ...base,
+        network: { mode: 'user', mac: 'm', ssh_host: '127.0.0.1', ssh_port: 42022 },
+      }),
     ).toBe('user 127.0.0.1:42022');
-    expect(formatVmNetwork({ ...base, nat: true, network: { mode: 'bridge', mac: 'm', guest_ip: '172.16.0.5' } })).toBe(
-      'bridge 172.16.0.5 +nat',
-    );
+    expect(
+      formatVmNetwork({ ...base, nat: true, network: { mode: 'bridge', mac: 'm', guest_ip: '172.16.0.5' } }),
+    ).toBe('bridge 172.16.0.5 +nat');
     expect(formatVmNetwork({ ...base, network: { mode: 'user', mac: 'm' } })).toBe('user');
   });
 });

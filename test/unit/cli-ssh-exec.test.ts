@@ -17,7 +17,10 @@ describe('shellQuote', () => {
     [['FOO=bar', 'env'], "'FOO=bar' env"],
     [['echo', '~'], "echo '~'"],
     [['echo', '#x'], "echo '#x'"],
-    [['echo', 'a;b', 'a|b', 'a&b', '$(id)', '`id`', '{a,b}', 'a>b', '!x'], "echo 'a;b' 'a|b' 'a&b' '$(id)' '`id`' '{a,b}' 'a>b' '!x'"],
+    [
+      ['echo', 'a;b', 'a|b', 'a&b', '$(id)', '`id`', '{a,b}', 'a>b', '!x'],
+      "echo 'a;b' 'a|b' 'a&b' '$(id)' '`id`' '{a,b}' 'a>b' '!x'",
+    ],
     [["'"], `''\\'''`],
     [['user@host:/p', '--flag', 'a,b', '1.5', '50%'], 'user@host:/p --flag a,b 1.5 50%'],
     [[], ''],
@@ -26,7 +29,22 @@ describe('shellQuote', () => {
   });
 
   it('round-trips through a real POSIX shell: every argument arrives intact', () => {
-    const args = ['a b', "it's", '', '$HOME', '*', 'a\nb', "'", '"', '\\', 'x=1', '-n', '~root', '$(echo pwned)', '\t'];
+    const args = [
+      'a b',
+      "it's",
+      '',
+      '$HOME',
+      '*',
+      'a\nb',
+      "'",
+      '"',
+      '\\',
+      'x=1',
+      '-n',
+      '~root',
+      '$(echo pwned)',
+      '\t',
+    ];
     const r = spawnSync('sh', ['-c', `printf '%s\\0' ${shellQuote(args)}`], { encoding: 'utf8' });
     expect(r.status).toBe(0);
     expect(r.stdout.split('\0').slice(0, -1)).toEqual(args);

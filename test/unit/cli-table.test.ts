@@ -21,7 +21,14 @@ describe('renderTable', () => {
 
   it('ignores ANSI colour when measuring, and pads a right-aligned last column', () => {
     const red = '\x1b[31merror\x1b[0m';
-    const lines = renderTable(['STATE', 'N'], [[red, '1'], ['running', '10']], ['left', 'right']);
+    const lines = renderTable(
+      ['STATE', 'N'],
+      [
+        [red, '1'],
+        ['running', '10'],
+      ],
+      ['left', 'right'],
+    );
     expect(lines).toEqual(['STATE     N', `${red}     1`, 'running  10']);
   });
 

@@ -9,7 +9,7 @@ export default class ImageDelete extends BangerCommand {
   static override hiddenAliases = ['image:rm'];
   static override examples = ['<%= config.bin %> image delete my-image'];
   static override args = {
-    names: Args.string({ required: true, multiple: true, description: 'Images to delete.' }),
+    name: Args.string({ required: true, multiple: true, description: 'Images to delete.' }),
   };
 
   async run(): Promise<FanOutResult<ImageDeleteResult>[]> {

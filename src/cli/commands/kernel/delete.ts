@@ -9,7 +9,7 @@ export default class KernelDelete extends BangerCommand {
   static override hiddenAliases = ['kernel:rm'];
   static override examples = ['<%= config.bin %> kernel delete my-kernel'];
   static override args = {
-    names: Args.string({ required: true, multiple: true, description: 'Kernels to delete.' }),
+    name: Args.string({ required: true, multiple: true, description: 'Kernels to delete.' }),
   };
 
   async run(): Promise<FanOutResult<KernelDeleteResult>[]> {

@@ -1,6 +1,5 @@
 import { Flags } from '@oclif/core';
 import type {
-  NetworkMode,
   VmCreateBeginParams,
   VmCreateBeginResult,
   VmCreateStatusResult,
@@ -17,7 +16,7 @@ import {
   useColor,
 } from '../../format.ts';
 import { failedStep, operationElapsed, watchOperation } from '../../progress.ts';
-import { checkResourceName, checkVmName } from '../../vm-ref.ts';
+import { checkResourceName, checkVmName, flagError } from '../../vm-ref.ts';
 
 export const MEMORY_MIN_MIB = 128;
 export const MEMORY_MAX_MIB = 262144;
@@ -26,9 +25,14 @@ export const MEMORY_MAX_MIB = 262144;
 export const memoryFlag = Flags.custom<number>({
   helpValue: '<MiB|size>',
   parse: async (input) => {
-    const mib = parseMemoryMiB(input);
+    let mib: number;
+    try {
+      mib = parseMemoryMiB(input);
+    } catch (err) {
+      throw flagError((err as Error).message);
+    }
     if (mib < MEMORY_MIN_MIB || mib > MEMORY_MAX_MIB) {
-      throw new Error(`memory must be between ${MEMORY_MIN_MIB} MiB and ${MEMORY_MAX_MIB} MiB (256 GiB)`);
+      throw flagError(`memory must be between ${MEMORY_MIN_MIB} MiB and ${MEMORY_MAX_MIB} MiB (256 GiB)`);
     }
     return mib;
   },
@@ -80,7 +84,7 @@ If a step fails, banger names it, prints its detail and the command to read the 
       parse: async (input) => {
         const s = normalizeSize(input);
         if (s === undefined)
-          throw new Error(`"${input}" is not a size: use a number with K, M, G or T, e.g. 4G`);
+          throw flagError(`"${input}" is not a size: use a number with K, M, G or T, e.g. 4G`);
         return s;
       },
     }),
@@ -111,7 +115,7 @@ If a step fails, banger names it, prints its detail and the command to read the 
     if (flags.vcpu !== undefined) params.vcpus = flags.vcpu;
     if (flags.memory !== undefined) params.memory_mib = flags.memory;
     if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
-    if (flags.network !== undefined) params.network = flags.network as NetworkMode;
+    if (flags.network !== undefined) params.network = flags.network;
     if (flags.nat) params.nat = true;
     if (flags.start === false) params.start = false;
 
@@ -155,11 +159,10 @@ If a step fails, banger names it, prints its detail and the command to read the 
     }
 
     if (op.state === 'canceled') {
-      throw new ErrorResponse(
-        'canceled',
-        `create of ${name} canceled${watched.interrupted ? '' : ' (by another client)'}; what it had done was undone`,
-        { opId: op.id },
-      );
+      const why = watched.interrupted ? '' : ` (${op.error?.message ?? 'not by this command'})`;
+      throw new ErrorResponse('canceled', `create of ${name} canceled${why}; what it had done was undone`, {
+        opId: op.id,
+      });
     }
 
     // failed

@@ -9,7 +9,7 @@ export default class VmDelete extends BangerCommand {
   static override hiddenAliases = ['vm:rm'];
   static override examples = ['<%= config.bin %> vm delete calm-otter', '<%= config.bin %> vm delete a b c'];
   static override args = {
-    names: Args.string({ required: true, multiple: true, description: 'VMs to delete (names or ids).' }),
+    name: Args.string({ required: true, multiple: true, description: 'VMs to delete (names or ids).' }),
   };
   static override flags = {
     force: Flags.boolean({ char: 'f', summary: 'Accepted for compatibility; delete never asks.' }),

@@ -11,7 +11,7 @@ export default class VmKill extends BangerCommand {
     '<%= config.bin %> vm kill calm-otter --signal TERM',
   ];
   static override args = {
-    names: Args.string({ required: true, multiple: true, description: 'VMs to kill (names or ids).' }),
+    name: Args.string({ required: true, multiple: true, description: 'VMs to kill (names or ids).' }),
   };
   static override flags = {
     signal: Flags.option({

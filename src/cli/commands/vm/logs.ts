@@ -31,6 +31,11 @@ export default class VmLogs extends BangerCommand {
   async run(): Promise<VmLogsResult | undefined> {
     const { args, flags } = await this.parseWith(VmLogs);
     checkVmName(args.name);
+    // `banger vm logs x | head`: a reader that stops early is not an error.
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
     const json = this.jsonEnabled();
     if (json && flags.follow) throw usageError('--json and --follow do not mix: --json prints one snapshot');
     const p: VmLogsParams = { name: args.name };

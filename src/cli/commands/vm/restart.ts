@@ -9,7 +9,7 @@ export default class VmRestart extends BangerCommand {
   static override description = `A graceful stop (the VMM is killed if the guest does not power off in time) followed by a start that waits for SSH; the guest gets a new boot. Several VMs restart at once; the exit code is non-zero if any failed.`;
   static override examples = ['<%= config.bin %> vm restart calm-otter', '<%= config.bin %> vm restart a b'];
   static override args = {
-    names: Args.string({ required: true, multiple: true, description: 'VMs to restart (names or ids).' }),
+    name: Args.string({ required: true, multiple: true, description: 'VMs to restart (names or ids).' }),
   };
 
   async run(): Promise<FanOutResult<VmRestartResult>[]> {

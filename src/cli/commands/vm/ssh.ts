@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import { Args, Flags } from '@oclif/core';
 import type { VmSshResult } from '../../../../generated/types.gen.ts';
 import { BangerCommand } from '../../base.ts';
 import { buildSshArgv, runSsh, SshSpawnError } from '../../ssh-exec.ts';
@@ -19,11 +19,20 @@ export default class VmSsh extends BangerCommand {
     '<%= config.bin %> vm ssh calm-otter',
     '<%= config.bin %> vm ssh calm-otter -- uname -a',
     "<%= config.bin %> vm ssh calm-otter -- sh -c 'cd /srv && make test'",
+    '<%= config.bin %> vm ssh calm-otter -t -- htop',
     '<%= config.bin %> vm ssh calm-otter --json',
   ];
   static override strict = false;
+  static override usage = 'vm ssh NAME [-t] [--json] [--socket <value>] [-- COMMAND [ARG...]]';
   static override args = {
     name: Args.string({ required: true, description: 'The VM (name or id).' }),
+  };
+  static override flags = {
+    tty: Flags.boolean({
+      char: 't',
+      summary: 'Give the command a terminal (for full-screen programs such as top or vim).',
+      description: 'An interactive login (no command) gets one anyway when banger runs on a terminal.',
+    }),
   };
 
   async run(): Promise<VmSshOutput | undefined> {
@@ -32,7 +41,7 @@ export default class VmSsh extends BangerCommand {
     const dd = this.argv.indexOf('--');
     const command = dd === -1 ? [] : this.argv.slice(dd + 1);
     if (dd !== -1) this.argv = this.argv.slice(0, dd);
-    const { args, argv } = await this.parseWith(VmSsh);
+    const { args, argv, flags } = await this.parseWith(VmSsh);
     const extra = argv.slice(1);
     if (extra.length > 0) {
       throw usageError(
@@ -41,7 +50,8 @@ export default class VmSsh extends BangerCommand {
     }
     checkVmName(args.name);
     const details = await this.client.vm.ssh({ name: args.name });
-    const tty = command.length === 0 && process.stdin.isTTY === true && process.stdout.isTTY === true;
+    const tty =
+      flags.tty || (command.length === 0 && process.stdin.isTTY === true && process.stdout.isTTY === true);
     const sshArgv = buildSshArgv(details, { command, tty });
     if (this.jsonEnabled()) return { ...details, argv: ['ssh', ...sshArgv] };
 

@@ -9,7 +9,7 @@ export default class VmStart extends BangerCommand {
   static override description = `Boots the VM on its existing disk (what was written before it stopped is still there) and waits until SSH answers. Several VMs start at once; each gets a line as it is ready, a failure prints its error and op id, and the exit code is non-zero if any failed.`;
   static override examples = ['<%= config.bin %> vm start calm-otter', '<%= config.bin %> vm start a b c'];
   static override args = {
-    names: Args.string({ required: true, multiple: true, description: 'VMs to start (names or ids).' }),
+    name: Args.string({ required: true, multiple: true, description: 'VMs to start (names or ids).' }),
   };
 
   async run(): Promise<FanOutResult<VmStartResult>[]> {

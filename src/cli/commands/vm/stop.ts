@@ -13,7 +13,7 @@ export default class VmStop extends BangerCommand {
     '<%= config.bin %> vm stop calm-otter --timeout 5',
   ];
   static override args = {
-    names: Args.string({ required: true, multiple: true, description: 'VMs to stop (names or ids).' }),
+    name: Args.string({ required: true, multiple: true, description: 'VMs to stop (names or ids).' }),
   };
   static override flags = {
     timeout: Flags.integer({
@@ -37,7 +37,7 @@ export default class VmStop extends BangerCommand {
       },
       (r) =>
         r.result.forced
-          ? `${r.name}: stopped, forced: the guest did not power off within ${flags.timeout ?? 30} s, so the VMM was killed (${formatDuration(r.duration_ms)})`
+          ? `${r.name}: stopped, forced: the guest did not power off within ${flags.timeout !== undefined ? `${flags.timeout} s` : 'the stop timeout'}, so the VMM was killed (${formatDuration(r.duration_ms)})`
           : `${r.name}: stopped cleanly (${formatDuration(r.duration_ms)})`,
     );
   }
