@@ -7,10 +7,12 @@ WITH_TEST_TOOLS=0
 [ "${1:-}" = "--test" ] && WITH_TEST_TOOLS=1
 
 PKGS=(qemu-system-x86 qemu-utils mmdebstrap debootstrap busybox-static socat e2fsprogs cpio zstd kmod uidmap
-      openssh-client iproute2 nftables git ca-certificates gcc libc6-dev npm)
+      openssh-client iproute2 nftables git ca-certificates gcc libc6-dev)
 [ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps)
 
 missing=()
+# npm fetches the pinned Node; it usually comes with the machine's Node, not as a Debian package.
+command -v npm >/dev/null || PKGS+=(npm)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -64,7 +64,8 @@ export abstract class BangerCommand extends Command {
       const lines = err.message
         .split('\n')
         .map((l) => l.trim())
-        .filter((l) => l && !/^See more help/.test(l));
+        .filter((l) => l && !/^See more help/.test(l))
+        .map((l) => l.replace(/:$/, ''));
       payload = { code: 'bad_request', message: `${lines.join(': ')} (see --help)` };
     } else {
       return super.catch(err);
