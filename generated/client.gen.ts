@@ -27,6 +27,12 @@ import type {
   KernelListResult,
   KernelShowParams,
   KernelShowResult,
+  OpListParams,
+  OpListResult,
+  OpShowParams,
+  OpShowResult,
+  OpTraceParams,
+  OpTraceResult,
   PingResult,
   PrivPingResult,
   ShutdownResult,
@@ -62,6 +68,10 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmWorkspaceExportParams,
+  VmWorkspaceExportResult,
+  VmWorkspacePrepareParams,
+  VmWorkspacePrepareResult,
 } from './types.gen.ts';
 
 /** Per-call options handed to the transport (a subset of SocketTransport's CallOptions). */
@@ -259,9 +269,43 @@ export interface KernelApi {
   show(params: KernelShowParams, options?: CallOptionsLike): Promise<KernelShowResult>;
 }
 
+/** Client stubs for `op.*`. */
+export interface OpApi {
+  /**
+   * Recent operations (RPCs) the daemon served, newest first.
+   *
+   * Filter by method, VM, failures only, and a time window. Records are kept for a bounded number and age.
+   *
+   * Wire method: `op.list`.
+   * @since 0.1.0
+   */
+  list(params?: OpListParams, options?: CallOptionsLike): Promise<OpListResult>;
+  /**
+   * One operation: its record and, for multi-step operations, its steps.
+   *
+   * One operation: its record and, for multi-step operations, its steps.
+   *
+   * Wire method: `op.show`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  show(params: OpShowParams, options?: CallOptionsLike): Promise<OpShowResult>;
+  /**
+   * The merged timeline of everything that carries an op id.
+   *
+   * Every daemon and root-helper log record with the id, the operation's steps with durations, and the VM's serial-console lines written inside the operation's time window, ordered by time, with times relative to the operation's start. `notes` says what could not be read (e.g. logs rotated away).
+   *
+   * Wire method: `op.trace`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  trace(params: OpTraceParams, options?: CallOptionsLike): Promise<OpTraceResult>;
+}
+
 /** Client stubs for `vm.*`. */
 export interface VmApi {
   readonly create: VmCreateApi;
+  readonly workspace: VmWorkspaceApi;
   /**
    * Delete a VM: stop it if it runs, remove its disk and record.
    *
@@ -436,6 +480,34 @@ export interface VmCreateApi {
   status(params: VmCreateStatusParams, options?: CallOptionsLike): Promise<VmCreateStatusResult>;
 }
 
+/** Client stubs for `vm.workspace.*`. */
+export interface VmWorkspaceApi {
+  /**
+   * A binary git patch of the guest workspace's changes since its base commit.
+   *
+   * Diffs the guest workspace (including guest-side commits, staged, unstaged and new untracked files) against `base_commit` (default: the commit it was prepared from) as a binary patch that `git apply` reproduces on the host.
+   *
+   * Wire method: `vm.workspace.export`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  export(params: VmWorkspaceExportParams, options?: CallOptionsLike): Promise<VmWorkspaceExportResult>;
+  /**
+   * Copy a host git work tree into a running VM.
+   *
+   * Copies the git-tracked files of `path` (plus untracked, not ignored, files with `include_untracked`; never ignored files) into `guest_path` in the VM, with a shallow git history so `git status` and `git diff` work in the guest. Bare repositories are refused; submodules are refused unless `mode` is `full_copy`. Records the workspace on the VM (`vm exec` runs there by default).
+   *
+   * Wire method: `vm.workspace.prepare`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  prepare(params: VmWorkspacePrepareParams, options?: CallOptionsLike): Promise<VmWorkspacePrepareResult>;
+}
+
 /** Client stubs for `priv.*`. */
 export interface PrivApi {
   /**
@@ -456,6 +528,7 @@ export class BangerClient {
   readonly daemon: DaemonApi;
   readonly image: ImageApi;
   readonly kernel: KernelApi;
+  readonly op: OpApi;
   readonly vm: VmApi;
 
   constructor(transport: Transport) {
@@ -492,6 +565,11 @@ export class BangerClient {
       list: (_params, options) => invoke<KernelListResult>(this.transport, 'kernel.list', undefined, options),
       show: (params, options) => invoke<KernelShowResult>(this.transport, 'kernel.show', params, options),
     };
+    this.op = {
+      list: (params, options) => invoke<OpListResult>(this.transport, 'op.list', params, options),
+      show: (params, options) => invoke<OpShowResult>(this.transport, 'op.show', params, options),
+      trace: (params, options) => invoke<OpTraceResult>(this.transport, 'op.trace', params, options),
+    };
     this.vm = {
       create: {
         begin: (params, options) =>
@@ -514,6 +592,12 @@ export class BangerClient {
       start: (params, options) => invoke<VmStartResult>(this.transport, 'vm.start', params, options),
       stats: (params, options) => invoke<VmStatsResult>(this.transport, 'vm.stats', params, options),
       stop: (params, options) => invoke<VmStopResult>(this.transport, 'vm.stop', params, options),
+      workspace: {
+        export: (params, options) =>
+          invoke<VmWorkspaceExportResult>(this.transport, 'vm.workspace.export', params, options),
+        prepare: (params, options) =>
+          invoke<VmWorkspacePrepareResult>(this.transport, 'vm.workspace.prepare', params, options),
+      },
     };
   }
 

@@ -39,6 +39,9 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   ),
   'kernel.list': noParamHandler((h, ctx) => h.services.kernel.list(ctx)),
   'kernel.show': paramHandler(paramValidators['kernel.show'], (h, p, ctx) => h.services.kernel.show(p, ctx)),
+  'op.list': paramHandler(paramValidators['op.list'], (h, p, ctx) => h.services.op.list(p, ctx)),
+  'op.show': paramHandler(paramValidators['op.show'], (h, p, ctx) => h.services.op.show(p, ctx)),
+  'op.trace': paramHandler(paramValidators['op.trace'], (h, p, ctx) => h.services.op.trace(p, ctx)),
   ping: function pingHandler(ctx, host, req) {
     return host.specials.ping(ctx, req);
   },
@@ -71,6 +74,12 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'vm.start': paramHandler(paramValidators['vm.start'], (h, p, ctx) => h.services.vm.start(p, ctx)),
   'vm.stats': paramHandler(paramValidators['vm.stats'], (h, p, ctx) => h.services.vm.stats(p, ctx)),
   'vm.stop': paramHandler(paramValidators['vm.stop'], (h, p, ctx) => h.services.vm.stop(p, ctx)),
+  'vm.workspace.export': paramHandler(paramValidators['vm.workspace.export'], (h, p, ctx) =>
+    h.services.vm.workspaceExport(p, ctx),
+  ),
+  'vm.workspace.prepare': paramHandler(paramValidators['vm.workspace.prepare'], (h, p, ctx) =>
+    h.services.vm.workspacePrepare(p, ctx),
+  ),
 };
 
 /** The root helper's dispatch table: method name → handler(ctx, host, req). */

@@ -28,6 +28,12 @@ import type {
   KernelListResult,
   KernelShowParams,
   KernelShowResult,
+  OpListParams,
+  OpListResult,
+  OpShowParams,
+  OpShowResult,
+  OpTraceParams,
+  OpTraceResult,
   PrivPingResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
@@ -57,6 +63,10 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmWorkspaceExportParams,
+  VmWorkspaceExportResult,
+  VmWorkspacePrepareParams,
+  VmWorkspacePrepareResult,
 } from './types.gen.ts';
 
 /** Methods of the `daemon` namespace, served by bangerd. */
@@ -211,6 +221,39 @@ export interface KernelService {
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   show(params: KernelShowParams, ctx: RpcContext): Promise<KernelShowResult>;
+}
+
+/** Methods of the `op` namespace, served by bangerd. */
+export interface OpService {
+  /**
+   * Recent operations (RPCs) the daemon served, newest first.
+   *
+   * Filter by method, VM, failures only, and a time window. Records are kept for a bounded number and age.
+   *
+   * Wire method: `op.list`.
+   * @since 0.1.0
+   */
+  list(params: OpListParams, ctx: RpcContext): Promise<OpListResult>;
+  /**
+   * One operation: its record and, for multi-step operations, its steps.
+   *
+   * One operation: its record and, for multi-step operations, its steps.
+   *
+   * Wire method: `op.show`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  show(params: OpShowParams, ctx: RpcContext): Promise<OpShowResult>;
+  /**
+   * The merged timeline of everything that carries an op id.
+   *
+   * Every daemon and root-helper log record with the id, the operation's steps with durations, and the VM's serial-console lines written inside the operation's time window, ordered by time, with times relative to the operation's start. `notes` says what could not be read (e.g. logs rotated away).
+   *
+   * Wire method: `op.trace`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  trace(params: OpTraceParams, ctx: RpcContext): Promise<OpTraceResult>;
 }
 
 /** Methods of the `priv` namespace, served by bangerd-root. */
@@ -376,6 +419,30 @@ export interface VmService {
    * @throws `not_running`: The VM must be running for this method.
    */
   stop(params: VmStopParams, ctx: RpcContext): Promise<VmStopResult>;
+  /**
+   * A binary git patch of the guest workspace's changes since its base commit.
+   *
+   * Diffs the guest workspace (including guest-side commits, staged, unstaged and new untracked files) against `base_commit` (default: the commit it was prepared from) as a binary patch that `git apply` reproduces on the host.
+   *
+   * Wire method: `vm.workspace.export`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  workspaceExport(params: VmWorkspaceExportParams, ctx: RpcContext): Promise<VmWorkspaceExportResult>;
+  /**
+   * Copy a host git work tree into a running VM.
+   *
+   * Copies the git-tracked files of `path` (plus untracked, not ignored, files with `include_untracked`; never ignored files) into `guest_path` in the VM, with a shallow git history so `git status` and `git diff` work in the guest. Bare repositories are refused; submodules are refused unless `mode` is `full_copy`. Records the workspace on the VM (`vm exec` runs there by default).
+   *
+   * Wire method: `vm.workspace.prepare`.
+   * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  workspacePrepare(params: VmWorkspacePrepareParams, ctx: RpcContext): Promise<VmWorkspacePrepareResult>;
 }
 
 /** The daemon services, by namespace: what `rpcHandlers` calls. */
@@ -383,6 +450,7 @@ export interface Services {
   daemon: DaemonService;
   image: ImageService;
   kernel: KernelService;
+  op: OpService;
   vm: VmService;
 }
 

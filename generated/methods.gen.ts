@@ -26,6 +26,12 @@ import type {
   KernelListResult,
   KernelShowParams,
   KernelShowResult,
+  OpListParams,
+  OpListResult,
+  OpShowParams,
+  OpShowResult,
+  OpTraceParams,
+  OpTraceResult,
   PingResult,
   PrivPingResult,
   ShutdownResult,
@@ -61,6 +67,10 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmWorkspaceExportParams,
+  VmWorkspaceExportResult,
+  VmWorkspacePrepareParams,
+  VmWorkspacePrepareResult,
 } from './types.gen.ts';
 
 /** The wire protocol version requests carry and servers accept. */
@@ -177,6 +187,30 @@ export const METHODS = {
     dispatch: 'param',
     kind: 'unary',
     summary: 'Show one kernel.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'op.list': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Recent operations (RPCs) the daemon served, newest first.',
+    errors: [],
+    since: '0.1.0',
+  },
+  'op.show': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'One operation: its record and, for multi-step operations, its steps.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'op.trace': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'The merged timeline of everything that carries an op id.',
     errors: ['not_found'],
     since: '0.1.0',
   },
@@ -332,6 +366,22 @@ export const METHODS = {
     errors: ['not_found', 'not_running'],
     since: '0.1.0',
   },
+  'vm.workspace.export': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "A binary git patch of the guest workspace's changes since its base commit.",
+    errors: ['conflict', 'not_found', 'not_running'],
+    since: '0.1.0',
+  },
+  'vm.workspace.prepare': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Copy a host git work tree into a running VM.',
+    errors: ['conflict', 'not_found', 'not_running'],
+    since: '0.1.0',
+  },
 } as const;
 
 export type MethodName = keyof typeof METHODS;
@@ -352,6 +402,9 @@ export type DaemonMethodName =
   | 'kernel.import'
   | 'kernel.list'
   | 'kernel.show'
+  | 'op.list'
+  | 'op.show'
+  | 'op.trace'
   | 'ping'
   | 'shutdown'
   | 'vm.create.begin'
@@ -369,7 +422,9 @@ export type DaemonMethodName =
   | 'vm.ssh'
   | 'vm.start'
   | 'vm.stats'
-  | 'vm.stop';
+  | 'vm.stop'
+  | 'vm.workspace.export'
+  | 'vm.workspace.prepare';
 
 /** Methods served by the root helper (bangerd-root). */
 export type HelperMethodName = 'priv.ping';
@@ -390,6 +445,9 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'kernel.import',
   'kernel.list',
   'kernel.show',
+  'op.list',
+  'op.show',
+  'op.trace',
   'ping',
   'shutdown',
   'vm.create.begin',
@@ -408,6 +466,8 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'vm.start',
   'vm.stats',
   'vm.stop',
+  'vm.workspace.export',
+  'vm.workspace.prepare',
 ];
 
 /** Root-helper method names, sorted. */
@@ -457,6 +517,9 @@ export interface MethodMap {
   };
   'kernel.list': { params: undefined; result: KernelListResult; errors: never };
   'kernel.show': { params: KernelShowParams; result: KernelShowResult; errors: 'not_found' };
+  'op.list': { params: OpListParams; result: OpListResult; errors: never };
+  'op.show': { params: OpShowParams; result: OpShowResult; errors: 'not_found' };
+  'op.trace': { params: OpTraceParams; result: OpTraceResult; errors: 'not_found' };
   ping: { params: undefined; result: PingResult; errors: never };
   'priv.ping': { params: undefined; result: PrivPingResult; errors: 'unauthorized' };
   shutdown: { params: undefined; result: ShutdownResult; errors: never };
@@ -484,4 +547,14 @@ export interface MethodMap {
   'vm.start': { params: VmStartParams; result: VmStartResult; errors: 'conflict' | 'not_found' };
   'vm.stats': { params: VmStatsParams; result: VmStatsResult; errors: 'not_found' };
   'vm.stop': { params: VmStopParams; result: VmStopResult; errors: 'not_found' | 'not_running' };
+  'vm.workspace.export': {
+    params: VmWorkspaceExportParams;
+    result: VmWorkspaceExportResult;
+    errors: 'conflict' | 'not_found' | 'not_running';
+  };
+  'vm.workspace.prepare': {
+    params: VmWorkspacePrepareParams;
+    result: VmWorkspacePrepareResult;
+    errors: 'conflict' | 'not_found' | 'not_running';
+  };
 }

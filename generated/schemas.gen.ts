@@ -267,6 +267,88 @@ export const PARAMS_SCHEMAS = {
       },
     },
   },
+  'op.list': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      method: {
+        type: 'string',
+        description: 'Only this method.',
+        maxLength: 128,
+      },
+      vm: {
+        type: 'string',
+        description: 'Only operations that touched this VM.',
+        maxLength: 64,
+      },
+      failed_only: {
+        type: 'boolean',
+        description: 'Only failed operations.',
+      },
+      since: {
+        $ref: '#/$defs/Timestamp',
+        description: 'Only operations that started at or after this time.',
+      },
+      until: {
+        $ref: '#/$defs/Timestamp',
+        description: 'Only operations that started before this time.',
+      },
+      limit: {
+        type: 'integer',
+        description: 'At most this many (default 50).',
+        minimum: 1,
+        maximum: 1000,
+      },
+    },
+    $defs: {
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'op.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['op_id'],
+    properties: {
+      op_id: {
+        $ref: '#/$defs/OpId',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
+  'op.trace': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['op_id'],
+    properties: {
+      op_id: {
+        $ref: '#/$defs/OpId',
+      },
+      serial: {
+        type: 'boolean',
+        description: "Include the VM's serial lines (default true).",
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
   'vm.create.begin': {
     type: 'object',
     additionalProperties: false,
@@ -649,6 +731,75 @@ export const PARAMS_SCHEMAS = {
       },
     },
     $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.workspace.export': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      base_commit: {
+        type: 'string',
+        description: "Commit to diff from (default: the workspace's base commit).",
+        pattern: '^[0-9a-fA-F]{4,64}$|^[A-Za-z0-9._/~^-]{1,200}$',
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.workspace.prepare': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'path'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: 'The VM.',
+      },
+      path: {
+        $ref: '#/$defs/AbsPath',
+        description: 'The host git work tree.',
+      },
+      guest_path: {
+        $ref: '#/$defs/AbsPath',
+        description: 'Where to put it in the guest (default /root/repo).',
+      },
+      include_untracked: {
+        type: 'boolean',
+        description: 'Also copy untracked files that git does not ignore.',
+      },
+      mode: {
+        type: 'string',
+        description:
+          '`tracked` (default) or `full_copy` (the work tree with submodules, ignored files excepted).',
+        enum: ['tracked', 'full_copy'],
+      },
+    },
+    $defs: {
+      AbsPath: {
+        title: 'AbsPath',
+        description: "An absolute path on the daemon's host.",
+        type: 'string',
+        pattern: '^/',
+        maxLength: 4096,
+      },
       VmName: {
         title: 'VmName',
         description:
@@ -1908,6 +2059,382 @@ export const RESULT_SCHEMAS = {
       },
     },
   },
+  'op.list': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operations'],
+    properties: {
+      operations: {
+        type: 'array',
+        items: {
+          $ref: '#/$defs/OpSummary',
+        },
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      OpSummary: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'OpSummary',
+        description: 'What the daemon recorded about one RPC.',
+        required: ['op_id', 'method', 'started_at', 'ok'],
+        properties: {
+          op_id: {
+            $ref: '#/$defs/OpId',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method.',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            description: 'How long it took.',
+            minimum: 0,
+          },
+          code: {
+            type: 'string',
+            description: 'The error code when it failed.',
+          },
+          ok: {
+            type: 'boolean',
+            description: 'It succeeded.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it touched.',
+          },
+          kind: {
+            type: 'string',
+            description: 'For multi-step operations: the operation kind (vm.create, image.build).',
+          },
+        },
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'op.show': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['summary'],
+    properties: {
+      summary: {
+        $ref: '#/$defs/OpSummary',
+      },
+      operation: {
+        $ref: '#/$defs/Operation',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      OpSummary: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'OpSummary',
+        description: 'What the daemon recorded about one RPC.',
+        required: ['op_id', 'method', 'started_at', 'ok'],
+        properties: {
+          op_id: {
+            $ref: '#/$defs/OpId',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method.',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            description: 'How long it took.',
+            minimum: 0,
+          },
+          code: {
+            type: 'string',
+            description: 'The error code when it failed.',
+          },
+          ok: {
+            type: 'boolean',
+            description: 'It succeeded.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it touched.',
+          },
+          kind: {
+            type: 'string',
+            description: 'For multi-step operations: the operation kind (vm.create, image.build).',
+          },
+        },
+      },
+      Operation: {
+        title: 'Operation',
+        description: 'One long-running operation tracked by the daemon (a VM create, an image build, ...).',
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'kind', 'method', 'state', 'started_at', 'steps'],
+        properties: {
+          id: {
+            $ref: '#/$defs/OpId',
+            description: 'The op id of the RPC that began the operation.',
+          },
+          kind: {
+            type: 'string',
+            description: 'What the operation does, e.g. `vm.create` or `image.build`.',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method that began it, e.g. `vm.create.begin`.',
+          },
+          state: {
+            $ref: '#/$defs/OperationState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+            description: 'When it ended; absent while running.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it acts on, if any.',
+          },
+          image: {
+            type: 'string',
+            description: 'The image it acts on, if any.',
+          },
+          current_step: {
+            type: 'string',
+            description: 'Name of the step running now, if any.',
+          },
+          steps: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/Step',
+            },
+            description: 'The named steps, in order.',
+          },
+          error: {
+            $ref: '#/$defs/OperationError',
+          },
+        },
+      },
+      OperationError: {
+        title: 'OperationError',
+        description: 'Why an operation failed.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'message'],
+        properties: {
+          code: {
+            type: 'string',
+            description: 'An error code from the error table.',
+          },
+          message: {
+            type: 'string',
+            description: 'A human-readable message.',
+          },
+        },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
+      },
+      Step: {
+        title: 'Step',
+        description: 'One named step of an operation.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'state'],
+        properties: {
+          name: {
+            type: 'string',
+            description: 'The step name; also the `step` field of its log lines.',
+          },
+          state: {
+            $ref: '#/$defs/StepState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long it ran, once finished.',
+          },
+          detail: {
+            type: 'string',
+            description: 'A short note, e.g. what failed.',
+          },
+        },
+      },
+      StepState: {
+        title: 'StepState',
+        description: 'Where a step is: `undone` means its undo ran after a later step failed.',
+        type: 'string',
+        enum: ['pending', 'running', 'done', 'failed', 'undone', 'skipped'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'op.trace': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['op_id', 'records', 'notes'],
+    properties: {
+      op_id: {
+        $ref: '#/$defs/OpId',
+      },
+      summary: {
+        $ref: '#/$defs/OpSummary',
+      },
+      records: {
+        type: 'array',
+        items: {
+          $ref: '#/$defs/TraceRecord',
+        },
+      },
+      notes: {
+        type: 'array',
+        items: {
+          type: 'string',
+        },
+        description: 'What is missing and why.',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      OpSummary: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'OpSummary',
+        description: 'What the daemon recorded about one RPC.',
+        required: ['op_id', 'method', 'started_at', 'ok'],
+        properties: {
+          op_id: {
+            $ref: '#/$defs/OpId',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method.',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            description: 'How long it took.',
+            minimum: 0,
+          },
+          code: {
+            type: 'string',
+            description: 'The error code when it failed.',
+          },
+          ok: {
+            type: 'boolean',
+            description: 'It succeeded.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it touched.',
+          },
+          kind: {
+            type: 'string',
+            description: 'For multi-step operations: the operation kind (vm.create, image.build).',
+          },
+        },
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      TraceRecord: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'TraceRecord',
+        description: 'One line of a merged operation timeline.',
+        required: ['time', 'rel_ms', 'source', 'msg'],
+        properties: {
+          time: {
+            $ref: '#/$defs/Timestamp',
+          },
+          rel_ms: {
+            type: 'number',
+            description: 'Milliseconds since the operation began (negative: before).',
+          },
+          source: {
+            type: 'string',
+            description:
+              "Where the record comes from: the daemon's log, the root helper's log, the operation's recorded steps, or the VM's serial console (the guest does not know op ids: its lines are those written inside the operation's time window).",
+            enum: ['daemon', 'helper', 'step', 'serial'],
+          },
+          msg: {
+            type: 'string',
+            description: 'The message (log `msg`, step summary, or console line).',
+          },
+          level: {
+            type: 'string',
+            description: 'Log level, for log records.',
+          },
+          duration_ms: {
+            type: 'number',
+            description: 'Duration, for steps and `rpc completed`/`helper rpc completed` lines.',
+          },
+          in_window: {
+            type: 'boolean',
+            description: 'For serial lines: written while the operation ran.',
+          },
+          fields: {
+            type: 'object',
+            description: "The record's other fields (log records).",
+            additionalProperties: true,
+          },
+        },
+      },
+    },
+  },
   ping: {
     type: 'object',
     additionalProperties: false,
@@ -2359,6 +2886,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -2403,6 +2934,63 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },
@@ -2596,6 +3184,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -2640,6 +3232,63 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },
@@ -2759,6 +3408,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -2803,6 +3456,63 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },
@@ -2971,6 +3681,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -3015,6 +3729,63 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },
@@ -3131,6 +3902,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -3175,6 +3950,63 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },
@@ -3291,6 +4123,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -3335,6 +4171,63 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },
@@ -3512,6 +4405,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -3556,6 +4453,63 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },
@@ -3741,6 +4695,10 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
           },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
         },
       },
       VmName: {
@@ -3785,6 +4743,158 @@ export const RESULT_SCHEMAS = {
         description: 'Lifecycle state of a VM.',
         type: 'string',
         enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
+      },
+    },
+  },
+  'vm.workspace.export': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['patch', 'base_commit', 'files_changed'],
+    properties: {
+      patch: {
+        type: 'string',
+        description: 'The patch (may be empty).',
+      },
+      base_commit: {
+        type: 'string',
+        description: 'The commit it applies to.',
+      },
+      files_changed: {
+        type: 'integer',
+        description: 'Number of files the patch touches.',
+        minimum: 0,
+      },
+    },
+  },
+  'vm.workspace.prepare': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['workspace'],
+    properties: {
+      workspace: {
+        $ref: '#/$defs/Workspace',
+      },
+    },
+    $defs: {
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
       },
     },
   },

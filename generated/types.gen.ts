@@ -406,6 +406,115 @@ export type NetworkMode = 'user' | 'bridge';
 export type OpId = string;
 
 /**
+ * Params of `op.list`.
+ */
+export interface OpListParams {
+  /**
+   * Only this method.
+   */
+  method?: string;
+  /**
+   * Only operations that touched this VM.
+   */
+  vm?: string;
+  /**
+   * Only failed operations.
+   */
+  failed_only?: boolean;
+  /**
+   * Only operations that started at or after this time.
+   */
+  since?: Timestamp;
+  /**
+   * Only operations that started before this time.
+   */
+  until?: Timestamp;
+  /**
+   * At most this many (default 50).
+   */
+  limit?: number;
+}
+
+/**
+ * Result of `op.list`.
+ */
+export interface OpListResult {
+  operations: OpSummary[];
+}
+
+/**
+ * Params of `op.show`.
+ */
+export interface OpShowParams {
+  op_id: OpId;
+}
+
+/**
+ * Result of `op.show`.
+ */
+export interface OpShowResult {
+  summary: OpSummary;
+  operation?: Operation;
+}
+
+/**
+ * What the daemon recorded about one RPC.
+ */
+export interface OpSummary {
+  op_id: OpId;
+  /**
+   * The RPC method.
+   */
+  method: string;
+  started_at: Timestamp;
+  ended_at?: Timestamp;
+  /**
+   * How long it took.
+   */
+  duration_ms?: number;
+  /**
+   * The error code when it failed.
+   */
+  code?: string;
+  /**
+   * It succeeded.
+   */
+  ok: boolean;
+  /**
+   * The VM it touched.
+   */
+  vm?: string;
+  /**
+   * For multi-step operations: the operation kind (vm.create, image.build).
+   */
+  kind?: string;
+}
+
+/**
+ * Params of `op.trace`.
+ */
+export interface OpTraceParams {
+  op_id: OpId;
+  /**
+   * Include the VM's serial lines (default true).
+   */
+  serial?: boolean;
+}
+
+/**
+ * Result of `op.trace`.
+ */
+export interface OpTraceResult {
+  op_id: OpId;
+  summary?: OpSummary;
+  records: TraceRecord[];
+  /**
+   * What is missing and why.
+   */
+  notes: string[];
+}
+
+/**
  * One long-running operation tracked by the daemon (a VM create, an image build, ...).
  */
 export interface Operation {
@@ -551,6 +660,43 @@ export type StepState = 'pending' | 'running' | 'done' | 'failed' | 'undone' | '
 export type Timestamp = string;
 
 /**
+ * One line of a merged operation timeline.
+ */
+export interface TraceRecord {
+  time: Timestamp;
+  /**
+   * Milliseconds since the operation began (negative: before).
+   */
+  rel_ms: number;
+  /**
+   * Where the record comes from: the daemon's log, the root helper's log, the operation's recorded steps, or the VM's serial console (the guest does not know op ids: its lines are those written inside the operation's time window).
+   */
+  source: 'daemon' | 'helper' | 'step' | 'serial';
+  /**
+   * The message (log `msg`, step summary, or console line).
+   */
+  msg: string;
+  /**
+   * Log level, for log records.
+   */
+  level?: string;
+  /**
+   * Duration, for steps and `rpc completed`/`helper rpc completed` lines.
+   */
+  duration_ms?: number;
+  /**
+   * For serial lines: written while the operation ran.
+   */
+  in_window?: boolean;
+  /**
+   * The record's other fields (log records).
+   */
+  fields?: {
+    [k: string]: unknown;
+  };
+}
+
+/**
  * A VM as the daemon records it.
  */
 export interface Vm {
@@ -604,6 +750,10 @@ export interface Vm {
    * The VM's directory on the host (disk overlay, serial log, sockets).
    */
   vm_dir: string;
+  /**
+   * The VM's workspace, when one was prepared.
+   */
+  workspace?: Workspace;
 }
 
 /**
@@ -1069,4 +1219,105 @@ export interface VmStopResult {
    * The VMM had to be killed after the timeout.
    */
   forced: boolean;
+}
+
+/**
+ * Params of `vm.workspace.export`.
+ */
+export interface VmWorkspaceExportParams {
+  name: VmName;
+  /**
+   * Commit to diff from (default: the workspace's base commit).
+   */
+  base_commit?: string;
+}
+
+/**
+ * Result of `vm.workspace.export`.
+ */
+export interface VmWorkspaceExportResult {
+  /**
+   * The patch (may be empty).
+   */
+  patch: string;
+  /**
+   * The commit it applies to.
+   */
+  base_commit: string;
+  /**
+   * Number of files the patch touches.
+   */
+  files_changed: number;
+}
+
+/**
+ * Params of `vm.workspace.prepare`.
+ */
+export interface VmWorkspacePrepareParams {
+  /**
+   * The VM.
+   */
+  name: VmName;
+  /**
+   * The host git work tree.
+   */
+  path: AbsPath;
+  /**
+   * Where to put it in the guest (default /root/repo).
+   */
+  guest_path?: AbsPath;
+  /**
+   * Also copy untracked files that git does not ignore.
+   */
+  include_untracked?: boolean;
+  /**
+   * `tracked` (default) or `full_copy` (the work tree with submodules, ignored files excepted).
+   */
+  mode?: 'tracked' | 'full_copy';
+}
+
+/**
+ * Result of `vm.workspace.prepare`.
+ */
+export interface VmWorkspacePrepareResult {
+  workspace: Workspace;
+}
+
+/**
+ * A host git work tree copied into a VM.
+ */
+export interface Workspace {
+  /**
+   * The git work tree on the host it was copied from.
+   */
+  host_path: string;
+  /**
+   * Where it lives in the guest (default /root/repo).
+   */
+  guest_path: string;
+  /**
+   * `tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.
+   */
+  mode: 'tracked' | 'full_copy';
+  /**
+   * Untracked (not ignored) files were copied too.
+   */
+  include_untracked: boolean;
+  /**
+   * The host's HEAD commit the workspace starts from (its git history is shallow).
+   */
+  base_commit: string;
+  /**
+   * The host's branch, when on one.
+   */
+  branch?: string;
+  /**
+   * Number of files copied.
+   */
+  files: number;
+  /**
+   * Bytes copied.
+   */
+  bytes: number;
+  prepared_at: Timestamp;
 }

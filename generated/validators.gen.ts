@@ -28,6 +28,12 @@ import type {
   KernelListResult,
   KernelShowParams,
   KernelShowResult,
+  OpListParams,
+  OpListResult,
+  OpShowParams,
+  OpShowResult,
+  OpTraceParams,
+  OpTraceResult,
   PingResult,
   PrivPingResult,
   ShutdownResult,
@@ -63,6 +69,10 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmWorkspaceExportParams,
+  VmWorkspaceExportResult,
+  VmWorkspacePrepareParams,
+  VmWorkspacePrepareResult,
 } from './types.gen.ts';
 
 /** Strict: unknown keywords are schema bugs; no coercion, no defaults, no silent removal. */
@@ -87,6 +97,9 @@ export const paramValidators: {
   readonly 'kernel.delete': ValidateFunction<KernelDeleteParams>;
   readonly 'kernel.import': ValidateFunction<KernelImportParams>;
   readonly 'kernel.show': ValidateFunction<KernelShowParams>;
+  readonly 'op.list': ValidateFunction<OpListParams>;
+  readonly 'op.show': ValidateFunction<OpShowParams>;
+  readonly 'op.trace': ValidateFunction<OpTraceParams>;
   readonly 'vm.create.begin': ValidateFunction<VmCreateBeginParams>;
   readonly 'vm.create.cancel': ValidateFunction<VmCreateCancelParams>;
   readonly 'vm.create.status': ValidateFunction<VmCreateStatusParams>;
@@ -103,6 +116,8 @@ export const paramValidators: {
   readonly 'vm.start': ValidateFunction<VmStartParams>;
   readonly 'vm.stats': ValidateFunction<VmStatsParams>;
   readonly 'vm.stop': ValidateFunction<VmStopParams>;
+  readonly 'vm.workspace.export': ValidateFunction<VmWorkspaceExportParams>;
+  readonly 'vm.workspace.prepare': ValidateFunction<VmWorkspacePrepareParams>;
 } = {
   'daemon.operations.list': ajv.compile<DaemonOperationsListParams>(PARAMS_SCHEMAS['daemon.operations.list']),
   'image.build.begin': ajv.compile<ImageBuildBeginParams>(PARAMS_SCHEMAS['image.build.begin']),
@@ -115,6 +130,9 @@ export const paramValidators: {
   'kernel.delete': ajv.compile<KernelDeleteParams>(PARAMS_SCHEMAS['kernel.delete']),
   'kernel.import': ajv.compile<KernelImportParams>(PARAMS_SCHEMAS['kernel.import']),
   'kernel.show': ajv.compile<KernelShowParams>(PARAMS_SCHEMAS['kernel.show']),
+  'op.list': ajv.compile<OpListParams>(PARAMS_SCHEMAS['op.list']),
+  'op.show': ajv.compile<OpShowParams>(PARAMS_SCHEMAS['op.show']),
+  'op.trace': ajv.compile<OpTraceParams>(PARAMS_SCHEMAS['op.trace']),
   'vm.create.begin': ajv.compile<VmCreateBeginParams>(PARAMS_SCHEMAS['vm.create.begin']),
   'vm.create.cancel': ajv.compile<VmCreateCancelParams>(PARAMS_SCHEMAS['vm.create.cancel']),
   'vm.create.status': ajv.compile<VmCreateStatusParams>(PARAMS_SCHEMAS['vm.create.status']),
@@ -131,6 +149,8 @@ export const paramValidators: {
   'vm.start': ajv.compile<VmStartParams>(PARAMS_SCHEMAS['vm.start']),
   'vm.stats': ajv.compile<VmStatsParams>(PARAMS_SCHEMAS['vm.stats']),
   'vm.stop': ajv.compile<VmStopParams>(PARAMS_SCHEMAS['vm.stop']),
+  'vm.workspace.export': ajv.compile<VmWorkspaceExportParams>(PARAMS_SCHEMAS['vm.workspace.export']),
+  'vm.workspace.prepare': ajv.compile<VmWorkspacePrepareParams>(PARAMS_SCHEMAS['vm.workspace.prepare']),
 };
 
 /** Result validators, by method (used by tests and careful clients). */
@@ -149,6 +169,9 @@ export const resultValidators: {
   readonly 'kernel.import': ValidateFunction<KernelImportResult>;
   readonly 'kernel.list': ValidateFunction<KernelListResult>;
   readonly 'kernel.show': ValidateFunction<KernelShowResult>;
+  readonly 'op.list': ValidateFunction<OpListResult>;
+  readonly 'op.show': ValidateFunction<OpShowResult>;
+  readonly 'op.trace': ValidateFunction<OpTraceResult>;
   readonly ping: ValidateFunction<PingResult>;
   readonly 'priv.ping': ValidateFunction<PrivPingResult>;
   readonly shutdown: ValidateFunction<ShutdownResult>;
@@ -168,6 +191,8 @@ export const resultValidators: {
   readonly 'vm.start': ValidateFunction<VmStartResult>;
   readonly 'vm.stats': ValidateFunction<VmStatsResult>;
   readonly 'vm.stop': ValidateFunction<VmStopResult>;
+  readonly 'vm.workspace.export': ValidateFunction<VmWorkspaceExportResult>;
+  readonly 'vm.workspace.prepare': ValidateFunction<VmWorkspacePrepareResult>;
 } = {
   'daemon.operations.list': ajv.compile<DaemonOperationsListResult>(RESULT_SCHEMAS['daemon.operations.list']),
   'daemon.status': ajv.compile<DaemonStatusResult>(RESULT_SCHEMAS['daemon.status']),
@@ -183,6 +208,9 @@ export const resultValidators: {
   'kernel.import': ajv.compile<KernelImportResult>(RESULT_SCHEMAS['kernel.import']),
   'kernel.list': ajv.compile<KernelListResult>(RESULT_SCHEMAS['kernel.list']),
   'kernel.show': ajv.compile<KernelShowResult>(RESULT_SCHEMAS['kernel.show']),
+  'op.list': ajv.compile<OpListResult>(RESULT_SCHEMAS['op.list']),
+  'op.show': ajv.compile<OpShowResult>(RESULT_SCHEMAS['op.show']),
+  'op.trace': ajv.compile<OpTraceResult>(RESULT_SCHEMAS['op.trace']),
   ping: ajv.compile<PingResult>(RESULT_SCHEMAS['ping']),
   'priv.ping': ajv.compile<PrivPingResult>(RESULT_SCHEMAS['priv.ping']),
   shutdown: ajv.compile<ShutdownResult>(RESULT_SCHEMAS['shutdown']),
@@ -202,4 +230,6 @@ export const resultValidators: {
   'vm.start': ajv.compile<VmStartResult>(RESULT_SCHEMAS['vm.start']),
   'vm.stats': ajv.compile<VmStatsResult>(RESULT_SCHEMAS['vm.stats']),
   'vm.stop': ajv.compile<VmStopResult>(RESULT_SCHEMAS['vm.stop']),
+  'vm.workspace.export': ajv.compile<VmWorkspaceExportResult>(RESULT_SCHEMAS['vm.workspace.export']),
+  'vm.workspace.prepare': ajv.compile<VmWorkspacePrepareResult>(RESULT_SCHEMAS['vm.workspace.prepare']),
 };

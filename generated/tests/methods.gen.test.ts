@@ -376,6 +376,83 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'op.list': [
+    {
+      params: {
+        failed_only: true,
+        limit: 10,
+      },
+      result: {
+        operations: [
+          {
+            op_id: 'op-3f9a1c07b2d4',
+            method: 'vm.create.begin',
+            started_at: '2026-01-14T09:31:02.120Z',
+            ended_at: '2026-01-14T09:31:02.120Z',
+            duration_ms: 33700,
+            ok: false,
+            code: 'operation_failed',
+            vm: 'calm-otter',
+            kind: 'vm.create',
+          },
+        ],
+      },
+    },
+  ],
+  'op.show': [
+    {
+      params: {
+        op_id: 'op-3f9a1c07b2d4',
+      },
+      result: {
+        summary: {
+          op_id: 'op-3f9a1c07b2d4',
+          method: 'vm.create.begin',
+          started_at: '2026-01-14T09:31:02.120Z',
+          ended_at: '2026-01-14T09:31:02.120Z',
+          duration_ms: 33700,
+          ok: false,
+          code: 'operation_failed',
+          vm: 'calm-otter',
+          kind: 'vm.create',
+        },
+      },
+    },
+  ],
+  'op.trace': [
+    {
+      params: {
+        op_id: 'op-3f9a1c07b2d4',
+      },
+      result: {
+        op_id: 'op-3f9a1c07b2d4',
+        summary: {
+          op_id: 'op-3f9a1c07b2d4',
+          method: 'vm.create.begin',
+          started_at: '2026-01-14T09:31:02.120Z',
+          ended_at: '2026-01-14T09:31:02.120Z',
+          duration_ms: 33700,
+          ok: false,
+          code: 'operation_failed',
+          vm: 'calm-otter',
+          kind: 'vm.create',
+        },
+        records: [
+          {
+            time: '2026-01-14T09:31:02.120Z',
+            rel_ms: 0,
+            source: 'daemon',
+            msg: 'step started',
+            level: 'info',
+            fields: {
+              step: 'resolve_image',
+            },
+          },
+        ],
+        notes: [],
+      },
+    },
+  ],
   ping: [
     {
       result: {
@@ -822,6 +899,40 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
         },
         clean: true,
         forced: false,
+      },
+    },
+  ],
+  'vm.workspace.export': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        patch:
+          'diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-hello\n+hello from the guest\n',
+        base_commit: '4b825dc642cb6eb9a060e54bf8d69288fbee4904',
+        files_changed: 1,
+      },
+    },
+  ],
+  'vm.workspace.prepare': [
+    {
+      params: {
+        name: 'calm-otter',
+        path: '/home/me/src/app',
+      },
+      result: {
+        workspace: {
+          host_path: '/home/me/src/app',
+          guest_path: '/root/repo',
+          mode: 'tracked',
+          include_untracked: false,
+          base_commit: '4b825dc642cb6eb9a060e54bf8d69288fbee4904',
+          branch: 'main',
+          files: 42,
+          bytes: 183211,
+          prepared_at: '2026-01-14T09:31:02.120Z',
+        },
       },
     },
   ],

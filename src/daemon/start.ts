@@ -21,6 +21,7 @@ import { OperationRegistry, type OperationSink } from './operations.ts';
 import { DaemonServiceImpl } from './services/daemon.ts';
 import { ImageServiceImpl } from './services/image.ts';
 import { KernelServiceImpl } from './services/kernel.ts';
+import { OpServiceImpl } from './services/op.ts';
 import { VmServiceImpl } from './services/vm.ts';
 import { createSpecials } from './specials.ts';
 
@@ -160,6 +161,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
       vm: vms,
       image: images,
       kernel: kernels,
+      op: new OpServiceImpl(),
     },
     createSpecials(() => void stop('shutdown rpc'), vms, opts.stateDir),
   );

@@ -410,6 +410,14 @@ export class VmServiceImpl implements VmService {
     };
   }
 
+  async workspacePrepare(_p: T.VmWorkspacePrepareParams): Promise<T.VmWorkspacePrepareResult> {
+    throw new ErrorResponse('operation_failed', 'vm.workspace.prepare is not implemented yet');
+  }
+
+  async workspaceExport(_p: T.VmWorkspaceExportParams): Promise<T.VmWorkspaceExportResult> {
+    throw new ErrorResponse('operation_failed', 'vm.workspace.export is not implemented yet');
+  }
+
   isRunningByName(name: string): boolean {
     const row = this.d.store.vms.getByName(name);
     return !!row && this.d.runtime.isRunning(row.id);
