@@ -34,12 +34,29 @@ import type {
   OpTraceParams,
   OpTraceResult,
   PingResult,
+  PrivClearResolverRoutingParams,
+  PrivClearResolverRoutingResult,
+  PrivCreateTapParams,
+  PrivCreateTapResult,
+  PrivDeleteTapParams,
+  PrivDeleteTapResult,
+  PrivEnsureBridgeParams,
+  PrivEnsureBridgeResult,
+  PrivEnsureNatParams,
+  PrivEnsureNatResult,
+  PrivListOwnedResult,
   PrivPingResult,
+  PrivRemoveNatParams,
+  PrivRemoveNatResult,
+  PrivSyncResolverRoutingParams,
+  PrivSyncResolverRoutingResult,
   ShutdownResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
   VmCreateCancelParams,
   VmCreateCancelResult,
+  VmCreatePlanParams,
+  VmCreatePlanResult,
   VmCreateStatusParams,
   VmCreateStatusResult,
   VmDeleteParams,
@@ -52,6 +69,8 @@ import type {
   VmListResult,
   VmLogsParams,
   VmLogsResult,
+  VmPortsParams,
+  VmPortsResult,
   VmPruneParams,
   VmPruneResult,
   VmRestartParams,
@@ -274,7 +293,7 @@ export interface OpApi {
   /**
    * Recent operations (RPCs) the daemon served, newest first.
    *
-   * Filter by method, VM, failures only, and a time window. Records are kept for a bounded number and age.
+   * Filter by method, VM, failures only, and a time window. Each record joins the RPC's summary (method, duration, result) with the multi-step operation it began, if any (a `vm.create.begin` record carries the create's outcome and total duration). Successful calls of polling methods (`*.status`, `op.*`, `ping`) are not recorded; failures always are. Records are kept for a bounded number and age (config `[logs] max_operations`, `max_age_days`).
    *
    * Wire method: `op.list`.
    * @since 0.1.0
@@ -357,6 +376,17 @@ export interface VmApi {
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   logs(params: VmLogsParams, options?: CallOptionsLike): Promise<VmLogsResult>;
+  /**
+   * List the TCP ports the guest listens on, with endpoints to reach them.
+   *
+   * Runs `ss -Htlnp` in the guest over SSH and lists each listening TCP socket once per port. In bridge mode `endpoint` is `<name>.vm:<port>` (the guest's address is in `guest_ip`); in user mode only SSH is forwarded, so endpoints are given for bridge mode only.
+   *
+   * Wire method: `vm.ports`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  ports(params: VmPortsParams, options?: CallOptionsLike): Promise<VmPortsResult>;
   /**
    * Delete every stopped VM.
    *
@@ -469,6 +499,17 @@ export interface VmCreateApi {
    */
   cancel(params: VmCreateCancelParams, options?: CallOptionsLike): Promise<VmCreateCancelResult>;
   /**
+   * Resolve a VM spec the way vm.create.begin would, without creating anything.
+   *
+   * Applies the defaults and checks of `vm.create.begin` (name, image, vCPUs, memory, disk size, network) and returns the resolved spec. Nothing is recorded, built or started: `banger vm run` prints this spec before it creates the VM, and `banger vm run --dry-run` prints only the spec and the plan. When no name is given, a free random name is chosen (pass it to `vm.create.begin` to get that name).
+   *
+   * Wire method: `vm.create.plan`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  plan(params?: VmCreatePlanParams, options?: CallOptionsLike): Promise<VmCreatePlanResult>;
+  /**
    * Report a create operation's progress: current step and step durations.
    *
    * Returns the operation record (steps with their states and durations) and, once it exists, the VM.
@@ -511,6 +552,69 @@ export interface VmWorkspaceApi {
 /** Client stubs for `priv.*`. */
 export interface PrivApi {
   /**
+   * Undo the `.vm` routing on the bridge link.
+   *
+   * Reverts the bridge link's resolved settings when systemd-resolved runs; otherwise `applied` is false.
+   *
+   * Wire method: `priv.clear_resolver_routing`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  clear_resolver_routing(
+    params: PrivClearResolverRoutingParams,
+    options?: CallOptionsLike,
+  ): Promise<PrivClearResolverRoutingResult>;
+  /**
+   * Create (or repair) a VM's tap on banger's bridge, owned by the daemon's uid.
+   *
+   * Idempotent. The tap is persistent, owned by the helper's configured owner uid (so the unprivileged VMM can open it), enslaved to the bridge and up. A banger-named link that is not such a tap is replaced.
+   *
+   * Wire method: `priv.create_tap`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  create_tap(params: PrivCreateTapParams, options?: CallOptionsLike): Promise<PrivCreateTapResult>;
+  /**
+   * Delete a VM's tap; absent is fine.
+   *
+   * Idempotent: deleting a tap that does not exist succeeds with `deleted: false`.
+   *
+   * Wire method: `priv.delete_tap`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  delete_tap(params: PrivDeleteTapParams, options?: CallOptionsLike): Promise<PrivDeleteTapResult>;
+  /**
+   * Ensure banger's bridge exists, is up and carries the gateway address.
+   *
+   * Idempotent. Creates the bridge if missing, sets exactly the given IPv4 interface address (the gateway guests use; it must lie inside the helper's configured pool, prefix /16 to /29) and brings it up. A link of that name that is not a bridge is refused, never replaced.
+   *
+   * Wire method: `priv.ensure_bridge`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  ensure_bridge(params: PrivEnsureBridgeParams, options?: CallOptionsLike): Promise<PrivEnsureBridgeResult>;
+  /**
+   * Ensure a VM's outbound NAT: one masquerade rule for its address plus forwarding.
+   *
+   * Idempotent. In nftables table `ip banger`: masquerade the guest's address when leaving through anything but the bridge, accept its forwarded traffic and the replies; all three rules carry the comment `banger vm <id>`. Turns IPv4 forwarding on. The guest address must be a host address of the helper's pool.
+   *
+   * Wire method: `priv.ensure_nat`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  ensure_nat(params: PrivEnsureNatParams, options?: CallOptionsLike): Promise<PrivEnsureNatResult>;
+  /**
+   * What banger owns on the host: bridges, taps, NAT rules.
+   *
+   * Everything returned is named from banger's prefixes and, per VM, from the VM id, so the daemon can garbage-collect what no VM owns.
+   *
+   * Wire method: `priv.list_owned`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  list_owned(params?: undefined, options?: CallOptionsLike): Promise<PrivListOwnedResult>;
+  /**
    * Check that the root helper is up and serves the caller.
    *
    * Served by `bangerd-root`. Reports the helper's version, the uid it runs as, its pid, and the peer uid it saw on this connection (from `SO_PEERCRED`).
@@ -520,6 +624,29 @@ export interface PrivApi {
    * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
    */
   ping(params?: undefined, options?: CallOptionsLike): Promise<PrivPingResult>;
+  /**
+   * Remove a VM's NAT rules; none is fine.
+   *
+   * Idempotent: removes every rule in table `ip banger` commented `banger vm <id>`.
+   *
+   * Wire method: `priv.remove_nat`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  remove_nat(params: PrivRemoveNatParams, options?: CallOptionsLike): Promise<PrivRemoveNatResult>;
+  /**
+   * Route the `.vm` domain to banger's DNS server through systemd-resolved.
+   *
+   * When systemd-resolved runs, sets the bridge link's DNS server to `127.0.0.1:<dns_port>` and its routing-only domain to `~vm`. Without resolved nothing changes and `applied` is false with the reason in `detail`.
+   *
+   * Wire method: `priv.sync_resolver_routing`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  sync_resolver_routing(
+    params: PrivSyncResolverRoutingParams,
+    options?: CallOptionsLike,
+  ): Promise<PrivSyncResolverRoutingResult>;
 }
 
 /** Typed client of the daemon (bangerd): `new BangerClient(new SocketTransport(path)).daemon.status()`. */
@@ -576,6 +703,8 @@ export class BangerClient {
           invoke<VmCreateBeginResult>(this.transport, 'vm.create.begin', params, options),
         cancel: (params, options) =>
           invoke<VmCreateCancelResult>(this.transport, 'vm.create.cancel', params, options),
+        plan: (params, options) =>
+          invoke<VmCreatePlanResult>(this.transport, 'vm.create.plan', params, options),
         status: (params, options) =>
           invoke<VmCreateStatusResult>(this.transport, 'vm.create.status', params, options),
       },
@@ -584,6 +713,7 @@ export class BangerClient {
       kill: (params, options) => invoke<VmKillResult>(this.transport, 'vm.kill', params, options),
       list: (params, options) => invoke<VmListResult>(this.transport, 'vm.list', params, options),
       logs: (params, options) => invoke<VmLogsResult>(this.transport, 'vm.logs', params, options),
+      ports: (params, options) => invoke<VmPortsResult>(this.transport, 'vm.ports', params, options),
       prune: (params, options) => invoke<VmPruneResult>(this.transport, 'vm.prune', params, options),
       restart: (params, options) => invoke<VmRestartResult>(this.transport, 'vm.restart', params, options),
       set: (params, options) => invoke<VmSetResult>(this.transport, 'vm.set', params, options),
@@ -640,7 +770,28 @@ export class HelperClient {
   constructor(transport: Transport) {
     this.transport = transport;
     this.priv = {
+      clear_resolver_routing: (params, options) =>
+        invoke<PrivClearResolverRoutingResult>(
+          this.transport,
+          'priv.clear_resolver_routing',
+          params,
+          options,
+        ),
+      create_tap: (params, options) =>
+        invoke<PrivCreateTapResult>(this.transport, 'priv.create_tap', params, options),
+      delete_tap: (params, options) =>
+        invoke<PrivDeleteTapResult>(this.transport, 'priv.delete_tap', params, options),
+      ensure_bridge: (params, options) =>
+        invoke<PrivEnsureBridgeResult>(this.transport, 'priv.ensure_bridge', params, options),
+      ensure_nat: (params, options) =>
+        invoke<PrivEnsureNatResult>(this.transport, 'priv.ensure_nat', params, options),
+      list_owned: (_params, options) =>
+        invoke<PrivListOwnedResult>(this.transport, 'priv.list_owned', undefined, options),
       ping: (_params, options) => invoke<PrivPingResult>(this.transport, 'priv.ping', undefined, options),
+      remove_nat: (params, options) =>
+        invoke<PrivRemoveNatResult>(this.transport, 'priv.remove_nat', params, options),
+      sync_resolver_routing: (params, options) =>
+        invoke<PrivSyncResolverRoutingResult>(this.transport, 'priv.sync_resolver_routing', params, options),
     };
   }
 

@@ -54,6 +54,9 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'vm.create.cancel': paramHandler(paramValidators['vm.create.cancel'], (h, p, ctx) =>
     h.services.vm.createCancel(p, ctx),
   ),
+  'vm.create.plan': paramHandler(paramValidators['vm.create.plan'], (h, p, ctx) =>
+    h.services.vm.createPlan(p, ctx),
+  ),
   'vm.create.status': paramHandler(paramValidators['vm.create.status'], (h, p, ctx) =>
     h.services.vm.createStatus(p, ctx),
   ),
@@ -64,6 +67,7 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'vm.logs': function vmLogsHandler(ctx, host, req) {
     return host.specials.vmLogs(ctx, req);
   },
+  'vm.ports': paramHandler(paramValidators['vm.ports'], (h, p, ctx) => h.services.vm.ports(p, ctx)),
   'vm.prune': paramHandler(paramValidators['vm.prune'], (h, p, ctx) => h.services.vm.prune(p, ctx)),
   'vm.restart': paramHandler(paramValidators['vm.restart'], (h, p, ctx) => h.services.vm.restart(p, ctx)),
   'vm.set': paramHandler(paramValidators['vm.set'], (h, p, ctx) => h.services.vm.set(p, ctx)),
@@ -84,5 +88,27 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
 
 /** The root helper's dispatch table: method name → handler(ctx, host, req). */
 export const helperHandlers: { readonly [M in HelperMethodName]: Handler<HelperHost> } = {
+  'priv.clear_resolver_routing': paramHandler(paramValidators['priv.clear_resolver_routing'], (h, p, ctx) =>
+    h.services.priv.clearResolverRouting(p, ctx),
+  ),
+  'priv.create_tap': paramHandler(paramValidators['priv.create_tap'], (h, p, ctx) =>
+    h.services.priv.createTap(p, ctx),
+  ),
+  'priv.delete_tap': paramHandler(paramValidators['priv.delete_tap'], (h, p, ctx) =>
+    h.services.priv.deleteTap(p, ctx),
+  ),
+  'priv.ensure_bridge': paramHandler(paramValidators['priv.ensure_bridge'], (h, p, ctx) =>
+    h.services.priv.ensureBridge(p, ctx),
+  ),
+  'priv.ensure_nat': paramHandler(paramValidators['priv.ensure_nat'], (h, p, ctx) =>
+    h.services.priv.ensureNat(p, ctx),
+  ),
+  'priv.list_owned': noParamHandler((h, ctx) => h.services.priv.listOwned(ctx)),
   'priv.ping': noParamHandler((h, ctx) => h.services.priv.ping(ctx)),
+  'priv.remove_nat': paramHandler(paramValidators['priv.remove_nat'], (h, p, ctx) =>
+    h.services.priv.removeNat(p, ctx),
+  ),
+  'priv.sync_resolver_routing': paramHandler(paramValidators['priv.sync_resolver_routing'], (h, p, ctx) =>
+    h.services.priv.syncResolverRouting(p, ctx),
+  ),
 };

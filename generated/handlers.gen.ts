@@ -34,11 +34,28 @@ import type {
   OpShowResult,
   OpTraceParams,
   OpTraceResult,
+  PrivClearResolverRoutingParams,
+  PrivClearResolverRoutingResult,
+  PrivCreateTapParams,
+  PrivCreateTapResult,
+  PrivDeleteTapParams,
+  PrivDeleteTapResult,
+  PrivEnsureBridgeParams,
+  PrivEnsureBridgeResult,
+  PrivEnsureNatParams,
+  PrivEnsureNatResult,
+  PrivListOwnedResult,
   PrivPingResult,
+  PrivRemoveNatParams,
+  PrivRemoveNatResult,
+  PrivSyncResolverRoutingParams,
+  PrivSyncResolverRoutingResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
   VmCreateCancelParams,
   VmCreateCancelResult,
+  VmCreatePlanParams,
+  VmCreatePlanResult,
   VmCreateStatusParams,
   VmCreateStatusResult,
   VmDeleteParams,
@@ -49,6 +66,8 @@ import type {
   VmKillResult,
   VmListParams,
   VmListResult,
+  VmPortsParams,
+  VmPortsResult,
   VmPruneParams,
   VmPruneResult,
   VmRestartParams,
@@ -228,7 +247,7 @@ export interface OpService {
   /**
    * Recent operations (RPCs) the daemon served, newest first.
    *
-   * Filter by method, VM, failures only, and a time window. Records are kept for a bounded number and age.
+   * Filter by method, VM, failures only, and a time window. Each record joins the RPC's summary (method, duration, result) with the multi-step operation it began, if any (a `vm.create.begin` record carries the create's outcome and total duration). Successful calls of polling methods (`*.status`, `op.*`, `ping`) are not recorded; failures always are. Records are kept for a bounded number and age (config `[logs] max_operations`, `max_age_days`).
    *
    * Wire method: `op.list`.
    * @since 0.1.0
@@ -259,6 +278,69 @@ export interface OpService {
 /** Methods of the `priv` namespace, served by bangerd-root. */
 export interface PrivService {
   /**
+   * Undo the `.vm` routing on the bridge link.
+   *
+   * Reverts the bridge link's resolved settings when systemd-resolved runs; otherwise `applied` is false.
+   *
+   * Wire method: `priv.clear_resolver_routing`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  clearResolverRouting(
+    params: PrivClearResolverRoutingParams,
+    ctx: RpcContext,
+  ): Promise<PrivClearResolverRoutingResult>;
+  /**
+   * Create (or repair) a VM's tap on banger's bridge, owned by the daemon's uid.
+   *
+   * Idempotent. The tap is persistent, owned by the helper's configured owner uid (so the unprivileged VMM can open it), enslaved to the bridge and up. A banger-named link that is not such a tap is replaced.
+   *
+   * Wire method: `priv.create_tap`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  createTap(params: PrivCreateTapParams, ctx: RpcContext): Promise<PrivCreateTapResult>;
+  /**
+   * Delete a VM's tap; absent is fine.
+   *
+   * Idempotent: deleting a tap that does not exist succeeds with `deleted: false`.
+   *
+   * Wire method: `priv.delete_tap`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  deleteTap(params: PrivDeleteTapParams, ctx: RpcContext): Promise<PrivDeleteTapResult>;
+  /**
+   * Ensure banger's bridge exists, is up and carries the gateway address.
+   *
+   * Idempotent. Creates the bridge if missing, sets exactly the given IPv4 interface address (the gateway guests use; it must lie inside the helper's configured pool, prefix /16 to /29) and brings it up. A link of that name that is not a bridge is refused, never replaced.
+   *
+   * Wire method: `priv.ensure_bridge`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  ensureBridge(params: PrivEnsureBridgeParams, ctx: RpcContext): Promise<PrivEnsureBridgeResult>;
+  /**
+   * Ensure a VM's outbound NAT: one masquerade rule for its address plus forwarding.
+   *
+   * Idempotent. In nftables table `ip banger`: masquerade the guest's address when leaving through anything but the bridge, accept its forwarded traffic and the replies; all three rules carry the comment `banger vm <id>`. Turns IPv4 forwarding on. The guest address must be a host address of the helper's pool.
+   *
+   * Wire method: `priv.ensure_nat`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  ensureNat(params: PrivEnsureNatParams, ctx: RpcContext): Promise<PrivEnsureNatResult>;
+  /**
+   * What banger owns on the host: bridges, taps, NAT rules.
+   *
+   * Everything returned is named from banger's prefixes and, per VM, from the VM id, so the daemon can garbage-collect what no VM owns.
+   *
+   * Wire method: `priv.list_owned`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  listOwned(ctx: RpcContext): Promise<PrivListOwnedResult>;
+  /**
    * Check that the root helper is up and serves the caller.
    *
    * Served by `bangerd-root`. Reports the helper's version, the uid it runs as, its pid, and the peer uid it saw on this connection (from `SO_PEERCRED`).
@@ -268,6 +350,29 @@ export interface PrivService {
    * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
    */
   ping(ctx: RpcContext): Promise<PrivPingResult>;
+  /**
+   * Remove a VM's NAT rules; none is fine.
+   *
+   * Idempotent: removes every rule in table `ip banger` commented `banger vm <id>`.
+   *
+   * Wire method: `priv.remove_nat`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  removeNat(params: PrivRemoveNatParams, ctx: RpcContext): Promise<PrivRemoveNatResult>;
+  /**
+   * Route the `.vm` domain to banger's DNS server through systemd-resolved.
+   *
+   * When systemd-resolved runs, sets the bridge link's DNS server to `127.0.0.1:<dns_port>` and its routing-only domain to `~vm`. Without resolved nothing changes and `applied` is false with the reason in `detail`.
+   *
+   * Wire method: `priv.sync_resolver_routing`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  syncResolverRouting(
+    params: PrivSyncResolverRoutingParams,
+    ctx: RpcContext,
+  ): Promise<PrivSyncResolverRoutingResult>;
 }
 
 /** Methods of the `vm` namespace, served by bangerd. */
@@ -295,6 +400,17 @@ export interface VmService {
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   createCancel(params: VmCreateCancelParams, ctx: RpcContext): Promise<VmCreateCancelResult>;
+  /**
+   * Resolve a VM spec the way vm.create.begin would, without creating anything.
+   *
+   * Applies the defaults and checks of `vm.create.begin` (name, image, vCPUs, memory, disk size, network) and returns the resolved spec. Nothing is recorded, built or started: `banger vm run` prints this spec before it creates the VM, and `banger vm run --dry-run` prints only the spec and the plan. When no name is given, a free random name is chosen (pass it to `vm.create.begin` to get that name).
+   *
+   * Wire method: `vm.create.plan`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  createPlan(params: VmCreatePlanParams, ctx: RpcContext): Promise<VmCreatePlanResult>;
   /**
    * Report a create operation's progress: current step and step durations.
    *
@@ -346,6 +462,17 @@ export interface VmService {
    * @since 0.1.0
    */
   list(params: VmListParams, ctx: RpcContext): Promise<VmListResult>;
+  /**
+   * List the TCP ports the guest listens on, with endpoints to reach them.
+   *
+   * Runs `ss -Htlnp` in the guest over SSH and lists each listening TCP socket once per port. In bridge mode `endpoint` is `<name>.vm:<port>` (the guest's address is in `guest_ip`); in user mode only SSH is forwarded, so endpoints are given for bridge mode only.
+   *
+   * Wire method: `vm.ports`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  ports(params: VmPortsParams, ctx: RpcContext): Promise<VmPortsResult>;
   /**
    * Delete every stopped VM.
    *

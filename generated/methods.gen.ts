@@ -33,12 +33,29 @@ import type {
   OpTraceParams,
   OpTraceResult,
   PingResult,
+  PrivClearResolverRoutingParams,
+  PrivClearResolverRoutingResult,
+  PrivCreateTapParams,
+  PrivCreateTapResult,
+  PrivDeleteTapParams,
+  PrivDeleteTapResult,
+  PrivEnsureBridgeParams,
+  PrivEnsureBridgeResult,
+  PrivEnsureNatParams,
+  PrivEnsureNatResult,
+  PrivListOwnedResult,
   PrivPingResult,
+  PrivRemoveNatParams,
+  PrivRemoveNatResult,
+  PrivSyncResolverRoutingParams,
+  PrivSyncResolverRoutingResult,
   ShutdownResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
   VmCreateCancelParams,
   VmCreateCancelResult,
+  VmCreatePlanParams,
+  VmCreatePlanResult,
   VmCreateStatusParams,
   VmCreateStatusResult,
   VmDeleteParams,
@@ -51,6 +68,8 @@ import type {
   VmListResult,
   VmLogsParams,
   VmLogsResult,
+  VmPortsParams,
+  VmPortsResult,
   VmPruneParams,
   VmPruneResult,
   VmRestartParams,
@@ -222,11 +241,75 @@ export const METHODS = {
     errors: [],
     since: '0.1.0',
   },
+  'priv.clear_resolver_routing': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Undo the `.vm` routing on the bridge link.',
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.create_tap': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Create (or repair) a VM's tap on banger's bridge, owned by the daemon's uid.",
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.delete_tap': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Delete a VM's tap; absent is fine.",
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.ensure_bridge': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Ensure banger's bridge exists, is up and carries the gateway address.",
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.ensure_nat': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Ensure a VM's outbound NAT: one masquerade rule for its address plus forwarding.",
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.list_owned': {
+    surface: 'helper',
+    dispatch: 'noParam',
+    kind: 'unary',
+    summary: 'What banger owns on the host: bridges, taps, NAT rules.',
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
   'priv.ping': {
     surface: 'helper',
     dispatch: 'noParam',
     kind: 'unary',
     summary: 'Check that the root helper is up and serves the caller.',
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.remove_nat': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Remove a VM's NAT rules; none is fine.",
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.sync_resolver_routing': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Route the `.vm` domain to banger's DNS server through systemd-resolved.",
     errors: ['unauthorized'],
     since: '0.1.0',
   },
@@ -252,6 +335,14 @@ export const METHODS = {
     kind: 'unary',
     summary: 'Cancel a running create and undo what it did.',
     errors: ['conflict', 'not_found'],
+    since: '0.1.0',
+  },
+  'vm.create.plan': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Resolve a VM spec the way vm.create.begin would, without creating anything.',
+    errors: ['already_exists', 'not_found'],
     since: '0.1.0',
   },
   'vm.create.status': {
@@ -300,6 +391,14 @@ export const METHODS = {
     kind: 'stream',
     summary: "Read a VM's serial console; with follow, stream it.",
     errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'vm.ports': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'List the TCP ports the guest listens on, with endpoints to reach them.',
+    errors: ['not_found', 'not_running'],
     since: '0.1.0',
   },
   'vm.prune': {
@@ -409,12 +508,14 @@ export type DaemonMethodName =
   | 'shutdown'
   | 'vm.create.begin'
   | 'vm.create.cancel'
+  | 'vm.create.plan'
   | 'vm.create.status'
   | 'vm.delete'
   | 'vm.health'
   | 'vm.kill'
   | 'vm.list'
   | 'vm.logs'
+  | 'vm.ports'
   | 'vm.prune'
   | 'vm.restart'
   | 'vm.set'
@@ -427,7 +528,16 @@ export type DaemonMethodName =
   | 'vm.workspace.prepare';
 
 /** Methods served by the root helper (bangerd-root). */
-export type HelperMethodName = 'priv.ping';
+export type HelperMethodName =
+  | 'priv.clear_resolver_routing'
+  | 'priv.create_tap'
+  | 'priv.delete_tap'
+  | 'priv.ensure_bridge'
+  | 'priv.ensure_nat'
+  | 'priv.list_owned'
+  | 'priv.ping'
+  | 'priv.remove_nat'
+  | 'priv.sync_resolver_routing';
 
 /** Daemon method names, sorted. */
 export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
@@ -452,12 +562,14 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'shutdown',
   'vm.create.begin',
   'vm.create.cancel',
+  'vm.create.plan',
   'vm.create.status',
   'vm.delete',
   'vm.health',
   'vm.kill',
   'vm.list',
   'vm.logs',
+  'vm.ports',
   'vm.prune',
   'vm.restart',
   'vm.set',
@@ -471,7 +583,17 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
 ];
 
 /** Root-helper method names, sorted. */
-export const HELPER_METHOD_NAMES: readonly HelperMethodName[] = ['priv.ping'];
+export const HELPER_METHOD_NAMES: readonly HelperMethodName[] = [
+  'priv.clear_resolver_routing',
+  'priv.create_tap',
+  'priv.delete_tap',
+  'priv.ensure_bridge',
+  'priv.ensure_nat',
+  'priv.list_owned',
+  'priv.ping',
+  'priv.remove_nat',
+  'priv.sync_resolver_routing',
+];
 
 /** Params, result and declared error codes of every method (`undefined` params: takes none). */
 export interface MethodMap {
@@ -521,7 +643,27 @@ export interface MethodMap {
   'op.show': { params: OpShowParams; result: OpShowResult; errors: 'not_found' };
   'op.trace': { params: OpTraceParams; result: OpTraceResult; errors: 'not_found' };
   ping: { params: undefined; result: PingResult; errors: never };
+  'priv.clear_resolver_routing': {
+    params: PrivClearResolverRoutingParams;
+    result: PrivClearResolverRoutingResult;
+    errors: 'unauthorized';
+  };
+  'priv.create_tap': { params: PrivCreateTapParams; result: PrivCreateTapResult; errors: 'unauthorized' };
+  'priv.delete_tap': { params: PrivDeleteTapParams; result: PrivDeleteTapResult; errors: 'unauthorized' };
+  'priv.ensure_bridge': {
+    params: PrivEnsureBridgeParams;
+    result: PrivEnsureBridgeResult;
+    errors: 'unauthorized';
+  };
+  'priv.ensure_nat': { params: PrivEnsureNatParams; result: PrivEnsureNatResult; errors: 'unauthorized' };
+  'priv.list_owned': { params: undefined; result: PrivListOwnedResult; errors: 'unauthorized' };
   'priv.ping': { params: undefined; result: PrivPingResult; errors: 'unauthorized' };
+  'priv.remove_nat': { params: PrivRemoveNatParams; result: PrivRemoveNatResult; errors: 'unauthorized' };
+  'priv.sync_resolver_routing': {
+    params: PrivSyncResolverRoutingParams;
+    result: PrivSyncResolverRoutingResult;
+    errors: 'unauthorized';
+  };
   shutdown: { params: undefined; result: ShutdownResult; errors: never };
   'vm.create.begin': {
     params: VmCreateBeginParams;
@@ -533,12 +675,18 @@ export interface MethodMap {
     result: VmCreateCancelResult;
     errors: 'conflict' | 'not_found';
   };
+  'vm.create.plan': {
+    params: VmCreatePlanParams;
+    result: VmCreatePlanResult;
+    errors: 'already_exists' | 'not_found';
+  };
   'vm.create.status': { params: VmCreateStatusParams; result: VmCreateStatusResult; errors: 'not_found' };
   'vm.delete': { params: VmDeleteParams; result: VmDeleteResult; errors: 'conflict' | 'not_found' };
   'vm.health': { params: VmHealthParams; result: VmHealthResult; errors: 'not_found' };
   'vm.kill': { params: VmKillParams; result: VmKillResult; errors: 'not_found' | 'not_running' };
   'vm.list': { params: VmListParams; result: VmListResult; errors: never };
   'vm.logs': { params: VmLogsParams; result: VmLogsResult; errors: 'not_found' };
+  'vm.ports': { params: VmPortsParams; result: VmPortsResult; errors: 'not_found' | 'not_running' };
   'vm.prune': { params: VmPruneParams; result: VmPruneResult; errors: never };
   'vm.restart': { params: VmRestartParams; result: VmRestartResult; errors: 'conflict' | 'not_found' };
   'vm.set': { params: VmSetParams; result: VmSetResult; errors: 'conflict' | 'not_found' };

@@ -273,7 +273,8 @@ export const PARAMS_SCHEMAS = {
     properties: {
       method: {
         type: 'string',
-        description: 'Only this method.',
+        description:
+          'Only this method, or operations of this kind (`vm.create` matches the operation `vm.create.begin` began).',
         maxLength: 128,
       },
       vm: {
@@ -346,6 +347,120 @@ export const PARAMS_SCHEMAS = {
         description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
         type: 'string',
         pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
+  'priv.clear_resolver_routing': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['bridge'],
+    properties: {
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+    },
+  },
+  'priv.create_tap': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'bridge'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+    },
+  },
+  'priv.delete_tap': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+    },
+  },
+  'priv.ensure_bridge': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['bridge', 'address'],
+    properties: {
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+      address: {
+        type: 'string',
+        maxLength: 18,
+        description: "Gateway address with prefix, e.g. `10.213.0.1/24`; inside the helper's pool.",
+      },
+    },
+  },
+  'priv.ensure_nat': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm_id', 'guest_ip', 'bridge'],
+    properties: {
+      vm_id: {
+        type: 'string',
+        pattern: '^[0-9a-f]{12}$',
+        description: 'The VM id (12 lowercase hex digits).',
+      },
+      guest_ip: {
+        type: 'string',
+        maxLength: 15,
+        description: 'A dotted IPv4 address.',
+      },
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+    },
+  },
+  'priv.remove_nat': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm_id'],
+    properties: {
+      vm_id: {
+        type: 'string',
+        pattern: '^[0-9a-f]{12}$',
+        description: 'The VM id (12 lowercase hex digits).',
+      },
+    },
+  },
+  'priv.sync_resolver_routing': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['bridge', 'dns_port'],
+    properties: {
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+      dns_port: {
+        type: 'integer',
+        minimum: 1,
+        maximum: 65535,
       },
     },
   },
@@ -437,6 +552,74 @@ export const PARAMS_SCHEMAS = {
         description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
         type: 'string',
         pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
+  'vm.create.plan': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: 'Name for the VM; a free random name when absent.',
+      },
+      image: {
+        $ref: '#/$defs/ResourceName',
+        description: 'Image to create from (default: the default image).',
+      },
+      vcpus: {
+        type: 'integer',
+        description: 'Virtual CPUs (default from config, 2).',
+        minimum: 1,
+        maximum: 64,
+      },
+      memory_mib: {
+        type: 'integer',
+        description: 'Memory in MiB (default from config, 1024).',
+        minimum: 128,
+        maximum: 262144,
+      },
+      disk_size: {
+        $ref: '#/$defs/Size',
+        description: 'Root disk size (default from config, 4G).',
+      },
+      network: {
+        $ref: '#/$defs/NetworkMode',
+        description: 'Network mode (default: what vm.create.begin would choose).',
+      },
+      nat: {
+        type: 'boolean',
+        description: 'Enable outbound NAT for the guest.',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Size: {
+        title: 'Size',
+        description:
+          'A size in bytes with an optional K, M, G or T suffix (powers of 1024), e.g. `4G` or `512M`.',
+        type: 'string',
+        pattern: '^[0-9]{1,12}[KMGT]?$',
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
       },
     },
   },
@@ -560,6 +743,26 @@ export const PARAMS_SCHEMAS = {
         description: 'Return at most this many bytes from the end (default 65536).',
         minimum: 0,
         maximum: 67108864,
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.ports': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
       },
     },
     $defs: {
@@ -2119,7 +2322,27 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'For multi-step operations: the operation kind (vm.create, image.build).',
           },
+          state: {
+            $ref: '#/$defs/OperationState',
+            description:
+              'For multi-step operations: where the operation is (running, succeeded, failed, canceled).',
+          },
+          message: {
+            type: 'string',
+            description: 'The error message when it failed (without the op id).',
+          },
+          steps: {
+            type: 'integer',
+            minimum: 0,
+            description: 'For multi-step operations: how many steps ran.',
+          },
         },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
       },
       Timestamp: {
         title: 'Timestamp',
@@ -2188,6 +2411,20 @@ export const RESULT_SCHEMAS = {
           kind: {
             type: 'string',
             description: 'For multi-step operations: the operation kind (vm.create, image.build).',
+          },
+          state: {
+            $ref: '#/$defs/OperationState',
+            description:
+              'For multi-step operations: where the operation is (running, succeeded, failed, canceled).',
+          },
+          message: {
+            type: 'string',
+            description: 'The error message when it failed (without the op id).',
+          },
+          steps: {
+            type: 'integer',
+            minimum: 0,
+            description: 'For multi-step operations: how many steps ran.',
           },
         },
       },
@@ -2382,7 +2619,27 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'For multi-step operations: the operation kind (vm.create, image.build).',
           },
+          state: {
+            $ref: '#/$defs/OperationState',
+            description:
+              'For multi-step operations: where the operation is (running, succeeded, failed, canceled).',
+          },
+          message: {
+            type: 'string',
+            description: 'The error message when it failed (without the op id).',
+          },
+          steps: {
+            type: 'integer',
+            minimum: 0,
+            description: 'For multi-step operations: how many steps ran.',
+          },
         },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
       },
       Timestamp: {
         title: 'Timestamp',
@@ -2454,6 +2711,201 @@ export const RESULT_SCHEMAS = {
       },
     },
   },
+  'priv.clear_resolver_routing': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['applied', 'detail'],
+    properties: {
+      applied: {
+        type: 'boolean',
+      },
+      detail: {
+        type: 'string',
+      },
+    },
+  },
+  'priv.create_tap': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'bridge', 'owner_uid', 'created'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+      owner_uid: {
+        type: 'integer',
+        minimum: 0,
+      },
+      created: {
+        type: 'boolean',
+      },
+    },
+  },
+  'priv.delete_tap': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'deleted'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      deleted: {
+        type: 'boolean',
+      },
+    },
+  },
+  'priv.ensure_bridge': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['bridge', 'address', 'created', 'changed'],
+    properties: {
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+      address: {
+        type: 'string',
+      },
+      created: {
+        type: 'boolean',
+        description: 'The bridge did not exist before.',
+      },
+      changed: {
+        type: 'boolean',
+        description: 'Anything was changed.',
+      },
+    },
+  },
+  'priv.ensure_nat': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm_id', 'guest_ip', 'created', 'rules'],
+    properties: {
+      vm_id: {
+        type: 'string',
+        pattern: '^[0-9a-f]{12}$',
+        description: 'The VM id (12 lowercase hex digits).',
+      },
+      guest_ip: {
+        type: 'string',
+      },
+      created: {
+        type: 'boolean',
+        description: 'Rules were (re)written.',
+      },
+      rules: {
+        type: 'integer',
+      },
+    },
+  },
+  'priv.list_owned': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['bridges', 'taps', 'nat', 'ip_forward', 'resolver'],
+    properties: {
+      bridges: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'up', 'addresses'],
+          properties: {
+            name: {
+              type: 'string',
+            },
+            up: {
+              type: 'boolean',
+            },
+            addresses: {
+              type: 'array',
+              items: {
+                type: 'string',
+              },
+            },
+          },
+        },
+      },
+      taps: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'vm_id', 'up'],
+          properties: {
+            name: {
+              type: 'string',
+            },
+            vm_id: {
+              type: 'string',
+            },
+            up: {
+              type: 'boolean',
+            },
+            bridge: {
+              type: 'string',
+            },
+            owner_uid: {
+              type: 'integer',
+            },
+          },
+        },
+      },
+      nat: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['vm_id', 'chain', 'handle'],
+          properties: {
+            vm_id: {
+              type: 'string',
+            },
+            chain: {
+              type: 'string',
+            },
+            handle: {
+              type: 'integer',
+            },
+            guest_ip: {
+              type: 'string',
+            },
+            bridge: {
+              type: 'string',
+            },
+          },
+        },
+      },
+      ip_forward: {
+        type: 'boolean',
+        description: 'IPv4 forwarding is on.',
+      },
+      resolver: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['present', 'detail'],
+        properties: {
+          present: {
+            type: 'boolean',
+          },
+          detail: {
+            type: 'string',
+          },
+        },
+      },
+    },
+  },
   'priv.ping': {
     type: 'object',
     additionalProperties: false,
@@ -2478,6 +2930,35 @@ export const RESULT_SCHEMAS = {
       peer_uid: {
         type: 'integer',
         description: "The caller's uid, from the socket's peer credentials.",
+      },
+    },
+  },
+  'priv.remove_nat': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm_id', 'removed'],
+    properties: {
+      vm_id: {
+        type: 'string',
+        pattern: '^[0-9a-f]{12}$',
+        description: 'The VM id (12 lowercase hex digits).',
+      },
+      removed: {
+        type: 'integer',
+        description: 'Rules removed.',
+      },
+    },
+  },
+  'priv.sync_resolver_routing': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['applied', 'detail'],
+    properties: {
+      applied: {
+        type: 'boolean',
+      },
+      detail: {
+        type: 'string',
       },
     },
   },
@@ -2651,6 +3132,80 @@ export const RESULT_SCHEMAS = {
         description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
         type: 'string',
         pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+    },
+  },
+  'vm.create.plan': {
+    type: 'object',
+    additionalProperties: false,
+    required: [
+      'name',
+      'name_generated',
+      'image',
+      'image_ready',
+      'vcpus',
+      'memory_mib',
+      'disk_size_bytes',
+      'network',
+      'nat',
+    ],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      name_generated: {
+        type: 'boolean',
+        description: 'The name was chosen at random (none was given).',
+      },
+      image: {
+        $ref: '#/$defs/ResourceName',
+        description: 'The image the VM would be created from.',
+      },
+      image_ready: {
+        type: 'boolean',
+        description: 'The image exists; false when the default image would be built first (a few minutes).',
+      },
+      vcpus: {
+        type: 'integer',
+        minimum: 1,
+        maximum: 64,
+      },
+      memory_mib: {
+        type: 'integer',
+        minimum: 128,
+      },
+      disk_size_bytes: {
+        type: 'integer',
+        minimum: 0,
+      },
+      network: {
+        $ref: '#/$defs/NetworkMode',
+      },
+      nat: {
+        type: 'boolean',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
       },
     },
   },
@@ -3535,6 +4090,63 @@ export const RESULT_SCHEMAS = {
       path: {
         type: 'string',
         description: 'The serial log file on the host.',
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.ports': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'ports'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+      },
+      guest_ip: {
+        type: 'string',
+      },
+      ports: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['port', 'proto', 'address', 'loopback_only'],
+          properties: {
+            port: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 65535,
+            },
+            proto: {
+              type: 'string',
+              enum: ['tcp'],
+            },
+            address: {
+              type: 'string',
+              description: 'The local address the socket is bound to (`0.0.0.0`, `::`, `127.0.0.1`, ...).',
+            },
+            process: {
+              type: 'string',
+              description: 'The listening process name, when ss tells.',
+            },
+            loopback_only: {
+              type: 'boolean',
+              description: 'Bound to loopback only: not reachable from outside the guest.',
+            },
+            endpoint: {
+              type: 'string',
+              description: '`<name>.vm:<port>` (bridge mode, not loopback-only).',
+            },
+          },
+        },
       },
     },
     $defs: {

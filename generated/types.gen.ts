@@ -410,7 +410,7 @@ export type OpId = string;
  */
 export interface OpListParams {
   /**
-   * Only this method.
+   * Only this method, or operations of this kind (`vm.create` matches the operation `vm.create.begin` began).
    */
   method?: string;
   /**
@@ -488,6 +488,18 @@ export interface OpSummary {
    * For multi-step operations: the operation kind (vm.create, image.build).
    */
   kind?: string;
+  /**
+   * For multi-step operations: where the operation is (running, succeeded, failed, canceled).
+   */
+  state?: OperationState;
+  /**
+   * The error message when it failed (without the op id).
+   */
+  message?: string;
+  /**
+   * For multi-step operations: how many steps ran.
+   */
+  steps?: number;
 }
 
 /**
@@ -590,6 +602,175 @@ export interface PingResult {
 }
 
 /**
+ * Params of `priv.clear_resolver_routing`.
+ */
+export interface PrivClearResolverRoutingParams {
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+}
+
+/**
+ * Result of `priv.clear_resolver_routing`.
+ */
+export interface PrivClearResolverRoutingResult {
+  applied: boolean;
+  detail: string;
+}
+
+/**
+ * Params of `priv.create_tap`.
+ */
+export interface PrivCreateTapParams {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+}
+
+/**
+ * Result of `priv.create_tap`.
+ */
+export interface PrivCreateTapResult {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+  owner_uid: number;
+  created: boolean;
+}
+
+/**
+ * Params of `priv.delete_tap`.
+ */
+export interface PrivDeleteTapParams {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+}
+
+/**
+ * Result of `priv.delete_tap`.
+ */
+export interface PrivDeleteTapResult {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  deleted: boolean;
+}
+
+/**
+ * Params of `priv.ensure_bridge`.
+ */
+export interface PrivEnsureBridgeParams {
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+  /**
+   * Gateway address with prefix, e.g. `10.213.0.1/24`; inside the helper's pool.
+   */
+  address: string;
+}
+
+/**
+ * Result of `priv.ensure_bridge`.
+ */
+export interface PrivEnsureBridgeResult {
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+  address: string;
+  /**
+   * The bridge did not exist before.
+   */
+  created: boolean;
+  /**
+   * Anything was changed.
+   */
+  changed: boolean;
+}
+
+/**
+ * Params of `priv.ensure_nat`.
+ */
+export interface PrivEnsureNatParams {
+  /**
+   * The VM id (12 lowercase hex digits).
+   */
+  vm_id: string;
+  /**
+   * A dotted IPv4 address.
+   */
+  guest_ip: string;
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+}
+
+/**
+ * Result of `priv.ensure_nat`.
+ */
+export interface PrivEnsureNatResult {
+  /**
+   * The VM id (12 lowercase hex digits).
+   */
+  vm_id: string;
+  guest_ip: string;
+  /**
+   * Rules were (re)written.
+   */
+  created: boolean;
+  rules: number;
+}
+
+/**
+ * Result of `priv.list_owned`.
+ */
+export interface PrivListOwnedResult {
+  bridges: {
+    name: string;
+    up: boolean;
+    addresses: string[];
+  }[];
+  taps: {
+    name: string;
+    vm_id: string;
+    up: boolean;
+    bridge?: string;
+    owner_uid?: number;
+  }[];
+  nat: {
+    vm_id: string;
+    chain: string;
+    handle: number;
+    guest_ip?: string;
+    bridge?: string;
+  }[];
+  /**
+   * IPv4 forwarding is on.
+   */
+  ip_forward: boolean;
+  resolver: {
+    present: boolean;
+    detail: string;
+  };
+}
+
+/**
  * Result of `priv.ping`.
  */
 export interface PrivPingResult {
@@ -610,6 +791,49 @@ export interface PrivPingResult {
    * The caller's uid, from the socket's peer credentials.
    */
   peer_uid: number;
+}
+
+/**
+ * Params of `priv.remove_nat`.
+ */
+export interface PrivRemoveNatParams {
+  /**
+   * The VM id (12 lowercase hex digits).
+   */
+  vm_id: string;
+}
+
+/**
+ * Result of `priv.remove_nat`.
+ */
+export interface PrivRemoveNatResult {
+  /**
+   * The VM id (12 lowercase hex digits).
+   */
+  vm_id: string;
+  /**
+   * Rules removed.
+   */
+  removed: number;
+}
+
+/**
+ * Params of `priv.sync_resolver_routing`.
+ */
+export interface PrivSyncResolverRoutingParams {
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+  dns_port: number;
+}
+
+/**
+ * Result of `priv.sync_resolver_routing`.
+ */
+export interface PrivSyncResolverRoutingResult {
+  applied: boolean;
+  detail: string;
 }
 
 /**
@@ -820,6 +1044,64 @@ export interface VmCreateCancelResult {
 }
 
 /**
+ * Params of `vm.create.plan`.
+ */
+export interface VmCreatePlanParams {
+  /**
+   * Name for the VM; a free random name when absent.
+   */
+  name?: VmName;
+  /**
+   * Image to create from (default: the default image).
+   */
+  image?: ResourceName;
+  /**
+   * Virtual CPUs (default from config, 2).
+   */
+  vcpus?: number;
+  /**
+   * Memory in MiB (default from config, 1024).
+   */
+  memory_mib?: number;
+  /**
+   * Root disk size (default from config, 4G).
+   */
+  disk_size?: Size;
+  /**
+   * Network mode (default: what vm.create.begin would choose).
+   */
+  network?: NetworkMode;
+  /**
+   * Enable outbound NAT for the guest.
+   */
+  nat?: boolean;
+}
+
+/**
+ * Result of `vm.create.plan`.
+ */
+export interface VmCreatePlanResult {
+  name: VmName;
+  /**
+   * The name was chosen at random (none was given).
+   */
+  name_generated: boolean;
+  /**
+   * The image the VM would be created from.
+   */
+  image: ResourceName;
+  /**
+   * The image exists; false when the default image would be built first (a few minutes).
+   */
+  image_ready: boolean;
+  vcpus: number;
+  memory_mib: number;
+  disk_size_bytes: number;
+  network: NetworkMode;
+  nat: boolean;
+}
+
+/**
  * Params of `vm.create.status`.
  */
 export interface VmCreateStatusParams {
@@ -994,6 +1276,44 @@ export interface VmNetwork {
    * Port SSH connects to (a forwarded 127.0.0.1 port in user mode).
    */
   ssh_port?: number;
+}
+
+/**
+ * Params of `vm.ports`.
+ */
+export interface VmPortsParams {
+  /**
+   * The VM's name (or id).
+   */
+  name: VmName;
+}
+
+/**
+ * Result of `vm.ports`.
+ */
+export interface VmPortsResult {
+  name: VmName;
+  guest_ip?: string;
+  ports: {
+    port: number;
+    proto: 'tcp';
+    /**
+     * The local address the socket is bound to (`0.0.0.0`, `::`, `127.0.0.1`, ...).
+     */
+    address: string;
+    /**
+     * The listening process name, when ss tells.
+     */
+    process?: string;
+    /**
+     * Bound to loopback only: not reachable from outside the guest.
+     */
+    loopback_only: boolean;
+    /**
+     * `<name>.vm:<port>` (bridge mode, not loopback-only).
+     */
+    endpoint?: string;
+  }[];
 }
 
 /**

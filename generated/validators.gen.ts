@@ -35,12 +35,29 @@ import type {
   OpTraceParams,
   OpTraceResult,
   PingResult,
+  PrivClearResolverRoutingParams,
+  PrivClearResolverRoutingResult,
+  PrivCreateTapParams,
+  PrivCreateTapResult,
+  PrivDeleteTapParams,
+  PrivDeleteTapResult,
+  PrivEnsureBridgeParams,
+  PrivEnsureBridgeResult,
+  PrivEnsureNatParams,
+  PrivEnsureNatResult,
+  PrivListOwnedResult,
   PrivPingResult,
+  PrivRemoveNatParams,
+  PrivRemoveNatResult,
+  PrivSyncResolverRoutingParams,
+  PrivSyncResolverRoutingResult,
   ShutdownResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
   VmCreateCancelParams,
   VmCreateCancelResult,
+  VmCreatePlanParams,
+  VmCreatePlanResult,
   VmCreateStatusParams,
   VmCreateStatusResult,
   VmDeleteParams,
@@ -53,6 +70,8 @@ import type {
   VmListResult,
   VmLogsParams,
   VmLogsResult,
+  VmPortsParams,
+  VmPortsResult,
   VmPruneParams,
   VmPruneResult,
   VmRestartParams,
@@ -100,14 +119,23 @@ export const paramValidators: {
   readonly 'op.list': ValidateFunction<OpListParams>;
   readonly 'op.show': ValidateFunction<OpShowParams>;
   readonly 'op.trace': ValidateFunction<OpTraceParams>;
+  readonly 'priv.clear_resolver_routing': ValidateFunction<PrivClearResolverRoutingParams>;
+  readonly 'priv.create_tap': ValidateFunction<PrivCreateTapParams>;
+  readonly 'priv.delete_tap': ValidateFunction<PrivDeleteTapParams>;
+  readonly 'priv.ensure_bridge': ValidateFunction<PrivEnsureBridgeParams>;
+  readonly 'priv.ensure_nat': ValidateFunction<PrivEnsureNatParams>;
+  readonly 'priv.remove_nat': ValidateFunction<PrivRemoveNatParams>;
+  readonly 'priv.sync_resolver_routing': ValidateFunction<PrivSyncResolverRoutingParams>;
   readonly 'vm.create.begin': ValidateFunction<VmCreateBeginParams>;
   readonly 'vm.create.cancel': ValidateFunction<VmCreateCancelParams>;
+  readonly 'vm.create.plan': ValidateFunction<VmCreatePlanParams>;
   readonly 'vm.create.status': ValidateFunction<VmCreateStatusParams>;
   readonly 'vm.delete': ValidateFunction<VmDeleteParams>;
   readonly 'vm.health': ValidateFunction<VmHealthParams>;
   readonly 'vm.kill': ValidateFunction<VmKillParams>;
   readonly 'vm.list': ValidateFunction<VmListParams>;
   readonly 'vm.logs': ValidateFunction<VmLogsParams>;
+  readonly 'vm.ports': ValidateFunction<VmPortsParams>;
   readonly 'vm.prune': ValidateFunction<VmPruneParams>;
   readonly 'vm.restart': ValidateFunction<VmRestartParams>;
   readonly 'vm.set': ValidateFunction<VmSetParams>;
@@ -133,14 +161,27 @@ export const paramValidators: {
   'op.list': ajv.compile<OpListParams>(PARAMS_SCHEMAS['op.list']),
   'op.show': ajv.compile<OpShowParams>(PARAMS_SCHEMAS['op.show']),
   'op.trace': ajv.compile<OpTraceParams>(PARAMS_SCHEMAS['op.trace']),
+  'priv.clear_resolver_routing': ajv.compile<PrivClearResolverRoutingParams>(
+    PARAMS_SCHEMAS['priv.clear_resolver_routing'],
+  ),
+  'priv.create_tap': ajv.compile<PrivCreateTapParams>(PARAMS_SCHEMAS['priv.create_tap']),
+  'priv.delete_tap': ajv.compile<PrivDeleteTapParams>(PARAMS_SCHEMAS['priv.delete_tap']),
+  'priv.ensure_bridge': ajv.compile<PrivEnsureBridgeParams>(PARAMS_SCHEMAS['priv.ensure_bridge']),
+  'priv.ensure_nat': ajv.compile<PrivEnsureNatParams>(PARAMS_SCHEMAS['priv.ensure_nat']),
+  'priv.remove_nat': ajv.compile<PrivRemoveNatParams>(PARAMS_SCHEMAS['priv.remove_nat']),
+  'priv.sync_resolver_routing': ajv.compile<PrivSyncResolverRoutingParams>(
+    PARAMS_SCHEMAS['priv.sync_resolver_routing'],
+  ),
   'vm.create.begin': ajv.compile<VmCreateBeginParams>(PARAMS_SCHEMAS['vm.create.begin']),
   'vm.create.cancel': ajv.compile<VmCreateCancelParams>(PARAMS_SCHEMAS['vm.create.cancel']),
+  'vm.create.plan': ajv.compile<VmCreatePlanParams>(PARAMS_SCHEMAS['vm.create.plan']),
   'vm.create.status': ajv.compile<VmCreateStatusParams>(PARAMS_SCHEMAS['vm.create.status']),
   'vm.delete': ajv.compile<VmDeleteParams>(PARAMS_SCHEMAS['vm.delete']),
   'vm.health': ajv.compile<VmHealthParams>(PARAMS_SCHEMAS['vm.health']),
   'vm.kill': ajv.compile<VmKillParams>(PARAMS_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListParams>(PARAMS_SCHEMAS['vm.list']),
   'vm.logs': ajv.compile<VmLogsParams>(PARAMS_SCHEMAS['vm.logs']),
+  'vm.ports': ajv.compile<VmPortsParams>(PARAMS_SCHEMAS['vm.ports']),
   'vm.prune': ajv.compile<VmPruneParams>(PARAMS_SCHEMAS['vm.prune']),
   'vm.restart': ajv.compile<VmRestartParams>(PARAMS_SCHEMAS['vm.restart']),
   'vm.set': ajv.compile<VmSetParams>(PARAMS_SCHEMAS['vm.set']),
@@ -173,16 +214,26 @@ export const resultValidators: {
   readonly 'op.show': ValidateFunction<OpShowResult>;
   readonly 'op.trace': ValidateFunction<OpTraceResult>;
   readonly ping: ValidateFunction<PingResult>;
+  readonly 'priv.clear_resolver_routing': ValidateFunction<PrivClearResolverRoutingResult>;
+  readonly 'priv.create_tap': ValidateFunction<PrivCreateTapResult>;
+  readonly 'priv.delete_tap': ValidateFunction<PrivDeleteTapResult>;
+  readonly 'priv.ensure_bridge': ValidateFunction<PrivEnsureBridgeResult>;
+  readonly 'priv.ensure_nat': ValidateFunction<PrivEnsureNatResult>;
+  readonly 'priv.list_owned': ValidateFunction<PrivListOwnedResult>;
   readonly 'priv.ping': ValidateFunction<PrivPingResult>;
+  readonly 'priv.remove_nat': ValidateFunction<PrivRemoveNatResult>;
+  readonly 'priv.sync_resolver_routing': ValidateFunction<PrivSyncResolverRoutingResult>;
   readonly shutdown: ValidateFunction<ShutdownResult>;
   readonly 'vm.create.begin': ValidateFunction<VmCreateBeginResult>;
   readonly 'vm.create.cancel': ValidateFunction<VmCreateCancelResult>;
+  readonly 'vm.create.plan': ValidateFunction<VmCreatePlanResult>;
   readonly 'vm.create.status': ValidateFunction<VmCreateStatusResult>;
   readonly 'vm.delete': ValidateFunction<VmDeleteResult>;
   readonly 'vm.health': ValidateFunction<VmHealthResult>;
   readonly 'vm.kill': ValidateFunction<VmKillResult>;
   readonly 'vm.list': ValidateFunction<VmListResult>;
   readonly 'vm.logs': ValidateFunction<VmLogsResult>;
+  readonly 'vm.ports': ValidateFunction<VmPortsResult>;
   readonly 'vm.prune': ValidateFunction<VmPruneResult>;
   readonly 'vm.restart': ValidateFunction<VmRestartResult>;
   readonly 'vm.set': ValidateFunction<VmSetResult>;
@@ -212,16 +263,30 @@ export const resultValidators: {
   'op.show': ajv.compile<OpShowResult>(RESULT_SCHEMAS['op.show']),
   'op.trace': ajv.compile<OpTraceResult>(RESULT_SCHEMAS['op.trace']),
   ping: ajv.compile<PingResult>(RESULT_SCHEMAS['ping']),
+  'priv.clear_resolver_routing': ajv.compile<PrivClearResolverRoutingResult>(
+    RESULT_SCHEMAS['priv.clear_resolver_routing'],
+  ),
+  'priv.create_tap': ajv.compile<PrivCreateTapResult>(RESULT_SCHEMAS['priv.create_tap']),
+  'priv.delete_tap': ajv.compile<PrivDeleteTapResult>(RESULT_SCHEMAS['priv.delete_tap']),
+  'priv.ensure_bridge': ajv.compile<PrivEnsureBridgeResult>(RESULT_SCHEMAS['priv.ensure_bridge']),
+  'priv.ensure_nat': ajv.compile<PrivEnsureNatResult>(RESULT_SCHEMAS['priv.ensure_nat']),
+  'priv.list_owned': ajv.compile<PrivListOwnedResult>(RESULT_SCHEMAS['priv.list_owned']),
   'priv.ping': ajv.compile<PrivPingResult>(RESULT_SCHEMAS['priv.ping']),
+  'priv.remove_nat': ajv.compile<PrivRemoveNatResult>(RESULT_SCHEMAS['priv.remove_nat']),
+  'priv.sync_resolver_routing': ajv.compile<PrivSyncResolverRoutingResult>(
+    RESULT_SCHEMAS['priv.sync_resolver_routing'],
+  ),
   shutdown: ajv.compile<ShutdownResult>(RESULT_SCHEMAS['shutdown']),
   'vm.create.begin': ajv.compile<VmCreateBeginResult>(RESULT_SCHEMAS['vm.create.begin']),
   'vm.create.cancel': ajv.compile<VmCreateCancelResult>(RESULT_SCHEMAS['vm.create.cancel']),
+  'vm.create.plan': ajv.compile<VmCreatePlanResult>(RESULT_SCHEMAS['vm.create.plan']),
   'vm.create.status': ajv.compile<VmCreateStatusResult>(RESULT_SCHEMAS['vm.create.status']),
   'vm.delete': ajv.compile<VmDeleteResult>(RESULT_SCHEMAS['vm.delete']),
   'vm.health': ajv.compile<VmHealthResult>(RESULT_SCHEMAS['vm.health']),
   'vm.kill': ajv.compile<VmKillResult>(RESULT_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListResult>(RESULT_SCHEMAS['vm.list']),
   'vm.logs': ajv.compile<VmLogsResult>(RESULT_SCHEMAS['vm.logs']),
+  'vm.ports': ajv.compile<VmPortsResult>(RESULT_SCHEMAS['vm.ports']),
   'vm.prune': ajv.compile<VmPruneResult>(RESULT_SCHEMAS['vm.prune']),
   'vm.restart': ajv.compile<VmRestartResult>(RESULT_SCHEMAS['vm.restart']),
   'vm.set': ajv.compile<VmSetResult>(RESULT_SCHEMAS['vm.set']),

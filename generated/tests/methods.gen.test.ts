@@ -462,6 +462,107 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'priv.clear_resolver_routing': [
+    {
+      params: {
+        bridge: 'br-banger',
+      },
+      result: {
+        applied: true,
+        detail: 'reverted br-banger',
+      },
+    },
+  ],
+  'priv.create_tap': [
+    {
+      params: {
+        tap: 'bgt3f9a1c07b2d4',
+        bridge: 'br-banger',
+      },
+      result: {
+        tap: 'bgt3f9a1c07b2d4',
+        bridge: 'br-banger',
+        owner_uid: 1000,
+        created: true,
+      },
+    },
+  ],
+  'priv.delete_tap': [
+    {
+      params: {
+        tap: 'bgt3f9a1c07b2d4',
+      },
+      result: {
+        tap: 'bgt3f9a1c07b2d4',
+        deleted: true,
+      },
+    },
+  ],
+  'priv.ensure_bridge': [
+    {
+      params: {
+        bridge: 'br-banger',
+        address: '10.213.0.1/24',
+      },
+      result: {
+        bridge: 'br-banger',
+        address: '10.213.0.1/24',
+        created: true,
+        changed: true,
+      },
+    },
+  ],
+  'priv.ensure_nat': [
+    {
+      params: {
+        vm_id: '3f9a1c07b2d4',
+        guest_ip: '10.213.0.2',
+        bridge: 'br-banger',
+      },
+      result: {
+        vm_id: '3f9a1c07b2d4',
+        guest_ip: '10.213.0.2',
+        created: true,
+        rules: 3,
+      },
+    },
+  ],
+  'priv.list_owned': [
+    {
+      result: {
+        bridges: [
+          {
+            name: 'br-banger',
+            up: true,
+            addresses: ['10.213.0.1/24'],
+          },
+        ],
+        taps: [
+          {
+            name: 'bgt3f9a1c07b2d4',
+            vm_id: '3f9a1c07b2d4',
+            up: true,
+            bridge: 'br-banger',
+            owner_uid: 1000,
+          },
+        ],
+        nat: [
+          {
+            vm_id: '3f9a1c07b2d4',
+            chain: 'postrouting',
+            handle: 4,
+            guest_ip: '10.213.0.2',
+            bridge: 'br-banger',
+          },
+        ],
+        ip_forward: true,
+        resolver: {
+          present: false,
+          detail: 'systemd-resolved is not running (no /run/systemd/resolve)',
+        },
+      },
+    },
+  ],
   'priv.ping': [
     {
       result: {
@@ -470,6 +571,29 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
         uid: 0,
         pid: 917,
         peer_uid: 1000,
+      },
+    },
+  ],
+  'priv.remove_nat': [
+    {
+      params: {
+        vm_id: '3f9a1c07b2d4',
+      },
+      result: {
+        vm_id: '3f9a1c07b2d4',
+        removed: 3,
+      },
+    },
+  ],
+  'priv.sync_resolver_routing': [
+    {
+      params: {
+        bridge: 'br-banger',
+        dns_port: 5354,
+      },
+      result: {
+        applied: false,
+        detail: 'systemd-resolved is not running (no /run/systemd/resolve)',
       },
     },
   ],
@@ -533,6 +657,24 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
             message: 'canceled by user',
           },
         },
+      },
+    },
+  ],
+  'vm.create.plan': [
+    {
+      params: {
+        vcpus: 2,
+      },
+      result: {
+        name: 'calm-otter',
+        name_generated: true,
+        image: 'debian-bookworm',
+        image_ready: true,
+        vcpus: 2,
+        memory_mib: 1024,
+        disk_size_bytes: 4294967296,
+        network: 'user',
+        nat: false,
       },
     },
   ],
@@ -696,6 +838,27 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
         data: '[    0.000000] Linux version 6.1.0-28-cloud-amd64 ...\n',
         truncated: false,
         path: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6/serial.log',
+      },
+    },
+  ],
+  'vm.ports': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        name: 'calm-otter',
+        guest_ip: '10.213.0.2',
+        ports: [
+          {
+            port: 22,
+            proto: 'tcp',
+            address: '0.0.0.0',
+            process: 'sshd',
+            loopback_only: false,
+            endpoint: 'calm-otter.vm:22',
+          },
+        ],
       },
     },
   ],

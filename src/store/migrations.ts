@@ -3,6 +3,7 @@
 // banger (unknown here) are tolerated and reported as warnings, never rolled back.
 import type { DatabaseSync } from 'node:sqlite';
 import { StoreError } from './errors.ts';
+import { RPC_LOG_SQL } from './rpclog.ts';
 import { BASELINE_SQL } from './schema.ts';
 
 export interface Migration {
@@ -24,6 +25,13 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'baseline',
     up(db) {
       db.exec(BASELINE_SQL);
+    },
+  },
+  {
+    id: 2,
+    name: 'rpc_log',
+    up(db) {
+      db.exec(RPC_LOG_SQL);
     },
   },
 ];

@@ -6,7 +6,7 @@ import type { OperationTracker } from '../daemon/operations.ts';
 import type { ImageRow, KernelRow, NewVm, Store, VmRow } from '../store/index.ts';
 import { createOverlay } from './disk.ts';
 import { vmFiles } from './layout.ts';
-import { bootVmm, waitReady, type MachineDeps } from './machine.ts';
+import { bootVmm, formatReadyTimes, waitReady, type MachineDeps } from './machine.ts';
 import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey } from './ssh.ts';
 
 export interface CreateDeps extends MachineDeps {
@@ -92,7 +92,12 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
       }
     },
   );
-  await t.step('wait_ready', (signal) => waitReady(d, vm, signal, (m) => t.progress(m)));
+  await t.step('wait_ready', async (signal) => {
+    const r = await waitReady(d, vm, signal, (m) => t.progress(m));
+    // The closing detail keeps when each guest stage was reached (`banger vm create`, npm run bench).
+    t.progress(formatReadyTimes(r.times));
+    return r;
+  });
   vm = d.store.vms.recordBoot(vm.id);
   return d.store.vms.update(vm.id, { state: 'running', lastError: null });
 }

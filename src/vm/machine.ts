@@ -11,6 +11,9 @@ import { releasePort, reservePort } from './ports.ts';
 import type { VmRuntime } from './runtime.ts';
 import { hostKeyAlias, sshExec, type SshPaths, type SshTarget } from './ssh.ts';
 
+/** Pause between `ssh true` attempts once the agent said sshd is up. */
+export const READY_POLL_MS = 300;
+
 export interface MachineDeps {
   stateDir: string;
   runtime: VmRuntime;
@@ -22,7 +25,7 @@ export interface MachineDeps {
 }
 
 /** The guest kernel command line for a VM (the engine adds console, TSC and panic settings). */
-export function guestCmdline(vm: VmRow): string {
+export function guestCmdline(vm: Pick<VmRow, 'name' | 'networkMode'>): string {
   // loglevel=6 keeps the kernel banner (KERN_NOTICE) on the console for `vm logs`, and hides
   // the chatter; systemd reports only slow or failed units there.
   const parts = ['root=LABEL=banger-root', 'rw', 'net.ifnames=0', 'loglevel=6', 'systemd.show_status=auto'];
@@ -91,25 +94,72 @@ export function sshTarget(d: MachineDeps, vm: VmRow): SshTarget | undefined {
 }
 
 /**
+ * When the guest reached each readiness stage, in ms since the wait began (the VMM had just
+ * started): the agent's `banger-userspace` line, its `banger-ready` line (sshd accepts
+ * connections), and the first `ssh true` that succeeded.
+ */
+export interface ReadyTimes {
+  userspaceMs?: number;
+  sshdMs?: number;
+  sshMs: number;
+}
+
+const READY_DETAIL_PREFIX = 'since VMM start:';
+
+/** The wait_ready step's closing detail, e.g. `since VMM start: userspace 9.81 s, sshd 14.20 s, ssh 15.05 s`. */
+export function formatReadyTimes(t: ReadyTimes): string {
+  const s = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+  const parts: string[] = [];
+  if (t.userspaceMs !== undefined) parts.push(`userspace ${s(t.userspaceMs)}`);
+  if (t.sshdMs !== undefined) parts.push(`sshd ${s(t.sshdMs)}`);
+  parts.push(`ssh ${s(t.sshMs)}`);
+  return `${READY_DETAIL_PREFIX} ${parts.join(', ')}`;
+}
+
+/** The inverse of formatReadyTimes (10 ms resolution); undefined for any other detail. */
+export function parseReadyTimes(detail: string | undefined): ReadyTimes | undefined {
+  if (!detail?.startsWith(READY_DETAIL_PREFIX)) return undefined;
+  const found = new Map<string, number>();
+  for (const m of detail.matchAll(/\b(userspace|sshd|ssh) (\d+(?:\.\d+)?) s\b/g)) {
+    found.set(m[1]!, Math.round(Number(m[2]) * 1000));
+  }
+  const sshMs = found.get('ssh');
+  if (sshMs === undefined) return undefined;
+  const t: ReadyTimes = { sshMs };
+  const u = found.get('userspace');
+  if (u !== undefined) t.userspaceMs = u;
+  const r = found.get('sshd');
+  if (r !== undefined) t.sshdMs = r;
+  return t;
+}
+
+/**
  * Wait until the guest is ready: the agent says sshd is up, then `ssh true` succeeds with the
- * pinned host key. Fails early when the VMM exits.
+ * pinned host key. Fails early when the VMM exits. Returns when each stage was reached.
  */
 export async function waitReady(
   d: MachineDeps,
   vm: VmRow,
   signal: AbortSignal,
   onProgress?: (detail: string) => void,
-): Promise<{ bootId?: string }> {
+): Promise<{ bootId?: string; times: ReadyTimes }> {
   const deadline = Date.now() + d.readyTimeoutMs;
+  const t0 = performance.now();
+  const since = (): number => Math.round(performance.now() - t0);
+  let userspaceMs: number | undefined;
   const files = vmFiles(d.stateDir, vm.id);
   const agent = await waitForAgentReady(files.agentSocket, {
     timeoutMs: d.readyTimeoutMs,
     signal,
     alive: () => d.runtime.isRunning(vm.id),
     onLine: (l) => {
-      if (l === 'banger-userspace') onProgress?.('guest userspace is up');
+      if (l === 'banger-userspace' && userspaceMs === undefined) {
+        userspaceMs = since();
+        onProgress?.('guest userspace is up');
+      }
     },
   });
+  const sshdMs = since();
   if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
   if (!d.runtime.isRunning(vm.id)) {
     throw new ErrorResponse(
@@ -130,7 +180,11 @@ export async function waitReady(
     const t = sshTarget(d, vm);
     if (!t) break;
     const r = await sshExec(d.ssh, t, 'true', { timeoutMs: 15_000, signal });
-    if (r.code === 0) return agent.bootId ? { bootId: agent.bootId } : {};
+    if (r.code === 0) {
+      const times: ReadyTimes = { sshdMs, sshMs: since() };
+      if (userspaceMs !== undefined) times.userspaceMs = userspaceMs;
+      return agent.bootId ? { bootId: agent.bootId, times } : { times };
+    }
     last = r.stderr.trim();
     if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(last)) {
       throw new ErrorResponse(
@@ -139,7 +193,7 @@ export async function waitReady(
       );
     }
     if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
-    await new Promise((r2) => setTimeout(r2, 300));
+    await new Promise((r2) => setTimeout(r2, READY_POLL_MS));
   }
   throw new ErrorResponse(
     'operation_failed',

@@ -37,8 +37,12 @@ function appliedIds(db: DatabaseSync): number[] {
     .map((r) => Number(r.id));
 }
 
+// The shipped migrations, and the next free id for the test migrations below.
+const ALL_IDS = MIGRATIONS.map((m) => m.id);
+const NEXT = ALL_IDS.at(-1)! + 1;
+
 const addNotes: Migration = {
-  id: 2,
+  id: NEXT,
   name: 'notes',
   up(db) {
     db.exec('CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT NOT NULL) STRICT');
@@ -48,7 +52,7 @@ const addNotes: Migration = {
 describe('migrations', () => {
   it('applies the baseline once; opening again is a no-op', () => {
     const first = openStore(path);
-    expect(first.appliedMigrations).toEqual([1]);
+    expect(first.appliedMigrations).toEqual(ALL_IDS);
     expect(first.warnings).toEqual([]);
     expect(tables(first.db)).toEqual(
       expect.arrayContaining(['kernels', 'images', 'vms', 'operations', 'settings', 'schema_migrations']),
@@ -59,7 +63,7 @@ describe('migrations', () => {
     const second = openStore(path);
     expect(second.appliedMigrations).toEqual([]);
     expect(second.settings.get('keep')).toBe('me');
-    expect(appliedIds(second.db)).toEqual([1]);
+    expect(appliedIds(second.db)).toEqual(ALL_IDS);
     expect(checkMigrations(second.db)).toBe('ok');
     second.close();
   });
@@ -67,7 +71,9 @@ describe('migrations', () => {
   it('records id, name and applied_at', () => {
     const store = openStore(path, { now: () => new Date('2025-02-03T04:05:06.000Z') });
     const s = migrationStatus(store.db);
-    expect(s.applied).toEqual([{ id: 1, name: 'baseline', appliedAt: '2025-02-03T04:05:06.000Z' }]);
+    expect(s.applied).toEqual(
+      MIGRATIONS.map((m) => ({ id: m.id, name: m.name, appliedAt: '2025-02-03T04:05:06.000Z' })),
+    );
     expect(s.pending).toEqual([]);
     expect(s.unknown).toEqual([]);
     store.close();
@@ -81,11 +87,11 @@ describe('migrations', () => {
     openStore(path).close();
     const db2 = openDatabase(path);
     expect(checkMigrations(db2, [...MIGRATIONS, addNotes])).toBe('pending');
-    expect(migrationStatus(db2, [...MIGRATIONS, addNotes]).pending.map((m) => m.id)).toEqual([2]);
+    expect(migrationStatus(db2, [...MIGRATIONS, addNotes]).pending.map((m) => m.id)).toEqual([NEXT]);
     db2.close();
 
     const store = openStore(path, { migrations: [...MIGRATIONS, addNotes] });
-    expect(store.appliedMigrations).toEqual([2]);
+    expect(store.appliedMigrations).toEqual([NEXT]);
     expect(tables(store.db)).toContain('notes');
     expect(checkMigrations(store.db, [...MIGRATIONS, addNotes])).toBe('ok');
     store.close();
@@ -93,7 +99,7 @@ describe('migrations', () => {
 
   it('rolls a failing migration back entirely: nothing half-applied, earlier ones kept', () => {
     const bad: Migration = {
-      id: 2,
+      id: NEXT,
       name: 'half-done',
       up(db) {
         db.exec('CREATE TABLE half (x INTEGER) STRICT');
@@ -109,10 +115,10 @@ describe('migrations', () => {
       err = e;
     }
     expect(isStoreError(err, 'migration_failed')).toBe(true);
-    expect((err as StoreError).message).toMatch(/^migration 2 \(half-done\) failed: /);
+    expect((err as StoreError).message).toMatch(new RegExp(`^migration ${NEXT} \\(half-done\\) failed: `));
 
     const db = openDatabase(path);
-    expect(appliedIds(db)).toEqual([1]); // the baseline committed in its own transaction
+    expect(appliedIds(db)).toEqual(ALL_IDS); // earlier migrations committed in their own transactions
     expect(tables(db)).not.toContain('half');
     expect(db.prepare("SELECT 1 FROM settings WHERE key = 'touched'").get()).toBeUndefined();
     const vmCols = db
@@ -126,7 +132,7 @@ describe('migrations', () => {
 
     // The fixed migration applies cleanly afterwards.
     const store = openStore(path, { migrations: [...MIGRATIONS, addNotes] });
-    expect(store.appliedMigrations).toEqual([2]);
+    expect(store.appliedMigrations).toEqual([NEXT]);
     store.close();
   });
 
@@ -155,11 +161,11 @@ describe('migrations', () => {
     expect(migrationStatus(db).unknown.map((u) => u.id)).toEqual([7]);
     db.close();
 
-    const store = openStore(path); // this (older) banger knows only migration 1
+    const store = openStore(path); // this (older) banger does not know migration 7
     expect(store.appliedMigrations).toEqual([]);
     expect(store.warnings).toHaveLength(1);
     expect(store.warnings[0]).toMatch(/7 \(from-the-future\).*newer banger/);
-    expect(appliedIds(store.db)).toEqual([1, 7]); // nothing undone
+    expect(appliedIds(store.db)).toEqual([...ALL_IDS, 7]); // nothing undone
     store.settings.set('still', 'works');
     store.close();
 
@@ -170,7 +176,7 @@ describe('migrations', () => {
 
   it('runMigrations returns the warning to the caller and applies nothing twice', () => {
     const db = openDatabase(path);
-    expect(runMigrations(db)).toEqual({ applied: [1], warnings: [] });
+    expect(runMigrations(db)).toEqual({ applied: ALL_IDS, warnings: [] });
     expect(runMigrations(db)).toEqual({ applied: [], warnings: [] });
     db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (99, ?, ?)').run('x', 'y');
     const r = runMigrations(db);
@@ -189,7 +195,7 @@ describe('migrations', () => {
   it('runs a disableForeignKeys migration with FKs off and restores them after', () => {
     const seen: number[] = [];
     const rebuild: Migration = {
-      id: 2,
+      id: NEXT,
       name: 'rebuild',
       disableForeignKeys: true,
       up(db) {

@@ -1,10 +1,52 @@
+// The priv.* verbs of bangerd-root. Each validates its params against the closed vocabulary
+// (../validate.ts), then makes one idempotent change through the narrow hostnet seams. Verbs run
+// one at a time: two "ensure"s racing on the same bridge or table would otherwise both see
+// "missing" and both create.
 import type { PrivService } from '../../../generated/handlers.gen.ts';
-import type { PrivPingResult } from '../../../generated/types.gen.ts';
+import type * as T from '../../../generated/types.gen.ts';
+import { HostnetError, type Links, type Nat, type Resolver, vmIdOfTap } from '../../hostnet/index.ts';
 import type { RpcContext } from '../../rpc/context.ts';
+import { ErrorResponse } from '../../rpc/errors.ts';
 import { BANGER_VERSION } from '../../version.ts';
+import {
+  validateClearResolverRouting,
+  validateCreateTap,
+  validateDeleteTap,
+  validateEnsureBridge,
+  validateEnsureNat,
+  validateRemoveNat,
+  validateSyncResolverRouting,
+  type ValidateContext,
+} from '../validate.ts';
+
+export interface PrivDeps {
+  links: Links;
+  nat: Nat;
+  resolver: Resolver;
+  /** The daemon's uid: taps belong to it. */
+  ownerUid: number;
+  vocabulary: ValidateContext;
+}
 
 export class PrivServiceImpl implements PrivService {
-  async ping(ctx: RpcContext): Promise<PrivPingResult> {
+  private readonly d: PrivDeps;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(deps: PrivDeps) {
+    this.d = deps;
+  }
+
+  /** Run fn after every verb before it; a host tool failure becomes operation_failed. */
+  private serial<R>(fn: () => Promise<R>): Promise<R> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run.catch((err: unknown) => {
+      if (err instanceof HostnetError) throw new ErrorResponse('operation_failed', err.message, { cause: err });
+      throw err;
+    });
+  }
+
+  async ping(ctx: RpcContext): Promise<T.PrivPingResult> {
     return {
       pong: true,
       version: BANGER_VERSION,
@@ -12,5 +54,107 @@ export class PrivServiceImpl implements PrivService {
       pid: process.pid,
       peer_uid: ctx.peer?.uid ?? -1,
     };
+  }
+
+  async ensureBridge(params: T.PrivEnsureBridgeParams, ctx: RpcContext): Promise<T.PrivEnsureBridgeResult> {
+    const p = validateEnsureBridge(params, this.d.vocabulary);
+    return this.serial(async () => {
+      const r = await this.d.links.ensureBridge(p.bridge, p.address);
+      if (r.changed) ctx.log.info({ bridge: p.bridge, address: p.address, created: r.created }, 'bridge ensured');
+      return { bridge: p.bridge, address: p.address, created: r.created, changed: r.changed };
+    });
+  }
+
+  async createTap(params: T.PrivCreateTapParams, ctx: RpcContext): Promise<T.PrivCreateTapResult> {
+    const p = validateCreateTap(params);
+    return this.serial(async () => {
+      const r = await this.d.links.createTap(p.tap, p.bridge, this.d.ownerUid);
+      ctx.log.info({ tap: p.tap, bridge: p.bridge, owner_uid: this.d.ownerUid, created: r.created }, 'tap ensured');
+      return { tap: p.tap, bridge: p.bridge, owner_uid: this.d.ownerUid, created: r.created };
+    });
+  }
+
+  async deleteTap(params: T.PrivDeleteTapParams, ctx: RpcContext): Promise<T.PrivDeleteTapResult> {
+    const p = validateDeleteTap(params);
+    return this.serial(async () => {
+      const r = await this.d.links.deleteTap(p.tap);
+      if (r.deleted) ctx.log.info({ tap: p.tap }, 'tap deleted');
+      return { tap: p.tap, deleted: r.deleted };
+    });
+  }
+
+  async ensureNat(params: T.PrivEnsureNatParams, ctx: RpcContext): Promise<T.PrivEnsureNatResult> {
+    const p = validateEnsureNat(params, this.d.vocabulary);
+    return this.serial(async () => {
+      const r = await this.d.nat.ensure(p.vm_id, p.guest_ip, p.bridge);
+      if (r.created) ctx.log.info({ vm_id: p.vm_id, guest_ip: p.guest_ip, bridge: p.bridge }, 'NAT rules written');
+      return { vm_id: p.vm_id, guest_ip: p.guest_ip, created: r.created, rules: r.rules };
+    });
+  }
+
+  async removeNat(params: T.PrivRemoveNatParams, ctx: RpcContext): Promise<T.PrivRemoveNatResult> {
+    const p = validateRemoveNat(params);
+    return this.serial(async () => {
+      const r = await this.d.nat.remove(p.vm_id);
+      if (r.removed > 0) ctx.log.info({ vm_id: p.vm_id, removed: r.removed }, 'NAT rules removed');
+      return { vm_id: p.vm_id, removed: r.removed };
+    });
+  }
+
+  async syncResolverRouting(
+    params: T.PrivSyncResolverRoutingParams,
+    ctx: RpcContext,
+  ): Promise<T.PrivSyncResolverRoutingResult> {
+    const p = validateSyncResolverRouting(params);
+    return this.serial(async () => {
+      const presence = await this.d.resolver.present();
+      if (!presence.present) return { applied: false, detail: presence.detail };
+      const dns = `127.0.0.1:${p.dns_port}`;
+      await this.d.resolver.sync(p.bridge, dns);
+      ctx.log.info({ bridge: p.bridge, dns }, 'resolver routes ~vm to banger');
+      return { applied: true, detail: `~vm on ${p.bridge} → ${dns}` };
+    });
+  }
+
+  async clearResolverRouting(
+    params: T.PrivClearResolverRoutingParams,
+    _ctx: RpcContext,
+  ): Promise<T.PrivClearResolverRoutingResult> {
+    const p = validateClearResolverRouting(params);
+    return this.serial(async () => {
+      const presence = await this.d.resolver.present();
+      if (!presence.present) return { applied: false, detail: presence.detail };
+      await this.d.resolver.clear(p.bridge);
+      return { applied: true, detail: `reverted ${p.bridge}` };
+    });
+  }
+
+  async listOwned(_ctx: RpcContext): Promise<T.PrivListOwnedResult> {
+    return this.serial(async () => {
+      const [bridges, taps, nat, ipForward, resolver] = await Promise.all([
+        this.d.links.listBridges(),
+        this.d.links.listTaps(),
+        this.d.nat.list(),
+        this.d.nat.forwarding(),
+        this.d.resolver.present(),
+      ]);
+      return {
+        bridges: bridges.map((b) => ({ name: b.name, up: b.up, addresses: b.addresses })),
+        taps: taps.map((t) => {
+          const o: T.PrivListOwnedResult['taps'][number] = { name: t.name, vm_id: vmIdOfTap(t.name) ?? '', up: t.up };
+          if (t.master !== undefined) o.bridge = t.master;
+          if (t.ownerUid !== undefined) o.owner_uid = t.ownerUid;
+          return o;
+        }),
+        nat: nat.map((r) => {
+          const o: T.PrivListOwnedResult['nat'][number] = { vm_id: r.vmId, chain: r.chain, handle: r.handle };
+          if (r.guestIp !== undefined) o.guest_ip = r.guestIp;
+          if (r.bridge !== undefined) o.bridge = r.bridge;
+          return o;
+        }),
+        ip_forward: ipForward,
+        resolver: { present: resolver.present, detail: resolver.detail },
+      };
+    });
   }
 }
