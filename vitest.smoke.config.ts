@@ -1,6 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
-// Real VMs under TCG: long timeouts, at most two files at once (2 cores).
+// Real VMs under TCG: long timeouts, one file at a time. Files share one daemon, and some scenarios
+// act on all of it (daemon_restart restarts it; vm_prune deletes every stopped VM), so files must
+// not overlap; within a file, scenarios share VMs to keep the number of boots small.
+// List the scenarios with `npm run smoke:list`; run one with `npm run smoke -- -t ID`.
 export default defineConfig({
   test: {
     include: ['test/smoke/**/*.test.ts'],

@@ -15,7 +15,7 @@ import { buildSeedImage, generateHostKey, randomMachineId } from '../src/image/s
 import { createOverlay } from '../src/vm/disk.ts';
 import { guestCmdline, READY_POLL_MS } from '../src/vm/machine.ts';
 import { releasePort, reservePort } from '../src/vm/ports.ts';
-import { hostKeyAlias, sshExec, sshPaths, type SshPaths } from '../src/vm/ssh.ts';
+import { hostKeyAlias, sshExec, sshPaths, type SshPaths, type SshTarget } from '../src/vm/ssh.ts';
 import { watchFile } from './watch.ts';
 import { pidAlive, sleep } from './world.ts';
 
@@ -34,6 +34,39 @@ export interface BareInputs {
   /** The daemon's state dir: its install key logs in, as it does for banger's VMs. */
   daemonStateDir: string;
   timeoutMs: number;
+  /** Kernel command line with NAME for the VM name; default: banger's guestCmdline. */
+  cmdlineTemplate?: string;
+  /** Appended to the QEMU command line (experiments, e.g. a device). */
+  qemuArgs?: string[];
+  /** Once SSH answers, collect the guest's own view of its boot (systemd-analyze, dmesg gaps). */
+  diagnose?: boolean;
+}
+
+/** What the guest says about its boot (collected over SSH after it is ready). */
+export interface GuestProfile {
+  systemd_analyze: string;
+  critical_chain: string;
+  blame: string;
+  /** The longest silences in the kernel log: seconds before the line that ended them. */
+  dmesg_gaps: { gap_s: number; at_s: number; line: string }[];
+  dmesg_last_s: number;
+}
+
+/** The `n` longest gaps between consecutive timestamped dmesg lines. */
+export function dmesgGaps(text: string, n = 10): { gaps: GuestProfile['dmesg_gaps']; last: number } {
+  let prev: number | undefined;
+  let last = 0;
+  const gaps: GuestProfile['dmesg_gaps'] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\[\s*(\d+\.\d+)\]\s?(.*)$/.exec(line);
+    if (!m) continue;
+    const t = Number(m[1]);
+    if (prev !== undefined) gaps.push({ gap_s: Math.round((t - prev) * 1000) / 1000, at_s: t, line: m[2]! });
+    prev = t;
+    last = t;
+  }
+  gaps.sort((a, b) => b.gap_s - a.gap_s);
+  return { gaps: gaps.slice(0, n), last };
 }
 
 /** Milliseconds from the start of the run (before the overlay is made) to each stage. */
@@ -54,7 +87,10 @@ export function bareSpec(i: BareInputs, sshHostPort: number): VmLaunchSpec {
     id: i.name,
     vmDir: i.dir,
     kernel: i.kernel,
-    cmdline: guestCmdline({ name: i.name, networkMode: 'user' }),
+    cmdline:
+      i.cmdlineTemplate !== undefined
+        ? i.cmdlineTemplate.replaceAll('NAME', i.name)
+        : guestCmdline({ name: i.name, networkMode: 'user' }),
     vcpus: i.vcpus,
     memoryMiB: i.memoryMib,
     disks: [
@@ -106,6 +142,7 @@ function listenAgent(path: string, onLine: (line: string) => void): () => void {
 
 export interface BareRun {
   times: BareTimes;
+  profile?: GuestProfile;
   pid: number;
   argv: string[];
   /** Stop QEMU and wait for it. */
@@ -140,7 +177,7 @@ export async function bareBoot(i: BareInputs): Promise<BareRun> {
 
   const port = await reservePort();
   const spec = bareSpec(i, port);
-  const argv = buildQemuArgv(spec, { hostTscKhz: hostTscKhz() });
+  const argv = [...buildQemuArgv(spec, { hostTscKhz: hostTscKhz() }), ...(i.qemuArgs ?? [])];
   const errFd = openSync(join(i.dir, 'qemu.stderr'), 'a');
   const child = spawn(DEFAULT_QEMU_BINARY, argv, { cwd: i.dir, stdio: ['ignore', errFd, errFd] });
   closeSync(errFd);
@@ -189,9 +226,29 @@ export async function bareBoot(i: BareInputs): Promise<BareRun> {
     if (u !== undefined) times.userspace = u;
     const s = marks.get('sshd');
     if (s !== undefined) times.sshd = s;
-    return { times, pid, argv, stop };
+    const run: BareRun = { times, pid, argv, stop };
+    if (i.diagnose) run.profile = await guestProfile(ssh, { host: '127.0.0.1', port, user: 'root', alias });
+    return run;
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+async function guestProfile(ssh: SshPaths, t: SshTarget): Promise<GuestProfile> {
+  const sh = async (cmd: string): Promise<string> => {
+    const r = await sshExec(ssh, t, cmd, { timeoutMs: 120_000 });
+    return (r.stdout + (r.code === 0 ? '' : r.stderr)).trim();
+  };
+  // systemd-analyze needs the boot finished (it may still be starting units after sshd).
+  await sh('timeout 90 systemctl is-system-running --wait');
+  const dmesg = await sh('dmesg');
+  const g = dmesgGaps(dmesg);
+  return {
+    systemd_analyze: await sh('systemd-analyze'),
+    critical_chain: await sh('systemd-analyze critical-chain --no-pager'),
+    blame: await sh('systemd-analyze blame --no-pager | head -n 25'),
+    dmesg_gaps: g.gaps,
+    dmesg_last_s: g.last,
+  };
 }

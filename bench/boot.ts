@@ -1,9 +1,9 @@
 // Part 1: create → SSH-ready, by stage, banger against the bare engine, in alternating pairs.
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Operation, Vm, VmCreateStatusResult } from '../generated/types.gen.ts';
 import { parseSize } from '../src/vm/sizes.ts';
-import { parseReadyTimes } from '../src/vm/machine.ts';
-import { bareBoot, type BareTimes } from './bare.ts';
+import { guestCmdline, parseReadyTimes } from '../src/vm/machine.ts';
+import { bareBoot, type BareTimes, type GuestProfile } from './bare.ts';
 import { median, ratio, round, summarize, type Summary } from './stats.ts';
 import { watchFile, watchNewEntry } from './watch.ts';
 import { banger, deleteVm, VM_DEFAULTS, vmDirs, type World } from './world.ts';
@@ -94,10 +94,16 @@ export async function bangerCreate(
   stopWatch.abort();
   serial.stop();
   await found;
-  if (r.code !== 0) throw new Error(`banger vm create ${name} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  if (r.code !== 0) {
+    throw new Error(
+      `banger vm create ${name} exited ${r.code}: ${(r.stdout + r.stderr).trim().slice(-2000)}`,
+    );
+  }
   const out = JSON.parse(r.stdout) as VmCreateStatusResult;
   if (out.operation.state !== 'succeeded' || !out.vm)
-    throw new Error(`create of ${name} did not succeed: ${out.operation.error?.message ?? out.operation.state}`);
+    throw new Error(
+      `create of ${name} did not succeed: ${out.operation.error?.message ?? out.operation.state}`,
+    );
   const k = serial.seenAt.get('kernel');
   const times = bangerTimes(out.operation, originWall, r.ms, k === undefined ? undefined : k - t0);
   if (!opts.keep) await deleteVm(w, name);
@@ -109,6 +115,22 @@ export interface BootInputs {
   initrd?: string;
   rootfs: string;
   accel: 'kvm' | 'tcg';
+  /** Kernel command line with NAME for the VM name; default: banger's guestCmdline. */
+  cmdlineTemplate?: string;
+  /** Appended to the QEMU command line (experiments, e.g. a device). */
+  qemuArgs?: string[];
+}
+
+/** A guest to compare against: an image directory as the builder writes it (vmlinuz, initrd, rootfs). */
+export function imageDirInputs(dir: string, accel: 'kvm' | 'tcg', cmdlineTemplate?: string): BootInputs {
+  const b: BootInputs = {
+    kernel: join(dir, 'vmlinuz'),
+    initrd: join(dir, 'initrd.cpio.gz'),
+    rootfs: join(dir, 'rootfs.ext4'),
+    accel,
+  };
+  if (cmdlineTemplate !== undefined) b.cmdlineTemplate = cmdlineTemplate;
+  return b;
 }
 
 /** The default image's kernel, initramfs and root filesystem, as the daemon recorded them. */
@@ -122,7 +144,12 @@ export async function defaultBootInputs(w: World, accel: 'kvm' | 'tcg'): Promise
   return b;
 }
 
-export async function bareRun(w: World, inputs: BootInputs, name: string): Promise<BareTimes> {
+export async function bareRun(
+  w: World,
+  inputs: BootInputs,
+  name: string,
+  diagnose = false,
+): Promise<{ times: BareTimes; argv: string[]; profile?: GuestProfile }> {
   const run = await bareBoot({
     dir: join(w.dir, 'bare', name),
     name,
@@ -136,9 +163,14 @@ export async function bareRun(w: World, inputs: BootInputs, name: string): Promi
     accel: inputs.accel,
     daemonStateDir: w.stateDir,
     timeoutMs: 300_000,
+    diagnose,
+    ...(inputs.cmdlineTemplate !== undefined ? { cmdlineTemplate: inputs.cmdlineTemplate } : {}),
+    ...(inputs.qemuArgs !== undefined ? { qemuArgs: inputs.qemuArgs } : {}),
   });
   await run.stop();
-  return run.times;
+  return run.profile
+    ? { times: run.times, argv: run.argv, profile: run.profile }
+    : { times: run.times, argv: run.argv };
 }
 
 /** `pairs` alternating pairs: even pairs run banger first, odd pairs the bare engine first. */
@@ -147,15 +179,23 @@ export async function runBootPairs(
   inputs: BootInputs,
   pairs: number,
   tag: string,
-): Promise<BootPair[]> {
+): Promise<{ pairs: BootPair[]; bareArgv: string[]; profile?: GuestProfile }> {
   const out: BootPair[] = [];
+  let bareArgv: string[] = [];
+  let profile: GuestProfile | undefined;
   for (let i = 0; i < pairs; i++) {
     const order = i % 2 === 0 ? 'banger-first' : 'bare-first';
     let b: BangerTimes | undefined;
     let bare: BareTimes | undefined;
     for (const which of order === 'banger-first' ? ['banger', 'bare'] : ['bare', 'banger']) {
       if (which === 'banger') b = (await bangerCreate(w, `${tag}-${i}`)).times;
-      else bare = await bareRun(w, inputs, `${tag}-bare-${i}`);
+      else {
+        // The last bare guest also reports its own view of the boot, after its time is taken.
+        const r = await bareRun(w, inputs, `${tag}-bare-${i}`, i === pairs - 1);
+        bare = r.times;
+        bareArgv = r.argv;
+        if (r.profile) profile = r.profile;
+      }
     }
     out.push({ index: i, order, banger: b!, bare: bare! });
     w.say(
@@ -163,7 +203,7 @@ export async function runBootPairs(
         `(daemon ssh-ready ${(b!.sshReady / 1000).toFixed(2)} s), bare ${(bare!.sshReady / 1000).toFixed(2)} s`,
     );
   }
-  return out;
+  return profile ? { pairs: out, bareArgv, profile } : { pairs: out, bareArgv };
 }
 
 export interface BootSummary {
@@ -223,11 +263,88 @@ export function summarizeBoot(pairs: BootPair[]): BootSummary {
     ratio_daemon_vs_bare: round(median(pairs.map((p) => ratio(p.banger.sshReady, p.bare.sshReady))), 3),
     ratio_boot_vs_bare: round(
       median(
-        pairs.map((p) =>
-          ratio(p.banger.sshReady - p.banger.vmmStarted, p.bare.sshReady - p.bare.vmmSpawned),
-        ),
+        pairs.map((p) => ratio(p.banger.sshReady - p.banger.vmmStarted, p.bare.sshReady - p.bare.vmmSpawned)),
       ),
       3,
     ),
+  };
+}
+
+/** One guest to boot in the A/B part: an image directory (default: the daemon's default image),
+ * a kernel command line (NAME for the VM name; default: banger's) and extra QEMU arguments. */
+export interface GuestVariant extends BootInputs {
+  label: string;
+}
+
+export interface GuestAbResult {
+  rounds: number;
+  variants: {
+    label: string;
+    image: string;
+    cmdline: string;
+    qemu_args: string[];
+    stages: Record<string, Summary>;
+  }[];
+  /** Per variant, per stage: median over rounds of (variant / first variant) in the same round. */
+  ratios: Record<string, Record<string, number>>;
+  runs: { round: number; order: string[]; times: Record<string, BareTimes> }[];
+}
+
+const AB_STAGES = ['kernelBooted', 'userspace', 'sshd', 'sshReady'] as const;
+
+/**
+ * Guests (image + kernel command line + QEMU arguments) booted bare, in the same run, each round
+ * in a rotated order so every variant takes every position: what a guest-side change (units,
+ * initramfs, command line, a device) buys, without the daemon in the way.
+ */
+export async function runGuestAb(w: World, variants: GuestVariant[], rounds: number): Promise<GuestAbResult> {
+  if (variants.length < 2) throw new Error('guest A/B needs at least two variants');
+  const labels = variants.map((v) => v.label);
+  if (new Set(labels).size !== labels.length) throw new Error('guest A/B: variant labels must differ');
+  const runs: GuestAbResult['runs'] = [];
+  for (let r = 0; r < rounds; r++) {
+    const order = variants.map((_, i) => variants[(i + r) % variants.length]!);
+    const times: Record<string, BareTimes> = {};
+    for (const [k, v] of order.entries()) {
+      times[v.label] = (await bareRun(w, v, `ab-${r}-${k}`)).times;
+    }
+    runs.push({ round: r, order: order.map((v) => v.label), times });
+    w.say(
+      `  round ${r + 1}/${rounds}: ` +
+        order.map((v) => `${v.label} ${(times[v.label]!.sshReady / 1000).toFixed(2)} s`).join(', '),
+    );
+  }
+  return summarizeAb(variants, runs);
+}
+
+/** Stage summaries per variant and per-round ratios against the first variant. Pure. */
+export function summarizeAb(variants: GuestVariant[], runs: GuestAbResult['runs']): GuestAbResult {
+  const base = variants[0]!.label;
+  const ratios: Record<string, Record<string, number>> = {};
+  for (const v of variants.slice(1)) {
+    const per: Record<string, number> = {};
+    for (const k of AB_STAGES) {
+      const r = runs
+        .map((x) => [x.times[v.label]?.[k], x.times[base]?.[k]] as const)
+        .filter((p): p is readonly [number, number] => p[0] !== undefined && p[1] !== undefined)
+        .map(([a, b]) => ratio(a, b));
+      if (r.length) per[k] = round(median(r), 3);
+    }
+    ratios[v.label] = per;
+  }
+  return {
+    rounds: runs.length,
+    variants: variants.map((v) => ({
+      label: v.label,
+      image: dirname(v.rootfs),
+      cmdline: v.cmdlineTemplate ?? guestCmdline({ name: 'NAME', networkMode: 'user' }),
+      qemu_args: v.qemuArgs ?? [],
+      stages: stageSummaries(
+        runs.map((x) => x.times[v.label]!),
+        [...AB_STAGES],
+      ),
+    })),
+    ratios,
+    runs,
   };
 }

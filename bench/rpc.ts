@@ -59,7 +59,10 @@ async function startEcho(socket: string): Promise<() => void> {
   return () => p.kill('SIGTERM');
 }
 
-export async function runRpc(w: World, opts: { callsSingle: number; callsPerClient32: number }): Promise<RpcResult> {
+export async function runRpc(
+  w: World,
+  opts: { callsSingle: number; callsPerClient32: number },
+): Promise<RpcResult> {
   const echoSocket = join(w.dir, 'echo.sock');
   const stopEcho = await startEcho(echoSocket);
   try {

@@ -247,7 +247,7 @@ export interface OpService {
   /**
    * Recent operations (RPCs) the daemon served, newest first.
    *
-   * Filter by method, VM, failures only, and a time window. Each record joins the RPC's summary (method, duration, result) with the multi-step operation it began, if any (a `vm.create.begin` record carries the create's outcome and total duration). Successful calls of polling methods (`*.status`, `op.*`, `ping`) are not recorded; failures always are. Records are kept for a bounded number and age (config `[logs] max_operations`, `max_age_days`).
+   * Filter by method, VM, failures only, and a time window. Each record joins the RPC's summary (method, duration, result) with the multi-step operation it began, if any (a `vm.create.begin` record carries the create's outcome and total duration). Successful calls of polling methods (the status phase of operations such as `vm.create.status`, `op.*`, `ping`) are not recorded; failures always are. Records are kept for a bounded number and age (config `[logs] max_operations`, `max_age_days`).
    *
    * Wire method: `op.list`.
    * @since 0.1.0
@@ -313,7 +313,7 @@ export interface PrivService {
   /**
    * Ensure banger's bridge exists, is up and carries the gateway address.
    *
-   * Idempotent. Creates the bridge if missing, sets exactly the given IPv4 interface address (the gateway guests use; it must lie inside the helper's configured pool, prefix /16 to /29) and brings it up. A link of that name that is not a bridge is refused, never replaced.
+   * Idempotent. Creates the bridge if missing, sets exactly the given IPv4 interface address (the gateway guests use; it must lie inside the helper's configured pool, prefix /16 to /29) and brings it up. A link of that name that is not a bridge is refused, never replaced. With `dns_port`, also ensures the DNS redirect rules (comment `banger dns <bridge>`) in table `ip banger`.
    *
    * Wire method: `priv.ensure_bridge`.
    * @since 0.1.0
@@ -343,7 +343,7 @@ export interface PrivService {
   /**
    * Check that the root helper is up and serves the caller.
    *
-   * Served by `bangerd-root`. Reports the helper's version, the uid it runs as, its pid, and the peer uid it saw on this connection (from `SO_PEERCRED`).
+   * Served by `bangerd-root`. Reports the helper's version, the uid it runs as, its pid, and the peer uid it saw on this connection (from `SO_PEERCRED`). Names its log file, when it keeps one, so the daemon can read an op's helper lines back (`op.trace`).
    *
    * Wire method: `priv.ping`.
    * @since 0.1.0

@@ -409,6 +409,13 @@ export const PARAMS_SCHEMAS = {
         maxLength: 18,
         description: "Gateway address with prefix, e.g. `10.213.0.1/24`; inside the helper's pool.",
       },
+      dns_port: {
+        type: 'integer',
+        minimum: 1,
+        maximum: 65535,
+        description:
+          "When given, guests' DNS queries to the bridge address (port 53, udp and tcp) are redirected to this port on it, where bangerd (unprivileged) answers `.vm` and forwards the rest.",
+      },
     },
   },
   'priv.ensure_nat': {
@@ -2813,7 +2820,7 @@ export const RESULT_SCHEMAS = {
   'priv.list_owned': {
     type: 'object',
     additionalProperties: false,
-    required: ['bridges', 'taps', 'nat', 'ip_forward', 'resolver'],
+    required: ['bridges', 'taps', 'nat', 'ip_forward', 'resolver', 'dns_redirects'],
     properties: {
       bridges: {
         type: 'array',
@@ -2904,6 +2911,25 @@ export const RESULT_SCHEMAS = {
           },
         },
       },
+      dns_redirects: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['bridge'],
+          properties: {
+            bridge: {
+              type: 'string',
+            },
+            gateway: {
+              type: 'string',
+            },
+            port: {
+              type: 'integer',
+            },
+          },
+        },
+      },
     },
   },
   'priv.ping': {
@@ -2930,6 +2956,11 @@ export const RESULT_SCHEMAS = {
       peer_uid: {
         type: 'integer',
         description: "The caller's uid, from the socket's peer credentials.",
+      },
+      log_file: {
+        type: 'string',
+        description:
+          "The helper's JSON log file (its `--log-file`), when it keeps one: `banger op trace` reads the helper's lines of an op id from it.",
       },
     },
   },

@@ -682,6 +682,10 @@ export interface PrivEnsureBridgeParams {
    * Gateway address with prefix, e.g. `10.213.0.1/24`; inside the helper's pool.
    */
   address: string;
+  /**
+   * When given, guests' DNS queries to the bridge address (port 53, udp and tcp) are redirected to this port on it, where bangerd (unprivileged) answers `.vm` and forwards the rest.
+   */
+  dns_port?: number;
 }
 
 /**
@@ -768,6 +772,11 @@ export interface PrivListOwnedResult {
     present: boolean;
     detail: string;
   };
+  dns_redirects: {
+    bridge: string;
+    gateway?: string;
+    port?: number;
+  }[];
 }
 
 /**
@@ -791,6 +800,10 @@ export interface PrivPingResult {
    * The caller's uid, from the socket's peer credentials.
    */
   peer_uid: number;
+  /**
+   * The helper's JSON log file (its `--log-file`), when it keeps one: `banger op trace` reads the helper's lines of an op id from it.
+   */
+  log_file?: string;
 }
 
 /**

@@ -503,6 +503,7 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       params: {
         bridge: 'br-banger',
         address: '10.213.0.1/24',
+        dns_port: 5354,
       },
       result: {
         bridge: 'br-banger',
@@ -560,6 +561,13 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
           present: false,
           detail: 'systemd-resolved is not running (no /run/systemd/resolve)',
         },
+        dns_redirects: [
+          {
+            bridge: 'br-banger',
+            gateway: '10.213.0.1',
+            port: 5354,
+          },
+        ],
       },
     },
   ],

@@ -76,6 +76,9 @@ export abstract class BangerCommand extends Command {
     } else {
       const suffix = payload.op_id ? ` (${payload.op_id})` : '';
       process.stderr.write(`error: ${payload.message}${suffix}\n`);
+      // On a terminal, say how to see everything that happened under that id.
+      if (payload.op_id && process.stderr.isTTY)
+        process.stderr.write(`run: ${this.config.bin} op trace ${payload.op_id}\n`);
     }
     return undefined;
   }

@@ -148,6 +148,12 @@ export function vmFields(vm: Vm, now: number = Date.now()): [string, string | un
     ['ssh', n.ssh_host && n.ssh_port ? `${n.ssh_host}:${n.ssh_port}` : undefined],
     ['mac', n.mac],
     ['nat', vm.nat ? 'on' : 'off'],
+    [
+      'workspace',
+      vm.workspace
+        ? `${vm.workspace.guest_path} ← ${vm.workspace.host_path} at ${vm.workspace.base_commit.slice(0, 12)}${vm.workspace.branch ? ` (${vm.workspace.branch})` : ''}, ${vm.workspace.files} files`
+        : undefined,
+    ],
     ['boots', String(vm.boot_count)],
     ['created', formatTimestamp(vm.created_at, now)],
     ['started', vm.last_started_at ? formatTimestamp(vm.last_started_at, now) : undefined],

@@ -2,6 +2,7 @@
 // error at start-up rather than a silently ignored setting.
 import { existsSync, readFileSync } from 'node:fs';
 import { parse } from 'smol-toml';
+import { parseLogsConfig, type LogsConfig } from '../ops/config.ts';
 
 export interface DaemonConfig {
   log_level: string;
@@ -9,7 +10,15 @@ export interface DaemonConfig {
   network: 'auto' | 'user' | 'bridge';
   helper_socket: string | undefined;
   image_cache_dir: string | undefined;
+  /** Bridge mode: banger's bridge (br-banger or that prefix plus up to six [a-z0-9-]). */
+  bridge_name: string;
+  /** Bridge mode: the guests' subnet; the bridge takes its first host address. */
+  bridge_cidr: string;
+  /** The `.vm` DNS server's port on 127.0.0.1 (and the bridge address); 0 turns it off. */
+  dns_port: number;
   vm_defaults: { vcpus: number; memory_mib: number; disk_size: string };
+  /** [logs]: where `banger op trace` reads logs back, op record retention (defaults when absent). */
+  logs?: LogsConfig;
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
@@ -18,6 +27,9 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   network: 'auto',
   helper_socket: undefined,
   image_cache_dir: undefined,
+  bridge_name: 'br-banger',
+  bridge_cidr: '10.213.0.0/24',
+  dns_port: 5354,
   vm_defaults: { vcpus: 2, memory_mib: 1024, disk_size: '4G' },
 };
 
@@ -28,6 +40,7 @@ const TOP_KEYS = new Set([
   'helper_socket',
   'image_cache_dir',
   'vm_defaults',
+  'logs',
 ]);
 const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size']);
 
@@ -57,6 +70,40 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
     if (typeof v !== 'string' || !v.startsWith('/'))
       throw new Error(`${source}: ${k} must be an absolute path`);
     c[k] = v;
+  }
+  if (raw.logs !== undefined) c.logs = parseLogsConfig(raw.logs, source);
+  if (raw.bridge_name !== undefined) {
+    if (typeof raw.bridge_name !== 'string' || !/^br-banger[a-z0-9-]{0,6}$/.test(raw.bridge_name))
+      throw new Error(
+        `${source}: bridge_name must be br-banger, optionally followed by up to six of [a-z0-9-]`,
+      );
+    c.bridge_name = raw.bridge_name;
+  }
+  if (raw.bridge_cidr !== undefined) {
+    const m =
+      typeof raw.bridge_cidr === 'string'
+        ? /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(raw.bridge_cidr)
+        : null;
+    const prefix = m ? Number(m[2]) : NaN;
+    const hostBits = m ? m[1]!.split('.').reduce((n, o) => n * 256 + Number(o), 0) % 2 ** (32 - prefix) : 1;
+    if (
+      !m ||
+      m[1]!.split('.').some((o) => Number(o) > 255) ||
+      !(prefix >= 16 && prefix <= 29) ||
+      hostBits !== 0
+    )
+      throw new Error(`${source}: bridge_cidr must be a network like 10.213.0.0/24 (prefix /16 to /29)`);
+    c.bridge_cidr = raw.bridge_cidr as string;
+  }
+  if (raw.dns_port !== undefined) {
+    if (
+      typeof raw.dns_port !== 'number' ||
+      !Number.isInteger(raw.dns_port) ||
+      raw.dns_port < 0 ||
+      raw.dns_port > 65535
+    )
+      throw new Error(`${source}: dns_port must be an integer from 0 (off) to 65535`);
+    c.dns_port = raw.dns_port;
   }
   if (raw.vm_defaults !== undefined) {
     const d = raw.vm_defaults as Record<string, unknown>;

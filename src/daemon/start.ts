@@ -17,6 +17,8 @@ import type { DaemonConfig } from './config.ts';
 import { Daemon } from './daemon.ts';
 import { EngineInfo } from './engine-info.ts';
 import { HelperLink } from './helper-link.ts';
+import { DnsServer } from './dns.ts';
+import { VmNetwork } from './network.ts';
 import { OperationRegistry, type OperationSink } from './operations.ts';
 import { DaemonServiceImpl } from './services/daemon.ts';
 import { ImageServiceImpl } from './services/image.ts';
@@ -24,6 +26,11 @@ import { KernelServiceImpl } from './services/kernel.ts';
 import { OpServiceImpl } from './services/op.ts';
 import { VmServiceImpl } from './services/vm.ts';
 import { createSpecials } from './specials.ts';
+import { DEFAULT_LOGS_CONFIG } from '../ops/config.ts';
+import { OpRecorder } from '../ops/recorder.ts';
+import { SerialWatcher } from '../ops/serial.ts';
+import { LogSources } from '../ops/sources.ts';
+import { RpcLogRepo } from '../store/rpclog.ts';
 
 export interface StartOptions {
   socket: string;
@@ -38,6 +45,10 @@ export interface StartOptions {
   readyTimeoutMs?: number;
   /** Called when a `shutdown` RPC or a signal stopped the daemon. */
   onStopped?: () => void;
+  /** The root helper's JSON log file, for op traces (default: config [logs] helper_file). */
+  helperLogFile?: string;
+  /** TEST-ONLY: fail this boot step (default: env BANGER_TEST_FAIL_STEP); see MachineDeps. */
+  testFailStep?: string;
 }
 
 export interface RunningDaemon {
@@ -96,10 +107,42 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   });
   if (interrupted > 0)
     log.warn({ count: interrupted }, 'operations interrupted by the previous daemon marked failed');
-  store.pruneOperations({ maxCount: 1000, maxAgeDays: 30 });
+  const logsCfg = opts.config.logs ?? DEFAULT_LOGS_CONFIG;
+  const retention = { maxCount: logsCfg.max_operations, maxAgeDays: logsCfg.max_age_days };
+  store.pruneOperations(retention);
 
   const helper = new HelperLink(opts.helperSocket);
-  const ops = new OperationRegistry(log, { sink: storeSink(store) });
+  // Op records: one row per RPC, serial windows, retention (banger op list/show/trace).
+  const rpcLog = new RpcLogRepo(store.db);
+  const serial = new SerialWatcher(rpcLog, log);
+  const logSources = new LogSources({
+    cfg: logsCfg,
+    daemonLogFile: opts.logFile,
+    helperLogFile: opts.helperLogFile,
+    helperConfigured: opts.helperSocket !== undefined,
+    askHelper: async () => (await helper.client?.priv.ping(undefined, { timeoutMs: 3000 }))?.log_file,
+  });
+  const recorder = new OpRecorder({
+    repo: rpcLog,
+    store,
+    log,
+    serial,
+    isLive: (id) => ops.get(id) !== undefined,
+    retention,
+  });
+  const baseSink = storeSink(store);
+  const ops = new OperationRegistry(log, {
+    sink: {
+      save(op) {
+        baseSink.save(op);
+        recorder.onOperationSaved(op);
+      },
+    },
+  });
+  recorder.start();
+  const testFailStep = opts.testFailStep ?? process.env.BANGER_TEST_FAIL_STEP;
+  if (testFailStep)
+    log.warn({ step: testFailStep }, 'TEST-ONLY fault injection is on: boots fail at this step');
   const startedAt = new Date();
   const engine = new EngineInfo(opts.config, store, opts.stateDir, log);
   const ssh = sshPaths(opts.stateDir);
@@ -118,9 +161,36 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const runtime = new VmRuntime(opts.driver ?? new QemuDriver({ logger: log }), log, (id, expected) =>
     exits.vms?.onVmmExit(id, expected),
   );
+  // Bridge mode: taps, NAT and resolver routing through bangerd-root.
+  // `<name>.vm` for running bridged VMs: 127.0.0.1 for the host, the bridge address for guests.
+  const dns =
+    opts.config.dns_port > 0
+      ? new DnsServer({
+          port: opts.config.dns_port,
+          log,
+          lookup: (name) => {
+            const row = store.vms.getByName(name);
+            if (!row || row.networkMode !== 'bridge' || !row.guestIp || !runtime.isRunning(row.id))
+              return undefined;
+            return { ip: row.guestIp };
+          },
+        })
+      : undefined;
+  if (dns) {
+    await dns
+      .listen('127.0.0.1', false)
+      .catch((err: unknown) =>
+        log.warn(
+          { port: opts.config.dns_port, err: (err as Error).message },
+          '.vm DNS is off: cannot listen on 127.0.0.1 (set dns_port in the config)',
+        ),
+      );
+  }
+  const network = new VmNetwork({ config: opts.config, store, log, helper, ...(dns ? { dns } : {}) });
   const vms = new VmServiceImpl({
     store,
     ops,
+    network,
     config: opts.config,
     log,
     stateDir: opts.stateDir,
@@ -128,12 +198,15 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     ssh,
     accel: () => engine.accel(),
     readyTimeoutMs: opts.readyTimeoutMs ?? 300_000,
+    serialMarks: serial,
+    ...(testFailStep ? { testFailStep } : {}),
     installPubKey: () => installKey,
     resolveImage: (name, o) => images.resolveForVm(name, o),
   });
   exits.vms = vms;
   await images.sweep();
   await vms.reconcile();
+  await network.reconcile();
 
   let stopping: Promise<void> | undefined;
   const stop = (why: string): Promise<void> => {
@@ -141,10 +214,13 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
       log.info({ why }, 'bangerd stopping; running VMs keep running');
       void runtime.releaseAll().finally(() => {
         server.close(() => {
-          store.close();
-          log.info('bangerd stopped');
-          resolve();
-          opts.onStopped?.();
+          void recorder.stop().finally(() => {
+            store.close();
+            void dns?.close();
+            log.info('bangerd stopped');
+            resolve();
+            opts.onStopped?.();
+          });
         });
       });
     });
@@ -161,11 +237,22 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
       vm: vms,
       image: images,
       kernel: kernels,
-      op: new OpServiceImpl(),
+      op: new OpServiceImpl({
+        repo: rpcLog,
+        store,
+        serial,
+        retention,
+        logs: () => logSources.resolve(),
+      }),
     },
     createSpecials(() => void stop('shutdown rpc'), vms, opts.stateDir),
   );
-  const server = createRpcServer({ dispatcher: daemon, log, summaryPrefix: 'rpc' });
+  const server = createRpcServer({
+    dispatcher: daemon,
+    log,
+    summaryPrefix: 'rpc',
+    onFinished: (f) => recorder.onRpcFinished(f),
+  });
   await listenUnix(server, opts.socket, { dirMode: 0o700, socketMode: 0o600 });
   log.info({ socket: opts.socket, state_dir: opts.stateDir, version: BANGER_VERSION }, 'bangerd listening');
   return { daemon, server, log, store, stop };

@@ -7,16 +7,35 @@ import { listenUnix } from '../rpc/listen.ts';
 import { peerCredOf } from '../rpc/peercred.ts';
 import { createRpcServer } from '../rpc/server.ts';
 import { BANGER_VERSION } from '../version.ts';
+import { IpLinks, NftNat, ResolvedResolver, type Links, type Nat, type Resolver } from '../hostnet/index.ts';
 import { PrivServiceImpl } from './services/priv.ts';
+import { DEFAULT_POOL, poolContext } from './validate.ts';
 
 export interface HelperOptions {
   socket: string;
   ownerUid: number;
   log: Logger;
+  /** Every bridge subnet and guest address must lie in this block (default 10.213.0.0/16). */
+  pool?: string;
+  /** Host networking seams; tests pass the recording fake. Default: iproute2, nftables, resolved. */
+  hostnet?: { links: Links; nat: Nat; resolver: Resolver };
+  /** The JSON log file the helper writes (named by priv.ping, for op traces). */
+  logFile?: string;
+  /** TEST-ONLY fault injection: this priv.* verb always fails (env BANGER_TEST_FAIL_VERB). */
+  testFailVerb?: string;
 }
 
 export async function startHelper(opts: HelperOptions): Promise<{ server: Server; host: HelperHost }> {
-  const services: HelperServices = { priv: new PrivServiceImpl() };
+  const net = opts.hostnet ?? { links: new IpLinks(), nat: new NftNat(), resolver: new ResolvedResolver() };
+  const services: HelperServices = {
+    priv: new PrivServiceImpl({
+      ...net,
+      ownerUid: opts.ownerUid,
+      vocabulary: poolContext(opts.pool ?? DEFAULT_POOL),
+      ...(opts.logFile ? { logFile: opts.logFile } : {}),
+      ...(opts.testFailVerb ? { testFailVerb: opts.testFailVerb } : {}),
+    }),
+  };
   const host: HelperHost = { services };
   const allowed = new Set([0, opts.ownerUid]);
   const server = createRpcServer({
@@ -50,7 +69,12 @@ export async function startHelper(opts: HelperOptions): Promise<{ server: Server
     owner: { uid: opts.ownerUid, gid: 0 },
   });
   opts.log.info(
-    { socket: opts.socket, owner_uid: opts.ownerUid, version: BANGER_VERSION },
+    {
+      socket: opts.socket,
+      owner_uid: opts.ownerUid,
+      pool: opts.pool ?? DEFAULT_POOL,
+      version: BANGER_VERSION,
+    },
     'bangerd-root listening',
   );
   return { server, host };

@@ -51,11 +51,16 @@ function show(v: unknown): string {
   return typeof v;
 }
 
-/** The params object with exactly `keys` (all required). */
-function fields(p: unknown, keys: readonly string[]): Record<string, unknown> {
+/** The params object with exactly `keys` (all required) and possibly `optional` ones. */
+function fields(
+  p: unknown,
+  keys: readonly string[],
+  optional: readonly string[] = [],
+): Record<string, unknown> {
   if (typeof p !== 'object' || p === null || Array.isArray(p)) throw bad('params must be an object');
   const o = p as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!keys.includes(k)) throw bad(`unknown field ${JSON.stringify(k)}`);
+  for (const k of Object.keys(o))
+    if (!keys.includes(k) && !optional.includes(k)) throw bad(`unknown field ${JSON.stringify(k)}`);
   for (const k of keys) if (!Object.hasOwn(o, k)) throw bad(`missing field ${JSON.stringify(k)}`);
   return o;
 }
@@ -87,7 +92,8 @@ export function checkGatewayCidr(v: unknown, ctx: ValidateContext): string {
   }
   if (c.prefix < MIN_PREFIX || c.prefix > MAX_PREFIX)
     throw bad(`address ${v}: prefix must be between /${MIN_PREFIX} and /${MAX_PREFIX}`);
-  if (!cidrWithin(c, ctx.pool)) throw bad(`address ${v} is outside the helper's pool ${formatCidr(ctx.pool)}`);
+  if (!cidrWithin(c, ctx.pool))
+    throw bad(`address ${v} is outside the helper's pool ${formatCidr(ctx.pool)}`);
   if (!isHostOf(c, c.addr)) throw bad(`address ${v} is the network or broadcast address of its subnet`);
   return v;
 }
@@ -101,7 +107,8 @@ export function checkGuestIp(v: unknown, ctx: ValidateContext): string {
   } catch {
     throw bad(`guest address ${show(v)} is not a dotted IPv4 address`);
   }
-  if (!cidrContains(ctx.pool, n)) throw bad(`guest address ${v} is outside the helper's pool ${formatCidr(ctx.pool)}`);
+  if (!cidrContains(ctx.pool, n))
+    throw bad(`guest address ${v} is outside the helper's pool ${formatCidr(ctx.pool)}`);
   if (!isHostOf(ctx.pool, n)) throw bad(`guest address ${v} is the pool's network or broadcast address`);
   return v;
 }
@@ -113,8 +120,13 @@ export function checkPort(v: unknown): number {
 }
 
 export function validateEnsureBridge(p: unknown, ctx: ValidateContext): T.PrivEnsureBridgeParams {
-  const o = fields(p, ['bridge', 'address']);
-  return { bridge: checkBridge(o.bridge), address: checkGatewayCidr(o.address, ctx) };
+  const o = fields(p, ['bridge', 'address'], ['dns_port']);
+  const r: T.PrivEnsureBridgeParams = {
+    bridge: checkBridge(o.bridge),
+    address: checkGatewayCidr(o.address, ctx),
+  };
+  if (o.dns_port !== undefined) r.dns_port = checkPort(o.dns_port);
+  return r;
 }
 
 export function validateCreateTap(p: unknown): T.PrivCreateTapParams {

@@ -1,5 +1,5 @@
-// Running iproute2 / nftables: by argv with execFile (never a shell), bounded in time and
-// output, stdin only when asked for. A failure becomes a HostnetError naming the operation and
+// Running iproute2 / nftables: by argv with execFile (never a shell, no stdin), bounded in time
+// and output, with a fixed PATH and locale. A failure becomes a HostnetError naming the operation and
 // carrying the tool's own stderr.
 import { execFile } from 'node:child_process';
 
@@ -14,8 +14,6 @@ export class HostnetError extends Error {
 }
 
 export interface RunOptions {
-  /** Written to the tool's stdin (nft -f -). */
-  input?: string;
   timeoutMs?: number;
 }
 
@@ -55,8 +53,7 @@ export const execRunner: Runner = (file, args, opts = {}) =>
         } else resolve(stdout);
       },
     );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
-    else child.stdin?.end();
+    child.stdin?.end();
   });
 
 /** JSON.parse that says which command produced the garbage. */

@@ -4,7 +4,7 @@
 import { HostnetError } from './exec.ts';
 import type { BridgeState, Links, TapState } from './links.ts';
 import { natComment } from './names.ts';
-import { FORWARD, POSTROUTING, type Nat, type NatRule } from './nat.ts';
+import { FORWARD, POSTROUTING, type DnsRedirect, type Nat, type NatRule } from './nat.ts';
 import type { Resolver, ResolverPresence } from './resolver.ts';
 
 export type FakeOp =
@@ -18,6 +18,7 @@ export type FakeOp =
   | 'remove_nat'
   | 'list_nat'
   | 'purge_nat'
+  | 'ensure_dns_redirect'
   | 'sync_resolver_routing'
   | 'clear_resolver_routing';
 
@@ -28,6 +29,8 @@ export class RecordingHostnet implements Links, Nat, Resolver {
   /** vm id → guest ip and bridge. */
   readonly natRules = new Map<string, { guestIp: string; bridge: string }>();
   readonly resolverLinks = new Map<string, string>();
+  /** bridge → gateway:port its guests' DNS is redirected to. */
+  readonly dnsRedirects = new Map<string, { gateway: string; port: number }>();
   ipForward = false;
   resolverPresent: boolean;
   private readonly failures = new Map<FakeOp, string>();
@@ -100,6 +103,22 @@ export class RecordingHostnet implements Links, Nat, Resolver {
     this.natRules.set(vmId, { guestIp, bridge });
     this.ipForward = true;
     return { created: !cur || cur.guestIp !== guestIp || cur.bridge !== bridge, rules: 3 };
+  }
+
+  async ensureDnsRedirect(bridge: string, gateway: string, port: number): Promise<{ created: boolean }> {
+    this.enter('ensure_dns_redirect', `${bridge} ${gateway}:53 -> :${port}`);
+    const cur = this.dnsRedirects.get(bridge);
+    this.dnsRedirects.set(bridge, { gateway, port });
+    return { created: !cur || cur.gateway !== gateway || cur.port !== port };
+  }
+
+  async listDnsRedirects(): Promise<DnsRedirect[]> {
+    return [...this.dnsRedirects.entries()].map(([bridge, d]) => ({
+      bridge,
+      gateway: d.gateway,
+      port: d.port,
+      handles: [1, 2],
+    }));
   }
 
   async remove(vmId: string): Promise<{ removed: number }> {

@@ -47,7 +47,9 @@ export interface LinkInfo {
 }
 
 function obj(v: unknown): Record<string, unknown> | undefined {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+    ? (v as Record<string, unknown>)
+    : undefined;
 }
 
 /** Parse `ip -json -d link show`. Entries without a usable name are dropped. */
@@ -97,7 +99,8 @@ export function parseAddrs(json: unknown): Map<string, string[]> {
 
 /** Parse `ip -json tuntap show`: tap name → owner uid (when the device has one). */
 export function parseTunOwners(json: unknown): Map<string, number> {
-  if (!Array.isArray(json)) throw new HostnetError('list_taps', 'ip -json tuntap show did not print an array');
+  if (!Array.isArray(json))
+    throw new HostnetError('list_taps', 'ip -json tuntap show did not print an array');
   const out = new Map<string, number>();
   for (const raw of json) {
     const t = obj(raw);
@@ -175,7 +178,8 @@ export class IpLinks implements Links {
   async createTap(name: string, bridge: string, ownerUid: number): Promise<{ created: boolean }> {
     const op = 'create_tap';
     if (!isBangerTap(name)) throw new HostnetError(op, `refusing a tap not named by banger: ${name}`);
-    if (!isBangerBridge(bridge)) throw new HostnetError(op, `refusing a bridge not named by banger: ${bridge}`);
+    if (!isBangerBridge(bridge))
+      throw new HostnetError(op, `refusing a bridge not named by banger: ${bridge}`);
     const all = await this.links(op);
     const br = all.find((l) => l.name === bridge);
     if (!br || br.kind !== 'bridge') throw new HostnetError(op, `bridge ${bridge} does not exist`);

@@ -1,6 +1,7 @@
 // Opt-in outbound NAT per VM, in a table banger owns (`table ip banger`), through nftables' JSON
-// interface: rules are read with `nft -j list table` and written as one JSON batch on stdin
-// (`nft -j -f -`), which nftables applies atomically. A VM's rules carry the comment
+// interface: rules are read with `nft -j list table` and written as one JSON batch passed as a
+// single argv element (`nft -j '<json>'`, no shell, no temp file), which nftables applies
+// atomically. (Not stdin: nft opens /dev/stdin, which fails on the socket Node gives a child.) A VM's rules carry the comment
 // "banger vm <id>", so each is attributable and a restarted daemon can collect the orphans.
 import { readFile, writeFile } from 'node:fs/promises';
 import { DEFAULT_TOOLS, execRunner, HostnetError, parseJsonOutput, type Runner } from './exec.ts';
@@ -17,7 +18,22 @@ export interface NatRule {
   bridge?: string;
 }
 
+/** The rule that sends guests' DNS (bridge address, port 53) to bangerd's listener port. */
+export interface DnsRedirect {
+  bridge: string;
+  gateway?: string;
+  port?: number;
+  handles: number[];
+}
+
 export interface Nat {
+  /**
+   * Guests' queries to <gateway>:53 (udp and tcp) on the bridge are redirected to <gateway>:port,
+   * where the unprivileged daemon listens. Exactly one pair of rules per bridge.
+   */
+  ensureDnsRedirect(bridge: string, gateway: string, port: number): Promise<{ created: boolean }>;
+  /** The DNS redirects in banger's table. */
+  listDnsRedirects(): Promise<DnsRedirect[]>;
   /** The VM's masquerade + forward rules exist exactly once; IPv4 forwarding is on. */
   ensure(vmId: string, guestIp: string, bridge: string): Promise<{ created: boolean; rules: number }>;
   /** Remove every rule of the VM (none is fine). */
@@ -32,7 +48,23 @@ export interface Nat {
 
 export const POSTROUTING = 'postrouting';
 export const FORWARD = 'forward';
+export const PREROUTING = 'prerouting';
+export const DNS_COMMENT_PREFIX = 'banger dns ';
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+/** net.ipv4.ip_forward of the network namespace banger works in. */
+export interface ForwardingControl {
+  get(): Promise<boolean>;
+  enable(): Promise<void>;
+}
+
+/** Through the sysctl file (per network namespace: that of the process). */
+export function fileForwarding(path = IP_FORWARD): ForwardingControl {
+  return {
+    get: async () => (await readFile(path, 'utf8').catch(() => '0')).trim() === '1',
+    enable: () => writeFile(path, '1\n'),
+  };
+}
 
 type NftCmd = Record<string, unknown>;
 
@@ -52,7 +84,56 @@ export function baseCommands(): NftCmd[] {
       },
     },
     { add: { chain: { ...t, name: FORWARD, type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } } },
+    {
+      add: {
+        chain: { ...t, name: PREROUTING, type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' },
+      },
+    },
   ];
+}
+
+/** udp and tcp: <bridge> in, daddr <gateway>, dport 53 → redirect to :port. Pure. */
+export function dnsRedirectCommands(bridge: string, gateway: string, port: number): NftCmd[] {
+  const t = { family: NFT_FAMILY, table: NFT_TABLE };
+  return ['udp', 'tcp'].map((proto) => ({
+    add: {
+      rule: {
+        ...t,
+        chain: PREROUTING,
+        comment: `${DNS_COMMENT_PREFIX}${bridge}`,
+        expr: [
+          match('==', meta('iifname'), bridge),
+          match('==', daddr, gateway),
+          match('==', { payload: { protocol: proto, field: 'dport' } }, 53),
+          { redirect: { port } },
+        ],
+      },
+    },
+  }));
+}
+
+/** Parse the DNS redirect rules out of `nft -j list table ip banger`. */
+export function parseDnsRedirects(json: unknown): DnsRedirect[] {
+  const items = obj(json)?.nftables;
+  if (!Array.isArray(items)) throw new HostnetError('list_dns', 'nft -j output has no "nftables" array');
+  const by = new Map<string, DnsRedirect>();
+  for (const item of items) {
+    const r = obj(obj(item)?.rule);
+    if (!r || r.family !== NFT_FAMILY || r.table !== NFT_TABLE || typeof r.handle !== 'number') continue;
+    if (typeof r.comment !== 'string' || !r.comment.startsWith(DNS_COMMENT_PREFIX)) continue;
+    const bridge = r.comment.slice(DNS_COMMENT_PREFIX.length);
+    if (!isBangerBridge(bridge)) continue;
+    const d = by.get(bridge) ?? { bridge, handles: [] };
+    d.handles.push(r.handle);
+    for (const e of Array.isArray(r.expr) ? r.expr : []) {
+      const m = obj(obj(e)?.match);
+      if (m && obj(obj(m.left)?.payload)?.field === 'daddr' && isIpv4(m.right)) d.gateway = m.right;
+      const red = obj(obj(e)?.redirect);
+      if (red && typeof red.port === 'number') d.port = red.port;
+    }
+    by.set(bridge, d);
+  }
+  return [...by.values()];
 }
 
 /**
@@ -102,7 +183,9 @@ export function vmRuleCommands(vmId: string, guestIp: string, bridge: string): N
 }
 
 function obj(v: unknown): Record<string, unknown> | undefined {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+    ? (v as Record<string, unknown>)
+    : undefined;
 }
 
 /** Parse `nft -j list table ip banger` into banger's per-VM rules; anything else is ignored. */
@@ -145,29 +228,30 @@ function upToDate(rules: NatRule[], guestIp: string, bridge: string): boolean {
 export class NftNat implements Nat {
   private readonly run: Runner;
   private readonly nft: string;
-  private readonly ipForwardPath: string;
+  private readonly fwd: ForwardingControl;
 
-  constructor(opts: { runner?: Runner; nftPath?: string; ipForwardPath?: string } = {}) {
+  constructor(opts: { runner?: Runner; nftPath?: string; forwarding?: ForwardingControl } = {}) {
     this.run = opts.runner ?? execRunner;
     this.nft = opts.nftPath ?? DEFAULT_TOOLS.nft;
-    this.ipForwardPath = opts.ipForwardPath ?? IP_FORWARD;
+    this.fwd = opts.forwarding ?? fileForwarding();
   }
 
-  private async nftc(op: string, args: string[], input?: string): Promise<string> {
+  private async nftc(op: string, args: string[]): Promise<string> {
     try {
-      return await this.run(this.nft, args, input !== undefined ? { input } : {});
+      return await this.run(this.nft, args);
     } catch (err) {
       throw new HostnetError(op, err instanceof Error ? err.message : String(err), { cause: err });
     }
   }
 
   private async apply(op: string, cmds: NftCmd[]): Promise<void> {
-    await this.nftc(op, ['-j', '-f', '-'], JSON.stringify({ nftables: cmds }));
+    await this.nftc(op, ['-j', JSON.stringify({ nftables: cmds })]);
   }
 
   private async tableExists(op: string): Promise<boolean> {
-    const items = obj(parseJsonOutput(op, 'nft list tables', await this.nftc(op, ['-j', 'list', 'tables'])))
-      ?.nftables;
+    const items = obj(
+      parseJsonOutput(op, 'nft list tables', await this.nftc(op, ['-j', 'list', 'tables'])),
+    )?.nftables;
     if (!Array.isArray(items)) throw new HostnetError(op, 'nft -j list tables: no "nftables" array');
     return items.some((i) => {
       const t = obj(obj(i)?.table);
@@ -203,14 +287,45 @@ export class NftNat implements Nat {
       await this.apply(op, cmds);
       created = true;
     }
-    if (!(await this.forwarding())) {
+    if (!(await this.fwd.get())) {
       try {
-        await writeFile(this.ipForwardPath, '1\n');
+        await this.fwd.enable();
       } catch (err) {
-        throw new HostnetError(op, `cannot enable IPv4 forwarding: ${(err as Error).message}`, { cause: err });
+        throw new HostnetError(op, `cannot enable IPv4 forwarding: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
     }
     return { created, rules: 3 };
+  }
+
+  async listDnsRedirects(): Promise<DnsRedirect[]> {
+    const op = 'list_owned';
+    if (!(await this.tableExists(op))) return [];
+    return parseDnsRedirects(
+      parseJsonOutput(
+        op,
+        'nft list table',
+        await this.nftc(op, ['-j', 'list', 'table', NFT_FAMILY, NFT_TABLE]),
+      ),
+    );
+  }
+
+  async ensureDnsRedirect(bridge: string, gateway: string, port: number): Promise<{ created: boolean }> {
+    const op = 'ensure_dns_redirect';
+    if (!isBangerBridge(bridge) || !isIpv4(gateway) || !Number.isInteger(port) || port < 1 || port > 65535)
+      throw new HostnetError(op, `refusing DNS redirect ${bridge} ${gateway}:${port}`);
+    const cur = (await this.listDnsRedirects()).find((d) => d.bridge === bridge);
+    if (cur && cur.handles.length === 2 && cur.gateway === gateway && cur.port === port)
+      return { created: false };
+    await this.apply(op, [
+      ...baseCommands(),
+      ...(cur?.handles ?? []).map((handle) => ({
+        delete: { rule: { family: NFT_FAMILY, table: NFT_TABLE, chain: PREROUTING, handle } },
+      })),
+      ...dnsRedirectCommands(bridge, gateway, port),
+    ]);
+    return { created: true };
   }
 
   async remove(vmId: string): Promise<{ removed: number }> {
@@ -228,8 +343,7 @@ export class NftNat implements Nat {
   }
 
   async forwarding(): Promise<boolean> {
-    const v = await readFile(this.ipForwardPath, 'utf8').catch(() => '0');
-    return v.trim() === '1';
+    return this.fwd.get();
   }
 
   async purge(): Promise<{ deleted: boolean }> {

@@ -80,6 +80,66 @@ export function resolveModuleOrder(dep: ModulesDep, builtin: Set<string>, wanted
   return result;
 }
 
+/**
+ * Shell functions of /init for a static `ip=` (dracut form
+ * `CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF[:DNS...]`, AUTOCONF off or none): the
+ * address, link and default route are set before PID 1 starts, so the guest answers on the
+ * network as soon as a service listens, without waiting for systemd-networkd (about 2 s to start
+ * under TCG). networkd later applies the same settings (systemd-network-generator turns the same
+ * `ip=` into a .network file) and keeps them. Anything else (dhcp, IPv6, a bad value) is left to
+ * networkd. Uses busybox ip; `say` is /init's logger.
+ */
+export const INIT_NETCONF_SH = `mask2prefix() {
+	case "$1" in
+	*.*) ;;
+	*)
+		[ "$1" -ge 0 ] 2>/dev/null && [ "$1" -le 32 ] && echo "$1"
+		return
+		;;
+	esac
+	local IFS=. n=0 o rest=0
+	for o in $1; do
+		# Once an octet is not 255, every later one must be 0 (a contiguous mask).
+		[ "$rest" = 1 ] && [ "$o" != 0 ] && return 1
+		[ "$o" = 255 ] || rest=1
+		case "$o" in
+		255) n=$((n + 8)) ;;
+		254) n=$((n + 7)) ;;
+		252) n=$((n + 6)) ;;
+		248) n=$((n + 5)) ;;
+		240) n=$((n + 4)) ;;
+		224) n=$((n + 3)) ;;
+		192) n=$((n + 2)) ;;
+		128) n=$((n + 1)) ;;
+		0) ;;
+		*) return 1 ;;
+		esac
+	done
+	echo "$n"
+}
+
+netconf() {
+	local IFS=: client gw mask dev auto prefix
+	set -- $1
+	client=$1 gw=$3 mask=$4 dev=\${6:-eth0} auto=\${7:-off}
+	case "$auto" in off | none) ;; *) return 0 ;; esac
+	case "$client" in *.*.*.*) ;; *) return 0 ;; esac
+	if ! prefix=$(mask2prefix "$mask") || [ -z "$prefix" ]; then
+		say "warning: ip=: bad netmask '$mask'; leaving $dev to systemd-networkd"
+		return 0
+	fi
+	ip link set lo up 2>/dev/null
+	if ! ip addr add "$client/$prefix" dev "$dev"; then
+		say "warning: ip=: cannot set $client/$prefix on $dev; leaving it to systemd-networkd"
+		return 0
+	fi
+	ip link set "$dev" up || say "warning: ip=: cannot bring $dev up"
+	if [ -n "$gw" ]; then
+		ip route add default via "$gw" dev "$dev" proto static || say "warning: ip=: no default route via $gw"
+	fi
+}
+`;
+
 export interface InitScriptOptions {
   /** Module file names under /lib/modules in the initramfs, in load order. */
   modules: string[];
@@ -108,6 +168,7 @@ mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
 
 say() { echo "banger-initramfs: $*"; }
+${INIT_NETCONF_SH}
 rescue=0
 fail() {
 	say "FATAL: $*"
@@ -136,6 +197,7 @@ fstype=ext4
 flags=
 mode=ro
 init=/sbin/init
+ipconfs=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	root=*) root=\${arg#root=} ;;
@@ -146,8 +208,10 @@ for arg in $(cat /proc/cmdline); do
 	rw) mode=rw ;;
 	ro) mode=ro ;;
 	banger.rescue) rescue=1 ;;
+	ip=*) ipconfs="$ipconfs \${arg#ip=}" ;;
 	esac
 done
+for c in $ipconfs; do netconf "$c"; done
 [ -n "$broot" ] && root=$broot
 [ -n "$root" ] || root=LABEL=${opts.rootLabel}
 

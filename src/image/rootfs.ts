@@ -128,6 +128,15 @@ export function generateCustomizeScript(recipe: ImageRecipe): string {
     'chroot "$root" passwd -l root > /dev/null',
     `chroot "$root" systemctl enable ${recipe.enableUnits.map(shellQuote).join(' ')}`,
     `chroot "$root" systemctl mask ${[...recipe.maskUnits, ...(recipe.serialGetty ? [] : ['serial-getty@ttyS0.service'])].map(shellQuote).join(' ')}`,
+    // A generator is masked by a /dev/null link of its name in /etc (systemd.generator(7)).
+    ...(recipe.maskGenerators.length > 0
+      ? [
+          'mkdir -p "$root/etc/systemd/system-generators"',
+          ...recipe.maskGenerators.map(
+            (g) => `ln -sf /dev/null "$root/etc/systemd/system-generators/"${shellQuote(g)}`,
+          ),
+        ]
+      : []),
     '# Build leftovers.',
     'rm -rf "$root"/var/log/apt/* "$root"/var/log/dpkg.log "$root"/var/log/alternatives.log "$root"/var/log/bootstrap.log',
     'rm -rf "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old',

@@ -113,7 +113,14 @@ export class FileLogSource implements LogSource {
       }
     }
     if (capped) notes.push(`${title}: only the first ${this.maxRecords} lines with this id are shown`);
-    if (q.from !== undefined && earliest !== undefined && earliest > q.from) {
+    // The log begins after the op began: lines are missing if it was rotated (or nothing was found).
+    const rotated = files.length > 1 || compressed.length > 0;
+    if (
+      q.from !== undefined &&
+      earliest !== undefined &&
+      earliest > q.from &&
+      (rotated || records.length === 0)
+    ) {
       const gz = compressed.length > 0 ? ` (older lines may be in ${compressed.join(', ')}, not read)` : '';
       notes.push(
         `${title} ${this.path} begins at ${new Date(earliest).toISOString()}, after this operation began ` +

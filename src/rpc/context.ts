@@ -9,6 +9,8 @@ export interface OpStore {
   opId: string;
   method: string;
   startedAt: number;
+  /** The VM this call acted on, noted by the code that touched it (see noteOpVm); for op records. */
+  vm?: string;
 }
 
 export interface PeerCred {
@@ -39,6 +41,12 @@ export function adoptOrMintOpId(candidate: unknown): string {
 
 export function currentOpId(): string | undefined {
   return opContext.getStore()?.opId;
+}
+
+/** Note the VM the current call acts on (the first one noted wins); `banger op list --vm` finds it. */
+export function noteOpVm(name: string): void {
+  const s = opContext.getStore();
+  if (s && s.vm === undefined) s.vm = name;
 }
 
 /** Run fn in a fresh op context (e.g. background work that should keep an operation's id). */

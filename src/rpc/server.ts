@@ -3,7 +3,14 @@
 // log line per call; what a method means is the dispatcher's business.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { adoptOrMintOpId, mintOpId, opContext, type PeerCred, type RpcContext } from './context.ts';
+import {
+  adoptOrMintOpId,
+  mintOpId,
+  opContext,
+  type OpStore,
+  type PeerCred,
+  type RpcContext,
+} from './context.ts';
 import {
   isStreamResponse,
   MAX_REQUEST_BYTES,
@@ -28,6 +35,25 @@ export interface RpcServerOptions {
   requestTimeoutMs?: number;
   /** Called after a response was written (e.g. to shut down after `shutdown`). */
   onResponded?: (method: string, ok: boolean) => void;
+  /** Called once per call after its summary line, with what the line says (op records). */
+  onFinished?: (summary: RpcFinished) => void;
+}
+
+/** One served call, as its summary line describes it. Times are epoch ms. */
+export interface RpcFinished {
+  opId: string;
+  /** Empty when the envelope could not be decoded. */
+  method: string;
+  startedAt: number;
+  endedAt: number;
+  durationMs: number;
+  ok: boolean;
+  code?: string;
+  message?: string;
+  /** The decoded params (untrusted when the call failed validation). */
+  params?: unknown;
+  /** The VM the call noted it touched (noteOpVm). */
+  vm?: string;
 }
 
 export function createRpcServer(opts: RpcServerOptions): Server {
@@ -151,7 +177,7 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
   socket.on('close', () => {
     if (!responded) abort.abort();
   });
-  const store = { opId, method, startedAt };
+  const store: OpStore = { opId, method, startedAt };
   await opContext.run(store, async () => {
     const ctx: RpcContext = { ...store, signal: abort.signal, log: opts.log };
     if (peer) ctx.peer = peer;
@@ -186,6 +212,27 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
     } else {
       const e = final.error;
       opts.log.warn({ method, duration_ms, code: e.code, error: e.message }, `${opts.summaryPrefix} failed`);
+    }
+    if (opts.onFinished) {
+      const f: RpcFinished = {
+        opId,
+        method,
+        startedAt,
+        endedAt: startedAt + duration_ms,
+        durationMs: duration_ms,
+        ok: final.ok,
+      };
+      if (!final.ok) {
+        f.code = final.error.code;
+        f.message = final.error.message;
+      }
+      if (!(env instanceof ErrorResponse) && env.params !== undefined) f.params = env.params;
+      if (store.vm !== undefined) f.vm = store.vm;
+      try {
+        opts.onFinished(f);
+      } catch (err) {
+        opts.log.error({ err }, 'recording the call failed');
+      }
     }
     opts.onResponded?.(method, final.ok);
   });

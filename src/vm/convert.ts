@@ -2,6 +2,7 @@ import type { Vm } from '../../generated/types.gen.ts';
 import type { ImageRow, VmRow } from '../store/index.ts';
 import { vmFiles } from './layout.ts';
 import type { MachineDeps } from './machine.ts';
+import { asWorkspace } from './workspace.ts';
 
 export function vmToWire(d: MachineDeps, row: VmRow, image: ImageRow | undefined): Vm {
   const h = d.runtime.get(row.id);
@@ -23,12 +24,18 @@ export function vmToWire(d: MachineDeps, row: VmRow, image: ImageRow | undefined
   if (row.guestIp) vm.network.guest_ip = row.guestIp;
   if (h) {
     vm.pid = h.pid;
-    if (h.record.sshHostPort) {
+    if (row.networkMode === 'bridge' && row.guestIp) {
+      // Bridged: SSH goes straight to the guest's address on banger's bridge.
+      vm.network.ssh_host = row.guestIp;
+      vm.network.ssh_port = 22;
+    } else if (h.record.sshHostPort) {
       vm.network.ssh_host = '127.0.0.1';
       vm.network.ssh_port = h.record.sshHostPort;
     }
   }
   if (row.lastStartedAt) vm.last_started_at = row.lastStartedAt;
   if (row.lastError) vm.last_error = row.lastError;
+  const ws = asWorkspace(row.workspace);
+  if (ws) vm.workspace = ws;
   return vm;
 }

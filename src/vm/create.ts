@@ -2,7 +2,9 @@
 // A failure or a cancel undoes every completed step in reverse, so nothing is left behind.
 import { mkdir, rm } from 'node:fs/promises';
 import { buildSeedImage, randomMachineId } from '../image/seed.ts';
+import type { VmNetwork } from '../daemon/network.ts';
 import type { OperationTracker } from '../daemon/operations.ts';
+import { ErrorResponse } from '../rpc/errors.ts';
 import type { ImageRow, KernelRow, NewVm, Store, VmRow } from '../store/index.ts';
 import { createOverlay } from './disk.ts';
 import { vmFiles } from './layout.ts';
@@ -27,6 +29,12 @@ export interface CreateRequest {
   onRecorded?: (vm: VmRow) => void;
 }
 
+function requireNetwork(d: CreateDeps): VmNetwork {
+  if (!d.network)
+    throw new ErrorResponse('bad_request', 'bridge networking needs the root helper (bangerd-root)');
+  return d.network;
+}
+
 export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateRequest): Promise<VmRow> {
   const files = vmFiles(d.stateDir, req.draft.id);
   const { image, kernel } = await t.step('resolve_image', (signal) =>
@@ -34,23 +42,48 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
   );
   let vm = await t.step(
     'record',
-    async () => d.store.vms.insert({ ...req.draft, imageId: image.id, state: 'creating' }),
+    async () =>
+      // A bridged VM's address is allocated in the same transaction that records it.
+      d.store.transaction(() =>
+        d.store.vms.insert({
+          ...req.draft,
+          imageId: image.id,
+          state: 'creating',
+          guestIp: req.draft.networkMode === 'bridge' ? requireNetwork(d).allocateGuestIp() : null,
+        }),
+      ),
     async (row) => {
       d.store.vms.delete(row.id);
     },
   );
   req.onRecorded?.(vm);
 
+  if (vm.networkMode === 'bridge') {
+    // Bridge, the VM's tap (owned by this daemon's uid) and, with --nat, its NAT rules.
+    const net = requireNetwork(d);
+    await t.step(
+      'network',
+      () => net.attach(vm),
+      () => net.detach(vm),
+    );
+  }
+
   await t.step(
     'prepare_disk',
     async () => {
       await mkdir(files.dir, { recursive: true, mode: 0o700 });
-      await createOverlay(
-        image.rootfsPath,
-        files.overlay,
-        vm.diskSizeBytes,
-        image.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
-      );
+      try {
+        await createOverlay(
+          image.rootfsPath,
+          files.overlay,
+          vm.diskSizeBytes,
+          image.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
+        );
+      } catch (err) {
+        // A failed step registers no undo: remove the directory it made here.
+        await rm(files.dir, { recursive: true, force: true });
+        throw err;
+      }
     },
     () => rm(files.dir, { recursive: true, force: true }),
   );
@@ -67,7 +100,7 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
         hostKeyPublic: hostKey.publicKey,
         hostname: vm.name,
         machineId: randomMachineId(),
-        nameservers: ['10.0.2.3'],
+        nameservers: vm.networkMode === 'bridge' ? requireNetwork(d).guest(vm).nameservers : ['10.0.2.3'],
       });
       await pinHostKey(d.ssh, alias, hostKey.publicKey);
       vm = d.store.vms.update(vm.id, { sshHostKey: hostKey.publicKey });

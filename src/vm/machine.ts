@@ -1,8 +1,9 @@
 // Booting a VM's VMM and waiting until its guest is ready: shared by create and start.
-import { appendFile } from 'node:fs/promises';
+import { appendFile, stat } from 'node:fs/promises';
 import type { Accel, VmLaunchSpec } from '../engine/index.ts';
 import type { Logger } from '../log/logger.ts';
-import { currentOpId } from '../rpc/context.ts';
+import type { SerialMarks } from '../ops/serial.ts';
+import { currentOpId, noteOpVm } from '../rpc/context.ts';
 import { ErrorResponse } from '../rpc/errors.ts';
 import type { KernelRow, VmRow } from '../store/index.ts';
 import { waitForAgentReady } from './agent.ts';
@@ -10,6 +11,7 @@ import { vmFiles } from './layout.ts';
 import { releasePort, reservePort } from './ports.ts';
 import type { VmRuntime } from './runtime.ts';
 import { hostKeyAlias, sshExec, type SshPaths, type SshTarget } from './ssh.ts';
+import { bridgeIpArg, type GuestNet, type VmNetwork } from '../daemon/network.ts';
 
 /** Pause between `ssh true` attempts once the agent said sshd is up. */
 export const READY_POLL_MS = 300;
@@ -22,16 +24,34 @@ export interface MachineDeps {
   accel: () => Promise<Accel>;
   /** How long a guest may take from VMM start to SSH answering. */
   readyTimeoutMs: number;
+  /** Told where each op's console window begins (op trace attributes console lines to ops). */
+  serialMarks?: SerialMarks;
+  /**
+   * TEST-ONLY fault injection (env BANGER_TEST_FAIL_STEP, read at daemon start): `boot` fails a
+   * boot right after the console marker, before the VMM starts; `wait_ready` fails it once the
+   * guest is ready. The smoke tests use it to get a failed operation with console output.
+   */
+  testFailStep?: string;
+  /** Bridge mode (taps through the root helper); absent when the daemon is rootless. */
+  network?: VmNetwork;
+}
+
+function injectedFault(d: MachineDeps, step: string): void {
+  if (d.testFailStep === step)
+    throw new ErrorResponse('operation_failed', `injected test fault at ${step} (BANGER_TEST_FAIL_STEP)`);
 }
 
 /** The guest kernel command line for a VM (the engine adds console, TSC and panic settings). */
-export function guestCmdline(vm: Pick<VmRow, 'name' | 'networkMode'>): string {
+export function guestCmdline(vm: Pick<VmRow, 'name' | 'networkMode'>, bridged?: GuestNet): string {
   // loglevel=6 keeps the kernel banner (KERN_NOTICE) on the console for `vm logs`, and hides
   // the chatter; systemd reports only slow or failed units there.
   const parts = ['root=LABEL=banger-root', 'rw', 'net.ifnames=0', 'loglevel=6', 'systemd.show_status=auto'];
   if (vm.networkMode === 'user') {
     // QEMU's user-mode network is always 10.0.2.0/24 with the host at .2 and DNS at .3.
     parts.push(`ip=10.0.2.15::10.0.2.2:255.255.255.0:${vm.name}:eth0:off:10.0.2.3`);
+  } else if (vm.networkMode === 'bridge' && bridged) {
+    // Static address on banger's bridge: no DHCP wait; the bridge is gateway and DNS.
+    parts.push(bridgeIpArg(vm.name, bridged));
   }
   return parts.join(' ');
 }
@@ -42,20 +62,23 @@ export function launchSpec(
   stateDir: string,
   accel: Accel,
   sshHostPort: number,
+  bridged?: GuestNet,
 ): VmLaunchSpec {
   const f = vmFiles(stateDir, vm.id);
   const spec: VmLaunchSpec = {
     id: vm.id,
     vmDir: f.dir,
     kernel: kernel.kernelPath,
-    cmdline: guestCmdline(vm),
+    cmdline: guestCmdline(vm, bridged),
     vcpus: vm.vcpus,
     memoryMiB: vm.memoryMib,
     disks: [
       { path: f.overlay, format: 'qcow2' },
       { path: f.seed, format: 'raw', readOnly: true },
     ],
-    net: { mode: 'user', sshHostPort, mac: vm.mac },
+    net: bridged
+      ? { mode: 'tap', tap: bridged.tap, mac: vm.mac }
+      : { mode: 'user', sshHostPort, mac: vm.mac },
     serialLog: f.serialLog,
     agentSocket: f.agentSocket,
     accel,
@@ -65,11 +88,25 @@ export function launchSpec(
 }
 
 /** Write a host-side marker into the VM's console log, so the console shows where an op began. */
-export async function markSerial(stateDir: string, vm: VmRow, what: string): Promise<void> {
+export async function markSerial(
+  stateDir: string,
+  vm: VmRow,
+  what: string,
+  marks?: SerialMarks,
+): Promise<void> {
   const opId = currentOpId() ?? 'op-none';
-  await appendFile(vmFiles(stateDir, vm.id).serialLog, `\nbanger: ${opId} ${what} begins\n`).catch(
-    () => undefined,
+  const path = vmFiles(stateDir, vm.id).serialLog;
+  noteOpVm(vm.name);
+  const startOffset = await stat(path).then(
+    (s) => s.size,
+    () => 0,
   );
+  const ok = await appendFile(path, `\nbanger: ${opId} ${what} begins\n`).then(
+    () => true,
+    () => false,
+  );
+  if (ok && marks && opId !== 'op-none')
+    await marks.begin({ opId, vmId: vm.id, vmName: vm.name, path, startOffset });
 }
 
 /** Start the VMM for a VM; returns once it runs (not yet ready). */
@@ -77,8 +114,10 @@ export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what
   const accel = await d.accel();
   const port = await reservePort();
   try {
-    const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port));
-    await markSerial(d.stateDir, vm, what);
+    const bridged = vm.networkMode === 'bridge' ? bridgedGuest(d, vm) : undefined;
+    const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port, bridged));
+    await markSerial(d.stateDir, vm, what, d.serialMarks);
+    injectedFault(d, 'boot');
     const handle = await d.runtime.driver.start(plan, { logger: d.log });
     d.runtime.attach(vm.id, handle);
   } finally {
@@ -86,8 +125,24 @@ export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what
   }
 }
 
+/** A bridged VM's tap and addresses; its tap must exist (VmNetwork.attach) before boot. */
+function bridgedGuest(d: MachineDeps, vm: VmRow): GuestNet {
+  if (!d.network)
+    throw new ErrorResponse(
+      'conflict',
+      `vm "${vm.name}" uses bridge networking, but this daemon runs without the root helper`,
+    );
+  return d.network.guest(vm);
+}
+
 export function sshTarget(d: MachineDeps, vm: VmRow): SshTarget | undefined {
   const h = d.runtime.get(vm.id);
+  // Bridged: the guest's own address on the bridge, port 22.
+  if (vm.networkMode === 'bridge') {
+    return h && vm.guestIp
+      ? { host: vm.guestIp, port: 22, user: 'root', alias: hostKeyAlias(vm.name) }
+      : undefined;
+  }
   const port = h?.record.sshHostPort;
   if (!port) return undefined;
   return { host: '127.0.0.1', port, user: 'root', alias: hostKeyAlias(vm.name) };
@@ -181,6 +236,7 @@ export async function waitReady(
     if (!t) break;
     const r = await sshExec(d.ssh, t, 'true', { timeoutMs: 15_000, signal });
     if (r.code === 0) {
+      injectedFault(d, 'wait_ready');
       const times: ReadyTimes = { sshdMs, sshMs: since() };
       if (userspaceMs !== undefined) times.userspaceMs = userspaceMs;
       return agent.bootId ? { bootId: agent.bootId, times } : { times };

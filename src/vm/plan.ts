@@ -1,6 +1,6 @@
 // vm.create.plan: the spec vm.create.begin would create, resolved without touching anything.
 // `banger vm run` prints it first, and `--dry-run` prints nothing else.
-import type { VmCreatePlanParams, VmCreatePlanResult } from '../../generated/types.gen.ts';
+import type { NetworkMode, VmCreatePlanParams, VmCreatePlanResult } from '../../generated/types.gen.ts';
 import { ErrorResponse, notFound } from '../rpc/errors.ts';
 import type { Store } from '../store/index.ts';
 import { randomVmName, validateVmName } from './names.ts';
@@ -10,29 +10,25 @@ import { parseSize } from './sizes.ts';
 export const MIN_DISK_BYTES = 512 * 1024 * 1024;
 
 export interface PlanDeps {
-  store: Store;
+  store: { images: Pick<Store['images'], 'getByName' | 'getDefault'> };
   vmDefaults: { vcpus: number; memory_mib: number; disk_size: string };
   /** The image built on first use when there is no default image. */
   defaultImageName: string;
   /** A name is taken by a VM row or by a create that has not recorded its row yet. */
   nameTaken: (name: string) => boolean;
+  /** The network mode vm.create.begin would give the VM (its errors are vm.create.begin's). */
+  chooseNetwork: (requested: NetworkMode | undefined, nat: boolean) => Promise<NetworkMode>;
 }
 
 /**
  * Resolve a create request the way vm.create.begin does: the same checks in the same order and
  * the same errors (bad_request, already_exists, not_found). Read-only.
  */
-export function planCreate(d: PlanDeps, p: VmCreatePlanParams): VmCreatePlanResult {
+export async function planCreate(d: PlanDeps, p: VmCreatePlanParams): Promise<VmCreatePlanResult> {
   const generated = p.name === undefined;
   const name = p.name !== undefined ? validateVmName(p.name) : randomVmName(d.nameTaken);
   if (d.nameTaken(name)) throw new ErrorResponse('already_exists', `vm "${name}" already exists`);
-  if (p.network === 'bridge') {
-    // Mirrors vm.create.begin while bridged networking is not wired into the create pipeline.
-    throw new ErrorResponse(
-      'bad_request',
-      'bridge networking needs the root helper and is not available yet; use --network user',
-    );
-  }
+  const network = await d.chooseNetwork(p.network, p.nat ?? false);
   let image: string;
   let imageReady: boolean;
   if (p.image !== undefined) {
@@ -45,7 +41,8 @@ export function planCreate(d: PlanDeps, p: VmCreatePlanParams): VmCreatePlanResu
     imageReady = def !== undefined;
   }
   const diskSizeBytes = parseSize(p.disk_size ?? d.vmDefaults.disk_size, 'disk size');
-  if (diskSizeBytes < MIN_DISK_BYTES) throw new ErrorResponse('bad_request', 'disk size must be at least 512M');
+  if (diskSizeBytes < MIN_DISK_BYTES)
+    throw new ErrorResponse('bad_request', 'disk size must be at least 512M');
   return {
     name,
     name_generated: generated,
@@ -54,7 +51,7 @@ export function planCreate(d: PlanDeps, p: VmCreatePlanParams): VmCreatePlanResu
     vcpus: p.vcpus ?? d.vmDefaults.vcpus,
     memory_mib: p.memory_mib ?? d.vmDefaults.memory_mib,
     disk_size_bytes: diskSizeBytes,
-    network: 'user',
+    network,
     nat: p.nat ?? false,
   };
 }

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, ROOT, SMOKE_ENV_FILE, startSmokeDaemon, type SmokeEnv } from './harness.ts';
+import { BIN, ROOT, SMOKE_ENV_FILE, startSmokeDaemon, startSmokeHelper, type SmokeEnv } from './harness.ts';
 
 const IMAGE_CACHE = process.env.BANGER_IMAGE_CACHE ?? '/var/cache/banger';
 
@@ -41,11 +41,29 @@ export default async function setup(): Promise<() => Promise<void>> {
   const socket = join(dir, 'd.sock');
   const logFile = join(dir, 'bangerd.log');
   const configFile = join(dir, 'config.toml');
+  // Opt-in (BANGER_SMOKE_DAEMON_USER): the daemon runs unprivileged and cannot write the shared
+  // root-owned cache, so it gets a private copy of the prebuilt image's cache entry.
+  const daemonUser = process.env.BANGER_SMOKE_DAEMON_USER;
+  let daemonCache = IMAGE_CACHE;
+  if (daemonUser) {
+    const hash = (
+      JSON.parse(readFileSync(join(IMAGE_CACHE, 'smoke-prebuilt', 'manifest.json'), 'utf8')) as {
+        recipe_hash: string;
+      }
+    ).recipe_hash;
+    if (!/^[0-9a-f]{64}$/.test(hash)) throw new Error(`unexpected recipe hash ${hash}`);
+    daemonCache = join(dir, 'cache');
+    sh(['mkdir', '-p', join(daemonCache, 'images')]);
+    sh(['cp', '-a', '--sparse=always', join(IMAGE_CACHE, 'images', hash), join(daemonCache, 'images', hash)]);
+  }
   writeFileSync(
     configFile,
     [
       'accel = "auto"',
-      `image_cache_dir = "${IMAGE_CACHE}"`,
+      // The helper runs, but existing scenarios stay on user networking; network.test.ts asks
+      // for --network bridge explicitly.
+      'network = "user"',
+      `image_cache_dir = "${daemonCache}"`,
       '[vm_defaults]',
       'vcpus = 2',
       'memory_mib = 768',
@@ -53,7 +71,30 @@ export default async function setup(): Promise<() => Promise<void>> {
       '',
     ].join('\n'),
   );
-  const env: SmokeEnv = { netns, socket, stateDir, logFile, configFile, daemonPid: 0 };
+  const env: SmokeEnv = {
+    netns,
+    socket,
+    stateDir,
+    logFile,
+    configFile,
+    daemonPid: 0,
+    helperSocket: join(dir, 'root', 'helper.sock'),
+    helperLogFile: join(dir, 'bangerd-root.log'),
+    helperPid: 0,
+  };
+  const user = daemonUser;
+  if (user) {
+    // As on a real install: bangerd (and every VMM) unprivileged, only bangerd-root as root.
+    if (!/^[a-z][a-z0-9-]{0,30}$/.test(user)) throw new Error(`bad BANGER_SMOKE_DAEMON_USER ${user}`);
+    if (spawnSync('id', ['-u', user]).status !== 0)
+      sh(['useradd', '--system', '--no-create-home', '--shell', '/usr/sbin/nologin', user]);
+    const id = (flag: string): number =>
+      Number(spawnSync('id', [flag, user], { encoding: 'utf8' }).stdout.trim());
+    env.daemonUser = { name: user, uid: id('-u'), gid: id('-g'), tunNode: join(dir, 'tun') };
+    sh(['mknod', '-m', '0600', env.daemonUser.tunNode, 'c', '10', '200']);
+    sh(['chown', '-R', `${env.daemonUser.uid}:${env.daemonUser.gid}`, dir]);
+  }
+  env.helperPid = await startSmokeHelper(env);
   env.daemonPid = await startSmokeDaemon(env);
   writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
 
@@ -83,6 +124,11 @@ export default async function setup(): Promise<() => Promise<void>> {
       // already gone
     }
     spawnSync('pkill', ['-f', `--state-dir ${stateDir}`]);
+    try {
+      process.kill(cur.helperPid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
     spawnSync('ip', ['netns', 'delete', netns]);
     if (process.env.BANGER_SMOKE_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
     rmSync(SMOKE_ENV_FILE, { force: true });

@@ -2,7 +2,7 @@
 // creates, driven through the real CLI. Shared by every scenario file; global-setup.ts starts the
 // daemon once per run and tears everything down after.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,6 +18,15 @@ export interface SmokeEnv {
   logFile: string;
   configFile: string;
   daemonPid: number;
+  /** bangerd-root, run as root inside the namespace (bridge, taps, NAT live there too). */
+  helperSocket: string;
+  helperLogFile: string;
+  helperPid: number;
+  /**
+   * The unprivileged user bangerd (and so every VMM) runs as, as on a real install; absent: root.
+   * Opt in with BANGER_SMOKE_DAEMON_USER=<name> (global-setup creates the user).
+   */
+  daemonUser?: { name: string; uid: number; gid: number; tunNode: string };
 }
 
 export function smokeEnv(): SmokeEnv {
@@ -75,6 +84,81 @@ export async function bangerJson<T>(args: string[], opts: { timeoutMs?: number }
   return JSON.parse(r.stdout) as T;
 }
 
+/** A running `banger ARGS` (inside the namespace) that a test can watch and signal. */
+export interface BangerProcess {
+  /** The CLI's own pid (`ip netns exec` and bin/banger both exec, so it is node's). */
+  pid: number;
+  kill(signal: NodeJS.Signals): void;
+  /** Resolves once stdout or stderr (so far) matches. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<void>;
+  done: Promise<CmdResult>;
+}
+
+export function bangerSpawn(args: string[]): BangerProcess {
+  const env = smokeEnv();
+  const dd = args.indexOf('--');
+  const withSocket =
+    dd === -1
+      ? [...args, '--socket', env.socket]
+      : [...args.slice(0, dd), '--socket', env.socket, ...args.slice(dd)];
+  const p = spawn('ip', ['netns', 'exec', env.netns, BIN('banger'), ...withSocket], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  const waiters: (() => void)[] = [];
+  const poke = (): void => waiters.forEach((w) => w());
+  p.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    poke();
+  });
+  p.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    poke();
+  });
+  const done = new Promise<CmdResult>((resolve) =>
+    p.on('close', (code) => resolve({ code, stdout, stderr })),
+  );
+  return {
+    pid: p.pid!,
+    kill: (sig) => p.kill(sig),
+    done,
+    waitFor: (re, timeoutMs = 600_000) =>
+      new Promise<void>((resolve, reject) => {
+        const check = (): void => {
+          if (re.test(stdout) || re.test(stderr)) resolve();
+        };
+        const t = setTimeout(
+          () => reject(new Error(`timed out waiting for ${re} (stdout: ${stdout}; stderr: ${stderr})`)),
+          timeoutMs,
+        );
+        waiters.push(check);
+        void done.then(() => {
+          clearTimeout(t);
+          if (!(re.test(stdout) || re.test(stderr)))
+            reject(new Error(`banger exited before ${re} (stdout: ${stdout}; stderr: ${stderr})`));
+        });
+        check();
+      }),
+  };
+}
+
+/** The VM directories that exist in the smoke daemon's state (one per VM). */
+export function vmDirs(): string[] {
+  const dir = join(smokeEnv().stateDir, 'vms');
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+/** The aliases pinned in the smoke daemon's known_hosts. */
+export function pinnedHosts(): string[] {
+  const f = join(smokeEnv().stateDir, 'ssh', 'known_hosts');
+  if (!existsSync(f)) return [];
+  return readFileSync(f, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => l.split(/\s+/)[0]!);
+}
+
 export function uniqueName(prefix: string): string {
   return `${prefix}-${Math.random().toString(16).slice(2, 8)}`;
 }
@@ -110,6 +194,20 @@ export async function startSmokeDaemon(env: SmokeEnv): Promise<number> {
       'netns',
       'exec',
       env.netns,
+      ...(env.daemonUser
+        ? [
+            // This machine's /dev/net/tun is root-only (udev would make it 0666): in the daemon's
+            // own mount namespace (ip netns exec makes one), bind a tun node the user may open.
+            'sh',
+            '-c',
+            'mount --bind "$0" /dev/net/tun && exec "$@"',
+            env.daemonUser.tunNode,
+            'setpriv',
+            `--reuid=${env.daemonUser.uid}`,
+            `--regid=${env.daemonUser.gid}`,
+            '--clear-groups',
+          ]
+        : []),
       BIN('bangerd'),
       '--socket',
       env.socket,
@@ -120,13 +218,76 @@ export async function startSmokeDaemon(env: SmokeEnv): Promise<number> {
       '--config',
       env.configFile,
       '--helper-socket',
-      'none',
+      env.helperSocket,
     ],
     { stdio: ['ignore', out, out], detached: true },
   );
   daemon.unref();
   await waitFor(() => existsSync(env.socket), 30_000, 'bangerd socket');
   return daemon.pid!;
+}
+
+/** Start bangerd-root inside the namespace; returns its pid once its socket exists. */
+export async function startSmokeHelper(
+  env: SmokeEnv,
+  ownerUid = env.daemonUser?.uid ?? 0,
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<number> {
+  rmSync(env.helperSocket, { force: true });
+  const out = openSync(join(env.stateDir, '..', 'bangerd-root.stderr'), 'a');
+  const helper = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      env.netns,
+      BIN('bangerd-root'),
+      '--socket',
+      env.helperSocket,
+      '--owner-uid',
+      String(ownerUid),
+      '--log-file',
+      env.helperLogFile,
+    ],
+    { stdio: ['ignore', out, out], detached: true, env: { ...process.env, ...extraEnv } },
+  );
+  helper.unref();
+  await waitFor(() => existsSync(env.helperSocket), 30_000, 'bangerd-root socket');
+  return helper.pid!;
+}
+
+/** Stop bangerd-root and start it again (e.g. with BANGER_TEST_FAIL_VERB); VMs are untouched. */
+export async function restartSmokeHelper(extraEnv: NodeJS.ProcessEnv = {}): Promise<SmokeEnv> {
+  const env = smokeEnv();
+  try {
+    process.kill(env.helperPid, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+  await waitFor(
+    () => {
+      try {
+        process.kill(env.helperPid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    15_000,
+    'bangerd-root to exit',
+  );
+  env.helperPid = await startSmokeHelper(env, undefined, extraEnv);
+  writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
+  return env;
+}
+
+export function helperLogRecords(): Record<string, unknown>[] {
+  const f = smokeEnv().helperLogFile;
+  if (!existsSync(f)) return [];
+  return readFileSync(f, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 /** Stop the smoke daemon (VMs keep running) and start a new one. */

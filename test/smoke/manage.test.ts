@@ -1,5 +1,6 @@
 // Real-VM scenarios for the management verbs: health, stats, kill, set, prune; and image/kernel
-// import on the files of the built image.
+// import on the files of the built image. Each scenario's name starts with its id. The VM scenarios
+// share one VM (made on first use), in the order health_stats, vm_prune, vm_kill, vm_set.
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Image, Kernel, Vm } from '../../generated/types.gen.ts';
 import { banger, bangerJson, uniqueName } from './harness.ts';
@@ -9,19 +10,35 @@ afterAll(async () => {
   for (const n of made) await banger(['vm', 'delete', n]);
 });
 
-describe('managing real VMs', () => {
-  it('health, stats, kill, set (cpu change visible in the guest), prune keeps running VMs', async () => {
+let shared: Promise<Vm> | undefined;
+function managedVm(): Promise<Vm> {
+  shared ??= (async () => {
     const name = uniqueName('mgmt');
     made.push(name);
-    const { vm } = await bangerJson<{ vm: Vm }>(['vm', 'create', '--name', name, '--vcpu', '2']);
-    expect(vm.state).toBe('running');
+    return (await bangerJson<{ vm: Vm }>(['vm', 'create', '--name', name, '--vcpu', '2'])).vm;
+  })();
+  return shared;
+}
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('managing real VMs', () => {
+  it('health_stats: vm health and vm stats describe a running VM; the root fs fills the disk', async () => {
+    const vm = await managedVm();
+    expect(vm.state).toBe('running');
     const health = await bangerJson<{
       kernel_up: boolean;
       userspace_up: boolean;
       ssh_ready: boolean;
       boot_id?: string;
-    }>(['vm', 'health', name]);
+    }>(['vm', 'health', vm.name]);
     expect(health).toMatchObject({ kernel_up: true, userspace_up: true, ssh_ready: true });
     expect(health.boot_id).toMatch(/^[0-9a-f-]{36}$/);
 
@@ -31,7 +48,7 @@ describe('managing real VMs', () => {
       cpu_seconds: number;
       disk_allocated_bytes: number;
       disk_virtual_bytes: number;
-    }>(['vm', 'stats', name]);
+    }>(['vm', 'stats', vm.name]);
     expect(stats.pid).toBe(vm.pid);
     expect(stats.rss_bytes).toBeGreaterThan(50 * 1024 * 1024);
     expect(stats.cpu_seconds).toBeGreaterThan(1);
@@ -39,34 +56,62 @@ describe('managing real VMs', () => {
     expect(stats.disk_virtual_bytes).toBe(vm.disk_size_bytes);
 
     // The guest grew its root filesystem to the disk size on first boot.
-    const df = await banger(['vm', 'ssh', name, '--', 'df', '-B1', '--output=size', '/']);
+    const df = await banger(['vm', 'ssh', vm.name, '--', 'df', '-B1', '--output=size', '/']);
     const rootBytes = Number(df.stdout.trim().split('\n').at(-1));
     expect(rootBytes).toBeGreaterThan(vm.disk_size_bytes * 0.9);
+  });
 
-    // A running VM cannot be resized; prune keeps it.
-    const busy = await banger(['vm', 'set', name, '--vcpu', '1']);
-    expect(busy.code).toBe(6); // conflict
-    const pruneRunning = await bangerJson<{ deleted: string[]; kept: string[] }>(['vm', 'prune', '-f']);
-    expect(pruneRunning.kept).toContain(name);
-    expect(pruneRunning.deleted).not.toContain(name);
+  it('vm_prune: vm prune deletes stopped VMs and keeps running ones', async () => {
+    const vm = await managedVm();
+    const stopped = uniqueName('prn');
+    made.push(stopped);
+    // Recorded but never booted: a stopped VM at no boot cost.
+    const c = await bangerJson<{ vm: Vm }>(['vm', 'create', '--name', stopped, '--no-start']);
+    expect(c.vm.state).toBe('stopped');
+    const dry = await bangerJson<{ deleted: string[]; kept: string[] }>(['vm', 'prune', '--dry-run']);
+    expect(dry.deleted).toContain(stopped);
+    expect((await banger(['vm', 'show', stopped])).code).toBe(0);
+    const pruned = await bangerJson<{ deleted: string[]; kept: string[] }>(['vm', 'prune', '-f']);
+    expect(pruned.deleted).toContain(stopped);
+    expect(pruned.kept).toContain(vm.name);
+    expect(pruned.deleted).not.toContain(vm.name);
+    expect((await banger(['vm', 'show', stopped])).code).toBe(3);
+    expect((await bangerJson<Vm>(['vm', 'show', vm.name])).state).toBe('running');
+  });
 
-    const killed = await bangerJson<{ ok: boolean; result: { vm: Vm } }[]>(['vm', 'kill', name]);
+  it('vm_kill: vm kill stops the VMM at once; the VM is stopped and can be killed no more', async () => {
+    const vm = await managedVm();
+    const pid = (await bangerJson<Vm>(['vm', 'show', vm.name])).pid!;
+    expect(alive(pid)).toBe(true);
+    const killed = await bangerJson<{ ok: boolean; result: { vm: Vm } }[]>(['vm', 'kill', vm.name]);
     expect(killed[0]!.result.vm.state).toBe('stopped');
-    const set = await bangerJson<Vm | { vm: Vm }>(['vm', 'set', name, '--vcpu', '1', '--memory', '640']);
+    expect(alive(pid)).toBe(false);
+    const again = await banger(['vm', 'kill', vm.name]);
+    expect(again.code).toBe(5); // not_running
+  });
+
+  it('vm_set: vm set changes a stopped VM’s CPUs and memory, visible in the guest after start', async () => {
+    const vm = await managedVm();
+    if ((await bangerJson<Vm>(['vm', 'show', vm.name])).state === 'running') {
+      // A running VM cannot be resized.
+      const busy = await banger(['vm', 'set', vm.name, '--vcpu', '1']);
+      expect(busy.code).toBe(6); // conflict
+      expect((await banger(['vm', 'stop', vm.name])).code).toBe(0);
+    }
+    const set = await bangerJson<Vm | { vm: Vm }>(['vm', 'set', vm.name, '--vcpu', '1', '--memory', '640']);
     const setVm = 'vm' in set ? set.vm : set;
     expect(setVm.vcpus).toBe(1);
     expect(setVm.memory_mib).toBe(640);
-    expect((await banger(['vm', 'start', name])).code).toBe(0);
-    const nproc = await banger(['vm', 'ssh', name, '--', 'nproc']);
-    expect(nproc.stdout.trim()).toBe('1');
-
-    expect((await banger(['vm', 'stop', name])).code).toBe(0);
-    const pruned = await bangerJson<{ deleted: string[] }>(['vm', 'prune', '-f']);
-    expect(pruned.deleted).toContain(name);
-    expect((await banger(['vm', 'show', name])).code).toBe(3);
+    expect((await banger(['vm', 'start', vm.name])).code).toBe(0);
+    const r = await banger(['vm', 'ssh', vm.name, '--', 'sh', '-c', 'nproc; grep MemTotal /proc/meminfo']);
+    const [nproc, mem] = r.stdout.trim().split('\n');
+    expect(nproc).toBe('1');
+    const memKiB = Number(/(\d+) kB/.exec(mem ?? '')?.[1]);
+    expect(memKiB).toBeGreaterThan(400 * 1024);
+    expect(memKiB).toBeLessThanOrEqual(640 * 1024);
   });
 
-  it('image and kernel import, list, delete (files the user brings)', async () => {
+  it('image_import: image and kernel import, list, delete (files the user brings)', async () => {
     const images = await bangerJson<Image[] | { images: Image[] }>(['image', 'list']);
     const list = Array.isArray(images) ? images : images.images;
     const def = list.find((i) => i.default)!;

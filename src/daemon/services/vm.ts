@@ -18,6 +18,18 @@ import { procUsage } from '../../vm/procstat.ts';
 import { parseSize } from '../../vm/sizes.ts';
 import { hostKeyAlias, sshExec, unpinHostKey } from '../../vm/ssh.ts';
 import { newId } from '../../store/index.ts';
+import { parseSsListen, SS_COMMAND } from '../guest-ports.ts';
+import { modeWithoutNetwork as rootlessMode, requireNetwork } from '../network.ts';
+import { planCreate } from '../../vm/plan.ts';
+import {
+  asWorkspace,
+  exportWorkspace,
+  prepareWorkspace,
+  sshGuestRunner,
+  type GuestRunner,
+  type PrepareRequest,
+} from '../../vm/workspace.ts';
+import { DEFAULT_IMAGE_NAME } from './image.ts';
 
 export interface VmServiceDeps extends CreateDeps {
   store: Store;
@@ -104,12 +116,9 @@ export class VmServiceImpl implements VmService {
     const cfg = this.d.config.vm_defaults;
     const name = p.name !== undefined ? validateVmName(p.name) : randomVmName((n) => this.nameTaken(n));
     if (this.nameTaken(name)) throw new ErrorResponse('already_exists', `vm "${name}" already exists`);
-    if (p.network === 'bridge') {
-      throw new ErrorResponse(
-        'bad_request',
-        'bridge networking needs the root helper and is not available yet; use --network user',
-      );
-    }
+    const networkMode = this.d.network
+      ? await this.d.network.chooseMode(p.network, p.nat ?? false)
+      : rootlessMode(p.network, p.nat ?? false);
     if (p.image !== undefined && !this.d.store.images.getByName(p.image))
       throw notFound(`image "${p.image}"`);
     const diskSizeBytes = parseSize(p.disk_size ?? cfg.disk_size, 'disk size');
@@ -124,7 +133,7 @@ export class VmServiceImpl implements VmService {
       vcpus: p.vcpus ?? cfg.vcpus,
       memoryMib: p.memory_mib ?? cfg.memory_mib,
       diskSizeBytes,
-      networkMode: 'user',
+      networkMode,
       mac: macFor(id),
       nat: p.nat ?? false,
     };
@@ -205,6 +214,8 @@ export class VmServiceImpl implements VmService {
       throw new ErrorResponse('conflict', `vm "${vm.name}": its image or kernel is gone`);
     let row = this.d.store.vms.update(vm.id, { state: 'starting' });
     try {
+      // Bridged: make sure bridge, tap and NAT are there (a host reboot removes them).
+      if (row.networkMode === 'bridge') await requireNetwork(this.d, row).attach(row);
       await bootVmm(this.d, row, kernel, 'vm.start');
       // A client that goes away does not abort a start; the VM just keeps booting.
       void signal;
@@ -287,6 +298,14 @@ export class VmServiceImpl implements VmService {
   private async deleteRow(vm: VmRow): Promise<void> {
     if (this.d.runtime.isRunning(vm.id)) await this.stopRow(vm, 10_000);
     this.d.store.vms.update(vm.id, { state: 'deleting' });
+    if (vm.networkMode === 'bridge' && this.d.network) {
+      // Tap and NAT go with the VM; if the helper fails now, start-up reconciliation collects them.
+      await this.d.network
+        .detach(vm)
+        .catch((err: unknown) =>
+          this.d.log.warn({ vm: vm.name, err: (err as Error).message }, 'could not remove the VM network'),
+        );
+    }
     await unpinHostKey(this.d.ssh, hostKeyAlias(vm.name));
     await rm(vmFiles(this.d.stateDir, vm.id).dir, { recursive: true, force: true });
     this.d.store.vms.delete(vm.id);
@@ -410,12 +429,89 @@ export class VmServiceImpl implements VmService {
     };
   }
 
-  async workspacePrepare(_p: T.VmWorkspacePrepareParams): Promise<T.VmWorkspacePrepareResult> {
-    throw new ErrorResponse('operation_failed', 'vm.workspace.prepare is not implemented yet');
+  // ---- workspaces (src/vm/workspace.ts does the work) --------------------------------------
+
+  /** vm.create.plan: what vm.create.begin would create, resolved without touching anything. */
+  async createPlan(p: T.VmCreatePlanParams): Promise<T.VmCreatePlanResult> {
+    return planCreate(
+      {
+        store: this.d.store,
+        vmDefaults: this.d.config.vm_defaults,
+        defaultImageName: DEFAULT_IMAGE_NAME,
+        nameTaken: (n) => this.nameTaken(n),
+        // The same choice vm.create.begin makes.
+        chooseNetwork: (req, nat) =>
+          this.d.network ? this.d.network.chooseMode(req, nat) : Promise.resolve(rootlessMode(req, nat)),
+      },
+      p,
+    );
   }
 
-  async workspaceExport(_p: T.VmWorkspaceExportParams): Promise<T.VmWorkspaceExportResult> {
-    throw new ErrorResponse('operation_failed', 'vm.workspace.export is not implemented yet');
+  /** A runner for scripts in a running VM, or not_running. */
+  private guestRunner(vm: VmRow): GuestRunner {
+    const t = this.d.runtime.isRunning(vm.id) ? sshTarget(this.d, vm) : undefined;
+    if (!t)
+      throw new ErrorResponse(
+        'not_running',
+        `vm "${vm.name}" is not running; start it with: banger vm start ${vm.name}`,
+      );
+    return sshGuestRunner(this.d.ssh, t);
+  }
+
+  async workspacePrepare(
+    p: T.VmWorkspacePrepareParams,
+    ctx: RpcContext,
+  ): Promise<T.VmWorkspacePrepareResult> {
+    const vm = this.find(p.name);
+    return this.exclusive(vm, 'preparing a workspace', async () => {
+      const req: PrepareRequest = { path: p.path };
+      if (p.guest_path !== undefined) req.guestPath = p.guest_path;
+      if (p.include_untracked !== undefined) req.includeUntracked = p.include_untracked;
+      if (p.mode !== undefined) req.mode = p.mode;
+      const current = asWorkspace(vm.workspace);
+      if (current) req.current = current;
+      const workspace = await prepareWorkspace(this.guestRunner(vm), req, { signal: ctx.signal });
+      this.d.store.vms.update(vm.id, { workspace });
+      ctx.log.info({ vm: vm.name, files: workspace.files, bytes: workspace.bytes }, 'workspace prepared');
+      return { workspace };
+    });
+  }
+
+  async workspaceExport(p: T.VmWorkspaceExportParams, ctx: RpcContext): Promise<T.VmWorkspaceExportResult> {
+    const vm = this.find(p.name);
+    const ws = asWorkspace(vm.workspace);
+    if (!ws)
+      throw new ErrorResponse(
+        'conflict',
+        `vm "${vm.name}" has no workspace; copy one in with: banger vm workspace prepare ${vm.name} PATH`,
+      );
+    return this.exclusive(vm, 'exporting its workspace', () =>
+      exportWorkspace(this.guestRunner(vm), ws, p.base_commit, { signal: ctx.signal }),
+    );
+  }
+
+  /** vm.ports: listening TCP ports in the guest, over SSH. */
+  async ports(p: T.VmPortsParams): Promise<T.VmPortsResult> {
+    const vm = this.find(p.name);
+    const t = this.d.runtime.isRunning(vm.id) ? sshTarget(this.d, vm) : undefined;
+    if (!t)
+      throw new ErrorResponse(
+        'not_running',
+        `vm "${vm.name}" is not running; start it with: banger vm start ${vm.name}`,
+      );
+    const r = await sshExec(this.d.ssh, t, SS_COMMAND, { timeoutMs: 20_000 });
+    if (r.code !== 0)
+      throw new ErrorResponse(
+        'operation_failed',
+        `${SS_COMMAND} in ${vm.name} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`,
+      );
+    const bridged = vm.networkMode === 'bridge';
+    const out: T.VmPortsResult = {
+      name: vm.name,
+      ports: parseSsListen(r.stdout, bridged ? `${vm.name}.vm` : undefined),
+    };
+    if (vm.guestIp) out.guest_ip = vm.guestIp;
+    return out;
   }
 
   isRunningByName(name: string): boolean {

@@ -26,6 +26,10 @@ export interface PrivDeps {
   /** The daemon's uid: taps belong to it. */
   ownerUid: number;
   vocabulary: ValidateContext;
+  /** The helper's JSON log file, named by priv.ping so the daemon can read op traces back. */
+  logFile?: string;
+  /** TEST-ONLY (env BANGER_TEST_FAIL_VERB, read at helper start): this verb always fails. */
+  testFailVerb?: string;
 }
 
 export class PrivServiceImpl implements PrivService {
@@ -37,11 +41,17 @@ export class PrivServiceImpl implements PrivService {
   }
 
   /** Run fn after every verb before it; a host tool failure becomes operation_failed. */
-  private serial<R>(fn: () => Promise<R>): Promise<R> {
+  private serial<R>(verb: string, body: () => Promise<R>): Promise<R> {
+    const fn = async (): Promise<R> => {
+      if (this.d.testFailVerb === verb)
+        throw new ErrorResponse('operation_failed', `injected test fault at ${verb} (BANGER_TEST_FAIL_VERB)`);
+      return body();
+    };
     const run = this.queue.then(fn, fn);
     this.queue = run.catch(() => undefined);
     return run.catch((err: unknown) => {
-      if (err instanceof HostnetError) throw new ErrorResponse('operation_failed', err.message, { cause: err });
+      if (err instanceof HostnetError)
+        throw new ErrorResponse('operation_failed', err.message, { cause: err });
       throw err;
     });
   }
@@ -53,30 +63,41 @@ export class PrivServiceImpl implements PrivService {
       uid: process.getuid?.() ?? -1,
       pid: process.pid,
       peer_uid: ctx.peer?.uid ?? -1,
+      ...(this.d.logFile ? { log_file: this.d.logFile } : {}),
     };
   }
 
   async ensureBridge(params: T.PrivEnsureBridgeParams, ctx: RpcContext): Promise<T.PrivEnsureBridgeResult> {
     const p = validateEnsureBridge(params, this.d.vocabulary);
-    return this.serial(async () => {
+    return this.serial('priv.ensure_bridge', async () => {
       const r = await this.d.links.ensureBridge(p.bridge, p.address);
-      if (r.changed) ctx.log.info({ bridge: p.bridge, address: p.address, created: r.created }, 'bridge ensured');
+      if (r.changed)
+        ctx.log.info({ bridge: p.bridge, address: p.address, created: r.created }, 'bridge ensured');
+      if (p.dns_port !== undefined) {
+        const gateway = p.address.split('/')[0]!;
+        const d = await this.d.nat.ensureDnsRedirect(p.bridge, gateway, p.dns_port);
+        if (d.created)
+          ctx.log.info({ bridge: p.bridge, gateway, port: p.dns_port }, 'guest DNS redirect written');
+      }
       return { bridge: p.bridge, address: p.address, created: r.created, changed: r.changed };
     });
   }
 
   async createTap(params: T.PrivCreateTapParams, ctx: RpcContext): Promise<T.PrivCreateTapResult> {
     const p = validateCreateTap(params);
-    return this.serial(async () => {
+    return this.serial('priv.create_tap', async () => {
       const r = await this.d.links.createTap(p.tap, p.bridge, this.d.ownerUid);
-      ctx.log.info({ tap: p.tap, bridge: p.bridge, owner_uid: this.d.ownerUid, created: r.created }, 'tap ensured');
+      ctx.log.info(
+        { tap: p.tap, bridge: p.bridge, owner_uid: this.d.ownerUid, created: r.created },
+        'tap ensured',
+      );
       return { tap: p.tap, bridge: p.bridge, owner_uid: this.d.ownerUid, created: r.created };
     });
   }
 
   async deleteTap(params: T.PrivDeleteTapParams, ctx: RpcContext): Promise<T.PrivDeleteTapResult> {
     const p = validateDeleteTap(params);
-    return this.serial(async () => {
+    return this.serial('priv.delete_tap', async () => {
       const r = await this.d.links.deleteTap(p.tap);
       if (r.deleted) ctx.log.info({ tap: p.tap }, 'tap deleted');
       return { tap: p.tap, deleted: r.deleted };
@@ -85,16 +106,17 @@ export class PrivServiceImpl implements PrivService {
 
   async ensureNat(params: T.PrivEnsureNatParams, ctx: RpcContext): Promise<T.PrivEnsureNatResult> {
     const p = validateEnsureNat(params, this.d.vocabulary);
-    return this.serial(async () => {
+    return this.serial('priv.ensure_nat', async () => {
       const r = await this.d.nat.ensure(p.vm_id, p.guest_ip, p.bridge);
-      if (r.created) ctx.log.info({ vm_id: p.vm_id, guest_ip: p.guest_ip, bridge: p.bridge }, 'NAT rules written');
+      if (r.created)
+        ctx.log.info({ vm_id: p.vm_id, guest_ip: p.guest_ip, bridge: p.bridge }, 'NAT rules written');
       return { vm_id: p.vm_id, guest_ip: p.guest_ip, created: r.created, rules: r.rules };
     });
   }
 
   async removeNat(params: T.PrivRemoveNatParams, ctx: RpcContext): Promise<T.PrivRemoveNatResult> {
     const p = validateRemoveNat(params);
-    return this.serial(async () => {
+    return this.serial('priv.remove_nat', async () => {
       const r = await this.d.nat.remove(p.vm_id);
       if (r.removed > 0) ctx.log.info({ vm_id: p.vm_id, removed: r.removed }, 'NAT rules removed');
       return { vm_id: p.vm_id, removed: r.removed };
@@ -106,7 +128,7 @@ export class PrivServiceImpl implements PrivService {
     ctx: RpcContext,
   ): Promise<T.PrivSyncResolverRoutingResult> {
     const p = validateSyncResolverRouting(params);
-    return this.serial(async () => {
+    return this.serial('priv.sync_resolver_routing', async () => {
       const presence = await this.d.resolver.present();
       if (!presence.present) return { applied: false, detail: presence.detail };
       const dns = `127.0.0.1:${p.dns_port}`;
@@ -121,7 +143,7 @@ export class PrivServiceImpl implements PrivService {
     _ctx: RpcContext,
   ): Promise<T.PrivClearResolverRoutingResult> {
     const p = validateClearResolverRouting(params);
-    return this.serial(async () => {
+    return this.serial('priv.clear_resolver_routing', async () => {
       const presence = await this.d.resolver.present();
       if (!presence.present) return { applied: false, detail: presence.detail };
       await this.d.resolver.clear(p.bridge);
@@ -130,18 +152,23 @@ export class PrivServiceImpl implements PrivService {
   }
 
   async listOwned(_ctx: RpcContext): Promise<T.PrivListOwnedResult> {
-    return this.serial(async () => {
-      const [bridges, taps, nat, ipForward, resolver] = await Promise.all([
+    return this.serial('priv.list_owned', async () => {
+      const [bridges, taps, nat, dns, ipForward, resolver] = await Promise.all([
         this.d.links.listBridges(),
         this.d.links.listTaps(),
         this.d.nat.list(),
+        this.d.nat.listDnsRedirects(),
         this.d.nat.forwarding(),
         this.d.resolver.present(),
       ]);
       return {
         bridges: bridges.map((b) => ({ name: b.name, up: b.up, addresses: b.addresses })),
         taps: taps.map((t) => {
-          const o: T.PrivListOwnedResult['taps'][number] = { name: t.name, vm_id: vmIdOfTap(t.name) ?? '', up: t.up };
+          const o: T.PrivListOwnedResult['taps'][number] = {
+            name: t.name,
+            vm_id: vmIdOfTap(t.name) ?? '',
+            up: t.up,
+          };
           if (t.master !== undefined) o.bridge = t.master;
           if (t.ownerUid !== undefined) o.owner_uid = t.ownerUid;
           return o;
@@ -150,6 +177,12 @@ export class PrivServiceImpl implements PrivService {
           const o: T.PrivListOwnedResult['nat'][number] = { vm_id: r.vmId, chain: r.chain, handle: r.handle };
           if (r.guestIp !== undefined) o.guest_ip = r.guestIp;
           if (r.bridge !== undefined) o.bridge = r.bridge;
+          return o;
+        }),
+        dns_redirects: dns.map((d) => {
+          const o: T.PrivListOwnedResult['dns_redirects'][number] = { bridge: d.bridge };
+          if (d.gateway !== undefined) o.gateway = d.gateway;
+          if (d.port !== undefined) o.port = d.port;
           return o;
         }),
         ip_forward: ipForward,

@@ -1,0 +1,389 @@
+// npm run bench [-- --quick] [-- --parts boot,rpc,...] [-- --pairs N] [-- --name NAME]
+//
+// Measures banger against baselines taken in the same run (see docs/bench.md): create → SSH
+// ready by stage against a bare QEMU, RPC against a minimal socket server, copy-on-write disk
+// preparation from small and huge bases, footprint, and parallel against sequential creates.
+// Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
+//
+// It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
+// archive), creates a network namespace, and re-runs this file inside it under
+// `flock /tmp/banger-vm.lock` (one engineer boots VMs at a time); the inner one starts bangerd
+// there and measures. Every VM's traffic stays inside the namespace.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { recipeHash } from '../src/image/recipe.ts';
+import { guestCmdline, READY_POLL_MS } from '../src/vm/machine.ts';
+import {
+  bangerCreate,
+  defaultBootInputs,
+  imageDirInputs,
+  runBootPairs,
+  runGuestAb,
+  type GuestVariant,
+  summarizeBoot,
+} from './boot.ts';
+import { runCow } from './cow.ts';
+import {
+  concurrencyResult,
+  measureFootprint,
+  parallelCreates,
+  sampleRssMiB,
+  sequentialCreates,
+} from './fleet.ts';
+import { describeMachine } from './machine.ts';
+import { markdownSummary, type BenchResults } from './report.ts';
+import { runRpc } from './rpc.ts';
+import { deleteVm, IMAGE_CACHE, ROOT, startWorld, stopWorld, VM_DEFAULTS, type World } from './world.ts';
+
+const PARTS = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'guest-ab'] as const;
+type Part = (typeof PARTS)[number];
+/** What runs without --parts (guest-ab needs --baseline-image or --variants). */
+const DEFAULT_PARTS: Part[] = ['boot', 'rpc', 'cow', 'footprint', 'concurrency'];
+const LOCK = '/tmp/banger-vm.lock';
+
+const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--name NAME] [--no-save] [--keep]
+
+  --quick        reduced run for development (2 boot pairs, fewer calls, 2-3 VMs); never commit it
+  --parts LIST   comma-separated subset of ${PARTS.join(',')}
+                 (default: ${DEFAULT_PARTS.join(',')}; --baseline-image or --variants add guest-ab)
+  --baseline-image DIR
+                 guest-ab: boot this image directory (vmlinuz, initrd.cpio.gz, rootfs.ext4) bare,
+                 alternating with the current default image, to measure a guest-side change
+  --baseline-cmdline CMDLINE
+                 guest-ab: the baseline's kernel command line, NAME standing for the VM name
+                 (default: the current one; a results file's config.guest_cmdline fits)
+  --variants FILE
+                 guest-ab with any number of guests: a JSON array of
+                 {"label", "image"?: DIR, "cmdline"?: CMDLINE, "qemu_args"?: [...]}, the first
+                 being the reference (image and cmdline default to the current ones)
+  --pairs N      boot pairs (banger, bare) to run, alternating which goes first (default 5, quick 2)
+  --name NAME    results file bench/results/NAME.json (default: the start time, quick- prefixed)
+  --no-save      print only
+  --keep         keep the temp dir (daemon state, logs, serial consoles) for inspection
+
+Needs root (network namespace), qemu-system-x86_64, and a built tree (npm run bench builds).`;
+
+function options(): {
+  quick: boolean;
+  parts: Part[];
+  pairs: number;
+  name: string;
+  save: boolean;
+  keep: boolean;
+  variants?: VariantSpec[];
+} {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      parts: { type: 'string' },
+      pairs: { type: 'string' },
+      name: { type: 'string' },
+      'no-save': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      'baseline-image': { type: 'string' },
+      'baseline-cmdline': { type: 'string' },
+      variants: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const parts = (values.parts ?? DEFAULT_PARTS.join(',')).split(',').map((p) => p.trim());
+  for (const p of parts) {
+    if (!(PARTS as readonly string[]).includes(p))
+      throw new Error(`--parts: unknown part "${p}" (${PARTS.join(', ')})`);
+  }
+  let variants: VariantSpec[] | undefined;
+  if (values.variants !== undefined) variants = readVariants(values.variants);
+  else if (values['baseline-image'] !== undefined) {
+    const baseline: VariantSpec = { label: 'baseline', image: resolve(values['baseline-image']) };
+    if (values['baseline-cmdline'] !== undefined) baseline.cmdline = values['baseline-cmdline'];
+    variants = [baseline, { label: 'current' }];
+  }
+  if (variants && !parts.includes('guest-ab')) parts.push('guest-ab');
+  if (parts.includes('guest-ab') && !variants)
+    throw new Error('--parts guest-ab needs --baseline-image DIR or --variants FILE');
+  const pairs = values.pairs === undefined ? (values.quick ? 2 : 5) : Number(values.pairs);
+  if (!Number.isInteger(pairs) || pairs < 1) throw new Error('--pairs must be a positive integer');
+  const stamp = new Date()
+    .toISOString()
+    .replace(/[:.]/g, '-')
+    .replace(/-\d{3}Z$/, 'Z');
+  const name = values.name ?? (values.quick ? `quick-${stamp}` : stamp);
+  if (!/^[A-Za-z0-9._-]{1,100}$/.test(name))
+    throw new Error('--name: letters, digits, dot, dash, underscore');
+  const o: ReturnType<typeof options> = {
+    quick: values.quick,
+    parts: parts as Part[],
+    pairs,
+    name,
+    save: !values['no-save'],
+    keep: values.keep,
+  };
+  if (variants) o.variants = variants;
+  return o;
+}
+
+interface VariantSpec {
+  label: string;
+  image?: string;
+  cmdline?: string;
+  qemu_args?: string[];
+}
+
+function readVariants(file: string): VariantSpec[] {
+  const raw = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+  const bad = (why: string): Error => new Error(`--variants ${file}: ${why}`);
+  if (!Array.isArray(raw) || raw.length < 2) throw bad('want a JSON array of at least two variants');
+  return raw.map((v: unknown, i) => {
+    if (typeof v !== 'object' || v === null) throw bad(`entry ${i} is not an object`);
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o))
+      if (!['label', 'image', 'cmdline', 'qemu_args'].includes(k)) throw bad(`entry ${i}: unknown key ${k}`);
+    if (typeof o.label !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(o.label))
+      throw bad(`entry ${i}: label must be 1-40 letters, digits, dot, dash, underscore`);
+    const spec: VariantSpec = { label: o.label };
+    if (o.image !== undefined) {
+      if (typeof o.image !== 'string') throw bad(`entry ${i}: image must be a directory path`);
+      spec.image = resolve(dirname(file), o.image);
+    }
+    if (o.cmdline !== undefined) {
+      if (typeof o.cmdline !== 'string') throw bad(`entry ${i}: cmdline must be a string`);
+      spec.cmdline = o.cmdline;
+    }
+    if (o.qemu_args !== undefined) {
+      if (!Array.isArray(o.qemu_args) || !o.qemu_args.every((a) => typeof a === 'string'))
+        throw bad(`entry ${i}: qemu_args must be an array of strings`);
+      spec.qemu_args = o.qemu_args as string[];
+    }
+    return spec;
+  });
+}
+
+// ---- outer: image cache, namespace, lock ------------------------------------------------------
+
+async function outer(): Promise<number> {
+  options(); // validate before doing anything
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root: it creates a network namespace');
+  const say = (l: string): void => void process.stderr.write(`bench: ${l}\n`);
+  say('filling the image cache (a cache hit when the recipe is unchanged)');
+  const built = spawnSync(
+    process.execPath,
+    [
+      join(ROOT, 'scripts/build-image.ts'),
+      '--out',
+      join(IMAGE_CACHE, 'bench-prebuilt'),
+      '--cache',
+      IMAGE_CACHE,
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit'], timeout: 1_200_000 },
+  );
+  if (built.status !== 0) throw new Error(`building the default image failed (exit ${built.status})`);
+
+  const netns = `banger-bench-${process.pid}`;
+  const ip = (args: string[]): void => {
+    const r = spawnSync('ip', args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
+  };
+  ip(['netns', 'add', netns]);
+  try {
+    ip(['netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
+    say(`network namespace ${netns}; waiting for ${LOCK} if another run boots VMs`);
+    const child = spawn(
+      'flock',
+      [
+        LOCK,
+        'ip',
+        'netns',
+        'exec',
+        netns,
+        process.execPath,
+        join(ROOT, 'bench/main.ts'),
+        ...process.argv.slice(2),
+      ],
+      { stdio: 'inherit', env: { ...process.env, BANGER_BENCH_INSIDE: netns } },
+    );
+    // Ctrl-C reaches the inner run too (same process group); it cleans up and exits.
+    const ignore = (): void => undefined;
+    process.on('SIGINT', ignore);
+    process.on('SIGTERM', () => child.kill('SIGTERM'));
+    const code = await new Promise<number>((r) => child.on('close', (c) => r(c ?? 1)));
+    process.off('SIGINT', ignore);
+    return code;
+  } finally {
+    // Anything the inner run left in the namespace is ours: stop those pids, then drop it.
+    const pids = spawnSync('ip', ['netns', 'pids', netns], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter(Boolean);
+    for (const pid of pids) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    spawnSync('ip', ['netns', 'delete', netns]);
+  }
+}
+
+// ---- inner: inside the namespace, holding the lock -----------------------------------------
+
+async function inner(netns: string): Promise<number> {
+  const o = options();
+  const say = (l: string): void => void process.stderr.write(`bench: ${l}\n`);
+  const started = new Date();
+  const t0 = performance.now();
+  const w: World = await startWorld(say);
+  let interrupted = false;
+  const onSignal = (): void => {
+    if (interrupted) return;
+    interrupted = true;
+    say('interrupted: cleaning up');
+    void stopWorld(w, { keep: o.keep }).finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  say(`state in ${w.dir} (namespace ${netns})`);
+  const results: BenchResults = {
+    format: 1,
+    name: o.name,
+    mode: o.quick ? 'quick' : 'full',
+    started_at: started.toISOString(),
+    duration_s: 0,
+    machine: describeMachine(),
+    config: {
+      vcpus: VM_DEFAULTS.vcpus,
+      memory_mib: VM_DEFAULTS.memoryMib,
+      disk_size: VM_DEFAULTS.diskSize,
+      network: 'user',
+      accel_config: 'auto',
+      ready_poll_ms: READY_POLL_MS,
+      guest_cmdline: guestCmdline({ name: 'NAME', networkMode: 'user' }),
+      image_recipe_hash: recipeHash(),
+    },
+    notes: [],
+    errors: [],
+  };
+  // A part that fails is recorded and the run goes on: a long run is never lost to one failure.
+  const part = async (name: Part, fn: () => Promise<void>): Promise<void> => {
+    if (!o.parts.includes(name)) return;
+    try {
+      await fn();
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      results.errors.push({ part: name, error });
+      say(`${name} FAILED: ${error}`);
+    }
+  };
+  try {
+    // Warm-up, not measured: pays the accelerator probe (a test boot; about 10 s on a host whose
+    // KVM cannot run the guest), fills the page cache with the image, and JIT-warms bangerd.
+    say('warm-up create (accelerator probe, page cache); not measured');
+    await bangerCreate(w, 'warmup');
+    const status = await w.client.daemon.status();
+    const accel = status.engine?.accel;
+    if (!accel) throw new Error('the daemon did not report an accelerator after a boot');
+    results.machine.accel = accel;
+    if (status.engine?.accel_reason) results.machine.accel_reason = status.engine.accel_reason;
+    const images = (await w.client.image.list()).images;
+    const def = images.find((i) => i.default);
+    if (def) results.config.kernel_version = def.kernel_version;
+    // The image the daemon really boots (its recipe hash, when it built it).
+    if (def?.recipe_hash) results.config.image_recipe_hash = def.recipe_hash;
+    const idleRss = await sampleRssMiB(w.daemonPid);
+    say(`accelerator ${accel}; bangerd idle RSS ${idleRss} MiB`);
+    const inputs = await defaultBootInputs(w, accel);
+
+    await part('rpc', async () => {
+      say('RPC: ping against bangerd and against the floor');
+      results.rpc = await runRpc(
+        w,
+        o.quick ? { callsSingle: 300, callsPerClient32: 20 } : { callsSingle: 3000, callsPerClient32: 150 },
+      );
+    });
+    await part('cow', async () => {
+      say('copy-on-write: overlays on a 200 MiB, a 10 GiB sparse and the default base');
+      results.cow = await runCow(w, { reps: o.quick ? 5 : 20, defaultRootfs: inputs.rootfs });
+    });
+    await part('boot', async () => {
+      say(`create → SSH ready: ${o.pairs} alternating pairs (banger, bare QEMU)`);
+      const { pairs, bareArgv, profile } = await runBootPairs(w, inputs, o.pairs, 'boot');
+      results.boot = { summary: summarizeBoot(pairs), pairs, bare_argv: bareArgv };
+      if (profile) results.boot.guest_profile = profile;
+    });
+    await part('guest-ab', async () => {
+      const specs = o.variants!;
+      say(`guest A/B: ${o.pairs} rounds of bare boots of ${specs.map((v) => v.label).join(', ')}`);
+      const variants: GuestVariant[] = specs.map((v) => {
+        const b = v.image ? imageDirInputs(v.image, accel, v.cmdline) : { ...inputs };
+        if (!v.image && v.cmdline !== undefined) b.cmdlineTemplate = v.cmdline;
+        if (v.qemu_args) b.qemuArgs = v.qemu_args;
+        return { ...b, label: v.label };
+      });
+      results.guest_ab = await runGuestAb(w, variants, o.pairs);
+    });
+    const n = o.quick ? 2 : 4;
+    let seq: { wall: number; each: number[] } | undefined;
+    // n creates in sequence, left running: the concurrency baseline and most of the footprint.
+    if (o.parts.includes('concurrency') || o.parts.includes('footprint')) {
+      await part(o.parts.includes('concurrency') ? 'concurrency' : 'footprint', async () => {
+        say(`${n} creates in sequence (left running)`);
+        seq = await sequentialCreates(w, n, 'seq');
+      });
+    }
+    await part('footprint', async () => {
+      const want = o.quick ? 3 : 5;
+      for (let i = (await w.client.vm.list({})).vms.length; i < want; i++) {
+        say(`one more VM for the footprint (${i + 1} of ${want})`);
+        await sequentialCreates(w, 1, `foot${i}`);
+      }
+      say(`footprint with ${want} idle VMs`);
+      results.footprint = await measureFootprint(w, idleRss, {
+        settleMs: o.quick ? 10_000 : 30_000,
+        cpuWindowMs: 10_000,
+      });
+    });
+    for (const vm of (await w.client.vm.list({})).vms) await deleteVm(w, vm.name);
+    if (seq) {
+      const sequential = seq;
+      await part('concurrency', async () => {
+        say(`${n} creates in parallel`);
+        const par = await parallelCreates(w, n, 'par');
+        results.concurrency = concurrencyResult(n, sequential, par);
+      });
+    }
+  } finally {
+    results.machine.load_average_end = loadavg().map((x) => Math.round(x * 100) / 100);
+    results.duration_s = Math.round((performance.now() - t0) / 1000);
+    // After a failure the daemon's state and logs (and the VMs' consoles) stay for a look.
+    const keep = o.keep || results.errors.length > 0;
+    if (!interrupted) await stopWorld(w, { keep });
+    if (keep) say(`kept ${w.dir} (bangerd.log, state/vms/*/serial.log, bare/*/serial.log)`);
+  }
+  if (o.quick) results.notes.push('quick run: reduced sample sizes; not for comparison or commit');
+  if (results.errors.length > 0) results.notes.push('incomplete run: see errors');
+  if (o.save) {
+    const dir = join(ROOT, 'bench/results');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${o.name}.json`);
+    writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+    say(`results written to ${file}`);
+  }
+  process.stdout.write(markdownSummary(results));
+  return results.errors.length > 0 ? 1 : 0;
+}
+
+const inside = process.env.BANGER_BENCH_INSIDE;
+(inside ? inner(inside) : outer()).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

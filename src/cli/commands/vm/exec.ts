@@ -1,0 +1,87 @@
+import { Args, Flags } from '@oclif/core';
+import type { VmSshResult } from '../../../../generated/types.gen.ts';
+import { BangerCommand } from '../../base.ts';
+import { guestSshArgv, runGuestSsh } from '../../guest-run.ts';
+import { SshSpawnError } from '../../ssh-exec.ts';
+import { checkVmName, usageError } from '../../vm-ref.ts';
+
+export interface VmExecOutput extends VmSshResult {
+  /** The directory the command runs in (none: the login directory). */
+  cwd?: string;
+  /** The ssh command line banger would run. */
+  argv: string[];
+}
+
+/** What banger exits with when the ssh binary cannot be run (like a shell's "command not found"). */
+const EXIT_NO_SSH = 127;
+
+export default class VmExec extends BangerCommand {
+  static override summary = 'Run a command in a running VM, in its workspace directory when it has one.';
+  static override description = `Runs the words after -- in the VM over ssh (banger's key, the VM's pinned host key) and exits with the command's exit code. Each argument arrives exactly as you typed it (use sh -c '...' when you want the remote shell to expand $VARS, globs or pipes).
+
+The command runs in the VM's workspace directory (/root/repo unless the workspace was prepared elsewhere) when it has one — see banger vm run PATH and banger vm workspace prepare — and in root's home otherwise; --cwd picks another directory. Exit code 255 means ssh itself failed (could not connect or authenticate). With --json it prints the connection details and the ssh command line instead of running it.`;
+  static override examples = [
+    { description: 'Run the tests in the workspace', command: '<%= config.bin %> vm exec dev -- make test' },
+    {
+      description: 'Somewhere else, with shell syntax',
+      command: "<%= config.bin %> vm exec dev --cwd /var/log -- sh -c 'ls | wc -l'",
+    },
+    { description: 'A full-screen program', command: '<%= config.bin %> vm exec dev -t -- htop' },
+  ];
+  static override strict = false;
+  static override usage = 'vm exec NAME [--cwd DIR] [-t] [--json] [--socket <value>] -- COMMAND [ARG...]';
+  static override args = {
+    name: Args.string({ required: true, description: 'The VM (name or id); it must be running.' }),
+  };
+  static override flags = {
+    cwd: Flags.string({
+      summary: 'Directory in the VM to run in (default: the workspace directory, else the home directory).',
+      helpValue: '<dir>',
+    }),
+    tty: Flags.boolean({ char: 't', summary: 'Give the command a terminal (for full-screen programs).' }),
+  };
+
+  async run(): Promise<VmExecOutput | undefined> {
+    // Everything after the first `--` is the command, untouched by oclif's parser.
+    const dd = this.argv.indexOf('--');
+    const command = dd === -1 ? [] : this.argv.slice(dd + 1);
+    if (dd !== -1) this.argv = this.argv.slice(0, dd);
+    const { args, argv, flags } = await this.parseWith(VmExec);
+    const extra = argv.slice(1).map(String);
+    if (extra.length > 0) {
+      throw usageError(
+        `unexpected ${extra.map((a) => `"${a}"`).join(' ')}: put the command after --, e.g. ${this.config.bin} vm exec ${args.name} -- ${extra.join(' ')}`,
+      );
+    }
+    if (command.length === 0) {
+      throw usageError(
+        `give the command to run after --, e.g. ${this.config.bin} vm exec ${args.name} -- ls -la (for a shell: ${this.config.bin} vm ssh ${args.name})`,
+      );
+    }
+    checkVmName(args.name);
+    if (flags.cwd !== undefined && !flags.cwd.startsWith('/'))
+      throw usageError(`--cwd ${flags.cwd}: give an absolute path in the VM`);
+    const [details, shown] = await Promise.all([
+      this.client.vm.ssh({ name: args.name }),
+      flags.cwd === undefined ? this.client.vm.show({ name: args.name }) : Promise.resolve(undefined),
+    ]);
+    const cwd = flags.cwd ?? shown?.vm.workspace?.guest_path;
+    const sshArgv = guestSshArgv(details, { command, cwd, tty: flags.tty });
+    if (this.jsonEnabled()) return { ...details, ...(cwd ? { cwd } : {}), argv: ['ssh', ...sshArgv] };
+
+    try {
+      const outcome = await runGuestSsh(sshArgv, { endOnSignal: false });
+      if (outcome.code === 255) {
+        process.stderr.write(
+          `banger: ssh exited 255: ssh itself failed (could not connect or authenticate to ${details.user}@${details.host}:${details.port}), or the command exited 255; check the VM with: ${this.config.bin} vm health ${args.name}\n`,
+        );
+      }
+      process.exitCode = outcome.code;
+    } catch (err) {
+      if (!(err instanceof SshSpawnError)) throw err;
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = EXIT_NO_SSH;
+    }
+    return undefined;
+  }
+}

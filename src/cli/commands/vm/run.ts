@@ -1,0 +1,413 @@
+import { resolve } from 'node:path';
+import { Args, Flags } from '@oclif/core';
+import type {
+  VmCreatePlanParams,
+  VmCreatePlanResult,
+  VmCreateStatusResult,
+  Vm,
+  Workspace,
+} from '../../../../generated/types.gen.ts';
+import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
+import { DEFAULT_GUEST_PATH } from '../../../vm/workspace.ts';
+import { inspectRepo } from '../../../vm/workspace-repo.ts';
+import { BangerCommand } from '../../base.ts';
+import { EXIT_INTERRUPTED } from '../../exit-codes.ts';
+import {
+  formatDuration,
+  formatVmNetwork,
+  formatVmSpec,
+  normalizeSize,
+  paint,
+  useColor,
+} from '../../format.ts';
+import { guestSshArgv, runGuestSsh, signalExitCode } from '../../guest-run.ts';
+import {
+  planSteps,
+  SignalGuard,
+  specLine,
+  type RunPlanInput,
+  type VmRunDetached,
+  type VmRunDryRun,
+} from '../../run-plan.ts';
+import { failedStep, operationElapsed, watchOperation } from '../../progress.ts';
+import { shellQuote, SshSpawnError } from '../../ssh-exec.ts';
+import { checkResourceName, checkVmName, flagError, usageError } from '../../vm-ref.ts';
+import { memoryFlag } from './create.ts';
+import { describeWorkspace } from './workspace/prepare.ts';
+
+export default class VmRun extends BangerCommand {
+  static override summary =
+    'Create a sandbox VM, copy a git repo into it, and run a command or a shell there.';
+  static override description = `One command from nothing to a running sandbox. banger vm run prints the resolved spec (vCPUs, memory, disk, image), creates and boots a VM from the default image (building it on first use), showing each step with its duration, and waits until SSH answers. Then:
+
+  - with PATH (a git work tree), copies the repository's git-tracked files into /root/repo, with a shallow git history so git status and git diff work there (untracked files only with --include-untracked; ignored files never; bare repositories and submodules are refused unless --mode full_copy);
+  - with -- COMMAND, runs it (in /root/repo when PATH was given) and exits with its exit code; each argument arrives exactly as typed;
+  - without a command, opens an interactive shell (in /root/repo when PATH was given).
+
+--rm deletes the VM when the command or the shell ends, also on Ctrl-C. -d/--detach returns as soon as the VM is ready (and the workspace copied): use banger vm exec, vm ssh and vm workspace export on it, and vm delete when done. --dry-run prints the spec and the plan (including how many files would be copied) and changes nothing.
+
+Progress and banger's own messages go to stderr; stdout carries only the command's output (or the result, with -d or --dry-run). If the VM does not come up, banger names the step that failed (for wait_ready, the guest stage it reached) and where to read the boot console: the failed create is undone, VM included, so banger op trace OP-ID shows the console of that boot with the daemon's log lines.`;
+  static override examples = [
+    { description: 'A throwaway shell', command: '<%= config.bin %> vm run --rm' },
+    {
+      description: 'Run the tests of this repository in a fresh VM',
+      command: '<%= config.bin %> vm run . --rm -- make test',
+    },
+    {
+      description: 'Exit code of the command is banger’s',
+      command: "<%= config.bin %> vm run --rm -- sh -c 'exit 3'; echo $?",
+    },
+    {
+      description: 'Keep a bigger VM around with the repository, and use it later',
+      command:
+        '<%= config.bin %> vm run ~/src/app -d --name app --vcpu 4 --memory 4G && <%= config.bin %> vm exec app -- npm test',
+    },
+    {
+      description: 'What would happen, without doing it',
+      command: '<%= config.bin %> vm run . --include-untracked --dry-run',
+    },
+  ];
+  static override strict = false;
+  static override usage = 'vm run [PATH] [FLAGS] [-- COMMAND [ARG...]]';
+  static override args = {
+    path: Args.string({
+      required: false,
+      description: 'A git work tree on this machine to copy into the VM (/root/repo).',
+    }),
+  };
+  static override flags = {
+    name: Flags.string({ char: 'n', summary: 'Name of the VM (default: a random friendly name).' }),
+    image: Flags.string({ char: 'i', summary: 'Image to create it from (default: the default image).' }),
+    vcpu: Flags.integer({ min: 1, max: 64, summary: 'Virtual CPUs (default from config).' }),
+    memory: memoryFlag({
+      char: 'm',
+      summary: 'Memory: MiB (2048) or a size with a unit (2G) (default from config).',
+    }),
+    'disk-size': Flags.string({
+      summary: 'Root disk size, e.g. 8G (default from config).',
+      helpValue: '<size>',
+      parse: async (input) => {
+        const s = normalizeSize(input);
+        if (s === undefined)
+          throw flagError(`"${input}" is not a size: use a number with K, M, G or T, e.g. 4G`);
+        return s;
+      },
+    }),
+    network: Flags.option({
+      options: ['user', 'bridge'] as const,
+      summary:
+        'user: rootless, SSH forwarded from 127.0.0.1; bridge: on banger’s bridge (needs the root helper).',
+      description:
+        'Default: what the daemon is configured for (bridge when the root helper is reachable, else user).',
+    })(),
+    nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
+    rm: Flags.boolean({ summary: 'Delete the VM when the command or shell ends (also on Ctrl-C).' }),
+    detach: Flags.boolean({ char: 'd', summary: 'Return once the VM is ready (and the workspace copied).' }),
+    'dry-run': Flags.boolean({ summary: 'Print the spec and the plan; create nothing.' }),
+    'include-untracked': Flags.boolean({
+      summary: 'Also copy untracked files of PATH (never ignored ones).',
+    }),
+    mode: Flags.option({
+      options: ['tracked', 'full_copy'] as const,
+      summary: 'How PATH is copied: tracked (default) or full_copy (submodules too).',
+    })(),
+  };
+
+  async run(): Promise<VmRunDryRun | VmRunDetached | undefined> {
+    const dd = this.argv.indexOf('--');
+    const command = dd === -1 ? [] : this.argv.slice(dd + 1);
+    if (dd !== -1) this.argv = this.argv.slice(0, dd);
+    const { args, argv, flags } = await this.parseWith(VmRun);
+    const extra = argv.slice(1).map(String);
+    if (extra.length > 0) {
+      throw usageError(
+        `unexpected ${extra.map((a) => `"${a}"`).join(' ')}: vm run takes one PATH; put the command after --, e.g. ${this.config.bin} vm run ${args.path ?? '.'} -- ${extra.join(' ')}`,
+      );
+    }
+    if (flags.detach && flags.rm)
+      throw usageError(
+        '-d/--detach leaves the VM running and --rm deletes it when the command ends: use one of them',
+      );
+    if (flags.detach && command.length > 0) {
+      throw usageError(
+        `-d/--detach runs no command: drop -d to run it and wait for it, or run it later with ${this.config.bin} vm exec NAME -- ${shellQuote(command)}`,
+      );
+    }
+    if (args.path === undefined && (flags['include-untracked'] || flags.mode !== undefined))
+      throw usageError(
+        '--include-untracked and --mode apply to a PATH to copy: give one, e.g. vm run . --include-untracked',
+      );
+    if (this.jsonEnabled() && !flags.detach && !flags['dry-run']) {
+      throw usageError(
+        '--json needs --dry-run or -d/--detach (otherwise stdout is the command’s own output)',
+      );
+    }
+    if (flags.name !== undefined) checkVmName(flags.name);
+    if (flags.image !== undefined) checkResourceName(flags.image, 'image');
+
+    // Check the repository before anything is created: a bare repo or a submodule fails here.
+    const includeUntracked = flags['include-untracked'];
+    const mode = flags.mode ?? 'tracked';
+    let repo: RunPlanInput['repo'];
+    if (args.path !== undefined) {
+      const info = await inspectRepo(resolve(args.path), { includeUntracked, mode });
+      repo = { ...info, mode, includeUntracked };
+    }
+
+    const params: VmCreatePlanParams = {};
+    if (flags.name !== undefined) params.name = flags.name;
+    if (flags.image !== undefined) params.image = flags.image;
+    if (flags.vcpu !== undefined) params.vcpus = flags.vcpu;
+    if (flags.memory !== undefined) params.memory_mib = flags.memory;
+    if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
+    if (flags.network !== undefined) params.network = flags.network;
+    if (flags.nat) params.nat = true;
+    const plan = await this.client.vm.create.plan(params);
+    if (flags['dry-run']) {
+      this.say(specLine(plan));
+      return this.dryRun(plan, repo, command, flags.rm, flags.detach);
+    }
+    const err = process.stderr;
+    const errColor = useColor(err);
+    // stderr is for people, with or without --json (which only shapes stdout).
+    err.write(`${specLine(plan)}\n`);
+
+    // Create it under the planned name, so the name printed is the name made.
+    const begun = await this.client.vm.create.begin({ ...params, name: plan.name });
+    const name = begun.name;
+    const watched = await watchOperation(
+      () => this.client.vm.create.status({ operation_id: begun.operation_id }),
+      {
+        title: `Creating ${name}`,
+        cancel: () => this.client.vm.create.cancel({ operation_id: begun.operation_id }),
+        color: errColor,
+      },
+    );
+    const vm = this.createdVm(watched.last, watched.interrupted, name);
+    err.write(
+      `${paint(errColor, 'green', '✓')} ${name} is running (${formatVmSpec(vm)}, ${formatVmNetwork(vm)}), created in ${formatDuration(operationElapsed(watched.last.operation, Date.now()))}\n`,
+    );
+    if (watched.interrupted) {
+      // Ctrl-C came too late to cancel the create: honour it now.
+      await this.finish(name, flags.rm, 'SIGINT');
+      return undefined;
+    }
+    // From here on the VM exists: a signal must not kill banger before --rm has deleted it.
+    const guard = new SignalGuard();
+    try {
+      return await this.afterCreate(name, guard, {
+        repo,
+        includeUntracked,
+        mode,
+        command,
+        rm: flags.rm,
+        detach: flags.detach,
+      });
+    } finally {
+      guard.dispose();
+    }
+  }
+
+  private async afterCreate(
+    name: string,
+    guard: SignalGuard,
+    o: {
+      repo: RunPlanInput['repo'];
+      includeUntracked: boolean;
+      mode: Workspace['mode'];
+      command: string[];
+      rm: boolean;
+      detach: boolean;
+    },
+  ): Promise<VmRunDetached | undefined> {
+    const err = process.stderr;
+    const { command } = o;
+    const flags = { rm: o.rm, detach: o.detach };
+    let workspace: Workspace | undefined;
+    if (o.repo) {
+      const got = await this.copyWorkspace(name, o.repo.root, o.includeUntracked, o.mode, o.rm, guard);
+      if ('signal' in got) {
+        await this.finish(name, o.rm, got.signal);
+        return undefined;
+      }
+      workspace = got.workspace;
+    }
+    if (guard.received) {
+      await this.finish(name, o.rm, guard.received);
+      return undefined;
+    }
+
+    if (flags.detach) {
+      const shown = (await this.client.vm.show({ name })).vm;
+      this.say(`${name} is running${workspace ? ` with its workspace in ${workspace.guest_path}` : ''}`);
+      this.say(`  run a command: ${this.config.bin} vm exec ${name} -- CMD`);
+      this.say(`  open a shell:  ${this.config.bin} vm ssh ${name}`);
+      if (workspace)
+        this.say(`  get changes:   ${this.config.bin} vm workspace export ${name} | git apply --index`);
+      this.say(`  delete it:     ${this.config.bin} vm delete ${name}`);
+      return workspace ? { vm: shown, workspace } : { vm: shown };
+    }
+
+    const details = await this.client.vm.ssh({ name });
+    const interactive = command.length === 0;
+    const tty = interactive && process.stdin.isTTY === true && process.stdout.isTTY === true;
+    const sshArgv = guestSshArgv(details, { command, cwd: workspace?.guest_path, tty });
+    let code: number;
+    try {
+      const outcome = await runGuestSsh(sshArgv, { endOnSignal: flags.rm });
+      const interrupted = outcome.interruptedBy ?? guard.received;
+      if (interrupted && flags.rm) {
+        await this.finish(name, true, interrupted);
+        return undefined;
+      }
+      code = outcome.code;
+      if (code === 255) {
+        err.write(
+          `banger: ssh exited 255: ssh itself failed (could not connect or authenticate), or the command exited 255; check the VM with: ${this.config.bin} vm health ${name}\n`,
+        );
+      }
+    } catch (e) {
+      if (!(e instanceof SshSpawnError)) throw e;
+      err.write(`error: ${e.message}\n`);
+      code = 127;
+    }
+    if (flags.rm) await this.deleteVm(name);
+    else err.write(`${name} is still running; delete it with: ${this.config.bin} vm delete ${name}\n`);
+    process.exitCode = code;
+    return undefined;
+  }
+
+  private dryRun(
+    plan: VmCreatePlanResult,
+    repo: RunPlanInput['repo'],
+    command: string[],
+    rm: boolean,
+    detach: boolean,
+  ): VmRunDryRun {
+    const steps = planSteps({ plan, ...(repo ? { repo } : {}), command, rm, detach, bin: this.config.bin });
+    this.say('dry run: nothing was created or changed. vm run would:');
+    steps.forEach((s, i) => this.say(`  ${i + 1}. ${s}`));
+    const out: VmRunDryRun = { dry_run: true, spec: plan, command, steps };
+    if (repo) {
+      out.workspace = {
+        host_path: repo.root,
+        guest_path: DEFAULT_GUEST_PATH,
+        mode: repo.mode,
+        include_untracked: repo.includeUntracked,
+        base_commit: repo.head,
+        files: repo.files.length,
+        untracked_files: repo.untracked,
+        bytes: repo.bytes,
+      };
+      if (repo.branch) out.workspace.branch = repo.branch;
+    }
+    return out;
+  }
+
+  /** The VM of a finished create, or the error that explains why there is none. */
+  private createdVm(last: VmCreateStatusResult, interrupted: boolean, name: string): Vm {
+    const op = last.operation;
+    if (op.state === 'succeeded' && last.vm) return last.vm;
+    if (op.state === 'canceled') {
+      throw new ErrorResponse(
+        'canceled',
+        `create of ${name} canceled${interrupted ? '' : ` (${op.error?.message ?? 'not by this command'})`}; what it had done was undone`,
+        { opId: op.id },
+      );
+    }
+    const step = failedStep(op);
+    const c = useColor(process.stderr);
+    const took = step?.duration_ms !== undefined ? ` after ${formatDuration(step.duration_ms)}` : '';
+    process.stderr.write(
+      `${paint(c, 'red', '✗')} create of ${name} failed${step ? ` at step ${step.name}${took}` : ''}${step?.detail ? `: ${step.detail}` : ''}\n`,
+    );
+    // The failed create undid its steps, the VM's directory and console log included; the daemon
+    // kept the console of the create's window with its log lines, under the create's op id.
+    process.stderr.write(
+      `  the create was undone; its boot console and log lines: ${this.config.bin} op trace ${op.id}\n`,
+    );
+    const code = op.error && isErrorCode(op.error.code) ? op.error.code : 'operation_failed';
+    throw new ErrorResponse(code, op.error?.message ?? step?.detail ?? `the create of ${name} failed`, {
+      opId: op.id,
+    });
+  }
+
+  /**
+   * Copy the workspace in. Ctrl-C (or SIGTERM/SIGHUP) abandons the copy (the daemon stops it when
+   * the call's connection closes) and is reported back; a failure with --rm deletes the VM first.
+   */
+  private async copyWorkspace(
+    name: string,
+    path: string,
+    includeUntracked: boolean,
+    mode: Workspace['mode'],
+    rm: boolean,
+    guard: SignalGuard,
+  ): Promise<{ workspace: Workspace } | { signal: NodeJS.Signals }> {
+    const err = process.stderr;
+    const c = useColor(err);
+    const t0 = Date.now();
+    err.write(`copying ${path} to ${name}:${DEFAULT_GUEST_PATH} …\n`);
+    try {
+      const params = { name, path, ...(includeUntracked ? { include_untracked: true } : {}), mode };
+      const r = await this.client.vm.workspace.prepare(params, { signal: guard.signal });
+      err.write(
+        `${paint(c, 'green', '✓')} workspace: ${describeWorkspace(r.workspace)} in ${formatDuration(Date.now() - t0)}\n`,
+      );
+      return { workspace: r.workspace };
+    } catch (e) {
+      if (guard.received) return { signal: guard.received };
+      if (rm) await this.deleteVm(name);
+      else
+        err.write(
+          `${name} is running without its workspace; try again with: ${this.config.bin} vm workspace prepare ${name} ${path}, or delete it: ${this.config.bin} vm delete ${name}\n`,
+        );
+      throw e;
+    }
+  }
+
+  /** Interrupted: with --rm delete the VM; then exit as a signal would. */
+  private async finish(name: string, rm: boolean, signal: NodeJS.Signals): Promise<void> {
+    if (rm) await this.deleteVm(name);
+    else
+      process.stderr.write(
+        `${name} is still running; delete it with: ${this.config.bin} vm delete ${name}\n`,
+      );
+    process.exitCode = signal === 'SIGINT' ? EXIT_INTERRUPTED : signalExitCode(signal);
+  }
+
+  /**
+   * Delete the VM (--rm). A call that was just abandoned may keep it busy for a moment, so a
+   * conflict is retried. A second Ctrl-C leaves it be.
+   */
+  private async deleteVm(name: string): Promise<void> {
+    const err = process.stderr;
+    let giveUp = false;
+    const onSig = (): void => {
+      giveUp = true;
+    };
+    process.on('SIGINT', onSig);
+    err.write(`deleting ${name} (--rm) …\n`);
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.client.vm.delete({ name });
+          err.write(`deleted ${name}\n`);
+          return;
+        } catch (e) {
+          if (e instanceof ErrorResponse && e.code === 'not_found') return;
+          if (e instanceof ErrorResponse && e.code === 'conflict' && attempt < 60 && !giveUp) {
+            await new Promise((r) => setTimeout(r, 500));
+            continue;
+          }
+          err.write(
+            `error: could not delete ${name}: ${e instanceof Error ? e.message : String(e)}; delete it with: ${this.config.bin} vm delete ${name}\n`,
+          );
+          return;
+        }
+      }
+    } finally {
+      process.off('SIGINT', onSig);
+    }
+  }
+}

@@ -1,0 +1,83 @@
+// Running something in a VM from the CLI (`vm run`, `vm exec`): the remote command line (in the
+// workspace directory when there is one), the ssh argv, and an ssh run that a signal can end.
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import type { VmSshResult } from '../../generated/types.gen.ts';
+import { buildSshArgv, shellQuote, SshSpawnError, type SshOutcome } from './ssh-exec.ts';
+
+/**
+ * The remote shell line: the command's words quoted so each arrives intact, run from `cwd` when
+ * given; with no command, a login shell in `cwd` (undefined: ssh's plain login).
+ */
+export function remoteLine(command: readonly string[], cwd: string | undefined): string | undefined {
+  const cd = cwd !== undefined ? `cd ${shellQuote([cwd])} && ` : '';
+  if (command.length > 0) return `${cd}${shellQuote(command)}`;
+  return cwd !== undefined ? `${cd}exec "\${SHELL:-/bin/sh}" -l` : undefined;
+}
+
+/** The ssh argv (without `ssh`) that runs `command` in `cwd`, or opens a shell there. */
+export function guestSshArgv(
+  details: VmSshResult,
+  opts: { command: readonly string[]; cwd?: string | undefined; tty: boolean },
+): string[] {
+  const line = remoteLine(opts.command, opts.cwd);
+  if (line === undefined) return buildSshArgv(details, { command: [], tty: opts.tty });
+  // buildSshArgv quotes words; the line is quoted already, so put it in place of a placeholder.
+  const argv = buildSshArgv(details, { command: ['true'], tty: opts.tty });
+  argv[argv.length - 1] = line;
+  return argv;
+}
+
+export interface GuestOutcome extends SshOutcome {
+  /** A signal banger itself received while ssh ran (SIGINT, SIGTERM, SIGHUP). */
+  interruptedBy?: NodeJS.Signals;
+}
+
+const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Run ssh with the terminal inherited. While it runs, banger does not die of SIGINT/SIGTERM/SIGHUP:
+ * with `endOnSignal` it ends ssh and reports the signal (so `vm run --rm` can delete the VM first);
+ * without, SIGTERM and SIGHUP are passed on to ssh and Ctrl-C is left to ssh (the terminal sends
+ * it to both).
+ */
+export function runGuestSsh(
+  argv: readonly string[],
+  opts: { endOnSignal: boolean; bin?: string },
+): Promise<GuestOutcome> {
+  const bin = opts.bin ?? 'ssh';
+  return new Promise((resolve, reject) => {
+    let interruptedBy: NodeJS.Signals | undefined;
+    const child = spawn(bin, [...argv], { stdio: 'inherit' });
+    const handlers = new Map<NodeJS.Signals, () => void>();
+    for (const sig of FORWARDED) {
+      const h = (): void => {
+        interruptedBy ??= sig;
+        if (opts.endOnSignal) child.kill('SIGTERM');
+        else if (sig !== 'SIGINT') child.kill(sig);
+      };
+      handlers.set(sig, h);
+      process.on(sig, h);
+    }
+    const done = (): void => {
+      for (const [sig, h] of handlers) process.off(sig, h);
+    };
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      done();
+      reject(new SshSpawnError(bin, err));
+    });
+    child.on('exit', (code, signal) => {
+      done();
+      const out: GuestOutcome = signal
+        ? { code: 128 + (osConstants.signals[signal] ?? 0), signal }
+        : { code: code ?? 1 };
+      if (interruptedBy) out.interruptedBy = interruptedBy;
+      resolve(out);
+    });
+  });
+}
+
+/** The exit code for dying of a signal, as shells report it (SIGINT → 130). */
+export function signalExitCode(sig: NodeJS.Signals): number {
+  return 128 + (osConstants.signals[sig] ?? 0);
+}

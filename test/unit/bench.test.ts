@@ -1,0 +1,263 @@
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Operation } from '../../generated/types.gen.ts';
+import { dmesgGaps, type BareTimes } from '../../bench/bare.ts';
+import {
+  bangerTimes,
+  stepEnds,
+  summarizeAb,
+  summarizeBoot,
+  type BootPair,
+  type GuestVariant,
+} from '../../bench/boot.ts';
+import { cpuModel } from '../../bench/machine.ts';
+import { guestAbTable, markdownSummary, type BenchResults } from '../../bench/report.ts';
+import { mean, median, percentile, ratio, round, summarize } from '../../bench/stats.ts';
+import { watchFile, watchNewEntry } from '../../bench/watch.ts';
+import { formatReadyTimes } from '../../src/vm/machine.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'bg-bench-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('stats', () => {
+  it('interpolates percentiles and medians', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 2, 3])).toBe(2.5);
+    expect(percentile([1, 2, 3, 4, 5], 0)).toBe(1);
+    expect(percentile([1, 2, 3, 4, 5], 100)).toBe(5);
+    expect(percentile([1, 2, 3, 4, 5], 90)).toBeCloseTo(4.6);
+    expect(percentile([], 50)).toBeNaN();
+    expect(mean([1, 2, 6])).toBe(3);
+  });
+
+  it('summarizes and rounds; ratios guard against zero', () => {
+    expect(summarize([10, 30, 20])).toEqual({ n: 3, median: 20, min: 10, max: 30, p90: 28 });
+    expect(ratio(3, 2)).toBe(1.5);
+    expect(ratio(1, 3)).toBe(0.333);
+    expect(ratio(1, 0)).toBeNaN();
+    expect(round(1.26, 1)).toBe(1.3);
+  });
+});
+
+const origin = Date.parse('2026-01-01T00:00:00.000Z');
+const iso = (ms: number): string => new Date(origin + ms).toISOString();
+
+function createOp(): Operation {
+  return {
+    id: 'op-abc123',
+    kind: 'vm.create',
+    method: 'vm.create.begin',
+    state: 'succeeded',
+    started_at: iso(40),
+    steps: [
+      { name: 'resolve_image', state: 'done', started_at: iso(41), duration_ms: 2 },
+      { name: 'record', state: 'done', started_at: iso(43), duration_ms: 1 },
+      { name: 'prepare_disk', state: 'done', started_at: iso(44), duration_ms: 20 },
+      { name: 'seed', state: 'done', started_at: iso(64), duration_ms: 50 },
+      { name: 'boot', state: 'done', started_at: iso(114), duration_ms: 200 },
+      {
+        name: 'wait_ready',
+        state: 'done',
+        started_at: iso(314),
+        duration_ms: 15_000,
+        detail: formatReadyTimes({ userspaceMs: 9_000, sshdMs: 13_500, sshMs: 15_000 }),
+      },
+    ],
+  };
+}
+
+describe('boot stages', () => {
+  it('turns step starts and durations into offsets from the origin', () => {
+    const ends = stepEnds(createOp(), origin);
+    expect(ends.get('prepare_disk')).toEqual({ start: 44, end: 64 });
+    expect(ends.get('wait_ready')).toEqual({ start: 314, end: 15_314 });
+  });
+
+  it('reads the guest stages from the wait_ready detail', () => {
+    const t = bangerTimes(createOp(), origin, 15_600, 1_234.4);
+    expect(t).toMatchObject({
+      accepted: 40,
+      disk: 64,
+      seed: 114,
+      vmmStarted: 314,
+      kernelBooted: 1234,
+      userspace: 9_314,
+      sshd: 13_814,
+      sshReady: 15_314,
+      cli: 15_600,
+    });
+    expect(t.steps.seed).toBe(50);
+  });
+
+  it('fails clearly when a step is missing', () => {
+    const op = createOp();
+    op.steps = op.steps.filter((s) => s.name !== 'boot');
+    expect(() => bangerTimes(op, origin, 1, undefined)).toThrow(/no finished step boot/);
+  });
+
+  it('summarizes pairs with per-pair ratios', () => {
+    const b = bangerTimes(createOp(), origin, 16_000, 1000);
+    const pairs: BootPair[] = [0, 1, 2].map((i) => ({
+      index: i,
+      order: i % 2 === 0 ? 'banger-first' : 'bare-first',
+      banger: b,
+      bare: { disk: 10, seed: 40, vmmSpawned: 50, sshReady: 8_000 + i * 2_000, sshAttempts: 20 },
+    }));
+    const s = summarizeBoot(pairs);
+    expect(s.pairs).toBe(3);
+    expect(s.ratio_cli_vs_bare).toBe(1.6); // 16000 / 10000 is the median ratio
+    expect(s.banger.vmmToSsh?.median).toBe(15_000);
+    expect(s.bare.kernelBooted).toBeUndefined();
+    expect(s.bare.sshReady?.median).toBe(10_000);
+  });
+});
+
+describe('watchers', () => {
+  it('timestamps the first appearance of each pattern in a growing file', async () => {
+    const f = join(tmp, 'serial.log');
+    const target: { path?: string } = {};
+    const w = watchFile(() => target.path, { kernel: /Linux version/, later: /never/ }, { intervalMs: 5 });
+    await new Promise((r) => setTimeout(r, 20));
+    writeFileSync(f, 'banger: op-1 vm.create begins\n');
+    target.path = f;
+    await new Promise((r) => setTimeout(r, 30));
+    expect(w.seenAt.has('kernel')).toBe(false);
+    const before = performance.now();
+    appendFileSync(f, '[    0.000000] Linux ver');
+    appendFileSync(f, 'sion 6.1.0\n');
+    await new Promise((r) => setTimeout(r, 50));
+    w.stop();
+    expect(w.seenAt.get('kernel')).toBeGreaterThanOrEqual(before);
+    expect(w.seenAt.has('later')).toBe(false);
+  });
+
+  it('finds a new directory entry', async () => {
+    const d = join(tmp, 'vms');
+    mkdirSync(join(d, 'old'), { recursive: true });
+    const p = watchNewEntry(d, new Set(['old']), { intervalMs: 5 });
+    setTimeout(() => mkdirSync(join(d, 'abc')), 20);
+    expect(await p).toBe('abc');
+  });
+});
+
+describe('report', () => {
+  it('cpu model from /proc/cpuinfo', () => {
+    expect(cpuModel('processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz : 1\n')).toBe('AMD EPYC');
+    expect(cpuModel('')).toBe('unknown');
+  });
+
+  it('prints every part it has as a Markdown table', () => {
+    const b = bangerTimes(createOp(), origin, 16_000, 1000);
+    const pairs: BootPair[] = [
+      {
+        index: 0,
+        order: 'banger-first',
+        banger: b,
+        bare: { disk: 10, seed: 40, vmmSpawned: 50, kernelBooted: 900, sshReady: 10_000, sshAttempts: 20 },
+      },
+    ];
+    const r: BenchResults = {
+      format: 1,
+      name: 't',
+      mode: 'quick',
+      started_at: iso(0),
+      duration_s: 1,
+      machine: {
+        cpu_model: 'AMD EPYC',
+        cores: 2,
+        memory_gib: 24,
+        kernel: '6.1 #1',
+        qemu_version: 'QEMU emulator version 7.2.22',
+        node_version: 'v24',
+        accel: 'tcg',
+        load_average_start: [1, 2, 3],
+        load_average_end: [2, 2, 2],
+      },
+      config: {
+        vcpus: 2,
+        memory_mib: 1024,
+        disk_size: '4G',
+        network: 'user',
+        accel_config: 'auto',
+        ready_poll_ms: 300,
+        guest_cmdline: 'x',
+      },
+      notes: [],
+      errors: [],
+      boot: { summary: summarizeBoot(pairs), pairs, bare_argv: [] },
+      rpc: {
+        daemon: [{ clients: 1, calls: 10, seconds: 1, rps: 10, p50_ms: 1, p99_ms: 2 }],
+        floor: [{ clients: 1, calls: 10, seconds: 0.5, rps: 20, p50_ms: 0.5, p99_ms: 1 }],
+        ratios: [{ clients: 1, rps: 0.5, p50: 2, p99: 2 }],
+      },
+    };
+    const md = markdownSummary(r);
+    expect(md).toContain('| SSH ready (`ssh true` succeeded) | 15.31 | 10.00 |');
+    expect(md).toContain('| kernel booted (banner on the console) | 1.00 | 0.90 |');
+    expect(md).toContain('| 1 | 10 | 20 | 0.5 | 1 / 2 | 0.5 / 1 |');
+    expect(md).toContain('CLI 1.6');
+    expect(md).not.toContain('Copy-on-write');
+  });
+});
+
+describe('guest profile', () => {
+  it('finds the longest silences in dmesg', () => {
+    const text = [
+      '[    0.000000] Linux version 6.1.0',
+      '[    0.300000] smp: Bringing up secondary CPUs ...',
+      '[    0.500000] smp: Brought up 1 node, 2 CPUs',
+      'continuation line without a stamp',
+      '[    2.100000] Run /init as init process',
+      '[    2.150000] virtio_blk virtio0: [vda]',
+    ].join('\n');
+    const g = dmesgGaps(text, 2);
+    expect(g.last).toBe(2.15);
+    expect(g.gaps).toEqual([
+      { gap_s: 1.6, at_s: 2.1, line: 'Run /init as init process' },
+      { gap_s: 0.3, at_s: 0.3, line: 'smp: Bringing up secondary CPUs ...' },
+    ]);
+  });
+});
+
+describe('guest A/B summary', () => {
+  const v = (label: string, extra: Partial<GuestVariant> = {}): GuestVariant => ({
+    label,
+    kernel: '/img/vmlinuz',
+    rootfs: `/img-${label}/rootfs.ext4`,
+    accel: 'tcg',
+    ...extra,
+  });
+  const t = (sshReady: number, sshd?: number): BareTimes => ({
+    disk: 10,
+    seed: 40,
+    vmmSpawned: 50,
+    sshReady,
+    sshAttempts: 3,
+    ...(sshd !== undefined ? { sshd } : {}),
+  });
+
+  it('ratios each variant against the first, per round, and prints one column per variant', () => {
+    const variants = [
+      v('old'),
+      v('new', { cmdlineTemplate: 'root=x NAME', qemuArgs: ['-device', 'virtio-rng-device'] }),
+    ];
+    const g = summarizeAb(variants, [
+      { round: 0, order: ['old', 'new'], times: { old: t(20_000, 18_000), new: t(15_000, 13_000) } },
+      { round: 1, order: ['new', 'old'], times: { old: t(30_000), new: t(15_000) } },
+      { round: 2, order: ['old', 'new'], times: { old: t(10_000), new: t(9_000) } },
+    ]);
+    expect(g.rounds).toBe(3);
+    expect(g.ratios.new).toEqual({ sshReady: 0.75, sshd: 0.722 });
+    expect(g.variants[1]).toMatchObject({
+      image: '/img-new',
+      cmdline: 'root=x NAME',
+      qemu_args: ['-device', 'virtio-rng-device'],
+    });
+    expect(g.variants[0]!.stages.sshReady?.median).toBe(20_000);
+    const md = guestAbTable(g);
+    expect(md).toContain('| SSH ready (`ssh true` succeeded) | 20.00 | 15.00 | 0.75 |');
+    expect(md).toContain('- new: /img-new; cmdline `root=x NAME`; QEMU args `-device virtio-rng-device`');
+  });
+});
