@@ -108,10 +108,15 @@ export default async function setup(): Promise<() => Promise<void>> {
       timeout: 1_200_000,
     },
   );
-  if (build.status !== 0) throw new Error(`banger image build failed (exit ${build.status})`);
+  if (build.status !== 0) {
+    // vitest runs no teardown when setup throws: stop the daemon, helper and namespace here.
+    await teardown();
+    throw new Error(`banger image build failed (exit ${build.status})`);
+  }
   process.stderr.write(`smoke: default image recorded in ${Date.now() - t1} ms\n`);
+  return teardown;
 
-  return async () => {
+  async function teardown(): Promise<void> {
     const cur = JSON.parse(readFileSync(SMOKE_ENV_FILE, 'utf8')) as SmokeEnv;
     // Delete what the scenarios left, then stop the daemon and every VMM it started.
     spawnSync('ip', ['netns', 'exec', netns, BIN('banger'), 'vm', 'prune', '--socket', cur.socket], {
@@ -132,5 +137,5 @@ export default async function setup(): Promise<() => Promise<void>> {
     spawnSync('ip', ['netns', 'delete', netns]);
     if (process.env.BANGER_SMOKE_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
     rmSync(SMOKE_ENV_FILE, { force: true });
-  };
+  }
 }
