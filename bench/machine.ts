@@ -22,7 +22,11 @@ export interface MachineInfo {
 
 function tryRun(argv: string[]): string | undefined {
   try {
-    return execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: ROOT }).trim();
+    return execFileSync(argv[0]!, argv.slice(1), {
+      encoding: 'utf8',
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
   } catch {
     return undefined;
   }

@@ -6,13 +6,13 @@
 // Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
 //
 // It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
-// archive), creates a network namespace, and re-runs this file inside it under
-// `flock /tmp/banger-vm.lock` (one engineer boots VMs at a time); the inner one starts bangerd
-// there and measures. Every VM's traffic stays inside the namespace.
+// archive), creates a network namespace, takes /tmp/banger-vm.lock (flock: one engineer boots VMs
+// at a time) and re-runs this file inside the namespace; the inner one starts bangerd there and
+// measures. Every VM's traffic stays inside the namespace.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { recipeHash } from '../src/image/recipe.ts';
 import { guestCmdline, READY_POLL_MS } from '../src/vm/machine.ts';
@@ -36,6 +36,7 @@ import {
 import { describeMachine } from './machine.ts';
 import { markdownSummary, type BenchResults } from './report.ts';
 import { runRpc } from './rpc.ts';
+import { readVariants, type VariantSpec } from './variants.ts';
 import { deleteVm, IMAGE_CACHE, ROOT, startWorld, stopWorld, VM_DEFAULTS, type World } from './world.ts';
 
 const PARTS = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'guest-ab'] as const;
@@ -62,6 +63,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--n
   --pairs N      boot pairs (banger, bare) to run, alternating which goes first (default 5, quick 2)
   --name NAME    results file bench/results/NAME.json (default: the start time, quick- prefixed)
   --no-save      print only
+  --note TEXT    recorded in the results' notes (repeatable): what this run is
   --keep         keep the temp dir (daemon state, logs, serial consoles) for inspection
 
 Needs root (network namespace), qemu-system-x86_64, and a built tree (npm run bench builds).`;
@@ -74,6 +76,7 @@ function options(): {
   save: boolean;
   keep: boolean;
   variants?: VariantSpec[];
+  notes: string[];
 } {
   const { values } = parseArgs({
     options: {
@@ -86,6 +89,7 @@ function options(): {
       'baseline-image': { type: 'string' },
       'baseline-cmdline': { type: 'string' },
       variants: { type: 'string' },
+      note: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -125,45 +129,10 @@ function options(): {
     name,
     save: !values['no-save'],
     keep: values.keep,
+    notes: values.note ?? [],
   };
   if (variants) o.variants = variants;
   return o;
-}
-
-interface VariantSpec {
-  label: string;
-  image?: string;
-  cmdline?: string;
-  qemu_args?: string[];
-}
-
-function readVariants(file: string): VariantSpec[] {
-  const raw = JSON.parse(readFileSync(file, 'utf8')) as unknown;
-  const bad = (why: string): Error => new Error(`--variants ${file}: ${why}`);
-  if (!Array.isArray(raw) || raw.length < 2) throw bad('want a JSON array of at least two variants');
-  return raw.map((v: unknown, i) => {
-    if (typeof v !== 'object' || v === null) throw bad(`entry ${i} is not an object`);
-    const o = v as Record<string, unknown>;
-    for (const k of Object.keys(o))
-      if (!['label', 'image', 'cmdline', 'qemu_args'].includes(k)) throw bad(`entry ${i}: unknown key ${k}`);
-    if (typeof o.label !== 'string' || !/^[A-Za-z0-9._-]{1,40}$/.test(o.label))
-      throw bad(`entry ${i}: label must be 1-40 letters, digits, dot, dash, underscore`);
-    const spec: VariantSpec = { label: o.label };
-    if (o.image !== undefined) {
-      if (typeof o.image !== 'string') throw bad(`entry ${i}: image must be a directory path`);
-      spec.image = resolve(dirname(file), o.image);
-    }
-    if (o.cmdline !== undefined) {
-      if (typeof o.cmdline !== 'string') throw bad(`entry ${i}: cmdline must be a string`);
-      spec.cmdline = o.cmdline;
-    }
-    if (o.qemu_args !== undefined) {
-      if (!Array.isArray(o.qemu_args) || !o.qemu_args.every((a) => typeof a === 'string'))
-        throw bad(`entry ${i}: qemu_args must be an array of strings`);
-      spec.qemu_args = o.qemu_args as string[];
-    }
-    return spec;
-  });
 }
 
 // ---- outer: image cache, namespace, lock ------------------------------------------------------
@@ -195,24 +164,23 @@ async function outer(): Promise<number> {
   try {
     ip(['netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
     say(`network namespace ${netns}; waiting for ${LOCK} if another run boots VMs`);
+    // The lock is taken on an open file description this process keeps: flock(1) locks the fd it
+    // is handed, and the lock lives as long as the description, so the inner run (spawned
+    // directly, its pid known for signals) needs no wrapper.
+    const lockFd = openSync(LOCK, 'a', 0o666);
+    const locked = spawnSync('flock', ['--exclusive', '3'], {
+      stdio: ['ignore', 'inherit', 'inherit', lockFd],
+    });
+    if (locked.status !== 0) throw new Error(`flock ${LOCK} failed (exit ${locked.status})`);
     const child = spawn(
-      'flock',
-      [
-        LOCK,
-        'ip',
-        'netns',
-        'exec',
-        netns,
-        process.execPath,
-        join(ROOT, 'bench/main.ts'),
-        ...process.argv.slice(2),
-      ],
+      'ip',
+      ['netns', 'exec', netns, process.execPath, join(ROOT, 'bench/main.ts'), ...process.argv.slice(2)],
       { stdio: 'inherit', env: { ...process.env, BANGER_BENCH_INSIDE: netns } },
     );
     // Ctrl-C reaches the inner run too (same process group); it cleans up and exits.
     const ignore = (): void => undefined;
     process.on('SIGINT', ignore);
-    process.on('SIGTERM', () => child.kill('SIGTERM'));
+    process.on('SIGTERM', () => child.kill('SIGINT'));
     const code = await new Promise<number>((r) => child.on('close', (c) => r(c ?? 1)));
     process.off('SIGINT', ignore);
     return code;
@@ -267,7 +235,7 @@ async function inner(netns: string): Promise<number> {
       guest_cmdline: guestCmdline({ name: 'NAME', networkMode: 'user' }),
       image_recipe_hash: recipeHash(),
     },
-    notes: [],
+    notes: [...o.notes],
     errors: [],
   };
   // A part that fails is recorded and the run goes on: a long run is never lost to one failure.
@@ -282,22 +250,27 @@ async function inner(netns: string): Promise<number> {
     }
   };
   try {
-    // Warm-up, not measured: pays the accelerator probe (a test boot; about 10 s on a host whose
-    // KVM cannot run the guest), fills the page cache with the image, and JIT-warms bangerd.
-    say('warm-up create (accelerator probe, page cache); not measured');
-    await bangerCreate(w, 'warmup');
-    const status = await w.client.daemon.status();
-    const accel = status.engine?.accel;
-    if (!accel) throw new Error('the daemon did not report an accelerator after a boot');
-    results.machine.accel = accel;
-    if (status.engine?.accel_reason) results.machine.accel_reason = status.engine.accel_reason;
+    const boots = o.parts.some((p) => p !== 'rpc' && p !== 'cow');
+    let accel: 'kvm' | 'tcg' = 'tcg';
+    if (boots) {
+      // Warm-up, not measured: pays the accelerator probe (a test boot; about 10 s on a host whose
+      // KVM cannot run the guest), fills the page cache with the image, and JIT-warms bangerd.
+      say('warm-up create (accelerator probe, page cache); not measured');
+      await bangerCreate(w, 'warmup');
+      const status = await w.client.daemon.status();
+      const chosen = status.engine?.accel;
+      if (!chosen) throw new Error('the daemon did not report an accelerator after a boot');
+      accel = chosen;
+      results.machine.accel = accel;
+      if (status.engine?.accel_reason) results.machine.accel_reason = status.engine.accel_reason;
+    }
     const images = (await w.client.image.list()).images;
     const def = images.find((i) => i.default);
     if (def) results.config.kernel_version = def.kernel_version;
     // The image the daemon really boots (its recipe hash, when it built it).
     if (def?.recipe_hash) results.config.image_recipe_hash = def.recipe_hash;
     const idleRss = await sampleRssMiB(w.daemonPid);
-    say(`accelerator ${accel}; bangerd idle RSS ${idleRss} MiB`);
+    say(`${boots ? `accelerator ${accel}; ` : ''}bangerd idle RSS ${idleRss} MiB`);
     const inputs = await defaultBootInputs(w, accel);
 
     await part('rpc', async () => {

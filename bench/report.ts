@@ -146,7 +146,7 @@ export function markdownSummary(r: BenchResults): string {
     `## banger bench: ${r.name} (${r.mode})`,
     '',
     `${m.cpu_model}, ${m.cores} cores, ${m.memory_gib} GiB, Linux ${m.kernel.split(' ')[0]}, ` +
-      `${m.qemu_version.replace(/ Copyright.*/, '')}, accel ${m.accel ?? '?'}; ` +
+      `${m.qemu_version.replace(/ Copyright.*/, '')}, accel ${m.accel ?? 'not probed (no boots)'}; ` +
       `load ${m.load_average_start.join(' ')} → ${(m.load_average_end ?? []).join(' ')}`,
   ];
   if (r.boot) out.push('', '### Create → SSH ready', '', bootTable(r.boot.summary));

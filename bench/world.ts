@@ -133,6 +133,10 @@ export async function startWorld(say: (line: string) => void): Promise<World> {
 /** Delete every VM the daemon knows (their VMMs stop), then stop the daemon and remove the dir. */
 export async function stopWorld(w: World, opts: { keep?: boolean } = {}): Promise<void> {
   await deleteAllVms(w).catch((err: unknown) => w.say(`cleanup: ${String(err)}`));
+  // A VM the daemon would not delete (e.g. busy creating when interrupted): stop its VMM.
+  for (const vm of await listVms(w).catch(() => [] as Vm[])) {
+    if (vm.pid !== undefined && pidAlive(vm.pid)) process.kill(vm.pid, 'SIGKILL');
+  }
   try {
     process.kill(w.daemonPid, 'SIGTERM');
     await waitFor(() => !pidAlive(w.daemonPid), 15_000, 'bangerd to exit').catch(() =>
@@ -161,8 +165,13 @@ export async function deleteVm(w: World, name: string): Promise<void> {
   await w.client.vm.delete({ name });
 }
 
+/** Delete every VM; one that cannot be deleted does not stop the others. */
 export async function deleteAllVms(w: World): Promise<void> {
-  for (const vm of await listVms(w)) await deleteVm(w, vm.name);
+  const errors: string[] = [];
+  for (const vm of await listVms(w)) {
+    await deleteVm(w, vm.name).catch((err: unknown) => errors.push(String(err)));
+  }
+  if (errors.length > 0) throw new Error(errors.join('; '));
 }
 
 /** VM ids (directory names) under the state dir right now. */

@@ -15,6 +15,7 @@ import {
 import { cpuModel } from '../../bench/machine.ts';
 import { guestAbTable, markdownSummary, type BenchResults } from '../../bench/report.ts';
 import { mean, median, percentile, ratio, round, summarize } from '../../bench/stats.ts';
+import { parseVariants } from '../../bench/variants.ts';
 import { watchFile, watchNewEntry } from '../../bench/watch.ts';
 import { formatReadyTimes } from '../../src/vm/machine.ts';
 
@@ -259,5 +260,33 @@ describe('guest A/B summary', () => {
     const md = guestAbTable(g);
     expect(md).toContain('| SSH ready (`ssh true` succeeded) | 20.00 | 15.00 | 0.75 |');
     expect(md).toContain('- new: /img-new; cmdline `root=x NAME`; QEMU args `-device virtio-rng-device`');
+  });
+});
+
+describe('guest A/B variants file', () => {
+  it('reads labels, images relative to the file, command lines and QEMU arguments', () => {
+    const v = parseVariants(
+      JSON.stringify([
+        { label: 'old', image: 'images/old', cmdline: 'root=x NAME' },
+        { label: 'rng', qemu_args: ['-device', 'virtio-rng-device'] },
+      ]),
+      '/var/tmp/v/variants.json',
+    );
+    expect(v).toEqual([
+      { label: 'old', image: '/var/tmp/v/images/old', cmdline: 'root=x NAME' },
+      { label: 'rng', qemu_args: ['-device', 'virtio-rng-device'] },
+    ]);
+  });
+
+  it('says what is wrong', () => {
+    const f = '/v.json';
+    expect(() => parseVariants('[', f)).toThrow(/not JSON/);
+    expect(() => parseVariants('[{"label":"a"}]', f)).toThrow(/at least two/);
+    expect(() => parseVariants('[{"label":"a"},{"label":"a"}]', f)).toThrow(/labels must differ/);
+    expect(() => parseVariants('[{"label":"a"},{"label":"b","img":"x"}]', f)).toThrow(
+      /entry 1: unknown key img/,
+    );
+    expect(() => parseVariants('[{"label":"a b"},{"label":"b"}]', f)).toThrow(/entry 0: label/);
+    expect(() => parseVariants('[{"label":"a"},{"label":"b","qemu_args":[1]}]', f)).toThrow(/qemu_args/);
   });
 });
