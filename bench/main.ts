@@ -68,6 +68,9 @@ const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--n
 
 Needs root (network namespace), qemu-system-x86_64, and a built tree (npm run bench builds).`;
 
+/** A bad command line: reported as one line and exit code 2, without a stack. */
+class UsageError extends Error {}
+
 function options(): {
   quick: boolean;
   parts: Part[];
@@ -101,27 +104,32 @@ function options(): {
   const parts = (values.parts ?? DEFAULT_PARTS.join(',')).split(',').map((p) => p.trim());
   for (const p of parts) {
     if (!(PARTS as readonly string[]).includes(p))
-      throw new Error(`--parts: unknown part "${p}" (${PARTS.join(', ')})`);
+      throw new UsageError(`--parts: unknown part "${p}" (${PARTS.join(', ')})`);
   }
   let variants: VariantSpec[] | undefined;
-  if (values.variants !== undefined) variants = readVariants(values.variants);
-  else if (values['baseline-image'] !== undefined) {
+  if (values.variants !== undefined) {
+    try {
+      variants = readVariants(values.variants);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  } else if (values['baseline-image'] !== undefined) {
     const baseline: VariantSpec = { label: 'baseline', image: resolve(values['baseline-image']) };
     if (values['baseline-cmdline'] !== undefined) baseline.cmdline = values['baseline-cmdline'];
     variants = [baseline, { label: 'current' }];
   }
   if (variants && !parts.includes('guest-ab')) parts.push('guest-ab');
   if (parts.includes('guest-ab') && !variants)
-    throw new Error('--parts guest-ab needs --baseline-image DIR or --variants FILE');
+    throw new UsageError('--parts guest-ab needs --baseline-image DIR or --variants FILE');
   const pairs = values.pairs === undefined ? (values.quick ? 2 : 5) : Number(values.pairs);
-  if (!Number.isInteger(pairs) || pairs < 1) throw new Error('--pairs must be a positive integer');
+  if (!Number.isInteger(pairs) || pairs < 1) throw new UsageError('--pairs must be a positive integer');
   const stamp = new Date()
     .toISOString()
     .replace(/[:.]/g, '-')
     .replace(/-\d{3}Z$/, 'Z');
   const name = values.name ?? (values.quick ? `quick-${stamp}` : stamp);
   if (!/^[A-Za-z0-9._-]{1,100}$/.test(name))
-    throw new Error('--name: letters, digits, dot, dash, underscore');
+    throw new UsageError('--name: letters, digits, dot, dash, underscore');
   const o: ReturnType<typeof options> = {
     quick: values.quick,
     parts: parts as Part[],
@@ -356,6 +364,11 @@ const inside = process.env.BANGER_BENCH_INSIDE;
 (inside ? inner(inside) : outer()).then(
   (code) => process.exit(code),
   (err: unknown) => {
+    if (err instanceof UsageError || (err instanceof TypeError && 'code' in err)) {
+      // parseArgs reports unknown or malformed options as a TypeError with an ERR_PARSE_ARGS_* code.
+      process.stderr.write(`bench: ${err.message} (see --help)\n`);
+      process.exit(2);
+    }
     process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },

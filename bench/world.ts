@@ -122,12 +122,19 @@ export async function startWorld(say: (line: string) => void): Promise<World> {
     client: new BangerClient(new SocketTransport(socket)),
     say,
   };
-  await waitFor(() => existsSync(socket), 30_000, 'the bangerd socket');
-  const t0 = performance.now();
-  const built = await banger(w, ['image', 'build', '--json'], { timeoutMs: 1_200_000 });
-  if (built.code !== 0) throw new Error(`banger image build failed: ${built.stderr}`);
-  say(`default image recorded in ${Math.round(performance.now() - t0)} ms`);
-  return w;
+  try {
+    await waitFor(() => existsSync(socket), 30_000, 'the bangerd socket');
+    const t0 = performance.now();
+    const built = await banger(w, ['image', 'build', '--json'], { timeoutMs: 1_200_000 });
+    if (built.code !== 0)
+      throw new Error(`banger image build failed: ${(built.stdout + built.stderr).trim()}`);
+    say(`default image recorded in ${Math.round(performance.now() - t0)} ms`);
+    return w;
+  } catch (err) {
+    if (pidAlive(w.daemonPid)) process.kill(w.daemonPid, 'SIGTERM');
+    say(`kept ${dir} (bangerd.log, bangerd.stderr)`);
+    throw err;
+  }
 }
 
 /** Delete every VM the daemon knows (their VMMs stop), then stop the daemon and remove the dir. */
