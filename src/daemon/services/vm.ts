@@ -5,7 +5,7 @@ import type { VmService } from '../../../generated/handlers.gen.ts';
 import type * as T from '../../../generated/types.gen.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, notFound } from '../../rpc/errors.ts';
-import { isStoreError, type Store, type VmRow } from '../../store/index.ts';
+import type { Store, VmRow } from '../../store/index.ts';
 import type { DaemonConfig } from '../config.ts';
 import type { OperationRegistry } from '../operations.ts';
 import { vmToWire } from '../../vm/convert.ts';
@@ -517,9 +517,5 @@ export class VmServiceImpl implements VmService {
   isRunningByName(name: string): boolean {
     const row = this.d.store.vms.getByName(name);
     return !!row && this.d.runtime.isRunning(row.id);
-  }
-
-  isStoreMissing(err: unknown): boolean {
-    return isStoreError(err, 'not_found');
   }
 }
