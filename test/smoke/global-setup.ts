@@ -41,9 +41,12 @@ export default async function setup(): Promise<() => Promise<void>> {
   const socket = join(dir, 'd.sock');
   const logFile = join(dir, 'bangerd.log');
   const configFile = join(dir, 'config.toml');
-  // Opt-in (BANGER_SMOKE_DAEMON_USER): the daemon runs unprivileged and cannot write the shared
-  // root-owned cache, so it gets a private copy of the prebuilt image's cache entry.
-  const daemonUser = process.env.BANGER_SMOKE_DAEMON_USER;
+  // As on a real install, bangerd (and so every VMM) runs as an unprivileged user the harness
+  // creates (BANGER_SMOKE_DAEMON_USER, default banger-smoke; "root" keeps it root, for debugging
+  // only). Unprivileged, it cannot write the shared root-owned cache, so it gets a private copy
+  // of the prebuilt image's cache entry.
+  const wanted = process.env.BANGER_SMOKE_DAEMON_USER ?? 'banger-smoke';
+  const daemonUser = wanted === 'root' ? undefined : wanted;
   let daemonCache = IMAGE_CACHE;
   if (daemonUser) {
     const hash = (

@@ -23,8 +23,9 @@ export interface SmokeEnv {
   helperLogFile: string;
   helperPid: number;
   /**
-   * The unprivileged user bangerd (and so every VMM) runs as, as on a real install; absent: root.
-   * Opt in with BANGER_SMOKE_DAEMON_USER=<name> (global-setup creates the user).
+   * The unprivileged user bangerd (and so every VMM) runs as, as on a real install (global-setup
+   * creates it; BANGER_SMOKE_DAEMON_USER names it, default banger-smoke). Absent only when
+   * BANGER_SMOKE_DAEMON_USER=root.
    */
   daemonUser?: { name: string; uid: number; gid: number; tunNode: string };
 }
