@@ -149,7 +149,14 @@ export async function inspectRepo(
   signal?: AbortSignal,
 ): Promise<RepoInfo> {
   const mode = opts.mode ?? 'tracked';
-  const st = await stat(path).catch(() => undefined);
+  const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'EACCES' || err.code === 'EPERM')
+      throw new ErrorResponse(
+        'bad_request',
+        `${path}: permission denied for the daemon (it runs as uid ${process.getuid?.() ?? '?'}; the work tree must be readable by that user)`,
+      );
+    return undefined;
+  });
   if (!st) throw new ErrorResponse('bad_request', `${path}: no such directory`);
   if (!st.isDirectory())
     throw new ErrorResponse('bad_request', `${path}: not a directory (give a git work tree)`);

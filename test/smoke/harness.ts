@@ -186,7 +186,7 @@ async function waitFor(pred: () => boolean, ms: number, what: string): Promise<v
 }
 
 /** Start bangerd inside the namespace; returns its pid once its socket answers. */
-export async function startSmokeDaemon(env: SmokeEnv): Promise<number> {
+export async function startSmokeDaemon(env: SmokeEnv, extraEnv: NodeJS.ProcessEnv = {}): Promise<number> {
   rmSync(env.socket, { force: true });
   const out = openSync(join(env.stateDir, '..', 'bangerd.stderr'), 'a');
   const daemon = spawn(
@@ -221,7 +221,19 @@ export async function startSmokeDaemon(env: SmokeEnv): Promise<number> {
       '--helper-socket',
       env.helperSocket,
     ],
-    { stdio: ['ignore', out, out], detached: true },
+    {
+      stdio: ['ignore', out, out],
+      detached: true,
+      // The scenarios' git work trees are made by root; the unprivileged daemon's git would call
+      // them "dubious ownership". On a real install the daemon's user owns its user's trees.
+      env: {
+        ...process.env,
+        ...(env.daemonUser
+          ? { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'safe.directory', GIT_CONFIG_VALUE_0: '*' }
+          : {}),
+        ...extraEnv,
+      },
+    },
   );
   daemon.unref();
   await waitFor(() => existsSync(env.socket), 30_000, 'bangerd socket');
@@ -291,8 +303,8 @@ export function helperLogRecords(): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-/** Stop the smoke daemon (VMs keep running) and start a new one. */
-export async function restartSmokeDaemon(): Promise<SmokeEnv> {
+/** Stop the smoke daemon (VMs keep running) and start a new one (e.g. with BANGER_TEST_FAIL_STEP). */
+export async function restartSmokeDaemon(extraEnv: NodeJS.ProcessEnv = {}): Promise<SmokeEnv> {
   const env = smokeEnv();
   process.kill(env.daemonPid, 'SIGTERM');
   await waitFor(
@@ -307,7 +319,7 @@ export async function restartSmokeDaemon(): Promise<SmokeEnv> {
     15_000,
     'bangerd to exit',
   );
-  env.daemonPid = await startSmokeDaemon(env);
+  env.daemonPid = await startSmokeDaemon(env, extraEnv);
   writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
   return env;
 }

@@ -3,9 +3,9 @@
 // workspace VM share it when they run together (it is made on first use), so the file boots few
 // guests: each real boot costs ~30-40 s of CPU under TCG.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Vm, Workspace } from '../../generated/types.gen.ts';
 import { git, makeTestRepo, type TestRepo } from '../helpers/git-repo.ts';
@@ -23,6 +23,9 @@ const repos: TestRepo[] = [];
 const leftovers: string[] = [];
 function repo(): TestRepo {
   const r = makeTestRepo('bsmoke-repo');
+  // The daemon runs as banger-smoke and reads the work tree itself, as a real daemon reads its
+  // user's: this root-made tree must be readable by it (git there trusts it: see harness.ts).
+  chmodSync(dirname(r.dir), 0o755);
   repos.push(r);
   return r;
 }
