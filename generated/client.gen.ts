@@ -20,6 +20,10 @@ import type {
   ImagePromoteResult,
   ImageShowParams,
   ImageShowResult,
+  ImageWarmBeginParams,
+  ImageWarmBeginResult,
+  ImageWarmStatusParams,
+  ImageWarmStatusResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
@@ -154,6 +158,7 @@ export interface DaemonOperationsApi {
 /** Client stubs for `image.*`. */
 export interface ImageApi {
   readonly build: ImageBuildApi;
+  readonly warm: ImageWarmApi;
   /**
    * Delete an image no VM uses.
    *
@@ -241,6 +246,31 @@ export interface ImageBuildApi {
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   status(params: ImageBuildStatusParams, options?: CallOptionsLike): Promise<ImageBuildStatusResult>;
+}
+
+/** Client stubs for `image.warm.*`. */
+export interface ImageWarmApi {
+  /**
+   * Begin building a warm template of an image for one VM spec; returns at once.
+   *
+   * Boots a VM of the spec from the image, waits until the guest is ready and its boot has settled, pauses it and saves its device state and RAM (QMP `stop`, then migrate to a file) with its disk overlay of that moment, kept read-only beside the image. Later `vm.create.begin` calls with the same spec restore from it (about ten times faster to SSH than a cold boot under TCG). The spec defaults to the configured VM defaults, like `vm.create.begin`. An existing, current template is returned as is unless `force`. Poll with `image.warm.status`.
+   *
+   * Wire method: `image.warm.begin`.
+   * @since 0.2.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  begin(params?: ImageWarmBeginParams, options?: CallOptionsLike): Promise<ImageWarmBeginResult>;
+  /**
+   * Report a warm template build's progress.
+   *
+   * The operation with its steps (`boot`, `settle`, `save`) and, once saved, the template.
+   *
+   * Wire method: `image.warm.status`.
+   * @since 0.2.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  status(params: ImageWarmStatusParams, options?: CallOptionsLike): Promise<ImageWarmStatusResult>;
 }
 
 /** Client stubs for `kernel.*`. */
@@ -478,7 +508,7 @@ export interface VmCreateApi {
   /**
    * Begin creating (and by default starting) a VM; returns at once.
    *
-   * Validates the spec, records the VM and starts the create pipeline in the background: resolve the image (building the default image on first use), prepare the copy-on-write disk, the per-VM seed (SSH key, host key, hostname), the network, boot the VMM, and wait until SSH answers. The returned operation id is the op id of this call: it is on every daemon and helper log line of the create. Poll it with `vm.create.status`; stop it with `vm.create.cancel`.
+   * Validates the spec, records the VM and starts the create pipeline in the background: resolve the image (building the default image on first use), prepare the copy-on-write disk, the per-VM seed (SSH key, host key, hostname), the network, boot the VMM, and wait until SSH answers. When a warm template of the same spec exists (`image.warm.begin`) and `cold` is not set, the VM is restored from it instead (steps `restore` and `reidentify`: its own machine-id, host key, hostname, clock, entropy and, bridged, address, before anything can reach it); if that fails the create undoes it, records a `warm_fallback` step and boots cold. The returned operation id is the op id of this call: it is on every daemon and helper log line of the create. Poll it with `vm.create.status`; stop it with `vm.create.cancel`.
    *
    * Wire method: `vm.create.begin`.
    * @since 0.1.0
@@ -683,6 +713,12 @@ export class BangerClient {
       promote: (params, options) =>
         invoke<ImagePromoteResult>(this.transport, 'image.promote', params, options),
       show: (params, options) => invoke<ImageShowResult>(this.transport, 'image.show', params, options),
+      warm: {
+        begin: (params, options) =>
+          invoke<ImageWarmBeginResult>(this.transport, 'image.warm.begin', params, options),
+        status: (params, options) =>
+          invoke<ImageWarmStatusResult>(this.transport, 'image.warm.status', params, options),
+      },
     };
     this.kernel = {
       delete: (params, options) =>

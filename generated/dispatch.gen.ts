@@ -31,6 +31,12 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
     h.services.image.promote(p, ctx),
   ),
   'image.show': paramHandler(paramValidators['image.show'], (h, p, ctx) => h.services.image.show(p, ctx)),
+  'image.warm.begin': paramHandler(paramValidators['image.warm.begin'], (h, p, ctx) =>
+    h.services.image.warmBegin(p, ctx),
+  ),
+  'image.warm.status': paramHandler(paramValidators['image.warm.status'], (h, p, ctx) =>
+    h.services.image.warmStatus(p, ctx),
+  ),
   'kernel.delete': paramHandler(paramValidators['kernel.delete'], (h, p, ctx) =>
     h.services.kernel.delete(p, ctx),
   ),

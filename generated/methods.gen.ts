@@ -19,6 +19,10 @@ import type {
   ImagePromoteResult,
   ImageShowParams,
   ImageShowResult,
+  ImageWarmBeginParams,
+  ImageWarmBeginResult,
+  ImageWarmStatusParams,
+  ImageWarmStatusResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
@@ -176,6 +180,22 @@ export const METHODS = {
     summary: 'Show one image.',
     errors: ['not_found'],
     since: '0.1.0',
+  },
+  'image.warm.begin': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Begin building a warm template of an image for one VM spec; returns at once.',
+    errors: ['conflict', 'not_found'],
+    since: '0.2.0',
+  },
+  'image.warm.status': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Report a warm template build's progress.",
+    errors: ['not_found'],
+    since: '0.2.0',
   },
   'kernel.delete': {
     surface: 'daemon',
@@ -497,6 +517,8 @@ export type DaemonMethodName =
   | 'image.list'
   | 'image.promote'
   | 'image.show'
+  | 'image.warm.begin'
+  | 'image.warm.status'
   | 'kernel.delete'
   | 'kernel.import'
   | 'kernel.list'
@@ -551,6 +573,8 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'image.list',
   'image.promote',
   'image.show',
+  'image.warm.begin',
+  'image.warm.status',
   'kernel.delete',
   'kernel.import',
   'kernel.list',
@@ -627,6 +651,12 @@ export interface MethodMap {
   'image.list': { params: undefined; result: ImageListResult; errors: never };
   'image.promote': { params: ImagePromoteParams; result: ImagePromoteResult; errors: 'not_found' };
   'image.show': { params: ImageShowParams; result: ImageShowResult; errors: 'not_found' };
+  'image.warm.begin': {
+    params: ImageWarmBeginParams;
+    result: ImageWarmBeginResult;
+    errors: 'conflict' | 'not_found';
+  };
+  'image.warm.status': { params: ImageWarmStatusParams; result: ImageWarmStatusResult; errors: 'not_found' };
   'kernel.delete': {
     params: KernelDeleteParams;
     result: KernelDeleteResult;

@@ -190,6 +190,82 @@ export const PARAMS_SCHEMAS = {
       },
     },
   },
+  'image.warm.begin': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      name: {
+        $ref: '#/$defs/ResourceName',
+        description: 'Image (default: the default image).',
+      },
+      vcpus: {
+        type: 'integer',
+        minimum: 1,
+        maximum: 64,
+        description: 'Virtual CPUs (default from config).',
+      },
+      memory_mib: {
+        type: 'integer',
+        minimum: 128,
+        maximum: 262144,
+        description: 'Memory in MiB (default from config).',
+      },
+      disk_size: {
+        $ref: '#/$defs/Size',
+        description: 'Root disk size (default from config).',
+      },
+      network: {
+        $ref: '#/$defs/NetworkMode',
+        description: 'Network mode (default: as vm.create.begin would choose).',
+      },
+      force: {
+        type: 'boolean',
+        description: 'Rebuild even when a current template exists (refused while VMs back on it).',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Size: {
+        title: 'Size',
+        description:
+          'A size in bytes with an optional K, M, G or T suffix (powers of 1024), e.g. `4G` or `512M`.',
+        type: 'string',
+        pattern: '^[0-9]{1,12}[KMGT]?$',
+      },
+    },
+  },
+  'image.warm.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+        description: 'The operation id returned by image.warm.begin.',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+    },
+  },
   'kernel.delete': {
     type: 'object',
     additionalProperties: false,
@@ -511,6 +587,10 @@ export const PARAMS_SCHEMAS = {
         type: 'boolean',
         description: 'Start the VM after creating it (default true).',
       },
+      cold: {
+        type: 'boolean',
+        description: 'Boot cold even when a warm template of this spec exists (default: restore from it).',
+      },
     },
     $defs: {
       NetworkMode: {
@@ -597,6 +677,10 @@ export const PARAMS_SCHEMAS = {
       nat: {
         type: 'boolean',
         description: 'Enable outbound NAT for the guest.',
+      },
+      cold: {
+        type: 'boolean',
+        description: 'As for vm.create.begin (accepted so a plan takes the same params).',
       },
     },
     $defs: {
@@ -1510,6 +1594,13 @@ export const RESULT_SCHEMAS = {
             },
             description: 'VMs created from this image.',
           },
+          warm_templates: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/WarmTemplate',
+            },
+            description: "The image's warm templates (image.show only).",
+          },
         },
       },
       OpId: {
@@ -1641,6 +1732,100 @@ export const RESULT_SCHEMAS = {
         type: 'string',
         pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
       },
+      WarmTemplate: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'WarmTemplate',
+        description:
+          'A saved, booted VM of one spec: later VMs of that spec restore from it instead of booting.',
+        required: [
+          'id',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'accel',
+          'engine_version',
+          'created_at',
+          'state_bytes',
+          'boot_ms',
+          'save_ms',
+          'stale',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              "First 16 hex digits of the template's key hash (image and kernel files, vCPUs, memory, disk size, network mode, engine version and accelerator).",
+          },
+          image: {
+            $ref: '#/$defs/ResourceName',
+          },
+          vcpus: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 64,
+            description: 'Virtual CPUs.',
+          },
+          memory_mib: {
+            type: 'integer',
+            minimum: 1,
+            description: 'Memory in MiB.',
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Root disk size in bytes.',
+          },
+          network: {
+            type: 'string',
+            enum: ['user', 'bridge'],
+            description: 'Network mode.',
+          },
+          accel: {
+            type: 'string',
+            enum: ['kvm', 'tcg'],
+            description: 'Accelerator the state was saved under.',
+          },
+          engine_version: {
+            type: 'string',
+            description: 'The VMM version the state was saved by.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          state_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Size of the saved device state and RAM.',
+          },
+          boot_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: "How long the template's own boot took, to ready.",
+          },
+          save_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long saving its state took.',
+          },
+          stale: {
+            type: 'boolean',
+            description:
+              "Its key no longer matches the image, kernel or engine: never used for new VMs, removed once no VM's disk backs on it.",
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: "VMs whose disks back on this template's disk.",
+          },
+        },
+      },
     },
   },
   'image.delete': {
@@ -1742,6 +1927,13 @@ export const RESULT_SCHEMAS = {
             },
             description: 'VMs created from this image.',
           },
+          warm_templates: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/WarmTemplate',
+            },
+            description: "The image's warm templates (image.show only).",
+          },
         },
       },
       ResourceName: {
@@ -1756,6 +1948,100 @@ export const RESULT_SCHEMAS = {
         description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
         type: 'string',
         pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      WarmTemplate: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'WarmTemplate',
+        description:
+          'A saved, booted VM of one spec: later VMs of that spec restore from it instead of booting.',
+        required: [
+          'id',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'accel',
+          'engine_version',
+          'created_at',
+          'state_bytes',
+          'boot_ms',
+          'save_ms',
+          'stale',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              "First 16 hex digits of the template's key hash (image and kernel files, vCPUs, memory, disk size, network mode, engine version and accelerator).",
+          },
+          image: {
+            $ref: '#/$defs/ResourceName',
+          },
+          vcpus: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 64,
+            description: 'Virtual CPUs.',
+          },
+          memory_mib: {
+            type: 'integer',
+            minimum: 1,
+            description: 'Memory in MiB.',
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Root disk size in bytes.',
+          },
+          network: {
+            type: 'string',
+            enum: ['user', 'bridge'],
+            description: 'Network mode.',
+          },
+          accel: {
+            type: 'string',
+            enum: ['kvm', 'tcg'],
+            description: 'Accelerator the state was saved under.',
+          },
+          engine_version: {
+            type: 'string',
+            description: 'The VMM version the state was saved by.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          state_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Size of the saved device state and RAM.',
+          },
+          boot_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: "How long the template's own boot took, to ready.",
+          },
+          save_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long saving its state took.',
+          },
+          stale: {
+            type: 'boolean',
+            description:
+              "Its key no longer matches the image, kernel or engine: never used for new VMs, removed once no VM's disk backs on it.",
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: "VMs whose disks back on this template's disk.",
+          },
+        },
       },
     },
   },
@@ -1837,6 +2123,13 @@ export const RESULT_SCHEMAS = {
             },
             description: 'VMs created from this image.',
           },
+          warm_templates: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/WarmTemplate',
+            },
+            description: "The image's warm templates (image.show only).",
+          },
         },
       },
       ResourceName: {
@@ -1851,6 +2144,100 @@ export const RESULT_SCHEMAS = {
         description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
         type: 'string',
         pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      WarmTemplate: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'WarmTemplate',
+        description:
+          'A saved, booted VM of one spec: later VMs of that spec restore from it instead of booting.',
+        required: [
+          'id',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'accel',
+          'engine_version',
+          'created_at',
+          'state_bytes',
+          'boot_ms',
+          'save_ms',
+          'stale',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              "First 16 hex digits of the template's key hash (image and kernel files, vCPUs, memory, disk size, network mode, engine version and accelerator).",
+          },
+          image: {
+            $ref: '#/$defs/ResourceName',
+          },
+          vcpus: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 64,
+            description: 'Virtual CPUs.',
+          },
+          memory_mib: {
+            type: 'integer',
+            minimum: 1,
+            description: 'Memory in MiB.',
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Root disk size in bytes.',
+          },
+          network: {
+            type: 'string',
+            enum: ['user', 'bridge'],
+            description: 'Network mode.',
+          },
+          accel: {
+            type: 'string',
+            enum: ['kvm', 'tcg'],
+            description: 'Accelerator the state was saved under.',
+          },
+          engine_version: {
+            type: 'string',
+            description: 'The VMM version the state was saved by.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          state_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Size of the saved device state and RAM.',
+          },
+          boot_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: "How long the template's own boot took, to ready.",
+          },
+          save_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long saving its state took.',
+          },
+          stale: {
+            type: 'boolean',
+            description:
+              "Its key no longer matches the image, kernel or engine: never used for new VMs, removed once no VM's disk backs on it.",
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: "VMs whose disks back on this template's disk.",
+          },
+        },
       },
     },
   },
@@ -1929,6 +2316,13 @@ export const RESULT_SCHEMAS = {
             },
             description: 'VMs created from this image.',
           },
+          warm_templates: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/WarmTemplate',
+            },
+            description: "The image's warm templates (image.show only).",
+          },
         },
       },
       ResourceName: {
@@ -1943,6 +2337,100 @@ export const RESULT_SCHEMAS = {
         description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
         type: 'string',
         pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      WarmTemplate: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'WarmTemplate',
+        description:
+          'A saved, booted VM of one spec: later VMs of that spec restore from it instead of booting.',
+        required: [
+          'id',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'accel',
+          'engine_version',
+          'created_at',
+          'state_bytes',
+          'boot_ms',
+          'save_ms',
+          'stale',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              "First 16 hex digits of the template's key hash (image and kernel files, vCPUs, memory, disk size, network mode, engine version and accelerator).",
+          },
+          image: {
+            $ref: '#/$defs/ResourceName',
+          },
+          vcpus: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 64,
+            description: 'Virtual CPUs.',
+          },
+          memory_mib: {
+            type: 'integer',
+            minimum: 1,
+            description: 'Memory in MiB.',
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Root disk size in bytes.',
+          },
+          network: {
+            type: 'string',
+            enum: ['user', 'bridge'],
+            description: 'Network mode.',
+          },
+          accel: {
+            type: 'string',
+            enum: ['kvm', 'tcg'],
+            description: 'Accelerator the state was saved under.',
+          },
+          engine_version: {
+            type: 'string',
+            description: 'The VMM version the state was saved by.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          state_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Size of the saved device state and RAM.',
+          },
+          boot_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: "How long the template's own boot took, to ready.",
+          },
+          save_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long saving its state took.',
+          },
+          stale: {
+            type: 'boolean',
+            description:
+              "Its key no longer matches the image, kernel or engine: never used for new VMs, removed once no VM's disk backs on it.",
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: "VMs whose disks back on this template's disk.",
+          },
+        },
       },
     },
   },
@@ -2021,6 +2509,13 @@ export const RESULT_SCHEMAS = {
             },
             description: 'VMs created from this image.',
           },
+          warm_templates: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/WarmTemplate',
+            },
+            description: "The image's warm templates (image.show only).",
+          },
         },
       },
       ResourceName: {
@@ -2035,6 +2530,366 @@ export const RESULT_SCHEMAS = {
         description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
         type: 'string',
         pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      WarmTemplate: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'WarmTemplate',
+        description:
+          'A saved, booted VM of one spec: later VMs of that spec restore from it instead of booting.',
+        required: [
+          'id',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'accel',
+          'engine_version',
+          'created_at',
+          'state_bytes',
+          'boot_ms',
+          'save_ms',
+          'stale',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              "First 16 hex digits of the template's key hash (image and kernel files, vCPUs, memory, disk size, network mode, engine version and accelerator).",
+          },
+          image: {
+            $ref: '#/$defs/ResourceName',
+          },
+          vcpus: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 64,
+            description: 'Virtual CPUs.',
+          },
+          memory_mib: {
+            type: 'integer',
+            minimum: 1,
+            description: 'Memory in MiB.',
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Root disk size in bytes.',
+          },
+          network: {
+            type: 'string',
+            enum: ['user', 'bridge'],
+            description: 'Network mode.',
+          },
+          accel: {
+            type: 'string',
+            enum: ['kvm', 'tcg'],
+            description: 'Accelerator the state was saved under.',
+          },
+          engine_version: {
+            type: 'string',
+            description: 'The VMM version the state was saved by.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          state_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Size of the saved device state and RAM.',
+          },
+          boot_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: "How long the template's own boot took, to ready.",
+          },
+          save_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long saving its state took.',
+          },
+          stale: {
+            type: 'boolean',
+            description:
+              "Its key no longer matches the image, kernel or engine: never used for new VMs, removed once no VM's disk backs on it.",
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: "VMs whose disks back on this template's disk.",
+          },
+        },
+      },
+    },
+  },
+  'image.warm.begin': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id', 'name'],
+    properties: {
+      operation_id: {
+        $ref: '#/$defs/OpId',
+      },
+      name: {
+        $ref: '#/$defs/ResourceName',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+    },
+  },
+  'image.warm.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: '#/$defs/Operation',
+      },
+      template: {
+        $ref: '#/$defs/WarmTemplate',
+      },
+    },
+    $defs: {
+      OpId: {
+        title: 'OpId',
+        description: 'An operation id: `op-` followed by 6 to 32 lower-case hex digits.',
+        type: 'string',
+        pattern: '^op-[0-9a-f]{6,32}$',
+      },
+      Operation: {
+        title: 'Operation',
+        description: 'One long-running operation tracked by the daemon (a VM create, an image build, ...).',
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'kind', 'method', 'state', 'started_at', 'steps'],
+        properties: {
+          id: {
+            $ref: '#/$defs/OpId',
+            description: 'The op id of the RPC that began the operation.',
+          },
+          kind: {
+            type: 'string',
+            description: 'What the operation does, e.g. `vm.create` or `image.build`.',
+          },
+          method: {
+            type: 'string',
+            description: 'The RPC method that began it, e.g. `vm.create.begin`.',
+          },
+          state: {
+            $ref: '#/$defs/OperationState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          ended_at: {
+            $ref: '#/$defs/Timestamp',
+            description: 'When it ended; absent while running.',
+          },
+          vm: {
+            type: 'string',
+            description: 'The VM it acts on, if any.',
+          },
+          image: {
+            type: 'string',
+            description: 'The image it acts on, if any.',
+          },
+          current_step: {
+            type: 'string',
+            description: 'Name of the step running now, if any.',
+          },
+          steps: {
+            type: 'array',
+            items: {
+              $ref: '#/$defs/Step',
+            },
+            description: 'The named steps, in order.',
+          },
+          error: {
+            $ref: '#/$defs/OperationError',
+          },
+        },
+      },
+      OperationError: {
+        title: 'OperationError',
+        description: 'Why an operation failed.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'message'],
+        properties: {
+          code: {
+            type: 'string',
+            description: 'An error code from the error table.',
+          },
+          message: {
+            type: 'string',
+            description: 'A human-readable message.',
+          },
+        },
+      },
+      OperationState: {
+        title: 'OperationState',
+        description: 'Where an operation is in its life.',
+        type: 'string',
+        enum: ['running', 'succeeded', 'failed', 'canceled'],
+      },
+      ResourceName: {
+        title: 'ResourceName',
+        description:
+          'An image or kernel name: letters, digits, dots, dashes and underscores, at most 64 characters.',
+        type: 'string',
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      },
+      Step: {
+        title: 'Step',
+        description: 'One named step of an operation.',
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'state'],
+        properties: {
+          name: {
+            type: 'string',
+            description: 'The step name; also the `step` field of its log lines.',
+          },
+          state: {
+            $ref: '#/$defs/StepState',
+          },
+          started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          duration_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long it ran, once finished.',
+          },
+          detail: {
+            type: 'string',
+            description: 'A short note, e.g. what failed.',
+          },
+        },
+      },
+      StepState: {
+        title: 'StepState',
+        description: 'Where a step is: `undone` means its undo ran after a later step failed.',
+        type: 'string',
+        enum: ['pending', 'running', 'done', 'failed', 'undone', 'skipped'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      WarmTemplate: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'WarmTemplate',
+        description:
+          'A saved, booted VM of one spec: later VMs of that spec restore from it instead of booting.',
+        required: [
+          'id',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'accel',
+          'engine_version',
+          'created_at',
+          'state_bytes',
+          'boot_ms',
+          'save_ms',
+          'stale',
+          'used_by',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              "First 16 hex digits of the template's key hash (image and kernel files, vCPUs, memory, disk size, network mode, engine version and accelerator).",
+          },
+          image: {
+            $ref: '#/$defs/ResourceName',
+          },
+          vcpus: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 64,
+            description: 'Virtual CPUs.',
+          },
+          memory_mib: {
+            type: 'integer',
+            minimum: 1,
+            description: 'Memory in MiB.',
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Root disk size in bytes.',
+          },
+          network: {
+            type: 'string',
+            enum: ['user', 'bridge'],
+            description: 'Network mode.',
+          },
+          accel: {
+            type: 'string',
+            enum: ['kvm', 'tcg'],
+            description: 'Accelerator the state was saved under.',
+          },
+          engine_version: {
+            type: 'string',
+            description: 'The VMM version the state was saved by.',
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          state_bytes: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Size of the saved device state and RAM.',
+          },
+          boot_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: "How long the template's own boot took, to ready.",
+          },
+          save_ms: {
+            type: 'integer',
+            minimum: 0,
+            description: 'How long saving its state took.',
+          },
+          stale: {
+            type: 'boolean',
+            description:
+              "Its key no longer matches the image, kernel or engine: never used for new VMs, removed once no VM's disk backs on it.",
+          },
+          used_by: {
+            type: 'array',
+            items: {
+              type: 'string',
+            },
+            description: "VMs whose disks back on this template's disk.",
+          },
+        },
       },
     },
   },
@@ -3476,6 +4331,12 @@ export const RESULT_SCHEMAS = {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
           },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
+          },
         },
       },
       VmName: {
@@ -3774,6 +4635,12 @@ export const RESULT_SCHEMAS = {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
           },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
+          },
         },
       },
       VmName: {
@@ -3997,6 +4864,12 @@ export const RESULT_SCHEMAS = {
           workspace: {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
+          },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
           },
         },
       },
@@ -4328,6 +5201,12 @@ export const RESULT_SCHEMAS = {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
           },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
+          },
         },
       },
       VmName: {
@@ -4549,6 +5428,12 @@ export const RESULT_SCHEMAS = {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
           },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
+          },
         },
       },
       VmName: {
@@ -4769,6 +5654,12 @@ export const RESULT_SCHEMAS = {
           workspace: {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
+          },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
           },
         },
       },
@@ -5051,6 +5942,12 @@ export const RESULT_SCHEMAS = {
           workspace: {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
+          },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
           },
         },
       },
@@ -5341,6 +6238,12 @@ export const RESULT_SCHEMAS = {
           workspace: {
             $ref: '#/$defs/Workspace',
             description: "The VM's workspace, when one was prepared.",
+          },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
           },
         },
       },

@@ -152,6 +152,10 @@ export interface Image {
    * VMs created from this image.
    */
   used_by: string[];
+  /**
+   * The image's warm templates (image.show only).
+   */
+  warm_templates?: WarmTemplate[];
 }
 
 /**
@@ -296,6 +300,62 @@ export interface ImageShowParams {
  */
 export interface ImageShowResult {
   image: Image;
+}
+
+/**
+ * Params of `image.warm.begin`.
+ */
+export interface ImageWarmBeginParams {
+  /**
+   * Image (default: the default image).
+   */
+  name?: ResourceName;
+  /**
+   * Virtual CPUs (default from config).
+   */
+  vcpus?: number;
+  /**
+   * Memory in MiB (default from config).
+   */
+  memory_mib?: number;
+  /**
+   * Root disk size (default from config).
+   */
+  disk_size?: Size;
+  /**
+   * Network mode (default: as vm.create.begin would choose).
+   */
+  network?: NetworkMode;
+  /**
+   * Rebuild even when a current template exists (refused while VMs back on it).
+   */
+  force?: boolean;
+}
+
+/**
+ * Result of `image.warm.begin`.
+ */
+export interface ImageWarmBeginResult {
+  operation_id: OpId;
+  name: ResourceName;
+}
+
+/**
+ * Params of `image.warm.status`.
+ */
+export interface ImageWarmStatusParams {
+  /**
+   * The operation id returned by image.warm.begin.
+   */
+  operation_id: OpId;
+}
+
+/**
+ * Result of `image.warm.status`.
+ */
+export interface ImageWarmStatusResult {
+  operation: Operation;
+  template?: WarmTemplate;
 }
 
 /**
@@ -991,6 +1051,10 @@ export interface Vm {
    * The VM's workspace, when one was prepared.
    */
   workspace?: Workspace;
+  /**
+   * The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.
+   */
+  warm_template?: string;
 }
 
 /**
@@ -1029,6 +1093,10 @@ export interface VmCreateBeginParams {
    * Start the VM after creating it (default true).
    */
   start?: boolean;
+  /**
+   * Boot cold even when a warm template of this spec exists (default: restore from it).
+   */
+  cold?: boolean;
 }
 
 /**
@@ -1088,6 +1156,10 @@ export interface VmCreatePlanParams {
    * Enable outbound NAT for the guest.
    */
   nat?: boolean;
+  /**
+   * As for vm.create.begin (accepted so a plan takes the same params).
+   */
+  cold?: boolean;
 }
 
 /**
@@ -1614,6 +1686,62 @@ export interface VmWorkspacePrepareParams {
  */
 export interface VmWorkspacePrepareResult {
   workspace: Workspace;
+}
+
+/**
+ * A saved, booted VM of one spec: later VMs of that spec restore from it instead of booting.
+ */
+export interface WarmTemplate {
+  /**
+   * First 16 hex digits of the template's key hash (image and kernel files, vCPUs, memory, disk size, network mode, engine version and accelerator).
+   */
+  id: string;
+  image: ResourceName;
+  /**
+   * Virtual CPUs.
+   */
+  vcpus: number;
+  /**
+   * Memory in MiB.
+   */
+  memory_mib: number;
+  /**
+   * Root disk size in bytes.
+   */
+  disk_size_bytes: number;
+  /**
+   * Network mode.
+   */
+  network: 'user' | 'bridge';
+  /**
+   * Accelerator the state was saved under.
+   */
+  accel: 'kvm' | 'tcg';
+  /**
+   * The VMM version the state was saved by.
+   */
+  engine_version: string;
+  created_at: Timestamp;
+  /**
+   * Size of the saved device state and RAM.
+   */
+  state_bytes: number;
+  /**
+   * How long the template's own boot took, to ready.
+   */
+  boot_ms: number;
+  /**
+   * How long saving its state took.
+   */
+  save_ms: number;
+  /**
+   * Its key no longer matches the image, kernel or engine: never used for new VMs, removed once no VM's disk backs on it.
+   */
+  stale: boolean;
+  /**
+   * VMs whose disks back on this template's disk.
+   */
+  used_by: string[];
 }
 
 /**

@@ -21,6 +21,10 @@ import type {
   ImagePromoteResult,
   ImageShowParams,
   ImageShowResult,
+  ImageWarmBeginParams,
+  ImageWarmBeginResult,
+  ImageWarmStatusParams,
+  ImageWarmStatusResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
@@ -113,6 +117,8 @@ export const paramValidators: {
   readonly 'image.import': ValidateFunction<ImageImportParams>;
   readonly 'image.promote': ValidateFunction<ImagePromoteParams>;
   readonly 'image.show': ValidateFunction<ImageShowParams>;
+  readonly 'image.warm.begin': ValidateFunction<ImageWarmBeginParams>;
+  readonly 'image.warm.status': ValidateFunction<ImageWarmStatusParams>;
   readonly 'kernel.delete': ValidateFunction<KernelDeleteParams>;
   readonly 'kernel.import': ValidateFunction<KernelImportParams>;
   readonly 'kernel.show': ValidateFunction<KernelShowParams>;
@@ -155,6 +161,8 @@ export const paramValidators: {
   'image.import': ajv.compile<ImageImportParams>(PARAMS_SCHEMAS['image.import']),
   'image.promote': ajv.compile<ImagePromoteParams>(PARAMS_SCHEMAS['image.promote']),
   'image.show': ajv.compile<ImageShowParams>(PARAMS_SCHEMAS['image.show']),
+  'image.warm.begin': ajv.compile<ImageWarmBeginParams>(PARAMS_SCHEMAS['image.warm.begin']),
+  'image.warm.status': ajv.compile<ImageWarmStatusParams>(PARAMS_SCHEMAS['image.warm.status']),
   'kernel.delete': ajv.compile<KernelDeleteParams>(PARAMS_SCHEMAS['kernel.delete']),
   'kernel.import': ajv.compile<KernelImportParams>(PARAMS_SCHEMAS['kernel.import']),
   'kernel.show': ajv.compile<KernelShowParams>(PARAMS_SCHEMAS['kernel.show']),
@@ -206,6 +214,8 @@ export const resultValidators: {
   readonly 'image.list': ValidateFunction<ImageListResult>;
   readonly 'image.promote': ValidateFunction<ImagePromoteResult>;
   readonly 'image.show': ValidateFunction<ImageShowResult>;
+  readonly 'image.warm.begin': ValidateFunction<ImageWarmBeginResult>;
+  readonly 'image.warm.status': ValidateFunction<ImageWarmStatusResult>;
   readonly 'kernel.delete': ValidateFunction<KernelDeleteResult>;
   readonly 'kernel.import': ValidateFunction<KernelImportResult>;
   readonly 'kernel.list': ValidateFunction<KernelListResult>;
@@ -255,6 +265,8 @@ export const resultValidators: {
   'image.list': ajv.compile<ImageListResult>(RESULT_SCHEMAS['image.list']),
   'image.promote': ajv.compile<ImagePromoteResult>(RESULT_SCHEMAS['image.promote']),
   'image.show': ajv.compile<ImageShowResult>(RESULT_SCHEMAS['image.show']),
+  'image.warm.begin': ajv.compile<ImageWarmBeginResult>(RESULT_SCHEMAS['image.warm.begin']),
+  'image.warm.status': ajv.compile<ImageWarmStatusResult>(RESULT_SCHEMAS['image.warm.status']),
   'kernel.delete': ajv.compile<KernelDeleteResult>(RESULT_SCHEMAS['kernel.delete']),
   'kernel.import': ajv.compile<KernelImportResult>(RESULT_SCHEMAS['kernel.import']),
   'kernel.list': ajv.compile<KernelListResult>(RESULT_SCHEMAS['kernel.list']),

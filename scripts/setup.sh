@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command on a fresh Debian 12 machine: install, build, start bangerd, build the default
-# image, boot a sandbox and run `uname -a` in it.
+# image, warm it, boot a sandbox from the warm template and run `uname -a` in it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,6 +19,9 @@ if ! "$ROOT/bin/banger" ping >/dev/null 2>&1; then
 fi
 "$ROOT/bin/banger" daemon status
 "$ROOT/bin/banger" image build
+# A warm template of the default spec: every later sandbox of that spec starts from it (about a
+# second to SSH instead of a full boot).
+"$ROOT/bin/banger" image warm
 NAME="hello-$(date +%s)"
 "$ROOT/bin/banger" vm create --name "$NAME"
 "$ROOT/bin/banger" vm ssh "$NAME" -- uname -a

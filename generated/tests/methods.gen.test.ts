@@ -308,6 +308,44 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'image.warm.begin': [
+    {
+      params: {
+        name: 'debian-bookworm',
+        vcpus: 2,
+        memory_mib: 1024,
+      },
+      result: {
+        operation_id: 'op-5c1d2e3f4a5b',
+        name: 'debian-bookworm',
+      },
+    },
+  ],
+  'image.warm.status': [
+    {
+      params: {
+        operation_id: 'op-5c1d2e3f4a5b',
+      },
+      result: {
+        operation: {
+          id: 'op-5c1d2e3f4a5b',
+          kind: 'image.warm',
+          method: 'image.warm.begin',
+          state: 'running',
+          started_at: '2026-01-14T09:31:02.120Z',
+          image: 'debian-bookworm',
+          current_step: 'boot',
+          steps: [
+            {
+              name: 'boot',
+              state: 'running',
+              started_at: '2026-01-14T09:31:02.120Z',
+            },
+          ],
+        },
+      },
+    },
+  ],
   'kernel.delete': [
     {
       params: {

@@ -1,4 +1,4 @@
-import type { Image, Kernel, Vm } from '../../generated/types.gen.ts';
+import type { Image, Kernel, Operation, Vm } from '../../generated/types.gen.ts';
 
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -205,4 +205,14 @@ export function parseMemoryMiB(input: string): number {
   const mib = bytes / 1024 ** 2;
   if (!Number.isInteger(mib)) throw new Error(`"${input}" is not a whole number of MiB`);
   return mib;
+}
+
+/** How a create booted its VM: `warm start (template 1a2b3c4d5e6f7a8b)`, or `cold boot`. */
+export function formatBoot(vm: Vm): string {
+  return vm.warm_template ? `warm start from template ${vm.warm_template}` : 'cold boot';
+}
+
+/** Why a create's warm start fell back to a cold boot (its warm_fallback step), if it did. */
+export function warmFallback(op: Operation): string | undefined {
+  return op.steps.find((s) => s.name === 'warm_fallback')?.detail;
 }

@@ -148,8 +148,11 @@ export class PlainProgress {
     };
     const took = (step: Step): string =>
       step.duration_ms !== undefined ? ` (${formatDuration(step.duration_ms)})` : '';
-    for (const step of op.steps) {
-      const prev = this.seen.get(step.name);
+    // Keyed by position: a step name can come back (a warm start that fell back to a cold boot
+    // prepares the disk again), and steps are only ever appended.
+    for (const [i, step] of op.steps.entries()) {
+      const key = `${i}:${step.name}`;
+      const prev = this.seen.get(key);
       let printed = prev?.detail;
       if (step.state !== (prev?.state ?? 'pending')) {
         switch (step.state) {
@@ -158,7 +161,7 @@ export class PlainProgress {
               plainLine(at(step, false), `${step.name} started${step.detail ? `: ${step.detail}` : ''}`),
             );
             printed = step.detail;
-            this.detailAt.set(step.name, now);
+            this.detailAt.set(key, now);
             break;
           case 'done':
             out.push(plainLine(at(step, true), `${step.name} done${took(step)}`));
@@ -186,13 +189,13 @@ export class PlainProgress {
         step.state === 'running' &&
         step.detail !== undefined &&
         step.detail !== printed &&
-        now - (this.detailAt.get(step.name) ?? -Infinity) >= this.detailEveryMs
+        now - (this.detailAt.get(key) ?? -Infinity) >= this.detailEveryMs
       ) {
         out.push(plainLine(now - opStart, `${step.name}: ${step.detail}`));
         printed = step.detail;
-        this.detailAt.set(step.name, now);
+        this.detailAt.set(key, now);
       }
-      this.seen.set(step.name, { state: step.state, detail: printed });
+      this.seen.set(key, { state: step.state, detail: printed });
     }
     if (op.state !== 'running' && !this.ended) {
       this.ended = true;

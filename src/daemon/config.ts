@@ -17,6 +17,8 @@ export interface DaemonConfig {
   /** The `.vm` DNS server's port on 127.0.0.1 (and the bridge address); 0 turns it off. */
   dns_port: number;
   vm_defaults: { vcpus: number; memory_mib: number; disk_size: string };
+  /** [warm]: auto = warm a spec's template in the background after its first cold create. */
+  warm: { auto: boolean };
   /** [logs]: where `banger op trace` reads logs back, op record retention (defaults when absent). */
   logs?: LogsConfig;
 }
@@ -31,6 +33,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   bridge_cidr: '10.213.0.0/24',
   dns_port: 5354,
   vm_defaults: { vcpus: 2, memory_mib: 1024, disk_size: '4G' },
+  warm: { auto: false },
 };
 
 const TOP_KEYS = new Set([
@@ -40,6 +43,7 @@ const TOP_KEYS = new Set([
   'helper_socket',
   'image_cache_dir',
   'vm_defaults',
+  'warm',
   'logs',
 ]);
 const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size']);
@@ -59,7 +63,11 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
     throw new Error(`${source}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   for (const k of Object.keys(raw)) if (!TOP_KEYS.has(k)) throw new Error(`${source}: unknown key "${k}"`);
-  const c: DaemonConfig = { ...DEFAULT_CONFIG, vm_defaults: { ...DEFAULT_CONFIG.vm_defaults } };
+  const c: DaemonConfig = {
+    ...DEFAULT_CONFIG,
+    vm_defaults: { ...DEFAULT_CONFIG.vm_defaults },
+    warm: { ...DEFAULT_CONFIG.warm },
+  };
   if (raw.log_level !== undefined)
     c.log_level = oneOf(raw.log_level, ['trace', 'debug', 'info', 'warn', 'error'], 'log_level');
   if (raw.accel !== undefined) c.accel = oneOf(raw.accel, ['auto', 'kvm', 'tcg'], 'accel');
@@ -72,6 +80,16 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
     c[k] = v;
   }
   if (raw.logs !== undefined) c.logs = parseLogsConfig(raw.logs, source);
+  if (raw.warm !== undefined) {
+    const w = raw.warm as Record<string, unknown>;
+    if (typeof w !== 'object' || w === null || Array.isArray(w))
+      throw new Error(`${source}: warm must be a table`);
+    for (const k of Object.keys(w)) if (k !== 'auto') throw new Error(`${source}: unknown key "warm.${k}"`);
+    if (w.auto !== undefined) {
+      if (typeof w.auto !== 'boolean') throw new Error(`${source}: warm.auto must be true or false`);
+      c.warm.auto = w.auto;
+    }
+  }
   if (raw.bridge_name !== undefined) {
     if (typeof raw.bridge_name !== 'string' || !/^br-banger[a-z0-9-]{0,6}$/.test(raw.bridge_name))
       throw new Error(
@@ -131,6 +149,10 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
 
 export function loadConfig(path: string | undefined): DaemonConfig {
   if (!path || !existsSync(path))
-    return { ...DEFAULT_CONFIG, vm_defaults: { ...DEFAULT_CONFIG.vm_defaults } };
+    return {
+      ...DEFAULT_CONFIG,
+      vm_defaults: { ...DEFAULT_CONFIG.vm_defaults },
+      warm: { ...DEFAULT_CONFIG.warm },
+    };
   return parseConfig(readFileSync(path, 'utf8'), path);
 }

@@ -187,6 +187,25 @@ export class VmNetwork {
   }
 
   /** Remove the VM's NAT rules and tap (each idempotent). */
+  /**
+   * A warm template's NIC while it boots: a tap on banger's bridge named from the template id's
+   * first 12 hex digits (the guest has no address; each clone gets its own).
+   */
+  async templateTap(templateId: string): Promise<{ tap: string; release: () => Promise<void> }> {
+    const priv = this.requirePriv('a bridged warm template');
+    const id = /^warm-([0-9a-f]{12})/.exec(templateId)?.[1];
+    if (!id) throw new ErrorResponse('bad_request', `not a warm template id: ${templateId}`);
+    const tap = tapNameFor(id);
+    await this.ensureBridge(priv);
+    await priv.create_tap({ tap, bridge: this.plan.bridge });
+    return {
+      tap,
+      release: async () => {
+        await priv.delete_tap({ tap });
+      },
+    };
+  }
+
   async detach(vm: Pick<VmRow, 'id' | 'name'>): Promise<void> {
     const priv = this.priv;
     if (!priv) return;

@@ -126,6 +126,19 @@ export class OperationTracker {
     this.persist();
   }
 
+  /** Record a step that did not run, and why (e.g. `warm`: booting cold because ...). */
+  stepSkipped(name: string, detail: string): void {
+    this.op.steps.push({
+      name,
+      state: 'skipped',
+      started_at: new Date().toISOString(),
+      duration_ms: 0,
+      detail,
+    });
+    this.registry.log.info({ step: name, detail }, 'step skipped');
+    this.persist();
+  }
+
   /** Mark the running step `name` (or, without a name, every running step) failed. */
   stepFail(name: string | undefined, detail: string): void {
     const steps =
@@ -158,9 +171,22 @@ export class OperationTracker {
     else delete this.op.current_step;
   }
 
+  /** A point to roll back to with rollbackTo (the undos registered so far stay). */
+  undoMark(): number {
+    return this.undos.length;
+  }
+
+  /**
+   * Undo, in reverse order, only the steps completed since `mark` (a fallback that retries part
+   * of a pipeline another way); undo failures are logged, never thrown.
+   */
+  async rollbackTo(mark: number): Promise<void> {
+    await this.rollback(mark);
+  }
+
   /** Undo completed steps in reverse order; undo failures are logged, never thrown. */
-  async rollback(): Promise<void> {
-    while (this.undos.length > 0) {
+  async rollback(mark = 0): Promise<void> {
+    while (this.undos.length > mark) {
       const { step, undo } = this.undos.pop()!;
       try {
         await undo();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Server } from 'node:net';
 import type { Writable } from 'node:stream';
 import type { Operation } from '../../generated/types.gen.ts';
-import { QemuDriver, type VmmDriver } from '../engine/index.ts';
+import { QemuDriver, qemuVersion, type VmmDriver } from '../engine/index.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { listenUnix } from '../rpc/listen.ts';
 import { createRpcServer } from '../rpc/server.ts';
@@ -19,6 +19,7 @@ import { EngineInfo } from './engine-info.ts';
 import { HelperLink } from './helper-link.ts';
 import { DnsServer } from './dns.ts';
 import { VmNetwork } from './network.ts';
+import { WarmService } from './warm.ts';
 import { OperationRegistry, type OperationSink } from './operations.ts';
 import { DaemonServiceImpl } from './services/daemon.ts';
 import { ImageServiceImpl } from './services/image.ts';
@@ -187,6 +188,22 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
       );
   }
   const network = new VmNetwork({ config: opts.config, store, log, helper, ...(dns ? { dns } : {}) });
+  const installPubKey = (): Promise<string> => installKey;
+  let engineVersion: Promise<string> | undefined;
+  const warm = new WarmService({
+    store,
+    ops,
+    log,
+    config: opts.config,
+    driver: runtime.driver,
+    accel: () => engine.accel(),
+    engineVersion: () => (engineVersion ??= qemuVersion()),
+    installPubKey,
+    readyTimeoutMs: opts.readyTimeoutMs ?? 300_000,
+    network,
+    resolveImage: (name) => images.resolveForVm(name),
+  });
+  images.warm = warm;
   const vms = new VmServiceImpl({
     store,
     ops,
@@ -200,13 +217,15 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     readyTimeoutMs: opts.readyTimeoutMs ?? 300_000,
     serialMarks: serial,
     ...(testFailStep ? { testFailStep } : {}),
-    installPubKey: () => installKey,
+    installPubKey,
     resolveImage: (name, o) => images.resolveForVm(name, o),
+    warm,
   });
   exits.vms = vms;
   await images.sweep();
   await vms.reconcile();
   await network.reconcile();
+  void warm.sweepAll();
 
   let stopping: Promise<void> | undefined;
   const stop = (why: string): Promise<void> => {

@@ -45,6 +45,11 @@ export interface VmLaunchSpec {
   serialLog: string;
   /** Host end of the guest agent channel (virtio-serial port `banger.agent` under QEMU). */
   agentSocket?: string;
+  /**
+   * Host end of the QEMU guest agent channel (virtio-serial port `org.qemu.guest_agent.0`,
+   * served by Debian's qemu-guest-agent): warm clones are re-identified through it.
+   */
+  qgaSocket?: string;
   accel: Accel;
   /** TCG translation cache size; bounds QEMU RSS. Default 128. Ignored under KVM. */
   tbSizeMiB?: number;
@@ -71,6 +76,7 @@ export interface PlanFiles {
   /** Firecracker: its own log (--log-path). */
   vmmLog?: string;
   agentSocket?: string;
+  qgaSocket?: string;
 }
 
 /** One HTTP call to a VMM API (Firecracker). */

@@ -16,6 +16,8 @@ export type EngineErrorCode =
   | 'identity_mismatch'
   /** QMP answered with an error object. */
   | 'qmp_error'
+  /** The QEMU guest agent (qemu-ga) answered with an error object. */
+  | 'guest_agent'
   /** The control connection closed while a command was pending. */
   | 'control_closed'
   /** The Firecracker HTTP API answered with a non-2xx status. */

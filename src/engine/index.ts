@@ -40,6 +40,7 @@ export {
   type QmpStatusInfo,
   type QmpConnectOptions,
 } from './qmp.ts';
+export { QgaClient, type QgaConnectOptions, type QgaExecOptions, type QgaExecResult } from './qga.ts';
 export { QemuDriver, QemuHandle, mapRunState, type QemuDriverOptions } from './qemu.ts';
 export {
   probeAccel,

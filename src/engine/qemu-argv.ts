@@ -13,6 +13,8 @@ export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
 export const DEFAULT_TB_SIZE_MIB = 128;
 /** The virtio-serial port name the guest agent opens (/sys/class/virtio-ports/*\/name). */
 export const AGENT_PORT_NAME = 'banger.agent';
+/** The port name Debian's qemu-guest-agent unit waits for (udev starts it when it appears). */
+export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
 
 export interface QemuArgvOptions {
   /** Host TSC kHz; required under TCG unless the spec pins `tscKhz`. */
@@ -31,6 +33,7 @@ export function qemuFiles(spec: VmLaunchSpec): PlanFiles {
     qmpSocket: join(spec.vmDir, 'qmp.sock'),
   };
   if (spec.agentSocket !== undefined) files.agentSocket = spec.agentSocket;
+  if (spec.qgaSocket !== undefined) files.qgaSocket = spec.qgaSocket;
   return files;
 }
 
@@ -112,10 +115,16 @@ export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): s
     argv.push('-device', `virtio-net-device,netdev=net0,mac=${net.mac}`);
   }
 
-  if (spec.agentSocket !== undefined) {
+  if (spec.agentSocket !== undefined || spec.qgaSocket !== undefined) {
     argv.push('-device', 'virtio-serial-device');
+  }
+  if (spec.agentSocket !== undefined) {
     argv.push('-chardev', `socket,id=agent,path=${o(spec.agentSocket)},server=on,wait=off`);
     argv.push('-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`);
+  }
+  if (spec.qgaSocket !== undefined) {
+    argv.push('-chardev', `socket,id=qga,path=${o(spec.qgaSocket)},server=on,wait=off`);
+    argv.push('-device', `virtserialport,chardev=qga,name=${QGA_PORT_NAME}`);
   }
 
   argv.push('-no-reboot');

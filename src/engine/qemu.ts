@@ -68,7 +68,9 @@ export class QemuDriver implements VmmDriver {
     }
     // Stale sockets from a previous run would make us talk to nothing (or wait on the wrong file).
     await Promise.all(
-      [qmpPath, files.agentSocket, files.pidFile].map((p) => (p ? rm(p, { force: true }) : null)),
+      [qmpPath, files.agentSocket, files.qgaSocket, files.pidFile].map((p) =>
+        p ? rm(p, { force: true }) : null,
+      ),
     );
 
     const t0 = Date.now();

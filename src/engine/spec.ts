@@ -57,6 +57,7 @@ export function validateLaunchSpec(spec: VmLaunchSpec): void {
   if (spec.initrd !== undefined) checkPath('initrd', spec.initrd);
   checkPath('serialLog', spec.serialLog);
   if (spec.agentSocket !== undefined) checkSocketPath('agentSocket', spec.agentSocket);
+  if (spec.qgaSocket !== undefined) checkSocketPath('qgaSocket', spec.qgaSocket);
   if (/[\0\n\r]/.test(spec.cmdline)) throw invalid('cmdline contains a NUL or newline');
   checkInt('vcpus', spec.vcpus, 1, 64);
   checkInt('memoryMiB', spec.memoryMiB, 32, 1 << 20);

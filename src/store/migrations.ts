@@ -34,6 +34,15 @@ export const MIGRATIONS: readonly Migration[] = [
       db.exec(RPC_LOG_SQL);
     },
   },
+  {
+    id: 3,
+    name: 'vm_warm_template',
+    up(db) {
+      // The warm template a VM was cloned from (its disk backs on the template's): the template
+      // is kept while any VM names it. NULL for cold-booted VMs.
+      db.exec('ALTER TABLE vms ADD COLUMN warm_template TEXT');
+    },
+  },
 ];
 
 export interface AppliedMigration {

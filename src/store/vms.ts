@@ -34,6 +34,8 @@ export interface VmRow {
   createdAt: string;
   updatedAt: string;
   lastStartedAt: string | null;
+  /** The warm template (its key hash) this VM was cloned from; null when it booted cold. */
+  warmTemplate: string | null;
 }
 
 export interface NewVm {
@@ -58,6 +60,7 @@ export interface NewVm {
   lastError?: string | null;
   /** Defaults to now; updatedAt starts equal to it. */
   createdAt?: Date | string;
+  warmTemplate?: string | null;
 }
 
 /**
@@ -80,11 +83,13 @@ export interface VmPatch {
   lastError?: string | null;
   bootCount?: number;
   lastStartedAt?: Date | string | null;
+  warmTemplate?: string | null;
 }
 
 const COLS =
   'id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac, nat, ' +
-  'ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at, last_started_at';
+  'ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at, last_started_at, ' +
+  'warm_template';
 
 // Patch property -> column, and how to bind the value.
 const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputValue]> = [
@@ -103,6 +108,7 @@ const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputV
   ['lastError', 'last_error', (v) => v as string | null],
   ['bootCount', 'boot_count', (v) => v as number],
   ['lastStartedAt', 'last_started_at', (v) => (v === null ? null : iso(v as Date | string))],
+  ['warmTemplate', 'warm_template', (v) => v as string | null],
 ];
 
 // One statement for every partial update: each column is rewritten only when its set_ flag is 1.
@@ -132,6 +138,7 @@ function toVm(r: Row): VmRow {
     createdAt: str(r, t, 'created_at'),
     updatedAt: str(r, t, 'updated_at'),
     lastStartedAt: strOrNull(r, t, 'last_started_at'),
+    warmTemplate: strOrNull(r, t, 'warm_template'),
   };
 }
 
@@ -191,6 +198,7 @@ export class VmsRepo {
       created,
       created,
       null,
+      vm.warmTemplate ?? null,
     );
     if (!row) throw new Error('vms insert returned no row');
     return toVm(row);

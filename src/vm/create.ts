@@ -8,8 +8,12 @@ import { ErrorResponse } from '../rpc/errors.ts';
 import type { ImageRow, KernelRow, NewVm, Store, VmRow } from '../store/index.ts';
 import { createOverlay } from './disk.ts';
 import { vmFiles } from './layout.ts';
-import { bootVmm, formatReadyTimes, waitReady, type MachineDeps } from './machine.ts';
-import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey } from './ssh.ts';
+import { bootVmm, formatReadyTimes, markSerial, waitReady, type MachineDeps } from './machine.ts';
+import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey, type HostKeyPair } from './ssh.ts';
+import { QgaClient } from '../engine/qga.ts';
+import { ReidentifyError, reidentifyGuest } from './reidentify.ts';
+import { cloneEntropy, startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
+import { releasePort, reservePort } from './ports.ts';
 
 export interface CreateDeps extends MachineDeps {
   store: Store;
@@ -18,6 +22,23 @@ export interface CreateDeps extends MachineDeps {
     name: string | undefined,
     opts: { signal: AbortSignal; onProgress: (d: string) => void },
   ) => Promise<{ image: ImageRow; kernel: KernelRow }>;
+  /** Warm templates; absent: every VM boots cold. */
+  warm?: WarmSource;
+}
+
+export interface WarmSource {
+  /** The matching finished template, or why there is none (said in the create's progress). */
+  lookup(
+    image: ImageRow,
+    kernel: KernelRow,
+    spec: WarmSpec,
+  ): Promise<{ template: WarmTemplate } | { template?: undefined; reason: string }>;
+  /** Told after a cold create succeeded (it may warm this spec in the background). */
+  coldCreated?(image: ImageRow, kernel: KernelRow, spec: WarmSpec): void;
+  /** How long re-identifying a clone may take. */
+  reidentifyTimeoutMs?: number;
+  /** Told after a clone was deleted (its template may now be removable). */
+  vmDeleted?(vm: VmRow): void;
 }
 
 export interface CreateRequest {
@@ -25,6 +46,8 @@ export interface CreateRequest {
   draft: Omit<NewVm, 'imageId'> & { id: string };
   imageName: string | undefined;
   start: boolean;
+  /** Boot cold even when a warm template matches. */
+  cold?: boolean;
   /** Called once the VM row exists. */
   onRecorded?: (vm: VmRow) => void;
 }
@@ -36,10 +59,33 @@ function requireNetwork(d: CreateDeps): VmNetwork {
 }
 
 export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateRequest): Promise<VmRow> {
-  const files = vmFiles(d.stateDir, req.draft.id);
   const { image, kernel } = await t.step('resolve_image', (signal) =>
     d.resolveImage(req.imageName, { signal, onProgress: (m) => t.progress(m) }),
   );
+  const warmSpec: WarmSpec = {
+    vcpus: req.draft.vcpus,
+    memoryMib: req.draft.memoryMib,
+    diskSizeBytes: req.draft.diskSizeBytes,
+    networkMode: req.draft.networkMode === 'bridge' ? 'bridge' : 'user',
+  };
+  let template: WarmTemplate | undefined;
+  if (req.start && d.warm) {
+    if (req.cold) {
+      t.stepSkipped('warm', 'booting cold (--cold)');
+    } else {
+      const t0 = performance.now();
+      const found = await d.warm.lookup(image, kernel, warmSpec);
+      if (found.template) {
+        template = found.template;
+        t.stepDone('warm', {
+          durationMs: performance.now() - t0,
+          detail: `restoring from warm template ${found.template.manifest.keyHash.slice(0, 16)}`,
+        });
+      } else {
+        t.stepSkipped('warm', `booting cold: ${found.reason}`);
+      }
+    }
+  }
   let vm = await t.step(
     'record',
     async () =>
@@ -50,6 +96,7 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
           imageId: image.id,
           state: 'creating',
           guestIp: req.draft.networkMode === 'bridge' ? requireNetwork(d).allocateGuestIp() : null,
+          warmTemplate: template ? template.manifest.keyHash.slice(0, 16) : null,
         }),
       ),
     async (row) => {
@@ -68,17 +115,69 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
     );
   }
 
+  const afterNetwork = t.undoMark();
+  if (template && req.start) {
+    try {
+      return await warmSteps(d, t, vm, template);
+    } catch (err) {
+      if (t.signal.aborted) throw err;
+      const why = err instanceof Error ? err.message : String(err);
+      d.log.warn({ vm: vm.name, err: why }, 'warm start failed; undoing it and booting cold');
+      await t.rollbackTo(afterNetwork);
+      vm = d.store.vms.update(vm.id, { warmTemplate: null, state: 'creating' });
+      t.stepDone('warm_fallback', { durationMs: 0, detail: `warm start failed (${why}); booting cold` });
+    }
+  }
+  vm = await coldSteps(d, t, vm, image, kernel, req.start);
+  if (req.start && !req.cold) d.warm?.coldCreated?.(image, kernel, warmSpec);
+  return vm;
+}
+
+/** The per-VM seed: SSH keys, host key (pinned before boot), hostname, machine-id. */
+async function seedStep(
+  d: CreateDeps,
+  t: OperationTracker,
+  vm: VmRow,
+): Promise<{ vm: VmRow; hostKey: HostKeyPair; machineId: string }> {
+  const files = vmFiles(d.stateDir, vm.id);
+  const alias = hostKeyAlias(vm.name);
+  const machineId = randomMachineId();
+  let hostKey: HostKeyPair | undefined;
+  await t.step(
+    'seed',
+    async () => {
+      hostKey = await generateHostKey(files.dir);
+      await buildSeedImage({
+        path: files.seed,
+        authorizedKeys: [await d.installPubKey()],
+        hostKeyPrivate: hostKey.privateKey,
+        hostKeyPublic: hostKey.publicKey,
+        hostname: vm.name,
+        machineId,
+        nameservers: vm.networkMode === 'bridge' ? requireNetwork(d).guest(vm).nameservers : ['10.0.2.3'],
+      });
+      await pinHostKey(d.ssh, alias, hostKey.publicKey);
+    },
+    () => unpinHostKey(d.ssh, alias),
+  );
+  if (!hostKey) throw new Error('seed step produced no host key');
+  return { vm: d.store.vms.update(vm.id, { sshHostKey: hostKey.publicKey }), hostKey, machineId };
+}
+
+/** The VM directory and its copy-on-write disk over `base`. */
+async function diskStep(
+  d: CreateDeps,
+  t: OperationTracker,
+  vm: VmRow,
+  base: { path: string; format: 'qcow2' | 'raw' },
+): Promise<void> {
+  const files = vmFiles(d.stateDir, vm.id);
   await t.step(
     'prepare_disk',
     async () => {
       await mkdir(files.dir, { recursive: true, mode: 0o700 });
       try {
-        await createOverlay(
-          image.rootfsPath,
-          files.overlay,
-          vm.diskSizeBytes,
-          image.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
-        );
+        await createOverlay(base.path, files.overlay, vm.diskSizeBytes, base.format);
       } catch (err) {
         // A failed step registers no undo: remove the directory it made here.
         await rm(files.dir, { recursive: true, force: true });
@@ -87,50 +186,122 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
     },
     () => rm(files.dir, { recursive: true, force: true }),
   );
+}
 
-  const alias = hostKeyAlias(vm.name);
-  await t.step(
-    'seed',
-    async () => {
-      const hostKey = await generateHostKey(files.dir);
-      await buildSeedImage({
-        path: files.seed,
-        authorizedKeys: [await d.installPubKey()],
-        hostKeyPrivate: hostKey.privateKey,
-        hostKeyPublic: hostKey.publicKey,
-        hostname: vm.name,
-        machineId: randomMachineId(),
-        nameservers: vm.networkMode === 'bridge' ? requireNetwork(d).guest(vm).nameservers : ['10.0.2.3'],
-      });
-      await pinHostKey(d.ssh, alias, hostKey.publicKey);
-      vm = d.store.vms.update(vm.id, { sshHostKey: hostKey.publicKey });
-    },
-    () => unpinHostKey(d.ssh, alias),
-  );
-
-  if (!req.start) {
-    return d.store.vms.update(vm.id, { state: 'stopped' });
+async function killVmm(d: CreateDeps, vm: VmRow): Promise<void> {
+  const h = d.runtime.get(vm.id);
+  if (h) {
+    d.runtime.expectExit(vm.id);
+    await h.kill('SIGKILL').catch(() => undefined);
+    await h.waitExit().catch(() => undefined);
   }
+}
 
-  vm = d.store.vms.update(vm.id, { state: 'starting' });
-  await t.step(
-    'boot',
-    () => bootVmm(d, vm, kernel, 'vm.create'),
-    async () => {
-      const h = d.runtime.get(vm.id);
-      if (h) {
-        d.runtime.expectExit(vm.id);
-        await h.kill('SIGKILL').catch(() => undefined);
-        await h.waitExit().catch(() => undefined);
-      }
-    },
-  );
+async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow): Promise<VmRow> {
   await t.step('wait_ready', async (signal) => {
     const r = await waitReady(d, vm, signal, (m) => t.progress(m));
     // The closing detail keeps when each guest stage was reached (`banger vm create`, npm run bench).
     t.progress(formatReadyTimes(r.times));
     return r;
   });
-  vm = d.store.vms.recordBoot(vm.id);
-  return d.store.vms.update(vm.id, { state: 'running', lastError: null });
+  const booted = d.store.vms.recordBoot(vm.id);
+  return d.store.vms.update(booted.id, { state: 'running', lastError: null });
+}
+
+async function coldSteps(
+  d: CreateDeps,
+  t: OperationTracker,
+  vm0: VmRow,
+  image: ImageRow,
+  kernel: KernelRow,
+  start: boolean,
+): Promise<VmRow> {
+  await diskStep(d, t, vm0, {
+    path: image.rootfsPath,
+    format: image.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
+  });
+  let { vm } = await seedStep(d, t, vm0);
+  if (!start) return d.store.vms.update(vm.id, { state: 'stopped' });
+  vm = d.store.vms.update(vm.id, { state: 'starting' });
+  await t.step(
+    'boot',
+    () => bootVmm(d, vm, kernel, 'vm.create'),
+    () => killVmm(d, vm),
+  );
+  return readySteps(d, t, vm);
+}
+
+/**
+ * A clone of a warm template: its overlay on the template's disk, its own seed (used by later
+ * cold starts), the template's VMM configuration restored from the saved state, then a new
+ * identity through the guest agent before anything waits for SSH.
+ */
+async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: WarmTemplate): Promise<VmRow> {
+  const files = vmFiles(d.stateDir, vm0.id);
+  await diskStep(d, t, vm0, { path: tpl.disk, format: 'qcow2' });
+  const seeded = await seedStep(d, t, vm0);
+  let vm = d.store.vms.update(vm0.id, { state: 'starting' });
+  await t.step(
+    'restore',
+    async () => {
+      await markSerial(d.stateDir, vm, 'vm.create (warm restore)', d.serialMarks);
+      const port = vm.networkMode === 'bridge' ? undefined : await reservePort();
+      try {
+        const target = {
+          id: vm.id,
+          files,
+          ...(port !== undefined ? { sshHostPort: port } : { tap: requireNetwork(d).guest(vm).tap }),
+        };
+        const handle = await startClone({ driver: d.runtime.driver, log: d.log }, tpl, target);
+        d.runtime.attach(vm.id, handle);
+      } finally {
+        if (port !== undefined) releasePort(port);
+      }
+    },
+    () => killVmm(d, vm),
+  );
+  await t.step('reidentify', async () => {
+    const net = vm.networkMode === 'bridge' ? requireNetwork(d).guest(vm) : undefined;
+    const timeoutMs = d.warm?.reidentifyTimeoutMs ?? 30_000;
+    const qga = await QgaClient.connect(files.qgaSocket, { timeoutMs, signal: t.signal });
+    try {
+      if (d.testFailStep === 'reidentify') {
+        // TEST-ONLY: a re-identification that fails in the guest, through the real agent.
+        const r = await qga.exec(
+          '/bin/sh',
+          ['-c', 'echo "injected test fault (BANGER_TEST_FAIL_STEP)" >&2; exit 3'],
+          {
+            timeoutMs,
+          },
+        );
+        throw new ReidentifyError(r.exitcode, r.stderr);
+      }
+      const r = await reidentifyGuest(
+        qga,
+        {
+          machineId: seeded.machineId,
+          hostname: vm.name,
+          hostKeyPrivate: seeded.hostKey.privateKey,
+          hostKeyPublic: seeded.hostKey.publicKey,
+          entropy: cloneEntropy(),
+          ...(net
+            ? {
+                net: {
+                  mac: vm.mac,
+                  address: `${net.ip}/${net.prefix}`,
+                  gateway: net.gateway,
+                  nameservers: net.nameservers,
+                },
+              }
+            : {}),
+        },
+        { timeoutMs },
+      );
+      t.progress(r.summary);
+    } finally {
+      qga.close();
+    }
+  });
+  vm = d.store.vms.update(vm.id, { state: 'starting' });
+  return readySteps(d, t, vm);
 }

@@ -7,6 +7,8 @@ export interface VmFiles {
   seed: string;
   serialLog: string;
   agentSocket: string;
+  /** qemu-guest-agent's channel (warm clones are re-identified through it). */
+  qgaSocket: string;
 }
 
 export function vmFiles(stateDir: string, id: string): VmFiles {
@@ -17,6 +19,7 @@ export function vmFiles(stateDir: string, id: string): VmFiles {
     seed: join(dir, 'seed.ext4'),
     serialLog: join(dir, 'serial.log'),
     agentSocket: join(dir, 'agent.sock'),
+    qgaSocket: join(dir, 'qga.sock'),
   };
 }
 

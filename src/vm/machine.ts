@@ -29,14 +29,15 @@ export interface MachineDeps {
   /**
    * TEST-ONLY fault injection (env BANGER_TEST_FAIL_STEP, read at daemon start): `boot` fails a
    * boot right after the console marker, before the VMM starts; `wait_ready` fails it once the
-   * guest is ready. The smoke tests use it to get a failed operation with console output.
+   * guest is ready; `reidentify` makes a warm clone's re-identification fail inside the guest
+   * (through the guest agent), so the create falls back to a cold boot. The smoke tests use it to get a failed operation with console output.
    */
   testFailStep?: string;
   /** Bridge mode (taps through the root helper); absent when the daemon is rootless. */
   network?: VmNetwork;
 }
 
-function injectedFault(d: MachineDeps, step: string): void {
+export function injectedFault(d: MachineDeps, step: string): void {
   if (d.testFailStep === step)
     throw new ErrorResponse('operation_failed', `injected test fault at ${step} (BANGER_TEST_FAIL_STEP)`);
 }
@@ -81,6 +82,7 @@ export function launchSpec(
       : { mode: 'user', sshHostPort, mac: vm.mac },
     serialLog: f.serialLog,
     agentSocket: f.agentSocket,
+    qgaSocket: f.qgaSocket,
     accel,
   };
   if (kernel.initrdPath) spec.initrd = kernel.initrdPath;

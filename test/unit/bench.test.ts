@@ -2,7 +2,7 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Operation } from '../../generated/types.gen.ts';
+import type { Operation, Vm, VmCreateStatusResult } from '../../generated/types.gen.ts';
 import { dmesgGaps, type BareTimes } from '../../bench/bare.ts';
 import {
   bangerTimes,
@@ -13,10 +13,18 @@ import {
   type GuestVariant,
 } from '../../bench/boot.ts';
 import { cpuModel } from '../../bench/machine.ts';
-import { guestAbTable, markdownSummary, type BenchResults } from '../../bench/report.ts';
+import { guestAbTable, markdownSummary, warmTable, type BenchResults } from '../../bench/report.ts';
 import { mean, median, percentile, ratio, round, summarize } from '../../bench/stats.ts';
 import { parseVariants } from '../../bench/variants.ts';
 import { watchFile, watchNewEntry } from '../../bench/watch.ts';
+import {
+  createSample,
+  summarizeWarm,
+  warmConcurrency,
+  type CreateSample,
+  type WarmPair,
+  type WarmResult,
+} from '../../bench/warm.ts';
 import { formatReadyTimes } from '../../src/vm/machine.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'bg-bench-'));
@@ -288,5 +296,149 @@ describe('guest A/B variants file', () => {
     );
     expect(() => parseVariants('[{"label":"a b"},{"label":"b"}]', f)).toThrow(/entry 0: label/);
     expect(() => parseVariants('[{"label":"a"},{"label":"b","qemu_args":[1]}]', f)).toThrow(/qemu_args/);
+  });
+});
+
+describe('warm start', () => {
+  const vm = (warm?: string): Vm =>
+    ({ name: 'w', state: 'running', ...(warm ? { warm_template: warm } : {}) }) as unknown as Vm;
+  const step = (name: string, start: number, ms: number, state: 'done' | 'skipped' = 'done') =>
+    state === 'done'
+      ? { name, state, started_at: iso(start), duration_ms: ms }
+      : { name, state, detail: 'booting cold (--cold)' };
+  function createOut(kind: 'cold' | 'warm'): VmCreateStatusResult {
+    const steps =
+      kind === 'cold'
+        ? [
+            step('resolve_image', 41, 2),
+            step('warm', 43, 0, 'skipped'),
+            step('record', 43, 1),
+            step('prepare_disk', 44, 20),
+            step('seed', 64, 50),
+            step('boot', 114, 200),
+            step('wait_ready', 314, 10_000),
+          ]
+        : [
+            step('resolve_image', 41, 2),
+            step('warm', 43, 3),
+            step('record', 46, 1),
+            step('prepare_disk', 47, 20),
+            step('seed', 67, 50),
+            step('restore', 117, 600),
+            step('reidentify', 717, 300),
+            step('wait_ready', 1017, 400),
+          ];
+    return {
+      operation: {
+        id: `op-${kind}`,
+        kind: 'vm.create',
+        method: 'vm.create.begin',
+        state: 'succeeded',
+        started_at: iso(40),
+        steps,
+      },
+      vm: vm(kind === 'warm' ? '0123456789abcdef' : undefined),
+    };
+  }
+
+  it('reads a create from its operation and checks it went the way asked', () => {
+    const w = createSample('warm', createOut('warm'), origin, 1_700.4);
+    expect(w).toEqual({
+      op: 'op-warm',
+      accepted: 40,
+      sshReady: 1_417,
+      cli: 1_700,
+      steps: {
+        resolve_image: 2,
+        warm: 3,
+        record: 1,
+        prepare_disk: 20,
+        seed: 50,
+        restore: 600,
+        reidentify: 300,
+        wait_ready: 400,
+      },
+      warm_template: '0123456789abcdef',
+    });
+    const c = createSample('cold', createOut('cold'), origin, 10_600);
+    expect(c.steps.warm).toBeUndefined(); // skipped
+    expect(c.sshReady).toBe(10_314);
+    expect(() => createSample('warm', createOut('cold'), origin, 1)).toThrow(/did not restore/);
+    expect(() => createSample('cold', createOut('warm'), origin, 1)).toThrow(/did not boot cold/);
+    const fell = createOut('warm');
+    fell.operation.steps.push({ name: 'warm_fallback', state: 'done', detail: 'warm start failed (x)' });
+    expect(() => createSample('warm', fell, origin, 1)).toThrow(
+      /fell back to a cold boot: warm start failed/,
+    );
+    const failed = createOut('warm');
+    failed.operation.state = 'failed';
+    failed.operation.error = { code: 'internal', message: 'boom' };
+    expect(() => createSample('warm', failed, origin, 1)).toThrow(/did not succeed: boom/);
+  });
+
+  const sample = (cli: number, extra: Record<string, number>): CreateSample => ({
+    op: 'op',
+    accepted: 40,
+    sshReady: cli - 300,
+    cli,
+    steps: { prepare_disk: 20, seed: 50, wait_ready: cli - 500, ...extra },
+  });
+  const pairs: WarmPair[] = [10_000, 12_000, 11_000].map((c, i) => ({
+    index: i,
+    order: i % 2 === 0 ? 'cold-first' : 'warm-first',
+    cold: sample(c, { boot: 200 }),
+    warm: sample(1_000 + i * 600, { restore: 500 + i * 100, reidentify: 300 }),
+  }));
+
+  it('summarizes both kinds and the warm/cold ratio against the target', () => {
+    const s = summarizeWarm(pairs);
+    expect(s.pairs).toBe(3);
+    expect(s.cold.cli).toMatchObject({ median: 11_000, min: 10_000, max: 12_000 });
+    expect(s.warm.cli).toMatchObject({ median: 1_600, min: 1_000, max: 2_200 });
+    expect(s.ratio_warm_vs_cold).toBe(0.145); // 1600 / 11000
+    expect(s.ratio_warm_vs_cold_daemon).toBe(0.121); // 1300 / 10700
+    expect(s.ratio_warm_vs_cold_per_pair).toBe(0.133); // median of 0.1, 0.133, 0.2
+    expect(s.target_met).toBe(true);
+    expect(s.warm.steps.restore?.median).toBe(600);
+    expect(s.warm.steps.boot).toBeUndefined();
+    expect(s.cold.steps.restore).toBeUndefined();
+    expect(Object.keys(s.warm.steps)).toEqual([
+      'prepare_disk',
+      'seed',
+      'restore',
+      'reidentify',
+      'wait_ready',
+    ]);
+    expect(summarizeWarm(pairs, 0.1).target_met).toBe(false);
+  });
+
+  it('prints a cold/warm table with the step breakdown, the target, the template and concurrency', () => {
+    const w: WarmResult = {
+      template: {
+        id: '0123456789abcdef',
+        build_ms: 31_000,
+        boot_ms: 24_000,
+        save_ms: 2_500,
+        state_bytes: 300 * 2 ** 20,
+        steps: { prepare: 100, boot: 24_000, settle: 3_000, save: 2_500 },
+      },
+      summary: summarizeWarm(pairs),
+      pairs,
+      concurrency: warmConcurrency(
+        2,
+        { wall: 25_000, each: [24_000, 25_000] },
+        { wall: 3_000, each: [2_000, 3_000] },
+      ),
+    };
+    expect(w.concurrency?.ratio_warm_vs_cold).toBe(0.102); // 2500 / 24500
+    const md = warmTable(w);
+    expect(md).toContain('| `banger vm create` returned | 11.00 (10.00–12.00) | 1.60 (1.00–2.20) |');
+    expect(md).toContain('| step `boot` | 0.20 (0.20–0.20) | – |');
+    expect(md).toContain('| step `restore` | – | 0.60 (0.50–0.70) |');
+    expect(md.indexOf('step `reidentify`')).toBeLessThan(md.indexOf('step `wait_ready`'));
+    expect(md).toContain('**0.145**');
+    expect(md).toContain('target ≤ 0.15× cold: **met**');
+    expect(md).toContain('took 31.00 s (its boot 24.00 s, save 2.50 s, state 300 MiB;');
+    expect(md).toContain('cold 24.00, 25.00 s (25.00 s), warm 2.00, 3.00 s (3.00 s); warm / cold 0.102');
   });
 });

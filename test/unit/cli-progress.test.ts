@@ -93,6 +93,24 @@ describe('renderSteps', () => {
 });
 
 describe('PlainProgress', () => {
+  it('a step name that comes back (warm start fell back to a cold boot) is its own step', () => {
+    const p = new PlainProgress();
+    const first = [
+      { name: 'prepare_disk', state: 'undone' as const, started_at: at(0), duration_ms: 20 },
+      { name: 'restore', state: 'undone' as const, started_at: at(20), duration_ms: 800 },
+      { name: 'reidentify', state: 'failed' as const, started_at: at(820), duration_ms: 300, detail: 'boom' },
+      { name: 'warm_fallback', state: 'done' as const, started_at: at(1120), duration_ms: 0 },
+      { name: 'prepare_disk', state: 'done' as const, started_at: at(1120), duration_ms: 22 },
+    ];
+    const lines = p.update(op(first), T + 1200);
+    expect(lines.filter((l) => l.includes('prepare_disk'))).toEqual([
+      expect.stringContaining('prepare_disk undone'),
+      '[  1.1s] prepare_disk done (22 ms)',
+    ]);
+    // Nothing changed: nothing printed again (the two prepare_disk steps do not flap).
+    expect(p.update(op(first), T + 1300)).toEqual([]);
+  });
+
   it('one line per transition, with elapsed time from the start of the operation', () => {
     const p = new PlainProgress();
     expect(p.update(op([{ name: 'resolve_image', state: 'running', started_at: at(0) }]), T + 1)).toEqual([

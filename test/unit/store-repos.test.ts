@@ -255,6 +255,7 @@ describe('vms', () => {
       createdAt: '2025-01-01T00:00:00.000Z',
       updatedAt: '2025-01-01T00:00:00.000Z',
       lastStartedAt: null,
+      warmTemplate: null,
     });
     expect(store.vms.getByName('dev')).toEqual(v);
     expect(store.vms.getById(v.id)).toEqual(v);

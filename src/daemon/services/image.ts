@@ -26,7 +26,12 @@ import type {
   ImagePromoteResult,
   ImageShowParams,
   ImageShowResult,
+  ImageWarmBeginParams,
+  ImageWarmBeginResult,
+  ImageWarmStatusParams,
+  ImageWarmStatusResult,
   Operation,
+  WarmTemplate,
 } from '../../../generated/types.gen.ts';
 import {
   buildDefaultImage,
@@ -73,6 +78,13 @@ export interface ImageServiceDeps {
   build?: typeof buildDefaultImage;
 }
 
+/** What image.warm.* and image.show need of the warm templates (src/daemon/warm.ts). */
+export interface ImageWarmPart {
+  begin(p: ImageWarmBeginParams, ctx: RpcContext): Promise<ImageWarmBeginResult>;
+  status(p: ImageWarmStatusParams): Promise<ImageWarmStatusResult>;
+  templates(image: ImageRow): Promise<WarmTemplate[]>;
+}
+
 export interface ResolveOptions {
   signal?: AbortSignal;
   /** Progress of an automatic default-image build (its stage transitions). */
@@ -111,6 +123,8 @@ export class ImageServiceImpl implements ImageService {
   private readonly builds = new Map<string, RunningBuild>();
   /** Image names with an import in flight (files are copied before the rows exist). */
   private readonly importing = new Set<string>();
+  /** Warm templates; set once the daemon has wired them (they resolve images through here). */
+  warm: ImageWarmPart | undefined;
 
   constructor(deps: ImageServiceDeps) {
     this.store = deps.store;
@@ -452,7 +466,25 @@ export class ImageServiceImpl implements ImageService {
   }
 
   async show(p: ImageShowParams, _ctx: RpcContext): Promise<ImageShowResult> {
-    return { image: this.wire(this.get(p.name)) };
+    const row = this.get(p.name);
+    const image = this.wire(row);
+    if (this.warm) image.warm_templates = await this.warm.templates(row);
+    return { image };
+  }
+
+  // ---- warm templates (src/daemon/warm.ts) ------------------------------------------------
+
+  private requireWarm(): ImageWarmPart {
+    if (!this.warm) throw new ErrorResponse('conflict', 'warm templates are not available in this daemon');
+    return this.warm;
+  }
+
+  warmBegin(p: ImageWarmBeginParams, ctx: RpcContext): Promise<ImageWarmBeginResult> {
+    return this.requireWarm().begin(p, ctx);
+  }
+
+  warmStatus(p: ImageWarmStatusParams, _ctx: RpcContext): Promise<ImageWarmStatusResult> {
+    return this.requireWarm().status(p);
   }
 
   async promote(p: ImagePromoteParams, _ctx: RpcContext): Promise<ImagePromoteResult> {

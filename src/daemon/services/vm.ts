@@ -143,6 +143,7 @@ export class VmServiceImpl implements VmService {
       draft,
       imageName: p.image,
       start: p.start ?? true,
+      cold: p.cold ?? false,
       onRecorded: () => this.reserved.delete(name),
     })
       .then(() => t.succeed())
@@ -309,6 +310,7 @@ export class VmServiceImpl implements VmService {
     await unpinHostKey(this.d.ssh, hostKeyAlias(vm.name));
     await rm(vmFiles(this.d.stateDir, vm.id).dir, { recursive: true, force: true });
     this.d.store.vms.delete(vm.id);
+    if (vm.warmTemplate) this.d.warm?.vmDeleted?.(vm);
   }
 
   async set(p: T.VmSetParams): Promise<T.VmSetResult> {

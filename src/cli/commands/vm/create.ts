@@ -7,6 +7,8 @@ import type {
 import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
 import {
+  formatBoot,
+  warmFallback,
   formatDuration,
   formatVmNetwork,
   formatVmSpec,
@@ -95,6 +97,11 @@ If a step fails, banger names it, prints its detail and the command to read the 
       description: 'Default: bridge when the root helper is reachable, else user.',
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
+    cold: Flags.boolean({
+      summary: 'Boot cold even when a warm template of this spec exists.',
+      description:
+        'By default a VM whose spec matches a warm template (banger image warm) is restored from it.',
+    }),
     start: Flags.boolean({
       allowNo: true,
       summary: 'Start the VM once created (--no-start records it stopped).',
@@ -118,6 +125,7 @@ If a step fails, banger names it, prints its detail and the command to read the 
     if (flags.network !== undefined) params.network = flags.network;
     if (flags.nat) params.nat = true;
     if (flags.start === false) params.start = false;
+    if (flags.cold) params.cold = true;
 
     const begun = await this.client.vm.create.begin(params);
     const name = begun.name;
@@ -145,8 +153,11 @@ If a step fails, banger names it, prints its detail and the command to read the 
       if (!vm) {
         this.say(`${paint(color, 'green', '✓')} created ${name} in ${took}`);
       } else if (vm.state === 'running') {
+        // Said even with --json (stderr is for people): the create took the slow path.
+        const fallback = warmFallback(op);
+        if (fallback) process.stderr.write(`${paint(useColor(process.stderr), 'yellow', '!')} ${fallback}\n`);
         this.say(
-          `${paint(color, 'green', '✓')} ${vm.name} is running (${formatVmSpec(vm)}, ${formatVmNetwork(vm)}), created in ${took}`,
+          `${paint(color, 'green', '✓')} ${vm.name} is running (${formatVmSpec(vm)}, ${formatVmNetwork(vm)}), created in ${took} (${formatBoot(vm)})`,
         );
         this.say(`  connect: ${this.config.bin} vm ssh ${vm.name}`);
       } else {

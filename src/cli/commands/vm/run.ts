@@ -13,6 +13,8 @@ import { inspectRepo } from '../../../vm/workspace-repo.ts';
 import { BangerCommand } from '../../base.ts';
 import { EXIT_INTERRUPTED } from '../../exit-codes.ts';
 import {
+  formatBoot,
+  warmFallback,
   formatDuration,
   formatVmNetwork,
   formatVmSpec,
@@ -101,6 +103,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         'Default: what the daemon is configured for (bridge when the root helper is reachable, else user).',
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
+    cold: Flags.boolean({ summary: 'Boot cold even when a warm template of this spec exists.' }),
     rm: Flags.boolean({ summary: 'Delete the VM when the command or shell ends (also on Ctrl-C).' }),
     detach: Flags.boolean({ char: 'd', summary: 'Return once the VM is ready (and the workspace copied).' }),
     'dry-run': Flags.boolean({ summary: 'Print the spec and the plan; create nothing.' }),
@@ -173,7 +176,11 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     err.write(`${specLine(plan)}\n`);
 
     // Create it under the planned name, so the name printed is the name made.
-    const begun = await this.client.vm.create.begin({ ...params, name: plan.name });
+    const begun = await this.client.vm.create.begin({
+      ...params,
+      name: plan.name,
+      ...(flags.cold ? { cold: true } : {}),
+    });
     const name = begun.name;
     const watched = await watchOperation(
       () => this.client.vm.create.status({ operation_id: begun.operation_id }),
@@ -184,8 +191,10 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       },
     );
     const vm = this.createdVm(watched.last, watched.interrupted, name);
+    const fallback = warmFallback(watched.last.operation);
+    if (fallback) err.write(`${paint(errColor, 'yellow', '!')} ${fallback}\n`);
     err.write(
-      `${paint(errColor, 'green', '✓')} ${name} is running (${formatVmSpec(vm)}, ${formatVmNetwork(vm)}), created in ${formatDuration(operationElapsed(watched.last.operation, Date.now()))}\n`,
+      `${paint(errColor, 'green', '✓')} ${name} is running (${formatVmSpec(vm)}, ${formatVmNetwork(vm)}), created in ${formatDuration(operationElapsed(watched.last.operation, Date.now()))} (${formatBoot(vm)})\n`,
     );
     if (watched.interrupted) {
       // Ctrl-C came too late to cancel the create: honour it now.

@@ -1,0 +1,483 @@
+// Warm templates: boot a VM once, save its state (QMP `stop` + migrate to a file) with the disk
+// overlay of that moment, and start later VMs of the same spec from it: a clone gets its own
+// qcow2 overlay on the template's overlay and a QEMU started with the template's exact device
+// configuration plus `-incoming`, then `cont`; the guest agent gives it its own identity before
+// anyone can reach it (src/vm/reidentify.ts).
+//
+// A template is addressed by the hash of its key (image and kernel files, vCPUs, memory, disk
+// size, network mode, engine and accelerator): any change to any part is a different key, so a
+// stale template is simply never found, and is removed once no VM's disk backs on it. Templates
+// live beside their image: <image dir>/warm/<hash16>/ holding disk.qcow2 (read-only base),
+// seed.ext4, state (device state + RAM), serial.log and template.json, written last: a directory
+// without it is an unfinished build.
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Accel, VmLaunchSpec, VmmDriver, VmmHandle } from '../engine/index.ts';
+import { EngineError, restoreStateUri, saveState, waitIncoming } from '../engine/index.ts';
+import { QgaClient } from '../engine/qga.ts';
+import { buildSeedImage, randomMachineId } from '../image/seed.ts';
+import type { Logger } from '../log/logger.ts';
+import type { ImageRow, KernelRow } from '../store/index.ts';
+import { waitForAgentReady } from './agent.ts';
+import { createOverlay } from './disk.ts';
+import type { VmFiles } from './layout.ts';
+import { guestCmdline } from './machine.ts';
+import { releasePort, reservePort } from './ports.ts';
+import { generateHostKey } from './ssh.ts';
+
+/** Bump when anything about how templates are made changes: older templates stop matching. */
+export const WARM_FORMAT = 1;
+/** The hostname a template boots with (each clone gets its own before it is reachable). */
+export const TEMPLATE_HOSTNAME = 'banger-warm';
+export const TEMPLATE_MANIFEST = 'template.json';
+
+export type WarmNetworkMode = 'user' | 'bridge';
+
+/** What a template is for: the parts of a VM spec its saved state fixes. */
+export interface WarmSpec {
+  vcpus: number;
+  memoryMib: number;
+  diskSizeBytes: number;
+  networkMode: WarmNetworkMode;
+}
+
+interface FileId {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+}
+
+export interface WarmKey extends WarmSpec {
+  format: number;
+  image: { id: string; name: string; recipeHash: string | null; rootfs: FileId };
+  kernel: { id: string; kernel: FileId; initrd: FileId | null };
+  engine: { driver: 'qemu'; version: string; accel: Accel };
+}
+
+export interface TemplateManifest {
+  format: number;
+  keyHash: string;
+  key: WarmKey;
+  /** The launch spec the template ran with (incoming unset); clones copy it but for per-VM paths. */
+  spec: VmLaunchSpec;
+  createdAt: string;
+  /** Template VMM start → guest ready (agent), ms. */
+  bootMs: number;
+  /** QMP stop + migrate to the state file, ms. */
+  saveMs: number;
+  stateBytes: number;
+}
+
+export interface WarmTemplate {
+  dir: string;
+  manifest: TemplateManifest;
+  disk: string;
+  state: string;
+}
+
+/** The hash of a key: sha256 over its canonical JSON (sorted keys). */
+export function warmKeyHash(key: WarmKey): string {
+  return createHash('sha256').update(canonicalJson(key)).digest('hex');
+}
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+async function fileId(path: string): Promise<FileId> {
+  const s = await stat(path);
+  return { size: s.size, mtimeMs: Math.round(s.mtimeMs), ino: s.ino };
+}
+
+export async function warmKey(
+  image: ImageRow,
+  kernel: KernelRow,
+  spec: WarmSpec,
+  engine: { version: string; accel: Accel },
+): Promise<WarmKey> {
+  return {
+    format: WARM_FORMAT,
+    image: {
+      id: image.id,
+      name: image.name,
+      recipeHash: image.recipeHash,
+      rootfs: await fileId(image.rootfsPath),
+    },
+    kernel: {
+      id: kernel.id,
+      kernel: await fileId(kernel.kernelPath),
+      initrd: kernel.initrdPath ? await fileId(kernel.initrdPath) : null,
+    },
+    vcpus: spec.vcpus,
+    memoryMib: spec.memoryMib,
+    diskSizeBytes: spec.diskSizeBytes,
+    networkMode: spec.networkMode,
+    engine: { driver: 'qemu', version: engine.version, accel: engine.accel },
+  };
+}
+
+/** Where an image's templates live. */
+export function warmRoot(image: Pick<ImageRow, 'rootfsPath'>): string {
+  return join(dirname(image.rootfsPath), 'warm');
+}
+
+export function templateDir(image: Pick<ImageRow, 'rootfsPath'>, keyHash: string): string {
+  return join(warmRoot(image), keyHash.slice(0, 16));
+}
+
+function templatePaths(dir: string): { disk: string; seed: string; state: string; manifest: string } {
+  return {
+    disk: join(dir, 'disk.qcow2'),
+    seed: join(dir, 'seed.ext4'),
+    state: join(dir, 'state'),
+    manifest: join(dir, TEMPLATE_MANIFEST),
+  };
+}
+
+/** The template for `keyHash` if a finished one is on disk. */
+export async function findTemplate(
+  image: Pick<ImageRow, 'rootfsPath'>,
+  keyHash: string,
+): Promise<WarmTemplate | undefined> {
+  const dir = templateDir(image, keyHash);
+  const p = templatePaths(dir);
+  let manifest: TemplateManifest;
+  try {
+    manifest = JSON.parse(await readFile(p.manifest, 'utf8')) as TemplateManifest;
+  } catch {
+    return undefined;
+  }
+  if (manifest.keyHash !== keyHash || manifest.format !== WARM_FORMAT) return undefined;
+  return { dir, manifest, disk: p.disk, state: p.state };
+}
+
+/** Every template directory of an image, finished or not. */
+export async function listTemplates(
+  image: Pick<ImageRow, 'rootfsPath'>,
+): Promise<{ dir: string; hash16: string; manifest?: TemplateManifest }[]> {
+  const root = warmRoot(image);
+  const names = await readdir(root).catch(() => [] as string[]);
+  const out: { dir: string; hash16: string; manifest?: TemplateManifest }[] = [];
+  for (const name of names.sort()) {
+    if (!/^[0-9a-f]{16}$/.test(name)) continue;
+    const dir = join(root, name);
+    const manifest = await readFile(join(dir, TEMPLATE_MANIFEST), 'utf8').then(
+      (t) => JSON.parse(t) as TemplateManifest,
+      () => undefined,
+    );
+    out.push(manifest ? { dir, hash16: name, manifest } : { dir, hash16: name });
+  }
+  return out;
+}
+
+/** Per-VM parts of a clone's launch spec. */
+export interface CloneTarget {
+  id: string;
+  files: VmFiles;
+  /** User networking: the host port forwarded to the guest's port 22. */
+  sshHostPort?: number;
+  /** Bridge networking: the clone's own tap. */
+  tap?: string;
+}
+
+/**
+ * A clone's launch spec: the template's, with only per-VM paths, the forwarded port or tap, and
+ * `-incoming` changed. Everything QEMU checks on restore (machine, devices and their order, RAM,
+ * vCPUs, kernel command line, MAC) is the template's, so both argvs come from the same builder
+ * and differ only in those places (test/unit/vm-warm.test.ts checks it).
+ */
+export function cloneLaunchSpec(tpl: VmLaunchSpec, t: CloneTarget, statePath: string): VmLaunchSpec {
+  const [root, seed, ...rest] = tpl.disks;
+  if (!root || !seed || rest.length > 0)
+    throw new EngineError('invalid_spec', 'a template has exactly two disks (root overlay, seed)');
+  let net: VmLaunchSpec['net'];
+  if (tpl.net.mode === 'user') {
+    if (t.sshHostPort === undefined)
+      throw new EngineError('invalid_spec', 'a user-network clone needs a port');
+    net = { ...tpl.net, sshHostPort: t.sshHostPort };
+  } else if (tpl.net.mode === 'tap') {
+    if (t.tap === undefined) throw new EngineError('invalid_spec', 'a bridged clone needs its tap');
+    net = { ...tpl.net, tap: t.tap };
+  } else {
+    net = tpl.net;
+  }
+  return {
+    ...tpl,
+    id: t.id,
+    vmDir: t.files.dir,
+    disks: [
+      { ...root, path: t.files.overlay },
+      { ...seed, path: t.files.seed },
+    ],
+    net,
+    serialLog: t.files.serialLog,
+    agentSocket: t.files.agentSocket,
+    qgaSocket: t.files.qgaSocket,
+    incoming: restoreStateUri(statePath),
+  };
+}
+
+export interface WarmDeps {
+  driver: VmmDriver;
+  log: Logger;
+  accel: () => Promise<Accel>;
+  /** The engine's version string (QEMU's `-version` first line). */
+  engineVersion: () => Promise<string>;
+  installPubKey: () => Promise<string>;
+  /** How long the template's boot may take. */
+  readyTimeoutMs: number;
+  /** The template's NIC in bridge mode (a tap on banger's bridge, no address of its own). */
+  bridgeTap?: (templateId: string) => Promise<{ tap: string; release: () => Promise<void> }>;
+}
+
+export interface BuildTemplateOptions {
+  signal?: AbortSignal;
+  onProgress?: (detail: string) => void;
+  /** Rebuild even if a matching template exists. */
+  force?: boolean;
+}
+
+const building = new Map<string, Promise<WarmTemplate>>();
+
+/** Build (or return the existing) template for this image, kernel and spec. */
+export async function buildTemplate(
+  d: WarmDeps,
+  image: ImageRow,
+  kernel: KernelRow,
+  spec: WarmSpec,
+  opts: BuildTemplateOptions = {},
+): Promise<WarmTemplate> {
+  const key = await warmKey(image, kernel, spec, {
+    version: await d.engineVersion(),
+    accel: await d.accel(),
+  });
+  const hash = warmKeyHash(key);
+  const running = building.get(hash);
+  if (running) {
+    opts.onProgress?.('a build of this template is already running; waiting for it');
+    return running;
+  }
+  if (!opts.force) {
+    const found = await findTemplate(image, hash);
+    if (found) return found;
+  }
+  const p = buildFresh(d, image, kernel, key, hash, opts).finally(() => building.delete(hash));
+  building.set(hash, p);
+  return p;
+}
+
+async function buildFresh(
+  d: WarmDeps,
+  image: ImageRow,
+  kernel: KernelRow,
+  key: WarmKey,
+  hash: string,
+  opts: BuildTemplateOptions,
+): Promise<WarmTemplate> {
+  const progress = opts.onProgress ?? (() => undefined);
+  const dir = templateDir(image, hash);
+  const p = templatePaths(dir);
+  const id = `warm-${hash.slice(0, 16)}`;
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  let handle: VmmHandle | undefined;
+  let port: number | undefined;
+  let tap: { tap: string; release: () => Promise<void> } | undefined;
+  try {
+    progress('preparing the template disk and seed');
+    await createOverlay(
+      image.rootfsPath,
+      p.disk,
+      key.diskSizeBytes,
+      image.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
+    );
+    // No per-VM secrets in a template: a throwaway host key (every clone gets its own), the
+    // daemon's public key (the same for every VM), a random machine-id (replaced per clone).
+    const hostKey = await generateHostKey(dir);
+    await buildSeedImage({
+      path: p.seed,
+      authorizedKeys: [await d.installPubKey()],
+      hostKeyPrivate: hostKey.privateKey,
+      hostKeyPublic: hostKey.publicKey,
+      hostname: TEMPLATE_HOSTNAME,
+      machineId: randomMachineId(),
+      // Bridged templates get their nameserver from the clone's re-identification.
+      nameservers: key.networkMode === 'user' ? ['10.0.2.3'] : [],
+    });
+    let net: VmLaunchSpec['net'];
+    const mac = templateMac(hash);
+    if (key.networkMode === 'user') {
+      port = await reservePort();
+      net = { mode: 'user', sshHostPort: port, mac };
+    } else {
+      if (!d.bridgeTap) throw new EngineError('unsupported', 'bridge templates need the root helper');
+      tap = await d.bridgeTap(id);
+      net = { mode: 'tap', tap: tap.tap, mac };
+    }
+    const spec: VmLaunchSpec = {
+      id,
+      vmDir: dir,
+      kernel: kernel.kernelPath,
+      cmdline: guestCmdline({ name: TEMPLATE_HOSTNAME, networkMode: key.networkMode }),
+      vcpus: key.vcpus,
+      memoryMiB: key.memoryMib,
+      disks: [
+        { path: p.disk, format: 'qcow2' },
+        { path: p.seed, format: 'raw', readOnly: true },
+      ],
+      net,
+      serialLog: join(dir, 'serial.log'),
+      agentSocket: join(dir, 'agent.sock'),
+      qgaSocket: join(dir, 'qga.sock'),
+      accel: key.engine.accel,
+    };
+    if (kernel.initrdPath) spec.initrd = kernel.initrdPath;
+    // Pin the TSC rate the command line carries, so every clone's argv is this one's.
+    const plan = d.driver.prepare(spec);
+    const tsc = /\btsc_early_khz=(\d+)/.exec(plan.driver === 'qemu' ? plan.cmdline : '');
+    if (tsc?.[1]) spec.tscKhz = Number(tsc[1]);
+
+    progress('booting the template VM');
+    const t0 = performance.now();
+    handle = await d.driver.start(d.driver.prepare(spec), { logger: d.log });
+    const ready = await waitForAgentReady(spec.agentSocket!, {
+      timeoutMs: d.readyTimeoutMs,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      alive: () => handle !== undefined,
+      onLine: (l) => {
+        if (l === 'banger-userspace') progress('template userspace is up');
+      },
+    });
+    if (opts.signal?.aborted) throw new EngineError('timeout', 'template build canceled');
+    if (!ready.ready) throw new EngineError('timeout', 'the template VM did not become ready');
+    progress('waiting for the template boot to settle');
+    const qga = await QgaClient.connect(spec.qgaSocket!, { timeoutMs: 30_000 });
+    try {
+      await qga.sync(30_000);
+      // Let every boot job finish here, once, rather than in each clone; then flush.
+      await qga.exec('/bin/systemctl', ['is-system-running', '--wait'], { timeoutMs: 60_000 });
+      await qga.exec('/bin/sync', [], { timeoutMs: 30_000 });
+    } finally {
+      qga.close();
+    }
+    const bootMs = Math.round(performance.now() - t0);
+
+    progress('saving the template state');
+    const qmp = (handle as { qmp?: Parameters<typeof saveState>[0] }).qmp;
+    if (!qmp) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
+    const saved = await saveState(qmp, p.state);
+    await handle.kill('SIGKILL').catch(() => undefined);
+    await handle.waitExit().catch(() => undefined);
+    handle = undefined;
+    await chmod(p.disk, 0o444);
+    await Promise.all(
+      ['agent.sock', 'qga.sock', 'qmp.sock', 'qemu.pid', 'handles.json'].map((f) =>
+        rm(join(dir, f), { force: true }),
+      ),
+    );
+    const stateBytes = (await stat(p.state)).size;
+    const manifest: TemplateManifest = {
+      format: WARM_FORMAT,
+      keyHash: hash,
+      key,
+      spec,
+      createdAt: new Date().toISOString(),
+      bootMs,
+      saveMs: saved.durationMs,
+      stateBytes,
+    };
+    const tmp = `${p.manifest}.tmp`;
+    await writeFile(tmp, JSON.stringify(manifest, null, 2) + '\n', { mode: 0o600 });
+    await rename(tmp, p.manifest);
+    d.log.info(
+      { template: hash.slice(0, 16), boot_ms: bootMs, save_ms: saved.durationMs, state_bytes: stateBytes },
+      'warm template saved',
+    );
+    return { dir, manifest, disk: p.disk, state: p.state };
+  } catch (err) {
+    if (handle) {
+      await handle.kill('SIGKILL').catch(() => undefined);
+      await handle.waitExit().catch(() => undefined);
+    }
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  } finally {
+    if (port !== undefined) releasePort(port);
+    await tap?.release().catch(() => undefined);
+  }
+}
+
+/** A locally administered MAC for a template (clones in bridge mode switch to their own). */
+export function templateMac(hash: string): string {
+  const h = hash.slice(0, 8);
+  return `52:54:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}:${h.slice(6, 8)}`;
+}
+
+/**
+ * Start a clone's VMM from a template: QEMU with the template's configuration and `-incoming`,
+ * wait until the state is loaded, then `cont`. Returns the running handle.
+ */
+export async function startClone(
+  d: Pick<WarmDeps, 'driver' | 'log'>,
+  tpl: WarmTemplate,
+  target: CloneTarget,
+): Promise<VmmHandle> {
+  const spec = cloneLaunchSpec(tpl.manifest.spec, target, tpl.state);
+  const handle = await d.driver.start(d.driver.prepare(spec), { logger: d.log });
+  try {
+    const qmp = (handle as { qmp?: Parameters<typeof waitIncoming>[0] }).qmp;
+    if (!qmp) throw new EngineError('unsupported', 'warm clones need QEMU (QMP)');
+    await waitIncoming(qmp);
+    await qmp.execute('cont');
+    return handle;
+  } catch (err) {
+    await handle.kill('SIGKILL').catch(() => undefined);
+    await handle.waitExit().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** 64 bytes from the host's CSPRNG for the clone's kernel RNG. */
+export function cloneEntropy(): Buffer {
+  return randomBytes(64);
+}
+
+/**
+ * Remove an image's templates that are unfinished or whose key no longer matches `current` in
+ * its image, kernel or engine part, unless a VM's disk still backs on them (`inUse`).
+ */
+export async function sweepTemplates(
+  image: ImageRow,
+  kernel: KernelRow,
+  engine: { version: string; accel: Accel },
+  inUse: (hash16: string) => boolean,
+  log: Logger,
+): Promise<string[]> {
+  const removed: string[] = [];
+  for (const t of await listTemplates(image)) {
+    if (inUse(t.hash16)) continue;
+    let stale = !t.manifest;
+    if (t.manifest && !building.has(t.manifest.keyHash)) {
+      const k = t.manifest.key;
+      const now = await warmKey(image, kernel, k, engine).catch(() => undefined);
+      stale = !now || warmKeyHash(now) !== t.manifest.keyHash;
+    } else if (!t.manifest && [...building.keys()].some((h) => h.startsWith(t.hash16))) {
+      stale = false;
+    }
+    if (!stale) continue;
+    await rm(t.dir, { recursive: true, force: true });
+    removed.push(t.hash16);
+    log.info({ template: t.hash16 }, 'stale warm template removed');
+  }
+  return removed;
+}
