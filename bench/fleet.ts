@@ -23,8 +23,17 @@ export async function sampleRssMiB(pid: number, samples = 5, gapMs = 200): Promi
   return summarize(v).median;
 }
 
-async function createOne(w: World, name: string): Promise<number> {
-  const r = await banger(w, ['vm', 'create', '--name', name, '--json'], { timeoutMs: 900_000 });
+/** What a create is asked and checked for: extra CLI arguments (`--cold`), and whether the VM must
+ * have been restored from a warm template (true) or booted cold (false); unchecked when absent. */
+export interface CreateOptions {
+  args?: string[];
+  expectWarm?: boolean;
+}
+
+async function createOne(w: World, name: string, opts: CreateOptions = {}): Promise<number> {
+  const r = await banger(w, ['vm', 'create', '--name', name, '--json', ...(opts.args ?? [])], {
+    timeoutMs: 900_000,
+  });
   if (r.code !== 0) {
     throw new Error(
       `banger vm create ${name} exited ${r.code}: ${(r.stdout + r.stderr).trim().slice(-2000)}`,
@@ -32,6 +41,12 @@ async function createOne(w: World, name: string): Promise<number> {
   }
   const out = JSON.parse(r.stdout) as VmCreateStatusResult;
   if (out.vm?.state !== 'running') throw new Error(`${name} is ${out.vm?.state ?? 'missing'} after create`);
+  if (opts.expectWarm !== undefined && (out.vm.warm_template !== undefined) !== opts.expectWarm) {
+    const why = out.operation.steps.find((s) => s.name === 'warm_fallback' || s.name === 'warm')?.detail;
+    throw new Error(
+      `${name} ${opts.expectWarm ? 'was not restored from a warm template' : 'was restored warm'} (${out.operation.id}${why ? `: ${why}` : ''})`,
+    );
+  }
   return r.ms;
 }
 
@@ -63,10 +78,11 @@ export async function parallelCreates(
   w: World,
   n: number,
   tag: string,
+  opts: CreateOptions = {},
 ): Promise<{ wall: number; each: number[] }> {
   const t0 = performance.now();
   const names = Array.from({ length: n }, (_, i) => `${tag}-${i}`);
-  const results = await Promise.allSettled(names.map((name) => createOne(w, name)));
+  const results = await Promise.allSettled(names.map((name) => createOne(w, name, opts)));
   const wall = performance.now() - t0;
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   for (const name of names) await deleteVm(w, name).catch(() => undefined);

@@ -2,7 +2,8 @@
 //
 // Measures banger against baselines taken in the same run (see docs/bench.md): create → SSH
 // ready by stage against a bare QEMU, RPC against a minimal socket server, copy-on-write disk
-// preparation from small and huge bases, footprint, and parallel against sequential creates.
+// preparation from small and huge bases, footprint, parallel against sequential creates, and
+// warm (restored from a warm template) against cold creates.
 // Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
 //
 // It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
@@ -37,12 +38,13 @@ import { describeMachine } from './machine.ts';
 import { markdownSummary, type BenchResults } from './report.ts';
 import { runRpc } from './rpc.ts';
 import { readVariants, type VariantSpec } from './variants.ts';
+import { runWarm } from './warm.ts';
 import { deleteVm, IMAGE_CACHE, ROOT, startWorld, stopWorld, VM_DEFAULTS, type World } from './world.ts';
 
-const PARTS = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'guest-ab'] as const;
+const PARTS = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm', 'guest-ab'] as const;
 type Part = (typeof PARTS)[number];
 /** What runs without --parts (guest-ab needs --baseline-image or --variants). */
-const DEFAULT_PARTS: Part[] = ['boot', 'rpc', 'cow', 'footprint', 'concurrency'];
+const DEFAULT_PARTS: Part[] = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm'];
 const LOCK = '/tmp/banger-vm.lock';
 
 const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--name NAME] [--no-save] [--keep]
@@ -60,7 +62,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--n
                  guest-ab with any number of guests: a JSON array of
                  {"label", "image"?: DIR, "cmdline"?: CMDLINE, "qemu_args"?: [...]}, the first
                  being the reference (image and cmdline default to the current ones)
-  --pairs N      boot pairs (banger, bare) to run, alternating which goes first (default 5, quick 2)
+  --pairs N      boot pairs (banger, bare) and warm pairs (cold, warm create) to run, alternating
+                 which goes first (default 5, quick 2)
   --name NAME    results file bench/results/NAME.json (default: the start time, quick- prefixed)
   --no-save      print only
   --note TEXT    recorded in the results' notes (repeatable): what this run is
@@ -339,6 +342,11 @@ async function inner(netns: string): Promise<number> {
         results.concurrency = concurrencyResult(n, sequential, par);
       });
     }
+    // Last: once the template exists, every plain `vm create` of this spec restores from it.
+    await part('warm', async () => {
+      say(`warm start: the template, then ${o.pairs} alternating pairs (cold create, warm create)`);
+      results.warm = await runWarm(w, { pairs: o.pairs, concurrent: 2, tag: 'warm' });
+    });
   } finally {
     results.machine.load_average_end = loadavg().map((x) => Math.round(x * 100) / 100);
     results.duration_s = Math.round((performance.now() - t0) / 1000);

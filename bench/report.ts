@@ -6,6 +6,7 @@ import type { ConcurrencyResult, FootprintResult } from './fleet.ts';
 import type { MachineInfo } from './machine.ts';
 import type { RpcResult } from './rpc.ts';
 import type { Summary } from './stats.ts';
+import { STEP_ORDER, type WarmResult } from './warm.ts';
 
 export interface BenchResults {
   format: 1;
@@ -34,6 +35,7 @@ export interface BenchResults {
   footprint?: FootprintResult;
   concurrency?: ConcurrencyResult;
   guest_ab?: GuestAbResult;
+  warm?: WarmResult;
 }
 
 const sec = (ms: number | undefined): string =>
@@ -140,6 +142,49 @@ export function guestAbTable(g: GuestAbResult): string {
   return `${table(head, body)}\n\n${g.rounds} rounds, bare QEMU, order rotated each round\n\n${legend.join('\n')}`;
 }
 
+const range = (s: Summary | undefined): string =>
+  s === undefined ? '–' : `${sec(s.median)} (${sec(s.min)}–${sec(s.max)})`;
+
+export function warmTable(w: WarmResult): string {
+  const s = w.summary;
+  const rows: string[][] = [
+    ['`banger vm create` returned', range(s.cold.cli), range(s.warm.cli)],
+    ['SSH ready (`ssh true` succeeded, the daemon)', range(s.cold.sshReady), range(s.warm.sshReady)],
+  ];
+  const names = new Set<string>([...STEP_ORDER, ...Object.keys(s.cold.steps), ...Object.keys(s.warm.steps)]);
+  for (const name of names) {
+    const c = s.cold.steps[name];
+    const x = s.warm.steps[name];
+    if (c || x) rows.push([`step \`${name}\``, range(c), range(x)]);
+  }
+  const t = w.template;
+  const out = [
+    table(['create → SSH ready, s: median (min–max)', 'cold (`--cold`)', 'warm'], rows),
+    '',
+    `warm / cold over ${s.pairs} alternating pairs: **${s.ratio_warm_vs_cold}** (medians of the CLI's ` +
+      `create → ready; per pair ${s.ratio_warm_vs_cold_per_pair}; the daemon's SSH ready ` +
+      `${s.ratio_warm_vs_cold_daemon}); target ≤ ${s.target_ratio}× cold: ` +
+      `**${s.target_met ? 'met' : 'not met'}**`,
+    '',
+    `Template ${t.id}: \`banger image warm\` took ${sec(t.build_ms)} s (its boot ${sec(t.boot_ms)} s, ` +
+      `save ${sec(t.save_ms)} s, state ${Math.round(t.state_bytes / 2 ** 20)} MiB; steps ` +
+      `${Object.entries(t.steps)
+        .map(([k, v]) => `${k} ${sec(v)}`)
+        .join(', ')})`,
+  ];
+  const c = w.concurrency;
+  if (c) {
+    const each = (v: number[]): string => v.map((x) => sec(x)).join(', ');
+    out.push(
+      '',
+      `${c.n} creates at once, each create → ready (wall): cold ${each(c.cold_each_ms)} s ` +
+        `(${sec(c.cold_wall_ms)} s), warm ${each(c.warm_each_ms)} s (${sec(c.warm_wall_ms)} s); ` +
+        `warm / cold ${c.ratio_warm_vs_cold}`,
+    );
+  }
+  return out.join('\n');
+}
+
 export function markdownSummary(r: BenchResults): string {
   const m = r.machine;
   const out = [
@@ -167,6 +212,7 @@ export function markdownSummary(r: BenchResults): string {
   if (r.cow) out.push('', '### Copy-on-write disk preparation', '', cowTable(r.cow));
   if (r.footprint || r.concurrency)
     out.push('', '### Footprint and concurrency', '', fleetTable(r.footprint, r.concurrency));
+  if (r.warm) out.push('', '### Warm start: cold against warm creates', '', warmTable(r.warm));
   if (r.errors.length > 0) {
     out.push('', '### Failed parts', '', ...r.errors.map((e) => `- ${e.part}: ${e.error}`));
   }

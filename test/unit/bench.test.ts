@@ -325,7 +325,7 @@ describe('warm start', () => {
             step('prepare_disk', 47, 20),
             step('seed', 67, 50),
             step('restore', 117, 600),
-            step('reidentify', 717, 300),
+            { ...step('reidentify', 717, 300), detail: 'banger-reidentify: ok machine-id hostname' },
             step('wait_ready', 1017, 400),
           ];
     return {
@@ -358,6 +358,7 @@ describe('warm start', () => {
         reidentify: 300,
         wait_ready: 400,
       },
+      details: { reidentify: 'banger-reidentify: ok machine-id hostname' },
       warm_template: '0123456789abcdef',
     });
     const c = createSample('cold', createOut('cold'), origin, 10_600);
@@ -382,6 +383,7 @@ describe('warm start', () => {
     sshReady: cli - 300,
     cli,
     steps: { prepare_disk: 20, seed: 50, wait_ready: cli - 500, ...extra },
+    details: {},
   });
   const pairs: WarmPair[] = [10_000, 12_000, 11_000].map((c, i) => ({
     index: i,
