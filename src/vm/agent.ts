@@ -31,11 +31,18 @@ export function waitForAgentReady(
       if (pinger) clearInterval(pinger);
       if (retry) clearTimeout(retry);
       clearTimeout(overall);
+      if (watchdog) clearInterval(watchdog);
       opts.signal?.removeEventListener('abort', finish);
       sock?.destroy();
       resolve(state);
     };
     const overall = setTimeout(finish, Math.max(0, deadline - Date.now()));
+    // `alive` is asked again every second, connected or not (a stuck boot keeps the socket open).
+    const watchdog = opts.alive
+      ? setInterval(() => {
+          if (opts.alive && !opts.alive()) finish();
+        }, 1000)
+      : undefined;
     opts.signal?.addEventListener('abort', finish, { once: true });
     const attempt = (): void => {
       if (done) return;

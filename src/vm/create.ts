@@ -8,7 +8,14 @@ import { ErrorResponse } from '../rpc/errors.ts';
 import type { ImageRow, KernelRow, NewVm, Store, VmRow } from '../store/index.ts';
 import { createOverlay } from './disk.ts';
 import { vmFiles } from './layout.ts';
-import { bootVmm, formatReadyTimes, markSerial, waitReady, type MachineDeps } from './machine.ts';
+import {
+  BootStalledError,
+  bootVmm,
+  formatReadyTimes,
+  markSerial,
+  waitReady,
+  type MachineDeps,
+} from './machine.ts';
 import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey, type HostKeyPair } from './ssh.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { ReidentifyError, reidentifyGuest } from './reidentify.ts';
@@ -197,11 +204,16 @@ async function killVmm(d: CreateDeps, vm: VmRow): Promise<void> {
   }
 }
 
-async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow): Promise<VmRow> {
+async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow, restored = false): Promise<VmRow> {
   await t.step('wait_ready', async (signal) => {
-    const r = await waitReady(d, vm, signal, (m) => t.progress(m));
-    // The closing detail keeps when each guest stage was reached (`banger vm create`, npm run bench).
-    t.progress(formatReadyTimes(r.times));
+    const r = await waitReady(d, vm, signal, (m) => t.progress(m), { restored });
+    // The closing detail keeps when each guest stage was reached (`banger vm create`, npm run bench);
+    // a restored clone's sshd was already up: only the first ssh counts.
+    t.progress(
+      restored
+        ? `ssh answered ${(r.times.sshMs / 1000).toFixed(2)} s after re-identification`
+        : formatReadyTimes(r.times),
+    );
     return r;
   });
   const booted = d.store.vms.recordBoot(vm.id);
@@ -223,12 +235,23 @@ async function coldSteps(
   let { vm } = await seedStep(d, t, vm0);
   if (!start) return d.store.vms.update(vm.id, { state: 'stopped' });
   vm = d.store.vms.update(vm.id, { state: 'starting' });
-  await t.step(
-    'boot',
-    () => bootVmm(d, vm, kernel, 'vm.create'),
-    () => killVmm(d, vm),
-  );
-  return readySteps(d, t, vm);
+  for (let attempt = 1; ; attempt++) {
+    const beforeBoot = t.undoMark();
+    await t.step(
+      'boot',
+      () => bootVmm(d, vm, kernel, 'vm.create'),
+      () => killVmm(d, vm),
+    );
+    try {
+      return await readySteps(d, t, vm);
+    } catch (err) {
+      // A boot stuck with a silent console is retried once, visibly.
+      if (!(err instanceof BootStalledError) || attempt > 1 || t.signal.aborted) throw err;
+      d.log.warn({ vm: vm.name, err: err.message }, 'boot stalled; killing the VMM and booting again');
+      await t.rollbackTo(beforeBoot);
+      t.stepDone('boot_retry', { durationMs: 0, detail: `${err.message}; booting again` });
+    }
+  }
 }
 
 /**
@@ -303,5 +326,5 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
     }
   });
   vm = d.store.vms.update(vm.id, { state: 'starting' });
-  return readySteps(d, t, vm);
+  return readySteps(d, t, vm, true);
 }

@@ -1,4 +1,5 @@
 // Booting a VM's VMM and waiting until its guest is ready: shared by create and start.
+import { statSync } from 'node:fs';
 import { appendFile, stat } from 'node:fs/promises';
 import type { Accel, VmLaunchSpec } from '../engine/index.ts';
 import type { Logger } from '../log/logger.ts';
@@ -15,6 +16,22 @@ import { bridgeIpArg, type GuestNet, type VmNetwork } from '../daemon/network.ts
 
 /** Pause between `ssh true` attempts once the agent said sshd is up. */
 export const READY_POLL_MS = 300;
+/**
+ * A boot whose console shows nothing new for this long before userspace is up is stuck (seen
+ * rarely under TCG on a loaded host: the kernel stops early and never resumes). A healthy boot
+ * writes to the console every few seconds until userspace, even on a busy 2-core machine.
+ */
+export const BOOT_STALL_MS = 60_000;
+
+/** The boot made no progress (see BOOT_STALL_MS); callers kill the VMM and boot once more. */
+export class BootStalledError extends ErrorResponse {
+  constructor(vmName: string, ms: number) {
+    super(
+      'operation_failed',
+      `${vmName}: the boot stalled (no console output for ${Math.round(ms / 1000)} s before userspace came up); read the console with: banger vm logs ${vmName}`,
+    );
+  }
+}
 
 export interface MachineDeps {
   stateDir: string;
@@ -35,6 +52,8 @@ export interface MachineDeps {
   testFailStep?: string;
   /** Bridge mode (taps through the root helper); absent when the daemon is rootless. */
   network?: VmNetwork;
+  /** Boot stall threshold (default BOOT_STALL_MS; tests shorten it). */
+  bootStallMs?: number;
 }
 
 export function injectedFault(d: MachineDeps, step: string): void {
@@ -199,16 +218,37 @@ export async function waitReady(
   vm: VmRow,
   signal: AbortSignal,
   onProgress?: (detail: string) => void,
+  opts: { restored?: boolean } = {},
 ): Promise<{ bootId?: string; times: ReadyTimes }> {
+  if (opts.restored) return waitSsh(d, vm, signal, performance.now(), {}, 100);
   const deadline = Date.now() + d.readyTimeoutMs;
   const t0 = performance.now();
   const since = (): number => Math.round(performance.now() - t0);
   let userspaceMs: number | undefined;
   const files = vmFiles(d.stateDir, vm.id);
+  const stallMs = d.bootStallMs ?? BOOT_STALL_MS;
+  const console = { size: -1, changedAt: performance.now() };
+  let stalled = false;
+  const progressing = (): boolean => {
+    if (userspaceMs !== undefined) return true;
+    let size = console.size;
+    try {
+      size = statSync(files.serialLog).size;
+    } catch {
+      // not there yet
+    }
+    if (size !== console.size) {
+      console.size = size;
+      console.changedAt = performance.now();
+      return true;
+    }
+    stalled = performance.now() - console.changedAt > stallMs;
+    return !stalled;
+  };
   const agent = await waitForAgentReady(files.agentSocket, {
     timeoutMs: d.readyTimeoutMs,
     signal,
-    alive: () => d.runtime.isRunning(vm.id),
+    alive: () => d.runtime.isRunning(vm.id) && progressing(),
     onLine: (l) => {
       if (l === 'banger-userspace' && userspaceMs === undefined) {
         userspaceMs = since();
@@ -218,6 +258,7 @@ export async function waitReady(
   });
   const sshdMs = since();
   if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
+  if (stalled && !agent.ready) throw new BootStalledError(vm.name, stallMs);
   if (!d.runtime.isRunning(vm.id)) {
     throw new ErrorResponse(
       'operation_failed',
@@ -232,6 +273,26 @@ export async function waitReady(
     );
   }
   onProgress?.('sshd is up; checking ssh');
+  const seen: Omit<ReadyTimes, 'sshMs'> = { sshdMs };
+  if (userspaceMs !== undefined) seen.userspaceMs = userspaceMs;
+  return waitSsh(d, vm, signal, t0, seen, READY_POLL_MS, agent.bootId, deadline);
+}
+
+/**
+ * `ssh true` with the pinned host key until it succeeds (every `pollMs`). A restored clone
+ * starts here: its sshd was listening when the template was saved.
+ */
+async function waitSsh(
+  d: MachineDeps,
+  vm: VmRow,
+  signal: AbortSignal,
+  t0: number,
+  seen: Omit<ReadyTimes, 'sshMs'>,
+  pollMs: number,
+  bootId?: string,
+  deadline = Date.now() + d.readyTimeoutMs,
+): Promise<{ bootId?: string; times: ReadyTimes }> {
+  const since = (): number => Math.round(performance.now() - t0);
   let last = '';
   while (Date.now() < deadline) {
     const t = sshTarget(d, vm);
@@ -239,9 +300,8 @@ export async function waitReady(
     const r = await sshExec(d.ssh, t, 'true', { timeoutMs: 15_000, signal });
     if (r.code === 0) {
       injectedFault(d, 'wait_ready');
-      const times: ReadyTimes = { sshdMs, sshMs: since() };
-      if (userspaceMs !== undefined) times.userspaceMs = userspaceMs;
-      return agent.bootId ? { bootId: agent.bootId, times } : { times };
+      const times: ReadyTimes = { ...seen, sshMs: since() };
+      return bootId ? { bootId, times } : { times };
     }
     last = r.stderr.trim();
     if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(last)) {
@@ -251,7 +311,7 @@ export async function waitReady(
       );
     }
     if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
-    await new Promise((r2) => setTimeout(r2, READY_POLL_MS));
+    await new Promise((r2) => setTimeout(r2, pollMs));
   }
   throw new ErrorResponse(
     'operation_failed',

@@ -1,10 +1,22 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { waitForAgentReady } from '../../src/vm/agent.ts';
-import { formatReadyTimes, guestCmdline, parseReadyTimes } from '../../src/vm/machine.ts';
+import { createLogger } from '../../src/log/logger.ts';
+import type { VmRow } from '../../src/store/index.ts';
+import { vmFiles } from '../../src/vm/layout.ts';
+import {
+  BootStalledError,
+  formatReadyTimes,
+  guestCmdline,
+  parseReadyTimes,
+  waitReady,
+  type MachineDeps,
+} from '../../src/vm/machine.ts';
+import type { VmRuntime } from '../../src/vm/runtime.ts';
+import type { SshPaths } from '../../src/vm/ssh.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'bg-ready-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -66,5 +78,50 @@ describe('waitForAgentReady', () => {
     const st = await waitForAgentReady(path, { timeoutMs: 300 });
     expect(st.ready).toBe(false);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(280);
+  });
+});
+
+describe('waitReady: a boot that stalls', () => {
+  /** A VM directory whose agent socket accepts and says nothing (a stuck guest). */
+  async function stuckVm(
+    name: string,
+  ): Promise<{ deps: MachineDeps; vm: VmRow; srv: Server; serial: string }> {
+    const stateDir = join(tmp, name);
+    const id = 'a1b2c3d4e5f6';
+    const f = vmFiles(stateDir, id);
+    mkdirSync(f.dir, { recursive: true });
+    writeFileSync(f.serialLog, 'Linux version 6.1\n');
+    const srv = await fakeAgent(f.agentSocket, () => undefined);
+    const deps = {
+      stateDir,
+      runtime: { isRunning: () => true, get: () => undefined } as unknown as VmRuntime,
+      log: createLogger({ name: 't', quiet: true }),
+      ssh: {} as SshPaths,
+      accel: () => Promise.resolve('tcg' as const),
+      readyTimeoutMs: 6_000,
+      bootStallMs: 1_500,
+    } satisfies MachineDeps;
+    return { deps, vm: { id, name, networkMode: 'user' } as VmRow, srv, serial: f.serialLog };
+  }
+
+  it('fails with BootStalledError when the console shows nothing new before userspace', async () => {
+    const { deps, vm, srv } = await stuckVm('stall');
+    const t0 = Date.now();
+    const err = await waitReady(deps, vm, new AbortController().signal).catch((e: unknown) => e);
+    srv.close();
+    expect(err).toBeInstanceOf(BootStalledError);
+    expect((err as Error).message).toMatch(/the boot stalled \(no console output for 2 s/);
+    // Noticed within a watchdog tick or two of the threshold, long before the ready timeout.
+    expect(Date.now() - t0).toBeLessThan(4_500);
+  });
+
+  it('keeps waiting while the console grows (a slow boot is not a stuck one)', async () => {
+    const { deps, vm, srv, serial } = await stuckVm('slow');
+    const grow = setInterval(() => appendFileSync(serial, 'still booting\n'), 400);
+    const err = await waitReady(deps, vm, new AbortController().signal).catch((e: unknown) => e);
+    clearInterval(grow);
+    srv.close();
+    expect(err).not.toBeInstanceOf(BootStalledError);
+    expect((err as Error).message).toMatch(/not ready within 6 s/);
   });
 });

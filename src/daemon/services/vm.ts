@@ -12,11 +12,11 @@ import { vmToWire } from '../../vm/convert.ts';
 import { runCreate, type CreateDeps } from '../../vm/create.ts';
 import { diskInfo } from '../../vm/disk.ts';
 import { macFor, vmFiles } from '../../vm/layout.ts';
-import { bootVmm, sshTarget, waitReady } from '../../vm/machine.ts';
+import { BootStalledError, bootVmm, sshTarget, waitReady } from '../../vm/machine.ts';
 import { randomVmName, validateVmName } from '../../vm/names.ts';
 import { procUsage } from '../../vm/procstat.ts';
 import { parseSize } from '../../vm/sizes.ts';
-import { hostKeyAlias, sshExec, unpinHostKey } from '../../vm/ssh.ts';
+import { hostKeyAlias, SSH_KEX_ALGORITHMS, sshExec, unpinHostKey } from '../../vm/ssh.ts';
 import { newId } from '../../store/index.ts';
 import { parseSsListen, SS_COMMAND } from '../guest-ports.ts';
 import { modeWithoutNetwork as rootlessMode, requireNetwork } from '../network.ts';
@@ -217,10 +217,28 @@ export class VmServiceImpl implements VmService {
     try {
       // Bridged: make sure bridge, tap and NAT are there (a host reboot removes them).
       if (row.networkMode === 'bridge') await requireNetwork(this.d, row).attach(row);
-      await bootVmm(this.d, row, kernel, 'vm.start');
       // A client that goes away does not abort a start; the VM just keeps booting.
       void signal;
-      await waitReady(this.d, row, new AbortController().signal);
+      for (let attempt = 1; ; attempt++) {
+        await bootVmm(this.d, row, kernel, 'vm.start');
+        try {
+          await waitReady(this.d, row, new AbortController().signal);
+          break;
+        } catch (err) {
+          // A boot stuck with a silent console is retried once.
+          if (!(err instanceof BootStalledError) || attempt > 1) throw err;
+          this.d.log.warn(
+            { vm: row.name, err: err.message },
+            'boot stalled; killing the VMM and booting again',
+          );
+          const h = this.d.runtime.get(row.id);
+          if (h) {
+            this.d.runtime.expectExit(row.id);
+            await h.kill('SIGKILL').catch(() => undefined);
+            await h.waitExit().catch(() => undefined);
+          }
+        }
+      }
       row = this.d.store.vms.recordBoot(vm.id);
       return this.d.store.vms.update(vm.id, { state: 'running', lastError: null });
     } catch (err) {
@@ -423,6 +441,7 @@ export class VmServiceImpl implements VmService {
       known_hosts_file: this.d.ssh.knownHosts,
       host_key_alias: t.alias,
       ssh_options: [
+        `KexAlgorithms=${SSH_KEX_ALGORITHMS}`,
         'StrictHostKeyChecking=yes',
         `HostKeyAlias=${t.alias}`,
         'GlobalKnownHostsFile=/dev/null',
