@@ -62,7 +62,7 @@ interface Waiter {
 
 const SENTINEL = 0xff;
 /** Resend guest-sync-delimited this often while nothing answers (a restored agent may lag). */
-const SYNC_RESEND_MS = 1_000;
+const SYNC_RESEND_MS = 200;
 /** A reply bigger than this (16 MiB of output, base64) means something is wrong. */
 const MAX_BUFFER = 64 * 1024 * 1024;
 const CONNECT_RETRY_MS = 50;

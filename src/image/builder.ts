@@ -28,6 +28,7 @@ import {
   BUILDER_VERSION,
   DEFAULT_RECIPE,
   findGuestDir,
+  FREESTANDING_CC_ARGS,
   recipeHash,
   sourcesList,
   type ImageRecipe,
@@ -258,7 +259,17 @@ async function build(
     await writeFile(hook, generateCustomizeScript(recipe), { mode: 0o755 });
     for (const f of recipe.guestFiles) {
       await mkdir(join(staging, 'guest', f.src, '..'), { recursive: true });
-      await copyFile(join(guestDir, f.src), join(staging, 'guest', f.src));
+      if (f.compile === 'freestanding-c') {
+        // A few hundred bytes of static code, no libc: built here, installed by the hook.
+        await run(
+          ['gcc', ...FREESTANDING_CC_ARGS, '-o', join(staging, 'guest', f.src), join(guestDir, f.src)],
+          {
+            signal,
+          },
+        );
+      } else {
+        await copyFile(join(guestDir, f.src), join(staging, 'guest', f.src));
+      }
     }
     if (recipe.installKernelModules) {
       await cp(kernel.modulesDir, join(staging, 'modules', kernel.version), {

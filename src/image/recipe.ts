@@ -25,7 +25,23 @@ export interface GuestFile {
   /** Absolute path inside the guest. */
   dest: string;
   mode: number;
+  /**
+   * `freestanding-c`: src is C without libc (raw x86-64 system calls), compiled on the build
+   * host with FREESTANDING_CC_ARGS into a tiny static executable that is installed at dest.
+   */
+  compile?: 'freestanding-c';
 }
+
+/** gcc arguments for a freestanding guest program (before `-o OUT SRC`); part of the recipe hash. */
+export const FREESTANDING_CC_ARGS = [
+  '-Os',
+  '-static',
+  '-nostdlib',
+  '-fno-stack-protector',
+  '-fno-builtin',
+  '-fno-asynchronous-unwind-tables',
+  '-s',
+];
 
 export interface ImageRecipe {
   name: string;
@@ -162,6 +178,13 @@ export const DEFAULT_RECIPE: ImageRecipe = {
     { src: 'bin/banger-seed', dest: '/usr/lib/banger/banger-seed', mode: 0o755 },
     { src: 'bin/banger-agent', dest: '/usr/lib/banger/banger-agent', mode: 0o755 },
     { src: 'bin/banger-growfs', dest: '/usr/lib/banger/banger-growfs', mode: 0o755 },
+    // Clock and CRNG reseed of a warm clone (guest/bin/banger-reidentify runs it).
+    {
+      src: 'src/banger-reseed.c',
+      dest: '/usr/lib/banger/banger-reseed',
+      mode: 0o755,
+      compile: 'freestanding-c',
+    },
     { src: 'systemd/banger-seed.service', dest: '/etc/systemd/system/banger-seed.service', mode: 0o644 },
     { src: 'systemd/banger-agent.service', dest: '/etc/systemd/system/banger-agent.service', mode: 0o644 },
     { src: 'systemd/banger-ready.service', dest: '/etc/systemd/system/banger-ready.service', mode: 0o644 },
@@ -229,6 +252,7 @@ export function recipeHash(recipe: ImageRecipe = DEFAULT_RECIPE, opts: RecipeHas
   }));
   const material = {
     builder_version: opts.builderVersion ?? BUILDER_VERSION,
+    freestanding_cc_args: FREESTANDING_CC_ARGS,
     recipe,
     guest_files: guestFiles,
     init: generateInitScript({

@@ -126,6 +126,9 @@ export function generateCustomizeScript(recipe: ImageRecipe): string {
     'rm -f "$root"/etc/ssh/ssh_host_*',
     '# Root has no password: key-only SSH (sshd_config.d/banger.conf).',
     'chroot "$root" passwd -l root > /dev/null',
+    '# No message of the day at SSH login: pam_motd runs the update-motd.d scripts on every login',
+    '# (~0.2 s of a login under TCG) for text sshd does not print (PrintMotd no).',
+    `sed -i '/pam_motd\\.so/s/^/# banger: /' "$root/etc/pam.d/sshd"`,
     `chroot "$root" systemctl enable ${recipe.enableUnits.map(shellQuote).join(' ')}`,
     `chroot "$root" systemctl mask ${[...recipe.maskUnits, ...(recipe.serialGetty ? [] : ['serial-getty@ttyS0.service'])].map(shellQuote).join(' ')}`,
     // A generator is masked by a /dev/null link of its name in /etc (systemd.generator(7)).

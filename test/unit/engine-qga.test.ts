@@ -160,7 +160,7 @@ describe('QgaClient sync', () => {
     const c = await connect();
     let synced = false;
     const sync = c.sync(5_000).then(() => (synced = true));
-    await new Promise((r) => setTimeout(r, 1_300));
+    await new Promise((r) => setTimeout(r, 300));
     expect(fake.held).toHaveLength(2);
     const [first, second] = fake.held;
     expect(first!.arguments?.id).not.toBe(second!.arguments?.id);

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EngineError } from '../../src/engine/errors.ts';
 import type { QgaExecOptions, QgaExecResult } from '../../src/engine/qga.ts';
-import { findGuestDir } from '../../src/image/recipe.ts';
+import { FREESTANDING_CC_ARGS, findGuestDir } from '../../src/image/recipe.ts';
 import { generateHostKey, type HostKey } from '../../src/image/seed.ts';
 import {
-  dateArgs,
+  clockArg,
+  guestStages,
   reidentifyGuest,
   reidentifyInput,
   reidentifyScript,
@@ -50,7 +51,7 @@ function parseInput(text: string): Map<string, string> {
 }
 
 describe('reidentifyInput', () => {
-  it('writes one key=value line per value, keys and blobs base64', () => {
+  it('writes one key=value line per value: the key’s lines comma-joined, entropy in hex', () => {
     const text = reidentifyInput(opts({ net: { ...NET, nameservers: ['10.20.0.1', '2001:db8::1'] } }));
     expect(text.endsWith('\n')).toBe(true);
     const m = parseInput(text);
@@ -66,9 +67,9 @@ describe('reidentifyInput', () => {
       'nameservers',
     ]);
     expect(m.get('machine_id')).toBe('0123456789abcdef0123456789abcdef');
-    expect(Buffer.from(m.get('host_key')!, 'base64').toString()).toBe(key.privateKey);
-    expect(Buffer.from(m.get('host_key_pub')!, 'base64').toString()).toBe(`${key.publicKey}\n`);
-    expect(Buffer.from(m.get('entropy')!, 'base64')).toEqual(Buffer.alloc(64, 7));
+    expect(`${m.get('host_key')!.split(',').join('\n')}\n`).toBe(key.privateKey);
+    expect(m.get('host_key_pub')).toBe(key.publicKey);
+    expect(Buffer.from(m.get('entropy')!, 'hex')).toEqual(Buffer.alloc(64, 7));
     expect(m.get('mac')).toBe('52:54:00:ab:cd:ef'); // lowercased for the script
     expect(m.get('nameservers')).toBe('10.20.0.1,2001:db8::1');
   });
@@ -76,7 +77,7 @@ describe('reidentifyInput', () => {
   it('makes fresh entropy when none is given, and leaves the network out without net', () => {
     const a = parseInput(reidentifyInput(opts({ entropy: undefined })));
     const b = parseInput(reidentifyInput(opts({ entropy: undefined })));
-    expect(Buffer.from(a.get('entropy')!, 'base64')).toHaveLength(64);
+    expect(Buffer.from(a.get('entropy')!, 'hex')).toHaveLength(64);
     expect(a.get('entropy')).not.toBe(b.get('entropy'));
     expect(a.has('mac')).toBe(false);
   });
@@ -189,7 +190,8 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
     expect(r.status).toBe(0);
     const etc = join(root, 'etc');
     expect(readFileSync(join(etc, 'machine-id'), 'utf8')).toBe('0123456789abcdef0123456789abcdef\n');
-    expect(mode(join(etc, 'machine-id'))).toBe(0o444);
+    // Written in place (no process for a rename): the file keeps its mode.
+    expect(mode(join(etc, 'machine-id'))).toBe(0o644);
     expect(readFileSync(join(etc, 'hostname'), 'utf8')).toBe('dev-2\n');
     expect(readFileSync(join(etc, 'hosts'), 'utf8')).toBe(
       '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tdev-2\n',
@@ -225,17 +227,32 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
 
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines).toEqual([
-      'dry-run: hostname dev-2',
       'dry-run: perl ioctl /dev/urandom RNDADDENTROPY 64 bytes (512 bits), RNDRESEEDCRNG',
+      'dry-run: hostname dev-2',
       'dry-run: ip link set dev eth0 down',
       'dry-run: ip link set dev eth0 address 52:54:00:ab:cd:ef',
-      'dry-run: networkctl reload',
       'dry-run: ip link set dev eth0 up',
       'dry-run: ip addr flush dev eth0',
       'dry-run: ip addr replace 10.20.0.5/24 dev eth0',
       'dry-run: ip route replace default via 10.20.0.1',
+      'dry-run: networkctl reload',
+      expect.stringMatching(
+        /^banger-reidentify: times: start@[\d.]+ clock@[\d.]+ rng@[\d.]+ files@[\d.]+ net@[\d.]+$/,
+      ),
       'banger-reidentify: ok machine-id hostname host-key entropy network dns (dry run)',
     ]);
+  });
+
+  it('uses the image’s banger-reseed for the clock and the RNG when it has one', () => {
+    const root = makeRoot('reseed');
+    mkdirSync(join(root, 'usr', 'lib', 'banger'), { recursive: true });
+    writeFileSync(join(root, 'usr', 'lib', 'banger', 'banger-reseed'), '', { mode: 0o755 });
+    const r = runScript(shell, root, reidentifyInput(opts({ clockNs: 1_700_000_000_000_000_123n })));
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toBe('dry-run: banger-reseed 1700000000.000000123 <64 bytes>');
+    expect(r.stdout).not.toContain('perl');
+    expect(r.stdout).not.toContain('date -u');
   });
 
   it('leaves the network alone without the network keys', () => {
@@ -251,7 +268,6 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
 
   describe('refuses odd input, changing nothing', () => {
     const good = (): string => reidentifyInput(opts({ net: NET }));
-    const b64 = (s: string): string => Buffer.from(s).toString('base64');
     const cases: [string, () => string, RegExp][] = [
       [
         'a hostname with a space',
@@ -280,27 +296,34 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
       ],
       [
         'an RSA public key',
-        () => good().replace(/host_key_pub=.*/, `host_key_pub=${b64('ssh-rsa AAAAB3Nza x\n')}`),
+        () => good().replace(/host_key_pub=.*/, 'host_key_pub=ssh-rsa AAAAB3Nza x'),
         /ssh-ed25519/,
       ],
       [
-        'two public key lines',
-        () =>
-          good().replace(/host_key_pub=.*/, `host_key_pub=${b64(`${key.publicKey}\n${key.publicKey}\n`)}`),
-        /more than one line/,
+        'a public key with a control character',
+        () => good().replace(/host_key_pub=.*/, `host_key_pub=${key.publicKey}\t$(reboot)`),
+        /control/,
       ],
       [
         'a private key that is not one',
-        () => good().replace(/host_key=.*/, `host_key=${b64('#!/bin/sh\nreboot\n')}`),
+        () => good().replace(/host_key=.*/, 'host_key=#!/bin/sh,reboot'),
         /private key/,
       ],
       [
         'a private key with something after it',
-        () => good().replace(/host_key=.*/, `host_key=${b64(`${key.privateKey}extra\n`)}`),
+        () => good().replace(/host_key=(.*)/, (_m, k: string) => `host_key=${k},extra`),
         /private key/,
       ],
-      ['non-base64 entropy', () => good().replace(/entropy=.*/, 'entropy=$(reboot)'), /entropy/],
-      ['too little entropy', () => good().replace(/entropy=.*/, `entropy=${b64('short')}`), /32 to 512/],
+      [
+        'a private key with a shell line inside',
+        () => good().replace(/host_key=([^,]*),/, (_m, k: string) => `host_key=${k},$(reboot),`),
+        /private key/,
+      ],
+      ['non-hex entropy', () => good().replace(/entropy=.*/, 'entropy=$(reboot)'), /entropy/],
+      ['too little entropy', () => good().replace(/entropy=.*/, 'entropy=abcd'), /32 to 512/],
+      ['odd-length entropy', () => good().replace(/entropy=.*/, `entropy=${'a'.repeat(65)}`), /32 to 512/],
+      ['a bad clock', () => `${good()}clock=1700000000;reboot\n`, /invalid clock/],
+      ['a clock without nanoseconds', () => `${good()}clock=1700000000.5\n`, /invalid clock/],
       ['an uppercase MAC', () => good().replace(/mac=.*/, 'mac=52:54:00:AB:CD:EF'), /invalid mac/],
       ['a multicast MAC', () => good().replace(/mac=.*/, 'mac=53:54:00:ab:cd:ef'), /invalid mac/],
       ['a /31', () => good().replace(/address=.*/, 'address=10.20.0.5/31'), /invalid address/],
@@ -342,9 +365,10 @@ class HostQga {
   constructor(root: string) {
     this.root = root;
   }
+  syncError: Error | undefined;
   sync(): Promise<void> {
     this.calls.push('sync');
-    return Promise.resolve();
+    return this.syncError ? Promise.reject(this.syncError) : Promise.resolve();
   }
   setTime(ns: bigint): Promise<void> {
     this.calls.push('setTime');
@@ -359,45 +383,41 @@ class HostQga {
       encoding: 'utf8',
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', BANGER_REID_ROOT: this.root },
     });
+    this.lastStdout = r.stdout;
     return Promise.resolve({ exitcode: r.status, stdout: r.stdout, stderr: r.stderr });
   }
+  lastStdout = '';
 }
 
 describe('reidentifyGuest', () => {
-  it('syncs, sets the clock to the host time, then runs the script with the input', async () => {
+  it('syncs, then runs the script with the input, the clock (the host time) first', async () => {
     const root = makeRoot('guest');
     const qga = new HostQga(root);
-    const before = BigInt(Date.now()) * 1_000_000n;
+    const before = Date.now() / 1000;
     const r = await reidentifyGuest(qga, opts(), { timeoutMs: 5_000 });
-    const after = BigInt(Date.now()) * 1_000_000n;
-    expect(qga.calls).toEqual(['sync', 'setTime', 'exec /bin/sh -c']);
-    expect(qga.setTimeNs! >= before && qga.setTimeNs! <= after).toBe(true);
-    expect(r.summary).toBe('banger-reidentify: ok machine-id hostname host-key entropy (dry run)');
-    expect(r.clock).toBe('guest-set-time');
+    // No guest-set-time: it would also write the RTC, which costs ~0.9 s in a guest.
+    expect(qga.calls).toEqual(['sync', 'exec /bin/sh -c']);
+    expect(r.summary).toMatch(
+      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, script \d+ ms: clock \d+ ms, rng \d+ ms, files \d+ ms\)$/,
+    );
+    const set = /dry-run: date -u -s @(\d+\.\d{9})/.exec(qga.lastStdout);
+    expect(set).not.toBeNull();
+    expect(Number(set![1])).toBeGreaterThanOrEqual(Math.floor(before));
+    expect(Number(set![1])).toBeLessThanOrEqual(Date.now() / 1000 + 1);
+    expect(qga.lastStdout.split('\n')[0]).toMatch(/^dry-run: date /); // first thing it does
     expect(r.durationMs).toBeGreaterThanOrEqual(0);
     expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('dev-2\n');
     expect(reidentifyScript()).toBe(readFileSync(SCRIPT, 'utf8'));
+    expect(clockArg(1_700_000_000_000_000_123n)).toBe('1700000000.000000123');
   });
 
-  it('sets the clock with date(1) when the agent refuses guest-set-time', async () => {
-    const qga = new HostQga(makeRoot('noclock'));
-    qga.setTimeError = new EngineError(
-      'guest_agent',
-      'guest agent guest-set-time failed: this feature or command is not currently supported',
-    );
-    const r = await reidentifyGuest(qga, opts(), { timeoutMs: 5_000 });
-    expect(qga.calls).toEqual(['sync', 'setTime', 'exec /bin/date -u', 'exec /bin/sh -c']);
-    expect(r.clock).toBe('date');
-    expect(dateArgs(1_700_000_000_000_000_123n)).toEqual(['-u', '-s', '@1700000000.000000123']);
-  });
-
-  it('passes other agent failures through', async () => {
+  it('passes agent failures through', async () => {
     const qga = new HostQga(makeRoot('timeout'));
-    qga.setTimeError = new EngineError('timeout', 'no reply');
+    qga.syncError = new EngineError('timeout', 'no reply');
     await expect(reidentifyGuest(qga, opts(), { timeoutMs: 5_000 })).rejects.toMatchObject({
       code: 'timeout',
     });
-    expect(qga.calls).toEqual(['sync', 'setTime']);
+    expect(qga.calls).toEqual(['sync']);
   });
 
   it('throws ReidentifyError with the script stderr when the script fails', async () => {
@@ -419,5 +439,63 @@ describe('reidentifyGuest', () => {
       /invalid hostname/,
     );
     expect(qga.calls).toEqual([]);
+  });
+});
+
+describe('guestStages', () => {
+  it('turns the script’s stage@uptime pairs into durations', () => {
+    expect(guestStages('banger-reidentify: times: start@12.30 clock@12.32 files@12.40 rng@12.71')).toBe(
+      'clock 20 ms, files 80 ms, rng 310 ms',
+    );
+    expect(guestStages('banger-reidentify: times:')).toBeUndefined();
+    expect(guestStages(undefined)).toBeUndefined();
+  });
+});
+
+// The freestanding helper itself, compiled the way the image builder does. Run unprivileged
+// only: as root it would set this host's clock.
+const haveGcc = spawnSync('sh', ['-c', 'command -v gcc && command -v setpriv']).status === 0;
+describe.skipIf(!haveGcc || process.getuid?.() !== 0)('guest/src/banger-reseed.c', () => {
+  const bin = join(tmp.dir, 'banger-reseed');
+  beforeAll(() => {
+    const src = join(findGuestDir(), 'src', 'banger-reseed.c');
+    const cc = spawnSync('gcc', [...FREESTANDING_CC_ARGS, '-o', bin, src], { encoding: 'utf8' });
+    expect(cc.status, cc.stderr).toBe(0);
+  });
+  /** As nobody: every privileged call fails with EPERM, so nothing on this host changes. */
+  const run = (...args: string[]): { status: number | null; stderr: string } => {
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', bin, ...args], {
+      encoding: 'utf8',
+    });
+    return { status: r.status, stderr: r.stderr };
+  };
+  const hex = 'ab'.repeat(64);
+
+  it('is small and static', () => {
+    const size = statSync(bin).size;
+    expect(size).toBeLessThan(16_384);
+    expect(readFileSync(bin).includes(Buffer.from('ld-linux'))).toBe(false);
+  });
+
+  it.each<[string, string[], number, RegExp]>([
+    ['no arguments', [], 2, /usage/],
+    ['a clock without nanoseconds', ['1700000000.5', hex], 2, /bad clock/],
+    ['a clock with junk', ['1700000000.000000000x', hex], 2, /bad clock/],
+    ['a clock with a leading zero', ['0700000000.000000000', hex], 2, /bad clock/],
+    ['too little entropy', ['-', 'abcd'], 2, /32 to 512/],
+    ['uppercase hex', ['-', 'AB'.repeat(64)], 2, /lowercase hex/],
+    ['odd hex', ['-', `${hex}a`], 2, /32 to 512/],
+  ])('refuses %s (exit 2)', (_what, args, code, message) => {
+    const r = run(...args);
+    expect(r.status).toBe(code);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('reaches the kernel: clock_settime, then the RNG ioctls, each refused to an unprivileged user', () => {
+    expect(run('1700000000.000000123', hex)).toEqual({
+      status: 3,
+      stderr: 'banger-reseed: clock_settime failed\n',
+    });
+    expect(run('-', hex)).toEqual({ status: 5, stderr: 'banger-reseed: RNDADDENTROPY failed\n' });
   });
 });
