@@ -1,4 +1,4 @@
-import type { Image, Kernel, Operation, Vm } from '../../generated/types.gen.ts';
+import type { Image, Kernel, Operation, Vm, WarmTemplate } from '../../generated/types.gen.ts';
 
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -175,7 +175,18 @@ export function imageFields(img: Image, now: number = Date.now()): [string, stri
     ['recipe', img.recipe_hash],
     ['created', formatTimestamp(img.created_at, now)],
     ['used by', img.used_by.length > 0 ? img.used_by.join(', ') : '(no VMs)'],
+    ...(img.warm_templates === undefined
+      ? []
+      : img.warm_templates.length === 0
+        ? ([['warm', '(no templates: banger image warm)']] as [string, string][])
+        : img.warm_templates.map((t, i): [string, string] => [i === 0 ? 'warm' : '', formatWarmTemplate(t)])),
   ];
+}
+
+/** One warm template on a line: `1a2b3c4d5e6f7a8b 2 vCPU, 1024 MiB, 4.0 GiB, user, tcg; state 150 MiB; 2 VMs`. */
+export function formatWarmTemplate(t: WarmTemplate): string {
+  const users = t.used_by.length === 0 ? 'no VMs' : `backs ${t.used_by.join(', ')}`;
+  return `${t.id} ${t.vcpus} vCPU, ${t.memory_mib} MiB, ${formatBytes(t.disk_size_bytes)}, ${t.network}, ${t.accel}; state ${formatBytes(t.state_bytes)}; ${users}${t.stale ? '; STALE (not used for new VMs)' : ''}`;
 }
 
 /** The detail view of a kernel. */

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
+  formatBoot,
+  formatWarmTemplate,
+  warmFallback,
   formatBytes,
   formatElapsed,
   formatMiB,
@@ -10,7 +13,7 @@ import {
   parseMemoryMiB,
   parseSizeBytes,
 } from '../../src/cli/format.ts';
-import type { Vm } from '../../generated/types.gen.ts';
+import type { Operation, Vm } from '../../generated/types.gen.ts';
 
 describe('formatBytes', () => {
   it.each<[number, string]>([
@@ -112,5 +115,44 @@ describe('formatVmNetwork', () => {
       formatVmNetwork({ ...base, nat: true, network: { mode: 'bridge', mac: 'm', guest_ip: '172.16.0.5' } }),
     ).toBe('bridge 172.16.0.5 +nat');
     expect(formatVmNetwork({ ...base, network: { mode: 'user', mac: 'm' } })).toBe('user');
+  });
+});
+
+describe('warm start in the CLI', () => {
+  const tpl = {
+    id: '1a2b3c4d5e6f7a8b',
+    image: 'debian-bookworm',
+    vcpus: 2,
+    memory_mib: 1024,
+    disk_size_bytes: 4 * 1024 ** 3,
+    network: 'user' as const,
+    accel: 'tcg' as const,
+    engine_version: 'QEMU emulator version 7.2.0',
+    created_at: '2026-11-28T10:00:00.000Z',
+    state_bytes: 150 * 1024 ** 2,
+    boot_ms: 10_000,
+    save_ms: 1_000,
+    stale: false,
+    used_by: [] as string[],
+  };
+
+  it('one line per template, saying what backs on it and when it is stale', () => {
+    expect(formatWarmTemplate(tpl)).toBe(
+      '1a2b3c4d5e6f7a8b 2 vCPU, 1024 MiB, 4.0 GiB, user, tcg; state 150.0 MiB; no VMs',
+    );
+    expect(formatWarmTemplate({ ...tpl, stale: true, used_by: ['a', 'b'] })).toBe(
+      '1a2b3c4d5e6f7a8b 2 vCPU, 1024 MiB, 4.0 GiB, user, tcg; state 150.0 MiB; backs a, b; STALE (not used for new VMs)',
+    );
+  });
+
+  it('the boot note and the fallback reason of a create', () => {
+    const vm = { warm_template: '1a2b3c4d5e6f7a8b' } as Vm;
+    expect(formatBoot(vm)).toBe('warm start from template 1a2b3c4d5e6f7a8b');
+    expect(formatBoot({} as Vm)).toBe('cold boot');
+    const op = {
+      steps: [{ name: 'warm_fallback', state: 'done', detail: 'warm start failed (x); booting cold' }],
+    } as unknown as Operation;
+    expect(warmFallback(op)).toBe('warm start failed (x); booting cold');
+    expect(warmFallback({ steps: [] } as unknown as Operation)).toBeUndefined();
   });
 });
