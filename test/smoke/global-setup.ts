@@ -95,6 +95,8 @@ export default async function setup(): Promise<() => Promise<void>> {
       Number(spawnSync('id', [flag, user], { encoding: 'utf8' }).stdout.trim());
     env.daemonUser = { name: user, uid: id('-u'), gid: id('-g'), tunNode: join(dir, 'tun') };
     sh(['mknod', '-m', '0600', env.daemonUser.tunNode, 'c', '10', '200']);
+    // The scenarios' git trees are root's: the daemon's git trusts them (see startSmokeDaemon).
+    writeFileSync(join(dir, 'daemon.gitconfig'), '[safe]\n\tdirectory = *\n', { mode: 0o644 });
     sh(['chown', '-R', `${env.daemonUser.uid}:${env.daemonUser.gid}`, dir]);
   }
   env.helperPid = await startSmokeHelper(env);

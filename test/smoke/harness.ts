@@ -228,9 +228,9 @@ export async function startSmokeDaemon(env: SmokeEnv, extraEnv: NodeJS.ProcessEn
       // them "dubious ownership". On a real install the daemon's user owns its user's trees.
       env: {
         ...process.env,
-        ...(env.daemonUser
-          ? { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'safe.directory', GIT_CONFIG_VALUE_0: '*' }
-          : {}),
+        // (A global config file, not GIT_CONFIG_COUNT: git clears that for the upload-pack of a
+        // local fetch, which is how a workspace leaves the host tree.)
+        ...(env.daemonUser ? { GIT_CONFIG_GLOBAL: join(env.stateDir, '..', 'daemon.gitconfig') } : {}),
         ...extraEnv,
       },
     },
