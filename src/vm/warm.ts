@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import type { Accel, VmLaunchSpec, VmmDriver, VmmHandle } from '../engine/index.ts';
 import { EngineError, restoreStateUri, saveState, waitIncoming } from '../engine/index.ts';
 import { QgaClient } from '../engine/qga.ts';
+import { canonicalJson } from '../image/recipe.ts';
 import { buildSeedImage, randomMachineId } from '../image/seed.ts';
 import type { Logger } from '../log/logger.ts';
 import type { ImageRow, KernelRow } from '../store/index.ts';
@@ -79,19 +80,6 @@ export interface WarmTemplate {
 /** The hash of a key: sha256 over its canonical JSON (sorted keys). */
 export function warmKeyHash(key: WarmKey): string {
   return createHash('sha256').update(canonicalJson(key)).digest('hex');
-}
-
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v !== null && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .sort()
-      .filter((k) => o[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v);
 }
 
 async function fileId(path: string): Promise<FileId> {

@@ -6,10 +6,10 @@ import type {
 } from '../../../../generated/types.gen.ts';
 import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
-import { formatBytes, formatDuration, normalizeSize, paint, useColor } from '../../format.ts';
+import { formatBytes, formatDuration, paint, useColor } from '../../format.ts';
 import { failedStep, operationElapsed, watchOperation } from '../../progress.ts';
-import { checkResourceName, flagError } from '../../vm-ref.ts';
-import { memoryFlag } from '../vm/create.ts';
+import { checkResourceName } from '../../vm-ref.ts';
+import { diskSizeFlag, memoryFlag } from '../vm/create.ts';
 
 export default class ImageWarm extends BangerCommand {
   static override summary =
@@ -36,16 +36,7 @@ Limits: clones share the template's boot id, and their memory is not shared betw
       char: 'm',
       summary: 'Memory: MiB (2048) or a size with a unit (2G) (default from config).',
     }),
-    'disk-size': Flags.string({
-      summary: 'Root disk size, e.g. 4G (default from config).',
-      helpValue: '<size>',
-      parse: async (input) => {
-        const s = normalizeSize(input);
-        if (s === undefined)
-          throw flagError(`"${input}" is not a size: use a number with K, M, G or T, e.g. 4G`);
-        return s;
-      },
-    }),
+    'disk-size': diskSizeFlag({ summary: 'Root disk size, e.g. 4G (default from config).' }),
     network: Flags.option({
       options: ['user', 'bridge'] as const,
       summary: 'Network mode of the VMs it is for (default: as banger vm create would choose).',

@@ -24,6 +24,16 @@ export const MEMORY_MIN_MIB = 128;
 export const MEMORY_MAX_MIB = 262144;
 
 /** --memory: MiB, or a size with a unit; range-checked like the daemon does. */
+/** A size flag (4G, 512M), normalized; a bad value is a usage error naming the flag. */
+export const diskSizeFlag = Flags.custom<string>({
+  helpValue: '<size>',
+  parse: async (input) => {
+    const s = normalizeSize(input);
+    if (s === undefined) throw flagError(`"${input}" is not a size: use a number with K, M, G or T, e.g. 4G`);
+    return s;
+  },
+});
+
 export const memoryFlag = Flags.custom<number>({
   helpValue: '<MiB|size>',
   parse: async (input) => {
@@ -80,15 +90,8 @@ If a step fails, banger names it, prints its detail and the command to read the 
       char: 'm',
       summary: 'Memory: MiB (2048) or a size with a unit (2G) (default from config, 1024 MiB).',
     }),
-    'disk-size': Flags.string({
+    'disk-size': diskSizeFlag({
       summary: "Root disk size, e.g. 4G or 20G (default from config, 4G); at least the image's size.",
-      helpValue: '<size>',
-      parse: async (input) => {
-        const s = normalizeSize(input);
-        if (s === undefined)
-          throw flagError(`"${input}" is not a size: use a number with K, M, G or T, e.g. 4G`);
-        return s;
-      },
     }),
     network: Flags.option({
       options: ['user', 'bridge'] as const,

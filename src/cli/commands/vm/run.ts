@@ -18,7 +18,6 @@ import {
   formatDuration,
   formatVmNetwork,
   formatVmSpec,
-  normalizeSize,
   paint,
   useColor,
 } from '../../format.ts';
@@ -33,8 +32,8 @@ import {
 } from '../../run-plan.ts';
 import { failedStep, operationElapsed, watchOperation } from '../../progress.ts';
 import { shellQuote, SshSpawnError } from '../../ssh-exec.ts';
-import { checkResourceName, checkVmName, flagError, usageError } from '../../vm-ref.ts';
-import { memoryFlag } from './create.ts';
+import { checkResourceName, checkVmName, usageError } from '../../vm-ref.ts';
+import { diskSizeFlag, memoryFlag } from './create.ts';
 import { describeWorkspace } from './workspace/prepare.ts';
 
 export default class VmRun extends BangerCommand {
@@ -85,16 +84,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       char: 'm',
       summary: 'Memory: MiB (2048) or a size with a unit (2G) (default from config).',
     }),
-    'disk-size': Flags.string({
-      summary: 'Root disk size, e.g. 8G (default from config).',
-      helpValue: '<size>',
-      parse: async (input) => {
-        const s = normalizeSize(input);
-        if (s === undefined)
-          throw flagError(`"${input}" is not a size: use a number with K, M, G or T, e.g. 4G`);
-        return s;
-      },
-    }),
+    'disk-size': diskSizeFlag({ summary: 'Root disk size, e.g. 8G (default from config).' }),
     network: Flags.option({
       options: ['user', 'bridge'] as const,
       summary:
