@@ -11,6 +11,7 @@ import type { WarmSource } from '../vm/create.ts';
 import { parseSize } from '../vm/sizes.ts';
 import {
   buildTemplate,
+  findTemplate,
   listTemplates,
   sweepTemplates,
   warmKey,
@@ -84,14 +85,9 @@ export class WarmService implements WarmSource {
     } catch (err) {
       return { reason: `cannot key a warm template: ${(err as Error).message}` };
     }
+    const found = await findTemplate(image, hash);
+    if (found) return { template: found };
     const all = await listTemplates(image);
-    const found = all.find((t) => t.manifest?.keyHash === hash);
-    if (found?.manifest) {
-      const { dir, manifest } = found;
-      return {
-        template: { dir, manifest, disk: `${dir}/disk.qcow2`, state: `${dir}/state` },
-      };
-    }
     const sameSpec = all.some(
       (t) =>
         t.manifest &&
@@ -116,7 +112,10 @@ export class WarmService implements WarmSource {
     const opId = mintOpId();
     void withOpId(opId, 'image.warm.begin', async () => {
       const t = this.d.ops.begin(opId, 'image.warm', 'image.warm.begin', { image: image.name });
-      t.progress('background warm after a cold create (config warm.auto)');
+      this.d.log.info(
+        { image: image.name, spec },
+        'warming in the background after a cold create (warm.auto)',
+      );
       await this.runWarm(t, image, kernel, spec, false).then(
         () => t.succeed(),
         (err: unknown) => {
@@ -147,14 +146,7 @@ export class WarmService implements WarmSource {
     const tpl = await buildTemplate(this.warmDeps(), image, kernel, spec, {
       signal: t.signal,
       force,
-      onProgress: (detail) => {
-        const next = detail.startsWith('saving')
-          ? 'save'
-          : detail.startsWith('waiting')
-            ? 'settle'
-            : detail.startsWith('booting') || detail.startsWith('template userspace')
-              ? 'boot'
-              : 'prepare';
+      onProgress: (next, detail) => {
         if (next !== stage) {
           if (stage) t.stepDone(stage);
           t.stepStart(next, detail);

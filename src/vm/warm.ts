@@ -230,10 +230,13 @@ export interface WarmDeps {
 
 export interface BuildTemplateOptions {
   signal?: AbortSignal;
-  onProgress?: (detail: string) => void;
+  /** Each stage as it begins (prepare, boot, settle, save), and details within it. */
+  onProgress?: (stage: TemplateStage, detail: string) => void;
   /** Rebuild even if a matching template exists. */
   force?: boolean;
 }
+
+export type TemplateStage = 'wait' | 'prepare' | 'boot' | 'settle' | 'save';
 
 const building = new Map<string, Promise<WarmTemplate>>();
 
@@ -252,7 +255,7 @@ export async function buildTemplate(
   const hash = warmKeyHash(key);
   const running = building.get(hash);
   if (running) {
-    opts.onProgress?.('a build of this template is already running; waiting for it');
+    opts.onProgress?.('wait', 'a build of this template is already running; waiting for it');
     return running;
   }
   if (!opts.force) {
@@ -272,7 +275,7 @@ async function buildFresh(
   hash: string,
   opts: BuildTemplateOptions,
 ): Promise<WarmTemplate> {
-  const progress = opts.onProgress ?? (() => undefined);
+  const progress = opts.onProgress ?? ((): void => undefined);
   const dir = templateDir(image, hash);
   const p = templatePaths(dir);
   const id = `warm-${hash.slice(0, 16)}`;
@@ -282,7 +285,7 @@ async function buildFresh(
   let port: number | undefined;
   let tap: { tap: string; release: () => Promise<void> } | undefined;
   try {
-    progress('preparing the template disk and seed');
+    progress('prepare', 'the template disk and seed');
     await createOverlay(
       image.rootfsPath,
       p.disk,
@@ -335,20 +338,33 @@ async function buildFresh(
     const tsc = /\btsc_early_khz=(\d+)/.exec(plan.driver === 'qemu' ? plan.cmdline : '');
     if (tsc?.[1]) spec.tscKhz = Number(tsc[1]);
 
-    progress('booting the template VM');
+    progress('boot', 'the template VM');
     const t0 = performance.now();
     handle = await d.driver.start(d.driver.prepare(spec), { logger: d.log });
+    let exited = false;
+    void handle.waitExit().then(
+      () => (exited = true),
+      () => (exited = true),
+    );
     const ready = await waitForAgentReady(spec.agentSocket!, {
       timeoutMs: d.readyTimeoutMs,
       ...(opts.signal ? { signal: opts.signal } : {}),
-      alive: () => handle !== undefined,
+      alive: () => !exited,
       onLine: (l) => {
-        if (l === 'banger-userspace') progress('template userspace is up');
+        if (l === 'banger-userspace') progress('boot', 'template userspace is up');
       },
     });
     if (opts.signal?.aborted) throw new EngineError('timeout', 'template build canceled');
+    if (exited)
+      throw new EngineError(
+        'start_failed',
+        `the template VM exited during boot; its console: ${spec.serialLog}`,
+      );
     if (!ready.ready) throw new EngineError('timeout', 'the template VM did not become ready');
-    progress('waiting for the template boot to settle');
+    progress(
+      'settle',
+      'waiting for the template boot to finish (systemctl is-system-running --wait), then sync',
+    );
     const qga = await QgaClient.connect(spec.qgaSocket!, { timeoutMs: 30_000 });
     try {
       await qga.sync(30_000);
@@ -360,7 +376,7 @@ async function buildFresh(
     }
     const bootMs = Math.round(performance.now() - t0);
 
-    progress('saving the template state');
+    progress('save', 'QMP stop, then migrate to the state file');
     const qmp = (handle as { qmp?: Parameters<typeof saveState>[0] }).qmp;
     if (!qmp) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
     const saved = await saveState(qmp, p.state);
