@@ -12,6 +12,7 @@ import { parseSize } from '../vm/sizes.ts';
 import {
   buildTemplate,
   findTemplate,
+  isCurrent,
   listTemplates,
   sweepTemplates,
   warmKey,
@@ -216,13 +217,7 @@ export class WarmService implements WarmSource {
     for (const t of await listTemplates(image)) {
       if (!t.manifest) continue;
       const m: TemplateManifest = t.manifest;
-      const current =
-        kernel && engine
-          ? await warmKey(image, kernel, m.key, engine).then(
-              (k) => warmKeyHash(k) === m.keyHash,
-              () => false,
-            )
-          : false;
+      const current = kernel && engine ? await isCurrent(image, kernel, m, engine) : false;
       out.push({
         id: t.hash16,
         image: image.name,

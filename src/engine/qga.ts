@@ -147,18 +147,6 @@ export class QgaClient {
     return this.execute<unknown>('guest-ping', undefined, { timeoutMs }).then(() => undefined);
   }
 
-  /** guest-set-time: the guest's clock to `nsSinceEpoch` (sent as an exact JSON integer). */
-  setTime(nsSinceEpoch: bigint, timeoutMs = 10_000): Promise<void> {
-    if (nsSinceEpoch < 0n || nsSinceEpoch > 0x7fff_ffff_ffff_ffffn) {
-      return Promise.reject(new RangeError(`guest time out of range: ${nsSinceEpoch}`));
-    }
-    // JSON.stringify cannot write a bigint, and a number would lose the low digits.
-    const argsJson = `{"time":${nsSinceEpoch.toString()}}`;
-    return this.serialised(() => this.command<unknown>('guest-set-time', argsJson, timeoutMs)).then(
-      () => undefined,
-    );
-  }
-
   /**
    * Run `path args...` in the guest (guest-exec, output captured), wait for it to exit
    * (guest-exec-status every pollMs) and return its exit status and output (decoded as UTF-8).

@@ -12,6 +12,7 @@ import {
   BootStalledError,
   bootVmm,
   formatReadyTimes,
+  killVmm,
   markSerial,
   waitReady,
   type MachineDeps,
@@ -19,7 +20,7 @@ import {
 import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey, type HostKeyPair } from './ssh.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { ReidentifyError, reidentifyGuest } from './reidentify.ts';
-import { cloneEntropy, startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
+import { startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
 import { releasePort, reservePort } from './ports.ts';
 
 export interface CreateDeps extends MachineDeps {
@@ -195,15 +196,6 @@ async function diskStep(
   );
 }
 
-async function killVmm(d: CreateDeps, vm: VmRow): Promise<void> {
-  const h = d.runtime.get(vm.id);
-  if (h) {
-    d.runtime.expectExit(vm.id);
-    await h.kill('SIGKILL').catch(() => undefined);
-    await h.waitExit().catch(() => undefined);
-  }
-}
-
 async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow, restored = false): Promise<VmRow> {
   await t.step('wait_ready', async (signal) => {
     const r = await waitReady(d, vm, signal, (m) => t.progress(m), { restored });
@@ -240,7 +232,7 @@ async function coldSteps(
     await t.step(
       'boot',
       () => bootVmm(d, vm, kernel, 'vm.create'),
-      () => killVmm(d, vm),
+      () => killVmm(d, vm.id),
     );
     try {
       return await readySteps(d, t, vm);
@@ -263,7 +255,7 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
   const files = vmFiles(d.stateDir, vm0.id);
   await diskStep(d, t, vm0, { path: tpl.disk, format: 'qcow2' });
   const seeded = await seedStep(d, t, vm0);
-  let vm = d.store.vms.update(vm0.id, { state: 'starting' });
+  const vm = d.store.vms.update(vm0.id, { state: 'starting' });
   await t.step(
     'restore',
     async () => {
@@ -281,7 +273,7 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
         if (port !== undefined) releasePort(port);
       }
     },
-    () => killVmm(d, vm),
+    () => killVmm(d, vm.id),
   );
   await t.step('reidentify', async () => {
     const net = vm.networkMode === 'bridge' ? requireNetwork(d).guest(vm) : undefined;
@@ -306,7 +298,6 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
           hostname: vm.name,
           hostKeyPrivate: seeded.hostKey.privateKey,
           hostKeyPublic: seeded.hostKey.publicKey,
-          entropy: cloneEntropy(),
           ...(net
             ? {
                 net: {
@@ -325,6 +316,5 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
       qga.close();
     }
   });
-  vm = d.store.vms.update(vm.id, { state: 'starting' });
   return readySteps(d, t, vm, true);
 }

@@ -130,6 +130,15 @@ export async function markSerial(
     await marks.begin({ opId, vmId: vm.id, vmName: vm.name, path, startOffset });
 }
 
+/** Kill a VM's VMM (if it runs) as an expected exit, and wait until it is gone; never throws. */
+export async function killVmm(d: Pick<MachineDeps, 'runtime'>, vmId: string): Promise<void> {
+  const h = d.runtime.get(vmId);
+  if (!h) return;
+  d.runtime.expectExit(vmId);
+  await h.kill('SIGKILL').catch(() => undefined);
+  await h.waitExit().catch(() => undefined);
+}
+
 /** Start the VMM for a VM; returns once it runs (not yet ready). */
 export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what: string): Promise<void> {
   const accel = await d.accel();

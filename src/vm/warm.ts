@@ -10,7 +10,7 @@
 // live beside their image: <image dir>/warm/<hash16>/ holding disk.qcow2 (read-only base),
 // seed.ext4, state (device state + RAM), serial.log and template.json, written last: a directory
 // without it is an unfinished build.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Accel, VmLaunchSpec, VmmDriver, VmmHandle } from '../engine/index.ts';
@@ -451,14 +451,20 @@ export async function startClone(
   }
 }
 
-/** 64 bytes from the host's CSPRNG for the clone's kernel RNG. */
-export function cloneEntropy(): Buffer {
-  return randomBytes(64);
+/** Whether a template's key still matches its image, kernel and engine as they are now. */
+export async function isCurrent(
+  image: ImageRow,
+  kernel: KernelRow,
+  manifest: TemplateManifest,
+  engine: { version: string; accel: Accel },
+): Promise<boolean> {
+  const now = await warmKey(image, kernel, manifest.key, engine).catch(() => undefined);
+  return now !== undefined && warmKeyHash(now) === manifest.keyHash;
 }
 
 /**
- * Remove an image's templates that are unfinished or whose key no longer matches `current` in
- * its image, kernel or engine part, unless a VM's disk still backs on them (`inUse`).
+ * Remove an image's templates that are unfinished or no longer current (isCurrent), unless a
+ * VM's disk still backs on them (`inUse`) or they are being built.
  */
 export async function sweepTemplates(
   image: ImageRow,
@@ -469,16 +475,9 @@ export async function sweepTemplates(
 ): Promise<string[]> {
   const removed: string[] = [];
   for (const t of await listTemplates(image)) {
-    if (inUse(t.hash16)) continue;
-    let stale = !t.manifest;
-    if (t.manifest && !building.has(t.manifest.keyHash)) {
-      const k = t.manifest.key;
-      const now = await warmKey(image, kernel, k, engine).catch(() => undefined);
-      stale = !now || warmKeyHash(now) !== t.manifest.keyHash;
-    } else if (!t.manifest && [...building.keys()].some((h) => h.startsWith(t.hash16))) {
-      stale = false;
-    }
-    if (!stale) continue;
+    const beingBuilt = [...building.keys()].some((h) => h.startsWith(t.hash16));
+    if (inUse(t.hash16) || beingBuilt) continue;
+    if (t.manifest && (await isCurrent(image, kernel, t.manifest, engine))) continue;
     await rm(t.dir, { recursive: true, force: true });
     removed.push(t.hash16);
     log.info({ template: t.hash16 }, 'stale warm template removed');

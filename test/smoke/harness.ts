@@ -269,26 +269,31 @@ export async function startSmokeHelper(
   return helper.pid!;
 }
 
-/** Stop bangerd-root and start it again (e.g. with BANGER_TEST_FAIL_VERB); VMs are untouched. */
-export async function restartSmokeHelper(extraEnv: NodeJS.ProcessEnv = {}): Promise<SmokeEnv> {
-  const env = smokeEnv();
+/** SIGTERM a process (gone already is fine) and wait up to 15 s for it to exit. */
+async function stopProcess(pid: number, what: string): Promise<void> {
   try {
-    process.kill(env.helperPid, 'SIGTERM');
+    process.kill(pid, 'SIGTERM');
   } catch {
     // already gone
   }
   await waitFor(
     () => {
       try {
-        process.kill(env.helperPid, 0);
+        process.kill(pid, 0);
         return false;
       } catch {
         return true;
       }
     },
     15_000,
-    'bangerd-root to exit',
+    `${what} to exit`,
   );
+}
+
+/** Stop bangerd-root and start it again (e.g. with BANGER_TEST_FAIL_VERB); VMs are untouched. */
+export async function restartSmokeHelper(extraEnv: NodeJS.ProcessEnv = {}): Promise<SmokeEnv> {
+  const env = smokeEnv();
+  await stopProcess(env.helperPid, 'bangerd-root');
   env.helperPid = await startSmokeHelper(env, undefined, extraEnv);
   writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
   return env;
@@ -306,19 +311,7 @@ export function helperLogRecords(): Record<string, unknown>[] {
 /** Stop the smoke daemon (VMs keep running) and start a new one (e.g. with BANGER_TEST_FAIL_STEP). */
 export async function restartSmokeDaemon(extraEnv: NodeJS.ProcessEnv = {}): Promise<SmokeEnv> {
   const env = smokeEnv();
-  process.kill(env.daemonPid, 'SIGTERM');
-  await waitFor(
-    () => {
-      try {
-        process.kill(env.daemonPid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    },
-    15_000,
-    'bangerd to exit',
-  );
+  await stopProcess(env.daemonPid, 'bangerd');
   env.daemonPid = await startSmokeDaemon(env, extraEnv);
   writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
   return env;

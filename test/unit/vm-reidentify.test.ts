@@ -359,8 +359,6 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
 /** A stand-in for QgaClient that runs guest-exec'd commands on the host, under a test root. */
 class HostQga {
   readonly calls: string[] = [];
-  setTimeError: Error | undefined;
-  setTimeNs: bigint | undefined;
   readonly root: string;
   constructor(root: string) {
     this.root = root;
@@ -370,14 +368,8 @@ class HostQga {
     this.calls.push('sync');
     return this.syncError ? Promise.reject(this.syncError) : Promise.resolve();
   }
-  setTime(ns: bigint): Promise<void> {
-    this.calls.push('setTime');
-    this.setTimeNs = ns;
-    return this.setTimeError ? Promise.reject(this.setTimeError) : Promise.resolve();
-  }
   exec(path: string, args: string[], o: QgaExecOptions): Promise<QgaExecResult> {
     this.calls.push(`exec ${path} ${args[0] ?? ''}`);
-    if (path === '/bin/date') return Promise.resolve({ exitcode: 0, stdout: '', stderr: '' });
     const r = spawnSync(path, args, {
       input: o.inputData,
       encoding: 'utf8',

@@ -12,7 +12,7 @@ import { vmToWire } from '../../vm/convert.ts';
 import { runCreate, type CreateDeps } from '../../vm/create.ts';
 import { diskInfo } from '../../vm/disk.ts';
 import { macFor, vmFiles } from '../../vm/layout.ts';
-import { BootStalledError, bootVmm, sshTarget, waitReady } from '../../vm/machine.ts';
+import { BootStalledError, bootVmm, killVmm, sshTarget, waitReady } from '../../vm/machine.ts';
 import { randomVmName, validateVmName } from '../../vm/names.ts';
 import { procUsage } from '../../vm/procstat.ts';
 import { parseSize } from '../../vm/sizes.ts';
@@ -231,12 +231,7 @@ export class VmServiceImpl implements VmService {
             { vm: row.name, err: err.message },
             'boot stalled; killing the VMM and booting again',
           );
-          const h = this.d.runtime.get(row.id);
-          if (h) {
-            this.d.runtime.expectExit(row.id);
-            await h.kill('SIGKILL').catch(() => undefined);
-            await h.waitExit().catch(() => undefined);
-          }
+          await killVmm(this.d, row.id);
         }
       }
       row = this.d.store.vms.recordBoot(vm.id);
