@@ -23,9 +23,9 @@ import {
   type WarmTemplate,
 } from '../vm/warm.ts';
 import type { DaemonConfig } from './config.ts';
-import type { VmNetwork } from './network.ts';
-import { modeWithoutNetwork } from './network.ts';
-import type { OperationRegistry } from './operations.ts';
+import type { VmNetwork } from '../vm/network.ts';
+import { modeWithoutNetwork } from '../vm/network.ts';
+import type { OperationRegistry } from '../ops/operations.ts';
 import { isoTimestamp } from './services/convert.ts';
 
 export interface WarmServiceDeps {

@@ -2,8 +2,8 @@
 // A failure or a cancel undoes every completed step in reverse, so nothing is left behind.
 import { mkdir, rm } from 'node:fs/promises';
 import { buildSeedImage, randomMachineId } from '../image/seed.ts';
-import type { VmNetwork } from '../daemon/network.ts';
-import type { OperationTracker } from '../daemon/operations.ts';
+import type { VmNetwork } from './network.ts';
+import type { OperationTracker } from '../ops/operations.ts';
 import { ErrorResponse } from '../rpc/errors.ts';
 import type { ImageRow, KernelRow, NewVm, Store, VmRow } from '../store/index.ts';
 import { createOverlay } from './disk.ts';

@@ -12,7 +12,7 @@ import { vmFiles } from './layout.ts';
 import { releasePort, reservePort } from './ports.ts';
 import type { VmRuntime } from './runtime.ts';
 import { hostKeyAlias, sshExec, type SshPaths, type SshTarget } from './ssh.ts';
-import { bridgeIpArg, type GuestNet, type VmNetwork } from '../daemon/network.ts';
+import { bridgeIpArg, type GuestNet, type VmNetwork } from './network.ts';
 
 /** Pause between `ssh true` attempts once the agent said sshd is up. */
 export const READY_POLL_MS = 300;

@@ -9,7 +9,7 @@ import { Daemon } from '../../src/daemon/daemon.ts';
 import { createSpecials } from '../../src/daemon/specials.ts';
 import { DaemonServiceImpl } from '../../src/daemon/services/daemon.ts';
 import { HelperLink } from '../../src/daemon/helper-link.ts';
-import { OperationRegistry } from '../../src/daemon/operations.ts';
+import { OperationRegistry } from '../../src/ops/operations.ts';
 import { listenUnix } from '../../src/rpc/listen.ts';
 import { createRpcServer } from '../../src/rpc/server.ts';
 import { MemoryLog } from '../helpers/logs.ts';

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Operation } from '../../generated/types.gen.ts';
 import { DEFAULT_IMAGE_NAME, ImageServiceImpl } from '../../src/daemon/services/image.ts';
 import { KernelServiceImpl } from '../../src/daemon/services/kernel.ts';
-import { OperationRegistry } from '../../src/daemon/operations.ts';
+import { OperationRegistry } from '../../src/ops/operations.ts';
 import type { BuildImageOptions, BuildResult, BuildStage } from '../../src/image/builder.ts';
 import { MANIFEST_FORMAT, type ImageManifest } from '../../src/image/manifest.ts';
 import { createLogger } from '../../src/log/logger.ts';

@@ -67,3 +67,17 @@ describe('import boundary of src/helper', () => {
     expect([...reached.keys()].some((f) => relative(ROOT, f) === 'src/hostnet/links.ts')).toBe(true);
   });
 });
+
+describe('layering: the daemon sits on top', () => {
+  // The lifecycle, engine, image, store, host-network and op layers are below the daemon: none of
+  // them may reach src/daemon (it maps the wire to them, never the other way round).
+  for (const layer of ['src/vm', 'src/engine', 'src/image', 'src/store', 'src/hostnet', 'src/ops']) {
+    it(`${layer} reaches nothing of src/daemon`, () => {
+      const reached = closure(tsFiles(join(ROOT, layer)));
+      const bad = [...reached.entries()]
+        .map(([f, from]) => [relative(ROOT, f), relative(ROOT, from)] as const)
+        .filter(([f]) => f.startsWith('src/daemon/'));
+      expect(bad.map(([f, from]) => `${f} (imported by ${from})`)).toEqual([]);
+    });
+  }
+});

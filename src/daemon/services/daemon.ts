@@ -8,7 +8,7 @@ import type {
 import type { RpcContext } from '../../rpc/context.ts';
 import { BANGER_VERSION } from '../../version.ts';
 import type { HelperLink } from '../helper-link.ts';
-import type { OperationRegistry } from '../operations.ts';
+import type { OperationRegistry } from '../../ops/operations.ts';
 
 export interface DaemonInfo {
   socket: string;

@@ -50,7 +50,7 @@ import {
   isStoreError,
   isUniqueViolation,
 } from '../../store/index.ts';
-import type { OperationRegistry, OperationTracker } from '../operations.ts';
+import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
 import { imageToWire, namesBy } from './convert.ts';
 import {
   KERNEL_FILES,

@@ -7,7 +7,7 @@ import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, notFound } from '../../rpc/errors.ts';
 import type { Store, VmRow } from '../../store/index.ts';
 import type { DaemonConfig } from '../config.ts';
-import type { OperationRegistry } from '../operations.ts';
+import type { OperationRegistry } from '../../ops/operations.ts';
 import { vmToWire } from '../../vm/convert.ts';
 import { runCreate, type CreateDeps } from '../../vm/create.ts';
 import { diskInfo } from '../../vm/disk.ts';
@@ -19,7 +19,7 @@ import { parseSize } from '../../vm/sizes.ts';
 import { hostKeyAlias, SSH_KEX_ALGORITHMS, sshExec, unpinHostKey } from '../../vm/ssh.ts';
 import { newId } from '../../store/index.ts';
 import { parseSsListen, SS_COMMAND } from '../guest-ports.ts';
-import { modeWithoutNetwork as rootlessMode, requireNetwork } from '../network.ts';
+import { modeWithoutNetwork as rootlessMode, requireNetwork } from '../../vm/network.ts';
 import { planCreate } from '../../vm/plan.ts';
 import {
   asWorkspace,

@@ -8,8 +8,21 @@ import { DNS_DOMAIN, formatIpv4, netmask, parseCidr, tapNameFor, vmIdOfTap } fro
 import type { Logger } from '../log/logger.ts';
 import { ErrorResponse } from '../rpc/errors.ts';
 import type { Store, VmRow } from '../store/index.ts';
-import type { DaemonConfig } from './config.ts';
-import type { HelperLink } from './helper-link.ts';
+import type { DaemonStatusResult } from '../../generated/types.gen.ts';
+
+/** The daemon configuration this module reads (DaemonConfig satisfies it). */
+export interface NetworkConfig {
+  network: 'auto' | 'user' | 'bridge';
+  bridge_name: string;
+  bridge_cidr: string;
+  dns_port: number;
+}
+
+/** The link to bangerd-root as this module needs it (the daemon's HelperLink satisfies it). */
+export interface HelperAccess {
+  readonly client: { priv: PrivCalls } | undefined;
+  health(): Promise<DaemonStatusResult['helper']>;
+}
 
 export type NetworkMode = 'user' | 'bridge';
 
@@ -45,7 +58,7 @@ export interface BridgePlan {
   prefix: number;
 }
 
-export function bridgePlan(config: Pick<DaemonConfig, 'bridge_name' | 'bridge_cidr'>): BridgePlan {
+export function bridgePlan(config: Pick<NetworkConfig, 'bridge_name' | 'bridge_cidr'>): BridgePlan {
   const c = parseCidr(config.bridge_cidr);
   return {
     bridge: config.bridge_name,
@@ -61,11 +74,11 @@ export function bridgeIpArg(name: string, g: GuestNet): string {
 }
 
 export interface NetworkDeps {
-  config: DaemonConfig;
+  config: NetworkConfig;
   store: Store;
   log: Logger;
   /** The link to bangerd-root (its client is undefined when rootless). */
-  helper: Pick<HelperLink, 'client' | 'health'>;
+  helper: HelperAccess;
   /** Tests inject PrivCalls directly. */
   priv?: PrivCalls;
   /** The .vm DNS server: told to listen on the bridge address once the bridge exists. */
