@@ -134,8 +134,68 @@ export type VmmStatus =
 export interface ExitInfo {
   /** Exit code when the VMM was our child; null when it was reattached (only polled). */
   code: number | null;
+  /**
+   * The signal that ended it: from the wait status for a child; for a reattached VMM only when
+   * its stderr log says so (QEMU: "terminating on signal 15 from pid N"), else null.
+   */
   signal: NodeJS.Signals | null;
+  /**
+   * Why it ended, for people: "killed by signal SIGKILL", "terminated by signal 15 (SIGTERM)
+   * from pid 812 (/usr/bin/kill)", "the guest powered off", "exited with code 1: <stderr line>",
+   * or "unknown". The drivers' waitExit() and `exit` events always set it.
+   */
+  reason?: string;
 }
+
+/** How a paused/stopped VMM is doing, with QEMU's own word for why (query-status `status`). */
+export interface VmmStatusDetail {
+  status: VmmStatus;
+  /**
+   * When `paused`: QEMU's RunState, e.g. 'io-error' (a host I/O error such as a full disk),
+   * 'paused' (a QMP stop), 'postmigrate' (state saved), 'prelaunch', 'inmigrate'. When
+   * `shutdown`: 'shutdown' or 'guest-panicked'. When `unresponsive`: the control error.
+   * Firecracker: 'paused' or 'not-started'. Absent when running.
+   */
+  reason?: string;
+}
+
+/**
+ * Something the VMM reported, as it happened. QEMU delivers all kinds (from QMP events);
+ * Firecracker has no event stream and delivers only `exit`. `at` is an ISO time (QEMU's own
+ * event timestamp when there is one).
+ */
+export type VmmEvent =
+  /** The vCPUs stopped: a QMP `stop`, a migration (saveState), or an I/O error with action stop. */
+  | { kind: 'stop'; at: string }
+  /** The vCPUs run again (`cont`/resume(), or a restored VM started). */
+  | { kind: 'resume'; at: string }
+  /**
+   * The guest or the host asked the machine to shut down; the process exit follows (`exit`).
+   * reason: QEMU's ShutdownCause, e.g. 'guest-shutdown', 'guest-reset', 'guest-panic',
+   * 'host-qmp-quit', 'host-signal'.
+   */
+  | { kind: 'shutdown'; at: string; guest: boolean; reason?: string }
+  /**
+   * A disk request failed on the host. With action 'stop' QEMU paused the guest (followed by a
+   * `stop` event and status paused/io-error); resume() retries the request. nospace: the error
+   * was ENOSPC (host disk full).
+   */
+  | {
+      kind: 'block_io_error';
+      at: string;
+      /** The drive id (e.g. 'disk0'); '' when the drive has no name. */
+      device: string;
+      nodeName?: string;
+      operation: 'read' | 'write';
+      action: 'stop' | 'report' | 'ignore';
+      nospace: boolean;
+      /** The host error text, e.g. 'No space left on device'. */
+      reason?: string;
+    }
+  /** The VMM process ended (expected or not); delivered once, and nothing after it. */
+  | { kind: 'exit'; at: string; info: ExitInfo };
+
+export type VmmEventListener = (event: VmmEvent) => void;
 
 /** What a driver writes to `<vmDir>/handles.json`, the one thing reattach needs. */
 export interface HandleRecord {
@@ -162,6 +222,21 @@ export interface VmmHandle {
   /** QEMU only: the live QMP connection, if one is open. */
   readonly qmp?: QmpClient;
   status(): Promise<VmmStatus>;
+  /** status() plus why a paused VM is paused (QEMU: 'io-error' = host I/O error, e.g. disk full). */
+  statusDetail(): Promise<VmmStatusDetail>;
+  /**
+   * Let a paused guest run again (QEMU `cont`; after an io-error pause QEMU first retries the
+   * failed request, and pauses again if it still fails). Throws EngineError('not_running') when
+   * the VMM is gone, 'unsupported' where the VMM cannot.
+   */
+  resume(): Promise<void>;
+  /**
+   * Subscribe to the VMM's events for as long as the handle lives (until release(), or the
+   * `exit` event). Events that happened before subscribing are not replayed: read
+   * statusDetail() after subscribing for the current state. A listener that throws is logged
+   * and does not affect the others. Returns the unsubscribe function.
+   */
+  onEvent(listener: VmmEventListener): () => void;
   /**
    * Ask the guest to power off (ACPI power button / Ctrl-Alt-Del) and wait for the VMM to
    * exit. 'timeout' leaves the VM running so the caller can `kill` and report it.
@@ -171,7 +246,10 @@ export interface VmmHandle {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Resolves when the VMM process is gone; works for reattached (non-child) processes too. */
   waitExit(): Promise<ExitInfo>;
-  /** Drop control connections and watchers; the VM keeps running (daemon shutdown). */
+  /**
+   * Drop control connections, event listeners and watchers; the VM keeps running (daemon
+   * shutdown). Nothing of the handle keeps the process alive afterwards.
+   */
   release(): Promise<void>;
 }
 

@@ -23,7 +23,9 @@ export type EngineErrorCode =
   /** The Firecracker HTTP API answered with a non-2xx status. */
   | 'api_error'
   /** Something did not happen in time. */
-  | 'timeout';
+  | 'timeout'
+  /** The host filesystem is full (ENOSPC), e.g. while saving a VM's state. */
+  | 'no_space';
 
 export class EngineError extends Error {
   readonly code: EngineErrorCode;

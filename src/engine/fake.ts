@@ -1,6 +1,7 @@
 // A recording fake VmmDriver for daemon tests: every operation lands in a transcript, any named
-// operation can be made to fail, and a shared FakeVmmHost lets a second driver instance
-// "reattach" to VMs started by the first one (a simulated daemon restart).
+// operation can be made to fail, a shared FakeVmmHost lets a second driver instance "reattach"
+// to VMs started by the first one (a simulated daemon restart), and the host can make a VM emit
+// events (an I/O-error pause, a stop, an exit) the way QEMU would.
 import type {
   DriverName,
   ExitInfo,
@@ -10,15 +11,36 @@ import type {
   StartOptions,
   VmLaunchSpec,
   VmmDriver,
+  VmmEvent,
+  VmmEventListener,
   VmmHandle,
   VmmStatus,
+  VmmStatusDetail,
 } from './driver.ts';
 import { EngineError } from './errors.ts';
+import { describeExit, EventHub } from './events.ts';
+import { silentLogger } from './log.ts';
 import { prepareFirecrackerPlan } from './firecracker-api.ts';
 import { prepareQemuPlan } from './qemu-argv.ts';
 
 export type FakeOpName =
-  'prepare' | 'start' | 'reattach' | 'status' | 'shutdownGraceful' | 'kill' | 'waitExit' | 'release';
+  | 'prepare'
+  | 'start'
+  | 'reattach'
+  | 'status'
+  | 'statusDetail'
+  | 'resume'
+  | 'shutdownGraceful'
+  | 'kill'
+  | 'waitExit'
+  | 'release';
+
+/** An event as the fake host is told to emit it: `at` defaults to now. */
+export type FakeEventInput = VmmEvent extends infer E
+  ? E extends VmmEvent
+    ? Omit<E, 'at'> & { at?: string }
+    : never
+  : never;
 
 export interface FakeOp {
   op: FakeOpName;
@@ -32,11 +54,19 @@ interface FakeVm {
   vmDir: string;
   pid: number;
   status: Exclude<VmmStatus, 'gone'> | 'gone';
+  /** statusDetail's reason (QEMU RunState words: 'io-error', 'paused', 'postmigrate', ...). */
+  reason?: string;
   record: HandleRecord;
   exit?: ExitInfo;
   waiters: ((e: ExitInfo) => void)[];
   /** What a graceful shutdown does: the guest powers off, or ignores the button. */
   onPowerdown: 'clean' | 'timeout';
+  /** What resume() does after an io-error pause: run again, or fail the retried write again. */
+  onResume: 'run' | 'io-error';
+  /** The event hubs of this VM's live handles (a released handle leaves). */
+  hubs: Set<EventHub>;
+  /** The last block_io_error, replayed by resume() when onResume is 'io-error'. */
+  lastIoError?: Extract<VmmEvent, { kind: 'block_io_error' }>;
 }
 
 /** The fake "host": VMs live here, independent of any one driver instance. */
@@ -53,18 +83,85 @@ export class FakeVmmHost {
     return undefined;
   }
 
-  /** The guest dies on its own (crash, poweroff from inside). */
+  /**
+   * The VMM process ends (guest crash, poweroff from inside, kill -9 from outside): waiters and
+   * `exit` listeners get `info`, with a reason added as the real drivers do.
+   */
   exitVm(id: string, info: ExitInfo = { code: 0, signal: null }): void {
     const vm = this.byId(id);
     if (!vm || vm.status === 'gone') return;
+    const full = info.reason !== undefined ? info : describeExit(info);
     vm.status = 'gone';
-    vm.exit = info;
-    for (const w of vm.waiters.splice(0)) w(info);
+    delete vm.reason;
+    vm.exit = full;
+    for (const w of vm.waiters.splice(0)) w(full);
+    this.deliver(vm, { kind: 'exit', at: new Date().toISOString(), info: full });
+    vm.hubs.clear();
   }
 
-  setStatus(id: string, status: Exclude<VmmStatus, 'gone'>): void {
+  setStatus(id: string, status: Exclude<VmmStatus, 'gone'>, reason?: string): void {
     const vm = this.byId(id);
-    if (vm) vm.status = status;
+    if (!vm) return;
+    vm.status = status;
+    if (reason === undefined) delete vm.reason;
+    else vm.reason = reason;
+  }
+
+  /**
+   * Make VM `id` emit `event` to its handles' listeners, moving its status as QEMU would:
+   * stop -> paused ('paused', or 'io-error' right after a stopping block_io_error), resume ->
+   * running, exit -> gone (same as exitVm). A shutdown event changes nothing by itself.
+   */
+  emit(id: string, event: FakeEventInput): void {
+    const vm = this.byId(id);
+    if (!vm || vm.status === 'gone') return;
+    const e = { ...event, at: event.at ?? new Date().toISOString() } as VmmEvent;
+    if (e.kind === 'exit') {
+      this.exitVm(id, e.info);
+      return;
+    }
+    if (e.kind === 'stop') {
+      vm.status = 'paused';
+      vm.reason = vm.reason === 'io-error' ? 'io-error' : 'paused';
+    } else if (e.kind === 'resume') {
+      vm.status = 'running';
+      delete vm.reason;
+    } else if (e.kind === 'block_io_error') {
+      vm.lastIoError = e;
+      if (e.action === 'stop') vm.reason = 'io-error';
+    }
+    this.deliver(vm, e);
+  }
+
+  /**
+   * QEMU's sequence for a write that hit a full host disk (werror=enospc/stop): BLOCK_IO_ERROR
+   * (nospace), then STOP; the VM is then paused with reason 'io-error'.
+   */
+  ioError(
+    id: string,
+    opts: { device?: string; nospace?: boolean; operation?: 'read' | 'write'; reason?: string } = {},
+  ): void {
+    const nospace = opts.nospace ?? true;
+    this.emit(id, {
+      kind: 'block_io_error',
+      device: opts.device ?? 'disk0',
+      operation: opts.operation ?? 'write',
+      action: 'stop',
+      nospace,
+      reason: opts.reason ?? (nospace ? 'No space left on device' : 'Input/output error'),
+    });
+    this.emit(id, { kind: 'stop' });
+  }
+
+  /** What resume() does after an io-error pause: 'run' (space is back) or fail again ('io-error'). */
+  setResumeBehaviour(id: string, behaviour: 'run' | 'io-error'): void {
+    const vm = this.byId(id);
+    if (vm) vm.onResume = behaviour;
+  }
+
+  /** @internal */
+  deliver(vm: FakeVm, e: VmmEvent): void {
+    for (const hub of [...vm.hubs]) hub.emit(e);
   }
 
   /** Make the guest ignore (or honour) the power button. */
@@ -159,7 +256,10 @@ export class FakeVmmDriver implements VmmDriver {
       record,
       waiters: [],
       onPowerdown: 'clean',
+      onResume: 'run',
+      hubs: new Set(),
     };
+    if (vm.status === 'paused') vm.reason = 'inmigrate';
     this.host.vms.set(vm.vmDir, vm);
     return new FakeVmmHandle(this, vm);
   }
@@ -175,6 +275,7 @@ export class FakeVmmHandle implements VmmHandle {
   readonly driver: DriverName;
   private readonly fake: FakeVmmDriver;
   private readonly vm: FakeVm;
+  private readonly hub = new EventHub(silentLogger);
 
   constructor(fake: FakeVmmDriver, vm: FakeVm) {
     this.fake = fake;
@@ -194,6 +295,46 @@ export class FakeVmmHandle implements VmmHandle {
   async status(): Promise<VmmStatus> {
     this.fake.record('status', this.id);
     return this.vm.status;
+  }
+
+  async statusDetail(): Promise<VmmStatusDetail> {
+    this.fake.record('statusDetail', this.id);
+    const { status, reason } = this.vm;
+    if (status === 'gone') {
+      const why = this.vm.exit?.reason;
+      return why !== undefined ? { status, reason: why } : { status };
+    }
+    return reason !== undefined && status !== 'running' ? { status, reason } : { status };
+  }
+
+  async resume(): Promise<void> {
+    this.fake.record('resume', this.id);
+    const host = this.fake.host;
+    if (this.vm.status === 'gone')
+      throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
+    if (this.vm.status !== 'paused') return;
+    const retryFails = this.vm.reason === 'io-error' && this.vm.onResume === 'io-error';
+    host.emit(this.id, { kind: 'resume' });
+    // QEMU retries the failed request on cont: on a still-full disk it fails and pauses again.
+    if (retryFails) {
+      const last = this.vm.lastIoError;
+      host.ioError(
+        this.id,
+        last ? { device: last.device, nospace: last.nospace, operation: last.operation } : {},
+      );
+    }
+  }
+
+  /** Not recorded in the transcript: a subscription, not an operation on the VMM. */
+  onEvent(listener: VmmEventListener): () => void {
+    const exit = this.vm.exit;
+    if (exit) {
+      const e: VmmEvent = { kind: 'exit', at: new Date().toISOString(), info: exit };
+      queueMicrotask(() => listener(e));
+      return () => {};
+    }
+    this.vm.hubs.add(this.hub);
+    return this.hub.add(listener);
   }
 
   async shutdownGraceful(timeoutMs: number): Promise<'clean' | 'timeout'> {
@@ -217,5 +358,7 @@ export class FakeVmmHandle implements VmmHandle {
 
   async release(): Promise<void> {
     this.fake.record('release', this.id);
+    this.hub.clear();
+    this.vm.hubs.delete(this.hub);
   }
 }

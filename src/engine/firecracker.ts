@@ -3,7 +3,7 @@
 // Not installable on the development hosts (no usable KVM): tests run it against a fake API.
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, mkdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -17,14 +17,19 @@ import type {
   VmLaunchSpec,
   VmmApiRequest,
   VmmDriver,
+  VmmEvent,
+  VmmEventListener,
   VmmHandle,
   VmmStatus,
+  VmmStatusDetail,
 } from './driver.ts';
 import { EngineError } from './errors.ts';
+import { describeExit, EventHub, pollLiveness } from './events.ts';
 import {
   DEFAULT_FIRECRACKER_BINARY,
   fcDescribeInstance,
   fcInstanceStart,
+  fcResume,
   fcSendCtrlAltDel,
   firecrackerInstanceId,
   mapFirecrackerState,
@@ -196,17 +201,22 @@ export class FirecrackerDriver implements VmmDriver {
     if (opts.settleMs && (await watch.waitExitFor(opts.settleMs)))
       return fail('exited right after InstanceStart');
     log.info({ vm: plan.id, pid: record.pid, readyMs: Date.now() - t0 }, 'firecracker started');
-    return new FirecrackerHandle(record, watch, log);
+    return new FirecrackerHandle(record, watch, log, { stderrOffset: spawned.stderrOffset });
   }
 
   async reattach(vmDir: string, opts: ReattachOptions = {}): Promise<FirecrackerHandle | null> {
     const log = opts.logger ?? this.logger;
     const record = await this.liveRecord(vmDir, log);
     if (!record) return null;
+    const stderrOffset = await stat(record.files.stderrLog).then(
+      (s) => s.size,
+      () => 0,
+    );
     const handle = new FirecrackerHandle(
       record,
       new ProcessWatch(record.pid, record.startTime, { procfs: this.procfs }),
       log,
+      { stderrOffset },
     );
     try {
       const info = await firecrackerCall(
@@ -242,17 +252,33 @@ export class FirecrackerDriver implements VmmDriver {
   }
 }
 
+/**
+ * A live Firecracker VM. Its API has no event stream, so onEvent delivers only `exit` (an
+ * unref'd liveness poll, or the child's exit); pause state comes from GET / and PATCH /vm.
+ */
 export class FirecrackerHandle implements VmmHandle {
   readonly driver = 'firecracker' as const;
   readonly record: HandleRecord;
   readonly qmp = undefined;
   private readonly watch: ProcessWatch;
   private readonly logger: EngineLogger;
+  private readonly hub: EventHub;
+  private readonly stderrOffset: number;
+  private stopLiveness: (() => void) | undefined;
+  private exitMemo: Promise<ExitInfo> | undefined;
+  private exitEvent: Extract<VmmEvent, { kind: 'exit' }> | undefined;
 
-  constructor(record: HandleRecord, watch: ProcessWatch, logger: EngineLogger) {
+  constructor(
+    record: HandleRecord,
+    watch: ProcessWatch,
+    logger: EngineLogger,
+    opts: { stderrOffset?: number } = {},
+  ) {
     this.record = record;
     this.watch = watch;
     this.logger = logger;
+    this.hub = new EventHub(logger);
+    this.stderrOffset = opts.stderrOffset ?? 0;
   }
   get id(): string {
     return this.record.id;
@@ -269,13 +295,47 @@ export class FirecrackerHandle implements VmmHandle {
   }
 
   async status(): Promise<VmmStatus> {
-    if (!this.watch.isAlive()) return 'gone';
+    return (await this.statusDetail()).status;
+  }
+
+  async statusDetail(): Promise<VmmStatusDetail> {
+    if (!this.watch.isAlive()) return { status: 'gone' };
     try {
       const res = await this.call(fcDescribeInstance, 3_000);
-      return mapFirecrackerState((res.body as { state?: unknown } | undefined)?.state);
-    } catch {
-      return this.watch.isAlive() ? 'unresponsive' : 'gone';
+      const state = (res.body as { state?: unknown } | undefined)?.state;
+      const status = mapFirecrackerState(state);
+      if (status === 'running') return { status };
+      return { status, reason: state === 'Not started' ? 'not-started' : 'paused' };
+    } catch (err) {
+      if (!this.watch.isAlive()) return { status: 'gone' };
+      return { status: 'unresponsive', reason: err instanceof Error ? err.message : String(err) };
     }
+  }
+
+  /** PATCH /vm {state: Resumed}; Firecracker refuses it for a VM that never started. */
+  async resume(): Promise<void> {
+    if (!this.watch.isAlive())
+      throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
+    await this.call(fcResume, 5_000);
+  }
+
+  onEvent(listener: VmmEventListener): () => void {
+    const exit = this.exitEvent;
+    if (exit) {
+      queueMicrotask(() => listener(exit));
+      return () => {};
+    }
+    const off = this.hub.add(listener);
+    if (!this.stopLiveness) {
+      this.stopLiveness = pollLiveness(
+        () => this.watch.isAlive(),
+        () => void this.waitExit(),
+      );
+      void this.watch.childExit?.then(() => {
+        if (this.stopLiveness) void this.waitExit();
+      });
+    }
+    return off;
   }
 
   async shutdownGraceful(timeoutMs: number): Promise<'clean' | 'timeout'> {
@@ -289,7 +349,9 @@ export class FirecrackerHandle implements VmmHandle {
       this.logger.warn({ vm: this.id, err }, 'graceful shutdown: SendCtrlAltDel failed');
       return 'timeout';
     }
-    return (await this.watch.waitExitFor(Math.max(0, deadline - Date.now()))) ? 'clean' : 'timeout';
+    const exited = await this.watch.waitExitFor(Math.max(0, deadline - Date.now()));
+    if (exited) await this.waitExit();
+    return exited ? 'clean' : 'timeout';
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -300,11 +362,27 @@ export class FirecrackerHandle implements VmmHandle {
   }
 
   waitExit(): Promise<ExitInfo> {
-    return this.watch.waitExit();
+    this.exitMemo ??= this.watch.waitExit().then(async (raw) => {
+      const info = describeExit(raw, {
+        stderr: await readLogFrom(this.record.files.stderrLog, this.stderrOffset),
+      });
+      if (!this.exitEvent) {
+        this.exitEvent = { kind: 'exit', at: new Date().toISOString(), info };
+        this.stopLiveness?.();
+        this.hub.emit(this.exitEvent);
+        this.hub.clear();
+      }
+      return info;
+    });
+    return this.exitMemo;
   }
 
   async release(): Promise<void> {
+    this.hub.clear();
+    this.stopLiveness?.();
+    this.stopLiveness = undefined;
     this.watch.stop();
+    if (!this.exitEvent) this.exitMemo = undefined;
   }
 }
 

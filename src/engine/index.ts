@@ -15,9 +15,13 @@ export type {
   VmLaunchSpec,
   VmmApiRequest,
   VmmDriver,
+  VmmEvent,
+  VmmEventListener,
   VmmHandle,
   VmmStatus,
+  VmmStatusDetail,
 } from './driver.ts';
+export { decodeQmpEvent, describeExit, terminatingSignal } from './events.ts';
 export { EngineError, isEngineError, type EngineErrorCode } from './errors.ts';
 export { silentLogger, type EngineLogger } from './log.ts';
 export { readHandles, writeHandles, removeHandles, handlesPath, HANDLES_FILE } from './handles.ts';
@@ -41,7 +45,13 @@ export {
   type QmpConnectOptions,
 } from './qmp.ts';
 export { QgaClient, type QgaConnectOptions, type QgaExecOptions, type QgaExecResult } from './qga.ts';
-export { QemuDriver, QemuHandle, mapRunState, type QemuDriverOptions } from './qemu.ts';
+export {
+  QemuDriver,
+  QemuHandle,
+  mapRunState,
+  type QemuDriverOptions,
+  type QemuHandleOptions,
+} from './qemu.ts';
 export {
   probeAccel,
   qemuVersion,
@@ -66,7 +76,22 @@ export {
   isFirecrackerAvailable,
   type FirecrackerAvailability,
 } from './firecracker.ts';
-export { FakeVmmDriver, FakeVmmHandle, FakeVmmHost, type FakeOp, type FakeOpName } from './fake.ts';
+export {
+  FakeVmmDriver,
+  FakeVmmHandle,
+  FakeVmmHost,
+  type FakeEventInput,
+  type FakeOp,
+  type FakeOpName,
+} from './fake.ts';
 export { buildCpio, busyboxInitramfs, type CpioEntry } from './cpio.ts';
 export { validateLaunchSpec, withKernelParams, MAX_UNIX_SOCKET_PATH } from './spec.ts';
-export { saveState, waitIncoming, saveStateUri, restoreStateUri, shellQuote } from './migration.ts';
+export {
+  saveState,
+  waitIncoming,
+  saveStateUri,
+  saveErrPath,
+  restoreStateUri,
+  shellQuote,
+  type SaveStateOptions,
+} from './migration.ts';

@@ -2,21 +2,37 @@
 // `file:` migration URI, so the state goes through `exec:cat` (QEMU runs it with /bin/sh -c:
 // the path is shell-quoted here). Restore = the same plan with `spec.incoming =
 // restoreStateUri(path)`, then `waitIncoming` and `cont`: a restored VM stays paused until told.
+//
+// When cat fails (disk full), QEMU only sees its pipe close and says "Broken pipe". So cat's
+// stderr goes to a file next to the state, and a failed save also looks at the free space:
+// the error then names the real cause (EngineError 'no_space').
+import { readFile, rm, stat, statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { EngineError } from './errors.ts';
 import { sleep } from './process.ts';
 import type { QmpClient } from './qmp.ts';
+
+const MiB = 1024 * 1024;
+/** Below this much free space after a failed save, the disk filling up is the cause. */
+const FULL_BELOW_BYTES = MiB;
 
 /** POSIX single-quote quoting for the one shell QEMU spawns for `exec:` URIs. */
 export function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
-export function saveStateUri(path: string): string {
-  return `exec:cat > ${shellQuote(path)}`;
+/** `exec:cat > PATH`, with cat's stderr into `errPath` when given. */
+export function saveStateUri(path: string, errPath?: string): string {
+  return `exec:cat > ${shellQuote(path)}${errPath !== undefined ? ` 2> ${shellQuote(errPath)}` : ''}`;
 }
 
 export function restoreStateUri(path: string): string {
   return `exec:cat ${shellQuote(path)}`;
+}
+
+/** Where cat's complaints about writing `statePath` go while saving. */
+export function saveErrPath(statePath: string): string {
+  return `${statePath}.save-err`;
 }
 
 interface MigrateInfo {
@@ -25,38 +41,99 @@ interface MigrateInfo {
   ram?: { transferred?: number; total?: number };
 }
 
+export interface SaveStateOptions {
+  timeoutMs?: number;
+  pollMs?: number;
+  /** Free bytes for unprivileged use on the filesystem of `dir` (tests inject it). Default statfs. */
+  freeBytes?: (dir: string) => Promise<number | null>;
+}
+
+async function statfsFree(dir: string): Promise<number | null> {
+  try {
+    const s = await statfs(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Stop the guest and write its state to `path`. The guest stays stopped (the caller kills it,
- * keeps it as a template, or `cont`s it).
+ * keeps it as a template, or `cont`s it). On failure the partial file is removed and the error
+ * says why: EngineError('no_space') "no space left on device while saving the VM state to PATH
+ * (N MiB free)", else 'qmp_error' with cat's or QEMU's words, or 'timeout'.
  */
 export async function saveState(
   qmp: QmpClient,
   path: string,
-  opts: { timeoutMs?: number; pollMs?: number } = {},
+  opts: SaveStateOptions = {},
 ): Promise<{ durationMs: number; ramTransferred?: number }> {
   const t0 = Date.now();
   const timeoutMs = opts.timeoutMs ?? 120_000;
-  const st = await qmp.queryStatus();
-  if (st.running) await qmp.execute('stop');
-  await qmp.execute('migrate', { uri: saveStateUri(path) });
-  for (;;) {
-    const info = await qmp.execute<MigrateInfo>('query-migrate');
-    if (info.status === 'completed') {
-      const r: { durationMs: number; ramTransferred?: number } = { durationMs: Date.now() - t0 };
-      if (info.ram?.transferred !== undefined) r.ramTransferred = info.ram.transferred;
-      return r;
+  const errPath = saveErrPath(path);
+  await rm(errPath, { force: true });
+  try {
+    const st = await qmp.queryStatus();
+    if (st.running) await qmp.execute('stop');
+    await qmp.execute('migrate', { uri: saveStateUri(path, errPath) });
+    for (;;) {
+      const info = await qmp.execute<MigrateInfo>('query-migrate');
+      if (info.status === 'completed') {
+        const r: { durationMs: number; ramTransferred?: number } = { durationMs: Date.now() - t0 };
+        if (info.ram?.transferred !== undefined) r.ramTransferred = info.ram.transferred;
+        return r;
+      }
+      if (info.status === 'failed' || info.status === 'cancelled') {
+        throw await saveFailure(path, errPath, info, opts.freeBytes ?? statfsFree);
+      }
+      if (Date.now() - t0 > timeoutMs) {
+        await qmp.execute('migrate_cancel').catch(() => {});
+        await rm(path, { force: true });
+        throw new EngineError('timeout', `saving VM state to ${path} took longer than ${timeoutMs} ms`);
+      }
+      await sleep(opts.pollMs ?? 50);
     }
-    if (info.status === 'failed' || info.status === 'cancelled') {
-      throw new EngineError('qmp_error', `saving VM state failed: ${info['error-desc'] ?? info.status}`, {
-        details: { status: info.status },
-      });
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      await qmp.execute('migrate_cancel').catch(() => {});
-      throw new EngineError('timeout', `saving VM state took longer than ${timeoutMs} ms`);
-    }
-    await sleep(opts.pollMs ?? 50);
+  } finally {
+    await rm(errPath, { force: true });
   }
+}
+
+/** The error for a failed save, after looking at cat's stderr and the free space; removes the partial file. */
+async function saveFailure(
+  path: string,
+  errPath: string,
+  info: MigrateInfo,
+  freeBytes: (dir: string) => Promise<number | null>,
+): Promise<EngineError> {
+  const qemuSays = info['error-desc'] ?? info.status ?? 'failed';
+  const catSays = (await readFile(errPath, 'utf8').catch(() => '')).trim();
+  // Measured before the partial file goes: that file is what filled the disk.
+  const free = await freeBytes(dirname(path));
+  const written = await stat(path).then(
+    (s) => s.size,
+    () => 0,
+  );
+  await rm(path, { force: true });
+  const details = {
+    status: info.status,
+    path,
+    qemuError: qemuSays,
+    ...(catSays ? { writerError: catSays } : {}),
+    freeBytes: free,
+    writtenBytes: written,
+  };
+  const full = /no space left on device/i.test(catSays) || (free !== null && free < FULL_BELOW_BYTES);
+  if (full) {
+    const freeText = free === null ? 'free space unknown' : `${Math.floor(free / MiB)} MiB free`;
+    return new EngineError(
+      'no_space',
+      `no space left on device while saving the VM state to ${path} (${freeText})`,
+      { details: { ...details, errno: 'ENOSPC' } },
+    );
+  }
+  return new EngineError('qmp_error', `saving the VM state to ${path} failed: ${catSays || qemuSays}`, {
+    details,
+  });
 }
 
 /** Wait until an `-incoming` VM has loaded its state (it is then paused). */

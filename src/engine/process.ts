@@ -88,7 +88,8 @@ export class ProcessWatch {
   readonly pid: number;
   readonly startTime: number;
   private readonly procfs: ProcFs;
-  private readonly childExit: Promise<ExitInfo> | undefined;
+  /** The child's exit (code and signal), when we spawned the process; undefined after reattach. */
+  readonly childExit: Promise<ExitInfo> | undefined;
   private exitPromise: Promise<ExitInfo> | undefined;
   private generation = 0;
 
@@ -116,8 +117,10 @@ export class ProcessWatch {
       const poll = (): void => {
         if (settled || gen !== this.generation) return;
         if (!this.isAlive()) {
-          // Let a pending child 'exit' event win so the code is reported when we have it.
-          if (this.childExit) setTimeout(() => done({ code: null, signal: null }), 50);
+          // Let a pending child 'exit' event win so the code and signal are reported: it comes
+          // with the reap (SIGCHLD), which a loaded host may deliver well after /proc shows a
+          // zombie; the fallback only matters if that event never comes.
+          if (this.childExit) setTimeout(() => done({ code: null, signal: null }), 1_000);
           else done({ code: null, signal: null });
           return;
         }

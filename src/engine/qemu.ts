@@ -2,7 +2,7 @@
 // daemon, records pid + start time + sockets in handles.json, and finds the VM again after a
 // daemon restart (reattach). Control goes through QMP; kill goes through the pid, after
 // checking the pid is still the process we started.
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import type {
   ExitInfo,
   HandleRecord,
@@ -12,16 +12,20 @@ import type {
   StartOptions,
   VmLaunchSpec,
   VmmDriver,
+  VmmEvent,
+  VmmEventListener,
   VmmHandle,
   VmmStatus,
+  VmmStatusDetail,
 } from './driver.ts';
 import { EngineError } from './errors.ts';
+import { decodeQmpEvent, describeExit, EventHub, pollLiveness } from './events.ts';
 import { readHandles, writeHandles } from './handles.ts';
 import { silentLogger, type EngineLogger } from './log.ts';
 import { hostProcFs, isSameLiveProcess, runsProgram, type ProcFs } from './proc.ts';
 import { ProcessWatch, readLogFrom, sleep, spawnDetached } from './process.ts';
 import { DEFAULT_QEMU_BINARY, hostTscKhz, prepareQemuPlan } from './qemu-argv.ts';
-import { isNotListening, QmpClient } from './qmp.ts';
+import { isNotListening, QmpClient, type QmpEvent } from './qmp.ts';
 
 export interface QemuDriverOptions {
   binary?: string;
@@ -143,7 +147,7 @@ export class QemuDriver implements VmmDriver {
       }
     }
     log.info({ vm: plan.id, pid, readyMs: Date.now() - t0 }, 'qemu ready');
-    return new QemuHandle(record, watch, qmp, log);
+    return new QemuHandle(record, watch, qmp, log, { stderrOffset: spawned.stderrOffset });
   }
 
   async reattach(vmDir: string, opts: ReattachOptions = {}): Promise<QemuHandle | null> {
@@ -151,7 +155,12 @@ export class QemuDriver implements VmmDriver {
     const record = await this.reattachIdentity(vmDir, log);
     if (!record) return null;
     const watch = new ProcessWatch(record.pid, record.startTime, { procfs: this.procfs });
-    const handle = new QemuHandle(record, watch, undefined, log);
+    // Only what QEMU writes from now on explains a later exit (the log is appended across runs).
+    const stderrOffset = await stat(record.files.stderrLog).then(
+      (s) => s.size,
+      () => 0,
+    );
+    const handle = new QemuHandle(record, watch, undefined, log, { stderrOffset });
     const qmpPath = record.files.qmpSocket;
     if (qmpPath) {
       try {
@@ -159,7 +168,7 @@ export class QemuDriver implements VmmDriver {
         handle.adoptQmp(qmp);
         const name = await qmp.execute<{ name?: string }>('query-name');
         if (name.name !== undefined && name.name !== record.id) {
-          qmp.close();
+          await handle.release();
           throw new EngineError(
             'identity_mismatch',
             `QMP at ${qmpPath} belongs to ${name.name}, not ${record.id}`,
@@ -206,18 +215,60 @@ export class QemuDriver implements VmmDriver {
   }
 }
 
+export interface QemuHandleOptions {
+  /** Where this run's output starts in the stderr log (read to explain an exit). Default 0. */
+  stderrOffset?: number;
+  /** Reconnect attempts after the QMP socket drops while the VMM lives. Default 8 (~15 s). */
+  reconnectAttempts?: number;
+  /** First reconnect delay, doubled per attempt up to 5 s. Default 100 ms. */
+  reconnectBaseMs?: number;
+  /** How often a subscribed handle checks that the process lives. Default 500 ms. */
+  livenessMs?: number;
+}
+
+/**
+ * A live QEMU VM. The QMP connection is kept for the VM's life (reopened, a bounded number of
+ * times, if it drops while QEMU lives) and unref'd, so it never keeps the daemon alive on its
+ * own; release() closes it. Events flow from QMP once someone subscribes (onEvent), plus an
+ * `exit` event found by an unref'd liveness poll, the QMP hang-up or the child's exit.
+ */
 export class QemuHandle implements VmmHandle {
   readonly driver = 'qemu' as const;
   readonly record: HandleRecord;
   private readonly watch: ProcessWatch;
   private readonly logger: EngineLogger;
+  private readonly hub: EventHub;
+  private readonly stderrOffset: number;
+  private readonly reconnectAttempts: number;
+  private readonly reconnectBaseMs: number;
+  private readonly livenessMs: number;
   private client: QmpClient | undefined;
+  private offClient: (() => void) | undefined;
   private connecting: Promise<QmpClient> | undefined;
+  private released = false;
+  private watching = false;
+  private stopLiveness: (() => void) | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectTries = 0;
+  private lastShutdown: { guest: boolean; reason?: string } | undefined;
+  private exitMemo: Promise<ExitInfo> | undefined;
+  private exitEvent: Extract<VmmEvent, { kind: 'exit' }> | undefined;
 
-  constructor(record: HandleRecord, watch: ProcessWatch, qmp: QmpClient | undefined, logger: EngineLogger) {
+  constructor(
+    record: HandleRecord,
+    watch: ProcessWatch,
+    qmp: QmpClient | undefined,
+    logger: EngineLogger,
+    opts: QemuHandleOptions = {},
+  ) {
     this.record = record;
     this.watch = watch;
     this.logger = logger;
+    this.hub = new EventHub(logger);
+    this.stderrOffset = opts.stderrOffset ?? 0;
+    this.reconnectAttempts = opts.reconnectAttempts ?? 8;
+    this.reconnectBaseMs = opts.reconnectBaseMs ?? 100;
+    this.livenessMs = opts.livenessMs ?? 500;
     if (qmp) this.adoptQmp(qmp);
   }
 
@@ -231,9 +282,19 @@ export class QemuHandle implements VmmHandle {
     return this.client && !this.client.closed ? this.client : undefined;
   }
 
-  /** @internal */
+  /** @internal: make `qmp` this handle's connection (events, hang-up watch, unref). */
   adoptQmp(qmp: QmpClient): void {
+    if (this.client === qmp) return;
+    this.closeQmp();
     this.client = qmp;
+    qmp.unref();
+    const offEvent = qmp.onEvent((ev) => this.onQmpEvent(ev));
+    const offClose = qmp.onClose(() => this.onQmpClosed(qmp));
+    this.offClient = () => {
+      offEvent();
+      offClose();
+    };
+    this.reconnectTries = 0;
   }
 
   isAlive(): boolean {
@@ -244,27 +305,65 @@ export class QemuHandle implements VmmHandle {
   async ensureQmp(timeoutMs = 3_000): Promise<QmpClient> {
     const current = this.qmp;
     if (current) return current;
-    const path = this.record.files.qmpSocket;
-    if (!path) throw new EngineError('unsupported', 'no QMP socket recorded');
+    if (!this.record.files.qmpSocket) throw new EngineError('unsupported', 'no QMP socket recorded');
     if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
-    this.connecting ??= QmpClient.connect(path, { timeoutMs, logger: this.logger }).finally(() => {
-      this.connecting = undefined;
-    });
-    this.client = await this.connecting;
-    return this.client;
+    return this.connectQmp(timeoutMs);
+  }
+
+  private connectQmp(timeoutMs: number): Promise<QmpClient> {
+    const path = this.record.files.qmpSocket as string;
+    this.connecting ??= QmpClient.connect(path, { timeoutMs, logger: this.logger })
+      .then((c) => {
+        this.adoptQmp(c);
+        return c;
+      })
+      .finally(() => {
+        this.connecting = undefined;
+      });
+    return this.connecting;
   }
 
   async status(): Promise<VmmStatus> {
-    if (!this.isAlive()) return 'gone';
+    return (await this.statusDetail()).status;
+  }
+
+  async statusDetail(): Promise<VmmStatusDetail> {
+    if (!this.isAlive()) return this.goneDetail();
     try {
       const qmp = await this.ensureQmp();
       const st = await qmp.queryStatus();
-      return mapRunState(st.status);
+      const status = mapRunState(st.status);
+      return status === 'running' ? { status } : { status, reason: st.status };
     } catch (err) {
-      if (!this.isAlive()) return 'gone';
+      if (!this.isAlive()) return this.goneDetail();
       this.logger.warn({ vm: this.id, err }, 'status: QMP does not answer');
-      return 'unresponsive';
+      return { status: 'unresponsive', reason: err instanceof Error ? err.message : String(err) };
     }
+  }
+
+  private goneDetail(): VmmStatusDetail {
+    const reason = this.exitEvent?.info.reason;
+    return reason !== undefined ? { status: 'gone', reason } : { status: 'gone' };
+  }
+
+  async resume(): Promise<void> {
+    if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
+    const qmp = await this.ensureQmp();
+    await qmp.execute('cont');
+    this.logger.info({ vm: this.id }, 'resume (cont)');
+  }
+
+  onEvent(listener: VmmEventListener): () => void {
+    const exit = this.exitEvent;
+    if (exit) {
+      // Already over: the one event a late subscriber still needs.
+      queueMicrotask(() => listener(exit));
+      return () => {};
+    }
+    const off = this.hub.add(listener);
+    this.released = false;
+    this.startWatching();
+    return off;
   }
 
   async shutdownGraceful(timeoutMs: number): Promise<'clean' | 'timeout'> {
@@ -282,7 +381,7 @@ export class QemuHandle implements VmmHandle {
       return 'timeout';
     }
     const exited = await this.watch.waitExitFor(Math.max(0, deadline - Date.now()));
-    if (exited) this.closeQmp();
+    if (exited) await this.waitExit();
     this.logger.info({ vm: this.id, result: exited ? 'clean' : 'timeout' }, 'graceful shutdown');
     return exited ? 'clean' : 'timeout';
   }
@@ -307,24 +406,130 @@ export class QemuHandle implements VmmHandle {
       if (!(await this.watch.waitExitFor(5_000))) {
         throw new EngineError('timeout', `VM ${this.id} (pid ${this.pid}) survived ${signal} for 5 s`);
       }
-      this.closeQmp();
+      await this.waitExit();
     }
   }
 
-  async waitExit(): Promise<ExitInfo> {
-    const info = await this.watch.waitExit();
-    this.closeQmp();
-    return info;
+  /** Resolves once the VMM is gone, with why (ExitInfo.reason); also emits the `exit` event. */
+  waitExit(): Promise<ExitInfo> {
+    this.exitMemo ??= this.watch.waitExit().then(async (raw) => {
+      const stderr = await readLogFrom(this.record.files.stderrLog, this.stderrOffset);
+      const info = describeExit(raw, {
+        stderr,
+        ...(this.lastShutdown ? { shutdown: this.lastShutdown } : {}),
+      });
+      this.exited(info);
+      return info;
+    });
+    return this.exitMemo;
   }
 
   async release(): Promise<void> {
+    this.released = true;
+    this.hub.clear();
+    this.stopWatching();
     this.closeQmp();
     this.watch.stop();
+    // watch.stop() ends the poll behind a pending waitExit(): a later call must start anew.
+    if (!this.exitEvent) this.exitMemo = undefined;
   }
 
-  private closeQmp(): void {
-    this.client?.close();
+  private exited(info: ExitInfo): void {
+    if (this.exitEvent) return;
+    const event = { kind: 'exit' as const, at: new Date().toISOString(), info };
+    this.exitEvent = event;
+    this.stopWatching();
+    this.closeQmp();
+    this.logger.info({ vm: this.id, pid: this.pid, ...info }, 'qemu exited');
+    this.hub.emit(event);
+    this.hub.clear();
+  }
+
+  private noticeExit(): void {
+    void this.waitExit();
+  }
+
+  private startWatching(): void {
+    if (this.watching || this.exitEvent) return;
+    this.watching = true;
+    this.stopLiveness = pollLiveness(
+      () => this.isAlive(),
+      () => this.noticeExit(),
+      this.livenessMs,
+    );
+    // A child's exit arrives at once (with its signal); the poll covers reattached VMMs.
+    void this.watch.childExit?.then(() => {
+      if (this.watching) this.noticeExit();
+    });
+    // Reattached while QMP was silent, or it dropped before anyone listened: get it back.
+    if (!this.qmp && !this.connecting && this.record.files.qmpSocket) this.scheduleReconnect(0);
+  }
+
+  private stopWatching(): void {
+    this.watching = false;
+    this.stopLiveness?.();
+    this.stopLiveness = undefined;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+  }
+
+  private onQmpEvent(ev: QmpEvent): void {
+    const event = decodeQmpEvent(ev);
+    if (!event) return;
+    if (event.kind === 'shutdown') {
+      this.lastShutdown =
+        event.reason !== undefined ? { guest: event.guest, reason: event.reason } : { guest: event.guest };
+    }
+    this.logger.debug({ vm: this.id, event }, 'qmp event');
+    this.hub.emit(event);
+  }
+
+  /** QEMU hung up on us (we did not close it): the VM is exiting, or the socket broke. */
+  private onQmpClosed(qmp: QmpClient): void {
+    if (this.client !== qmp) return;
     this.client = undefined;
+    this.offClient = undefined;
+    if (this.released || this.exitEvent) return;
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(delayMs?: number): void {
+    if (this.reconnectTimer || this.released || this.exitEvent) return;
+    if (this.reconnectTries >= this.reconnectAttempts) {
+      this.logger.warn(
+        { vm: this.id, attempts: this.reconnectTries },
+        'QMP connection lost and not regained: no more events until the next command reconnects',
+      );
+      return;
+    }
+    const delay = delayMs ?? Math.min(this.reconnectBaseMs * 2 ** this.reconnectTries, 5_000);
+    this.reconnectTries++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.released || this.exitEvent) return;
+      if (!this.isAlive()) {
+        this.noticeExit();
+        return;
+      }
+      if (this.qmp) return;
+      this.connectQmp(3_000).then(
+        () => this.logger.info({ vm: this.id }, 'QMP reconnected'),
+        (err: unknown) => {
+          this.logger.debug({ vm: this.id, err }, 'QMP reconnect failed');
+          this.scheduleReconnect();
+        },
+      );
+    }, delay);
+    this.reconnectTimer.unref();
+  }
+
+  /** Close our QMP connection on purpose (no reconnect follows). */
+  private closeQmp(): void {
+    const c = this.client;
+    this.offClient?.();
+    this.offClient = undefined;
+    this.client = undefined;
+    c?.close();
   }
 }
 

@@ -94,6 +94,15 @@ export class QmpClient {
     return client;
   }
 
+  /**
+   * Let the process exit while only this connection is open (a daemon's long-lived event
+   * connection). A pending command still holds the process through its timeout timer.
+   */
+  unref(): this {
+    this.socket.unref();
+    return this;
+  }
+
   get closed(): boolean {
     return this.isClosed;
   }

@@ -3,11 +3,12 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { VmLaunchSpec } from '../../src/engine/driver.ts';
+import type { VmLaunchSpec, VmmEvent } from '../../src/engine/driver.ts';
 import { EngineError } from '../../src/engine/errors.ts';
 import {
   buildFirecrackerArgv,
   buildFirecrackerRequests,
+  fcPause,
   fcSendCtrlAltDel,
   firecrackerBootArgs,
   firecrackerInstanceId,
@@ -250,6 +251,10 @@ http.createServer((req, res) => {
     const b = body ? JSON.parse(body) : {};
     if (req.url === '/actions' && b.action_type === 'InstanceStart') { state = 'Running'; console.log('guest console says hi'); }
     if (req.url === '/actions' && b.action_type === 'SendCtrlAltDel' && !process.env.FAKE_FC_IGNORE_CAD) setTimeout(() => process.exit(0), 100);
+    if (req.method === 'PATCH' && req.url === '/vm') {
+      if (state === 'Not started') { res.writeHead(400, { 'Content-Type': 'application/json' }); return res.end(JSON.stringify({ fault_message: 'not started' })); }
+      state = b.state === 'Paused' ? 'Paused' : 'Running';
+    }
     res.writeHead(204); res.end();
   });
 }).listen(sock);
@@ -312,8 +317,42 @@ describe('FirecrackerDriver lifecycle against a fake firecracker binary', () => 
       expect(await h.status()).toBe('running');
       const exit = h.waitExit();
       await h.kill();
-      expect(await exit).toEqual({ code: null, signal: 'SIGKILL' });
+      expect(await exit).toEqual({ code: null, signal: 'SIGKILL', reason: 'killed by signal SIGKILL' });
       expect(await h.status()).toBe('gone');
+    } finally {
+      delete process.env.FAKE_FC_IGNORE_CAD;
+    }
+  });
+
+  it('statusDetail and resume through PATCH /vm; onEvent delivers the exit', async () => {
+    process.env.FAKE_FC_IGNORE_CAD = '1';
+    try {
+      const { driver, s } = setup();
+      const h = await driver.start(driver.prepare(s));
+      expect(await h.statusDetail()).toEqual({ status: 'running' });
+      await h.call(fcPause);
+      expect(await h.statusDetail()).toEqual({ status: 'paused', reason: 'paused' });
+      await h.resume();
+      expect(await h.statusDetail()).toEqual({ status: 'running' });
+      const calls = readFileSync(join(s.vmDir, 'firecracker.sock.calls'), 'utf8').trim().split('\n');
+      expect(calls.filter((c) => c.startsWith('PATCH'))).toEqual([
+        'PATCH /vm {"state":"Paused"}',
+        'PATCH /vm {"state":"Resumed"}',
+      ]);
+
+      const events: VmmEvent[] = [];
+      h.onEvent((e) => events.push(e));
+      process.kill(h.pid, 'SIGKILL');
+      for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(events).toEqual([
+        {
+          kind: 'exit',
+          at: expect.any(String) as string,
+          info: { code: null, signal: 'SIGKILL', reason: 'killed by signal SIGKILL' },
+        },
+      ]);
+      expect(await h.statusDetail()).toEqual({ status: 'gone' });
+      await expect(h.resume()).rejects.toMatchObject({ code: 'not_running' });
     } finally {
       delete process.env.FAKE_FC_IGNORE_CAD;
     }
