@@ -1,0 +1,228 @@
+// A flattened image → a sparse ext4 image, without root. Two steps:
+// 1. A private staging tree (mode 0700, made by us): every directory a real directory made from
+//    the model, files moved or copied in with O_EXCL|O_NOFOLLOW, hard links as real hard links
+//    (mkfs keeps them), symlinks with fs.symlink. Staging files stay 0600/0700 and owned by us,
+//    so an unprivileged mkfs can read them all.
+// 2. `mkfs.ext4 -d staging` (e2fsprogs ≥ 1.43), then one `debugfs -w -f` batch that sets every
+//    inode's uid, gid, mode (setuid/setgid/sticky included), mtime and xattrs
+//    (security.capability …) from the model and creates device nodes and fifos (mknod), none of
+//    which an unprivileged process could put in the staging tree.
+// The ownership pass runs as root too, so the result does not depend on who runs it.
+import { constants, createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, open, rename, rm, stat, symlink, link, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run } from '../exec.ts';
+import type { FsTree, Inode } from './tree.ts';
+
+export interface Ext4Options {
+  imagePath: string;
+  /** A directory of ours for the staging tree and the debugfs batch. */
+  workDir: string;
+  label: string;
+  /** Exact image size; default: content + metadata + headroom. */
+  sizeBytes?: number;
+  /** Extra free space when sizing automatically (default 256 MiB; the guest grows the fs later). */
+  headroomBytes?: number;
+  signal?: AbortSignal;
+}
+
+export interface Ext4Result {
+  size: number;
+  allocated: number;
+  inodes: number;
+}
+
+const FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+const TYPE_BITS: Record<Inode['type'], number> = {
+  file: 0o100000,
+  dir: 0o040000,
+  symlink: 0o120000,
+  char: 0o020000,
+  block: 0o060000,
+  fifo: 0o010000,
+};
+const BLOCK = 4096;
+const MIB = 1024 * 1024;
+
+/** A debugfs argument: double quotes, a quote inside doubled (lib/ss parsing). */
+export function debugfsQuote(s: string): string {
+  if (/[\n\r]/.test(s)) throw new Error(`${JSON.stringify(s)}: file names with newlines are not supported`);
+  return `"${s.replaceAll('"', '""')}"`;
+}
+
+/** Bytes of data blocks the tree needs, its inode count, for automatic sizing. */
+export function estimateSize(tree: FsTree, headroom: number): { bytes: number; inodes: number } {
+  const seen = new Set<number>();
+  let blocks = 0;
+  let inodes = 0;
+  for (const { node } of tree.walk()) {
+    const ino = node.inode;
+    if (seen.has(ino.id)) continue;
+    seen.add(ino.id);
+    inodes++;
+    if (ino.type === 'file') blocks += Math.ceil(ino.size / BLOCK) + (ino.size > 12 * BLOCK * 1024 ? 4 : 0);
+    else if (ino.type === 'dir') blocks += Math.max(1, Math.ceil(((ino.children?.size ?? 0) * 40) / BLOCK));
+    else if (ino.type === 'symlink' && Buffer.byteLength(ino.target ?? '') >= 60) blocks += 1;
+    if (ino.xattrs.size > 0) blocks += 1;
+  }
+  const inodeCount = Math.ceil(inodes * 1.25) + 1024;
+  // Data × 1.1 (extent trees, bitmaps, group descriptors), the inode tables, a journal, headroom.
+  const raw = blocks * BLOCK * 1.1 + inodeCount * 256 + 64 * MIB + headroom;
+  return { bytes: Math.ceil(raw / MIB) * MIB, inodes: inodeCount };
+}
+
+export async function writeExt4(tree: FsTree, opts: Ext4Options): Promise<Ext4Result> {
+  const work = await mkdtemp(join(opts.workDir, 'ext4-'));
+  const staging = join(work, 'root');
+  await rm(opts.imagePath, { force: true });
+  try {
+    await mkdir(staging, { mode: 0o700 });
+    const cmds = await stageTree(tree, staging, work, opts.signal);
+    const est = estimateSize(tree, opts.headroomBytes ?? 256 * MIB);
+    let size = opts.sizeBytes ?? est.bytes;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await run(
+          [
+            'mkfs.ext4',
+            '-q',
+            '-F',
+            '-L',
+            opts.label,
+            '-N',
+            String(est.inodes),
+            '-I',
+            '256',
+            '-m',
+            '0',
+            '-E',
+            'root_owner=0:0',
+            '-d',
+            staging,
+            opts.imagePath,
+            `${Math.ceil(size / 1024)}k`,
+          ],
+          { signal: opts.signal },
+        );
+        break;
+      } catch (e) {
+        // An automatic size that was too small (many tiny files, large directories): grow once or twice.
+        const full = /No space left|Could not allocate|too many inodes|alloc/i.test((e as Error).message);
+        if (opts.sizeBytes !== undefined || !full || attempt >= 2) throw e;
+        size = Math.ceil((size * 1.5) / MIB) * MIB;
+        await rm(opts.imagePath, { force: true });
+      }
+    }
+    await rm(staging, { recursive: true, force: true });
+    const batch = join(work, 'debugfs.cmds');
+    await writeFile(batch, cmds.join('\n') + '\n');
+    await runDebugfs(batch, opts.imagePath, opts.signal);
+    const st = await stat(opts.imagePath);
+    return { size: st.size, allocated: st.blocks * 512, inodes: est.inodes };
+  } catch (e) {
+    await rm(opts.imagePath, { force: true });
+    throw e;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** debugfs reports failures of -f commands on stderr but exits 0: any stderr line but its banner fails. */
+async function runDebugfs(batch: string, image: string, signal?: AbortSignal): Promise<void> {
+  const r = await run(['debugfs', '-w', '-f', batch, image], { signal, stdoutFile: '/dev/null' });
+  const errors = r.stderr.split('\n').filter((l) => l.trim() !== '' && !/^debugfs \d/.test(l));
+  if (errors.length > 0) {
+    throw new Error(`debugfs ownership pass failed on ${image}:\n${errors.slice(0, 10).join('\n')}`);
+  }
+}
+
+/** Build the staging tree; returns the debugfs commands for the ownership/mode/xattr pass. */
+async function stageTree(
+  tree: FsTree,
+  staging: string,
+  work: string,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  const cmds: string[] = [];
+  const firstPath = new Map<number, string>();
+  const xattrDir = join(work, 'xattrs');
+  await mkdir(xattrDir, { mode: 0o700 });
+  let xattrN = 0;
+  for (const { path, node } of tree.walk()) {
+    signal?.throwIfAborted();
+    const ino = node.inode;
+    const host = path === '/' ? staging : join(staging, path);
+    const q = debugfsQuote(path);
+    const earlier = firstPath.get(ino.id);
+    if (earlier !== undefined) {
+      // A further name of a hard-linked file: a real hard link, so mkfs links the same inode.
+      if (ino.type === 'file') {
+        await link(join(staging, earlier), host);
+        continue;
+      }
+      // Other hard-linked types (rare: symlinks, devices) become separate inodes.
+    } else {
+      firstPath.set(ino.id, path);
+    }
+    switch (ino.type) {
+      case 'dir':
+        if (path !== '/') await mkdir(host, { mode: 0o700 });
+        break;
+      case 'file':
+        await stageFile(ino, host);
+        break;
+      case 'symlink':
+        await symlink(ino.target ?? '', host);
+        break;
+      case 'char':
+      case 'block':
+      case 'fifo': {
+        const slash = path.lastIndexOf('/');
+        const parent = path.slice(0, slash) || '/';
+        const spec =
+          ino.type === 'fifo' ? 'p' : `${ino.type === 'char' ? 'c' : 'b'} ${ino.devmajor} ${ino.devminor}`;
+        // debugfs's mknod links the name into the current directory.
+        cmds.push(
+          `cd ${debugfsQuote(parent)}`,
+          `mknod ${debugfsQuote(path.slice(slash + 1))} ${spec}`,
+          'cd /',
+        );
+        break;
+      }
+    }
+    // Linux symlinks are 0777 whatever the header says (tar -x gives the same).
+    const perm = ino.type === 'symlink' ? 0o777 : ino.mode;
+    cmds.push(
+      `set_inode_field ${q} uid ${ino.uid}`,
+      `set_inode_field ${q} gid ${ino.gid}`,
+      `set_inode_field ${q} mode 0${(TYPE_BITS[ino.type] | perm).toString(8)}`,
+      `set_inode_field ${q} mtime @${Math.max(0, Math.min(ino.mtime, 0xffffffff))}`,
+    );
+    for (const [name, value] of ino.xattrs) {
+      const f = join(xattrDir, String(xattrN++));
+      await writeFile(f, value, { flag: 'wx', mode: 0o600 });
+      cmds.push(`ea_set -f ${debugfsQuote(f)} ${q} ${debugfsQuote(name)}`);
+    }
+  }
+  return cmds;
+}
+
+async function stageFile(ino: Inode, host: string): Promise<void> {
+  const c = ino.content;
+  if (c?.kind === 'spill') {
+    // The spill file is ours (0600, made with O_EXCL); move it, the staging name is new.
+    await rename(c.path, host);
+    return;
+  }
+  const fh = await open(host, FILE_FLAGS, 0o600);
+  try {
+    if (c?.kind === 'blob' && ino.size > 0) {
+      const src = createReadStream(c.path, { start: c.offset, end: c.offset + ino.size - 1 });
+      for await (const chunk of src as AsyncIterable<Buffer>) await fh.write(chunk);
+      const st = await fh.stat();
+      if (st.size !== ino.size) throw new Error(`${host}: short copy from ${c.path}`);
+    }
+  } finally {
+    await fh.close();
+  }
+}
