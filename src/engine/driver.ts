@@ -142,7 +142,8 @@ export interface ExitInfo {
   /**
    * Why it ended, for people: "killed by signal SIGKILL", "terminated by signal 15 (SIGTERM)
    * from pid 812 (/usr/bin/kill)", "the guest powered off", "exited with code 1: <stderr line>",
-   * or "unknown". The drivers' waitExit() and `exit` events always set it.
+   * or "unknown". Set in `exit` events (always) and statusDetail() of a gone VMM; waitExit()
+   * gives the bare wait status without it.
    */
   reason?: string;
 }
@@ -244,7 +245,11 @@ export interface VmmHandle {
   shutdownGraceful(timeoutMs: number): Promise<'clean' | 'timeout'>;
   /** Signal the VMM (default SIGKILL) after checking it is still the process we started. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Resolves when the VMM process is gone; works for reattached (non-child) processes too. */
+  /**
+   * Resolves when the VMM process is gone, with the wait status (code/signal; both null for a
+   * reattached process); works for reattached (non-child) processes too. Why it ended, in
+   * words, comes with the `exit` event.
+   */
   waitExit(): Promise<ExitInfo>;
   /**
    * Drop control connections, event listeners and watchers; the VM keeps running (daemon

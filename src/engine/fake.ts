@@ -57,7 +57,10 @@ interface FakeVm {
   /** statusDetail's reason (QEMU RunState words: 'io-error', 'paused', 'postmigrate', ...). */
   reason?: string;
   record: HandleRecord;
+  /** The wait status waitExit() gives. */
   exit?: ExitInfo;
+  /** The same with its reason, as `exit` events and statusDetail() give it. */
+  exitDescribed?: ExitInfo;
   waiters: ((e: ExitInfo) => void)[];
   /** What a graceful shutdown does: the guest powers off, or ignores the button. */
   onPowerdown: 'clean' | 'timeout';
@@ -84,17 +87,20 @@ export class FakeVmmHost {
   }
 
   /**
-   * The VMM process ends (guest crash, poweroff from inside, kill -9 from outside): waiters and
-   * `exit` listeners get `info`, with a reason added as the real drivers do.
+   * The VMM process ends (guest crash, poweroff from inside, kill -9 from outside): waitExit()
+   * gets the wait status, `exit` listeners and statusDetail() also a reason (as the real
+   * drivers: `info.reason` if given, else describeExit's words).
    */
   exitVm(id: string, info: ExitInfo = { code: 0, signal: null }): void {
     const vm = this.byId(id);
     if (!vm || vm.status === 'gone') return;
     const full = info.reason !== undefined ? info : describeExit(info);
+    const raw: ExitInfo = { code: info.code, signal: info.signal };
     vm.status = 'gone';
     delete vm.reason;
-    vm.exit = full;
-    for (const w of vm.waiters.splice(0)) w(full);
+    vm.exit = raw;
+    vm.exitDescribed = full;
+    for (const w of vm.waiters.splice(0)) w(raw);
     this.deliver(vm, { kind: 'exit', at: new Date().toISOString(), info: full });
     vm.hubs.clear();
   }
@@ -301,7 +307,7 @@ export class FakeVmmHandle implements VmmHandle {
     this.fake.record('statusDetail', this.id);
     const { status, reason } = this.vm;
     if (status === 'gone') {
-      const why = this.vm.exit?.reason;
+      const why = this.vm.exitDescribed?.reason;
       return why !== undefined ? { status, reason: why } : { status };
     }
     return reason !== undefined && status !== 'running' ? { status, reason } : { status };
@@ -327,7 +333,7 @@ export class FakeVmmHandle implements VmmHandle {
 
   /** Not recorded in the transcript: a subscription, not an operation on the VMM. */
   onEvent(listener: VmmEventListener): () => void {
-    const exit = this.vm.exit;
+    const exit = this.vm.exitDescribed;
     if (exit) {
       const e: VmmEvent = { kind: 'exit', at: new Date().toISOString(), info: exit };
       queueMicrotask(() => listener(e));

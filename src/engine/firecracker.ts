@@ -265,7 +265,7 @@ export class FirecrackerHandle implements VmmHandle {
   private readonly hub: EventHub;
   private readonly stderrOffset: number;
   private stopLiveness: (() => void) | undefined;
-  private exitMemo: Promise<ExitInfo> | undefined;
+  private exitMemo: Promise<{ raw: ExitInfo; info: ExitInfo }> | undefined;
   private exitEvent: Extract<VmmEvent, { kind: 'exit' }> | undefined;
 
   constructor(
@@ -329,10 +329,10 @@ export class FirecrackerHandle implements VmmHandle {
     if (!this.stopLiveness) {
       this.stopLiveness = pollLiveness(
         () => this.watch.isAlive(),
-        () => void this.waitExit(),
+        () => void this.settleExit(),
       );
       void this.watch.childExit?.then(() => {
-        if (this.stopLiveness) void this.waitExit();
+        if (this.stopLiveness) void this.settleExit();
       });
     }
     return off;
@@ -350,7 +350,7 @@ export class FirecrackerHandle implements VmmHandle {
       return 'timeout';
     }
     const exited = await this.watch.waitExitFor(Math.max(0, deadline - Date.now()));
-    if (exited) await this.waitExit();
+    if (exited) await this.settleExit();
     return exited ? 'clean' : 'timeout';
   }
 
@@ -361,18 +361,22 @@ export class FirecrackerHandle implements VmmHandle {
     }
   }
 
-  waitExit(): Promise<ExitInfo> {
+  /** The wait status (code/signal); why it ended is in the `exit` event. */
+  async waitExit(): Promise<ExitInfo> {
+    return (await this.settleExit()).raw;
+  }
+
+  private settleExit(): Promise<{ raw: ExitInfo; info: ExitInfo }> {
     this.exitMemo ??= this.watch.waitExit().then(async (raw) => {
-      const info = describeExit(raw, {
-        stderr: await readLogFrom(this.record.files.stderrLog, this.stderrOffset),
-      });
+      const stderr = await readLogFrom(this.record.files.stderrLog, this.stderrOffset);
+      const info = describeExit(raw, { stderr });
       if (!this.exitEvent) {
         this.exitEvent = { kind: 'exit', at: new Date().toISOString(), info };
         this.stopLiveness?.();
         this.hub.emit(this.exitEvent);
         this.hub.clear();
       }
-      return info;
+      return { raw, info };
     });
     return this.exitMemo;
   }

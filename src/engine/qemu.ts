@@ -251,7 +251,7 @@ export class QemuHandle implements VmmHandle {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectTries = 0;
   private lastShutdown: { guest: boolean; reason?: string } | undefined;
-  private exitMemo: Promise<ExitInfo> | undefined;
+  private exitMemo: Promise<{ raw: ExitInfo; info: ExitInfo }> | undefined;
   private exitEvent: Extract<VmmEvent, { kind: 'exit' }> | undefined;
 
   constructor(
@@ -381,7 +381,7 @@ export class QemuHandle implements VmmHandle {
       return 'timeout';
     }
     const exited = await this.watch.waitExitFor(Math.max(0, deadline - Date.now()));
-    if (exited) await this.waitExit();
+    if (exited) await this.settleExit();
     this.logger.info({ vm: this.id, result: exited ? 'clean' : 'timeout' }, 'graceful shutdown');
     return exited ? 'clean' : 'timeout';
   }
@@ -406,12 +406,20 @@ export class QemuHandle implements VmmHandle {
       if (!(await this.watch.waitExitFor(5_000))) {
         throw new EngineError('timeout', `VM ${this.id} (pid ${this.pid}) survived ${signal} for 5 s`);
       }
-      await this.waitExit();
+      await this.settleExit();
     }
   }
 
-  /** Resolves once the VMM is gone, with why (ExitInfo.reason); also emits the `exit` event. */
-  waitExit(): Promise<ExitInfo> {
+  /**
+   * Resolves once the VMM is gone, with its wait status (code/signal; both null when
+   * reattached). Why it ended (ExitInfo.reason) is in the `exit` event and statusDetail().
+   */
+  async waitExit(): Promise<ExitInfo> {
+    return (await this.settleExit()).raw;
+  }
+
+  /** The wait status plus what the stderr log and QMP said; emits the `exit` event once. */
+  private settleExit(): Promise<{ raw: ExitInfo; info: ExitInfo }> {
     this.exitMemo ??= this.watch.waitExit().then(async (raw) => {
       const stderr = await readLogFrom(this.record.files.stderrLog, this.stderrOffset);
       const info = describeExit(raw, {
@@ -419,7 +427,7 @@ export class QemuHandle implements VmmHandle {
         ...(this.lastShutdown ? { shutdown: this.lastShutdown } : {}),
       });
       this.exited(info);
-      return info;
+      return { raw, info };
     });
     return this.exitMemo;
   }
@@ -446,7 +454,7 @@ export class QemuHandle implements VmmHandle {
   }
 
   private noticeExit(): void {
-    void this.waitExit();
+    void this.settleExit();
   }
 
   private startWatching(): void {
