@@ -11,11 +11,13 @@ import { listenUnix } from '../rpc/listen.ts';
 import { createRpcServer } from '../rpc/server.ts';
 import { openStore, type Store } from '../store/index.ts';
 import { BANGER_VERSION } from '../version.ts';
+import { crashPoints } from '../vm/crash.ts';
 import { VmRuntime } from '../vm/runtime.ts';
 import { ensureInstallKey, sshPaths } from '../vm/ssh.ts';
 import type { DaemonConfig } from './config.ts';
 import { Daemon } from './daemon.ts';
 import { EngineInfo } from './engine-info.ts';
+import { withQuietPolls } from './rpc-log.ts';
 import { HelperLink } from './helper-link.ts';
 import { DnsServer } from './dns.ts';
 import { VmNetwork } from '../vm/network.ts';
@@ -40,6 +42,8 @@ export interface StartOptions {
   helperSocket: string | undefined;
   logFile?: string;
   logStream?: Writable;
+  /** Log only to logFile, not stderr (bangerd --quiet: stderr already goes to a file). */
+  quietStderr?: boolean;
   /** Tests inject a fake VMM driver. */
   driver?: VmmDriver;
   /** How long a guest may take to become ready (default 300 s: TCG is slow). */
@@ -50,6 +54,8 @@ export interface StartOptions {
   helperLogFile?: string;
   /** TEST-ONLY: fail this boot step (default: env BANGER_TEST_FAIL_STEP); see MachineDeps. */
   testFailStep?: string;
+  /** TEST-ONLY: SIGKILL the daemon when this step begins (default: env BANGER_TEST_CRASH_AT). */
+  testCrashAt?: string;
 }
 
 export interface RunningDaemon {
@@ -99,6 +105,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     level: opts.config.log_level,
     file: opts.logFile,
     stream: opts.logStream,
+    quiet: opts.quietStderr === true && opts.logFile !== undefined,
   });
   const store = openStore(join(opts.stateDir, 'state.db'));
   for (const w of store.warnings) log.warn(w);
@@ -132,7 +139,10 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     retention,
   });
   const baseSink = storeSink(store);
+  // TEST-ONLY crash points (BANGER_TEST_CRASH_AT): every operation step is one, `<kind>.<step>`.
+  const crash = crashPoints(opts.testCrashAt ?? process.env.BANGER_TEST_CRASH_AT, log);
   const ops = new OperationRegistry(log, {
+    onStepStart: (op, step) => crash(`${op.kind}.${step}`),
     sink: {
       save(op) {
         baseSink.save(op);
@@ -158,10 +168,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     cacheDir: cacheDirFor(opts.config),
   });
   const kernels = new KernelServiceImpl({ store, log, stateDir: opts.stateDir });
-  const exits: { vms?: VmServiceImpl } = {};
-  const runtime = new VmRuntime(opts.driver ?? new QemuDriver({ logger: log }), log, (id, expected) =>
-    exits.vms?.onVmmExit(id, expected),
-  );
+  const runtime = new VmRuntime(opts.driver ?? new QemuDriver({ logger: log }), log);
   // Bridge mode: taps, NAT and resolver routing through bangerd-root.
   // `<name>.vm` for running bridged VMs: 127.0.0.1 for the host, the bridge address for guests.
   const dns =
@@ -220,8 +227,14 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     installPubKey,
     resolveImage: (name, o) => images.resolveForVm(name, o),
     warm,
+    crash,
+    templateDirs: () => warm.templateDirs(),
   });
-  exits.vms = vms;
+  // The lifecycle owner hears every VMM exit and event (QMP) from here on.
+  runtime.listen(
+    (id, expected, info) => vms.lifecycle.onVmmExit(id, expected, info),
+    (id, ev) => vms.lifecycle.onVmmEvent(id, ev),
+  );
   await images.sweep();
   await vms.reconcile();
   await network.reconcile();
@@ -231,6 +244,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const stop = (why: string): Promise<void> => {
     stopping ??= new Promise<void>((resolve) => {
       log.info({ why }, 'bangerd stopping; running VMs keep running');
+      vms.lifecycle.close();
       void runtime.releaseAll().finally(() => {
         server.close(() => {
           void recorder.stop().finally(() => {
@@ -268,7 +282,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   );
   const server = createRpcServer({
     dispatcher: daemon,
-    log,
+    log: withQuietPolls(log, 'rpc'),
     summaryPrefix: 'rpc',
     onFinished: (f) => recorder.onRpcFinished(f),
   });

@@ -252,6 +252,16 @@ export class WarmService implements WarmSource {
     if (image) void this.sweep(image).catch(() => undefined);
   }
 
+  /** Every template directory of every image (start-up reconciliation stops their VMMs). */
+  async templateDirs(): Promise<{ dir: string; finished: boolean }[]> {
+    const out: { dir: string; finished: boolean }[] = [];
+    for (const image of this.d.store.images.list()) {
+      for (const t of await listTemplates(image))
+        out.push({ dir: t.dir, finished: t.manifest !== undefined });
+    }
+    return out;
+  }
+
   /** Sweep every image (daemon start). */
   async sweepAll(): Promise<void> {
     for (const image of this.d.store.images.list()) {

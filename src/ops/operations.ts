@@ -43,6 +43,7 @@ export class OperationTracker {
     this.op.steps.push(step);
     this.op.current_step = name;
     this.persist();
+    this.registry.stepStarting(this.op, name);
     const t0 = performance.now();
     this.registry.log.info({ step: name, operation_id: this.op.id }, 'step started');
     try {
@@ -90,6 +91,7 @@ export class OperationTracker {
     this.op.current_step = name;
     this.registry.log.info({ step: name, operation_id: this.op.id, detail }, 'step started');
     this.persist();
+    this.registry.stepStarting(this.op, name);
   }
 
   /** Progress note on the running step `name`; persisted at most once a second. */
@@ -227,11 +229,25 @@ export class OperationRegistry {
   private readonly recent: Operation[] = [];
   private readonly sink: OperationSink | undefined;
   private readonly keep: number;
+  private readonly onStepStart: ((op: Operation, step: string) => void) | undefined;
 
-  constructor(log: Logger, opts: { sink?: OperationSink; keepRecent?: number } = {}) {
+  constructor(
+    log: Logger,
+    opts: {
+      sink?: OperationSink;
+      keepRecent?: number;
+      /** Told when a step begins, after it is persisted (the crash-test hook, src/vm/crash.ts). */
+      onStepStart?: (op: Operation, step: string) => void;
+    } = {},
+  ) {
     this.log = log;
     this.sink = opts.sink;
     this.keep = opts.keepRecent ?? 200;
+    this.onStepStart = opts.onStepStart;
+  }
+
+  stepStarting(op: Operation, step: string): void {
+    this.onStepStart?.(op, step);
   }
 
   begin(

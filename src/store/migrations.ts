@@ -43,6 +43,52 @@ export const MIGRATIONS: readonly Migration[] = [
       db.exec('ALTER TABLE vms ADD COLUMN warm_template TEXT');
     },
   },
+  {
+    id: 4,
+    name: 'vm_lifecycle',
+    disableForeignKeys: true,
+    up(db) {
+      // The lifecycle owner (src/vm/lifecycle.ts): a `paused` state (QEMU stopped the guest, e.g.
+      // on a host I/O error), why a VM is in its state (`state_reason`), and how its VMM last
+      // ended when nobody asked (`last_exit`). SQLite cannot change a CHECK: rebuild the table.
+      db.exec(`
+CREATE TABLE vms_new (
+  id              TEXT PRIMARY KEY,
+  name            TEXT NOT NULL UNIQUE,
+  image_id        TEXT NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+  state           TEXT NOT NULL
+                  CHECK (state IN ('creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting')),
+  vcpus           INTEGER NOT NULL CHECK (vcpus BETWEEN 1 AND 64),
+  memory_mib      INTEGER NOT NULL CHECK (memory_mib BETWEEN 64 AND 262144),
+  disk_size_bytes INTEGER NOT NULL,
+  network_mode    TEXT NOT NULL,
+  guest_ip        TEXT,
+  mac             TEXT NOT NULL,
+  nat             INTEGER NOT NULL DEFAULT 0 CHECK (nat IN (0, 1)),
+  ssh_host_key    TEXT,
+  workspace_json  TEXT,
+  last_error      TEXT,
+  boot_count      INTEGER NOT NULL DEFAULT 0,
+  created_at      TEXT NOT NULL,
+  updated_at      TEXT NOT NULL,
+  last_started_at TEXT,
+  warm_template   TEXT,
+  state_reason    TEXT,
+  last_exit       TEXT
+) STRICT;
+INSERT INTO vms_new (id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode,
+  guest_ip, mac, nat, ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at,
+  last_started_at, warm_template)
+SELECT id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac,
+  nat, ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at,
+  last_started_at, warm_template FROM vms;
+DROP TABLE vms;
+ALTER TABLE vms_new RENAME TO vms;
+CREATE INDEX vms_image_id ON vms (image_id);
+CREATE UNIQUE INDEX vms_guest_ip ON vms (guest_ip) WHERE guest_ip IS NOT NULL;
+`);
+    },
+  },
 ];
 
 export interface AppliedMigration {

@@ -8,6 +8,7 @@ export const VM_STATES = [
   'stopped',
   'starting',
   'running',
+  'paused',
   'stopping',
   'error',
   'deleting',
@@ -36,6 +37,10 @@ export interface VmRow {
   lastStartedAt: string | null;
   /** The warm template (its key hash) this VM was cloned from; null when it booted cold. */
   warmTemplate: string | null;
+  /** Why the VM is in its state (e.g. `paused`: the host disk is full), null when self-evident. */
+  stateReason: string | null;
+  /** How the VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at …`). */
+  lastExit: string | null;
 }
 
 export interface NewVm {
@@ -70,7 +75,6 @@ export interface NewVm {
 export interface VmPatch {
   name?: string;
   imageId?: string;
-  state?: VmState;
   vcpus?: number;
   memoryMib?: number;
   diskSizeBytes?: number;
@@ -84,18 +88,30 @@ export interface VmPatch {
   bootCount?: number;
   lastStartedAt?: Date | string | null;
   warmTemplate?: string | null;
+  lastExit?: string | null;
+}
+
+/**
+ * A state change with what goes with it. Written only by the lifecycle owner's setState
+ * (src/vm/lifecycle.ts), which checks the transition table first.
+ */
+export interface VmStateWrite {
+  state: VmState;
+  /** Why (null clears it). */
+  reason: string | null;
+  /** `error` keeps its message in last_error as well. */
+  lastError?: string | null;
 }
 
 const COLS =
   'id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac, nat, ' +
   'ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at, last_started_at, ' +
-  'warm_template';
+  'warm_template, state_reason, last_exit';
 
 // Patch property -> column, and how to bind the value.
 const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputValue]> = [
   ['name', 'name', (v) => v as string],
   ['imageId', 'image_id', (v) => v as string],
-  ['state', 'state', (v) => v as string],
   ['vcpus', 'vcpus', (v) => v as number],
   ['memoryMib', 'memory_mib', (v) => v as number],
   ['diskSizeBytes', 'disk_size_bytes', (v) => v as number],
@@ -109,6 +125,7 @@ const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputV
   ['bootCount', 'boot_count', (v) => v as number],
   ['lastStartedAt', 'last_started_at', (v) => (v === null ? null : iso(v as Date | string))],
   ['warmTemplate', 'warm_template', (v) => v as string | null],
+  ['lastExit', 'last_exit', (v) => v as string | null],
 ];
 
 // One statement for every partial update: each column is rewritten only when its set_ flag is 1.
@@ -139,6 +156,8 @@ function toVm(r: Row): VmRow {
     updatedAt: str(r, t, 'updated_at'),
     lastStartedAt: strOrNull(r, t, 'last_started_at'),
     warmTemplate: strOrNull(r, t, 'warm_template'),
+    stateReason: strOrNull(r, t, 'state_reason'),
+    lastExit: strOrNull(r, t, 'last_exit'),
   };
 }
 
@@ -151,6 +170,7 @@ export class VmsRepo {
   readonly #update: StatementSync;
   readonly #recordBoot: StatementSync;
   readonly #delete: StatementSync;
+  readonly #writeState: StatementSync;
   readonly #guestIps: StatementSync;
 
   constructor(db: DatabaseSync, now: Clock) {
@@ -169,6 +189,11 @@ export class VmsRepo {
         `WHERE id = :id RETURNING ${COLS}`,
     );
     this.#delete = db.prepare('DELETE FROM vms WHERE id = ?');
+    this.#writeState = db.prepare(
+      'UPDATE vms SET state = :state, state_reason = :reason, ' +
+        'last_error = CASE WHEN :set_error THEN :last_error ELSE last_error END, updated_at = :now ' +
+        `WHERE id = :id RETURNING ${COLS}`,
+    );
     this.#guestIps = db.prepare('SELECT guest_ip FROM vms WHERE guest_ip IS NOT NULL');
   }
 
@@ -199,6 +224,8 @@ export class VmsRepo {
       created,
       null,
       vm.warmTemplate ?? null,
+      null,
+      null,
     );
     if (!row) throw new Error('vms insert returned no row');
     return toVm(row);
@@ -231,6 +258,24 @@ export class VmsRepo {
       params[col] = v === undefined ? null : bind(v);
     }
     const r = this.#update.get(params);
+    if (!r) throw new StoreError('not_found', `no VM with id ${id}`);
+    return toVm(r);
+  }
+
+  /**
+   * Write a state (and its reason). Only the lifecycle owner calls this, after checking the
+   * transition (src/vm/states.ts); everything else changes VMs through update(), which cannot
+   * touch the state. Throws StoreError 'not_found'.
+   */
+  writeState(id: string, w: VmStateWrite): VmRow {
+    const r = this.#writeState.get({
+      id,
+      state: w.state,
+      reason: w.reason,
+      set_error: w.lastError === undefined ? 0 : 1,
+      last_error: w.lastError ?? null,
+      now: this.#now().toISOString(),
+    });
     if (!r) throw new StoreError('not_found', `no VM with id ${id}`);
     return toVm(r);
   }

@@ -35,6 +35,8 @@ export function vmToWire(d: MachineDeps, row: VmRow, image: ImageRow | undefined
   }
   if (row.lastStartedAt) vm.last_started_at = row.lastStartedAt;
   if (row.lastError) vm.last_error = row.lastError;
+  if (row.stateReason) vm.state_reason = row.stateReason;
+  if (row.lastExit) vm.last_exit = row.lastExit;
   if (row.warmTemplate) vm.warm_template = row.warmTemplate;
   const ws = asWorkspace(row.workspace);
   if (ws) vm.workspace = ws;

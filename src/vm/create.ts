@@ -5,7 +5,7 @@ import { buildSeedImage, randomMachineId } from '../image/seed.ts';
 import type { VmNetwork } from './network.ts';
 import type { OperationTracker } from '../ops/operations.ts';
 import { ErrorResponse } from '../rpc/errors.ts';
-import type { ImageRow, KernelRow, NewVm, Store, VmRow } from '../store/index.ts';
+import type { ImageRow, KernelRow, NewVm, Store, VmRow, VmState } from '../store/index.ts';
 import { createOverlay } from './disk.ts';
 import { vmFiles } from './layout.ts';
 import {
@@ -32,6 +32,8 @@ export interface CreateDeps extends MachineDeps {
   ) => Promise<{ image: ImageRow; kernel: KernelRow }>;
   /** Warm templates; absent: every VM boots cold. */
   warm?: WarmSource;
+  /** The lifecycle owner's state writer (src/vm/lifecycle.ts): the only way to change a state. */
+  setState: (vm: VmRow, to: VmState, reason?: string | null) => VmRow;
 }
 
 export interface WarmSource {
@@ -132,7 +134,7 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
       const why = err instanceof Error ? err.message : String(err);
       d.log.warn({ vm: vm.name, err: why }, 'warm start failed; undoing it and booting cold');
       await t.rollbackTo(afterNetwork);
-      vm = d.store.vms.update(vm.id, { warmTemplate: null, state: 'creating' });
+      vm = d.store.vms.update(vm.id, { warmTemplate: null });
       t.stepDone('warm_fallback', { durationMs: 0, detail: `warm start failed (${why}); booting cold` });
     }
   }
@@ -208,8 +210,8 @@ async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow, restore
     );
     return r;
   });
-  const booted = d.store.vms.recordBoot(vm.id);
-  return d.store.vms.update(booted.id, { state: 'running', lastError: null });
+  // The VM stays `creating` until it answers as itself: a crash before this line is undone.
+  return d.setState(d.store.vms.recordBoot(vm.id), 'running');
 }
 
 async function coldSteps(
@@ -224,9 +226,8 @@ async function coldSteps(
     path: image.rootfsPath,
     format: image.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
   });
-  let { vm } = await seedStep(d, t, vm0);
-  if (!start) return d.store.vms.update(vm.id, { state: 'stopped' });
-  vm = d.store.vms.update(vm.id, { state: 'starting' });
+  const { vm } = await seedStep(d, t, vm0);
+  if (!start) return d.setState(vm, 'stopped');
   for (let attempt = 1; ; attempt++) {
     const beforeBoot = t.undoMark();
     await t.step(
@@ -255,7 +256,7 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
   const files = vmFiles(d.stateDir, vm0.id);
   await diskStep(d, t, vm0, { path: tpl.disk, format: 'qcow2' });
   const seeded = await seedStep(d, t, vm0);
-  const vm = d.store.vms.update(vm0.id, { state: 'starting' });
+  const vm = seeded.vm;
   await t.step(
     'restore',
     async () => {

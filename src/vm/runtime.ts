@@ -1,22 +1,37 @@
 // Live VMM handles by VM id. A handle is attached when a VM boots (or when a restarted daemon
-// reattaches to a VM that kept running); its exit is watched so a guest that powers itself off
-// is recorded as stopped.
-import type { VmmDriver, VmmHandle } from '../engine/index.ts';
+// reattaches to a VM that kept running); its exit and its events are watched and handed to the
+// lifecycle owner (src/vm/lifecycle.ts), which records what they mean.
+import type { ExitInfo, VmmDriver, VmmEvent, VmmHandle } from '../engine/index.ts';
 import type { Logger } from '../log/logger.ts';
 
-export type ExitListener = (vmId: string, expected: boolean) => void;
+export type ExitListener = (vmId: string, expected: boolean, info: ExitInfo) => void;
+export type EventListener = (vmId: string, event: VmmEvent) => void;
 
 export class VmRuntime {
   private readonly handles = new Map<string, VmmHandle>();
+  private readonly unsubscribe = new Map<string, () => void>();
   private readonly expecting = new Set<string>();
   readonly driver: VmmDriver;
   private readonly log: Logger;
-  private readonly onExit: ExitListener;
+  private onExit: ExitListener;
+  private onEvent: EventListener | undefined;
 
-  constructor(driver: VmmDriver, log: Logger, onExit: ExitListener) {
+  constructor(
+    driver: VmmDriver,
+    log: Logger,
+    onExit: ExitListener = () => undefined,
+    onEvent?: EventListener,
+  ) {
     this.driver = driver;
     this.log = log;
     this.onExit = onExit;
+    this.onEvent = onEvent;
+  }
+
+  /** Who hears exits and events (the lifecycle owner, which is made after the runtime). */
+  listen(onExit: ExitListener, onEvent?: EventListener): void {
+    this.onExit = onExit;
+    this.onEvent = onEvent;
   }
 
   get(id: string): VmmHandle | undefined {
@@ -27,11 +42,22 @@ export class VmRuntime {
     return this.handles.has(id);
   }
 
+  /** Ids of every attached VMM. */
+  ids(): string[] {
+    return [...this.handles.keys()];
+  }
+
   attach(id: string, handle: VmmHandle): void {
     this.handles.set(id, handle);
+    this.unsubscribe.set(
+      id,
+      handle.onEvent((ev) => {
+        if (this.handles.get(id) === handle && ev.kind !== 'exit') this.onEvent?.(id, ev);
+      }),
+    );
     void handle.waitExit().then(
-      (info) => this.exited(id, handle, `code ${info.code ?? '?'}, signal ${info.signal ?? 'none'}`),
-      (err: unknown) => this.exited(id, handle, String(err)),
+      (info) => this.exited(id, handle, info),
+      (err: unknown) => this.exited(id, handle, { code: null, signal: null, reason: String(err) }),
     );
   }
 
@@ -40,12 +66,17 @@ export class VmRuntime {
     this.expecting.add(id);
   }
 
-  private exited(id: string, handle: VmmHandle, how: string): void {
+  private exited(id: string, handle: VmmHandle, info: ExitInfo): void {
     if (this.handles.get(id) !== handle) return;
     this.handles.delete(id);
+    this.unsubscribe.get(id)?.();
+    this.unsubscribe.delete(id);
     const expected = this.expecting.delete(id);
-    this.log.info({ vm_id: id, pid: handle.pid, expected, how }, 'VMM exited');
-    this.onExit(id, expected);
+    this.log.info(
+      { vm_id: id, pid: handle.pid, expected, code: info.code, signal: info.signal, how: info.reason },
+      'VMM exited',
+    );
+    this.onExit(id, expected, info);
   }
 
   /** Reattach to a VM that may have kept running while the daemon was away. */
@@ -59,6 +90,8 @@ export class VmRuntime {
   async releaseAll(): Promise<void> {
     const all = [...this.handles.values()];
     this.handles.clear(); // no exit after this point is a VM stopping
+    for (const u of this.unsubscribe.values()) u();
+    this.unsubscribe.clear();
     await Promise.all(all.map((h) => h.release().catch(() => undefined)));
   }
 }

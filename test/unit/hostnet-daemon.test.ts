@@ -89,6 +89,7 @@ describe('daemon bridge mode with the recording fake', () => {
       network: net,
       store,
       installPubKey: async () => 'ssh-ed25519 AAAA test',
+      setState: (vm, to, reason) => store.vms.writeState(vm.id, { state: to, reason: reason ?? null }),
       resolveImage: async (name) => {
         const image = store.images.getByName(name ?? imageName)!;
         return { image, kernel: store.kernels.getById(image.kernelId)! };

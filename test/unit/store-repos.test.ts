@@ -256,6 +256,8 @@ describe('vms', () => {
       updatedAt: '2025-01-01T00:00:00.000Z',
       lastStartedAt: null,
       warmTemplate: null,
+      stateReason: null,
+      lastExit: null,
     });
     expect(store.vms.getByName('dev')).toEqual(v);
     expect(store.vms.getById(v.id)).toEqual(v);
@@ -305,10 +307,9 @@ describe('vms', () => {
       vm(imageId, 'dev', { guestIp: '10.0.0.2', sshHostKey: 'ssh-ed25519 AAA', nat: true }),
     );
     t += 60_000;
-    const u = store.vms.update(v.id, { state: 'error', lastError: 'boom', guestIp: null, workspace: [1, 2] });
+    const u = store.vms.update(v.id, { lastError: 'boom', guestIp: null, workspace: [1, 2] });
     expect(u).toEqual({
       ...v,
-      state: 'error',
       lastError: 'boom',
       guestIp: null,
       workspace: [1, 2],
@@ -322,11 +323,30 @@ describe('vms', () => {
     expect(u2.nat).toBe(false);
     expect(u2.workspace).toBeNull();
     expect(u2.lastStartedAt).toBe('2025-01-01T00:01:00.000Z');
-    expect(u2.state).toBe('error');
+    expect(u2.state).toBe('creating');
 
     expect(
       isStoreError(
-        caught(() => store.vms.update('missing', { state: 'stopped' })),
+        caught(() => store.vms.update('missing', { nat: true })),
+        'not_found',
+      ),
+    ).toBe(true);
+  });
+
+  it('writeState sets the state and its reason, and last_error only when told', () => {
+    const { imageId } = seed();
+    const v = store.vms.insert(vm(imageId, 'dev'));
+    t += 1000;
+    const e = store.vms.writeState(v.id, { state: 'error', reason: 'boom', lastError: 'boom' });
+    expect(e).toMatchObject({ state: 'error', stateReason: 'boom', lastError: 'boom' });
+    expect(e.updatedAt).toBe('2025-01-01T00:00:01.000Z');
+    const p = store.vms.writeState(v.id, { state: 'paused', reason: 'host disk full' });
+    expect(p).toMatchObject({ state: 'paused', stateReason: 'host disk full', lastError: 'boom' });
+    const r = store.vms.writeState(v.id, { state: 'running', reason: null, lastError: null });
+    expect(r).toMatchObject({ state: 'running', stateReason: null, lastError: null });
+    expect(
+      isStoreError(
+        caught(() => store.vms.writeState('missing', { state: 'stopped', reason: null })),
         'not_found',
       ),
     ).toBe(true);
@@ -336,9 +356,7 @@ describe('vms', () => {
     const { imageId } = seed();
     store.vms.insert(vm(imageId, 'a'));
     const b = store.vms.insert(vm(imageId, 'b'));
-    expect(isUniqueViolation(caught(() => store.vms.update(b.id, { name: 'a', state: 'running' })))).toBe(
-      true,
-    );
+    expect(isUniqueViolation(caught(() => store.vms.update(b.id, { name: 'a', nat: true })))).toBe(true);
     expect(store.vms.getById(b.id)?.state).toBe('creating');
   });
 

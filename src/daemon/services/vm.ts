@@ -1,6 +1,5 @@
 // The VM service: lifecycle methods of schema/methods.json's vm.* namespace. Long work (create)
 // runs as an operation whose id is the op id of the RPC that began it.
-import { rm } from 'node:fs/promises';
 import type { VmService } from '../../../generated/handlers.gen.ts';
 import type * as T from '../../../generated/types.gen.ts';
 import type { RpcContext } from '../../rpc/context.ts';
@@ -9,17 +8,15 @@ import type { Store, VmRow } from '../../store/index.ts';
 import type { DaemonConfig } from '../config.ts';
 import type { OperationRegistry } from '../../ops/operations.ts';
 import { vmToWire } from '../../vm/convert.ts';
-import { runCreate, type CreateDeps } from '../../vm/create.ts';
+import { DEFAULT_STOP_TIMEOUT_MS, VmLifecycle, type LifecycleDeps } from '../../vm/lifecycle.ts';
 import { diskInfo } from '../../vm/disk.ts';
 import { macFor, vmFiles } from '../../vm/layout.ts';
-import { BootStalledError, bootVmm, killVmm, sshTarget, waitReady } from '../../vm/machine.ts';
-import { randomVmName, validateVmName } from '../../vm/names.ts';
+import { sshTarget } from '../../vm/machine.ts';
 import { procUsage } from '../../vm/procstat.ts';
-import { parseSize } from '../../vm/sizes.ts';
-import { hostKeyAlias, SSH_KEX_ALGORITHMS, sshExec, unpinHostKey } from '../../vm/ssh.ts';
+import { SSH_KEX_ALGORITHMS, sshExec } from '../../vm/ssh.ts';
 import { newId } from '../../store/index.ts';
 import { parseSsListen, SS_COMMAND } from '../guest-ports.ts';
-import { modeWithoutNetwork as rootlessMode, requireNetwork } from '../../vm/network.ts';
+import { modeWithoutNetwork as rootlessMode } from '../../vm/network.ts';
 import { planCreate } from '../../vm/plan.ts';
 import {
   asWorkspace,
@@ -31,21 +28,22 @@ import {
 } from '../../vm/workspace.ts';
 import { DEFAULT_IMAGE_NAME } from './image.ts';
 
-export interface VmServiceDeps extends CreateDeps {
+export interface VmServiceDeps extends LifecycleDeps {
   store: Store;
   ops: OperationRegistry;
   config: DaemonConfig;
+  /** The lifecycle owner; made from the same deps when absent. */
+  lifecycle?: VmLifecycle;
 }
-
-const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 
 export class VmServiceImpl implements VmService {
   private readonly d: VmServiceDeps;
-  /** VM id → what it is busy with; one lifecycle operation per VM at a time. */
-  private readonly busy = new Map<string, string>();
+  /** Every state change, lock and VMM event of a VM goes through it. */
+  readonly lifecycle: VmLifecycle;
 
   constructor(deps: VmServiceDeps) {
     this.d = deps;
+    this.lifecycle = deps.lifecycle ?? new VmLifecycle(deps);
   }
 
   // ---- helpers -------------------------------------------------------------------------
@@ -60,47 +58,20 @@ export class VmServiceImpl implements VmService {
     return vmToWire(this.d, row, this.d.store.images.getById(row.imageId));
   }
 
-  private async exclusive<R>(vm: VmRow, what: string, fn: () => Promise<R>): Promise<R> {
-    const cur = this.busy.get(vm.id);
-    if (cur) throw new ErrorResponse('conflict', `vm "${vm.name}" is busy (${cur})`);
-    this.busy.set(vm.id, what);
-    try {
-      return await fn();
-    } finally {
-      this.busy.delete(vm.id);
-    }
-  }
-
-  /** Called by the runtime when a VMM exits. */
-  onVmmExit(vmId: string, expected: boolean): void {
-    const row = this.d.store.vms.getById(vmId);
-    if (!row) return;
-    if (!expected && (row.state === 'running' || row.state === 'starting')) {
-      this.d.log.warn({ vm: row.name }, 'VMM exited on its own; marking the VM stopped');
-      this.d.store.vms.update(vmId, { state: 'stopped' });
-    }
-  }
-
-  /** Start-up: find VMs that kept running while the daemon was away. */
+  /** Start-up: make the database and the world agree (src/vm/lifecycle.ts). */
   async reconcile(): Promise<void> {
-    for (const row of this.d.store.vms.list()) {
-      if (row.state === 'creating') {
-        // A create interrupted by a daemon crash: its pipeline is gone; mark it failed.
-        this.d.store.vms.update(row.id, {
-          state: 'error',
-          lastError: 'create interrupted by a daemon restart',
-        });
-        continue;
-      }
-      const h = await this.d.runtime.reattach(row.id, vmFiles(this.d.stateDir, row.id).dir).catch(() => null);
-      if (h) {
-        if (row.state !== 'running') this.d.store.vms.update(row.id, { state: 'running' });
-        this.d.log.info({ vm: row.name, pid: h.pid }, 'reattached to running VM');
-      } else if (row.state === 'running' || row.state === 'starting' || row.state === 'stopping') {
-        this.d.store.vms.update(row.id, { state: 'stopped' });
-        this.d.log.info({ vm: row.name }, 'VM stopped while the daemon was away');
-      }
-    }
+    const r = await this.lifecycle.reconcile();
+    this.d.log.info(
+      {
+        reattached: r.reattached.length,
+        undone: r.undone,
+        stopped: r.stopped,
+        deleted: r.deleted,
+        orphans: r.orphans,
+        templates: r.templates.length,
+      },
+      'VMs reconciled',
+    );
   }
 
   // ---- create ----------------------------------------------------------------------------
@@ -113,53 +84,32 @@ export class VmServiceImpl implements VmService {
   }
 
   async createBegin(p: T.VmCreateBeginParams, ctx: RpcContext): Promise<T.VmCreateBeginResult> {
-    const cfg = this.d.config.vm_defaults;
-    const name = p.name !== undefined ? validateVmName(p.name) : randomVmName((n) => this.nameTaken(n));
-    if (this.nameTaken(name)) throw new ErrorResponse('already_exists', `vm "${name}" already exists`);
-    const networkMode = this.d.network
-      ? await this.d.network.chooseMode(p.network, p.nat ?? false)
-      : rootlessMode(p.network, p.nat ?? false);
-    if (p.image !== undefined && !this.d.store.images.getByName(p.image))
-      throw notFound(`image "${p.image}"`);
-    const diskSizeBytes = parseSize(p.disk_size ?? cfg.disk_size, 'disk size');
-    if (diskSizeBytes < 512 * 1024 * 1024)
-      throw new ErrorResponse('bad_request', 'disk size must be at least 512M');
+    // The same resolution (and the same errors) as vm.create.plan.
+    const plan = await this.createPlan(p);
     const id = newId();
-    const t = this.d.ops.begin(ctx.opId, 'vm.create', 'vm.create.begin', { vm: name });
-    this.reserved.set(name, ctx.opId);
+    const t = this.d.ops.begin(ctx.opId, 'vm.create', 'vm.create.begin', { vm: plan.name });
+    this.reserved.set(plan.name, ctx.opId);
     const draft = {
       id,
-      name,
-      vcpus: p.vcpus ?? cfg.vcpus,
-      memoryMib: p.memory_mib ?? cfg.memory_mib,
-      diskSizeBytes,
-      networkMode,
+      name: plan.name,
+      vcpus: plan.vcpus,
+      memoryMib: plan.memory_mib,
+      diskSizeBytes: plan.disk_size_bytes,
+      networkMode: plan.network,
       mac: macFor(id),
-      nat: p.nat ?? false,
+      nat: plan.nat,
     };
-    this.busy.set(id, 'creating');
     // Runs on in the background inside this call's async context: its logs carry this op id.
-    void runCreate(this.d, t, {
-      draft,
-      imageName: p.image,
-      start: p.start ?? true,
-      cold: p.cold ?? false,
-      onRecorded: () => this.reserved.delete(name),
-    })
-      .then(() => t.succeed())
-      .catch(async (err: unknown) => {
-        this.d.log.warn(
-          { err: err instanceof Error ? err.message : String(err), vm: name },
-          'create failed; undoing',
-        );
-        await t.rollback();
-        t.fail(err);
+    void this.lifecycle
+      .create(t, {
+        draft,
+        imageName: p.image,
+        start: p.start ?? true,
+        cold: p.cold ?? false,
+        onRecorded: () => this.reserved.delete(plan.name),
       })
-      .finally(() => {
-        this.busy.delete(id);
-        this.reserved.delete(name);
-      });
-    return { operation_id: ctx.opId, name };
+      .finally(() => this.reserved.delete(plan.name));
+    return { operation_id: ctx.opId, name: plan.name };
   }
 
   async createStatus(p: T.VmCreateStatusParams): Promise<T.VmCreateStatusResult> {
@@ -197,140 +147,41 @@ export class VmServiceImpl implements VmService {
 
   // ---- lifecycle -------------------------------------------------------------------------
 
-  async start(p: T.VmStartParams, ctx: RpcContext): Promise<T.VmStartResult> {
-    const vm = this.find(p.name);
-    return this.exclusive(vm, 'starting', async () => ({
-      vm: this.wire(await this.startRow(vm, ctx.signal)),
-    }));
-  }
-
-  private async startRow(vm: VmRow, signal: AbortSignal): Promise<VmRow> {
-    if (this.d.runtime.isRunning(vm.id))
-      throw new ErrorResponse('conflict', `vm "${vm.name}" is already running`);
-    if (vm.state === 'creating' || vm.state === 'deleting')
-      throw new ErrorResponse('conflict', `vm "${vm.name}" is ${vm.state}`);
-    const image = this.d.store.images.getById(vm.imageId);
-    const kernel = image ? this.d.store.kernels.getById(image.kernelId) : undefined;
-    if (!image || !kernel)
-      throw new ErrorResponse('conflict', `vm "${vm.name}": its image or kernel is gone`);
-    let row = this.d.store.vms.update(vm.id, { state: 'starting' });
-    try {
-      // Bridged: make sure bridge, tap and NAT are there (a host reboot removes them).
-      if (row.networkMode === 'bridge') await requireNetwork(this.d, row).attach(row);
-      // A client that goes away does not abort a start; the VM just keeps booting.
-      void signal;
-      for (let attempt = 1; ; attempt++) {
-        await bootVmm(this.d, row, kernel, 'vm.start');
-        try {
-          await waitReady(this.d, row, new AbortController().signal);
-          break;
-        } catch (err) {
-          // A boot stuck with a silent console is retried once.
-          if (!(err instanceof BootStalledError) || attempt > 1) throw err;
-          this.d.log.warn(
-            { vm: row.name, err: err.message },
-            'boot stalled; killing the VMM and booting again',
-          );
-          await killVmm(this.d, row.id);
-        }
-      }
-      row = this.d.store.vms.recordBoot(vm.id);
-      return this.d.store.vms.update(vm.id, { state: 'running', lastError: null });
-    } catch (err) {
-      const msg = err instanceof Error ? err.message : String(err);
-      const state = this.d.runtime.isRunning(vm.id) ? 'running' : 'error';
-      this.d.store.vms.update(vm.id, { state, lastError: msg });
-      throw err;
-    }
-  }
-
-  private async stopRow(
-    vm: VmRow,
-    timeoutMs: number,
-  ): Promise<{ row: VmRow; clean: boolean; forced: boolean }> {
-    const h = this.d.runtime.get(vm.id);
-    if (!h) throw new ErrorResponse('not_running', `vm "${vm.name}" is not running`);
-    this.d.store.vms.update(vm.id, { state: 'stopping' });
-    this.d.runtime.expectExit(vm.id);
-    const res = await h.shutdownGraceful(timeoutMs);
-    let forced = false;
-    if (res === 'timeout') {
-      this.d.log.warn(
-        { vm: vm.name, timeout_ms: timeoutMs },
-        'guest did not power off in time; killing the VMM',
-      );
-      await h.kill('SIGKILL');
-      forced = true;
-    }
-    await h.waitExit();
-    const row = this.d.store.vms.update(vm.id, { state: 'stopped' });
-    return { row, clean: !forced, forced };
+  async start(p: T.VmStartParams): Promise<T.VmStartResult> {
+    return { vm: this.wire(await this.lifecycle.start(this.find(p.name))) };
   }
 
   async stop(p: T.VmStopParams): Promise<T.VmStopResult> {
-    const vm = this.find(p.name);
-    return this.exclusive(vm, 'stopping', async () => {
-      const r = await this.stopRow(vm, p.timeout_ms ?? DEFAULT_STOP_TIMEOUT_MS);
-      return { vm: this.wire(r.row), clean: r.clean, forced: r.forced };
-    });
+    const r = await this.lifecycle.stop(this.find(p.name), p.timeout_ms ?? DEFAULT_STOP_TIMEOUT_MS);
+    return { vm: this.wire(r.row), clean: r.clean, forced: r.forced };
   }
 
-  async restart(p: T.VmRestartParams, ctx: RpcContext): Promise<T.VmRestartResult> {
+  async restart(p: T.VmRestartParams): Promise<T.VmRestartResult> {
     const vm = this.find(p.name);
-    return this.exclusive(vm, 'restarting', async () => {
-      if (this.d.runtime.isRunning(vm.id)) await this.stopRow(vm, DEFAULT_STOP_TIMEOUT_MS);
-      return { vm: this.wire(await this.startRow(this.find(vm.id), ctx.signal)) };
-    });
+    if (this.d.runtime.isRunning(vm.id)) await this.lifecycle.stop(vm, DEFAULT_STOP_TIMEOUT_MS);
+    return { vm: this.wire(await this.lifecycle.start(this.find(vm.id))) };
   }
 
   async kill(p: T.VmKillParams): Promise<T.VmKillResult> {
-    const vm = this.find(p.name);
-    const h = this.d.runtime.get(vm.id);
-    if (!h) throw new ErrorResponse('not_running', `vm "${vm.name}" is not running`);
-    this.d.runtime.expectExit(vm.id);
-    await h.kill(`SIG${p.signal ?? 'KILL'}` as NodeJS.Signals);
-    const exited = await Promise.race([
-      h.waitExit().then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 10_000)),
-    ]);
-    if (!exited)
-      throw new ErrorResponse(
-        'operation_failed',
-        `vm "${vm.name}" did not exit after SIG${p.signal ?? 'KILL'}`,
-      );
-    return { vm: this.wire(this.d.store.vms.update(vm.id, { state: 'stopped' })) };
+    const signal = `SIG${p.signal ?? 'KILL'}` as NodeJS.Signals;
+    return { vm: this.wire(await this.lifecycle.kill(this.find(p.name), signal)) };
+  }
+
+  async resume(p: T.VmResumeParams): Promise<T.VmResumeResult> {
+    return { vm: this.wire(await this.lifecycle.resume(this.find(p.name))) };
   }
 
   async delete(p: T.VmDeleteParams): Promise<T.VmDeleteResult> {
     const vm = this.find(p.name);
-    return this.exclusive(vm, 'deleting', async () => {
-      await this.deleteRow(vm);
-      return { name: vm.name, deleted: true as const };
-    });
-  }
-
-  private async deleteRow(vm: VmRow): Promise<void> {
-    if (this.d.runtime.isRunning(vm.id)) await this.stopRow(vm, 10_000);
-    this.d.store.vms.update(vm.id, { state: 'deleting' });
-    if (vm.networkMode === 'bridge' && this.d.network) {
-      // Tap and NAT go with the VM; if the helper fails now, start-up reconciliation collects them.
-      await this.d.network
-        .detach(vm)
-        .catch((err: unknown) =>
-          this.d.log.warn({ vm: vm.name, err: (err as Error).message }, 'could not remove the VM network'),
-        );
-    }
-    await unpinHostKey(this.d.ssh, hostKeyAlias(vm.name));
-    await rm(vmFiles(this.d.stateDir, vm.id).dir, { recursive: true, force: true });
-    this.d.store.vms.delete(vm.id);
-    if (vm.warmTemplate) this.d.warm?.vmDeleted?.(vm);
+    await this.lifecycle.delete(vm);
+    return { name: vm.name, deleted: true as const };
   }
 
   async set(p: T.VmSetParams): Promise<T.VmSetResult> {
     const vm = this.find(p.name);
     if (p.vcpus === undefined && p.memory_mib === undefined)
       throw new ErrorResponse('bad_request', 'nothing to change: give vcpus or memory_mib');
-    return this.exclusive(vm, 'updating', async () => {
+    return this.lifecycle.exclusive(vm, 'updating', async () => {
       if (this.d.runtime.isRunning(vm.id) || vm.state !== 'stopped') {
         throw new ErrorResponse(
           'conflict',
@@ -351,12 +202,12 @@ export class VmServiceImpl implements VmService {
       const prunable =
         (vm.state === 'stopped' || vm.state === 'error') &&
         !this.d.runtime.isRunning(vm.id) &&
-        !this.busy.has(vm.id);
+        !this.lifecycle.busyWith(vm.id);
       if (!prunable) {
         kept.push(vm.name);
         continue;
       }
-      if (!p.dry_run) await this.exclusive(vm, 'deleting', () => this.deleteRow(vm));
+      if (!p.dry_run) await this.lifecycle.delete(vm);
       deleted.push(vm.name);
     }
     return { deleted, kept };
@@ -479,7 +330,7 @@ export class VmServiceImpl implements VmService {
     ctx: RpcContext,
   ): Promise<T.VmWorkspacePrepareResult> {
     const vm = this.find(p.name);
-    return this.exclusive(vm, 'preparing a workspace', async () => {
+    return this.lifecycle.exclusive(vm, 'preparing a workspace', async () => {
       const req: PrepareRequest = { path: p.path };
       if (p.guest_path !== undefined) req.guestPath = p.guest_path;
       if (p.include_untracked !== undefined) req.includeUntracked = p.include_untracked;
@@ -501,7 +352,7 @@ export class VmServiceImpl implements VmService {
         'conflict',
         `vm "${vm.name}" has no workspace; copy one in with: banger vm workspace prepare ${vm.name} PATH`,
       );
-    return this.exclusive(vm, 'exporting its workspace', () =>
+    return this.lifecycle.exclusive(vm, 'exporting its workspace', () =>
       exportWorkspace(this.guestRunner(vm), ws, p.base_commit, { signal: ctx.signal }),
     );
   }

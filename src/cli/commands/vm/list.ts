@@ -11,7 +11,16 @@ import {
 } from '../../format.ts';
 import { renderRows, type Column } from '../../table.ts';
 
-const STATES = ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'] as const;
+const STATES = [
+  'creating',
+  'stopped',
+  'starting',
+  'running',
+  'paused',
+  'stopping',
+  'error',
+  'deleting',
+] as const;
 
 export function vmColumns(color: boolean, now: number): Column<Vm>[] {
   const stateStyle = (s: VmState): 'green' | 'red' | 'yellow' | 'dim' =>
