@@ -1,6 +1,7 @@
 // Special methods: their own encoding or pre-service validation, so they are named handlers
 // rather than generic adapters. vm.logs streams; vm.ssh must say not_found / not_running.
 import { open, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { SpecialHandlers } from '../../generated/handlers.gen.ts';
 import { PROTOCOL_VERSION } from '../../generated/methods.gen.ts';
 import type { PingResult, ShutdownResult, VmLogsParams, VmLogsResult } from '../../generated/types.gen.ts';
@@ -79,7 +80,8 @@ async function* follow(
     }
     // Stop once the VM is gone and the file has stopped growing.
     if (!stillRunning() && ++idle > 2) return;
-    await new Promise((r) => setTimeout(r, 200));
+    // The server aborts the signal when the client hangs up: stop polling at once.
+    await sleep(200, undefined, { signal: ctx.signal }).catch(() => undefined);
   }
 }
 

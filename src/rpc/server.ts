@@ -11,9 +11,10 @@ import {
   type PeerCred,
   type RpcContext,
 } from './context.ts';
+import { endAndClose, hungUp, readRequestLine, writeLine } from './connection.ts';
 import {
   isStreamResponse,
-  MAX_REQUEST_BYTES,
+  type FinalResponse,
   type HandlerResponse,
   type RequestEnvelope,
   type ResponseEnvelope,
@@ -33,6 +34,13 @@ export interface RpcServerOptions {
   authorize?: (socket: Socket) => { ok: true; peer: PeerCred } | { ok: false; reason: string };
   /** How long a client may take to send its request line. */
   requestTimeoutMs?: number;
+  /**
+   * After the last line is flushed: how long a client that has not ended its side may keep the
+   * connection (to finish writing, read the answer) before it is destroyed regardless.
+   */
+  lingerMs?: number;
+  /** How long the last line may take to reach a client that does not read it. */
+  flushTimeoutMs?: number;
   /** Called after a response was written (e.g. to shut down after `shutdown`). */
   onResponded?: (method: string, ok: boolean) => void;
   /** Called once per call after its summary line, with what the line says (op records). */
@@ -57,6 +65,8 @@ export interface RpcFinished {
 }
 
 export function createRpcServer(opts: RpcServerOptions): Server {
+  // Half-open allowed: a client may end its side right after the request line and still read
+  // the answer. endAndClose() is what guarantees every socket is destroyed in the end.
   const server = createServer({ allowHalfOpen: true }, (socket) => {
     void serveConnection(socket, opts).catch((err: unknown) => {
       opts.log.error({ err }, 'connection handler crashed');
@@ -64,52 +74,6 @@ export function createRpcServer(opts: RpcServerOptions): Server {
     });
   });
   return server;
-}
-
-type ReadResult = { line: string } | { error: ErrorResponse };
-
-function readRequestLine(socket: Socket, timeoutMs: number): Promise<ReadResult> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    const finish = (r: ReadResult): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.off('error', onEnd);
-      socket.pause();
-      resolve(r);
-    };
-    const timer = setTimeout(
-      () =>
-        finish({
-          error: new ErrorResponse('bad_request', `no complete request line within ${timeoutMs} ms`),
-        }),
-      timeoutMs,
-    );
-    const onData = (buf: Buffer): void => {
-      const nl = buf.indexOf(0x0a);
-      const take = nl === -1 ? buf : buf.subarray(0, nl);
-      size += take.length;
-      if (size > MAX_REQUEST_BYTES) {
-        finish({ error: new ErrorResponse('bad_request', `request larger than ${MAX_REQUEST_BYTES} bytes`) });
-        return;
-      }
-      chunks.push(take);
-      if (nl !== -1) finish({ line: Buffer.concat(chunks).toString('utf8') });
-    };
-    const onEnd = (): void => {
-      if (size === 0)
-        finish({ error: new ErrorResponse('bad_request', 'connection closed before a request') });
-      else finish({ line: Buffer.concat(chunks).toString('utf8') });
-    };
-    socket.on('data', onData);
-    socket.on('end', onEnd);
-    socket.on('error', onEnd);
-  });
 }
 
 /** Decode one request line into an envelope, or say precisely why it is malformed. */
@@ -151,13 +115,6 @@ export function decodeEnvelope(line: string): RequestEnvelope | ErrorResponse {
   return env;
 }
 
-function write(socket: Socket, obj: unknown): Promise<void> {
-  return new Promise((resolve) => {
-    if (socket.destroyed || !socket.writable) return resolve();
-    socket.write(`${JSON.stringify(obj)}\n`, () => resolve());
-  });
-}
-
 async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<void> {
   socket.on('error', () => undefined);
   const startedAt = Date.now();
@@ -174,6 +131,8 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
   }
   const abort = new AbortController();
   let responded = false;
+  // A plain call is canceled only when the connection is gone: a client may half-close after
+  // its request and still wait for a long answer. A stream also ends on the client's EOF below.
   socket.on('close', () => {
     if (!responded) abort.abort();
   });
@@ -191,12 +150,7 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
     let final: ResponseEnvelope;
     if (isStreamResponse(response)) {
       try {
-        for await (const frame of response.stream) {
-          if (socket.destroyed) break;
-          await write(socket, { ok: true, frame, op_id: opId });
-        }
-        final = { ok: true, result: response.final() ?? null, op_id: opId };
-        (final as { final?: boolean }).final = true;
+        final = await pump(socket, response, opId, abort);
       } catch (err) {
         final = errorEnvelope(toErrorResponse(err, opId));
       }
@@ -204,8 +158,10 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
       final = response;
     }
     responded = true;
-    await write(socket, final);
-    socket.end();
+    await endAndClose(socket, `${JSON.stringify(final)}\n`, {
+      lingerMs: opts.lingerMs ?? 2_000,
+      flushTimeoutMs: opts.flushTimeoutMs ?? 30_000,
+    });
     const duration_ms = Date.now() - startedAt;
     if (final.ok) {
       opts.log.info({ method, duration_ms }, `${opts.summaryPrefix} completed`);
@@ -236,6 +192,48 @@ async function serveConnection(socket: Socket, opts: RpcServerOptions): Promise<
     }
     opts.onResponded?.(method, final.ok);
   });
+}
+
+/**
+ * Send a stream's frames until it ends or the client hangs up. The hang-up is watched on its
+ * own, not learned from a failed write: it aborts the call's signal at once, so the producer
+ * stops its work (a follow that has nothing to write would otherwise run until the VM stops),
+ * and the loop stops waiting for a frame or for a write the client will never read.
+ */
+async function pump(
+  socket: Socket,
+  response: { stream: AsyncIterable<unknown>; final: () => unknown },
+  opId: string,
+  abort: AbortController,
+): Promise<ResponseEnvelope> {
+  let streaming = true;
+  const gone = hungUp(socket).then(() => {
+    if (streaming) abort.abort();
+    return 'gone' as const;
+  });
+  const it = response.stream[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const pending = it.next();
+      // Raced against the hang-up: a producer that fails after we stopped listening is no error.
+      pending.catch(() => undefined);
+      const next = await Promise.race([pending, gone]);
+      if (next === 'gone') break;
+      if (next.done) return finalOf(response, opId);
+      const frame = `${JSON.stringify({ ok: true, frame: next.value, op_id: opId })}\n`;
+      if ((await Promise.race([writeLine(socket, frame), gone])) === 'gone') break;
+    }
+  } finally {
+    streaming = false;
+  }
+  // The client hung up: let the producer wind down in the background (the signal told it to).
+  Promise.resolve(it.return?.()).catch(() => undefined);
+  return finalOf(response, opId);
+}
+
+function finalOf(response: { final: () => unknown }, opId: string): ResponseEnvelope {
+  const final: FinalResponse = { ok: true, result: response.final() ?? null, op_id: opId, final: true };
+  return final;
 }
 
 function errorEnvelope(e: ErrorResponse): ResponseEnvelope {
