@@ -51,6 +51,15 @@ export function decodeQmpEvent(ev: QmpEvent, now?: () => Date): VmmEvent | null 
   }
 }
 
+/**
+ * The index into VmLaunchSpec.disks of a block_io_error's `device`: the QEMU driver names the
+ * drives disk0, disk1, ... in spec order. Null for any other name.
+ */
+export function diskIndexOf(device: string): number | null {
+  const m = /^disk(\d+)$/.exec(device);
+  return m ? Number(m[1]) : null;
+}
+
 /** A set of event listeners; one that throws is logged and the rest still run. */
 export class EventHub {
   private readonly listeners = new Set<VmmEventListener>();

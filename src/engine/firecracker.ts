@@ -295,10 +295,17 @@ export class FirecrackerHandle implements VmmHandle {
   }
 
   async status(): Promise<VmmStatus> {
-    return (await this.statusDetail()).status;
+    return (await this.queryStatus()).status;
   }
 
   async statusDetail(): Promise<VmmStatusDetail> {
+    const detail = await this.queryStatus();
+    if (detail.status !== 'gone') return detail;
+    const { info } = await this.settleExit();
+    return info.reason !== undefined ? { status: 'gone', reason: info.reason } : detail;
+  }
+
+  private async queryStatus(): Promise<VmmStatusDetail> {
     if (!this.watch.isAlive()) return { status: 'gone' };
     try {
       const res = await this.call(fcDescribeInstance, 3_000);

@@ -21,7 +21,7 @@ export type {
   VmmStatus,
   VmmStatusDetail,
 } from './driver.ts';
-export { decodeQmpEvent, describeExit, terminatingSignal } from './events.ts';
+export { decodeQmpEvent, describeExit, diskIndexOf, terminatingSignal } from './events.ts';
 export { EngineError, isEngineError, type EngineErrorCode } from './errors.ts';
 export { silentLogger, type EngineLogger } from './log.ts';
 export { readHandles, writeHandles, removeHandles, handlesPath, HANDLES_FILE } from './handles.ts';

@@ -324,26 +324,29 @@ export class QemuHandle implements VmmHandle {
   }
 
   async status(): Promise<VmmStatus> {
-    return (await this.statusDetail()).status;
+    return (await this.queryStatus()).status;
   }
 
   async statusDetail(): Promise<VmmStatusDetail> {
-    if (!this.isAlive()) return this.goneDetail();
+    const detail = await this.queryStatus();
+    if (detail.status !== 'gone') return detail;
+    // Gone: say why (the same words as the exit event; settling it also emits that event).
+    const { info } = await this.settleExit();
+    return info.reason !== undefined ? { status: 'gone', reason: info.reason } : detail;
+  }
+
+  private async queryStatus(): Promise<VmmStatusDetail> {
+    if (!this.isAlive()) return { status: 'gone' };
     try {
       const qmp = await this.ensureQmp();
       const st = await qmp.queryStatus();
       const status = mapRunState(st.status);
       return status === 'running' ? { status } : { status, reason: st.status };
     } catch (err) {
-      if (!this.isAlive()) return this.goneDetail();
+      if (!this.isAlive()) return { status: 'gone' };
       this.logger.warn({ vm: this.id, err }, 'status: QMP does not answer');
       return { status: 'unresponsive', reason: err instanceof Error ? err.message : String(err) };
     }
-  }
-
-  private goneDetail(): VmmStatusDetail {
-    const reason = this.exitEvent?.info.reason;
-    return reason !== undefined ? { status: 'gone', reason } : { status: 'gone' };
   }
 
   async resume(): Promise<void> {
@@ -521,7 +524,11 @@ export class QemuHandle implements VmmHandle {
       }
       if (this.qmp) return;
       this.connectQmp(3_000).then(
-        () => this.logger.info({ vm: this.id }, 'QMP reconnected'),
+        () => {
+          // Released while connecting: the handle must not hold a connection nobody reads.
+          if (this.released) this.closeQmp();
+          else this.logger.info({ vm: this.id }, 'QMP reconnected');
+        },
         (err: unknown) => {
           this.logger.debug({ vm: this.id, err }, 'QMP reconnect failed');
           this.scheduleReconnect();

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { HandleRecord, VmLaunchSpec, VmmEvent } from '../../src/engine/driver.ts';
 import { EngineError } from '../../src/engine/errors.ts';
-import { decodeQmpEvent, describeExit, terminatingSignal } from '../../src/engine/events.ts';
+import { decodeQmpEvent, describeExit, diskIndexOf, terminatingSignal } from '../../src/engine/events.ts';
 import { FakeVmmDriver, FakeVmmHost } from '../../src/engine/fake.ts';
 import type { EngineLogger } from '../../src/engine/log.ts';
 import { saveErrPath, saveState } from '../../src/engine/migration.ts';
@@ -230,6 +230,13 @@ describe('decodeQmpEvent', () => {
     });
   });
 
+  it('maps a drive id back to its index in the launch spec', () => {
+    expect(diskIndexOf('disk0')).toBe(0);
+    expect(diskIndexOf('disk12')).toBe(12);
+    expect(diskIndexOf('')).toBeNull();
+    expect(diskIndexOf('#block150')).toBeNull();
+  });
+
   it('ignores events banger does not act on; no timestamp means now', () => {
     expect(decodeQmpEvent({ event: 'NIC_RX_FILTER_CHANGED', data: {} })).toBeNull();
     expect(decodeQmpEvent({ event: 'STOP' }, () => new Date('2030-01-01T00:00:00Z'))).toEqual({
@@ -400,6 +407,18 @@ describe('QemuHandle events over QMP', () => {
     const got = new Promise<VmmEvent>((r) => h.onEvent((e) => e.kind === 'exit' && r(e)));
     proc.alive = false; // found by the liveness poll: the socket stays up here
     expect(await got).toMatchObject({ info: { code: null, signal: null, reason: 'unknown' } });
+  });
+
+  it('statusDetail of a VMM that died while nobody listened still says why', async () => {
+    const stderrLog = join(dir, 'qemu.stderr');
+    const { h, proc } = await handle();
+    appendFileSync(stderrLog, 'qemu-system-x86_64: terminating on signal 15 from pid 7 (systemd)\n');
+    proc.alive = false;
+    expect(await h.status()).toBe('gone');
+    expect(await h.statusDetail()).toEqual({
+      status: 'gone',
+      reason: 'terminated by signal 15 (SIGTERM) from pid 7 (systemd)',
+    });
   });
 
   it('release() closes the connection, stops listeners, and never reconnects', async () => {

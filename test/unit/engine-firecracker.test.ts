@@ -351,7 +351,7 @@ describe('FirecrackerDriver lifecycle against a fake firecracker binary', () => 
           info: { code: null, signal: 'SIGKILL', reason: 'killed by signal SIGKILL' },
         },
       ]);
-      expect(await h.statusDetail()).toEqual({ status: 'gone' });
+      expect(await h.statusDetail()).toEqual({ status: 'gone', reason: 'killed by signal SIGKILL' });
       await expect(h.resume()).rejects.toMatchObject({ code: 'not_running' });
     } finally {
       delete process.env.FAKE_FC_IGNORE_CAD;
