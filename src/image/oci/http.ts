@@ -62,10 +62,9 @@ export function isTransientStatus(status: number): boolean {
 
 /** Loopback registries may speak plain HTTP without --insecure (docker does the same). */
 export function isLoopbackHost(host: string): boolean {
-  const h = host
-    .replace(/:\d+$/, '')
-    .replace(/^\[(.*)\]$/, '$1')
-    .toLowerCase();
+  const bracketed = /^\[(.*)\](?::\d+)?$/.exec(host);
+  // A bare IPv6 address has colons of its own and no port.
+  const h = (bracketed?.[1] ?? (host.split(':').length > 2 ? host : host.replace(/:\d+$/, ''))).toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 

@@ -73,10 +73,11 @@ export async function pullImage(opts: PullOptions): Promise<OciImage> {
   let how: string;
   if (top.doc.kind === 'index') {
     const entry = pickPlatform(top.doc, want);
+    const list = top.doc.mediaType.includes('docker') ? 'manifest list' : 'index';
     top = await client.getManifest(ref.repository, entry.digest, signal);
     blobs.push(await cache.putBytes(top.body));
     if (top.doc.kind !== 'manifest') throw new ManifestError(`${entry.digest}: an index inside an index`);
-    how = `picked ${formatPlatform(entry.platform ?? want)} from a ${top.doc.mediaType.includes('docker') ? 'manifest list' : 'index'} (${topDigest.slice(0, 19)})`;
+    how = `picked ${formatPlatform(entry.platform ?? want)} from a ${list} (${topDigest.slice(0, 19)})`;
   } else {
     how = 'single-platform manifest';
   }

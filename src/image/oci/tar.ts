@@ -214,7 +214,14 @@ export async function* readTar(reader: ByteReader): AsyncGenerator<TarEntry> {
     const h = await reader.readExact(BLOCK);
     if (h === undefined) return;
     if (h.every((b) => b === 0)) return;
-    if (!checksumOk(h)) throw new TarError(`bad tar header checksum at byte ${reader.offset - BLOCK}`);
+    let ok = false;
+    try {
+      ok = checksumOk(h);
+    } catch {
+      // an unparsable checksum field: not a tar header at all
+    }
+    if (!ok)
+      throw new TarError(`bad tar header checksum at byte ${reader.offset - BLOCK} (not a tar stream?)`);
     const flag = String.fromCharCode(h[156] ?? 0);
     let size = parseNumeric(h.subarray(124, 136), 'size');
     const padded = (n: number): number => Math.ceil(n / BLOCK) * BLOCK;

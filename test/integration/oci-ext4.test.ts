@@ -1,0 +1,97 @@
+// Exactness of layers → ext4: every inode of the image read back with debugfs and compared with
+// the tar headers (test/helpers/oci-ext4-check.ts). Run in-process, and — when the test runs as
+// root — again as nobody (uid 65534, no groups) to show the mechanism needs no privilege.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { layersToExt4 } from '../../src/image/oci/convert.ts';
+import { debugfsQuote } from '../../src/image/oci/ext4.ts';
+import { runExt4Check, writeTestLayers } from '../helpers/oci-ext4-check.ts';
+import { statImage } from '../helpers/oci-debugfs.ts';
+import { tarEntries } from '../helpers/oci-tar.ts';
+
+const ENV = { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` };
+const isRoot = process.getuid?.() === 0;
+const hasSetpriv = spawnSync('setpriv', ['--version']).status === 0;
+
+describe('layers → ext4', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'oci-ext4-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('every inode matches the tar headers (type, mode incl. setuid/setgid/sticky, owner, size, target, device, xattrs, links)', async () => {
+    const r = await runExt4Check(dir);
+    expect(r.mismatches).toEqual([]);
+    expect(r.checked).toBeGreaterThan(35);
+    // And the filesystem is consistent.
+    execFileSync('e2fsck', ['-fn', join(dir, 'rootfs.ext4')], { env: ENV, stdio: 'pipe' });
+  });
+
+  it.skipIf(!isRoot || !hasSetpriv)(
+    'the same check passes unprivileged (uid 65534, no groups, no capabilities)',
+    () => {
+      chmodSync(dir, 0o777);
+      const node = process.execPath;
+      const script = resolve('test/helpers/oci-ext4-check.ts');
+      const r = spawnSync(
+        'setpriv',
+        [
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          '--inh-caps=-all',
+          '--bounding-set=-all',
+          node,
+          script,
+          dir,
+        ],
+        { encoding: 'utf8', env: { ...ENV, HOME: dir }, timeout: 60_000 },
+      );
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      const out = JSON.parse(r.stdout) as { mismatches: string[]; checked: number; uid: number };
+      expect(out.uid).toBe(65534);
+      expect(out.mismatches).toEqual([]);
+      expect(out.checked).toBeGreaterThan(35);
+    },
+  );
+
+  it('an explicit size is honoured, a too-small one fails and leaves no image or scratch behind', async () => {
+    const layers = writeTestLayers(dir);
+    const image = join(dir, 'sized.ext4');
+    const r = await layersToExt4(layers, { imagePath: image, workDir: dir, label: 'x', sizeBytes: 64 << 20 });
+    expect(r.size).toBe(64 << 20);
+    const small = join(dir, 'small.ext4');
+    await expect(
+      layersToExt4(layers, { imagePath: small, workDir: dir, label: 'x', sizeBytes: 256 << 10 }),
+    ).rejects.toThrow(/mkfs\.ext4/);
+    expect(existsSync(small)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith('convert-'))).toEqual([]);
+  });
+
+  it('odd names survive the debugfs pass (spaces, quotes, backslashes, UTF-8); newlines are refused', async () => {
+    const names = ['a b', 'q"uo"te', "it's", 'back\\slash', 'ünï', ' lead', 'semi;#c'];
+    const tar = tarEntries(names.map((n) => ({ path: `d/${n}`, body: n, uid: 4242, mode: 0o4711 })));
+    const { writeFileSync } = await import('node:fs');
+    const lp = join(dir, 'odd');
+    writeFileSync(lp, tar);
+    const image = join(dir, 'odd.ext4');
+    await layersToExt4([{ digest: 'sha256:odd', path: lp }], {
+      imagePath: image,
+      workDir: dir,
+      label: 'odd',
+      headroomBytes: 1 << 20,
+    });
+    for (const s of statImage(
+      image,
+      names.map((n) => `/d/${n}`),
+    )) {
+      expect(s).toMatchObject({ uid: 4242, mode: 0o4711, type: 'regular' });
+    }
+    expect(() => debugfsQuote('a\nb')).toThrow(/newlines/);
+  });
+});
