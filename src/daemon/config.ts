@@ -45,6 +45,9 @@ const TOP_KEYS = new Set([
   'vm_defaults',
   'warm',
   'logs',
+  'bridge_name',
+  'bridge_cidr',
+  'dns_port',
 ]);
 const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size']);
 

@@ -6,11 +6,13 @@ import { BANGER_VERSION } from '../version.ts';
 import { loadConfig } from './config.ts';
 import { startDaemon } from './start.ts';
 
-const USAGE = `usage: bangerd [--socket PATH] [--state-dir DIR] [--log-file FILE] [--config FILE] [--helper-socket PATH|none]
+const USAGE = `usage: bangerd [--socket PATH] [--state-dir DIR] [--log-file FILE] [--quiet] [--config FILE] [--helper-socket PATH|none]
 
   --socket         unix socket to serve (default ${defaultDaemonSocket()})
   --state-dir      state directory: database, images, VMs (default ${defaultStateDir()})
   --log-file       also append JSON logs here (default STATE_DIR/bangerd.log)
+  --quiet          JSON logs to the log file only, not also to stderr (for stderr redirected to a
+                   file: start-up failures still go to stderr)
   --config         TOML config file (default ${defaultConfigFile()})
   --helper-socket  root helper socket, or "none" for rootless use (default: config, then ${DEFAULT_HELPER_SOCKET})
 `;
@@ -21,6 +23,7 @@ async function main(): Promise<void> {
       socket: { type: 'string' },
       'state-dir': { type: 'string' },
       'log-file': { type: 'string' },
+      quiet: { type: 'boolean' },
       config: { type: 'string' },
       'helper-socket': { type: 'string' },
       version: { type: 'boolean' },
@@ -39,6 +42,7 @@ async function main(): Promise<void> {
     config,
     helperSocket: helperArg === 'none' ? undefined : helperArg,
     logFile: values['log-file'] ?? join(stateDir, 'bangerd.log'),
+    quietStderr: values.quiet === true,
     onStopped: () => process.exit(0),
   });
   if (process.getuid?.() === 0) {

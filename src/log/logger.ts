@@ -25,12 +25,17 @@ export function opMixin(): Record<string, unknown> {
 }
 
 export function createLogger(opts: LoggerOptions): Logger {
+  // A multistream entry without a level passes only info and up: `trace` leaves the choice to
+  // the logger's own level (else log_level = "debug" would still drop every debug line).
   const streams: StreamEntry[] = [];
-  if (opts.stream) streams.push({ stream: opts.stream });
-  else if (!opts.quiet) streams.push({ stream: process.stderr });
+  if (opts.stream) streams.push({ level: 'trace', stream: opts.stream });
+  else if (!opts.quiet) streams.push({ level: 'trace', stream: process.stderr });
   if (opts.file) {
     mkdirSync(dirname(opts.file), { recursive: true });
-    streams.push({ stream: pino.destination({ dest: opts.file, append: true, sync: true, mkdir: true }) });
+    streams.push({
+      level: 'trace',
+      stream: pino.destination({ dest: opts.file, append: true, sync: true, mkdir: true }),
+    });
   }
   return pino(
     {
@@ -41,6 +46,6 @@ export function createLogger(opts: LoggerOptions): Logger {
       mixin: opMixin,
       formatters: { level: (label) => ({ level: label }) },
     },
-    pino.multistream(streams.length > 0 ? streams : [{ stream: process.stderr }]),
+    pino.multistream(streams.length > 0 ? streams : [{ level: 'trace', stream: process.stderr }]),
   );
 }

@@ -1,0 +1,42 @@
+// Status polls at debug. Clients poll a long operation every 50 ms (`vm create`, `image build`,
+// `image warm`) and scripts wait on `ping`, so at info their `rpc completed` lines were ~95 % of
+// the daemon log. Every call still gets its one summary line, and failures stay at warn.
+import type { Logger } from '../log/logger.ts';
+
+/**
+ * Read-only status queries that clients repeat on a timer. Not `daemon.status`: people and
+ * `doctor` ask it once, and its line (with the helper's under the same op id) is worth keeping.
+ */
+export const POLL_METHODS: ReadonlySet<string> = new Set([
+  'ping',
+  'vm.create.status',
+  'image.build.status',
+  'image.warm.status',
+]);
+
+/** The level of a successful call's summary line. */
+export function summaryLevel(method: string): 'debug' | 'info' {
+  return POLL_METHODS.has(method) ? 'debug' : 'info';
+}
+
+/**
+ * The RPC server's logger: the same logger, except that the `<prefix> completed` line of a poll
+ * method is written at debug. The server writes that line with `log.info(fields, message)`; this
+ * wrapper is the daemon's side of it, so the server stays generic.
+ */
+export function withQuietPolls(log: Logger, summaryPrefix: string): Logger {
+  const completed = `${summaryPrefix} completed`;
+  const info = (...args: unknown[]): void => {
+    const [fields, msg] = args;
+    const method = (fields as { method?: unknown } | null)?.method;
+    const level = msg === completed && typeof method === 'string' ? summaryLevel(method) : 'info';
+    (log[level] as (...a: unknown[]) => void).apply(log, args);
+  };
+  return new Proxy(log, {
+    get(target, prop) {
+      if (prop === 'info') return info;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
