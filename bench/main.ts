@@ -270,7 +270,8 @@ async function inner(netns: string): Promise<number> {
       await bangerCreate(w, 'warmup');
       const status = await w.client.daemon.status();
       const chosen = status.engine?.accel;
-      if (!chosen) throw new Error('the daemon did not report an accelerator after a boot');
+      if (!chosen || chosen === 'probing')
+        throw new Error('the daemon did not report an accelerator after a boot');
       accel = chosen;
       results.machine.accel = accel;
       if (status.engine?.accel_reason) results.machine.accel_reason = status.engine.accel_reason;

@@ -1331,12 +1331,14 @@ export const RESULT_SCHEMAS = {
           },
           accel: {
             type: 'string',
-            enum: ['kvm', 'tcg'],
-            description: '`kvm` when hardware virtualisation is usable, else `tcg` (slower).',
+            enum: ['kvm', 'tcg', 'probing'],
+            description:
+              '`kvm` when hardware virtualisation is usable, else `tcg` (slower); `probing` while the test boot that decides it runs. Absent until the first VM start asks for it.',
           },
           accel_reason: {
             type: 'string',
-            description: 'Why `tcg` was chosen.',
+            description:
+              'Why this accelerator was chosen; while probing or before the first probe, what will decide it.',
           },
           qemu_version: {
             type: 'string',

@@ -96,11 +96,11 @@ export interface DaemonStatusResult {
      */
     driver: string;
     /**
-     * `kvm` when hardware virtualisation is usable, else `tcg` (slower).
+     * `kvm` when hardware virtualisation is usable, else `tcg` (slower); `probing` while the test boot that decides it runs. Absent until the first VM start asks for it.
      */
-    accel?: 'kvm' | 'tcg';
+    accel?: 'kvm' | 'tcg' | 'probing';
     /**
-     * Why `tcg` was chosen.
+     * Why this accelerator was chosen; while probing or before the first probe, what will decide it.
      */
     accel_reason?: string;
     /**

@@ -83,6 +83,15 @@ export async function runDoctor(p: DoctorProbes): Promise<Check[]> {
         'KVM is present but unusable here; guests still run, slower (set accel = "kvm" in the config to insist)',
       ),
     );
+  } else if (accel === 'probing') {
+    out.push(
+      check(
+        'kvm',
+        'WARN',
+        '/dev/kvm opens; the daemon is test-booting KVM right now to decide whether it works',
+        'run banger doctor again in about 10 s',
+      ),
+    );
   } else {
     out.push(
       check(
@@ -239,6 +248,7 @@ export async function runDoctor(p: DoctorProbes): Promise<Check[]> {
   }
 
   // DNS: the daemon's server, then whether the host's resolver routes .vm to it.
+  const rootless = h?.configured === false;
   if (p.dnsPort === 0) {
     out.push(
       check(
@@ -252,18 +262,31 @@ export async function runDoctor(p: DoctorProbes): Promise<Check[]> {
     out.push(check('dns', 'WARN', 'not checked: the daemon does not answer'));
   } else {
     const rcode = await p.dnsRcode(p.dnsPort, 'banger-doctor-probe.vm').catch(() => undefined);
+    const silent = `no .vm answer on 127.0.0.1:${p.dnsPort}${rcode !== undefined ? ` (rcode ${rcode})` : ''}`;
     out.push(
       rcode === 3 || rcode === 0
         ? check('dns', 'PASS', `the daemon answers .vm on 127.0.0.1:${p.dnsPort}`)
-        : check(
-            'dns',
-            'FAIL',
-            `no .vm answer on 127.0.0.1:${p.dnsPort}${rcode !== undefined ? ` (rcode ${rcode})` : ''}`,
-            'another program may hold the port: see the daemon log for "dns", or change dns_port',
-          ),
+        : rootless
+          ? // Only bridged VMs have <name>.vm addresses, and bridges need the root helper: a
+            // rootless daemon's VMs are reached by port forwards, so a silent server breaks nothing.
+            check('dns', 'WARN', `${silent}; unused in rootless mode (only bridged VMs have <name>.vm)`)
+          : check(
+              'dns',
+              'FAIL',
+              silent,
+              'another program may hold the port: see the daemon log for "dns", or change dns_port',
+            ),
     );
   }
-  if (!p.exists('/run/systemd/resolve')) {
+  if (rootless) {
+    out.push(
+      check(
+        'dns-routing',
+        'WARN',
+        'not checked: rootless mode has no bridged VMs, so nothing needs <name>.vm routed to banger',
+      ),
+    );
+  } else if (!p.exists('/run/systemd/resolve')) {
     out.push(
       check(
         'dns-routing',

@@ -1,13 +1,18 @@
 // The accelerator decision, made once per daemon start and reported by daemon.status.
 import { join } from 'node:path';
 import { probeAccel, qemuVersion, type Accel, type AccelProbeResult } from '../engine/index.ts';
+import type { DaemonStatusResult } from '../../generated/types.gen.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Store } from '../store/index.ts';
 import type { DaemonConfig } from './config.ts';
 
+type EngineStatus = NonNullable<DaemonStatusResult['engine']>;
+
 export class EngineInfo {
   private probe: Promise<AccelProbeResult> | undefined;
   private result: AccelProbeResult | undefined;
+  /** True while a probe runs: daemon status says `probing` rather than nothing. */
+  private probing = false;
   private version: string | undefined;
   private readonly config: DaemonConfig;
   private readonly store: Store;
@@ -35,7 +40,18 @@ export class EngineInfo {
         opts.kernel = kernel.kernelPath;
         if (kernel.initrdPath) opts.initrd = kernel.initrdPath;
       }
-      this.probe = probeAccel(opts).then((r) => {
+      this.probing = true;
+      const probe = probeAccel(opts);
+      // A failed probe (e.g. QEMU missing) is not "probing" forever; its caller sees the error
+      // and the next VM start probes again.
+      probe.then(
+        () => (this.probing = false),
+        () => {
+          this.probing = false;
+          this.probe = undefined;
+        },
+      );
+      this.probe = probe.then((r) => {
         this.result = r;
         this.log.info(
           { accel: r.accel, reason: r.reason, verified: r.verified, duration_ms: r.durationMs },
@@ -49,15 +65,22 @@ export class EngineInfo {
     return (await this.probe).accel;
   }
 
-  async status(): Promise<{ driver: string; accel?: Accel; accel_reason?: string; qemu_version?: string }> {
+  async status(): Promise<EngineStatus> {
     this.version ??= await qemuVersion().catch(() => undefined);
-    const out: { driver: string; accel?: Accel; accel_reason?: string; qemu_version?: string } = {
-      driver: 'qemu',
-    };
+    const out: EngineStatus = { driver: 'qemu' };
     if (this.version) out.qemu_version = this.version;
-    if (this.result) {
+    if (this.probing) {
+      out.accel = 'probing';
+      out.accel_reason = 'a test boot under KVM decides (up to about 10 s)';
+    } else if (this.result) {
       out.accel = this.result.accel;
       out.accel_reason = this.result.reason;
+    } else if (this.config.accel !== 'auto') {
+      // Configured: known without probing (what probeAccel answers for it).
+      out.accel = this.config.accel;
+      out.accel_reason = `configured: accel = ${this.config.accel}${this.config.accel === 'kvm' ? ' (not probed)' : ''}`;
+    } else {
+      out.accel_reason = 'not probed yet: the first VM start test-boots KVM to decide';
     }
     return out;
   }

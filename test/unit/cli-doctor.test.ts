@@ -120,6 +120,17 @@ describe('banger doctor', () => {
     expect(cs.find((c) => c.name === 'dns-routing')!.hint).toContain('127.0.0.1#5354');
   });
 
+  it('kvm while the daemon is probing says so and when to look again', async () => {
+    const cs = await runDoctor(
+      probes({ status: async () => ({ ...status, engine: { driver: 'qemu', accel: 'probing' } }) }),
+    );
+    expect(cs.find((c) => c.name === 'kvm')).toMatchObject({
+      status: 'WARN',
+      detail: expect.stringMatching(/test-booting KVM right now/),
+      hint: expect.stringMatching(/again/),
+    });
+  });
+
   it('FAILs with fix hints: no daemon, no qemu, helper refusing the daemon, DNS silent, disk full', async () => {
     const down = await runDoctor(probes({ status: async () => Promise.reject(new Error('connect ENOENT')) }));
     expect(byName(down)).toMatchObject({
@@ -180,5 +191,27 @@ describe('banger doctor', () => {
       probes({ status: async () => ({ ...status, helper: { configured: false, reachable: false } }) }),
     );
     expect(byName(rootless)).toMatchObject({ helper: 'WARN', 'helper-auth': 'WARN' });
+  });
+
+  it('rootless: a silent .vm DNS server is a WARN that says why, not a FAIL; routing is not checked', async () => {
+    const rootlessStatus = async (): Promise<DaemonStatusResult> => ({
+      ...status,
+      helper: { configured: false, reachable: false },
+    });
+    const silent = await runDoctor(probes({ status: rootlessStatus, dnsRcode: async () => undefined }));
+    const dns = silent.find((c) => c.name === 'dns')!;
+    expect(dns).toMatchObject({ status: 'WARN' });
+    expect(dns.detail).toMatch(/no \.vm answer on 127\.0\.0\.1:5354; unused in rootless mode/);
+    expect(silent.find((c) => c.name === 'dns-routing')).toMatchObject({
+      status: 'WARN',
+      detail: expect.stringMatching(/^not checked: rootless mode/),
+    });
+    expect(silent.some((c) => c.status === 'FAIL')).toBe(false);
+    // A server that answers is still reported as working.
+    const answers = await runDoctor(probes({ status: rootlessStatus }));
+    expect(byName(answers)).toMatchObject({ dns: 'PASS', 'dns-routing': 'WARN' });
+    // With a root helper, the same silence stays a FAIL.
+    const bridged = await runDoctor(probes({ dnsRcode: async () => undefined }));
+    expect(byName(bridged)).toMatchObject({ dns: 'FAIL', 'dns-routing': 'PASS' });
   });
 });

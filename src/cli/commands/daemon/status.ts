@@ -24,9 +24,14 @@ the same op id, so a failure here can be followed through both logs.`;
     this.say(`state     ${s.state_dir}`);
     this.say(`helper    ${helper}`);
     if (s.engine) {
-      const accel = s.engine.accel
-        ? `, accel ${s.engine.accel}${s.engine.accel_reason ? ` (${s.engine.accel_reason})` : ''}`
-        : '';
+      // `probing` is said as such; an absent accel (no VM started yet) still says why.
+      const e = s.engine;
+      const why = e.accel_reason ? ` (${e.accel_reason})` : '';
+      const accel = e.accel
+        ? `, accel ${e.accel}${why}`
+        : e.accel_reason
+          ? `, accel not chosen yet${why}`
+          : '';
       this.say(
         `engine    ${s.engine.driver}${s.engine.qemu_version ? ` ${s.engine.qemu_version}` : ''}${accel}`,
       );
