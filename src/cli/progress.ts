@@ -348,3 +348,15 @@ function isConflict(err: unknown): boolean {
 export function failedStep(op: Operation): Step | undefined {
   return op.steps.findLast((s) => s.state === 'failed');
 }
+
+/**
+ * Where to look after a failed create. A failed create undoes its steps, the VM's record and
+ * console log included, so `vm logs NAME` would answer not found: the daemon keeps that boot's
+ * console with its log lines under the create's op id instead. Only a VM whose record survived
+ * (status still returns it) has a console of its own to read.
+ */
+export function failedCreateHint(bin: string, opId: string, vmKept: string | undefined): string {
+  return vmKept
+    ? `  the VM's console log: ${bin} vm logs ${vmKept}; everything under this create: ${bin} op trace ${opId}`
+    : `  the create was undone; its boot console and log lines: ${bin} op trace ${opId}`;
+}

@@ -122,9 +122,19 @@ export function fanOutExitCode(results: readonly FanOutResult<unknown>[]): numbe
   return ERROR_CODES.operation_failed.exit;
 }
 
-/** The stderr line of a failed call: `error: NAME: message (op-…)`. */
+/** Whether a message already names `name` as a whole word (names are [A-Za-z0-9._-]). */
+export function mentionsName(message: string, name: string): boolean {
+  const esc = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(^|[^A-Za-z0-9._-])${esc}($|[^A-Za-z0-9_-])`).test(message);
+}
+
+/**
+ * The stderr line of a failed call: `error: NAME: message (op-…)`, without the `NAME:` prefix when
+ * the daemon's message already names it (`vm "demo" is not running`), so the name appears once.
+ */
 export function fanOutErrorLine(r: FanOutErr): string {
-  return `error: ${r.name}: ${r.error.message}${r.error.op_id ? ` (${r.error.op_id})` : ''}`;
+  const text = mentionsName(r.error.message, r.name) ? r.error.message : `${r.name}: ${r.error.message}`;
+  return `error: ${text}${r.error.op_id ? ` (${r.error.op_id})` : ''}`;
 }
 
 /** What a fan-out command needs from its command: a line printer (quiet under --json) and the mode. */

@@ -22,10 +22,27 @@ function banger(args: string[]): { code: number | null; stdout: string; stderr: 
 const tmp = shortTempDir('bgs');
 afterAll(() => tmp.cleanup());
 
+/**
+ * An unprivileged user that exists on any Debian host without this suite creating one (`daemon`,
+ * uid 1, from base-passwd, comes first). Not `nobody`: systemd-analyze verify warns that it is
+ * unsafe as a service user. The install under --root only looks the owner up; nothing runs as it.
+ */
+function someUser(): { name: string; uid: number } {
+  const rows = spawnSync('getent', ['passwd'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .map((l) => l.split(':'))
+    .filter((f) => f.length >= 7 && Number(f[2]) > 0 && Number(f[2]) !== 65534)
+    .map((f) => ({ name: f[0]!, uid: Number(f[2]) }));
+  const user = rows[0];
+  if (!user) throw new Error('no unprivileged user in getent passwd');
+  return user;
+}
+const OWNER = someUser();
+
 describe.skipIf(!built)('banger system / doctor / ssh-config', () => {
   it('system install --root writes verified units and install.toml; uninstall --purge removes them', () => {
     const root = join(tmp.dir, 'root');
-    const r = banger(['system', 'install', '--owner', 'banger-build', '--root', root, '--json']);
+    const r = banger(['system', 'install', '--owner', OWNER.name, '--root', root, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as {
       owner_uid: number;
@@ -33,12 +50,12 @@ describe.skipIf(!built)('banger system / doctor / ssh-config', () => {
       verify: { ok?: boolean; output?: string; skipped?: string };
       started: boolean;
     };
-    expect(out.owner_uid).toBeGreaterThan(0);
+    expect(out.owner_uid).toBe(OWNER.uid);
     expect(out.started).toBe(false);
     expect(out.files).toHaveLength(4);
     if (!out.verify.skipped) expect(out.verify).toEqual({ ok: true, output: '' });
     const unit = readFileSync(join(root, 'etc/systemd/system/bangerd.service'), 'utf8');
-    expect(unit).toContain('User=banger-build\n');
+    expect(unit).toContain(`User=${OWNER.name}\n`);
     expect(unit).toContain(`ExecStart=${join(ROOT, 'bin')}/bangerd `);
     const toml = readFileSync(join(root, 'etc/banger/install.toml'), 'utf8');
     expect(toml).toContain(`owner_uid = ${out.owner_uid}\n`);
@@ -59,7 +76,7 @@ describe.skipIf(!built)('banger system / doctor / ssh-config', () => {
       'system',
       'install',
       '--owner',
-      'banger-build',
+      OWNER.name,
       '--root',
       root,
       '--pool',
@@ -96,6 +113,25 @@ describe.skipIf(!built)('banger system / doctor / ssh-config', () => {
     ]);
     expect(human.stdout).toMatch(/^FAIL {2}daemon /m);
     expect(human.stdout).toMatch(/fix: /);
+  });
+
+  it('an unknown command is a usage error with a "did you mean", in the one-line error shape', () => {
+    const r = banger(['vm', 'lst']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('error: unknown command "vm lst"; did you mean "vm list"?\n');
+    expect(r.stdout).toBe('');
+    const far = banger(['vm', 'frobnicate', 'x']);
+    expect(far.code).toBe(2);
+    expect(far.stderr).toBe('error: unknown command "vm frobnicate"; see banger vm --help\n');
+    const j = banger(['--json', 'vmm', 'list']);
+    expect(j.code).toBe(2);
+    expect(JSON.parse(j.stdout)).toEqual({
+      ok: false,
+      exit_code: 2,
+      error: { code: 'bad_request', message: 'unknown command "vmm list"; did you mean "vm list"?' },
+    });
+    // A topic alone still shows its help.
+    expect(banger(['vm']).stdout).toMatch(/vm list/);
   });
 
   it('ssh-config prints the block; --install / --uninstall manage it in the file', () => {

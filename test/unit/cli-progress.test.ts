@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Operation, Step } from '../../generated/types.gen.ts';
 import {
+  failedCreateHint,
   failedStep,
   PlainProgress,
   renderSteps,
@@ -292,5 +293,18 @@ describe('watchOperation', () => {
     const w = await watchOperation(poll, { title: 't', stream: new FakeStream(false), intervalMs: 10_000 });
     expect(w.interrupted).toBe(true);
     expect(w.last.operation.state).toBe('running');
+  });
+});
+
+describe('failedCreateHint', () => {
+  it('an undone create points at op trace, never at vm logs (its record is gone)', () => {
+    expect(failedCreateHint('banger', 'op-abc123', undefined)).toBe(
+      '  the create was undone; its boot console and log lines: banger op trace op-abc123',
+    );
+  });
+  it('a VM whose record survived has its own console too', () => {
+    const h = failedCreateHint('banger', 'op-abc123', 'demo');
+    expect(h).toContain('banger vm logs demo');
+    expect(h).toContain('banger op trace op-abc123');
   });
 });

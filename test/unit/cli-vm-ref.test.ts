@@ -8,6 +8,7 @@ import {
   fanOutErrorLine,
   fanOutExitCode,
   hostFile,
+  mentionsName,
   type FanOutErr,
 } from '../../src/cli/vm-ref.ts';
 
@@ -55,7 +56,8 @@ describe('fanOut', () => {
     expect(results[0]).toMatchObject({ ok: true, result: 'B' });
     const err = results[2] as FanOutErr;
     expect(err).toMatchObject({ ok: false, exit_code: 3, error: { code: 'not_found', op_id: 'op-abcdef' } });
-    expect(fanOutErrorLine(err)).toBe('error: ghost: vm "ghost" not found (op-abcdef)');
+    // The daemon's message names the VM: the line names it once.
+    expect(fanOutErrorLine(err)).toBe('error: vm "ghost" not found (op-abcdef)');
     expect(fanOutExitCode(results)).toBe(3);
   });
 
@@ -67,6 +69,25 @@ describe('fanOut', () => {
     expect(r.map((x) => (x.ok ? 0 : x.exit_code))).toEqual([5, 1]);
     expect(fanOutExitCode(r)).toBe(1);
     expect(fanOutExitCode(await fanOut(['a'], async () => 1))).toBe(0);
+  });
+
+  it('the error line names the VM once: prefixed only when the message does not name it', () => {
+    const line = (name: string, message: string): string =>
+      fanOutErrorLine({
+        name,
+        ok: false,
+        exit_code: 5,
+        error: { code: 'not_running', message },
+        duration_ms: 1,
+      });
+    expect(line('demo', 'vm "demo" is not running')).toBe('error: vm "demo" is not running');
+    expect(line('demo', 'not running')).toBe('error: demo: not running');
+    // A longer name that merely contains it is not a mention.
+    expect(line('demo', 'vm "demo-2" is not running')).toBe('error: demo: vm "demo-2" is not running');
+    expect(mentionsName('stop demo.', 'demo')).toBe(true);
+    expect(mentionsName('a.demo', 'demo')).toBe(false);
+    expect(mentionsName('demo', 'demo')).toBe(true);
+    expect(mentionsName('undemo', 'demo')).toBe(false);
   });
 
   it('an unreachable daemon is thrown once, not reported per name', async () => {

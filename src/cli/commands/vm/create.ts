@@ -17,7 +17,7 @@ import {
   parseMemoryMiB,
   useColor,
 } from '../../format.ts';
-import { failedStep, operationElapsed, watchOperation } from '../../progress.ts';
+import { failedCreateHint, failedStep, operationElapsed, watchOperation } from '../../progress.ts';
 import { checkResourceName, checkVmName, flagError } from '../../vm-ref.ts';
 
 export const MEMORY_MIN_MIB = 128;
@@ -58,7 +58,7 @@ export default class VmCreate extends BangerCommand {
 
 Ctrl-C while it runs cancels the create: the daemon undoes every step it completed (VMM stopped, disk removed, network released, record deleted) and banger exits 130. With --detach the command returns at once and the create goes on in the daemon.
 
-If a step fails, banger names it, prints its detail and the command to read the VM's console (banger vm logs NAME); the op id at the end of the error is on every daemon log line of the create.`;
+If a step fails, banger names it and prints its detail. The failed create is undone, VM included, so the console of that boot is read with banger op trace OP-ID (the op id at the end of the error, which is also on every daemon log line of the create).`;
   static override examples = [
     {
       description: 'Create a VM with a random name from the default image',
@@ -192,7 +192,7 @@ If a step fails, banger names it, prints its detail and the command to read the 
       } else {
         process.stderr.write(`${paint(err, 'red', '✗')} create of ${name} failed\n`);
       }
-      process.stderr.write(`  the VM's console log: ${this.config.bin} vm logs ${name}\n`);
+      process.stderr.write(`${failedCreateHint(this.config.bin, op.id, last.vm?.name)}\n`);
     }
     const code = op.error && isErrorCode(op.error.code) ? op.error.code : 'operation_failed';
     throw new ErrorResponse(code, message, { opId: op.id });

@@ -30,7 +30,7 @@ import {
   type VmRunDetached,
   type VmRunDryRun,
 } from '../../run-plan.ts';
-import { failedStep, operationElapsed, watchOperation } from '../../progress.ts';
+import { failedCreateHint, failedStep, operationElapsed, watchOperation } from '../../progress.ts';
 import { shellQuote, SshSpawnError } from '../../ssh-exec.ts';
 import { checkResourceName, checkVmName, usageError } from '../../vm-ref.ts';
 import { diskSizeFlag, memoryFlag } from './create.ts';
@@ -320,11 +320,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     process.stderr.write(
       `${paint(c, 'red', '✗')} create of ${name} failed${step ? ` at step ${step.name}${took}` : ''}${step?.detail ? `: ${step.detail}` : ''}\n`,
     );
-    // The failed create undid its steps, the VM's directory and console log included; the daemon
-    // kept the console of the create's window with its log lines, under the create's op id.
-    process.stderr.write(
-      `  the create was undone; its boot console and log lines: ${this.config.bin} op trace ${op.id}\n`,
-    );
+    process.stderr.write(`${failedCreateHint(this.config.bin, op.id, last.vm?.name)}\n`);
     const code = op.error && isErrorCode(op.error.code) ? op.error.code : 'operation_failed';
     throw new ErrorResponse(code, op.error?.message ?? step?.detail ?? `the create of ${name} failed`, {
       opId: op.id,
