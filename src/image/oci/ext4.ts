@@ -12,6 +12,7 @@ import { constants, createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rename, rm, stat, symlink, link, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../exec.ts';
+import { TaskPool } from './pool.ts';
 import type { FsTree, Inode } from './tree.ts';
 
 export interface Ext4Options {
@@ -113,10 +114,15 @@ export async function writeExt4(tree: FsTree, opts: Ext4Options): Promise<Ext4Re
         await rm(opts.imagePath, { force: true });
       }
     }
-    await rm(staging, { recursive: true, force: true });
     const batch = join(work, 'debugfs.cmds');
     await writeFile(batch, cmds.join('\n') + '\n');
-    await runDebugfs(batch, opts.imagePath, opts.signal);
+    // The staging tree is not needed any more: remove it while debugfs runs.
+    const removing = rm(staging, { recursive: true, force: true });
+    try {
+      await runDebugfs(batch, opts.imagePath, opts.signal);
+    } finally {
+      await removing;
+    }
     const st = await stat(opts.imagePath);
     return { size: st.size, allocated: st.blocks * 512, inodes: est.inodes };
   } catch (e) {
@@ -143,11 +149,31 @@ async function stageTree(
   work: string,
   signal?: AbortSignal,
 ): Promise<string[]> {
-  const cmds: string[] = [];
-  const firstPath = new Map<number, string>();
   const xattrDir = join(work, 'xattrs');
   await mkdir(xattrDir, { mode: 0o700 });
+  // Directories are made in walk order (parents first) before anything goes into them; files,
+  // symlinks and xattr values a few at a time; further names of hard-linked files at the end,
+  // once their first name exists.
+  const pool = new TaskPool();
+  try {
+    return await stageInto(tree, staging, xattrDir, pool, signal);
+  } catch (e) {
+    await pool.drain().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function stageInto(
+  tree: FsTree,
+  staging: string,
+  xattrDir: string,
+  pool: TaskPool,
+  signal: AbortSignal | undefined,
+): Promise<string[]> {
+  const cmds: string[] = [];
+  const firstPath = new Map<number, string>();
   let xattrN = 0;
+  const links: [string, string][] = [];
   for (const { path, node } of tree.walk()) {
     signal?.throwIfAborted();
     const ino = node.inode;
@@ -157,7 +183,7 @@ async function stageTree(
     if (earlier !== undefined) {
       // A further name of a hard-linked file: a real hard link, so mkfs links the same inode.
       if (ino.type === 'file') {
-        await link(join(staging, earlier), host);
+        links.push([join(staging, earlier), host]);
         continue;
       }
       // Other hard-linked types (rare: symlinks, devices) become separate inodes.
@@ -169,10 +195,10 @@ async function stageTree(
         if (path !== '/') await mkdir(host, { mode: 0o700 });
         break;
       case 'file':
-        await stageFile(ino, host);
+        await pool.submit(() => stageFile(ino, host));
         break;
       case 'symlink':
-        await symlink(ino.target ?? '', host);
+        await pool.submit(() => symlink(ino.target ?? '', host));
         break;
       case 'char':
       case 'block':
@@ -200,10 +226,13 @@ async function stageTree(
     );
     for (const [name, value] of ino.xattrs) {
       const f = join(xattrDir, String(xattrN++));
-      await writeFile(f, value, { flag: 'wx', mode: 0o600 });
+      await pool.submit(() => writeFile(f, value, { flag: 'wx', mode: 0o600 }));
       cmds.push(`ea_set -f ${debugfsQuote(f)} ${q} ${debugfsQuote(name)}`);
     }
   }
+  await pool.drain();
+  for (const [from, to] of links) await pool.submit(() => link(from, to));
+  await pool.drain();
   return cmds;
 }
 

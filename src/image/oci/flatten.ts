@@ -8,6 +8,7 @@ import { constants } from 'node:fs';
 import { mkdtemp, open, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ByteBudget, LayerError, openLayer } from './layers.ts';
+import { TaskPool } from './pool.ts';
 import { ByteReader, readTar, type TarHeader } from './tar.ts';
 import { FsTree, PathError, splitPath, type Inode } from './tree.ts';
 
@@ -58,6 +59,7 @@ export async function flattenLayers(layers: readonly LayerInput[], opts: Flatten
   const budget = new ByteBudget(opts.maxBytes ?? DEFAULT_MAX_BYTES);
   const maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
   let entries = 0;
+  const writes = new TaskPool();
   try {
     for (const [index, layer] of layers.entries()) {
       const what = `layer ${index + 1}/${layers.length} (${layer.digest.slice(0, 19)})`;
@@ -74,10 +76,13 @@ export async function flattenLayers(layers: readonly LayerInput[], opts: Flatten
             what,
             spillDir,
             blobPath: opened.compression === 'none' ? layer.path : undefined,
+            writes,
           });
-          if (pendingUnlinks.length > 0) await Promise.all(pendingUnlinks.splice(0).map((p) => unlink(p)));
         }
         await reader.drain();
+        await writes.drain();
+        // Contents a later entry replaced or whited out (after their writes finished).
+        await Promise.all(pendingUnlinks.splice(0).map((p) => unlink(p).catch(() => undefined)));
       } catch (e) {
         if (e instanceof PathError) throw new LayerError(`${what}: ${e.message}`);
         if (e instanceof Error && e.name === 'TarError') throw new LayerError(`${what}: ${e.message}`);
@@ -91,6 +96,7 @@ export async function flattenLayers(layers: readonly LayerInput[], opts: Flatten
       opts.onLayer?.(index, layer.digest, n);
     }
   } catch (e) {
+    await writes.drain().catch(() => undefined);
     await rm(spillDir, { recursive: true, force: true });
     throw e;
   }
@@ -103,6 +109,8 @@ interface ApplyContext {
   spillDir: string;
   /** The layer blob itself when it is an uncompressed tar (contents referenced in place). */
   blobPath: string | undefined;
+  /** Small files are written a few at a time (see pool.ts). */
+  writes: TaskPool;
 }
 
 async function applyEntry(
@@ -172,7 +180,7 @@ async function applyEntry(
         inode.content = { kind: 'blob', path: ctx.blobPath, offset: h.dataOffset };
       } else {
         const path = join(ctx.spillDir, String(inode.id));
-        await spill(path, body);
+        await spill(path, body, h.size, ctx.writes);
         inode.content = { kind: 'spill', path };
       }
     }
@@ -188,7 +196,30 @@ function setMeta(inode: Inode, h: TarHeader): void {
   inode.xattrs = new Map(h.xattrs);
 }
 
-async function spill(path: string, body: AsyncGenerator<Buffer>): Promise<void> {
+/** Files up to this size are read into memory and written in the background. */
+const SMALL_FILE = 4 * 1024 * 1024;
+
+async function spill(
+  path: string,
+  body: AsyncGenerator<Buffer>,
+  size: number,
+  writes: TaskPool,
+): Promise<void> {
+  if (size <= SMALL_FILE) {
+    const parts: Buffer[] = [];
+    // Copies: the chunks are views into the decompressor's buffers.
+    for await (const chunk of body) parts.push(Buffer.from(chunk));
+    const data = parts.length === 1 ? (parts[0] ?? Buffer.alloc(0)) : Buffer.concat(parts);
+    await writes.submit(async () => {
+      const fh = await open(path, SPILL_FLAGS, 0o600);
+      try {
+        await fh.writeFile(data);
+      } finally {
+        await fh.close();
+      }
+    }, data.length);
+    return;
+  }
   const fh = await open(path, SPILL_FLAGS, 0o600);
   try {
     for await (const chunk of body) await fh.write(chunk);
