@@ -113,6 +113,7 @@ export class OperationTracker {
   stepDone(name: string, opts: { durationMs?: number; detail?: string } = {}): void {
     let step = this.runningStep(name);
     if (!step) {
+      this.registry.stepStarting(this.op, name);
       const ms = Math.max(0, Math.round(opts.durationMs ?? 0));
       step = { name, state: 'running', started_at: new Date(Date.now() - ms).toISOString() };
       this.op.steps.push(step);

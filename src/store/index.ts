@@ -51,4 +51,12 @@ export { type Clock, newId } from './rows.ts';
 export { SettingsRepo } from './settings.ts';
 export { Store, type StoreInit } from './store.ts';
 export { withTransaction } from './tx.ts';
-export { VM_STATES, VmsRepo, type NewVm, type VmPatch, type VmRow, type VmState, type VmStateWrite } from './vms.ts';
+export {
+  VM_STATES,
+  VmsRepo,
+  type NewVm,
+  type VmPatch,
+  type VmRow,
+  type VmState,
+  type VmStateWrite,
+} from './vms.ts';

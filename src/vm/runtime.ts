@@ -52,7 +52,10 @@ export class VmRuntime {
     this.unsubscribe.set(
       id,
       handle.onEvent((ev) => {
-        if (this.handles.get(id) === handle && ev.kind !== 'exit') this.onEvent?.(id, ev);
+        if (this.handles.get(id) !== handle) return;
+        // The exit event carries why (waitExit() only the code and signal); it comes first.
+        if (ev.kind === 'exit') this.exited(id, handle, ev.info);
+        else this.onEvent?.(id, ev);
       }),
     );
     void handle.waitExit().then(

@@ -247,16 +247,17 @@ export class VmServiceImpl implements VmService {
     const { readFile } = await import('node:fs/promises');
     const serial = await readFile(vmFiles(this.d.stateDir, vm.id).serialLog, 'utf8').catch(() => '');
     const lastBoot = serial.slice(serial.lastIndexOf('banger: op-'));
+    // Only a VM whose VMM runs can have a kernel up: a stopped VM's console still shows its last boot.
+    const live = this.d.runtime.isRunning(vm.id);
     const r: T.VmHealthResult = {
       name: vm.name,
       state: vm.state,
-      kernel_up:
-        /Linux version/.test(lastBoot) || (this.d.runtime.isRunning(vm.id) && /Linux version/.test(serial)),
+      kernel_up: live && /Linux version/.test(lastBoot || serial),
       userspace_up: false,
       ssh_ready: false,
       checked_at: new Date().toISOString(),
     };
-    const t = sshTarget(this.d, vm);
+    const t = live && vm.state !== 'paused' ? sshTarget(this.d, vm) : undefined;
     if (t) {
       const s = await sshExec(this.d.ssh, t, 'cat /proc/sys/kernel/random/boot_id', { timeoutMs: 10_000 });
       if (s.code === 0) {
