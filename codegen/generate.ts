@@ -10,6 +10,7 @@ import { emitDocs } from './emit/docs.ts';
 import { emitErrors } from './emit/errors.ts';
 import { emitHandlers } from './emit/handlers.ts';
 import { emitMethods } from './emit/methods.ts';
+import { emitRoutingTest } from './emit/routing-test.ts';
 import { emitModelTypes } from './emit/model.ts';
 import { emitSchemas } from './emit/schemas.ts';
 import { emitTests } from './emit/tests.ts';
@@ -39,6 +40,7 @@ export async function generate(root: string = REPO_ROOT): Promise<Map<string, st
   for (const [name, text] of modules) out.set(`${GENERATED_DIR}/${name}`, withHeader(name, text));
   out.set(`${GENERATED_DIR}/index.ts`, withHeader('index.ts', emitBarrel([...modules.keys()])));
   out.set(`${GENERATED_DIR}/tests/methods.gen.test.ts`, withHeader('test.ts', emitTests(model)));
+  out.set(`${GENERATED_DIR}/tests/routing.gen.test.ts`, withHeader('test.ts', emitRoutingTest(model)));
   for (const [path, text] of emitDocs(model)) out.set(`${GENERATED_DIR}/${path}`, withHeader(path, text));
   out.set(
     MODEL_TYPES_FILE,

@@ -149,6 +149,7 @@ export interface Method {
   deprecated?: string;
   params?: ParamsSchema;
   result: Schema;
+  frame?: Schema;
   /**
    * Error codes this method may return beyond the universal ones.
    */

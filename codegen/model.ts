@@ -31,6 +31,8 @@ export interface MethodInfo extends MethodNames {
   /** True when params exist but none is required, so clients may omit them. */
   paramsOptional: boolean;
   result: Schema;
+  /** The schema of each frame (kind stream only). */
+  frame: Schema | undefined;
   /** Declared (non-universal) error codes, sorted. */
   errors: ErrorCodeName[];
   examples: Example[];
@@ -100,6 +102,7 @@ export function normalize(file: MethodsFile): Model {
       params: m.params,
       paramsOptional: m.params !== undefined && (m.params.required ?? []).length === 0,
       result: m.result,
+      frame: m.frame,
       errors: [...m.errors].sort(),
       examples: m.examples,
     }))

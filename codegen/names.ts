@@ -34,6 +34,8 @@ export interface MethodNames {
   typeBase: string;
   paramsType: string;
   resultType: string;
+  /** The type of one frame of a stream method. */
+  frameType: string;
   /** The service interface of the namespace, e.g. DaemonService. */
   serviceInterface: string | undefined;
   /** camelCase of the segments after the namespace, e.g. operationsList. */
@@ -52,6 +54,7 @@ export function methodNames(name: string): MethodNames {
     typeBase,
     paramsType: `${typeBase}Params`,
     resultType: `${typeBase}Result`,
+    frameType: `${typeBase}Frame`,
     serviceInterface: namespace === undefined ? undefined : `${pascalSegment(namespace)}Service`,
     serviceMethod: namespace === undefined ? undefined : camel(segments.slice(1)),
     specialKey: camel(segments),

@@ -35,7 +35,8 @@ const RESERVED_TYPE_NAMES = new Set([
   'Transport',
 ]);
 /** Members of the generated client classes that a namespace or bare method must not shadow. */
-const RESERVED_CLIENT_MEMBERS = new Set(['call', 'transport', 'constructor']);
+// 'operations' is the SDK's waiter (src/sdk.ts), which extends the generated client.
+const RESERVED_CLIENT_MEMBERS = new Set(['call', 'transport', 'constructor', 'operations']);
 
 /** Validate a parsed methods.json; returns the problems found (empty when it is fine). */
 export function checkMethodsFile(doc: unknown, metaSchema: object): string[] {
@@ -72,6 +73,7 @@ function crossCheck(doc: MethodsFile): string[] {
 
     if (m.params) problems.push(...schemaProblems(m.params, `${at}.params`, defs));
     problems.push(...schemaProblems(m.result, `${at}.result`, defs));
+    if (m.frame) problems.push(...schemaProblems(m.frame, `${at}.frame`, defs));
     problems.push(...dispatchProblems(m, at));
 
     for (const code of m.errors) {
@@ -95,7 +97,7 @@ function crossCheck(doc: MethodsFile): string[] {
         );
       } else if (!prev) namespaceSurface.set(n.namespace, { surface: m.surface, at });
     }
-    for (const t of [n.resultType, ...(m.params ? [n.paramsType] : [])]) {
+    for (const t of [n.resultType, ...(m.params ? [n.paramsType] : []), ...(m.frame ? [n.frameType] : [])]) {
       const owner = typeNames.get(t);
       if (owner !== undefined && owner !== at) problems.push(`${at}: type name ${t} collides with ${owner}`);
       typeNames.set(t, at);
@@ -118,6 +120,9 @@ function dispatchProblems(m: Method, at: string): string[] {
       `${at}: kind "stream" needs dispatch "special" (a stream is produced by a hand-written handler)`,
     );
   }
+  // The frame schema types the SDK's stream iterator, so a stream must say what it yields.
+  if (m.kind === 'stream' && !m.frame) problems.push(`${at}: kind "stream" needs a frame schema`);
+  if (m.kind !== 'stream' && m.frame) problems.push(`${at}: a frame schema is only for kind "stream"`);
   if (m.dispatch === 'special' && m.surface !== 'daemon') {
     problems.push(`${at}: dispatch "special" is only supported on the daemon surface`);
   }

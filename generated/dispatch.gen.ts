@@ -76,6 +76,7 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'vm.ports': paramHandler(paramValidators['vm.ports'], (h, p, ctx) => h.services.vm.ports(p, ctx)),
   'vm.prune': paramHandler(paramValidators['vm.prune'], (h, p, ctx) => h.services.vm.prune(p, ctx)),
   'vm.restart': paramHandler(paramValidators['vm.restart'], (h, p, ctx) => h.services.vm.restart(p, ctx)),
+  'vm.resume': paramHandler(paramValidators['vm.resume'], (h, p, ctx) => h.services.vm.resume(p, ctx)),
   'vm.set': paramHandler(paramValidators['vm.set'], (h, p, ctx) => h.services.vm.set(p, ctx)),
   'vm.show': paramHandler(paramValidators['vm.show'], (h, p, ctx) => h.services.vm.show(p, ctx)),
   'vm.ssh': function vmSshHandler(ctx, host, req) {

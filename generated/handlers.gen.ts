@@ -76,6 +76,8 @@ import type {
   VmPruneResult,
   VmRestartParams,
   VmRestartResult,
+  VmResumeParams,
+  VmResumeResult,
   VmSetParams,
   VmSetResult,
   VmShowParams,
@@ -518,6 +520,18 @@ export interface VmService {
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   restart(params: VmRestartParams, ctx: RpcContext): Promise<VmRestartResult>;
+  /**
+   * Resume a paused VM.
+   *
+   * A VM is `paused` when QEMU stopped its guest, e.g. on a host I/O error such as a full disk (`state_reason` says which). banger resumes a VM paused by a full disk by itself once space is free again; this resumes it now (QEMU retries the failed I/O first, so a disk that is still full pauses it again).
+   *
+   * Wire method: `vm.resume`.
+   * @since 0.2.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  resume(params: VmResumeParams, ctx: RpcContext): Promise<VmResumeResult>;
   /**
    * Change a stopped VM's vCPUs or memory.
    *

@@ -78,6 +78,8 @@ import type {
   VmPruneResult,
   VmRestartParams,
   VmRestartResult,
+  VmResumeParams,
+  VmResumeResult,
   VmSetParams,
   VmSetResult,
   VmShowParams,
@@ -437,6 +439,14 @@ export const METHODS = {
     errors: ['conflict', 'not_found'],
     since: '0.1.0',
   },
+  'vm.resume': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Resume a paused VM.',
+    errors: ['conflict', 'not_found', 'not_running'],
+    since: '0.2.0',
+  },
   'vm.set': {
     surface: 'daemon',
     dispatch: 'param',
@@ -540,6 +550,7 @@ export type DaemonMethodName =
   | 'vm.ports'
   | 'vm.prune'
   | 'vm.restart'
+  | 'vm.resume'
   | 'vm.set'
   | 'vm.show'
   | 'vm.ssh'
@@ -596,6 +607,7 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'vm.ports',
   'vm.prune',
   'vm.restart',
+  'vm.resume',
   'vm.set',
   'vm.show',
   'vm.ssh',
@@ -719,6 +731,11 @@ export interface MethodMap {
   'vm.ports': { params: VmPortsParams; result: VmPortsResult; errors: 'not_found' | 'not_running' };
   'vm.prune': { params: VmPruneParams; result: VmPruneResult; errors: never };
   'vm.restart': { params: VmRestartParams; result: VmRestartResult; errors: 'conflict' | 'not_found' };
+  'vm.resume': {
+    params: VmResumeParams;
+    result: VmResumeResult;
+    errors: 'conflict' | 'not_found' | 'not_running';
+  };
   'vm.set': { params: VmSetParams; result: VmSetResult; errors: 'conflict' | 'not_found' };
   'vm.show': { params: VmShowParams; result: VmShowResult; errors: 'not_found' };
   'vm.ssh': { params: VmSshParams; result: VmSshResult; errors: 'not_found' | 'not_running' };

@@ -810,9 +810,10 @@ export const PARAMS_SCHEMAS = {
     $defs: {
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
     },
   },
@@ -877,6 +878,26 @@ export const PARAMS_SCHEMAS = {
     },
   },
   'vm.restart': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: '#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+    },
+    $defs: {
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+    },
+  },
+  'vm.resume': {
     type: 'object',
     additionalProperties: false,
     required: ['name'],
@@ -4325,6 +4346,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -4380,9 +4411,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',
@@ -4514,9 +4546,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
     },
   },
@@ -4629,6 +4662,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -4684,9 +4727,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',
@@ -4859,6 +4903,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -4914,9 +4968,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',
@@ -5195,6 +5250,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -5250,9 +5315,248 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
+      },
+      Workspace: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Workspace',
+        description: 'A host git work tree copied into a VM.',
+        required: [
+          'host_path',
+          'guest_path',
+          'mode',
+          'include_untracked',
+          'base_commit',
+          'files',
+          'bytes',
+          'prepared_at',
+        ],
+        properties: {
+          host_path: {
+            type: 'string',
+            description: 'The git work tree on the host it was copied from.',
+          },
+          guest_path: {
+            type: 'string',
+            description: 'Where it lives in the guest (default /root/repo).',
+          },
+          mode: {
+            type: 'string',
+            description:
+              '`tracked`: git-tracked files (plus untracked ones with include_untracked); `full_copy`: the whole work tree including submodules, ignored files excepted.',
+            enum: ['tracked', 'full_copy'],
+          },
+          include_untracked: {
+            type: 'boolean',
+            description: 'Untracked (not ignored) files were copied too.',
+          },
+          base_commit: {
+            type: 'string',
+            description: "The host's HEAD commit the workspace starts from (its git history is shallow).",
+          },
+          branch: {
+            type: 'string',
+            description: "The host's branch, when on one.",
+          },
+          files: {
+            type: 'integer',
+            description: 'Number of files copied.',
+            minimum: 0,
+          },
+          bytes: {
+            type: 'integer',
+            description: 'Bytes copied.',
+            minimum: 0,
+          },
+          prepared_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+        },
+      },
+    },
+  },
+  'vm.resume': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: '#/$defs/Vm',
+      },
+    },
+    $defs: {
+      NetworkMode: {
+        title: 'NetworkMode',
+        description:
+          "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
+        type: 'string',
+        enum: ['user', 'bridge'],
+      },
+      Timestamp: {
+        title: 'Timestamp',
+        description: 'A UTC time in ISO 8601 form, as `Date.prototype.toISOString()` writes it.',
+        type: 'string',
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$',
+      },
+      Vm: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'Vm',
+        description: 'A VM as the daemon records it.',
+        required: [
+          'id',
+          'name',
+          'state',
+          'image',
+          'vcpus',
+          'memory_mib',
+          'disk_size_bytes',
+          'network',
+          'nat',
+          'boot_count',
+          'created_at',
+          'updated_at',
+          'vm_dir',
+        ],
+        properties: {
+          id: {
+            type: 'string',
+            description: 'Stable id (12 hex digits); host-side names derive from it.',
+          },
+          name: {
+            $ref: '#/$defs/VmName',
+          },
+          state: {
+            $ref: '#/$defs/VmState',
+          },
+          image: {
+            type: 'string',
+            description: 'Name of the image the VM was created from.',
+          },
+          vcpus: {
+            type: 'integer',
+            description: 'Virtual CPUs.',
+            minimum: 1,
+            maximum: 64,
+          },
+          memory_mib: {
+            type: 'integer',
+            description: 'Memory in MiB.',
+            minimum: 128,
+          },
+          disk_size_bytes: {
+            type: 'integer',
+            description: "Size of the VM's root disk in bytes.",
+            minimum: 0,
+          },
+          network: {
+            $ref: '#/$defs/VmNetwork',
+          },
+          nat: {
+            type: 'boolean',
+            description: 'Whether outbound NAT is enabled (bridge mode).',
+          },
+          pid: {
+            type: 'integer',
+            description: 'Process id of the VMM while running.',
+            minimum: 1,
+          },
+          accel: {
+            type: 'string',
+            description: 'Accelerator the VMM runs with while running.',
+            enum: ['kvm', 'tcg'],
+          },
+          boot_count: {
+            type: 'integer',
+            description: 'How many times the VM has been started.',
+            minimum: 0,
+          },
+          created_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          updated_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_started_at: {
+            $ref: '#/$defs/Timestamp',
+          },
+          last_error: {
+            type: 'string',
+            description: 'The last error that put the VM in the error state.',
+          },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
+          vm_dir: {
+            type: 'string',
+            description: "The VM's directory on the host (disk overlay, serial log, sockets).",
+          },
+          workspace: {
+            $ref: '#/$defs/Workspace',
+            description: "The VM's workspace, when one was prepared.",
+          },
+          warm_template: {
+            type: 'string',
+            pattern: '^[0-9a-f]{16}$',
+            description:
+              'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
+          },
+        },
+      },
+      VmName: {
+        title: 'VmName',
+        description:
+          'A VM name: lower-case letters, digits and dashes, starting with a letter or digit, at most 64 characters.',
+        type: 'string',
+        pattern: '^[a-z0-9][a-z0-9-]{0,63}$',
+      },
+      VmNetwork: {
+        type: 'object',
+        additionalProperties: false,
+        title: 'VmNetwork',
+        description: 'How a VM is attached to the network.',
+        required: ['mode', 'mac'],
+        properties: {
+          mode: {
+            $ref: '#/$defs/NetworkMode',
+          },
+          mac: {
+            type: 'string',
+            description: "The guest's MAC address.",
+          },
+          guest_ip: {
+            type: 'string',
+            description: "The guest's IPv4 address on its network.",
+          },
+          ssh_host: {
+            type: 'string',
+            description: 'Host address SSH connects to.',
+          },
+          ssh_port: {
+            type: 'integer',
+            description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      VmState: {
+        title: 'VmState',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
+        type: 'string',
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',
@@ -5422,6 +5726,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -5477,9 +5791,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',
@@ -5649,6 +5964,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -5704,9 +6029,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',
@@ -5937,6 +6263,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -5992,9 +6328,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',
@@ -6110,9 +6447,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
     },
   },
@@ -6233,6 +6571,16 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The last error that put the VM in the error state.',
           },
+          state_reason: {
+            type: 'string',
+            description:
+              'Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).',
+          },
+          last_exit: {
+            type: 'string',
+            description:
+              "How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.",
+          },
           vm_dir: {
             type: 'string',
             description: "The VM's directory on the host (disk overlay, serial log, sockets).",
@@ -6288,9 +6636,10 @@ export const RESULT_SCHEMAS = {
       },
       VmState: {
         title: 'VmState',
-        description: 'Lifecycle state of a VM.',
+        description:
+          'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
         type: 'string',
-        enum: ['creating', 'stopped', 'starting', 'running', 'stopping', 'error', 'deleting'],
+        enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
       },
       Workspace: {
         type: 'object',

@@ -1044,6 +1044,14 @@ export interface Vm {
    */
   last_error?: string;
   /**
+   * Why the VM is in its state, when that is not self-evident (e.g. `paused`: `host disk full at 2026-01-14T09:31:02Z (vda: No space left on device); resumes by itself once space is free`, or `stopped`: `interrupted by a daemon restart`).
+   */
+  state_reason?: string;
+  /**
+   * How the VM's VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at 2026-01-14T09:31:02Z`); absent when every exit was asked for.
+   */
+  last_exit?: string;
+  /**
    * The VM's directory on the host (disk overlay, serial log, sockets).
    */
   vm_dir: string;
@@ -1299,6 +1307,16 @@ export interface VmListResult {
 }
 
 /**
+ * One frame of `vm.logs`'s stream.
+ */
+export interface VmLogsFrame {
+  /**
+   * Console output written since the previous frame (the first frame carries the tail).
+   */
+  data: string;
+}
+
+/**
  * Params of `vm.logs`.
  */
 export interface VmLogsParams {
@@ -1443,6 +1461,23 @@ export interface VmRestartResult {
 }
 
 /**
+ * Params of `vm.resume`.
+ */
+export interface VmResumeParams {
+  /**
+   * The VM's name (or id).
+   */
+  name: VmName;
+}
+
+/**
+ * Result of `vm.resume`.
+ */
+export interface VmResumeResult {
+  vm: Vm;
+}
+
+/**
  * Params of `vm.set`.
  */
 export interface VmSetParams {
@@ -1547,9 +1582,10 @@ export interface VmStartResult {
 }
 
 /**
- * Lifecycle state of a VM.
+ * Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.
  */
-export type VmState = 'creating' | 'stopped' | 'starting' | 'running' | 'stopping' | 'error' | 'deleting';
+export type VmState =
+  'creating' | 'stopped' | 'starting' | 'running' | 'paused' | 'stopping' | 'error' | 'deleting';
 
 /**
  * Params of `vm.stats`.

@@ -80,6 +80,8 @@ import type {
   VmPruneResult,
   VmRestartParams,
   VmRestartResult,
+  VmResumeParams,
+  VmResumeResult,
   VmSetParams,
   VmSetResult,
   VmShowParams,
@@ -144,6 +146,7 @@ export const paramValidators: {
   readonly 'vm.ports': ValidateFunction<VmPortsParams>;
   readonly 'vm.prune': ValidateFunction<VmPruneParams>;
   readonly 'vm.restart': ValidateFunction<VmRestartParams>;
+  readonly 'vm.resume': ValidateFunction<VmResumeParams>;
   readonly 'vm.set': ValidateFunction<VmSetParams>;
   readonly 'vm.show': ValidateFunction<VmShowParams>;
   readonly 'vm.ssh': ValidateFunction<VmSshParams>;
@@ -192,6 +195,7 @@ export const paramValidators: {
   'vm.ports': ajv.compile<VmPortsParams>(PARAMS_SCHEMAS['vm.ports']),
   'vm.prune': ajv.compile<VmPruneParams>(PARAMS_SCHEMAS['vm.prune']),
   'vm.restart': ajv.compile<VmRestartParams>(PARAMS_SCHEMAS['vm.restart']),
+  'vm.resume': ajv.compile<VmResumeParams>(PARAMS_SCHEMAS['vm.resume']),
   'vm.set': ajv.compile<VmSetParams>(PARAMS_SCHEMAS['vm.set']),
   'vm.show': ajv.compile<VmShowParams>(PARAMS_SCHEMAS['vm.show']),
   'vm.ssh': ajv.compile<VmSshParams>(PARAMS_SCHEMAS['vm.ssh']),
@@ -246,6 +250,7 @@ export const resultValidators: {
   readonly 'vm.ports': ValidateFunction<VmPortsResult>;
   readonly 'vm.prune': ValidateFunction<VmPruneResult>;
   readonly 'vm.restart': ValidateFunction<VmRestartResult>;
+  readonly 'vm.resume': ValidateFunction<VmResumeResult>;
   readonly 'vm.set': ValidateFunction<VmSetResult>;
   readonly 'vm.show': ValidateFunction<VmShowResult>;
   readonly 'vm.ssh': ValidateFunction<VmSshResult>;
@@ -301,6 +306,7 @@ export const resultValidators: {
   'vm.ports': ajv.compile<VmPortsResult>(RESULT_SCHEMAS['vm.ports']),
   'vm.prune': ajv.compile<VmPruneResult>(RESULT_SCHEMAS['vm.prune']),
   'vm.restart': ajv.compile<VmRestartResult>(RESULT_SCHEMAS['vm.restart']),
+  'vm.resume': ajv.compile<VmResumeResult>(RESULT_SCHEMAS['vm.resume']),
   'vm.set': ajv.compile<VmSetResult>(RESULT_SCHEMAS['vm.set']),
   'vm.show': ajv.compile<VmShowResult>(RESULT_SCHEMAS['vm.show']),
   'vm.ssh': ajv.compile<VmSshResult>(RESULT_SCHEMAS['vm.ssh']),

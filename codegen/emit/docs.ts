@@ -19,8 +19,14 @@ function page(title: string, css: string, body: string): string {
 `;
 }
 
-/** A stable, realistic-looking op id for an example (FNV-1a of the method name and index). */
-function exampleOpId(name: string, index: number): string {
+/**
+ * The op id an example call is shown with. A `*.begin` call's operation id IS its op id (the
+ * daemon returns ctx.opId), so its example uses the result's `operation_id`; any other example
+ * gets a stable, realistic-looking id (FNV-1a of the method name and index).
+ */
+function exampleOpId(name: string, index: number, result: unknown): string {
+  const operationId = (result as { operation_id?: unknown } | null)?.operation_id;
+  if (name.endsWith('.begin') && typeof operationId === 'string') return operationId;
   let h = 0x811c9dc5;
   for (const ch of `${name}#${index}`) h = Math.imul(h ^ (ch.codePointAt(0) ?? 0), 0x01000193) >>> 0;
   return `op-${h.toString(16).padStart(8, '0')}`;
@@ -83,7 +89,7 @@ function methodPage(m: MethodInfo, model: Model): string {
     .join('\n');
   const examples = m.examples
     .map((ex, i) => {
-      const opId = exampleOpId(m.name, i);
+      const opId = exampleOpId(m.name, i, ex.result);
       const req: Record<string, unknown> = { version: model.protocolVersion, method: m.name };
       if (ex.params !== undefined) req.params = ex.params;
       req.op_id = opId;

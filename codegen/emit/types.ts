@@ -39,6 +39,7 @@ export async function emitTypes(model: Model): Promise<string> {
   for (const m of model.methods) {
     if (m.params) defs[m.paramsType] = named(m.params, m.paramsType, `Params of \`${m.name}\`.`);
     defs[m.resultType] = named(m.result, m.resultType, `Result of \`${m.name}\`.`);
+    if (m.frame) defs[m.frameType] = named(m.frame, m.frameType, `One frame of \`${m.name}\`'s stream.`);
   }
   const root = { title: ROOT, type: 'object', additionalProperties: false, properties: {}, $defs: defs };
   const raw = await compile(root as JSONSchema, ROOT, {
