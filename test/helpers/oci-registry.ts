@@ -12,7 +12,9 @@ export type Fault =
   | { kind: 'corrupt' }
   | { kind: 'extra' }
   | { kind: 'stall'; after: number }
-  | { kind: 'norange' };
+  | { kind: 'norange' }
+  /** 307 to http://localhost:PORT/cdn/<digest> (another host name: credentials must not follow). */
+  | { kind: 'redirect' };
 
 export interface LoggedRequest {
   method: string;
@@ -27,6 +29,8 @@ export interface AuthConfig {
   /** Credentials the token endpoint (bearer) or the registry (basic) accepts; none = anonymous tokens. */
   user?: string;
   pass?: string;
+  /** Bearer only: a refresh token (docker's identitytoken) the token endpoint accepts by POST. */
+  refreshToken?: string;
 }
 
 function digestOf(b: Buffer): string {
@@ -160,6 +164,31 @@ export class FakeRegistry {
       ...(req.headers.authorization ? { auth: req.headers.authorization } : {}),
       ...(req.headers.accept ? { accept: req.headers.accept } : {}),
     });
+    if (url.pathname === '/token' && req.method === 'POST') {
+      let body = '';
+      for await (const c of req) body += String(c);
+      const form = new URLSearchParams(body);
+      if (
+        form.get('grant_type') !== 'refresh_token' ||
+        form.get('refresh_token') !== this.auth?.refreshToken
+      ) {
+        res.statusCode = 401;
+        res.end(JSON.stringify({ errors: [{ code: 'DENIED', message: 'bad refresh token' }] }));
+        return;
+      }
+      const t = `tok-${Math.random().toString(36).slice(2)}`;
+      this.tokens.add(t);
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ access_token: t, scope: form.get('scope') }));
+      return;
+    }
+    const cdn = /^\/cdn\/(sha256:[0-9a-f]{64})$/.exec(url.pathname);
+    if (cdn) {
+      const b = this.blobs.get(cdn[1]!);
+      res.statusCode = b ? 200 : 404;
+      res.end(b);
+      return;
+    }
     if (url.pathname === '/token') {
       const h = req.headers.authorization;
       if (this.auth?.user !== undefined) {
@@ -214,6 +243,12 @@ export class FakeRegistry {
     if (!blob) {
       res.statusCode = 404;
       res.end(JSON.stringify({ errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown' }] }));
+      return;
+    }
+    if (fault?.kind === 'redirect') {
+      res.statusCode = 307;
+      res.setHeader('Location', `http://localhost:${this.host.split(':')[1]}/cdn/${ref}`);
+      res.end();
       return;
     }
     if (fault?.kind === 'corrupt') {

@@ -191,6 +191,29 @@ describe('pullImage', () => {
     );
   });
 
+  it('an identity token (docker login with a refresh token) is exchanged by POST; blob redirects drop credentials', async () => {
+    const img = reg.addImage('idt/app', 'latest', [APP]);
+    reg.auth = { kind: 'bearer', refreshToken: 'refresh-123' };
+    reg.fault(img.layers[0]!, { kind: 'redirect' });
+    const cfg = join(dir, 'config.json');
+    writeFileSync(cfg, JSON.stringify({ auths: { [host]: { identitytoken: 'refresh-123' } } }));
+    const pulled = await pullImage(opts('idt/app', { credentials: dockerConfigCredentials(cfg) }));
+    expect(pulled.layers).toHaveLength(1);
+    expect(reg.requests('/token').every((r) => r.method === 'POST')).toBe(true);
+    const cdn = reg.requests('/cdn/');
+    expect(cdn).toHaveLength(1);
+    expect(cdn[0]?.auth).toBeUndefined();
+    expect(reg.requests(`/v2/idt/app/blobs/${img.layers[0]}`)[0]?.auth).toMatch(/^Bearer tok-/);
+  });
+
+  it('two pulls of images sharing a layer at the same time download it once', async () => {
+    reg.addImage('c/a', 'latest', [BASE]);
+    reg.addImage('c/b', 'latest', [BASE, APP]);
+    const [a, b] = await Promise.all([pullImage(opts('c/a')), pullImage(opts('c/b'))]);
+    expect(a.layers[0]?.path).toBe(b.layers[0]?.path);
+    expect(reg.requests(`/blobs/${a.layers[0]!.digest}`).filter((r) => !r.range)).toHaveLength(1);
+  });
+
   it('basic auth with credentials, and a clear error without', async () => {
     reg.addImage('basic/app', 'latest', [APP]);
     reg.auth = { kind: 'basic', user: 'bob', pass: 'pw' };
@@ -253,7 +276,10 @@ describe('pullImage', () => {
     const img = reg.addImage('trunc', 'latest', [BASE]);
     const d = img.layers[0]!;
     reg.fault(d, { kind: 'truncate', at: 100_000 });
-    await pullImage(opts('trunc'));
+    const retries: PullProgress[] = [];
+    await pullImage(opts('trunc', { onProgress: (e) => e.kind === 'retry' && retries.push(e) }));
+    expect(retries).toHaveLength(1);
+    expect(retries[0]).toMatchObject({ what: `layer 1/1 ${d.slice(0, 19)}`, attempt: 1 });
     const gets = reg.requests(`/blobs/${d}`);
     expect(gets).toHaveLength(2);
     expect(gets[1]?.range).toMatch(/^bytes=\d+-$/);

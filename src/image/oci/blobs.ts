@@ -41,6 +41,8 @@ export interface FetchOptions {
   retry?: RetryPolicy;
   /** Bytes of this blob present so far (resumed bytes included) and its size. */
   onProgress?: (done: number, total: number) => void;
+  /** A failed attempt that will be retried (resuming) after delayMs. */
+  onRetry?: (attempt: number, error: unknown, delayMs: number) => void;
 }
 
 export interface PruneResult {
@@ -108,7 +110,7 @@ export class BlobCache {
     return withBuildLock(join(dir, `${hex}.lock`), opts.signal, async () => {
       const again = await this.has(desc.digest, desc.size);
       if (again) return again;
-      await withRetry(opts.retry ?? {}, opts.signal, () => this.download(desc, source, opts));
+      await withRetry(opts.retry ?? {}, opts.signal, () => this.download(desc, source, opts), opts.onRetry);
       return this.path(desc.digest);
     });
   }

@@ -130,6 +130,14 @@ export async function pullImage(opts: PullOptions): Promise<OciImage> {
         {
           signal,
           retry: opts.retry,
+          onRetry: (attempt, e, delayMs) =>
+            opts.onProgress?.({
+              kind: 'retry',
+              what: `layer ${i + 1}/${manifest.layers.length} ${layer.digest.slice(0, 19)}`,
+              attempt,
+              error: (e as Error).message,
+              delayMs,
+            }),
           onProgress: (d, total) => {
             done[i] = d;
             opts.onProgress?.({
