@@ -49,7 +49,7 @@ export class FakeRegistry {
   private readonly sockets = new Set<Socket>();
   host = '';
 
-  async start(): Promise<string> {
+  async start(listenHost = '127.0.0.1'): Promise<string> {
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((e: unknown) => {
         res.statusCode = 500;
@@ -60,8 +60,8 @@ export class FakeRegistry {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
-    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
-    this.host = `127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    await new Promise<void>((r) => this.server!.listen(0, listenHost, r));
+    this.host = `${listenHost}:${(this.server.address() as AddressInfo).port}`;
     return this.host;
   }
 

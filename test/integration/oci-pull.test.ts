@@ -3,7 +3,7 @@
 // the shared cache and its prune, and the pulled image through flatten → ext4.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlobCache } from '../../src/image/oci/blobs.ts';
@@ -16,6 +16,10 @@ import { FakeRegistry } from '../helpers/oci-registry.ts';
 import { gzip, sha256, tarEntries, zstd } from '../helpers/oci-tar.ts';
 
 const FAST = { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 };
+/** A non-loopback address of this host, to show plain HTTP there needs `insecure`. */
+const OTHER_ADDR = Object.values(networkInterfaces())
+  .flat()
+  .find((a) => a?.family === 'IPv4' && !a.internal)?.address;
 
 function layer(entries: Parameters<typeof tarEntries>[0], compress: 'gzip' | 'zstd' | 'none' = 'gzip') {
   const tar = tarEntries(entries);
@@ -318,6 +322,45 @@ describe('pullImage', () => {
     await pullImage(opts('stall', { idleTimeoutMs: 300 }));
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(reg.requests(`/blobs/${img.layers[0]}`).at(-1)?.range).toMatch(/^bytes=[1-9]\d*-$/);
+  });
+
+  it.skipIf(OTHER_ADDR === undefined)(
+    'a plain-HTTP registry on a non-loopback address needs insecure (and then works)',
+    async () => {
+      const other = new FakeRegistry();
+      const h = await other.start(OTHER_ADDR);
+      try {
+        other.addImage('far/app', 'latest', [APP]);
+        const o = { cacheDir: join(dir, 'far'), credentials: undefined, retry: FAST, idleTimeoutMs: 2000 };
+        await expect(pullImage({ ...o, ref: `${h}/far/app` })).rejects.toThrow(
+          new RegExp(
+            `registry ${h}: manifest far/app:latest: .*\\(TLS failed; .*needs the insecure option\\)`,
+          ),
+        );
+        expect(other.log).toEqual([]); // https only: nothing reached the plain-HTTP server as HTTP
+        const pulled = await pullImage({ ...o, ref: `${h}/far/app`, insecure: true });
+        expect(pulled.layers).toHaveLength(1);
+      } finally {
+        await other.stop();
+      }
+    },
+  );
+
+  it('an abort stops a pull at once; the partial download stays and the next pull resumes it', async () => {
+    const img = reg.addImage('ab', 'latest', [BASE]);
+    const d = img.layers[0]!;
+    reg.fault(d, { kind: 'stall', after: 50_000 });
+    const ac = new AbortController();
+    const t0 = Date.now();
+    setTimeout(() => ac.abort(), 300);
+    await expect(pullImage(opts('ab', { signal: ac.signal, idleTimeoutMs: 10_000 }))).rejects.toThrow(
+      /abort/i,
+    );
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(cacheFiles()).toContain(`${d.slice(7)}.partial`);
+    expect(cacheFiles().some((f) => f.endsWith('.lock'))).toBe(false);
+    await pullImage(opts('ab'));
+    expect(reg.requests(`/blobs/${d}`).at(-1)?.range).toBe('bytes=50000-');
   });
 
   it('prune removes what no image references (dry run first) and abandoned partials', async () => {

@@ -221,6 +221,15 @@ describe('flattenLayers', () => {
     ).rejects.toThrow(/more than 2 entries/);
   });
 
+  it('an aborted flatten stops and removes its spill directory', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    await expect(
+      flattenLayers([layer([{ path: 'a', body: 'a' }])], { workDir: dir, signal: ac.signal }),
+    ).rejects.toThrow(/abort/i);
+    expect(leftovers()).toEqual([]);
+  });
+
   it('checks the diff_id, detects compression by magic bytes, refuses bzip2 and garbage', async () => {
     const l = layer([{ path: 'a', body: 'a' }], 'zstd');
     await expect(flat([{ ...l, diffId: sha256('other') }])).rejects.toThrow(

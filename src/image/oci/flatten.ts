@@ -24,7 +24,7 @@ export interface LayerInput {
 export interface FlattenLimits {
   /** Decompressed bytes of all layers together (default 64 GiB). */
   maxBytes?: number;
-  /** Tar entries of all layers together (default 4 million; bounds the model's memory). */
+  /** Tar entries of all layers together (default 1 million; bounds the model's memory). */
   maxEntries?: number;
 }
 
@@ -43,7 +43,7 @@ export interface FlatImage {
 }
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 ** 3;
-export const DEFAULT_MAX_ENTRIES = 4_000_000;
+export const DEFAULT_MAX_ENTRIES = 1_000_000;
 
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';

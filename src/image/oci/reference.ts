@@ -24,7 +24,7 @@ const DIGEST = /^sha256:[a-f0-9]{64}$/;
 const HOST =
   /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?$/;
 
-export class ReferenceError extends Error {
+export class ImageReferenceError extends Error {
   constructor(ref: string, why: string) {
     super(`invalid image reference ${JSON.stringify(ref)}: ${why}`);
     this.name = 'ImageReferenceError';
@@ -37,15 +37,15 @@ export function isDigest(s: string): boolean {
 
 export function parseReference(input: string): ImageReference {
   const ref = input.trim();
-  if (ref === '') throw new ReferenceError(input, 'empty');
-  if (ref.length > 4096) throw new ReferenceError(input, 'too long');
+  if (ref === '') throw new ImageReferenceError(input, 'empty');
+  if (ref.length > 4096) throw new ImageReferenceError(input, 'too long');
   let rest = ref;
   let digest: string | undefined;
   const at = rest.indexOf('@');
   if (at >= 0) {
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
-    if (!DIGEST.test(digest)) throw new ReferenceError(input, `digest must be sha256:<64 hex digits>`);
+    if (!DIGEST.test(digest)) throw new ImageReferenceError(input, `digest must be sha256:<64 hex digits>`);
   }
   let tag: string | undefined;
   const lastSlash = rest.lastIndexOf('/');
@@ -53,26 +53,27 @@ export function parseReference(input: string): ImageReference {
   if (colon > lastSlash) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!TAG.test(tag)) throw new ReferenceError(input, `bad tag ${JSON.stringify(tag)}`);
+    if (!TAG.test(tag)) throw new ImageReferenceError(input, `bad tag ${JSON.stringify(tag)}`);
   }
   const parts = rest.split('/');
   let registry = DOCKER_HUB;
   const first = parts[0] ?? '';
   if (parts.length > 1 && (first.includes('.') || first.includes(':') || first === 'localhost')) {
-    if (!HOST.test(first)) throw new ReferenceError(input, `bad registry host ${JSON.stringify(first)}`);
+    if (!HOST.test(first)) throw new ImageReferenceError(input, `bad registry host ${JSON.stringify(first)}`);
     registry = first.toLowerCase();
     parts.shift();
   }
   if (registry === 'index.docker.io' || registry === DOCKER_HUB_API) registry = DOCKER_HUB;
   if (parts.length === 0 || parts.some((p) => !COMPONENT.test(p))) {
-    throw new ReferenceError(
+    throw new ImageReferenceError(
       input,
       'repository path components must be lowercase letters, digits and single separators (. _ __ -)',
     );
   }
   if (registry === DOCKER_HUB && parts.length === 1) parts.unshift('library');
   const repository = parts.join('/');
-  if (repository.length > 255) throw new ReferenceError(input, 'repository name longer than 255 characters');
+  if (repository.length > 255)
+    throw new ImageReferenceError(input, 'repository name longer than 255 characters');
   const out: ImageReference = { registry, repository };
   if (tag !== undefined) out.tag = tag;
   if (digest !== undefined) out.digest = digest;

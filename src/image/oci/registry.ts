@@ -9,6 +9,7 @@ import type { Credentials, CredentialLookup } from './credentials.ts';
 import {
   httpRequest,
   isLoopbackHost,
+  isTransient,
   isTransientStatus,
   readBody,
   TransientError,
@@ -57,6 +58,18 @@ export class RegistryError extends Error {
 }
 
 const MAX_MANIFEST = 4 * 1024 * 1024;
+const TLS_HINT = 'a registry without valid https on a non-loopback address needs the insecure option';
+
+/** A TLS handshake or certificate failure (an http-only registry answers TLS with garbage). */
+function looksLikeTls(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  return (
+    code === 'EPROTO' ||
+    code.startsWith('ERR_SSL') ||
+    code.startsWith('ERR_TLS') ||
+    /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code)
+  );
+}
 
 /** Parse `Bearer realm="…",service="…"` (auth-params, quoted or token values). */
 export function parseChallenge(header: string): { scheme: string; params: Record<string, string> } {
@@ -258,8 +271,10 @@ export class RegistryClient {
         try {
           res = await this.authed(path, scope, req);
         } catch (e) {
-          if (e instanceof TransientError) e.message = `registry ${this.registry}: ${what}: ${e.message}`;
-          throw e;
+          if (e instanceof RegistryError || req.signal?.aborted) throw e;
+          const msg = `registry ${this.registry}: ${what}: ${(e as Error).message.replace(/\s*\n\s*/g, ' ').trim()}`;
+          if (isTransient(e)) throw new TransientError(msg);
+          throw new RegistryError(looksLikeTls(e) ? `${msg} (TLS failed; ${TLS_HINT})` : msg);
         }
         if (ok(res.status)) return res;
         const body = await readBody(res, 64 * 1024).catch(() => Buffer.alloc(0));
