@@ -103,6 +103,23 @@ export async function runDoctor(p: DoctorProbes): Promise<Check[]> {
     );
   }
 
+  // The VMM driver the daemon runs, and why (a configured Firecracker falls back to QEMU without
+  // its binary or a usable KVM).
+  const eng = status?.engine;
+  if (eng?.driver_reason !== undefined) {
+    const fellBack = /is configured, but/.test(eng.driver_reason);
+    out.push(
+      fellBack
+        ? check(
+            'engine',
+            'WARN',
+            `${eng.driver}: ${eng.driver_reason}`,
+            'install firecracker on PATH and make /dev/kvm usable, or set engine = "qemu" in the config',
+          )
+        : check('engine', 'PASS', `${eng.driver}: ${eng.driver_reason}`),
+    );
+  }
+
   const q = await p
     .run('qemu-system-x86_64', ['--version'])
     .catch(() => ({ code: null, stdout: '', stderr: '' }));

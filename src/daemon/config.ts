@@ -7,6 +7,8 @@ import { parseLogsConfig, type LogsConfig } from '../ops/config.ts';
 export interface DaemonConfig {
   log_level: string;
   accel: 'auto' | 'kvm' | 'tcg';
+  /** The VMM: qemu (default) or firecracker (needs its binary and KVM; else QEMU runs, said why). */
+  engine: 'qemu' | 'firecracker';
   network: 'auto' | 'user' | 'bridge';
   helper_socket: string | undefined;
   image_cache_dir: string | undefined;
@@ -26,6 +28,7 @@ export interface DaemonConfig {
 export const DEFAULT_CONFIG: DaemonConfig = {
   log_level: 'info',
   accel: 'auto',
+  engine: 'qemu',
   network: 'auto',
   helper_socket: undefined,
   image_cache_dir: undefined,
@@ -39,6 +42,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
 const TOP_KEYS = new Set([
   'log_level',
   'accel',
+  'engine',
   'network',
   'helper_socket',
   'image_cache_dir',
@@ -74,6 +78,7 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
   if (raw.log_level !== undefined)
     c.log_level = oneOf(raw.log_level, ['trace', 'debug', 'info', 'warn', 'error'], 'log_level');
   if (raw.accel !== undefined) c.accel = oneOf(raw.accel, ['auto', 'kvm', 'tcg'], 'accel');
+  if (raw.engine !== undefined) c.engine = oneOf(raw.engine, ['qemu', 'firecracker'], 'engine');
   if (raw.network !== undefined) c.network = oneOf(raw.network, ['auto', 'user', 'bridge'], 'network');
   for (const k of ['helper_socket', 'image_cache_dir'] as const) {
     const v = raw[k];

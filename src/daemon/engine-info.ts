@@ -1,6 +1,12 @@
 // The accelerator decision, made once per daemon start and reported by daemon.status.
 import { join } from 'node:path';
-import { probeAccel, qemuVersion, type Accel, type AccelProbeResult } from '../engine/index.ts';
+import {
+  probeAccel,
+  qemuVersion,
+  type Accel,
+  type AccelProbeResult,
+  type EngineSelection,
+} from '../engine/index.ts';
 import type { DaemonStatusResult } from '../../generated/types.gen.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Store } from '../store/index.ts';
@@ -18,12 +24,21 @@ export class EngineInfo {
   private readonly store: Store;
   private readonly stateDir: string;
   private readonly log: Logger;
+  /** The driver this daemon runs and why (src/engine/select.ts). */
+  private readonly selection: EngineSelection;
 
-  constructor(config: DaemonConfig, store: Store, stateDir: string, log: Logger) {
+  constructor(
+    config: DaemonConfig,
+    store: Store,
+    stateDir: string,
+    log: Logger,
+    selection: EngineSelection = { driver: 'qemu', reason: 'engine = "qemu" (the default)' },
+  ) {
     this.config = config;
     this.store = store;
     this.stateDir = stateDir;
     this.log = log;
+    this.selection = selection;
   }
 
   /** The accelerator to boot with; probes (once) on first use. */
@@ -67,8 +82,8 @@ export class EngineInfo {
 
   async status(): Promise<EngineStatus> {
     this.version ??= await qemuVersion().catch(() => undefined);
-    const out: EngineStatus = { driver: 'qemu' };
-    if (this.version) out.qemu_version = this.version;
+    const out: EngineStatus = { driver: this.selection.driver, driver_reason: this.selection.reason };
+    if (this.version && this.selection.driver === 'qemu') out.qemu_version = this.version;
     if (this.probing) {
       out.accel = 'probing';
       out.accel_reason = 'a test boot under KVM decides (up to about 10 s)';

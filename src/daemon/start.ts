@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import type { Server } from 'node:net';
 import type { Writable } from 'node:stream';
 import type { Operation } from '../../generated/types.gen.ts';
-import { QemuDriver, qemuVersion, type VmmDriver } from '../engine/index.ts';
+import {
+  FirecrackerDriver,
+  hostEngine,
+  QemuDriver,
+  qemuVersion,
+  selectEngine,
+  type EngineSelection,
+  type VmmDriver,
+} from '../engine/index.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import { listenUnix } from '../rpc/listen.ts';
 import { createRpcServer } from '../rpc/server.ts';
@@ -94,6 +102,12 @@ function storeSink(store: Store): OperationSink {
   };
 }
 
+function driverFor(s: EngineSelection, log: Logger): VmmDriver {
+  return s.driver === 'firecracker'
+    ? new FirecrackerDriver({ logger: log, ...(s.binary ? { binary: s.binary } : {}) })
+    : new QemuDriver({ logger: log });
+}
+
 export function cacheDirFor(config: DaemonConfig): string {
   return config.image_cache_dir ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'banger');
 }
@@ -155,7 +169,12 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   if (testFailStep)
     log.warn({ step: testFailStep }, 'TEST-ONLY fault injection is on: boots fail at this step');
   const startedAt = new Date();
-  const engine = new EngineInfo(opts.config, store, opts.stateDir, log);
+  // The VMM driver: config `engine`, unless it cannot run here (said in daemon status and doctor).
+  const selection: EngineSelection = opts.driver
+    ? { driver: opts.driver.name, reason: 'injected (tests)' }
+    : selectEngine(opts.config.engine, hostEngine);
+  if (selection.driver !== opts.config.engine) log.warn({ reason: selection.reason }, 'engine fallback');
+  const engine = new EngineInfo(opts.config, store, opts.stateDir, log, selection);
   const ssh = sshPaths(opts.stateDir);
   const installKey = ensureInstallKey(ssh);
   installKey.catch((err: unknown) => log.error({ err }, 'could not create the SSH key'));
@@ -168,7 +187,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     cacheDir: cacheDirFor(opts.config),
   });
   const kernels = new KernelServiceImpl({ store, log, stateDir: opts.stateDir });
-  const runtime = new VmRuntime(opts.driver ?? new QemuDriver({ logger: log }), log);
+  const runtime = new VmRuntime(opts.driver ?? driverFor(selection, log), log);
   // Bridge mode: taps, NAT and resolver routing through bangerd-root.
   // `<name>.vm` for running bridged VMs: 127.0.0.1 for the host, the bridge address for guests.
   const dns =

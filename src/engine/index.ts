@@ -95,3 +95,4 @@ export {
   shellQuote,
   type SaveStateOptions,
 } from './migration.ts';
+export { selectEngine, hostEngine, type EngineHost, type EngineSelection } from './select.ts';

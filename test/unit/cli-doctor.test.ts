@@ -214,4 +214,28 @@ describe('banger doctor', () => {
     const bridged = await runDoctor(probes({ dnsRcode: async () => undefined }));
     expect(byName(bridged)).toMatchObject({ dns: 'FAIL', 'dns-routing': 'PASS' });
   });
+
+  it('engine: PASS with the driver and why; a configured Firecracker that cannot run here is a WARN', async () => {
+    const withEngine = (driver: string, driver_reason: string): Partial<DoctorProbes> => ({
+      status: async () => ({ ...status, engine: { driver, driver_reason, accel: 'kvm' } }),
+    });
+    const ok = await runDoctor(probes(withEngine('qemu', 'engine = "qemu" (the default)')));
+    expect(ok.find((c) => c.name === 'engine')).toEqual({
+      name: 'engine',
+      status: 'PASS',
+      detail: 'qemu: engine = "qemu" (the default)',
+    });
+    const fb = await runDoctor(
+      probes(
+        withEngine(
+          'qemu',
+          'engine = "firecracker" is configured, but Firecracker needs KVM and there is no /dev/kvm; running QEMU (TCG works without KVM)',
+        ),
+      ),
+    );
+    expect(fb.find((c) => c.name === 'engine')).toMatchObject({
+      status: 'WARN',
+      hint: expect.stringContaining('engine = "qemu"'),
+    });
+  });
 });
