@@ -171,7 +171,11 @@ describe('meta-schema and cross-checks', () => {
   });
 });
 
-describe('generation', () => {
+// A full generation is ~6 s of CPU (ts-morph, json-schema-to-typescript, prettier over every
+// file); these tests run one or two each, so on a loaded machine the default 20 s is too short.
+const GENERATION = { timeout: 90_000 };
+
+describe('generation', GENERATION, () => {
   it('is idempotent', async () => {
     const [a, b] = [await generate(), await generate()];
     expect([...a.keys()]).toEqual([...b.keys()]);
@@ -184,7 +188,7 @@ describe('generation', () => {
   });
 });
 
-describe('check mode on a temp copy', () => {
+describe('check mode on a temp copy', GENERATION, () => {
   let root: string;
   const main = join(REPO_ROOT, 'codegen/main.ts');
   const check = () => run(process.execPath, [main, '--check', '--root', root]);
