@@ -164,6 +164,27 @@ describe('meta-schema and cross-checks', () => {
       },
       /errors: missing property "conflict"/,
     ],
+    [
+      'a stream method without a frame schema',
+      (d) => {
+        Reflect.deleteProperty(method(d, 'vm.logs'), 'frame');
+      },
+      /methods\[\d+\] "vm\.logs": kind "stream" needs a frame schema/,
+    ],
+    [
+      'a frame schema on a unary method',
+      (d) => {
+        method(d, 'vm.show').frame = { type: 'object' };
+      },
+      /methods\[\d+\] "vm\.show": a frame schema is only for kind "stream"/,
+    ],
+    [
+      'a method named like the SDK waiter',
+      (d) => {
+        method(d, 'vm.show').name = 'operations.show';
+      },
+      /"operations" is reserved by the generated client/,
+    ],
   ];
   it.each(cases)('reject %s with a message naming the place', (_what, edit, message) => {
     const problems = problemsAfter(edit);
