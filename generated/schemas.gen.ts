@@ -1350,6 +1350,11 @@ export const RESULT_SCHEMAS = {
             type: 'string',
             description: 'The VMM driver, e.g. `qemu` or `firecracker`.',
           },
+          driver_reason: {
+            type: 'string',
+            description:
+              "Why this driver: the config's `engine`, or why a configured Firecracker is not used here (no binary, no usable KVM).",
+          },
           accel: {
             type: 'string',
             enum: ['kvm', 'tcg', 'probing'],

@@ -96,6 +96,10 @@ export interface DaemonStatusResult {
      */
     driver: string;
     /**
+     * Why this driver: the config's `engine`, or why a configured Firecracker is not used here (no binary, no usable KVM).
+     */
+    driver_reason?: string;
+    /**
      * `kvm` when hardware virtualisation is usable, else `tcg` (slower); `probing` while the test boot that decides it runs. Absent until the first VM start asks for it.
      */
     accel?: 'kvm' | 'tcg' | 'probing';
