@@ -1,0 +1,203 @@
+// The crash harness (issue 12): for every named step of cold create, warm create, image warm,
+// start, stop and delete, a daemon started with BANGER_TEST_CRASH_AT=<step> SIGKILLs itself when
+// that step begins; a normal daemon is started again, and the invariants are checked on the real
+// world, not on banger's word:
+//   - no VMM whose argv names the state dir runs unless banger lists its VM live;
+//   - nothing is left on disk (VM directories, unfinished templates) for a VM banger does not list;
+//   - no tap is left for a VM banger does not list;
+//   - every VM listed running passes `vm health` and answers `hostname` with its own name;
+// and at the end everything can be deleted, after which no VMM of the state dir runs.
+// Scenario ids: crash_cold_create, crash_warm_create, crash_image_warm, crash_start_stop,
+// crash_delete (`npm run smoke -- -t crash_`).
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Operation, OpSummary, Vm } from '../../generated/types.gen.ts';
+import { findStateDirVmms } from '../../src/vm/orphans.ts';
+import { banger, bangerJson, inNetns, restartSmokeDaemon, smokeEnv, uniqueName, vmDirs } from './harness.ts';
+
+// A spec no other smoke file uses, so its template is this file's own.
+const MEM = ['--memory', '576'];
+const LIVE = new Set(['starting', 'running', 'paused', 'stopping']);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Start a daemon that crashes at `point`, run `action` against it (it fails when the daemon
+ * dies), wait for the crash, then start a normal daemon (which reconciles).
+ */
+async function crashAt(point: string, action: () => Promise<unknown>, waitMs = 240_000): Promise<void> {
+  const env = await restartSmokeDaemon({ BANGER_TEST_CRASH_AT: point });
+  const pid = env.daemonPid;
+  let finished = false;
+  const act = action()
+    .catch(() => undefined)
+    .finally(() => (finished = true));
+  // The action ends when the daemon dies under it; if it ends with the daemon alive, the crash
+  // point was never reached: say so at once instead of waiting out the timeout.
+  const end = Date.now() + waitMs;
+  while (alive(pid)) {
+    if (finished) {
+      await new Promise((r) => setTimeout(r, 3000));
+      if (alive(pid))
+        throw new Error(`${point}: the action finished but the daemon never reached the crash point`);
+    }
+    if (Date.now() > end)
+      throw new Error(`${point}: the daemon (pid ${pid}) did not crash within ${waitMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await act;
+  // The crashed daemon's socket file is left behind: the next daemon replaces it.
+  await restartSmokeDaemon();
+}
+
+/** The invariants above, after a crash at `point`. */
+async function invariants(point: string): Promise<Vm[]> {
+  const env = smokeEnv();
+  const vms = await bangerJson<Vm[]>(['vm', 'list']);
+  const byId = new Map(vms.map((v) => [v.id, v]));
+  const uid = env.daemonUser?.uid ?? 0;
+  for (const p of findStateDirVmms(env.stateDir, uid)) {
+    const id = /\/vms\/([^/]+)$/.exec(p.dir)?.[1];
+    const vm = id ? byId.get(id) : undefined;
+    expect(
+      vm && LIVE.has(vm.state),
+      `${point}: VMM ${p.pid} (${p.dir}) runs but banger lists ${vm ? `${vm.name} ${vm.state}` : 'no VM'}`,
+    ).toBe(true);
+  }
+  expect(vmDirs(), `${point}: VM directories`).toEqual(vms.map((v) => v.id).sort());
+  // Every template directory is a finished template (an interrupted build is removed).
+  const images = join(env.stateDir, 'images');
+  for (const img of existsSync(images) ? readdirSync(images) : []) {
+    const warm = join(images, img, 'warm');
+    for (const t of existsSync(warm) ? readdirSync(warm) : []) {
+      expect(existsSync(join(warm, t, 'template.json')), `${point}: unfinished template ${t}`).toBe(true);
+    }
+  }
+  const links = await inNetns(env.netns, ['ip', '-o', 'link', 'show']);
+  const taps = [...links.stdout.matchAll(/^\d+: (bgt[^:@ ]*)/gm)].map((m) => m[1]!);
+  const bridged = new Set(vms.filter((v) => v.network.mode === 'bridge').map((v) => v.id));
+  for (const tap of taps)
+    expect(
+      [...bridged].some((id) => tap.endsWith(id)),
+      `${point}: stray tap ${tap}`,
+    ).toBe(true);
+  for (const v of vms.filter((x) => x.state === 'running')) {
+    const h = await bangerJson<{ ssh_ready: boolean }>(['vm', 'health', v.name]);
+    expect(h.ssh_ready, `${point}: ${v.name} health`).toBe(true);
+    const r = await banger(['vm', 'ssh', v.name, '--', 'hostname'], { timeoutMs: 60_000 });
+    expect(r.stdout.trim(), `${point}: ${v.name} answers as itself (${r.stderr})`).toBe(v.name);
+  }
+  return vms;
+}
+
+async function createOp(vmName: string): Promise<OpSummary | undefined> {
+  const ops = await bangerJson<OpSummary[]>(['op', 'list', '--method', 'vm.create.begin', '--vm', vmName]);
+  return ops[0];
+}
+
+const made: string[] = [];
+afterAll(async () => {
+  for (const n of made) await banger(['vm', 'delete', n]);
+  const env = smokeEnv();
+  // After deleting everything this file made, none of its VMMs runs.
+  const left = findStateDirVmms(env.stateDir, env.daemonUser?.uid ?? 0).filter((p) =>
+    made.some((n) => p.argv.join(' ').includes(`guest=${n}`)),
+  );
+  expect(left).toEqual([]);
+});
+
+describe('crash consistency on real VMs', () => {
+  it('crash_cold_create: a crash at any step of a cold create is undone after the restart', async () => {
+    for (const step of ['resolve_image', 'record', 'network', 'prepare_disk', 'seed', 'boot', 'wait_ready']) {
+      const name = uniqueName(`cc-${step.replace('_', '')}`.slice(0, 12));
+      // Bridged, so the network step (tap, NAT) is one of them.
+      await crashAt(`vm.create.${step}`, () =>
+        banger(['vm', 'create', '--name', name, '--cold', '--network', 'bridge', ...MEM]),
+      );
+      const vms = await invariants(`vm.create.${step}`);
+      expect(
+        vms.map((v) => v.name),
+        `vm.create.${step}: the undone VM is gone`,
+      ).not.toContain(name);
+      const op = await createOp(name);
+      expect(op?.state, `vm.create.${step}: its op`).toBe('failed');
+      expect(op?.message).toMatch(/interrupted by a daemon restart/);
+    }
+  });
+
+  it('crash_image_warm: a crash at any stage of a template build leaves no VMM and no files; then it builds', async () => {
+    for (const stage of ['prepare', 'boot', 'settle', 'save']) {
+      await crashAt(`image.warm.${stage}`, () =>
+        banger(['image', 'warm', ...MEM, '--network', 'user'], { timeoutMs: 600_000 }),
+      );
+      await invariants(`image.warm.${stage}`);
+    }
+    const r = await bangerJson<{ operation: Operation }>(['image', 'warm', ...MEM, '--network', 'user'], {
+      timeoutMs: 600_000,
+    });
+    expect(r.operation.state).toBe('succeeded');
+  });
+
+  it('crash_warm_create: a crash at any step of a warm create is undone, never a clone with the template identity', async () => {
+    for (const step of ['warm', 'record', 'prepare_disk', 'seed', 'restore', 'reidentify', 'wait_ready']) {
+      const name = uniqueName(`cw-${step.replace('_', '')}`.slice(0, 12));
+      await crashAt(`vm.create.${step}`, () =>
+        banger(['vm', 'create', '--name', name, '--network', 'user', ...MEM]),
+      );
+      const vms = await invariants(`vm.create.${step} (warm)`);
+      expect(vms.map((v) => v.name)).not.toContain(name);
+    }
+    // And a warm create after all that works, as itself.
+    const name = uniqueName('cw-ok');
+    made.push(name);
+    const r = await bangerJson<{ vm: Vm }>(['vm', 'create', '--name', name, '--network', 'user', ...MEM]);
+    expect(r.vm.warm_template).toMatch(/^[0-9a-f]{16}$/);
+    await invariants('after warm crashes');
+  });
+
+  it('crash_start_stop: an interrupted start or stop ends stopped; the VM then starts and stops normally', async () => {
+    const name = uniqueName('css');
+    made.push(name);
+    await bangerJson(['vm', 'create', '--name', name, '--no-start', '--network', 'user', ...MEM]);
+    for (const step of ['network', 'boot', 'wait_ready']) {
+      await crashAt(`vm.start.${step}`, () => banger(['vm', 'start', name]));
+      const vms = await invariants(`vm.start.${step}`);
+      const vm = vms.find((v) => v.name === name);
+      expect(vm?.state, `vm.start.${step}`).toBe('stopped');
+      if (step !== 'network') expect(vm?.state_reason).toBe('start interrupted by a daemon restart');
+    }
+    expect((await banger(['vm', 'start', name])).code).toBe(0);
+    await invariants('started');
+    await crashAt('vm.stop.shutdown', () => banger(['vm', 'stop', name]));
+    const vms = await invariants('vm.stop.shutdown');
+    expect(vms.find((v) => v.name === name)).toMatchObject({
+      state: 'stopped',
+      state_reason: 'stop interrupted by a daemon restart',
+    });
+  });
+
+  it('crash_delete: a crash at any step of a delete is finished by the restart (or leaves the VM whole)', async () => {
+    for (const step of ['stop', 'network', 'files', 'record']) {
+      const name = uniqueName(`cd-${step}`);
+      await bangerJson(['vm', 'create', '--name', name, '--no-start', ...MEM]);
+      await crashAt(`vm.delete.${step}`, () => banger(['vm', 'delete', name]));
+      const vms = await invariants(`vm.delete.${step}`);
+      const vm = vms.find((v) => v.name === name);
+      if (step === 'stop') {
+        // Nothing was done yet: the VM is as it was, and deletes normally.
+        expect(vm?.state).toBe('stopped');
+        expect((await banger(['vm', 'delete', name])).code).toBe(0);
+      } else {
+        expect(vm, `vm.delete.${step}: finished`).toBeUndefined();
+      }
+    }
+  });
+});
