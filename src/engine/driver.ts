@@ -28,6 +28,20 @@ export type NetSpec =
   | { mode: 'tap'; tap: string; mac: string }
   | { mode: 'none' };
 
+/**
+ * Guest RAM in a file (`memory-backend-file`) instead of anonymous memory: how warm templates
+ * share their RAM with their clones (docs/warm-start.md).
+ */
+export interface GuestMemorySpec {
+  /** Absolute path of the RAM file; QEMU creates it (sparse) when missing. */
+  backendFile: string;
+  /**
+   * true: MAP_SHARED, the guest's writes land in the file (a template while it runs). false:
+   * MAP_PRIVATE, reads share the file's page cache and writes stay private to this VMM (a clone).
+   */
+  share: boolean;
+}
+
 export interface VmLaunchSpec {
   /** VM id: [A-Za-z0-9][A-Za-z0-9_.-]{0,62}; becomes the QEMU guest name. */
   id: string;
@@ -51,9 +65,15 @@ export interface VmLaunchSpec {
    */
   qgaSocket?: string;
   accel: Accel;
+  /** Guest RAM backed by a file (warm templates and their clones); default anonymous memory. */
+  memory?: GuestMemorySpec;
   /** TCG translation cache size; bounds QEMU RSS. Default 128. Ignored under KVM. */
   tbSizeMiB?: number;
-  /** Restore from saved state (`-incoming URI`, e.g. `exec:cat /path/state`); VM starts paused. */
+  /**
+   * Restore from saved state (`-incoming URI`, e.g. `exec:cat /path/state`); VM starts paused.
+   * `defer` waits for QMP `migrate-incoming` (src/engine/migration.ts loadState), so migration
+   * capabilities such as x-ignore-shared can be set first.
+   */
   incoming?: string;
   /**
    * Host TSC rate for `tsc_early_khz` (TCG on microvm). Pin it in the VM record when a VM's

@@ -3,6 +3,12 @@
 // the path is shell-quoted here). Restore = the same plan with `spec.incoming =
 // restoreStateUri(path)`, then `waitIncoming` and `cont`: a restored VM stays paused until told.
 //
+// With guest RAM in a file (spec.memory), `ignoreShared` sets the x-ignore-shared capability:
+// the save then skips the shared RAM block and writes only the device state (tens of KB instead
+// of the guest's RAM). The restoring VMM maps the same file (share=off) and starts with
+// `-incoming defer` (INCOMING_DEFER), because the capability must be set on it before the
+// state is read: loadState sets it, then QMP `migrate-incoming`.
+//
 // When cat fails (disk full), QEMU only sees its pipe close and says "Broken pipe". So cat's
 // stderr goes to a file next to the state, and a failed save also looks at the free space:
 // the error then names the real cause (EngineError 'no_space').
@@ -30,6 +36,16 @@ export function restoreStateUri(path: string): string {
   return `exec:cat ${shellQuote(path)}`;
 }
 
+/** `-incoming defer`: QEMU waits for QMP `migrate-incoming` (loadState). */
+export const INCOMING_DEFER = 'defer';
+
+/** Skip RAM blocks backed by a shared file when migrating (both ends must set it). */
+async function setIgnoreShared(qmp: QmpClient): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [{ capability: 'x-ignore-shared', state: true }],
+  });
+}
+
 /** Where cat's complaints about writing `statePath` go while saving. */
 export function saveErrPath(statePath: string): string {
   return `${statePath}.save-err`;
@@ -46,6 +62,11 @@ export interface SaveStateOptions {
   pollMs?: number;
   /** Free bytes for unprivileged use on the filesystem of `dir` (tests inject it). Default statfs. */
   freeBytes?: (dir: string) => Promise<number | null>;
+  /**
+   * Guest RAM is a shared file (memory-backend-file, share=on) that stays as the saved RAM: set
+   * x-ignore-shared so only the device state is written. The file must not change afterwards.
+   */
+  ignoreShared?: boolean;
 }
 
 async function statfsFree(dir: string): Promise<number | null> {
@@ -75,6 +96,7 @@ export async function saveState(
   try {
     const st = await qmp.queryStatus();
     if (st.running) await qmp.execute('stop');
+    if (opts.ignoreShared) await setIgnoreShared(qmp);
     await qmp.execute('migrate', { uri: saveStateUri(path, errPath) });
     for (;;) {
       const info = await qmp.execute<MigrateInfo>('query-migrate');
@@ -156,4 +178,24 @@ export async function waitIncoming(
     if (Date.now() - t0 > timeoutMs) throw new EngineError('timeout', `restore not done in ${timeoutMs} ms`);
     await sleep(opts.pollMs ?? 25);
   }
+}
+
+/**
+ * Load a saved state into a VMM started with `-incoming defer` (INCOMING_DEFER): set
+ * x-ignore-shared when its RAM is the saver's shared file (mapped share=off here), then QMP
+ * `migrate-incoming` from the file, and wait until it is loaded. The VM is then paused: `cont`.
+ */
+export async function loadState(
+  qmp: QmpClient,
+  path: string,
+  opts: { ignoreShared?: boolean; timeoutMs?: number; pollMs?: number } = {},
+): Promise<{ durationMs: number }> {
+  const t0 = Date.now();
+  if (opts.ignoreShared) await setIgnoreShared(qmp);
+  await qmp.execute('migrate-incoming', { uri: restoreStateUri(path) });
+  const wait: { timeoutMs?: number; pollMs?: number } = {};
+  if (opts.timeoutMs !== undefined) wait.timeoutMs = opts.timeoutMs;
+  if (opts.pollMs !== undefined) wait.pollMs = opts.pollMs;
+  await waitIncoming(qmp, wait);
+  return { durationMs: Date.now() - t0 };
 }

@@ -1,13 +1,15 @@
 // Pure builder: VmLaunchSpec -> `qemu-system-x86_64 -M microvm ...` argv. Deterministic (same
 // spec, same argv, same hash), so a saved VM restores with the same device layout: warm restore
-// is this argv plus `-incoming`, bridged mode is the same argv with a tap netdev.
+// is this argv plus `-incoming`, bridged mode is the same argv with a tap netdev. A warm template
+// keeps its RAM in a file (`memory-backend-file`, share=on) and its clones map that file
+// copy-on-write (share=off): the only other difference between their argvs.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PlanFiles, QemuLaunchPlan, VmLaunchSpec } from './driver.ts';
 import { EngineError } from './errors.ts';
 import { HANDLES_FILE } from './handles.ts';
-import { checkSocketPath, validateLaunchSpec, withKernelParams } from './spec.ts';
+import { checkPath, checkSocketPath, validateLaunchSpec, withKernelParams } from './spec.ts';
 
 export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
 export const DEFAULT_TB_SIZE_MIB = 128;
@@ -36,6 +38,9 @@ export function qemuFiles(spec: VmLaunchSpec): PlanFiles {
   if (spec.qgaSocket !== undefined) files.qgaSocket = spec.qgaSocket;
   return files;
 }
+
+/** The QOM id of the guest RAM backend when guest RAM lives in a file (spec.memory). */
+export const MEMORY_BACKEND_ID = 'mem';
 
 /** QEMU option values are comma-separated key=value lists; a literal comma is written twice. */
 export function qemuOptValue(value: string): string {
@@ -68,13 +73,15 @@ export function buildKernelCmdline(spec: VmLaunchSpec, tscKhz: number | null): s
 
 export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): string[] {
   validateLaunchSpec(spec);
+  if (spec.memory !== undefined) checkPath('memory.backendFile', spec.memory.backendFile);
   const files = qemuFiles(spec);
   const qmpSocket = files.qmpSocket as string;
   checkSocketPath('QMP socket (vmDir/qmp.sock)', qmpSocket);
   const tscKhz = spec.tscKhz ?? opts.hostTscKhz ?? null;
   const o = qemuOptValue;
 
-  const argv: string[] = ['-name', `guest=${o(spec.id)}`, '-M', 'microvm'];
+  const machine = spec.memory !== undefined ? `microvm,memory-backend=${MEMORY_BACKEND_ID}` : 'microvm';
+  const argv: string[] = ['-name', `guest=${o(spec.id)}`, '-M', machine];
   if (spec.accel === 'kvm') {
     // PVM-style hosts abort on MSR 0x10a with plain `-cpu host`.
     argv.push('-accel', 'kvm', '-cpu', 'host,-arch-capabilities');
@@ -92,6 +99,15 @@ export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): s
     'chardev=qmp,mode=control',
   );
   argv.push('-pidfile', files.pidFile as string);
+  if (spec.memory !== undefined) {
+    // After the VM's own paths on purpose: a clone's RAM file is in its template's directory,
+    // and src/vm/orphans.ts takes the first state-dir path of an argv as the VMM's directory.
+    const m = spec.memory;
+    argv.push(
+      '-object',
+      `memory-backend-file,id=${MEMORY_BACKEND_ID},size=${spec.memoryMiB}M,mem-path=${o(m.backendFile)},share=${m.share ? 'on' : 'off'}`,
+    );
+  }
   argv.push('-kernel', spec.kernel);
   if (spec.initrd !== undefined) argv.push('-initrd', spec.initrd);
   argv.push('-append', buildKernelCmdline(spec, tscKhz));

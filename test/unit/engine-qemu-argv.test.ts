@@ -265,6 +265,52 @@ describe('warm restore (-incoming)', () => {
   });
 });
 
+describe('guest RAM in a file (warm templates and their clones)', () => {
+  const ram = '/var/lib/banger/images/i/warm/0123456789abcdef/ram';
+  const tpl = buildQemuArgv(spec({ memory: { backendFile: ram, share: true } }), { hostTscKhz: TSC });
+  const clone = buildQemuArgv(spec({ memory: { backendFile: ram, share: false }, incoming: 'defer' }), {
+    hostTscKhz: TSC,
+  });
+  const plain = buildQemuArgv(spec(), { hostTscKhz: TSC });
+
+  it('the template: the machine uses backend mem, a memory-backend-file of -m MiB, share=on', () => {
+    const i = plain.indexOf('-pidfile') + 2;
+    // Exactly the plain argv with the machine option and one -object after the VM's own paths.
+    expect(tpl).toEqual([
+      ...plain.slice(0, 3),
+      'microvm,memory-backend=mem',
+      ...plain.slice(4, i),
+      '-object',
+      `memory-backend-file,id=mem,size=512M,mem-path=${ram},share=on`,
+      ...plain.slice(i),
+    ]);
+    expect(after(tpl, '-m')).toBe('512');
+  });
+
+  it('a clone: the same but share=off (copy-on-write) and -incoming defer', () => {
+    expect(clone.slice(-2)).toEqual(['-incoming', 'defer']);
+    expect(clone.slice(0, -2).map((x) => x.replace('share=off', 'share=on'))).toEqual(tpl);
+    expect(allAfter(clone, '-object')).toEqual([
+      `memory-backend-file,id=mem,size=512M,mem-path=${ram},share=off`,
+    ]);
+  });
+
+  it('the size follows memoryMiB; commas in the path are doubled; no -object without spec.memory', () => {
+    const big = buildQemuArgv(spec({ memoryMiB: 768, memory: { backendFile: '/s/a,b/ram', share: false } }), {
+      hostTscKhz: TSC,
+    });
+    expect(after(big, '-object')).toBe('memory-backend-file,id=mem,size=768M,mem-path=/s/a,,b/ram,share=off');
+    expect(plain).not.toContain('-object');
+    expect(after(plain, '-M')).toBe('microvm');
+  });
+
+  it('refuses a relative RAM file path', () => {
+    expect(() =>
+      buildQemuArgv(spec({ memory: { backendFile: 'ram', share: true } }), { hostTscKhz: TSC }),
+    ).toThrow(/memory.backendFile must be an absolute path/);
+  });
+});
+
 describe('state file URIs (exec: runs under /bin/sh)', () => {
   it.each([
     ['/s/vm.state', "'/s/vm.state'"],
