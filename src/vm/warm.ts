@@ -1,20 +1,25 @@
-// Warm templates: boot a VM once, save its state (QMP `stop` + migrate to a file) with the disk
-// overlay of that moment, and start later VMs of the same spec from it: a clone gets its own
-// qcow2 overlay on the template's overlay and a QEMU started with the template's exact device
-// configuration plus `-incoming`, then `cont`; the guest agent gives it its own identity before
-// anyone can reach it (src/vm/reidentify.ts).
+// Warm templates: boot a VM once with its RAM in a file, save its device state (QMP `stop` +
+// migrate to a file with x-ignore-shared: the RAM stays in its file) with the disk overlay of that
+// moment, and start later VMs of the same spec from it: a clone gets its own qcow2 overlay on the
+// template's overlay and a QEMU started with the template's exact device configuration, mapping
+// the template's RAM file copy-on-write (share=off: reads share the template's pages, writes stay
+// private), plus `-incoming defer`; then x-ignore-shared, `migrate-incoming` and `cont`. The guest
+// agent gives it its own identity before anyone can reach it (src/vm/reidentify.ts).
 //
 // A template is addressed by the hash of its key (image and kernel files, vCPUs, memory, disk
 // size, network mode, engine and accelerator): any change to any part is a different key, so a
 // stale template is simply never found, and is removed once no VM's disk backs on it. Templates
-// live beside their image: <image dir>/warm/<hash16>/ holding disk.qcow2 (read-only base),
-// seed.ext4, state (device state + RAM), serial.log and template.json, written last: a directory
-// without it is an unfinished build.
+// live beside their image: <image dir>/warm/<hash16>/ holding disk.qcow2 (read-only base), ram
+// (the guest's RAM, read-only once saved: clones map it), seed.ext4, state (device state only),
+// serial.log and template.json, written last: a directory without it is an unfinished build. A
+// running clone maps the RAM file, so a template is never removed while a VM's row names it.
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { accessSync, chmodSync, constants as fsc } from 'node:fs';
+import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Accel, VmLaunchSpec, VmmDriver, VmmHandle } from '../engine/index.ts';
-import { EngineError, restoreStateUri, saveState, waitIncoming } from '../engine/index.ts';
+import { EngineError, saveState } from '../engine/index.ts';
+import { INCOMING_DEFER, loadState } from '../engine/migration.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { canonicalJson } from '../image/recipe.ts';
 import { buildSeedImage, randomMachineId } from '../image/seed.ts';
@@ -28,7 +33,7 @@ import { releasePort, reservePort } from './ports.ts';
 import { generateHostKey } from './ssh.ts';
 
 /** Bump when anything about how templates are made changes: older templates stop matching. */
-export const WARM_FORMAT = 1;
+export const WARM_FORMAT = 2; // 2: RAM in a file shared copy-on-write with the clones
 /** The hostname a template boots with (each clone gets its own before it is reachable). */
 export const TEMPLATE_HOSTNAME = 'banger-warm';
 export const TEMPLATE_MANIFEST = 'template.json';
@@ -67,7 +72,12 @@ export interface TemplateManifest {
   bootMs: number;
   /** QMP stop + migrate to the state file, ms. */
   saveMs: number;
+  /** The device state file's size (the RAM is not in it). */
   stateBytes: number;
+  /** The guest RAM file clones map (spec.memory.backendFile). */
+  ramFile: string;
+  /** The space the RAM file takes on disk (it is sparse: pages the guest never touched are holes). */
+  ramBytes: number;
 }
 
 export interface WarmTemplate {
@@ -75,6 +85,7 @@ export interface WarmTemplate {
   manifest: TemplateManifest;
   disk: string;
   state: string;
+  ram: string;
 }
 
 /** The hash of a key: sha256 over its canonical JSON (sorted keys). */
@@ -123,11 +134,18 @@ export function templateDir(image: Pick<ImageRow, 'rootfsPath'>, keyHash: string
   return join(warmRoot(image), keyHash.slice(0, 16));
 }
 
-function templatePaths(dir: string): { disk: string; seed: string; state: string; manifest: string } {
+function templatePaths(dir: string): {
+  disk: string;
+  seed: string;
+  state: string;
+  ram: string;
+  manifest: string;
+} {
   return {
     disk: join(dir, 'disk.qcow2'),
     seed: join(dir, 'seed.ext4'),
     state: join(dir, 'state'),
+    ram: join(dir, 'ram'),
     manifest: join(dir, TEMPLATE_MANIFEST),
   };
 }
@@ -146,7 +164,7 @@ export async function findTemplate(
     return undefined;
   }
   if (manifest.keyHash !== keyHash || manifest.format !== WARM_FORMAT) return undefined;
-  return { dir, manifest, disk: p.disk, state: p.state };
+  return { dir, manifest, disk: p.disk, state: p.state, ram: p.ram };
 }
 
 /** Every template directory of an image, finished or not. */
@@ -179,15 +197,18 @@ export interface CloneTarget {
 }
 
 /**
- * A clone's launch spec: the template's, with only per-VM paths, the forwarded port or tap, and
- * `-incoming` changed. Everything QEMU checks on restore (machine, devices and their order, RAM,
- * vCPUs, kernel command line, MAC) is the template's, so both argvs come from the same builder
- * and differ only in those places (test/unit/vm-warm.test.ts checks it).
+ * A clone's launch spec: the template's, with only per-VM paths, the forwarded port or tap, the
+ * RAM file mapped share=off instead of share=on, and `-incoming defer` changed. Everything QEMU
+ * checks on restore (machine, devices and their order, RAM, vCPUs, kernel command line, MAC) is
+ * the template's, so both argvs come from the same builder and differ only in those places
+ * (test/unit/vm-warm.test.ts checks it).
  */
-export function cloneLaunchSpec(tpl: VmLaunchSpec, t: CloneTarget, statePath: string): VmLaunchSpec {
+export function cloneLaunchSpec(tpl: VmLaunchSpec, t: CloneTarget): VmLaunchSpec {
   const [root, seed, ...rest] = tpl.disks;
   if (!root || !seed || rest.length > 0)
     throw new EngineError('invalid_spec', 'a template has exactly two disks (root overlay, seed)');
+  if (!tpl.memory?.share)
+    throw new EngineError('invalid_spec', 'a template keeps its RAM in a shared file (spec.memory)');
   let net: VmLaunchSpec['net'];
   if (tpl.net.mode === 'user') {
     if (t.sshHostPort === undefined)
@@ -211,7 +232,8 @@ export function cloneLaunchSpec(tpl: VmLaunchSpec, t: CloneTarget, statePath: st
     serialLog: t.files.serialLog,
     agentSocket: t.files.agentSocket,
     qgaSocket: t.files.qgaSocket,
-    incoming: restoreStateUri(statePath),
+    memory: { ...tpl.memory, share: false },
+    incoming: INCOMING_DEFER,
   };
 }
 
@@ -331,6 +353,8 @@ async function buildFresh(
       agentSocket: join(dir, 'agent.sock'),
       qgaSocket: join(dir, 'qga.sock'),
       accel: key.engine.accel,
+      // Guest RAM in the template's directory, written through while it runs; clones map it.
+      memory: { backendFile: p.ram, share: true },
     };
     if (kernel.initrdPath) spec.initrd = kernel.initrdPath;
     // Pin the TSC rate the command line carries, so every clone's argv is this one's.
@@ -376,20 +400,22 @@ async function buildFresh(
     }
     const bootMs = Math.round(performance.now() - t0);
 
-    progress('save', 'QMP stop, then migrate to the state file');
+    progress('save', 'QMP stop, then migrate the device state to the state file (RAM stays in its file)');
     const qmp = (handle as { qmp?: Parameters<typeof saveState>[0] }).qmp;
     if (!qmp) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
-    const saved = await saveState(qmp, p.state);
+    const saved = await saveState(qmp, p.state, { ignoreShared: true });
+    // Stopped and saved: nothing writes the guest's RAM any more; the VMM goes.
     await handle.kill('SIGKILL').catch(() => undefined);
     await handle.waitExit().catch(() => undefined);
     handle = undefined;
-    await chmod(p.disk, 0o444);
+    await sealTemplateFiles([p.disk, p.ram, p.state]);
     await Promise.all(
       ['agent.sock', 'qga.sock', 'qmp.sock', 'qemu.pid', 'handles.json'].map((f) =>
         rm(join(dir, f), { force: true }),
       ),
     );
     const stateBytes = (await stat(p.state)).size;
+    const ramBytes = (await stat(p.ram)).blocks * 512;
     const manifest: TemplateManifest = {
       format: WARM_FORMAT,
       keyHash: hash,
@@ -399,15 +425,23 @@ async function buildFresh(
       bootMs,
       saveMs: saved.durationMs,
       stateBytes,
+      ramFile: p.ram,
+      ramBytes,
     };
     const tmp = `${p.manifest}.tmp`;
     await writeFile(tmp, JSON.stringify(manifest, null, 2) + '\n', { mode: 0o600 });
     await rename(tmp, p.manifest);
     d.log.info(
-      { template: hash.slice(0, 16), boot_ms: bootMs, save_ms: saved.durationMs, state_bytes: stateBytes },
+      {
+        template: hash.slice(0, 16),
+        boot_ms: bootMs,
+        save_ms: saved.durationMs,
+        state_bytes: stateBytes,
+        ram_bytes: ramBytes,
+      },
       'warm template saved',
     );
-    return { dir, manifest, disk: p.disk, state: p.state };
+    return { dir, manifest, disk: p.disk, state: p.state, ram: p.ram };
   } catch (err) {
     if (handle) {
       await handle.kill('SIGKILL').catch(() => undefined);
@@ -428,27 +462,126 @@ export function templateMac(hash: string): string {
 }
 
 /**
- * Start a clone's VMM from a template: QEMU with the template's configuration and `-incoming`,
- * wait until the state is loaded, then `cont`. Returns the running handle.
+ * Make a finished template's files durable and read-only: the disk every clone's overlay backs
+ * on, the RAM file every clone maps and the device state (a MAP_PRIVATE page no clone has written
+ * yet reads the file as it is now, so nothing may change it while a clone runs). Flushed before
+ * template.json is written, so a host crash cannot leave a manifest over half-written RAM.
+ */
+export async function sealTemplateFiles(paths: string[]): Promise<void> {
+  for (const path of paths) {
+    const fh = await open(path, 'r');
+    try {
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await chmod(path, 0o444);
+  }
+}
+
+/** What holdRamOpenable does to the file system (tests inject a record of it). */
+export interface RamFileOps {
+  canWrite(path: string): boolean;
+  chmod(path: string, mode: number): void;
+}
+
+const hostRamOps: RamFileOps = {
+  canWrite: (path) => {
+    try {
+      accessSync(path, fsc.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  chmod: (path, mode) => chmodSync(path, mode),
+};
+
+const ramHolders = new Map<string, { holders: number; granted: boolean }>();
+
+/**
+ * Let this process's VMMs open a read-only template RAM file for as long as the returned release
+ * is not called. QEMU 7.2 opens a memory-backend-file read-write even with share=off (its
+ * read-only open, `readonly=on,rom=off`, came in 8.2), so a VMM of a non-root daemon needs the
+ * owner's write bit at the moment it starts; it never writes the file (MAP_PRIVATE). The bit is
+ * granted to the first holder and taken back when the last one releases, which is once the clone
+ * has loaded its state (the file is open and mapped by then). Root needs nothing granted. Sync
+ * calls: no other start can interleave between the check and the chmod.
+ */
+export function holdRamOpenable(ram: string, ops: RamFileOps = hostRamOps): () => void {
+  let h = ramHolders.get(ram);
+  if (h) h.holders++;
+  else {
+    const granted = !ops.canWrite(ram);
+    if (granted) ops.chmod(ram, 0o644);
+    h = { holders: 1, granted };
+    ramHolders.set(ram, h);
+  }
+  const held = h;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--held.holders > 0) return;
+    ramHolders.delete(ram);
+    if (!held.granted) return;
+    try {
+      ops.chmod(ram, 0o444);
+    } catch {
+      // The template went meanwhile (a failed build's cleanup): nothing left to protect.
+    }
+  };
+}
+
+/**
+ * Start a VMM whose RAM maps a saved VM's shared RAM file copy-on-write (spec.memory share=off,
+ * incoming `defer`) and load the device state saved with x-ignore-shared, then `cont`. Returns
+ * the running handle and how long loading the state took. On failure the VMM is killed.
+ */
+export async function startFromSharedState(
+  d: Pick<WarmDeps, 'driver' | 'log'>,
+  spec: VmLaunchSpec,
+  statePath: string,
+): Promise<{ handle: VmmHandle; loadMs: number }> {
+  if (!spec.memory || spec.memory.share || spec.incoming !== INCOMING_DEFER)
+    throw new EngineError('invalid_spec', 'a restore maps the RAM file share=off with -incoming defer');
+  const release = holdRamOpenable(spec.memory.backendFile);
+  let handle: VmmHandle | undefined;
+  try {
+    handle = await d.driver.start(d.driver.prepare(spec), { logger: d.log });
+    const qmp = (handle as { qmp?: Parameters<typeof loadState>[0] }).qmp;
+    if (!qmp) throw new EngineError('unsupported', 'warm clones need QEMU (QMP)');
+    const loaded = await loadState(qmp, statePath, { ignoreShared: true });
+    await qmp.execute('cont');
+    return { handle, loadMs: loaded.durationMs };
+  } catch (err) {
+    if (handle) {
+      await handle.kill('SIGKILL').catch(() => undefined);
+      await handle.waitExit().catch(() => undefined);
+    }
+    throw err;
+  } finally {
+    release();
+  }
+}
+
+/**
+ * Start a clone's VMM from a template: QEMU with the template's configuration, its RAM file
+ * mapped copy-on-write and `-incoming defer`; load the device state, then `cont`. Returns the
+ * running handle.
  */
 export async function startClone(
   d: Pick<WarmDeps, 'driver' | 'log'>,
   tpl: WarmTemplate,
   target: CloneTarget,
 ): Promise<VmmHandle> {
-  const spec = cloneLaunchSpec(tpl.manifest.spec, target, tpl.state);
-  const handle = await d.driver.start(d.driver.prepare(spec), { logger: d.log });
-  try {
-    const qmp = (handle as { qmp?: Parameters<typeof waitIncoming>[0] }).qmp;
-    if (!qmp) throw new EngineError('unsupported', 'warm clones need QEMU (QMP)');
-    await waitIncoming(qmp);
-    await qmp.execute('cont');
-    return handle;
-  } catch (err) {
-    await handle.kill('SIGKILL').catch(() => undefined);
-    await handle.waitExit().catch(() => undefined);
-    throw err;
-  }
+  const { handle, loadMs } = await startFromSharedState(
+    d,
+    cloneLaunchSpec(tpl.manifest.spec, target),
+    tpl.state,
+  );
+  d.log.debug({ vm: target.id, load_ms: loadMs }, 'warm clone state loaded');
+  return handle;
 }
 
 /** Whether a template's key still matches its image, kernel and engine as they are now. */

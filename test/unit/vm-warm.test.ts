@@ -1,6 +1,7 @@
 // Warm templates, the pure and file-level parts: the clone's QEMU command line against the
-// template's (QEMU refuses a saved state whose devices differ), keys and their invalidation,
-// finding and sweeping templates on disk.
+// template's (QEMU refuses a saved state whose devices differ; the clone maps the template's RAM
+// file copy-on-write), keys and their invalidation, finding and sweeping templates on disk, and
+// the RAM file's write bit while a clone's QEMU opens it.
 import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.ts';
 import type { VmLaunchSpec } from '../../src/engine/driver.ts';
 import { buildQemuArgv } from '../../src/engine/qemu-argv.ts';
-import { restoreStateUri } from '../../src/engine/migration.ts';
+import { findStateDirVmms } from '../../src/vm/orphans.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import type { ImageRow, KernelRow } from '../../src/store/index.ts';
 import { vmFiles } from '../../src/vm/layout.ts';
@@ -18,11 +19,13 @@ import {
   WARM_FORMAT,
   cloneLaunchSpec,
   findTemplate,
+  holdRamOpenable,
   listTemplates,
   sweepTemplates,
   templateDir,
   warmKey,
   warmKeyHash,
+  type RamFileOps,
   type TemplateManifest,
   type WarmSpec,
 } from '../../src/vm/warm.ts';
@@ -31,8 +34,10 @@ const TSC = 2_445_426;
 const root = mkdtempSync(join(tmpdir(), 'banger-warm-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
+const STATE = '/var/lib/banger';
+
 function templateSpec(mode: 'user' | 'bridge'): VmLaunchSpec {
-  const dir = '/var/lib/banger/images/debian-bookworm/warm/0123456789abcdef';
+  const dir = `${STATE}/images/debian-bookworm/warm/0123456789abcdef`;
   return {
     id: 'warm-0123456789abcdef',
     vmDir: dir,
@@ -54,28 +59,39 @@ function templateSpec(mode: 'user' | 'bridge'): VmLaunchSpec {
     qgaSocket: `${dir}/qga.sock`,
     accel: 'tcg',
     tscKhz: TSC,
+    memory: { backendFile: `${dir}/ram`, share: true },
   };
+}
+
+/** The value following `flag` (first occurrence). */
+function after(argv: string[], flag: string): string | undefined {
+  const i = argv.indexOf(flag);
+  return i < 0 ? undefined : argv[i + 1];
 }
 
 describe('a clone runs the template’s exact VMM configuration', () => {
   for (const mode of ['user', 'bridge'] as const) {
-    it(`${mode} networking: the argvs differ only in per-VM paths, port or tap, plus -incoming`, () => {
+    it(`${mode} networking: the argvs differ only in per-VM paths, port or tap, share=off, plus -incoming defer`, () => {
       const tpl = templateSpec(mode);
       const files = vmFiles('/home/u/.local/state/banger', 'a1b2c3d4e5f6');
-      const clone = cloneLaunchSpec(
-        tpl,
-        {
-          id: 'a1b2c3d4e5f6',
-          files,
-          ...(mode === 'user' ? { sshHostPort: 40777 } : { tap: 'bgta1b2c3d4e5f6' }),
-        },
-        `${tpl.vmDir}/state`,
-      );
+      const clone = cloneLaunchSpec(tpl, {
+        id: 'a1b2c3d4e5f6',
+        files,
+        ...(mode === 'user' ? { sshHostPort: 40777 } : { tap: 'bgta1b2c3d4e5f6' }),
+      });
       // Both come from the same builder; no host TSC is passed: the template pinned its rate.
       const a = buildQemuArgv(tpl);
       const b = buildQemuArgv(clone);
-      expect(b.slice(-2)).toEqual(['-incoming', restoreStateUri(`${tpl.vmDir}/state`)]);
+      // The state is loaded later through QMP (x-ignore-shared first): -incoming defer.
+      expect(b.slice(-2)).toEqual(['-incoming', 'defer']);
       expect(a).not.toContain('-incoming');
+      // The same RAM file, the template's: written through by the template, copy-on-write in the clone.
+      const ram = `memory-backend-file,id=mem,size=768M,mem-path=${tpl.vmDir}/ram`;
+      expect(after(a, '-object')).toBe(`${ram},share=on`);
+      expect(after(b, '-object')).toBe(`${ram},share=off`);
+      expect(a.filter((x) => x === '-object')).toHaveLength(1);
+      expect(b.filter((x) => x === '-object')).toHaveLength(1);
+      expect(after(a, '-M')).toBe('microvm,memory-backend=mem');
       const norm = (argv: string[], dir: string, id: string, port: string, tap: string): string[] =>
         argv.map((x) =>
           x.replaceAll(tap, 'TAP').replaceAll(dir, 'DIR').replaceAll(id, 'ID').replaceAll(port, 'PORT'),
@@ -83,9 +99,11 @@ describe('a clone runs the template’s exact VMM configuration', () => {
       const [tp, cp] = mode === 'user' ? ['40001', '40777'] : ['@@', '@@'];
       const [tt, ct] = mode === 'user' ? ['@@', '@@'] : ['bgtb0123456789a', 'bgta1b2c3d4e5f6'];
       // The clone's files have other names in its directory: map them onto the template's.
+      // The RAM file stays the template's (checked above): compare the rest.
       const cloneNamed = b
         .slice(0, -2)
-        .map((x) => x.replace(`${files.dir}/root.qcow2`, `${files.dir}/disk.qcow2`));
+        .map((x) => x.replace(`${files.dir}/root.qcow2`, `${files.dir}/disk.qcow2`))
+        .map((x) => (x === `${ram},share=off` ? `${ram.replace(tpl.vmDir, files.dir)},share=on` : x));
       expect(norm(cloneNamed, files.dir, 'a1b2c3d4e5f6', cp, ct)).toEqual(
         norm(a, tpl.vmDir, 'warm-0123456789abcdef', tp, tt),
       );
@@ -99,21 +117,79 @@ describe('a clone runs the template’s exact VMM configuration', () => {
     });
   }
 
-  it('refuses a template spec without exactly the two disks', () => {
+  it('a running clone is found as the VMM of its own directory, not of the template whose RAM it maps', () => {
+    const id = 'a1b2c3d4e5f6';
+    const files = vmFiles(STATE, id);
+    const argv = buildQemuArgv(cloneLaunchSpec(templateSpec('user'), { id, files, sshHostPort: 40777 }));
+    expect(argv.some((x) => x.includes(`${STATE}/images/debian-bookworm/warm/0123456789abcdef/ram`))).toBe(
+      true,
+    );
+    // A fake /proc with that one process: what reconciliation reads to find VMMs by directory.
+    const proc = join(root, 'proc');
+    mkdirSync(join(proc, '4242'), { recursive: true });
+    writeFileSync(
+      join(proc, '4242', 'status'),
+      'Name:\tqemu-system-x86\nState:\tS (sleeping)\nUid:\t1000\t1000\t1000\t1000\n',
+    );
+    writeFileSync(join(proc, '4242', 'comm'), 'qemu-system-x86\n');
+    writeFileSync(join(proc, '4242', 'cmdline'), ['qemu-system-x86_64', ...argv, ''].join('\0'));
+    expect(findStateDirVmms(STATE, 1000, proc)).toEqual([
+      expect.objectContaining({ pid: 4242, dir: files.dir }),
+    ]);
+  });
+
+  it('refuses a template spec without exactly the two disks, or without its RAM in a shared file', () => {
     const tpl = { ...templateSpec('user'), disks: [templateSpec('user').disks[0]!] };
-    expect(() =>
-      cloneLaunchSpec(
-        tpl,
-        { id: 'a1b2c3d4e5f6', files: vmFiles('/s', 'a1b2c3d4e5f6'), sshHostPort: 1 },
-        '/x',
-      ),
-    ).toThrow(/two disks/);
+    const target = { id: 'a1b2c3d4e5f6', files: vmFiles('/s', 'a1b2c3d4e5f6'), sshHostPort: 1 };
+    expect(() => cloneLaunchSpec(tpl, target)).toThrow(/two disks/);
+    const { memory: _m, ...anonymous } = templateSpec('user');
+    expect(() => cloneLaunchSpec(anonymous, target)).toThrow(/shared file/);
+    const privateRam = { ...templateSpec('user'), memory: { backendFile: '/x/ram', share: false } };
+    expect(() => cloneLaunchSpec(privateRam, target)).toThrow(/shared file/);
   });
 
   it('refuses a user-network clone without its port and a bridged one without its tap', () => {
     const files = vmFiles('/s', 'a1b2c3d4e5f6');
-    expect(() => cloneLaunchSpec(templateSpec('user'), { id: 'a1b2c3d4e5f6', files }, '/x')).toThrow(/port/);
-    expect(() => cloneLaunchSpec(templateSpec('bridge'), { id: 'a1b2c3d4e5f6', files }, '/x')).toThrow(/tap/);
+    expect(() => cloneLaunchSpec(templateSpec('user'), { id: 'a1b2c3d4e5f6', files })).toThrow(/port/);
+    expect(() => cloneLaunchSpec(templateSpec('bridge'), { id: 'a1b2c3d4e5f6', files })).toThrow(/tap/);
+  });
+});
+
+describe('the template RAM file while clones open it', () => {
+  /** A file system where `writable` says whether this process may open the file read-write. */
+  function fakeFs(writable: boolean): RamFileOps & { calls: string[] } {
+    const calls: string[] = [];
+    let mode = 0o444;
+    return {
+      calls,
+      canWrite: () => writable || (mode & 0o200) !== 0,
+      chmod: (path, m) => {
+        mode = m;
+        calls.push(`${path} ${m.toString(8)}`);
+      },
+    };
+  }
+
+  it('non-root: the first opener gets the write bit, the last one to release takes it back', () => {
+    const fs = fakeFs(false);
+    const r1 = holdRamOpenable('/t/ram', fs);
+    const r2 = holdRamOpenable('/t/ram', fs);
+    expect(fs.calls).toEqual(['/t/ram 644']);
+    r1();
+    r1(); // twice is once
+    expect(fs.calls).toEqual(['/t/ram 644']);
+    r2();
+    expect(fs.calls).toEqual(['/t/ram 644', '/t/ram 444']);
+    // The next start grants it again.
+    const r3 = holdRamOpenable('/t/ram', fs);
+    r3();
+    expect(fs.calls).toEqual(['/t/ram 644', '/t/ram 444', '/t/ram 644', '/t/ram 444']);
+  });
+
+  it('root (may open it anyway): the mode is never touched', () => {
+    const fs = fakeFs(true);
+    holdRamOpenable('/t/ram2', fs)();
+    expect(fs.calls).toEqual([]);
   });
 });
 
@@ -184,7 +260,7 @@ async function writeTemplate(image: ImageRow, kernel: KernelRow, spec: WarmSpec)
   const hash = warmKeyHash(key);
   const dir = templateDir(image, hash);
   mkdirSync(dir, { recursive: true });
-  for (const f of ['disk.qcow2', 'seed.ext4', 'state']) writeFileSync(join(dir, f), f);
+  for (const f of ['disk.qcow2', 'seed.ext4', 'state', 'ram']) writeFileSync(join(dir, f), f);
   const m: TemplateManifest = {
     format: WARM_FORMAT,
     keyHash: hash,
@@ -194,6 +270,8 @@ async function writeTemplate(image: ImageRow, kernel: KernelRow, spec: WarmSpec)
     bootMs: 1,
     saveMs: 1,
     stateBytes: 5,
+    ramFile: join(dir, 'ram'),
+    ramBytes: 3,
   };
   writeFileSync(join(dir, TEMPLATE_MANIFEST), JSON.stringify(m));
   return hash;
