@@ -69,6 +69,12 @@ export const LAYER1: TarSpec[] = [
   { path: LONG, body: 'long pax name' },
   { path: GNU_LONG, body: 'gnu long name', gnuLongName: true },
   { path: '/abs/inside', body: 'absolute name lands in the root' },
+  // Modes an unprivileged staging copy could not carry (mkfs must still read them): set by debugfs.
+  { path: 'etc/nothing', mode: 0o000, body: 'mode 0' },
+  { path: 'etc/writeonly', mode: 0o220, body: 'w' },
+  { path: 'locked/', type: 'dir', mode: 0o311, uid: 7 },
+  { path: 'locked/inside', mode: 0o600, uid: 7, body: 'in a dir without r' },
+  { path: 'var/mail/', type: 'dir', mode: 0o2775, gid: 8 },
 ];
 
 export const LAYER2: TarSpec[] = [
@@ -91,7 +97,7 @@ export const LAYER3: TarSpec[] = [
 const T = 1_700_000_000;
 export const EXPECTED: Expected[] = [
   { path: '/', type: 'directory', mode: 0o755, uid: 0, gid: 0 },
-  { path: '/abs', type: 'directory', mode: 0o755, uid: 0, gid: 0 },
+  { path: '/abs', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0 },
   {
     path: '/abs/inside',
     type: 'regular',
@@ -118,7 +124,13 @@ export const EXPECTED: Expected[] = [
   },
   { path: '/etc/localtime', type: 'symlink', mode: 0o777, uid: 0, gid: 0, target: '/usr/share/zoneinfo/UTC' },
   { path: '/etc/shadow', type: 'regular', mode: 0o640, uid: 0, gid: 42, body: 'root:*:19000::::::\n' },
-  { path: '/home', type: 'directory', mode: 0o755, uid: 0, gid: 0 },
+  { path: '/etc/nothing', type: 'regular', mode: 0o000, uid: 0, gid: 0, body: 'mode 0' },
+  { path: '/etc/writeonly', type: 'regular', mode: 0o220, uid: 0, gid: 0, body: 'w' },
+  { path: '/locked', type: 'directory', mode: 0o311, uid: 7, gid: 0 },
+  { path: '/locked/inside', type: 'regular', mode: 0o600, uid: 7, gid: 0, body: 'in a dir without r' },
+  { path: '/var', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0 },
+  { path: '/var/mail', type: 'directory', mode: 0o2775, uid: 0, gid: 8 },
+  { path: '/home', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0 },
   { path: '/home/user', type: 'directory', mode: 0o700, uid: 1000, gid: 1000 },
   { path: '/home/user/notes', type: 'regular', mode: 0o640, uid: 1000, gid: 1000, body: 'notes' },
   { path: '/lib', type: 'symlink', mode: 0o777, uid: 0, gid: 0, target: 'usr/lib' },
@@ -174,9 +186,16 @@ export const EXPECTED: Expected[] = [
   { path: '/usr/bin/wall', type: 'regular', mode: 0o2755, uid: 0, gid: 5, body: 'wall' },
   { path: '/usr/lib', type: 'directory', mode: 0o755, uid: 0, gid: 0 },
   { path: '/usr/lib/libx.so', type: 'regular', mode: 0o755, uid: 0, gid: 0, body: 'elf' },
-  { path: '/usr/share', type: 'directory', mode: 0o755, uid: 0, gid: 0 },
+  { path: '/usr/share', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0 },
   { path: `/${GNU_LONG}`, type: 'regular', mode: 0o644, uid: 0, gid: 0, body: 'gnu long name' },
-  { path: `/${LONG.split('/').slice(0, 3).join('/')}`, type: 'directory', mode: 0o755, uid: 0, gid: 0 },
+  {
+    path: `/${LONG.split('/').slice(0, 3).join('/')}`,
+    type: 'directory',
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    mtime: 0,
+  },
   { path: `/${LONG}`, type: 'regular', mode: 0o644, uid: 0, gid: 0, body: 'long pax name' },
 ];
 
@@ -237,7 +256,7 @@ export async function runExt4Check(dir: string): Promise<CheckResult> {
     const wantX = Object.fromEntries(Object.entries(e.xattrs ?? {}).map(([k, v]) => [k, v.toString('hex')]));
     if (JSON.stringify(s.xattrs) !== JSON.stringify(wantX)) bad('xattrs', s.xattrs, wantX);
     // Directories made implicitly (no header) get mtime 0; every header here has T unless it says.
-    if (e.type !== 'directory' && s.mtime !== (e.mtime ?? T)) bad('mtime', s.mtime, e.mtime ?? T);
+    if (s.mtime !== (e.mtime ?? T)) bad('mtime', s.mtime, e.mtime ?? T);
     if (e.sameInodeAs !== undefined) {
       const other = byPath.get(e.sameInodeAs);
       if (other?.ino !== s.ino) bad('inode', s.ino, `same as ${e.sameInodeAs} (${other?.ino})`);

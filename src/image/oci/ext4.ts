@@ -9,7 +9,20 @@
 //    which an unprivileged process could put in the staging tree.
 // The ownership pass runs as root too, so the result does not depend on who runs it.
 import { constants, createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, open, rename, rm, stat, symlink, link, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  mkdtemp,
+  open,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../exec.ts';
 import { TaskPool } from './pool.ts';
@@ -163,6 +176,26 @@ async function stageTree(
   }
 }
 
+/** Who mkfs will record as the owner of staged files (their owner: us), for skipping no-op commands. */
+interface StagingOwner {
+  uid: number;
+  gid: number;
+  root: boolean;
+}
+
+/**
+ * Whether the staging copy can carry this mode itself (mkfs -d copies mode, owner and mtime from
+ * it): always as root; otherwise only when we can still read it (files r--, directories r-x for
+ * the owner), or mkfs could not copy it.
+ */
+function stageableMode(ino: Inode, owner: StagingOwner): boolean {
+  if (ino.type === 'symlink') return true;
+  if (owner.root) return true;
+  // The kernel silently drops setgid on chmod by a non-member of the file's group.
+  if (ino.mode & 0o2000 && owner.gid !== process.getegid?.()) return false;
+  return ino.type === 'dir' ? (ino.mode & 0o500) === 0o500 : (ino.mode & 0o400) === 0o400;
+}
+
 async function stageInto(
   tree: FsTree,
   staging: string,
@@ -174,6 +207,10 @@ async function stageInto(
   const firstPath = new Map<number, string>();
   let xattrN = 0;
   const links: [string, string][] = [];
+  /** Modes and times applied to the staging copy once everything exists (directories last). */
+  const fixups: { host: string; ino: Inode; chmod: boolean }[] = [];
+  const st = await lstat(staging);
+  const owner: StagingOwner = { uid: st.uid, gid: st.gid, root: process.geteuid?.() === 0 };
   for (const { path, node } of tree.walk()) {
     signal?.throwIfAborted();
     const ino = node.inode;
@@ -190,16 +227,23 @@ async function stageInto(
     } else {
       firstPath.set(ino.id, path);
     }
+    // What mkfs will have recorded for this inode, so only the differences become commands.
+    let staged = { uid: owner.uid, gid: owner.gid, mode: -1, mtime: -1 };
+    const mtime = Math.max(0, Math.min(ino.mtime, 0xffffffff));
     switch (ino.type) {
       case 'dir':
-        if (path !== '/') await mkdir(host, { mode: 0o700 });
-        break;
       case 'file':
-        await pool.submit(() => stageFile(ino, host));
+      case 'symlink': {
+        if (path !== '/' && ino.type === 'dir') await mkdir(host, { mode: 0o700 });
+        if (ino.type === 'file') await pool.submit(() => stageFile(ino, host));
+        if (ino.type === 'symlink') await pool.submit(() => symlink(ino.target ?? '', host));
+        const chmod = stageableMode(ino, owner);
+        fixups.push({ host, ino, chmod });
+        staged = { ...staged, mode: chmod ? ino.mode : -1, mtime };
+        // mkfs -E root_owner=0:0 gives the root directory 0:0; its mode and time are set here.
+        if (path === '/') staged = { uid: 0, gid: 0, mode: -1, mtime: -1 };
         break;
-      case 'symlink':
-        await pool.submit(() => symlink(ino.target ?? '', host));
-        break;
+      }
       case 'char':
       case 'block':
       case 'fifo': {
@@ -207,23 +251,23 @@ async function stageInto(
         const parent = path.slice(0, slash) || '/';
         const spec =
           ino.type === 'fifo' ? 'p' : `${ino.type === 'char' ? 'c' : 'b'} ${ino.devmajor} ${ino.devminor}`;
-        // debugfs's mknod links the name into the current directory.
+        // debugfs's mknod links the name into the current directory (0 perms, uid 0, now).
         cmds.push(
           `cd ${debugfsQuote(parent)}`,
           `mknod ${debugfsQuote(path.slice(slash + 1))} ${spec}`,
           'cd /',
         );
+        staged = { uid: -1, gid: -1, mode: -1, mtime: -1 };
         break;
       }
     }
+    if (staged.uid !== ino.uid) cmds.push(`set_inode_field ${q} uid ${ino.uid}`);
+    if (staged.gid !== ino.gid) cmds.push(`set_inode_field ${q} gid ${ino.gid}`);
     // Linux symlinks are 0777 whatever the header says (tar -x gives the same).
-    const perm = ino.type === 'symlink' ? 0o777 : ino.mode;
-    cmds.push(
-      `set_inode_field ${q} uid ${ino.uid}`,
-      `set_inode_field ${q} gid ${ino.gid}`,
-      `set_inode_field ${q} mode 0${(TYPE_BITS[ino.type] | perm).toString(8)}`,
-      `set_inode_field ${q} mtime @${Math.max(0, Math.min(ino.mtime, 0xffffffff))}`,
-    );
+    if (ino.type !== 'symlink' && staged.mode !== ino.mode) {
+      cmds.push(`set_inode_field ${q} mode 0${(TYPE_BITS[ino.type] | ino.mode).toString(8)}`);
+    }
+    if (staged.mtime !== mtime) cmds.push(`set_inode_field ${q} mtime @${mtime}`);
     for (const [name, value] of ino.xattrs) {
       const f = join(xattrDir, String(xattrN++));
       await pool.submit(() => writeFile(f, value, { flag: 'wx', mode: 0o600 }));
@@ -233,7 +277,21 @@ async function stageInto(
   await pool.drain();
   for (const [from, to] of links) await pool.submit(() => link(from, to));
   await pool.drain();
+  // Modes and times last: a directory's mtime changes while it is filled, and a read-only mode
+  // would stop the filling. Files first, then directories deepest first.
+  const dirs = fixups.filter((f) => f.ino.type === 'dir').reverse();
+  for (const f of [...fixups.filter((f) => f.ino.type !== 'dir'), ...dirs]) {
+    if (f === dirs[0]) await pool.drain();
+    await pool.submit(() => applyStaged(f.host, f.ino, f.chmod));
+  }
+  await pool.drain();
   return cmds;
+}
+
+async function applyStaged(host: string, ino: Inode, chmodIt: boolean): Promise<void> {
+  if (chmodIt && ino.type !== 'symlink') await chmod(host, ino.mode);
+  const t = Math.max(0, Math.min(ino.mtime, 0xffffffff));
+  await lutimes(host, t, t);
 }
 
 async function stageFile(ino: Inode, host: string): Promise<void> {
