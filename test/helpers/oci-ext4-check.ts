@@ -75,6 +75,8 @@ export const LAYER1: TarSpec[] = [
   { path: 'locked/', type: 'dir', mode: 0o311, uid: 7 },
   { path: 'locked/inside', mode: 0o600, uid: 7, body: 'in a dir without r' },
   { path: 'var/mail/', type: 'dir', mode: 0o2775, gid: 8 },
+  { path: 'ro/', type: 'dir', mode: 0o555 },
+  { path: 'ro/file', mode: 0o444, body: 'read-only dir' },
 ];
 
 export const LAYER2: TarSpec[] = [
@@ -139,6 +141,8 @@ export const EXPECTED: Expected[] = [
   { path: '/old/b', type: 'regular', mode: 0o644, uid: 0, gid: 0, body: 'b' },
   { path: '/opaque', type: 'directory', mode: 0o755, uid: 0, gid: 0 },
   { path: '/opaque/new', type: 'regular', mode: 0o644, uid: 0, gid: 0, body: 'new' },
+  { path: '/ro', type: 'directory', mode: 0o555, uid: 0, gid: 0 },
+  { path: '/ro/file', type: 'regular', mode: 0o444, uid: 0, gid: 0, body: 'read-only dir' },
   { path: '/run', type: 'directory', mode: 0o755, uid: 0, gid: 0 },
   { path: '/run/initctl', type: 'FIFO', mode: 0o600, uid: 0, gid: 0 },
   { path: '/tmp', type: 'directory', mode: 0o1777, uid: 0, gid: 0 },

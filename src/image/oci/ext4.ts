@@ -185,7 +185,7 @@ interface StagingOwner {
 
 /**
  * Whether the staging copy can carry this mode itself (mkfs -d copies mode, owner and mtime from
- * it): always as root; otherwise only when we can still read it (files r--, directories r-x for
+ * it): always as root; otherwise only when we can still read it (files r--, directories rwx for
  * the owner), or mkfs could not copy it.
  */
 function stageableMode(ino: Inode, owner: StagingOwner): boolean {
@@ -193,7 +193,8 @@ function stageableMode(ino: Inode, owner: StagingOwner): boolean {
   if (owner.root) return true;
   // The kernel silently drops setgid on chmod by a non-member of the file's group.
   if (ino.mode & 0o2000 && owner.gid !== process.getegid?.()) return false;
-  return ino.type === 'dir' ? (ino.mode & 0o500) === 0o500 : (ino.mode & 0o400) === 0o400;
+  // Directories keep owner rwx too: the staging tree is removed afterwards.
+  return ino.type === 'dir' ? (ino.mode & 0o700) === 0o700 : (ino.mode & 0o400) === 0o400;
 }
 
 async function stageInto(
