@@ -178,6 +178,23 @@ describe('flattenLayers', () => {
     }
   });
 
+  it('strictSymlinks refuses a write through a link climbing above the root; in-root links still work', async () => {
+    const base = layer([
+      { path: 'usr/lib/', type: 'dir' },
+      { path: 'lib', type: 'symlink', linkname: 'usr/lib' },
+      { path: 'escape', type: 'symlink', linkname: '../../../../tmp' },
+    ]);
+    const ok = await flat([base, layer([{ path: 'lib/x', body: 'x' }])], { strictSymlinks: true });
+    expect(paths(ok)['/usr/lib/x']?.size).toBe(1);
+    await ok.dispose();
+    await expect(
+      flat([base, layer([{ path: 'escape/pwned', body: 'x' }])], { strictSymlinks: true }),
+    ).rejects.toThrow(
+      /layer 2\/2 .*"escape\/pwned": goes through a symlink that points above the image root/,
+    );
+    expect(leftovers()).toEqual([]);
+  });
+
   it('refuses ".." names, hard links to missing files, and links looping, with the layer named', async () => {
     await expect(flat([layer([{ path: '../../etc/passwd', body: 'x' }])])).rejects.toThrow(
       /layer 1\/1 \(sha256:[0-9a-f]{12}\): "..\/..\/etc\/passwd": a ".." component \(path traversal\) is refused/,

@@ -6,6 +6,7 @@ import { writeExt4, type Ext4Result } from './ext4.ts';
 import { flattenLayers, type FlattenLimits, type LayerInput } from './flatten.ts';
 
 export interface ConvertOptions extends FlattenLimits {
+  strictSymlinks?: boolean;
   imagePath: string;
   /** Scratch space of ours (spill files and staging tree; same filesystem as imagePath is best). */
   workDir: string;
@@ -32,6 +33,7 @@ export async function layersToExt4(
       signal: opts.signal,
       maxBytes: opts.maxBytes,
       maxEntries: opts.maxEntries,
+      strictSymlinks: opts.strictSymlinks,
       onLayer: (i, digest, n) => {
         entries += n;
         opts.onStage?.('flatten', `layer ${i + 1}/${layers.length} ${digest.slice(0, 19)}: ${n} entries`);

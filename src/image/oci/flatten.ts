@@ -29,6 +29,8 @@ export interface FlattenLimits {
 }
 
 export interface FlattenOptions extends FlattenLimits {
+  /** Refuse writes through a symlink that climbs above the root (default: resolve it inside). */
+  strictSymlinks?: boolean;
   /** A directory of ours; the spill directory is made inside it. */
   workDir: string;
   signal?: AbortSignal;
@@ -52,6 +54,7 @@ const SPILL_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | 
 export async function flattenLayers(layers: readonly LayerInput[], opts: FlattenOptions): Promise<FlatImage> {
   const spillDir = await mkdtemp(join(opts.workDir, 'spill-'));
   const tree = new FsTree();
+  tree.strictSymlinks = opts.strictSymlinks === true;
   const pendingUnlinks: string[] = [];
   tree.onRelease = (inode) => {
     if (inode.content?.kind === 'spill') pendingUnlinks.push(inode.content.path);
@@ -129,7 +132,7 @@ async function applyEntry(
     return;
   }
   if (base.startsWith(WHITEOUT)) {
-    const dir = tree.resolveDir(parts, { create: false, layer: ctx.layer, name: h.path });
+    const dir = tree.resolveDir(parts, { create: false, layer: ctx.layer, name: JSON.stringify(h.path) });
     if (!dir || dir.type !== 'dir') return;
     if (base === OPAQUE) {
       tree.makeOpaque(dir, ctx.layer);
@@ -141,7 +144,7 @@ async function applyEntry(
     if (node && node.layer < ctx.layer) tree.unbind(dir, hidden);
     return;
   }
-  const dir = tree.resolveDir(parts, { create: true, layer: ctx.layer, name: h.path });
+  const dir = tree.resolveDir(parts, { create: true, layer: ctx.layer, name: JSON.stringify(h.path) });
   if (!dir) throw new PathError(`${JSON.stringify(h.path)}: parent directory cannot be created`);
   const existing = dir.children?.get(base);
 
@@ -151,7 +154,7 @@ async function applyEntry(
     const tdir =
       tbase === undefined
         ? undefined
-        : tree.resolveDir(tparts, { create: false, layer: ctx.layer, name: h.linkname });
+        : tree.resolveDir(tparts, { create: false, layer: ctx.layer, name: JSON.stringify(h.linkname) });
     const target = tbase === undefined ? undefined : tdir?.children?.get(tbase);
     if (!target)
       throw new PathError(`${JSON.stringify(h.path)}: hard link to missing ${JSON.stringify(h.linkname)}`);

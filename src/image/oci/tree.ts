@@ -71,6 +71,11 @@ export function splitPath(name: string): string[] {
 export class FsTree {
   readonly root: Inode;
   private nextId = 1;
+  /**
+   * Refuse a path whose parent goes through a symlink climbing above the root (docker's classic
+   * unpacker refuses such links) instead of stopping at the root as the guest and containerd do.
+   */
+  strictSymlinks = false;
   /** Called when a file's last name goes away (its spilled content can be deleted). */
   onRelease: ((inode: Inode) => void) | undefined;
 
@@ -113,6 +118,9 @@ export class FsTree {
         if (c === '.' || c === '') continue;
         if (c === '..') {
           if (stack.length > 1) stack.pop();
+          else if (this.strictSymlinks) {
+            throw new PathError(`${opts.name}: goes through a symlink that points above the image root`);
+          }
           continue;
         }
         const dir = stack[stack.length - 1] ?? this.root;
