@@ -62,6 +62,8 @@ describe('tar reader', () => {
       })(),
     ).rejects.toThrow(/truncated tar stream/);
     await expect(headers(tarEntries([{ path: 'x', rawType: 'S' }]))).rejects.toThrow(/sparse/);
+    // A v7-style directory: a regular-file entry whose name ends in a slash.
+    expect((await headers(tarEntries([{ path: 'old/', rawType: '0' }])))[0]?.type).toBe('dir');
   });
 });
 

@@ -236,7 +236,7 @@ export async function* readTar(reader: ByteReader): AsyncGenerator<TarEntry> {
       else longLink = text(data, 'GNU long link name');
       continue;
     }
-    const type = TYPES[flag];
+    let type = TYPES[flag];
     if (type === undefined) {
       if (flag === 'S') throw new TarError('GNU sparse tar entries are not supported');
       throw new TarError(`unsupported tar entry type ${JSON.stringify(flag)}`);
@@ -259,6 +259,8 @@ export async function* readTar(reader: ByteReader): AsyncGenerator<TarEntry> {
     const paxLink = rec.get('linkpath');
     if (paxLink !== undefined) linkname = text(paxLink, 'pax linkpath');
     size = paxNumber(rec.get('size'), 'size') ?? size;
+    // Old (v7) archives mark a directory by a trailing slash on a regular-file entry.
+    if (type === 'file' && (flag === '0' || flag === '\0') && path.endsWith('/')) type = 'dir';
 
     const xattrs = new Map<string, Buffer>();
     for (const [k, v] of rec) {
