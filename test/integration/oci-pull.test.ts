@@ -2,7 +2,8 @@
 // with credentials from a docker config, basic), retries, resumable and verified blob downloads,
 // the shared cache and its prune, and the pulled image through flatten → ext4.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -362,6 +363,33 @@ describe('pullImage', () => {
     await pullImage(opts('ab'));
     expect(reg.requests(`/blobs/${d}`).at(-1)?.range).toBe('bytes=50000-');
   });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    'disk full mid-download: a clear error, nothing under the digest, and a resume once there is room',
+    async () => {
+      const img = reg.addImage('full', 'latest', [BASE]);
+      const d = img.layers[0]!;
+      const small = join(dir, 'small');
+      mkdirSync(small);
+      // A 128 KiB tmpfs for the cache: the ~300 KB layer cannot fit.
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'tmpfs', small]);
+      try {
+        await expect(pullImage(opts('full', { cacheDir: small }))).rejects.toThrow(
+          new RegExp(`blob ${d} from registry ${host}: cannot write .*\\(ENOSPC: .*bytes kept to resume`),
+        );
+        const files = readdirSync(join(small, 'sha256'));
+        expect(files).toContain(`${d.slice(7)}.partial`);
+        expect(files).not.toContain(d.slice(7));
+        // Room again (the same tmpfs made bigger): the pull resumes from the partial file.
+        execFileSync('mount', ['-o', 'remount,size=4m', small]);
+        await pullImage(opts('full', { cacheDir: small }));
+        expect(reg.requests(`/blobs/${d}`).at(-1)?.range).toMatch(/^bytes=[1-9]\d*-$/);
+        expect(readdirSync(join(small, 'sha256'))).toContain(d.slice(7));
+      } finally {
+        execFileSync('umount', [small]);
+      }
+    },
+  );
 
   it('prune removes what no image references (dry run first) and abandoned partials', async () => {
     const a = reg.addImage('p/a', 'latest', [BASE]);

@@ -148,18 +148,19 @@ export class BlobCache {
               throw new BlobError(`${what}: more bytes than the ${desc.size} the manifest says; discarded`);
             }
             h.update(chunk);
-            await fh.write(chunk);
+            await writeAll(fh, chunk);
             have += chunk.length;
             opts.onProgress?.(have, desc.size);
           }
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
-          if (
-            e instanceof BlobError ||
-            opts.signal?.aborted ||
-            (code !== undefined && LOCAL_ERRORS.has(code))
-          ) {
-            throw e;
+          if (e instanceof BlobError || opts.signal?.aborted) throw e;
+          if (code !== undefined && LOCAL_ERRORS.has(code)) {
+            // What reached the disk is re-hashed from the file when the download resumes.
+            throw new BlobError(
+              `${what}: cannot write ${partial} (${code}: ${(e as Error).message}); ` +
+                `${have} bytes kept to resume once there is room`,
+            );
           }
           // A broken connection keeps what arrived for the next attempt.
           throw new TransientError(`${what}: ${(e as Error).message} at ${have} of ${desc.size} bytes`);
@@ -305,4 +306,13 @@ async function hashExisting(path: string, hash: Hash): Promise<number> {
     throw e;
   }
   return n;
+}
+
+/** fh.write may write less than asked (a filling disk): loop until all of it is written. */
+async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) {
+    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+    off += bytesWritten;
+  }
 }
