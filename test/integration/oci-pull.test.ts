@@ -17,10 +17,17 @@ import { FakeRegistry } from '../helpers/oci-registry.ts';
 import { gzip, sha256, tarEntries, zstd } from '../helpers/oci-tar.ts';
 
 const FAST = { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 };
-/** A non-loopback address of this host, to show plain HTTP there needs `insecure`. */
-const OTHER_ADDR = Object.values(networkInterfaces())
-  .flat()
-  .find((a) => a?.family === 'IPv4' && !a.internal)?.address;
+/**
+ * A non-loopback address of this host, to show plain HTTP there needs `insecure`. Off unless
+ * BANGER_TEST_HOST_ADDR=1: test traffic goes only to loopback or to addresses inside a network
+ * namespace the test made, never to the host's own interface addresses.
+ */
+const OTHER_ADDR =
+  process.env.BANGER_TEST_HOST_ADDR === '1'
+    ? Object.values(networkInterfaces())
+        .flat()
+        .find((a) => a?.family === 'IPv4' && !a.internal)?.address
+    : undefined;
 
 function layer(entries: Parameters<typeof tarEntries>[0], compress: 'gzip' | 'zstd' | 'none' = 'gzip') {
   const tar = tarEntries(entries);
