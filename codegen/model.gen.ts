@@ -116,7 +116,7 @@ export interface Schema {
  */
 export interface Method {
   /**
-   * Lower-case dotted name: namespace.verb[.phase], or a bare special such as ping.
+   * Lower-case dotted name: namespace.verb[.phase], or a bare root method such as ping.
    */
   name: string;
   /**
@@ -132,9 +132,9 @@ export interface Method {
    */
   description: string;
   /**
-   * param: validated params then a service call; noParam: no params then a service call; special: a hand-written handler.
+   * param: validated params then a service call; noParam: no params then a service call. A kind "stream" method's service returns its frames and its result, framed by the generated stream adapter.
    */
-  dispatch: 'param' | 'noParam' | 'special';
+  dispatch: 'param' | 'noParam';
   /**
    * unary: one response; stream: frames then a final response.
    */

@@ -38,11 +38,17 @@ export interface MethodInfo extends MethodNames {
   examples: Example[];
 }
 
-export interface Namespace {
-  name: string;
+/**
+ * One service interface: the methods and sub-services at one path under a surface's services
+ * (path [] is the surface's Services itself, holding the namespaces and any bare method).
+ */
+export interface ServiceNode {
   surface: Surface;
-  serviceInterface: string;
+  path: string[];
+  /** The methods whose name is path + one segment. */
   methods: MethodInfo[];
+  /** The next segments that lead to sub-services, sorted. */
+  children: string[];
 }
 
 export interface Model {
@@ -50,7 +56,8 @@ export interface Model {
   errors: ErrorInfo[];
   defs: Record<string, Schema>;
   methods: MethodInfo[];
-  namespaces: Namespace[];
+  /** Every service interface, both surfaces, sorted by surface then path. */
+  services: ServiceNode[];
 }
 
 export function readJson(path: string): unknown {
@@ -107,25 +114,27 @@ export function normalize(file: MethodsFile): Model {
       examples: m.examples,
     }))
     .sort(byKey((m) => m.name));
-  const namespaces = new Map<string, Namespace>();
-  for (const m of methods) {
-    if (m.namespace === undefined || m.serviceInterface === undefined || m.dispatch === 'special') continue;
-    const ns = namespaces.get(m.namespace) ?? {
-      name: m.namespace,
-      surface: m.surface,
-      serviceInterface: m.serviceInterface,
-      methods: [],
-    };
-    ns.methods.push(m);
-    namespaces.set(m.namespace, ns);
-  }
-  return {
-    protocolVersion: file.protocolVersion,
-    errors,
-    defs,
-    methods,
-    namespaces: [...namespaces.values()].sort(byKey((n) => n.name)),
+  return { protocolVersion: file.protocolVersion, errors, defs, methods, services: serviceTree(methods) };
+}
+
+/** The service interfaces the methods' names imply: 'vm.create.begin' → services.vm.create.begin. */
+function serviceTree(methods: readonly MethodInfo[]): ServiceNode[] {
+  const nodes = new Map<string, ServiceNode>();
+  const node = (surface: Surface, path: string[]): ServiceNode => {
+    const key = `${surface}:${path.join('.')}`;
+    let n = nodes.get(key);
+    if (!n) {
+      n = { surface, path, methods: [], children: [] };
+      nodes.set(key, n);
+      if (path.length > 0) {
+        const parent = node(surface, path.slice(0, -1));
+        parent.children = [...parent.children, path.at(-1) as string].sort();
+      }
+    }
+    return n;
   };
+  for (const m of methods) node(m.surface, m.servicePath).methods.push(m);
+  return [...nodes.values()].sort(byKey((n) => `${n.surface}:${n.path.join('.')}`));
 }
 
 export function methodsOf(model: Model, surface: Surface): MethodInfo[] {

@@ -1,6 +1,6 @@
 // Identifiers derived from a method name, in one place so every emitter agrees:
-// 'daemon.operations.list' → DaemonOperationsList (types), operationsList (service method),
-// DaemonService (namespace interface), daemonOperationsList (special-handler key).
+// 'daemon.operations.list' → DaemonOperationsList (types), services.daemon.operations.list (the
+// service path and method), DaemonOperationsService (the interface that declares the method).
 
 /** 'port_forward' → 'PortForward'. */
 export function pascalSegment(segment: string): string {
@@ -36,12 +36,15 @@ export interface MethodNames {
   resultType: string;
   /** The type of one frame of a stream method. */
   frameType: string;
-  /** The service interface of the namespace, e.g. DaemonService. */
+  /** The segments before the last: where the method lives under `services` ([] at the root). */
+  servicePath: string[];
+  /**
+   * The interface that declares the method, e.g. DaemonOperationsService; absent for a bare name
+   * such as `ping`, which is a method of the surface's Services itself.
+   */
   serviceInterface: string | undefined;
-  /** camelCase of the segments after the namespace, e.g. operationsList. */
-  serviceMethod: string | undefined;
-  /** camelCase of all segments: the SpecialHandlers key and the handler function's stem. */
-  specialKey: string;
+  /** camelCase of the last segment, e.g. list (priv.create_tap → createTap). */
+  serviceMethod: string;
 }
 
 export function methodNames(name: string): MethodNames {
@@ -55,10 +58,15 @@ export function methodNames(name: string): MethodNames {
     paramsType: `${typeBase}Params`,
     resultType: `${typeBase}Result`,
     frameType: `${typeBase}Frame`,
-    serviceInterface: namespace === undefined ? undefined : `${pascalSegment(namespace)}Service`,
-    serviceMethod: namespace === undefined ? undefined : camel(segments.slice(1)),
-    specialKey: camel(segments),
+    servicePath: segments.slice(0, -1),
+    serviceInterface: serviceInterfaceName(segments.slice(0, -1)),
+    serviceMethod: camel(segments.slice(-1)),
   };
+}
+
+/** The service interface of a path under `services`: ['vm', 'create'] → VmCreateService. */
+export function serviceInterfaceName(path: readonly string[]): string | undefined {
+  return path.length === 0 ? undefined : `${pascal(path)}Service`;
 }
 
 /** The interface name of a client namespace object: ['daemon', 'operations'] → DaemonOperationsApi. */

@@ -3,7 +3,7 @@
 // that do not match their schemas). Every problem names the place it was found.
 import { Ajv, type ErrorObject } from 'ajv';
 import type { Method, MethodsFile, Schema } from './model.gen.ts';
-import { methodNames } from './names.ts';
+import { methodNames, serviceInterfaceName } from './names.ts';
 import { AJV_OPTIONS, DEFS_PREFIX, refName, selfContained, walk } from './schema-utils.ts';
 
 export class SchemaError extends Error {
@@ -30,8 +30,6 @@ const RESERVED_TYPE_NAMES = new Set([
   'MethodMap',
   'MethodName',
   'Services',
-  'SpecialHandler',
-  'SpecialHandlers',
   'Transport',
 ]);
 /** Members of the generated client classes that a namespace or bare method must not shadow. */
@@ -62,6 +60,8 @@ function crossCheck(doc: MethodsFile): string[] {
   const firstIndex = new Map<string, number>();
   const typeNames = new Map<string, string>(Object.keys(defs).map((n) => [n, `$defs.${n}`]));
   const namespaceSurface = new Map<string, { surface: string; at: string }>();
+  // Service interface name → the path it serves: vm_create.x and vm.create.x would share one.
+  const servicePaths = new Map<string, string>();
   const names = new Set(doc.methods.map((m) => m.name));
 
   doc.methods.forEach((m, i) => {
@@ -97,6 +97,16 @@ function crossCheck(doc: MethodsFile): string[] {
         );
       } else if (!prev) namespaceSurface.set(n.namespace, { surface: m.surface, at });
     }
+    n.servicePath.forEach((_, k) => {
+      const path = n.servicePath.slice(0, k + 1);
+      const iface = serviceInterfaceName(path) as string;
+      const owner = servicePaths.get(iface);
+      if (owner !== undefined && owner !== path.join('.'))
+        problems.push(
+          `${at}: service interface ${iface} would serve both ${owner}.* and ${path.join('.')}.*`,
+        );
+      servicePaths.set(iface, path.join('.'));
+    });
     for (const t of [n.resultType, ...(m.params ? [n.paramsType] : []), ...(m.frame ? [n.frameType] : [])]) {
       const owner = typeNames.get(t);
       if (owner !== undefined && owner !== at) problems.push(`${at}: type name ${t} collides with ${owner}`);
@@ -112,20 +122,12 @@ function dispatchProblems(m: Method, at: string): string[] {
   if (m.dispatch === 'noParam' && m.params)
     problems.push(`${at}: dispatch "noParam" but params are declared`);
   if (m.dispatch === 'param' && !m.params) problems.push(`${at}: dispatch "param" needs a params schema`);
-  if (m.dispatch !== 'special' && !m.name.includes('.')) {
-    problems.push(`${at}: a bare name (no namespace) must use dispatch "special"`);
-  }
-  if (m.kind === 'stream' && m.dispatch !== 'special') {
-    problems.push(
-      `${at}: kind "stream" needs dispatch "special" (a stream is produced by a hand-written handler)`,
-    );
-  }
+  // The generated stream adapter validates params like paramHandler; no stream takes none yet.
+  if (m.kind === 'stream' && m.dispatch !== 'param')
+    problems.push(`${at}: kind "stream" needs dispatch "param"`);
   // The frame schema types the SDK's stream iterator, so a stream must say what it yields.
   if (m.kind === 'stream' && !m.frame) problems.push(`${at}: kind "stream" needs a frame schema`);
   if (m.kind !== 'stream' && m.frame) problems.push(`${at}: a frame schema is only for kind "stream"`);
-  if (m.dispatch === 'special' && m.surface !== 'daemon') {
-    problems.push(`${at}: dispatch "special" is only supported on the daemon surface`);
-  }
   m.examples.forEach((ex, j) => {
     if (!m.params && ex.params !== undefined)
       problems.push(`${at}.examples[${j}]: params given, but the method takes none`);

@@ -1,22 +1,23 @@
 // dispatch.gen.ts: the dispatch tables, one entry per method, built from the generic adapters in
 // src/rpc/adapters.ts. The mapped type makes the keyset exhaustive; the generated tests check it
 // at runtime too.
-import { StructureKind, VariableDeclarationKind, type WriterFunction } from 'ts-morph';
+import { StructureKind, VariableDeclarationKind } from 'ts-morph';
 import { methodsOf, type MethodInfo, type Model } from '../model.ts';
 import { propertyKey } from '../names.ts';
 import { importFrom, jsDoc, literal, objectLiteral, printStatements, type Statement } from './ts.ts';
 
-function entry(m: MethodInfo): string | WriterFunction {
-  const service = `h.services.${m.namespace}.${m.serviceMethod}`;
-  if (m.dispatch === 'param') {
-    return `paramHandler(paramValidators[${literal(m.name)}], (h, p, ctx) => ${service}(p, ctx))`;
-  }
-  if (m.dispatch === 'noParam') return `noParamHandler((h, ctx) => ${service}(ctx))`;
-  return (w) => {
-    w.write(`function ${m.specialKey}Handler(ctx, host, req) {`).newLine();
-    w.indent(() => w.write(`return host.specials.${m.specialKey}(ctx, req);`).newLine());
-    w.write('}');
-  };
+/** The generic adapter of a method: a stream's frames are framed by streamHandler. */
+function adapterOf(m: MethodInfo): 'streamHandler' | 'paramHandler' | 'noParamHandler' {
+  if (m.kind === 'stream') return 'streamHandler';
+  return m.dispatch === 'param' ? 'paramHandler' : 'noParamHandler';
+}
+
+/** The entry of a method: its name, read as a path under the host's services, is its callee. */
+function entry(m: MethodInfo): string {
+  const service = ['h.services', ...m.servicePath, m.serviceMethod].join('.');
+  const adapter = adapterOf(m);
+  if (adapter === 'noParamHandler') return `noParamHandler((h, ctx) => ${service}(ctx))`;
+  return `${adapter}(paramValidators[${literal(m.name)}], (h, p, ctx) => ${service}(p, ctx))`;
 }
 
 function table(name: string, doc: string, methods: MethodInfo[], nameType: string, host: string): Statement {
@@ -36,16 +37,12 @@ function table(name: string, doc: string, methods: MethodInfo[], nameType: strin
 }
 
 export function emitDispatch(model: Model): string {
-  const used = (d: MethodInfo['dispatch']) => model.methods.some((m) => m.dispatch === d);
+  const adapters = [...new Set(model.methods.map(adapterOf))];
   return printStatements([
-    ...importFrom('../src/rpc/adapters.ts', [
-      'type Handler',
-      ...(used('noParam') ? ['noParamHandler'] : []),
-      ...(used('param') ? ['paramHandler'] : []),
-    ]),
+    ...importFrom('../src/rpc/adapters.ts', ['type Handler', ...adapters]),
     ...importFrom('./handlers.gen.ts', ['type DaemonHost', 'type HelperHost']),
     ...importFrom('./methods.gen.ts', ['type DaemonMethodName', 'type HelperMethodName']),
-    ...importFrom('./validators.gen.ts', used('param') ? ['paramValidators'] : []),
+    ...importFrom('./validators.gen.ts', model.methods.some((m) => m.params) ? ['paramValidators'] : []),
     table(
       'rpcHandlers',
       "The daemon's dispatch table: method name → handler(ctx, host, req).",

@@ -1,13 +1,10 @@
-// handlers.gen.ts: the interfaces hand-written services implement, one per namespace, plus the
-// hosts the dispatch tables call into. A method added to the schema and not implemented is a
+// handlers.gen.ts: the interfaces hand-written services implement, one per service path
+// (VmService, and under it VmCreateService for vm.create.*), nested as the method names are, plus
+// the hosts the dispatch tables call into. A method added to the schema and not implemented is a
 // compile error in the class that `implements` the interface.
-import {
-  StructureKind,
-  type InterfaceDeclarationStructure,
-  type OptionalKind,
-  type JSDocStructure,
-} from 'ts-morph';
-import { methodsOf, type MethodInfo, type Model, type Surface } from '../model.ts';
+import { StructureKind, type OptionalKind, type JSDocStructure } from 'ts-morph';
+import type { MethodInfo, Model, ServiceNode, Surface } from '../model.ts';
+import { serviceInterfaceName } from '../names.ts';
 import { importFrom, jsDoc, printStatements, type Statement } from './ts.ts';
 
 const SERVER: Record<Surface, string> = { daemon: 'bangerd', helper: 'bangerd-root' };
@@ -22,74 +19,76 @@ export function methodDoc(m: MethodInfo, model: Model): OptionalKind<JSDocStruct
   return jsDoc(`${m.summary}\n\n${m.description}\n\nWire method: \`${m.name}\`.`, tags);
 }
 
-function iface(name: string, doc: string, members: InterfaceDeclarationStructure['properties']): Statement {
+/** The name of a service node's interface: the surface's root, or e.g. VmCreateService. */
+export function serviceNodeInterface(node: ServiceNode): string {
+  return serviceInterfaceName(node.path) ?? ROOT[node.surface];
+}
+
+const ROOT: Record<Surface, string> = { daemon: 'Services', helper: 'HelperServices' };
+
+/** What a service method returns: its result, or for a stream its frames and then its result. */
+export function serviceReturnType(m: MethodInfo): string {
+  return m.kind === 'stream'
+    ? `Promise<StreamReply<${m.frameType}, ${m.resultType}>>`
+    : `Promise<${m.resultType}>`;
+}
+
+function nodeDoc(node: ServiceNode): string {
+  if (node.path.length > 0)
+    return `The \`${node.path.join('.')}.*\` methods, served by ${SERVER[node.surface]}: \`${node.path.join('.')}.x\` is \`services.${node.path.join('.')}.x\`.`;
+  return `The ${SERVER[node.surface]} services: a method's name is its path here (\`vm.create.begin\` → \`services.vm.create.begin\`), which the dispatch table follows.`;
+}
+
+function nodeInterface(node: ServiceNode, model: Model): Statement {
+  return {
+    kind: StructureKind.Interface,
+    isExported: true,
+    name: serviceNodeInterface(node),
+    docs: [jsDoc(nodeDoc(node))],
+    properties: node.children.map((seg) => ({
+      name: seg,
+      isReadonly: true,
+      type: serviceInterfaceName([...node.path, seg]) ?? '',
+    })),
+    methods: node.methods.map((m) => ({
+      name: m.serviceMethod,
+      docs: [methodDoc(m, model)],
+      parameters: [
+        ...(m.params ? [{ name: 'params', type: m.paramsType }] : []),
+        { name: 'ctx', type: 'RpcContext' },
+      ],
+      returnType: serviceReturnType(m),
+    })),
+  };
+}
+
+function hostInterface(name: string, surface: Surface): Statement {
   return {
     kind: StructureKind.Interface,
     isExported: true,
     name,
-    docs: [jsDoc(doc)],
-    properties: members ?? [],
+    docs: [jsDoc(`What the ${SERVER[surface]} dispatch table calls into.`)],
+    properties: [{ name: 'services', isReadonly: true, type: ROOT[surface] }],
   };
 }
 
 export function emitHandlers(model: Model): string {
-  const statements: Statement[] = [];
-  for (const ns of model.namespaces) {
-    statements.push({
-      kind: StructureKind.Interface,
-      isExported: true,
-      name: ns.serviceInterface,
-      docs: [jsDoc(`Methods of the \`${ns.name}\` namespace, served by ${SERVER[ns.surface]}.`)],
-      methods: ns.methods.map((m) => ({
-        name: m.serviceMethod ?? '',
-        docs: [methodDoc(m, model)],
-        parameters: [
-          ...(m.params ? [{ name: 'params', type: m.paramsType }] : []),
-          { name: 'ctx', type: 'RpcContext' },
-        ],
-        returnType: `Promise<${m.resultType}>`,
-      })),
-    });
-  }
-  const services = (surface: Surface) =>
-    model.namespaces
-      .filter((n) => n.surface === surface)
-      .map((n) => ({ name: n.name, type: n.serviceInterface }));
-  const specials = methodsOf(model, 'daemon').filter((m) => m.dispatch === 'special');
-  statements.push(
-    iface('Services', 'The daemon services, by namespace: what `rpcHandlers` calls.', services('daemon')),
-    {
-      kind: StructureKind.TypeAlias,
-      isExported: true,
-      name: 'SpecialHandler',
-      docs: [jsDoc('A hand-written handler: it validates its own params and may return a stream.')],
-      type: '(ctx: RpcContext, req: RequestEnvelope) => Promise<HandlerResponse>',
-    },
-    iface(
-      'SpecialHandlers',
-      'The daemon methods with dispatch "special", by camelCase name.',
-      specials.map((m) => ({ name: m.specialKey, type: 'SpecialHandler', docs: [methodDoc(m, model)] })),
-    ),
-    iface('DaemonHost', 'What the daemon dispatch table calls into.', [
-      { name: 'services', type: 'Services' },
-      { name: 'specials', type: 'SpecialHandlers' },
-    ]),
-    iface(
-      'HelperServices',
-      'The root-helper services, by namespace: what `helperHandlers` calls.',
-      services('helper'),
-    ),
-    iface('HelperHost', 'What the root-helper dispatch table calls into.', [
-      { name: 'services', type: 'HelperServices' },
-    ]),
-  );
-  const typeImports = model.methods
-    .filter((m) => m.dispatch !== 'special')
-    .flatMap((m) => [`type ${m.resultType}`, ...(m.params ? [`type ${m.paramsType}`] : [])]);
+  // Sub-services first, then each surface's root, so a reader meets the leaves before the tree.
+  const nodes = [...model.services].sort((a, b) => Number(a.path.length === 0) - Number(b.path.length === 0));
+  const typeImports = model.methods.flatMap((m) => [
+    `type ${m.resultType}`,
+    ...(m.params ? [`type ${m.paramsType}`] : []),
+    ...(m.kind === 'stream' ? [`type ${m.frameType}`] : []),
+  ]);
   return printStatements([
+    ...importFrom(
+      '../src/rpc/adapters.ts',
+      model.methods.some((m) => m.kind === 'stream') ? ['type StreamReply'] : [],
+    ),
     ...importFrom('../src/rpc/context.ts', ['type RpcContext']),
-    ...importFrom('../src/rpc/envelope.ts', ['type HandlerResponse', 'type RequestEnvelope']),
     ...importFrom('./types.gen.ts', typeImports),
-    ...statements,
+    ...nodes.map((n) => nodeInterface(n, model)),
+    hostInterface('DaemonHost', 'daemon'),
+    hostInterface('HelperHost', 'helper'),
   ]);
 }

@@ -1,5 +1,5 @@
 // tests/routing.gen.test.ts: every method driven through the real dispatch tables into a recording
-// fake of every service and special handler. The expected target is derived at test time from the
+// fake of every service (at any depth: services.vm.create.begin). The expected target is derived at test time from the
 // wire name alone ('vm.create.begin' → a callee whose path, without separators, is vmcreatebegin),
 // not from the generator's naming, so a table that calls the wrong service method fails even
 // though the generator and the compiler agree with it. Only PARAMS is data from the schema.
@@ -24,7 +24,7 @@ interface Call {
 }
 
 /** Containers on the host that hold callees; what follows them names the callee. */
-const CONTAINERS = new Set(['services', 'specials']);
+const CONTAINERS = new Set(['services']);
 const squash = (parts: readonly string[]): string => parts.join('').replace(/[._]/g, '').toLowerCase();
 const calleeKey = (path: readonly string[]): string => {
   let i = 0;
@@ -35,7 +35,7 @@ const calleeKey = (path: readonly string[]): string => {
 /**
  * A host in which every property path is a recording function: \`host.services.vm.start(p, ctx)\`
  * records ['services', 'vm', 'start'] with its arguments and answers with a marker of that path
- * (shaped as a response, so special handlers can return it as is).
+ * (also under \`result\`, so the stream adapter, which answers with its reply's result, passes it on).
  */
 function recordingHost(calls: Call[]): unknown {
   const node = (path: string[]): unknown =>
@@ -43,7 +43,7 @@ function recordingHost(calls: Call[]): unknown {
       get: (_t, prop) => (typeof prop === 'symbol' || prop === 'then' ? undefined : node([...path, prop])),
       apply: (_t, _this, args: unknown[]) => {
         calls.push({ path, args });
-        return Promise.resolve({ ok: true, result: { routed: path.join('.') }, op_id: OP_ID });
+        return Promise.resolve({ routed: path.join('.'), result: { routed: path.join('.') } });
       },
     });
   return node([]);
@@ -90,7 +90,7 @@ describe('routing: every method reaches the callee of its own name with its para
     expect(await routeProblems(tableOf(method), method)).toEqual([]);
   });
 
-  // The mutation this test exists for, tried on a copy of the tree: in generated/dispatch.gen.ts
+  // The mutation this test exists for, tried on a copy of the tree: in the daemon's dispatch table
   // the 'vm.start' entry changed to \`(h, p, ctx) => h.services.vm.stop(p, ctx)\`. tsc accepted it
   // and all 240 tests of methods.gen.test.ts still passed; this file failed, on one test:
   // "vm.start: routed to services.vm.stop". The check below keeps that proof running: it swaps

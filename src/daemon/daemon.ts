@@ -1,6 +1,6 @@
 // The owner daemon: composition root for the services, and the dispatcher the RPC server calls.
 import { rpcHandlers } from '../../generated/dispatch.gen.ts';
-import type { DaemonHost, Services, SpecialHandlers } from '../../generated/handlers.gen.ts';
+import type { DaemonHost, Services } from '../../generated/handlers.gen.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RpcContext } from '../rpc/context.ts';
 import { dispatchTable } from '../rpc/dispatch.ts';
@@ -9,13 +9,11 @@ import type { Dispatcher } from '../rpc/server.ts';
 
 export class Daemon implements Dispatcher, DaemonHost {
   readonly services: Services;
-  readonly specials: SpecialHandlers;
   readonly log: Logger;
 
-  constructor(log: Logger, services: Services, specials: SpecialHandlers) {
+  constructor(log: Logger, services: Services) {
     this.log = log;
     this.services = services;
-    this.specials = specials;
   }
 
   dispatch(ctx: RpcContext, req: RequestEnvelope): Promise<HandlerResponse> {

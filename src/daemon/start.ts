@@ -35,8 +35,8 @@ import { DaemonServiceImpl } from './services/daemon.ts';
 import { ImageServiceImpl } from './services/image.ts';
 import { KernelServiceImpl } from './services/kernel.ts';
 import { OpServiceImpl } from './services/op.ts';
+import { rootMethods } from './services/root.ts';
 import { VmServiceImpl } from './services/vm.ts';
-import { createSpecials } from './specials.ts';
 import { DEFAULT_LOGS_CONFIG } from '../ops/config.ts';
 import { OpRecorder } from '../ops/recorder.ts';
 import { SerialWatcher } from '../ops/serial.ts';
@@ -229,7 +229,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     network,
     resolveImage: (name) => images.resolveForVm(name),
   });
-  images.warm = warm;
+  images.warmTemplates = warm;
   const vms = new VmServiceImpl({
     store,
     ops,
@@ -278,27 +278,25 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     });
     return stopping;
   };
-  const daemon = new Daemon(
-    log,
-    {
-      daemon: new DaemonServiceImpl(
-        { socket: opts.socket, stateDir: opts.stateDir, startedAt, engine: () => engine.status() },
-        helper,
-        ops,
-      ),
-      vm: vms,
-      image: images,
-      kernel: kernels,
-      op: new OpServiceImpl({
-        repo: rpcLog,
-        store,
-        serial,
-        retention,
-        logs: () => logSources.resolve(),
-      }),
-    },
-    createSpecials(() => void stop('shutdown rpc'), vms, opts.stateDir),
-  );
+  // Nested as the method names are: vm.create.begin is services.vm.create.begin.
+  const daemon = new Daemon(log, {
+    ...rootMethods(() => void stop('shutdown rpc')),
+    daemon: new DaemonServiceImpl(
+      { socket: opts.socket, stateDir: opts.stateDir, startedAt, engine: () => engine.status() },
+      helper,
+      ops,
+    ),
+    vm: vms,
+    image: images,
+    kernel: kernels,
+    op: new OpServiceImpl({
+      repo: rpcLog,
+      store,
+      serial,
+      retention,
+      logs: () => logSources.resolve(),
+    }),
+  });
   const server = createRpcServer({
     dispatcher: daemon,
     log: withQuietPolls(log, 'rpc'),

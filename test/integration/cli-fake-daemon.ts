@@ -1,26 +1,30 @@
-// A fake bangerd for CLI tests: the real RPC server and framing, with a hand-written dispatcher
-// that keeps a few VMs, images and kernels in memory and plays scripted operations (create, build)
-// on a clock. Every params object the CLI sends is checked with the generated params validators and
-// every result with the result validators, so a CLI or fake drifting from the schema fails loudly.
+// A fake bangerd for CLI tests: the real RPC server, framing and generated dispatch table (params
+// validated by the generated validators, declared error codes checked), over typed implementations
+// of the generated service interfaces that keep a few VMs, images and kernels in memory and play
+// scripted operations (create, build) on a clock. A method added to or changed in the schema is a
+// compile error here, and every result is checked with the result validators, so neither the CLI
+// nor this fake can drift from the schema.
 import type { Server, Socket } from 'node:net';
 import { join } from 'node:path';
-import { paramValidators, resultValidators } from '../../generated/validators.gen.ts';
 import type {
-  Image,
-  Kernel,
-  Operation,
-  Step,
-  Vm,
-  VmCreateBeginParams,
-  VmLogsParams,
-} from '../../generated/types.gen.ts';
+  DaemonService,
+  ImageService,
+  KernelService,
+  OpService,
+  Services,
+  VmService,
+} from '../../generated/handlers.gen.ts';
+import { PROTOCOL_VERSION } from '../../generated/methods.gen.ts';
+import type { Image, Kernel, Operation, Step, Vm, VmLogsFrame } from '../../generated/types.gen.ts';
+import { resultValidators } from '../../generated/validators.gen.ts';
+import { Daemon } from '../../src/daemon/daemon.ts';
 import { createLogger } from '../../src/log/logger.ts';
-import type { RpcContext } from '../../src/rpc/context.ts';
-import type { HandlerResponse, RequestEnvelope } from '../../src/rpc/envelope.ts';
+import { isStreamResponse, type HandlerResponse } from '../../src/rpc/envelope.ts';
 import { ErrorResponse } from '../../src/rpc/errors.ts';
 import { listenUnix } from '../../src/rpc/listen.ts';
-import { createRpcServer } from '../../src/rpc/server.ts';
+import { createRpcServer, type Dispatcher } from '../../src/rpc/server.ts';
 import { describeAjvErrors } from '../../src/rpc/validation.ts';
+import { BANGER_VERSION } from '../../src/version.ts';
 import { MemoryLog } from '../helpers/logs.ts';
 
 const T0 = '2026-01-14T09:31:02.120Z';
@@ -194,109 +198,137 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
     advance(f, Date.now());
     return f;
   };
+  const imageOr404 = (name: string): Image => {
+    const i = images.get(name);
+    if (!i) throw new ErrorResponse('not_found', `image "${name}" not found`);
+    return i;
+  };
+  const kernelOr404 = (name: string): Kernel => {
+    const k = kernels.get(name);
+    if (!k) throw new ErrorResponse('not_found', `kernel "${name}" not found`);
+    return k;
+  };
+  /** A method no CLI test needs yet: a universal code, so the declared-codes check stays quiet. */
+  const notFaked = (method: string) => async (): Promise<never> => {
+    throw new ErrorResponse('operation_failed', `${method} is not in the fake daemon`);
+  };
 
-  const handlers: Record<string, (ctx: RpcContext, p: Record<string, unknown>) => unknown> = {
-    'vm.list': (_c, p) => ({
-      vms: [...vms.values()]
-        .filter((v) => !p.state || v.state === p.state)
-        .sort((a, b) => (a.name < b.name ? -1 : 1)),
-    }),
-    'vm.show': (_c, p) => ({ vm: vmOr404(p.name as string) }),
-    'vm.create.begin': (ctx, raw) => {
-      const p = raw as VmCreateBeginParams;
-      const name = p.name ?? 'brave-heron';
-      if (vms.has(name)) throw new ErrorResponse('already_exists', `vm "${name}" already exists`);
-      const script = CREATE_STEPS.map((s) => ({ ...s }));
-      if (p.image !== undefined && !images.has(p.image)) {
-        script[0] = { ...script[0]!, fail: { code: 'not_found', message: `image "${p.image}" not found` } };
-      }
-      if (name.startsWith('boot-fails')) {
-        script[4] = {
-          ...script[4]!,
-          fail: { code: 'operation_failed', message: 'qemu exited with status 1' },
+  const consoleLog =
+    '[    0.000000] Linux version 6.1.0-28-cloud-amd64\nWelcome to Debian!\ncalm-otter login: ';
+
+  const vm: VmService = {
+    create: {
+      async begin(p, ctx) {
+        const name = p.name ?? 'brave-heron';
+        if (vms.has(name)) throw new ErrorResponse('already_exists', `vm "${name}" already exists`);
+        const script = CREATE_STEPS.map((s) => ({ ...s }));
+        if (p.image !== undefined && !images.has(p.image)) {
+          script[0] = { ...script[0]!, fail: { code: 'not_found', message: `image "${p.image}" not found` } };
+        }
+        if (name.startsWith('boot-fails')) {
+          script[4] = {
+            ...script[4]!,
+            fail: { code: 'operation_failed', message: 'qemu exited with status 1' },
+          };
+        }
+        if (name.startsWith('slow')) script[5] = { ...script[5]!, ms: 60_000 };
+        const f: FakeOp = {
+          op: {
+            id: ctx.opId,
+            kind: 'vm.create',
+            method: 'vm.create.begin',
+            state: 'running',
+            started_at: new Date().toISOString(),
+            vm: name,
+            steps: [],
+          },
+          script,
+          begunAt: Date.now(),
+          onSuccess: () => {
+            vms.set(
+              name,
+              fakeVm(name, {
+                vcpus: p.vcpus ?? 2,
+                memory_mib: p.memory_mib ?? 1024,
+                ...(p.start === false ? { state: 'stopped' as const } : {}),
+              }),
+            );
+          },
         };
-      }
-      if (name.startsWith('slow')) script[5] = { ...script[5]!, ms: 60_000 };
-      const f: FakeOp = {
-        op: {
-          id: ctx.opId,
-          kind: 'vm.create',
-          method: 'vm.create.begin',
-          state: 'running',
-          started_at: new Date().toISOString(),
-          vm: name,
-          steps: [],
-        },
-        script,
-        begunAt: Date.now(),
-        onSuccess: () => {
-          vms.set(
-            name,
-            fakeVm(name, {
-              vcpus: p.vcpus ?? 2,
-              memory_mib: p.memory_mib ?? 1024,
-              ...(p.start === false ? { state: 'stopped' as const } : {}),
-            }),
-          );
-        },
+        ops.set(ctx.opId, f);
+        return { operation_id: ctx.opId, name };
+      },
+      async status(p) {
+        const f = opOr404(p.operation_id);
+        const v = f.op.vm ? vms.get(f.op.vm) : undefined;
+        return v ? { operation: f.op, vm: v } : { operation: f.op };
+      },
+      async cancel(p) {
+        const f = opOr404(p.operation_id);
+        if (f.op.state !== 'running')
+          throw new ErrorResponse('conflict', `operation ${f.op.id} already ${f.op.state}`);
+        f.canceledAt = Date.now();
+        advance(f, Date.now());
+        return { operation: f.op };
+      },
+      plan: notFaked('vm.create.plan'),
+    },
+    workspace: {
+      prepare: notFaked('vm.workspace.prepare'),
+      export: notFaked('vm.workspace.export'),
+    },
+    async list(p) {
+      return {
+        vms: [...vms.values()]
+          .filter((v) => !p.state || v.state === p.state)
+          .sort((a, b) => (a.name < b.name ? -1 : 1)),
       };
-      ops.set(ctx.opId, f);
-      return { operation_id: ctx.opId, name };
     },
-    'vm.create.status': (_c, p) => {
-      const f = opOr404(p.operation_id as string);
-      const vm = f.op.vm ? vms.get(f.op.vm) : undefined;
-      return vm ? { operation: f.op, vm } : { operation: f.op };
+    async show(p) {
+      return { vm: vmOr404(p.name) };
     },
-    'vm.create.cancel': (_c, p) => {
-      const f = opOr404(p.operation_id as string);
-      if (f.op.state !== 'running')
-        throw new ErrorResponse('conflict', `operation ${f.op.id} already ${f.op.state}`);
-      f.canceledAt = Date.now();
-      advance(f, Date.now());
-      return { operation: f.op };
-    },
-    'vm.start': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async start(p) {
+      const v = vmOr404(p.name);
       if (v.state === 'running') throw new ErrorResponse('conflict', `vm "${v.name}" is already running`);
       Object.assign(v, { state: 'running', pid: 4242, accel: 'kvm', boot_count: v.boot_count + 1 });
       return { vm: v };
     },
-    'vm.stop': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async stop(p) {
+      const v = vmOr404(p.name);
       running(v);
       v.state = 'stopped';
       delete v.pid;
       delete v.accel;
       return { vm: v, clean: v.name !== 'stubborn', forced: v.name === 'stubborn' };
     },
-    'vm.restart': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async restart(p) {
+      const v = vmOr404(p.name);
       v.boot_count += 1;
       return { vm: v };
     },
-    'vm.kill': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async kill(p) {
+      const v = vmOr404(p.name);
       running(v);
       v.state = 'stopped';
       delete v.pid;
       delete v.accel;
       return { vm: v };
     },
-    'vm.delete': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    resume: notFaked('vm.resume'),
+    async delete(p) {
+      const v = vmOr404(p.name);
       vms.delete(v.name);
       return { name: v.name, deleted: true };
     },
-    'vm.set': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async set(p) {
+      const v = vmOr404(p.name);
       if (v.state !== 'stopped') throw new ErrorResponse('conflict', `vm "${v.name}" must be stopped`);
-      if (typeof p.vcpus === 'number') v.vcpus = p.vcpus;
-      if (typeof p.memory_mib === 'number') v.memory_mib = p.memory_mib;
+      if (p.vcpus !== undefined) v.vcpus = p.vcpus;
+      if (p.memory_mib !== undefined) v.memory_mib = p.memory_mib;
       return { vm: v };
     },
-    'vm.ssh': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async ssh(p) {
+      const v = vmOr404(p.name);
       running(v);
       return {
         name: v.name,
@@ -309,8 +341,8 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
         ssh_options: ['StrictHostKeyChecking=yes', `HostKeyAlias=${v.name}.vm`],
       };
     },
-    'vm.stats': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async stats(p) {
+      const v = vmOr404(p.name);
       return {
         name: v.name,
         state: v.state,
@@ -321,8 +353,8 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
         disk_virtual_bytes: v.disk_size_bytes,
       };
     },
-    'vm.health': (_c, p) => {
-      const v = vmOr404(p.name as string);
+    async health(p) {
+      const v = vmOr404(p.name);
       const up = v.state === 'running';
       return {
         name: v.name,
@@ -333,7 +365,7 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
         checked_at: new Date().toISOString(),
       };
     },
-    'vm.prune': (_c, p) => {
+    async prune(p) {
       const stopped = [...vms.values()].filter((v) => v.state === 'stopped' || v.state === 'error');
       if (!p.dry_run) for (const v of stopped) vms.delete(v.name);
       return {
@@ -341,103 +373,132 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
         kept: [...vms.values()].filter((v) => !stopped.includes(v)).map((v) => v.name),
       };
     },
-    'image.build.begin': (ctx, p) => {
-      const name = (p.name as string | undefined) ?? 'debian-bookworm';
-      const script = BUILD_STEPS.map((s) => ({ ...s }));
-      if (name === 'broken') {
-        script[1] = {
-          ...script[1]!,
-          fail: { code: 'operation_failed', message: 'debootstrap failed: exit status 1' },
-        };
+    ports: notFaked('vm.ports'),
+    async logs(p, ctx) {
+      const v = vmOr404(p.name);
+      const tail = p.tail_bytes ?? 65536;
+      const data = consoleLog.slice(-tail);
+      const result = { name: v.name, data: '', truncated: false, path: `${v.vm_dir}/serial.log` };
+      if (!p.follow) return { result: { ...result, data, truncated: data.length < consoleLog.length } };
+      async function* frames(): AsyncIterable<VmLogsFrame> {
+        yield { data };
+        for (const line of ['root\n', 'Password: \n', 'Linux calm-otter 6.1.0\n']) {
+          await new Promise((r) => setTimeout(r, 50));
+          yield { data: line };
+        }
+        if (v.name !== 'calm-otter') return;
+        // calm-otter keeps running: the stream only ends when the client goes away (the server
+        // aborts the call's signal then).
+        while (!ctx.signal.aborted) {
+          await new Promise((r) => setTimeout(r, 100));
+          yield { data: '' };
+        }
       }
-      const f: FakeOp = {
-        op: {
-          id: ctx.opId,
-          kind: 'image.build',
-          method: 'image.build.begin',
-          state: 'running',
-          started_at: new Date().toISOString(),
-          image: name,
-          steps: [],
-        },
-        script,
-        begunAt: Date.now(),
-        onSuccess: () => {
-          images.set(
-            name,
-            fakeImage(name, { default: p.make_default === true || name === 'debian-bookworm' }),
-          );
-        },
-      };
-      ops.set(ctx.opId, f);
-      return { operation_id: ctx.opId, name };
+      return { frames: frames(), result: { ...result, data: 'bye\n' } };
     },
-    'image.build.status': (_c, p) => {
-      const f = opOr404(p.operation_id as string);
-      const image = f.op.image ? images.get(f.op.image) : undefined;
-      return image && f.op.state === 'succeeded' ? { operation: f.op, image } : { operation: f.op };
+  };
+
+  const image: ImageService = {
+    build: {
+      async begin(p, ctx) {
+        const name = p.name ?? 'debian-bookworm';
+        const script = BUILD_STEPS.map((s) => ({ ...s }));
+        if (name === 'broken') {
+          script[1] = {
+            ...script[1]!,
+            fail: { code: 'operation_failed', message: 'debootstrap failed: exit status 1' },
+          };
+        }
+        const f: FakeOp = {
+          op: {
+            id: ctx.opId,
+            kind: 'image.build',
+            method: 'image.build.begin',
+            state: 'running',
+            started_at: new Date().toISOString(),
+            image: name,
+            steps: [],
+          },
+          script,
+          begunAt: Date.now(),
+          onSuccess: () => {
+            images.set(
+              name,
+              fakeImage(name, { default: p.make_default === true || name === 'debian-bookworm' }),
+            );
+          },
+        };
+        ops.set(ctx.opId, f);
+        return { operation_id: ctx.opId, name };
+      },
+      async status(p) {
+        const f = opOr404(p.operation_id);
+        const i = f.op.image ? images.get(f.op.image) : undefined;
+        return i && f.op.state === 'succeeded' ? { operation: f.op, image: i } : { operation: f.op };
+      },
+      async cancel(p) {
+        const f = opOr404(p.operation_id);
+        if (f.op.state !== 'running')
+          throw new ErrorResponse('conflict', `operation ${f.op.id} already ${f.op.state}`);
+        f.canceledAt = Date.now();
+        advance(f, Date.now());
+        return { operation: f.op };
+      },
     },
-    'image.build.cancel': (_c, p) => {
-      const f = opOr404(p.operation_id as string);
-      if (f.op.state !== 'running')
-        throw new ErrorResponse('conflict', `operation ${f.op.id} already ${f.op.state}`);
-      f.canceledAt = Date.now();
-      advance(f, Date.now());
-      return { operation: f.op };
+    warm: { begin: notFaked('image.warm.begin'), status: notFaked('image.warm.status') },
+    async list() {
+      return { images: [...images.values()] };
     },
-    'image.list': () => ({ images: [...images.values()] }),
-    'image.show': (_c, p) => {
-      const i = images.get(p.name as string);
-      if (!i) throw new ErrorResponse('not_found', `image "${String(p.name)}" not found`);
-      return { image: i };
+    async show(p) {
+      return { image: imageOr404(p.name) };
     },
-    'image.import': (_c, p) => {
-      const img = fakeImage(p.name as string, {
+    async import(p) {
+      const img = fakeImage(p.name, {
         source: 'imported',
         default: p.make_default === true,
-        rootfs_path: `/state/images/${String(p.name)}/rootfs.ext4`,
+        rootfs_path: `/state/images/${p.name}/rootfs.ext4`,
       });
       delete img.recipe_hash;
       images.set(img.name, img);
       return { image: img };
     },
-    'image.delete': (_c, p) => {
-      const i = images.get(p.name as string);
-      if (!i) throw new ErrorResponse('not_found', `image "${String(p.name)}" not found`);
+    async delete(p) {
+      const i = imageOr404(p.name);
       if (i.used_by.length > 0)
         throw new ErrorResponse('conflict', `image "${i.name}" is used by ${i.used_by.join(', ')}`);
       images.delete(i.name);
       return { name: i.name, deleted: true };
     },
-    'image.promote': (_c, p) => {
-      const i = images.get(p.name as string);
-      if (!i) throw new ErrorResponse('not_found', `image "${String(p.name)}" not found`);
+    async promote(p) {
+      const i = imageOr404(p.name);
       for (const o of images.values()) o.default = o === i;
       return { image: i };
     },
-    'kernel.list': () => ({ kernels: [...kernels.values()] }),
-    'kernel.show': (_c, p) => {
-      const k = kernels.get(p.name as string);
-      if (!k) throw new ErrorResponse('not_found', `kernel "${String(p.name)}" not found`);
-      return { kernel: k };
+  };
+
+  const kernel: KernelService = {
+    async list() {
+      return { kernels: [...kernels.values()] };
     },
-    'kernel.import': (_c, p) => {
+    async show(p) {
+      return { kernel: kernelOr404(p.name) };
+    },
+    async import(p) {
       const k: Kernel = {
         id: 'aaaabbbbcccc',
-        name: p.name as string,
-        version: (p.version as string | undefined) ?? 'unknown',
-        kernel_path: `/state/kernels/${String(p.name)}/vmlinuz`,
+        name: p.name,
+        version: p.version ?? 'unknown',
+        kernel_path: `/state/kernels/${p.name}/vmlinuz`,
         source: 'imported',
         created_at: T0,
         used_by: [],
       };
-      if (p.initrd) k.initrd_path = `/state/kernels/${String(p.name)}/initrd.img`;
+      if (p.initrd) k.initrd_path = `/state/kernels/${p.name}/initrd.img`;
       kernels.set(k.name, k);
       return { kernel: k };
     },
-    'kernel.delete': (_c, p) => {
-      const k = kernels.get(p.name as string);
-      if (!k) throw new ErrorResponse('not_found', `kernel "${String(p.name)}" not found`);
+    async delete(p) {
+      const k = kernelOr404(p.name);
       if (k.used_by.length > 0)
         throw new ErrorResponse('conflict', `kernel "${k.name}" is booted by ${k.used_by.join(', ')}`);
       kernels.delete(k.name);
@@ -445,66 +506,43 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
     },
   };
 
-  const consoleLog =
-    '[    0.000000] Linux version 6.1.0-28-cloud-amd64\nWelcome to Debian!\ncalm-otter login: ';
-
-  const dispatch = async (ctx: RpcContext, req: RequestEnvelope): Promise<HandlerResponse> => {
-    const params = (req.params ?? {}) as Record<string, unknown>;
-    calls.push({ method: req.method, params });
-    const pv = (paramValidators as Record<string, ((p: unknown) => boolean) & { errors?: unknown }>)[
-      req.method
-    ];
-    if (pv && !pv(params)) {
-      throw new ErrorResponse('bad_request', `invalid params: ${describeAjvErrors(pv.errors as never)}`);
-    }
-    if (req.method === 'vm.logs') {
-      const p = params as unknown as VmLogsParams;
-      const v = vmOr404(p.name);
-      const tail = p.tail_bytes ?? 65536;
-      const data = consoleLog.slice(-tail);
-      const final = { name: v.name, data: '', truncated: false, path: `${v.vm_dir}/serial.log` };
-      if (!p.follow) {
-        return {
-          ok: true,
-          result: { ...final, data, truncated: data.length < consoleLog.length },
-          op_id: ctx.opId,
-        };
-      }
-      async function* frames(): AsyncIterable<unknown> {
-        yield { data };
-        for (const line of ['root\n', 'Password: \n', 'Linux calm-otter 6.1.0\n']) {
-          await new Promise((r) => setTimeout(r, 50));
-          yield { data: line };
-        }
-        if (v.name !== 'calm-otter') return;
-        // calm-otter keeps running: the stream only ends when the client goes away. The server
-        // notices a vanished client when a write fails, so keep writing (empty) frames.
-        while (!ctx.signal.aborted) {
-          await new Promise((r) => setTimeout(r, 100));
-          yield { data: '' };
-        }
-      }
-      return { stream: frames(), final: () => ({ ...final, data: 'bye\n' }) };
-    }
-    const h = handlers[req.method];
-    if (!h) throw new ErrorResponse('unknown_method', `no method ${req.method}`);
-    const result = h(ctx, params);
-    const rv = (resultValidators as Record<string, ((r: unknown) => boolean) & { errors?: unknown }>)[
-      req.method
-    ];
-    if (rv && !rv(result)) {
-      throw new Error(
-        `fake daemon bug: invalid ${req.method} result: ${describeAjvErrors(rv.errors as never)}`,
-      );
-    }
-    return { ok: true, result, op_id: ctx.opId };
+  const daemon: DaemonService = {
+    status: notFaked('daemon.status'),
+    operations: { list: notFaked('daemon.operations.list') },
+  };
+  const op: OpService = { list: notFaked('op.list'), show: notFaked('op.show'), trace: notFaked('op.trace') };
+  const services: Services = {
+    async ping() {
+      return { pong: true, version: BANGER_VERSION, protocol_version: PROTOCOL_VERSION };
+    },
+    shutdown: notFaked('shutdown'),
+    daemon,
+    vm,
+    image,
+    kernel,
+    op,
   };
 
-  const server: Server = createRpcServer({
-    log: createLogger({ name: 'fake-bangerd', stream: new MemoryLog() }),
-    summaryPrefix: 'rpc',
-    dispatcher: { dispatch },
-  });
+  const log = createLogger({ name: 'fake-bangerd', stream: new MemoryLog() });
+  const table = new Daemon(log, services);
+  /** A result the schema refuses is the fake's bug: answer operation_failed, loudly. */
+  const checked = (method: string, result: unknown): unknown => {
+    const rv = (resultValidators as Record<string, ((r: unknown) => boolean) & { errors?: unknown }>)[method];
+    if (rv && !rv(result))
+      throw new Error(`fake daemon bug: invalid ${method} result: ${describeAjvErrors(rv.errors as never)}`);
+    return result;
+  };
+  const dispatcher: Dispatcher = {
+    async dispatch(ctx, req): Promise<HandlerResponse> {
+      calls.push({ method: req.method, params: req.params ?? {} });
+      const r = await table.dispatch(ctx, req);
+      if (isStreamResponse(r)) return { stream: r.stream, final: () => checked(req.method, r.final()) };
+      if (r.ok) checked(req.method, r.result);
+      return r;
+    },
+  };
+
+  const server: Server = createRpcServer({ log, summaryPrefix: 'rpc', dispatcher });
   const sockets = new Set<Socket>();
   server.on('connection', (c: Socket) => {
     sockets.add(c);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Services } from '../../generated/handlers.gen.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { Daemon } from '../../src/daemon/daemon.ts';
-import { createSpecials } from '../../src/daemon/specials.ts';
+import { rootMethods } from '../../src/daemon/services/root.ts';
 import { DaemonServiceImpl } from '../../src/daemon/services/daemon.ts';
 import { HelperLink } from '../../src/daemon/helper-link.ts';
 import { OperationRegistry } from '../../src/ops/operations.ts';
@@ -26,17 +26,14 @@ describe('hostile clients', () => {
   const socket = join(tmp.dir, 'h.sock');
   const log = new MemoryLog();
   const logger = createLogger({ name: 'bangerd', stream: log });
-  const daemon = new Daemon(
-    logger,
-    {
-      daemon: new DaemonServiceImpl(
-        { socket, stateDir: tmp.dir, startedAt: new Date() },
-        new HelperLink(undefined),
-        new OperationRegistry(logger),
-      ),
-    } as unknown as Services,
-    createSpecials(() => undefined),
-  );
+  const daemon = new Daemon(logger, {
+    ...rootMethods(() => undefined),
+    daemon: new DaemonServiceImpl(
+      { socket, stateDir: tmp.dir, startedAt: new Date() },
+      new HelperLink(undefined),
+      new OperationRegistry(logger),
+    ),
+  } as unknown as Services);
   const server = createRpcServer({
     dispatcher: daemon,
     log: logger,

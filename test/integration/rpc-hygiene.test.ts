@@ -5,10 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { connect, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
-import type { Services } from '../../generated/handlers.gen.ts';
+import type { Services, VmService } from '../../generated/handlers.gen.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { Daemon } from '../../src/daemon/daemon.ts';
-import { createSpecials } from '../../src/daemon/specials.ts';
+import { rootMethods } from '../../src/daemon/services/root.ts';
+import { serialLogs } from '../../src/daemon/vm-logs.ts';
 import type { RpcContext } from '../../src/rpc/context.ts';
 import { listenUnix } from '../../src/rpc/listen.ts';
 import { createRpcServer } from '../../src/rpc/server.ts';
@@ -110,18 +111,11 @@ describe('connection hygiene', () => {
   const socket = join(tmp.dir, 'h.sock');
   const memlog = new MemoryLog();
   const logger = createLogger({ name: 'bangerd', stream: memlog });
-  // Only what vm.logs needs: a VM that is always running, whose serial log never grows.
-  const vms = {
-    find: (ref: string) => ({ id: 'vm-hygiene', name: ref }),
-    isRunningByName: () => true,
-  } as unknown as Parameters<typeof createSpecials>[1];
   const serial = vmFiles(tmp.dir, 'vm-hygiene').serialLog;
-  // ping and vm.logs are special handlers: no service is needed.
-  const daemon = new Daemon(
-    logger,
-    {} as Services,
-    createSpecials(() => undefined, vms, tmp.dir),
-  );
+  // Only ping and vm.logs, the real ones; the VM is always running and its serial log never grows.
+  const logs: VmService['logs'] = (p, ctx) =>
+    serialLogs({ name: p.name, path: serial, stillRunning: () => true }, p, ctx);
+  const daemon = new Daemon(logger, { ...rootMethods(() => undefined), vm: { logs } } as unknown as Services);
   const server = createRpcServer({
     dispatcher: daemon,
     log: logger,

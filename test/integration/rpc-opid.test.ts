@@ -6,7 +6,6 @@ import { BangerClient } from '../../generated/client.gen.ts';
 import type { DaemonService } from '../../generated/handlers.gen.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { Daemon } from '../../src/daemon/daemon.ts';
-import { createSpecials } from '../../src/daemon/specials.ts';
 import { DEFAULT_CONFIG } from '../../src/daemon/config.ts';
 import { startDaemon, type RunningDaemon } from '../../src/daemon/start.ts';
 import { ErrorResponse } from '../../src/rpc/errors.ts';
@@ -121,15 +120,14 @@ describe('a service-thrown error', () => {
         ctx.log.info('about to fail');
         throw new Error('disk on fire');
       },
-      operationsList: async () => {
-        throw new ErrorResponse('not_found', 'no such operation');
+      operations: {
+        list: async () => {
+          // A code the method may answer with (its schema declares none of its own).
+          throw new ErrorResponse('bad_request', 'limit out of range');
+        },
       },
     };
-    const daemon = new Daemon(
-      logger,
-      { daemon: throwing } as never,
-      createSpecials(() => undefined),
-    );
+    const daemon = new Daemon(logger, { daemon: throwing } as never);
     const server = createRpcServer({ dispatcher: daemon, log: logger, summaryPrefix: 'rpc' });
     const socket = join(tmp.dir, 's.sock');
     await listenUnix(server, socket);
@@ -142,11 +140,11 @@ describe('a service-thrown error', () => {
       const recs = log.byOp(e1.opId!);
       expect(recs.map((r) => r.msg)).toEqual(['about to fail', 'rpc failed']);
       const e2 = (await c.daemon.operations.list({}).catch((e: unknown) => e)) as ErrorResponse;
-      expect(e2.code).toBe('not_found');
+      expect(e2.code).toBe('bad_request');
       expect(e2.opId).toMatch(OP);
       await waitForRecord(
         log,
-        (r) => r.msg === 'rpc failed' && r.op_id === e2.opId && r.code === 'not_found',
+        (r) => r.msg === 'rpc failed' && r.op_id === e2.opId && r.code === 'bad_request',
       );
     } finally {
       server.close();

@@ -179,6 +179,22 @@ describe('meta-schema and cross-checks', () => {
       /methods\[\d+\] "vm\.show": a frame schema is only for kind "stream"/,
     ],
     [
+      'a stream method not dispatched with params (the stream adapter validates them)',
+      (d) => {
+        method(d, 'vm.logs').dispatch = 'noParam';
+      },
+      /methods\[\d+\] "vm\.logs": kind "stream" needs dispatch "param"/,
+    ],
+    [
+      'two service paths with one interface name',
+      (d) => {
+        const m = structuredClone(method(d, 'vm.create.status'));
+        m.name = 'vm_create.go';
+        d.methods.push(m);
+      },
+      /"vm_create\.go": service interface VmCreateService would serve both vm\.create\.\* and vm_create\.\*/,
+    ],
+    [
       'a method named like the SDK waiter',
       (d) => {
         method(d, 'vm.show').name = 'operations.show';

@@ -1,10 +1,6 @@
-import type { DaemonService } from '../../../generated/handlers.gen.ts';
+import type { DaemonOperationsService, DaemonService } from '../../../generated/handlers.gen.ts';
 import { PROTOCOL_VERSION } from '../../../generated/methods.gen.ts';
-import type {
-  DaemonOperationsListParams,
-  DaemonOperationsListResult,
-  DaemonStatusResult,
-} from '../../../generated/types.gen.ts';
+import type { DaemonStatusResult } from '../../../generated/types.gen.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { BANGER_VERSION } from '../../version.ts';
 import type { HelperLink } from '../helper-link.ts';
@@ -44,7 +40,8 @@ export class DaemonServiceImpl implements DaemonService {
     return r;
   }
 
-  async operationsList(p: DaemonOperationsListParams, _ctx: RpcContext): Promise<DaemonOperationsListResult> {
-    return { operations: this.ops.list(p) };
-  }
+  /** daemon.operations.*: the operations this daemon run knows. */
+  readonly operations: DaemonOperationsService = {
+    list: async (p) => ({ operations: this.ops.list(p) }),
+  };
 }

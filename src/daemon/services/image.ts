@@ -8,7 +8,7 @@ import { existsSync, renameSync } from 'node:fs';
 import { chmod, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import type { ImageService } from '../../../generated/handlers.gen.ts';
+import type { ImageBuildService, ImageService, ImageWarmService } from '../../../generated/handlers.gen.ts';
 import type {
   Image,
   ImageBuildBeginParams,
@@ -118,13 +118,13 @@ export class ImageServiceImpl implements ImageService {
   private readonly stateDir: string;
   private readonly imagesDir: string;
   private readonly cacheDir: string;
-  private readonly build: typeof buildDefaultImage;
+  private readonly buildImage: typeof buildDefaultImage;
   /** Running builds by image name. */
   private readonly builds = new Map<string, RunningBuild>();
   /** Image names with an import in flight (files are copied before the rows exist). */
   private readonly importing = new Set<string>();
   /** Warm templates; set once the daemon has wired them (they resolve images through here). */
-  warm: ImageWarmPart | undefined;
+  warmTemplates: ImageWarmPart | undefined;
 
   constructor(deps: ImageServiceDeps) {
     this.store = deps.store;
@@ -133,10 +133,17 @@ export class ImageServiceImpl implements ImageService {
     this.stateDir = deps.stateDir;
     this.imagesDir = join(deps.stateDir, 'images');
     this.cacheDir = deps.cacheDir;
-    this.build = deps.build ?? buildDefaultImage;
+    this.buildImage = deps.build ?? buildDefaultImage;
   }
 
   // ---- build ---------------------------------------------------------------------------------
+
+  /** image.build.*, at its wire path (the methods below do the work). */
+  readonly build: ImageBuildService = {
+    begin: (p, ctx) => this.buildBegin(p, ctx),
+    status: (p, ctx) => this.buildStatus(p, ctx),
+    cancel: (p, ctx) => this.buildCancel(p, ctx),
+  };
 
   async buildBegin(p: ImageBuildBeginParams, ctx: RpcContext): Promise<ImageBuildBeginResult> {
     const name = p.name ?? DEFAULT_IMAGE_NAME;
@@ -226,7 +233,7 @@ export class ImageServiceImpl implements ImageService {
     try {
       this.log.info({ image: name, force: opts.force, auto: opts.auto }, 'image build started');
       staging = await makeStagingDir(finalDir, 'build');
-      const result = await this.build({
+      const result = await this.buildImage({
         outDir: staging,
         cacheDir: this.cacheDir,
         signal: tracker.signal,
@@ -468,15 +475,22 @@ export class ImageServiceImpl implements ImageService {
   async show(p: ImageShowParams, _ctx: RpcContext): Promise<ImageShowResult> {
     const row = this.get(p.name);
     const image = this.wire(row);
-    if (this.warm) image.warm_templates = await this.warm.templates(row);
+    if (this.warmTemplates) image.warm_templates = await this.warmTemplates.templates(row);
     return { image };
   }
 
   // ---- warm templates (src/daemon/warm.ts) ------------------------------------------------
 
+  /** image.warm.*, at its wire path (the methods below do the work). */
+  readonly warm: ImageWarmService = {
+    begin: (p, ctx) => this.warmBegin(p, ctx),
+    status: (p, ctx) => this.warmStatus(p, ctx),
+  };
+
   private requireWarm(): ImageWarmPart {
-    if (!this.warm) throw new ErrorResponse('conflict', 'warm templates are not available in this daemon');
-    return this.warm;
+    if (!this.warmTemplates)
+      throw new ErrorResponse('conflict', 'warm templates are not available in this daemon');
+    return this.warmTemplates;
   }
 
   warmBegin(p: ImageWarmBeginParams, ctx: RpcContext): Promise<ImageWarmBeginResult> {

@@ -1,7 +1,8 @@
 // The VM service: lifecycle methods of schema/methods.json's vm.* namespace. Long work (create)
 // runs as an operation whose id is the op id of the RPC that began it.
-import type { VmService } from '../../../generated/handlers.gen.ts';
+import type { VmCreateService, VmService, VmWorkspaceService } from '../../../generated/handlers.gen.ts';
 import type * as T from '../../../generated/types.gen.ts';
+import type { StreamReply } from '../../rpc/adapters.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, notFound } from '../../rpc/errors.ts';
 import type { Store, VmRow } from '../../store/index.ts';
@@ -16,6 +17,7 @@ import { procUsage } from '../../vm/procstat.ts';
 import { SSH_KEX_ALGORITHMS, sshExec } from '../../vm/ssh.ts';
 import { newId } from '../../store/index.ts';
 import { parseSsListen, SS_COMMAND } from '../guest-ports.ts';
+import { serialLogs } from '../vm-logs.ts';
 import { modeWithoutNetwork as rootlessMode } from '../../vm/network.ts';
 import { planCreate } from '../../vm/plan.ts';
 import {
@@ -75,6 +77,14 @@ export class VmServiceImpl implements VmService {
   }
 
   // ---- create ----------------------------------------------------------------------------
+
+  /** vm.create.*, at its wire path (the methods below do the work). */
+  readonly create: VmCreateService = {
+    begin: (p, ctx) => this.createBegin(p, ctx),
+    status: (p) => this.createStatus(p),
+    cancel: (p) => this.createCancel(p),
+    plan: (p) => this.createPlan(p),
+  };
 
   /** Names of VMs being created whose rows do not exist yet (their image may still be building). */
   private readonly reserved = new Map<string, string>();
@@ -270,9 +280,16 @@ export class VmServiceImpl implements VmService {
     return r;
   }
 
+  /** vm.logs: the serial console's tail, or with follow a stream of it (src/daemon/vm-logs.ts). */
+  async logs(p: T.VmLogsParams, ctx: RpcContext): Promise<StreamReply<T.VmLogsFrame, T.VmLogsResult>> {
+    const vm = this.find(p.name);
+    const path = vmFiles(this.d.stateDir, vm.id).serialLog;
+    return serialLogs({ name: vm.name, path, stillRunning: () => this.isRunningByName(vm.name) }, p, ctx);
+  }
+
   /** vm.ssh: validate first so the caller gets not_found / not_running. */
-  sshDetails(name: string): T.VmSshResult {
-    const vm = this.find(name);
+  async ssh(p: T.VmSshParams): Promise<T.VmSshResult> {
+    const vm = this.find(p.name);
     const t = this.d.runtime.isRunning(vm.id) ? sshTarget(this.d, vm) : undefined;
     if (!t)
       throw new ErrorResponse(
@@ -298,6 +315,12 @@ export class VmServiceImpl implements VmService {
   }
 
   // ---- workspaces (src/vm/workspace.ts does the work) --------------------------------------
+
+  /** vm.workspace.*, at its wire path (the methods below do the work). */
+  readonly workspace: VmWorkspaceService = {
+    prepare: (p, ctx) => this.workspacePrepare(p, ctx),
+    export: (p, ctx) => this.workspaceExport(p, ctx),
+  };
 
   /** vm.create.plan: what vm.create.begin would create, resolved without touching anything. */
   async createPlan(p: T.VmCreatePlanParams): Promise<T.VmCreatePlanResult> {
