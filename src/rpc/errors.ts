@@ -1,7 +1,10 @@
-// One error type for the whole system. Services throw ErrorResponse (or anything else, which
-// the dispatcher maps to operation_failed); clients reject with it. Its message ends with the
-// op id, so a caller that just prints the error shows the id for free.
+// One wire error type for the whole system. Domain code throws its own errors (StoreError,
+// EngineError, HostnetError, ...); toErrorResponse maps them to wire codes through the one table in
+// error-map.ts. Services may still throw ErrorResponse for a refusal only they can phrase (a name
+// already taken, a VM busy). Clients reject with it; its message ends with the op id, so a caller
+// that just prints the error shows the id for free.
 import { ErrorResponse } from './client-errors.ts';
+import { mapDomainError } from './error-map.ts';
 
 // The class lives in client-errors.ts so the client SDK can use it without this module's mapping.
 export { ErrorResponse, isErrorCode } from './client-errors.ts';
@@ -9,16 +12,15 @@ export { ErrorResponse, isErrorCode } from './client-errors.ts';
 /** Alias: services "throw an RpcError"; it is the same class. */
 export { ErrorResponse as RpcError };
 
-/** The one mapping point from anything thrown to a wire error code. */
+/** The one mapping point from anything thrown to a wire error, stamped with the op id. */
 export function toErrorResponse(err: unknown, opId: string): ErrorResponse {
   if (err instanceof ErrorResponse) return err.withOpId(opId);
-  if (isAbortError(err)) return new ErrorResponse('canceled', 'the operation was canceled', { opId });
-  const message = err instanceof Error ? err.message : String(err);
-  return new ErrorResponse('operation_failed', message, { opId, cause: err });
-}
-
-function isAbortError(err: unknown): boolean {
-  return err instanceof Error && err.name === 'AbortError';
+  const m = mapDomainError(err);
+  return new ErrorResponse(m.code, m.message, {
+    opId,
+    cause: err,
+    ...(m.data !== undefined ? { data: m.data } : {}),
+  });
 }
 
 export const notFound = (what: string): ErrorResponse => new ErrorResponse('not_found', `${what} not found`);

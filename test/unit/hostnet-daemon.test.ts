@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type DaemonConfig } from '../../src/daemon/config.ts';
-import { HelperLink } from '../../src/daemon/helper-link.ts';
+import { HelperError, HelperLink } from '../../src/daemon/helper-link.ts';
 import { bridgeIpArg, VmNetwork } from '../../src/vm/network.ts';
 import { OperationRegistry } from '../../src/ops/operations.ts';
 import { QemuDriver } from '../../src/engine/index.ts';
@@ -16,7 +16,7 @@ import { startHelper } from '../../src/helper/start.ts';
 import { RecordingHostnet } from '../../src/hostnet/index.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { opContext } from '../../src/rpc/context.ts';
-import { ErrorResponse } from '../../src/rpc/errors.ts';
+import { toErrorResponse } from '../../src/rpc/errors.ts';
 import { newId, openStore, type Store } from '../../src/store/index.ts';
 import { runCreate, type CreateDeps } from '../../src/vm/create.ts';
 import { macFor } from '../../src/vm/layout.ts';
@@ -119,8 +119,13 @@ describe('daemon bridge mode with the recording fake', () => {
   it('tap creation fails → the create is undone and nothing is left behind', async () => {
     fake.failOn('create_tap', 'RTNETLINK answers: Device or resource busy');
     const { err, steps } = await create('tapfail', true);
-    expect(err).toBeInstanceOf(ErrorResponse);
-    expect((err as ErrorResponse).message).toMatch(/create_tap: RTNETLINK answers: Device or resource busy/);
+    // The helper's error reaches the daemon as a HelperError, operation_failed on the wire.
+    expect(err).toBeInstanceOf(HelperError);
+    const wire = toErrorResponse(err, 'op-0000000000ab');
+    expect(wire.code).toBe('operation_failed');
+    expect(wire.bareMessage).toMatch(
+      /^root helper: priv\.create_tap: create_tap: RTNETLINK answers: Device or resource busy/,
+    );
     expect(steps).toEqual(['resolve_image:done', 'record:undone', 'network:failed']);
     expect(store.vms.list()).toEqual([]);
     expect(fake.taps.size).toBe(0);

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { KernelServiceImpl, readKernelVersion } from '../../src/daemon/services/kernel.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { type RpcContext, mintOpId } from '../../src/rpc/context.ts';
-import { ErrorResponse } from '../../src/rpc/errors.ts';
+import { type ErrorResponse, toErrorResponse } from '../../src/rpc/errors.ts';
 import { openStore, type Store } from '../../src/store/index.ts';
 import { MemoryLog } from '../helpers/logs.ts';
 
@@ -37,12 +37,12 @@ function ctx(): RpcContext {
   };
 }
 
+/** The wire error a rejected call ends as: domain errors mapped by the dispatcher's table. */
 async function rejection(p: Promise<unknown>): Promise<ErrorResponse> {
   try {
     await p;
   } catch (err) {
-    if (err instanceof ErrorResponse) return err;
-    throw err;
+    return toErrorResponse(err, 'op-0000000000ab');
   }
   throw new Error('expected a rejection');
 }

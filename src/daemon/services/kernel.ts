@@ -19,8 +19,8 @@ import type {
 } from '../../../generated/types.gen.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { RpcContext } from '../../rpc/context.ts';
-import { ErrorResponse, badRequest, conflict, notFound } from '../../rpc/errors.ts';
-import { type KernelRow, type Store, isStoreError, isUniqueViolation } from '../../store/index.ts';
+import { ErrorResponse, badRequest, notFound } from '../../rpc/errors.ts';
+import { type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import { kernelToWire, namesBy } from './convert.ts';
 
 const execFileP = promisify(execFile);
@@ -239,12 +239,8 @@ export class KernelServiceImpl implements KernelService {
 
   async delete(p: KernelDeleteParams, _ctx: RpcContext): Promise<KernelDeleteResult> {
     const row = this.get(p.name);
-    try {
-      this.store.kernels.delete(row.id);
-    } catch (err) {
-      if (isStoreError(err, 'in_use')) throw conflict(err.message);
-      throw err;
-    }
+    // A kernel still in use: StoreError in_use, which the error table makes conflict.
+    this.store.kernels.delete(row.id);
     await removeKernelFiles(this.stateDir, row);
     this.log.info({ kernel: p.name }, 'kernel deleted');
     return { name: p.name, deleted: true };

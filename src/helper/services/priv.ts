@@ -4,7 +4,7 @@
 // "missing" and both create.
 import type { PrivService } from '../../../generated/handlers.gen.ts';
 import type * as T from '../../../generated/types.gen.ts';
-import { HostnetError, type Links, type Nat, type Resolver, vmIdOfTap } from '../../hostnet/index.ts';
+import { type Links, type Nat, type Resolver, vmIdOfTap } from '../../hostnet/index.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse } from '../../rpc/errors.ts';
 import { BANGER_VERSION } from '../../version.ts';
@@ -40,7 +40,7 @@ export class PrivServiceImpl implements PrivService {
     this.d = deps;
   }
 
-  /** Run fn after every verb before it; a host tool failure becomes operation_failed. */
+  /** Run fn after every verb before it. */
   private serial<R>(verb: string, body: () => Promise<R>): Promise<R> {
     const fn = async (): Promise<R> => {
       if (this.d.testFailVerb === verb)
@@ -49,11 +49,8 @@ export class PrivServiceImpl implements PrivService {
     };
     const run = this.queue.then(fn, fn);
     this.queue = run.catch(() => undefined);
-    return run.catch((err: unknown) => {
-      if (err instanceof HostnetError)
-        throw new ErrorResponse('operation_failed', err.message, { cause: err });
-      throw err;
-    });
+    // A HostnetError reaches the dispatcher as is: src/rpc/error-map.ts makes it operation_failed.
+    return run;
   }
 
   async ping(ctx: RpcContext): Promise<T.PrivPingResult> {
