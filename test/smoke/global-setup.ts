@@ -2,7 +2,7 @@
 // dir, images cached under /var/cache/banger keyed by recipe hash so reruns don't rebuild), and
 // the default image built (or reused). Everything is removed afterwards.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, ROOT, SMOKE_ENV_FILE, startSmokeDaemon, startSmokeHelper, type SmokeEnv } from './harness.ts';
@@ -123,6 +123,8 @@ export default async function setup(): Promise<() => Promise<void>> {
 
   async function teardown(): Promise<void> {
     const cur = JSON.parse(readFileSync(SMOKE_ENV_FILE, 'utf8')) as SmokeEnv;
+    // Read before the directory goes: a breach of the declared error codes fails the run below.
+    const breaches = undeclaredCodeLines([cur.logFile, cur.helperLogFile]);
     // Delete what the scenarios left, then stop the daemon and every VMM it started.
     spawnSync('ip', ['netns', 'exec', netns, BIN('banger'), 'vm', 'prune', '--socket', cur.socket], {
       timeout: 120_000,
@@ -142,5 +144,17 @@ export default async function setup(): Promise<() => Promise<void>> {
     spawnSync('ip', ['netns', 'delete', netns]);
     if (process.env.BANGER_SMOKE_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
     rmSync(SMOKE_ENV_FILE, { force: true });
+    if (breaches.length > 0)
+      throw new Error(
+        `a daemon answered with an error code its method does not declare (schema/methods.json "errors"):\n${breaches.join('\n')}`,
+      );
   }
+}
+
+/** The "undeclared error code" lines (src/rpc/error-check.ts) of the given JSON log files. */
+function undeclaredCodeLines(files: string[]): string[] {
+  return files
+    .filter((f) => existsSync(f))
+    .flatMap((f) => readFileSync(f, 'utf8').split('\n'))
+    .filter((l) => l.includes('"msg":"undeclared error code"'));
 }
