@@ -10,7 +10,6 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
-  renameSync,
   rmSync,
   truncateSync,
   writeFileSync,
@@ -23,19 +22,10 @@ import type { VmLaunchSpec, VmmEvent } from '../../src/engine/driver.ts';
 import { EngineError } from '../../src/engine/errors.ts';
 import { saveState } from '../../src/engine/migration.ts';
 import { QemuDriver, type QemuHandle } from '../../src/engine/qemu.ts';
+import { ensureKernel as ensureTestKernel, haveQemu, type TestKernel } from '../helpers/test-kernel.ts';
 
-const KERNEL_CACHE = '/var/cache/banger-dev/kernel';
 const MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_blk'];
 const MiB = 1024 * 1024;
-
-function haveQemu(): boolean {
-  try {
-    execFileSync('qemu-system-x86_64', ['-version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const isRoot = process.getuid?.() === 0;
 const qemu = haveQemu();
@@ -49,52 +39,7 @@ if (skipReason) console.warn(`engine-events: skipped: ${skipReason}`);
 if (!skipReason && !isRoot)
   console.warn('engine-events: the disk-full test is skipped: mounting a tmpfs needs root');
 
-function findFiles(dir: string, match: (name: string) => boolean, depth = 8): string[] {
-  if (depth < 0 || !existsSync(dir)) return [];
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...findFiles(p, match, depth - 1));
-    else if (match(e.name)) out.push(p);
-  }
-  return out;
-}
-
-/** The Debian cloud kernel and the modules named above, fetched with apt-get once (shared cache). */
-function ensureKernel(): { vmlinuz: string; modules: Map<string, string> } {
-  const look = (): { vmlinuz: string; modules: Map<string, string> } | null => {
-    const vmlinuz = findFiles(KERNEL_CACHE, (n) => n.startsWith('vmlinuz-'), 2)[0];
-    if (!vmlinuz) return null;
-    const modules = new Map<string, string>();
-    for (const p of findFiles(join(KERNEL_CACHE, 'lib'), (n) => MODULES.some((m) => n === `${m}.ko`))) {
-      modules.set(p.slice(p.lastIndexOf('/') + 1, -3), p);
-    }
-    return modules.size === MODULES.length ? { vmlinuz, modules } : null;
-  };
-  const have = look();
-  if (have) return have;
-  mkdirSync('/var/cache/banger-dev', { recursive: true });
-  const work = mkdtempSync('/var/cache/banger-dev/.kernel-dl-');
-  try {
-    const run = (cmd: string, args: string[]): string =>
-      execFileSync(cmd, args, { cwd: work, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    run('apt-get', ['download', 'linux-image-cloud-amd64']);
-    const meta = readdirSync(work).find((f) => f.startsWith('linux-image-cloud-amd64_'))!;
-    const abi = /linux-image-[0-9][^ ,(]*-cloud-amd64/.exec(run('dpkg-deb', ['-f', meta, 'Depends']))?.[0];
-    if (!abi) throw new Error(`cannot resolve the ABI package from ${meta}`);
-    run('apt-get', ['download', abi]);
-    const deb = readdirSync(work).find((f) => f.startsWith(`${abi}_`))!;
-    const tree = join(work, 'tree');
-    run('dpkg-deb', ['-x', deb, tree]);
-    if (existsSync(KERNEL_CACHE)) execFileSync('cp', ['-a', `${tree}/.`, KERNEL_CACHE]);
-    else renameSync(tree, KERNEL_CACHE);
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-  const got = look();
-  if (!got) throw new Error(`kernel cache ${KERNEL_CACHE} is incomplete after download`);
-  return got;
-}
+const ensureKernel = (): TestKernel => ensureTestKernel(MODULES);
 
 /** The guest: load the block driver, write WRITE_MIB to /dev/vda (fsync'd), say how it went. */
 const WRITE_MIB = 12;

@@ -1,15 +1,12 @@
 // Real QEMU under TCG: a Debian cloud kernel plus a busybox initramfs built here. One VM boots
 // at a time (the host has 2 cores and is shared). Skips only when qemu-system-x86_64 is missing.
-import { execFileSync } from 'node:child_process';
 import {
   accessSync,
   constants,
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readdirSync,
   readFileSync,
-  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -25,18 +22,9 @@ import { EngineError } from '../../src/engine/errors.ts';
 import { readHandles } from '../../src/engine/handles.ts';
 import { restoreStateUri, saveState, waitIncoming } from '../../src/engine/migration.ts';
 import { QemuDriver, type QemuHandle } from '../../src/engine/qemu.ts';
+import { ensureKernel as ensureTestKernel, haveQemu, type TestKernel } from '../helpers/test-kernel.ts';
 
-const KERNEL_CACHE = '/var/cache/banger-dev/kernel';
 const MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_console', 'button', 'evdev'];
-
-function haveQemu(): boolean {
-  try {
-    execFileSync('qemu-system-x86_64', ['-version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** What probeAccel checks before a test boot: /dev/kvm opens read-write for this user. */
 function usableDevKvm(): boolean {
@@ -48,66 +36,7 @@ function usableDevKvm(): boolean {
   }
 }
 
-function findFiles(dir: string, match: (name: string) => boolean, depth = 8): string[] {
-  if (depth < 0 || !existsSync(dir)) return [];
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...findFiles(p, match, depth - 1));
-    else if (match(e.name)) out.push(p);
-  }
-  return out;
-}
-
-/**
- * The Debian cloud kernel (vmlinuz + modules) under KERNEL_CACHE, downloaded once:
- * the meta package names the current ABI package, which is fetched and `dpkg-deb -x`ed.
- */
-function ensureKernel(): { vmlinuz: string; modules: Map<string, string> } {
-  const look = (): { vmlinuz: string; modules: Map<string, string> } | null => {
-    const vmlinuz = findFiles(KERNEL_CACHE, (n) => n.startsWith('vmlinuz-'), 2)[0];
-    if (!vmlinuz) return null;
-    const modules = new Map<string, string>();
-    for (const p of findFiles(join(KERNEL_CACHE, 'lib'), (n) => MODULES.some((m) => n === `${m}.ko`))) {
-      modules.set(p.slice(p.lastIndexOf('/') + 1, -3), p);
-    }
-    return modules.size === MODULES.length ? { vmlinuz, modules } : null;
-  };
-  const have = look();
-  if (have) return have;
-  mkdirSync('/var/cache/banger-dev', { recursive: true });
-  const work = mkdtempSync('/var/cache/banger-dev/.kernel-dl-');
-  try {
-    const run = (cmd: string, args: string[]): string =>
-      execFileSync(cmd, args, { cwd: work, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    try {
-      run('apt-get', ['download', 'linux-image-cloud-amd64']);
-    } catch {
-      // A fresh machine whose packages were all present never ran `apt-get update` (deps.sh
-      // skips it then), and images often ship without package lists.
-      run('apt-get', ['update', '-q']);
-      run('apt-get', ['download', 'linux-image-cloud-amd64']);
-    }
-    const meta = readdirSync(work).find((f) => f.startsWith('linux-image-cloud-amd64_'))!;
-    const abi = /linux-image-[0-9][^ ,(]*-cloud-amd64/.exec(run('dpkg-deb', ['-f', meta, 'Depends']))?.[0];
-    if (!abi) throw new Error(`cannot resolve the ABI package from ${meta}`);
-    run('apt-get', ['download', abi]);
-    const deb = readdirSync(work).find((f) => f.startsWith(`${abi}_`))!;
-    const tree = join(work, 'tree');
-    run('dpkg-deb', ['-x', deb, tree]);
-    if (existsSync(KERNEL_CACHE)) {
-      // Someone else's cache without modules: merge ours in.
-      execFileSync('cp', ['-a', `${tree}/.`, KERNEL_CACHE]);
-    } else {
-      renameSync(tree, KERNEL_CACHE);
-    }
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-  const got = look();
-  if (!got) throw new Error(`kernel cache ${KERNEL_CACHE} is incomplete after download`);
-  return got;
-}
+const ensureKernel = (): TestKernel => ensureTestKernel(MODULES);
 
 const INIT = `#!/bin/busybox sh
 B=/bin/busybox

@@ -6,19 +6,8 @@
 // warm clone), and go on counting from where the template stopped, at the same time, with the
 // template's marker. The RAM file is byte-for-byte unchanged afterwards, and the clones share its
 // pages (Pss < Rss of the mapping). One template, then two small clones (2 shared cores).
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,18 +19,9 @@ import { QemuDriver, type QemuHandle } from '../../src/engine/qemu.ts';
 import { buildQemuArgv, hostTscKhz } from '../../src/engine/qemu-argv.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { sealTemplateFiles, startFromSharedState } from '../../src/vm/warm.ts';
+import { ensureKernel as ensureTestKernel, haveQemu } from '../helpers/test-kernel.ts';
 
-const KERNEL_CACHE = '/var/cache/banger-dev/kernel';
 const MiB = 1024 * 1024;
-
-function haveQemu(): boolean {
-  try {
-    execFileSync('qemu-system-x86_64', ['-version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const skipReason = !haveQemu()
   ? 'qemu-system-x86_64 is not installed'
@@ -52,38 +32,8 @@ const skipReason = !haveQemu()
       : null;
 if (skipReason) console.warn(`warm-shared: skipped: ${skipReason}`);
 
-function findVmlinuz(): string | undefined {
-  if (!existsSync(join(KERNEL_CACHE, 'boot'))) return undefined;
-  const name = readdirSync(join(KERNEL_CACHE, 'boot')).find((n) => n.startsWith('vmlinuz-'));
-  return name ? join(KERNEL_CACHE, 'boot', name) : undefined;
-}
-
 /** The Debian cloud kernel, fetched with apt-get once into the cache the engine tests share. */
-function ensureKernel(): string {
-  const have = findVmlinuz();
-  if (have) return have;
-  mkdirSync('/var/cache/banger-dev', { recursive: true });
-  const work = mkdtempSync('/var/cache/banger-dev/.kernel-dl-');
-  try {
-    const run = (cmd: string, args: string[]): string =>
-      execFileSync(cmd, args, { cwd: work, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    run('apt-get', ['download', 'linux-image-cloud-amd64']);
-    const meta = readdirSync(work).find((f) => f.startsWith('linux-image-cloud-amd64_'))!;
-    const abi = /linux-image-[0-9][^ ,(]*-cloud-amd64/.exec(run('dpkg-deb', ['-f', meta, 'Depends']))?.[0];
-    if (!abi) throw new Error(`cannot resolve the ABI package from ${meta}`);
-    run('apt-get', ['download', abi]);
-    const deb = readdirSync(work).find((f) => f.startsWith(`${abi}_`))!;
-    const tree = join(work, 'tree');
-    run('dpkg-deb', ['-x', deb, tree]);
-    if (existsSync(KERNEL_CACHE)) execFileSync('cp', ['-a', `${tree}/.`, KERNEL_CACHE]);
-    else renameSync(tree, KERNEL_CACHE);
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-  const got = findVmlinuz();
-  if (!got) throw new Error(`no vmlinuz in ${KERNEL_CACHE} after download`);
-  return got;
-}
+const ensureKernel = (): string => ensureTestKernel().vmlinuz;
 
 // The guest: a random marker in a file of its tmpfs root (guest RAM), 16 MiB of data beside it
 // (pages a clone maps but never writes), then a counter that reads the marker back every tick.
