@@ -93,8 +93,11 @@ describe('routing: every method reaches the callee of its own name with its para
   // The mutation this test exists for, tried on a copy of the tree: in the daemon's dispatch table
   // the 'vm.start' entry changed to \`(h, p, ctx) => h.services.vm.stop(p, ctx)\`. tsc accepted it
   // and all 240 tests of methods.gen.test.ts still passed; this file failed, on one test:
-  // "vm.start: routed to services.vm.stop". The check below keeps that proof running: it swaps
-  // two param methods' entries of the real table and expects both to be reported.
+  // "vm.start: routed to services.vm.stop". Again with nested services: 'vm.create.begin' changed
+  // to \`h.services.vm.create.plan(p, ctx)\` (the params are assignable); tsc accepted it and
+  // methods.gen.test.ts passed; this file failed on "vm.create.begin: routed to
+  // services.vm.create.plan". The check below keeps that proof running: it swaps two param
+  // methods' entries of the real table and expects both to be reported.
   it('catches a mis-wired entry (two handlers swapped)', async () => {
     const [a, b] = (Object.keys(METHODS) as MethodName[]).filter(
       (m) => METHODS[m].surface === 'daemon' && METHODS[m].dispatch === 'param' && PARAMS[m] !== undefined,
