@@ -481,24 +481,16 @@ export class ImageServiceImpl implements ImageService {
 
   // ---- warm templates (src/daemon/warm.ts) ------------------------------------------------
 
-  /** image.warm.*, at its wire path (the methods below do the work). */
+  /** image.warm.*, at its wire path: the warm templates do the work once the daemon wired them. */
   readonly warm: ImageWarmService = {
-    begin: (p, ctx) => this.warmBegin(p, ctx),
-    status: (p, ctx) => this.warmStatus(p, ctx),
+    begin: (p, ctx) => this.requireWarm().begin(p, ctx),
+    status: (p) => this.requireWarm().status(p),
   };
 
   private requireWarm(): ImageWarmPart {
     if (!this.warmTemplates)
       throw new ErrorResponse('conflict', 'warm templates are not available in this daemon');
     return this.warmTemplates;
-  }
-
-  warmBegin(p: ImageWarmBeginParams, ctx: RpcContext): Promise<ImageWarmBeginResult> {
-    return this.requireWarm().begin(p, ctx);
-  }
-
-  warmStatus(p: ImageWarmStatusParams, _ctx: RpcContext): Promise<ImageWarmStatusResult> {
-    return this.requireWarm().status(p);
   }
 
   async promote(p: ImagePromoteParams, _ctx: RpcContext): Promise<ImagePromoteResult> {
