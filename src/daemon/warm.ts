@@ -24,7 +24,6 @@ import {
 } from '../vm/warm.ts';
 import type { DaemonConfig } from './config.ts';
 import type { VmNetwork } from '../vm/network.ts';
-import { modeWithoutNetwork } from '../vm/network.ts';
 import type { OperationRegistry } from '../ops/operations.ts';
 import { isoTimestamp } from './services/convert.ts';
 
@@ -38,7 +37,7 @@ export interface WarmServiceDeps {
   engineVersion: () => Promise<string>;
   installPubKey: () => Promise<string>;
   readyTimeoutMs: number;
-  network?: VmNetwork;
+  network: VmNetwork;
   resolveImage: (name: string | undefined) => Promise<{ image: ImageRow; kernel: KernelRow }>;
 }
 
@@ -55,7 +54,6 @@ export class WarmService implements WarmSource {
   }
 
   private warmDeps(): WarmDeps {
-    const net = this.d.network;
     const deps: WarmDeps = {
       driver: this.d.driver,
       log: this.d.log,
@@ -64,7 +62,8 @@ export class WarmService implements WarmSource {
       installPubKey: this.d.installPubKey,
       readyTimeoutMs: this.d.readyTimeoutMs,
     };
-    if (net) deps.bridgeTap = (id) => net.templateTap(id);
+    // Rootless, the network refuses (bridge templates need the root helper).
+    deps.bridgeTap = (id) => this.d.network.templateTap(id);
     return deps;
   }
 
@@ -169,9 +168,7 @@ export class WarmService implements WarmSource {
     if (p.name !== undefined && !this.d.store.images.getByName(p.name)) throw notFound(`image "${p.name}"`);
     const { image, kernel } = await this.d.resolveImage(p.name);
     const cfg = this.d.config.vm_defaults;
-    const mode = this.d.network
-      ? await this.d.network.chooseMode(p.network, false)
-      : modeWithoutNetwork(p.network, false);
+    const mode = await this.d.network.chooseMode(p.network, false);
     const spec: WarmSpec = {
       vcpus: p.vcpus ?? cfg.vcpus,
       memoryMib: p.memory_mib ?? cfg.memory_mib,

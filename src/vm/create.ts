@@ -2,9 +2,7 @@
 // A failure or a cancel undoes every completed step in reverse, so nothing is left behind.
 import { mkdir, rm } from 'node:fs/promises';
 import { buildSeedImage, randomMachineId } from '../image/seed.ts';
-import type { VmNetwork } from './network.ts';
 import type { OperationTracker } from '../ops/operations.ts';
-import { ErrorResponse } from '../rpc/errors.ts';
 import type { ImageRow, KernelRow, NewVm, Store, VmRow, VmState } from '../store/index.ts';
 import { createOverlay } from './disk.ts';
 import { vmFiles } from './layout.ts';
@@ -62,12 +60,6 @@ export interface CreateRequest {
   onRecorded?: (vm: VmRow) => void;
 }
 
-function requireNetwork(d: CreateDeps): VmNetwork {
-  if (!d.network)
-    throw new ErrorResponse('bad_request', 'bridge networking needs the root helper (bangerd-root)');
-  return d.network;
-}
-
 export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateRequest): Promise<VmRow> {
   const { image, kernel } = await t.step('resolve_image', (signal) =>
     d.resolveImage(req.imageName, { signal, onProgress: (m) => t.progress(m) }),
@@ -105,7 +97,7 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
           ...req.draft,
           imageId: image.id,
           state: 'creating',
-          guestIp: req.draft.networkMode === 'bridge' ? requireNetwork(d).allocateGuestIp() : null,
+          guestIp: req.draft.networkMode === 'bridge' ? d.network.allocateGuestIp() : null,
           warmTemplate: template ? template.manifest.keyHash.slice(0, 16) : null,
         }),
       ),
@@ -117,7 +109,7 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
 
   if (vm.networkMode === 'bridge') {
     // Bridge, the VM's tap (owned by this daemon's uid) and, with --nat, its NAT rules.
-    const net = requireNetwork(d);
+    const net = d.network;
     await t.step(
       'network',
       () => net.attach(vm),
@@ -164,7 +156,7 @@ async function seedStep(
         hostKeyPublic: hostKey.publicKey,
         hostname: vm.name,
         machineId,
-        nameservers: vm.networkMode === 'bridge' ? requireNetwork(d).guest(vm).nameservers : ['10.0.2.3'],
+        nameservers: vm.networkMode === 'bridge' ? d.network.guest(vm).nameservers : ['10.0.2.3'],
       });
       await pinHostKey(d.ssh, alias, hostKey.publicKey);
     },
@@ -266,7 +258,7 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
         const target = {
           id: vm.id,
           files,
-          ...(port !== undefined ? { sshHostPort: port } : { tap: requireNetwork(d).guest(vm).tap }),
+          ...(port !== undefined ? { sshHostPort: port } : { tap: d.network.guest(vm).tap }),
         };
         const handle = await startClone({ driver: d.runtime.driver, log: d.log }, tpl, target);
         d.runtime.attach(vm.id, handle);
@@ -277,7 +269,7 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
     () => killVmm(d, vm.id),
   );
   await t.step('reidentify', async () => {
-    const net = vm.networkMode === 'bridge' ? requireNetwork(d).guest(vm) : undefined;
+    const net = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
     const timeoutMs = d.warm?.reidentifyTimeoutMs ?? 30_000;
     const qga = await QgaClient.connect(files.qgaSocket, { timeoutMs, signal: t.signal });
     try {

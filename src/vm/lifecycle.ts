@@ -153,14 +153,7 @@ export class VmLifecycle {
     try {
       this.crash('vm.start.network');
       // Bridged: make sure bridge, tap and NAT are there (a host reboot removes them).
-      if (row.networkMode === 'bridge') {
-        if (!this.d.network)
-          throw new ErrorResponse(
-            'conflict',
-            `vm "${vm.name}" uses bridge networking, but this daemon runs without the root helper`,
-          );
-        await this.d.network.attach(row);
-      }
+      if (row.networkMode === 'bridge') await this.d.network.attach(row);
       // A start outlives its client: the caller's abort does not stop a boot half-way.
       for (let attempt = 1; ; attempt++) {
         this.crash('vm.start.boot');
@@ -303,7 +296,7 @@ export class VmLifecycle {
       this.killPid(p.pid, `VMM of ${vm.name} (no handle)`);
     }
     this.crash(`${kind}.network`);
-    if (vm.networkMode === 'bridge' && this.d.network) {
+    if (vm.networkMode === 'bridge') {
       // Tap and NAT go with the VM; if the helper fails now, start-up reconciliation collects them.
       await this.d.network
         .detach(vm)

@@ -50,8 +50,8 @@ export interface MachineDeps {
    * (through the guest agent), so the create falls back to a cold boot. The smoke tests use it to get a failed operation with console output.
    */
   testFailStep?: string;
-  /** Bridge mode (taps through the root helper); absent when the daemon is rootless. */
-  network?: VmNetwork;
+  /** The VMs' network: bridge mode through the root helper; rootless, a null object (rootlessNetwork). */
+  network: VmNetwork;
   /** Boot stall threshold (default BOOT_STALL_MS; tests shorten it). */
   bootStallMs?: number;
 }
@@ -144,7 +144,8 @@ export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what
   const accel = await d.accel();
   const port = await reservePort();
   try {
-    const bridged = vm.networkMode === 'bridge' ? bridgedGuest(d, vm) : undefined;
+    // A bridged VM's tap must exist (VmNetwork.attach) before boot.
+    const bridged = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
     const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port, bridged));
     await markSerial(d.stateDir, vm, what, d.serialMarks);
     injectedFault(d, 'boot');
@@ -153,16 +154,6 @@ export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what
   } finally {
     releasePort(port);
   }
-}
-
-/** A bridged VM's tap and addresses; its tap must exist (VmNetwork.attach) before boot. */
-function bridgedGuest(d: MachineDeps, vm: VmRow): GuestNet {
-  if (!d.network)
-    throw new ErrorResponse(
-      'conflict',
-      `vm "${vm.name}" uses bridge networking, but this daemon runs without the root helper`,
-    );
-  return d.network.guest(vm);
 }
 
 export function sshTarget(d: MachineDeps, vm: VmRow): SshTarget | undefined {

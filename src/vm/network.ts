@@ -123,7 +123,8 @@ export class VmNetwork {
         );
       return 'user';
     }
-    if (want === undefined && !this.priv) return 'user';
+    // No root helper at all: user networking, unless bridge or NAT was asked for (said below).
+    if (want === undefined && !nat && !this.priv) return 'user';
     const why = want === 'bridge' ? 'network "bridge"' : nat ? '--nat' : 'network "auto"';
     this.requirePriv(why);
     const h = await this.d.helper.health();
@@ -299,21 +300,14 @@ export class VmNetwork {
 }
 
 /** A daemon with no VmNetwork at all (tests, or no helper wiring): user mode only. */
-export function modeWithoutNetwork(requested: NetworkMode | undefined, nat: boolean): NetworkMode {
-  if (requested === 'bridge' || nat)
-    throw new ErrorResponse(
-      'bad_request',
-      'bridge networking and --nat need the root helper (bangerd-root); use --network user',
-    );
-  return 'user';
-}
 
-/** The VmNetwork of a bridged VM, or conflict when the daemon has none. */
-export function requireNetwork(d: { network?: VmNetwork }, vm: Pick<VmRow, 'name'>): VmNetwork {
-  if (!d.network)
-    throw new ErrorResponse(
-      'conflict',
-      `vm "${vm.name}" uses bridge networking, but this daemon runs without the root helper`,
-    );
-  return d.network;
+/**
+ * The network of a daemon without a root helper (a null object: every VM gets user networking;
+ * asking for bridge or NAT is a clear error). Tests use it too.
+ */
+export function rootlessNetwork(d: Omit<NetworkDeps, 'helper' | 'priv' | 'dns'>): VmNetwork {
+  return new VmNetwork({
+    ...d,
+    helper: { client: undefined, health: async () => ({ configured: false, reachable: false }) },
+  });
 }

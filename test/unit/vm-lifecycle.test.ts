@@ -15,6 +15,8 @@ import { VmLifecycle, type LifecycleDeps } from '../../src/vm/lifecycle.ts';
 import { macFor, vmFiles } from '../../src/vm/layout.ts';
 import { launchSpec } from '../../src/vm/machine.ts';
 import { VmRuntime } from '../../src/vm/runtime.ts';
+import { rootlessNetwork } from '../../src/vm/network.ts';
+import { DEFAULT_CONFIG } from '../../src/daemon/config.ts';
 import { sshPaths } from '../../src/vm/ssh.ts';
 import { canTransition, TRANSITIONS, TransitionError, VM_STATES, type VmState } from '../../src/vm/states.ts';
 import { MemoryLog } from '../helpers/logs.ts';
@@ -62,6 +64,11 @@ describe('VmLifecycle', () => {
       accel: async () => 'tcg',
       readyTimeoutMs: 1000,
       store,
+      network: rootlessNetwork({
+        config: DEFAULT_CONFIG,
+        store,
+        log: createLogger({ name: 'bangerd', stream: logs }),
+      }),
       ops: new OperationRegistry(createLogger({ name: 'bangerd', stream: logs })),
       installPubKey: async () => 'ssh-ed25519 AAAA test',
       resolveImage: async () => {
@@ -140,6 +147,24 @@ describe('VmLifecycle', () => {
       await new Promise((r) => setTimeout(r, 10));
     }
   };
+
+  it("a rootless daemon's network is a null object: user networking; bridge or NAT is a clear error", async () => {
+    const net = rootlessNetwork({
+      config: DEFAULT_CONFIG,
+      store,
+      log: createLogger({ name: 'b', stream: logs }),
+    });
+    expect(await net.chooseMode(undefined, false)).toBe('user');
+    expect(await net.chooseMode('user', false)).toBe('user');
+    await expect(net.chooseMode('bridge', false)).rejects.toMatchObject({
+      code: 'bad_request',
+      message: expect.stringContaining('needs the root helper'),
+    });
+    await expect(net.chooseMode(undefined, true)).rejects.toMatchObject({
+      code: 'bad_request',
+      message: expect.stringContaining('--nat needs bridge networking'),
+    });
+  });
 
   it('setState allows exactly the transitions of the table, and nothing else', () => {
     for (const from of VM_STATES) {

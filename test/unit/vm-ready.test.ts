@@ -17,6 +17,7 @@ import {
 } from '../../src/vm/machine.ts';
 import type { VmRuntime } from '../../src/vm/runtime.ts';
 import type { SshPaths } from '../../src/vm/ssh.ts';
+import type { VmNetwork } from '../../src/vm/network.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'bg-ready-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -100,6 +101,7 @@ describe('waitReady: a boot that stalls', () => {
       accel: () => Promise.resolve('tcg' as const),
       readyTimeoutMs: 6_000,
       bootStallMs: 1_500,
+      network: {} as VmNetwork, // user networking: never asked
     } satisfies MachineDeps;
     return { deps, vm: { id, name, networkMode: 'user' } as VmRow, srv, serial: f.serialLog };
   }

@@ -18,7 +18,6 @@ import { SSH_KEX_ALGORITHMS, sshExec } from '../../vm/ssh.ts';
 import { newId } from '../../store/index.ts';
 import { parseSsListen, SS_COMMAND } from '../guest-ports.ts';
 import { serialLogs } from '../vm-logs.ts';
-import { modeWithoutNetwork as rootlessMode } from '../../vm/network.ts';
 import { planCreate } from '../../vm/plan.ts';
 import {
   asWorkspace,
@@ -331,8 +330,7 @@ export class VmServiceImpl implements VmService {
         defaultImageName: DEFAULT_IMAGE_NAME,
         nameTaken: (n) => this.nameTaken(n),
         // The same choice vm.create.begin makes.
-        chooseNetwork: (req, nat) =>
-          this.d.network ? this.d.network.chooseMode(req, nat) : Promise.resolve(rootlessMode(req, nat)),
+        chooseNetwork: (req, nat) => this.d.network.chooseMode(req, nat),
       },
       p,
     );
