@@ -182,6 +182,10 @@ describe('crash consistency on real VMs', () => {
       state: 'stopped',
       state_reason: 'stop interrupted by a daemon restart',
     });
+    // A stopped VM's health says so: no kernel, no ssh (its console still shows the last boot).
+    const h = await banger(['vm', 'health', name, '--json']);
+    expect(h.code).toBe(1);
+    expect(JSON.parse(h.stdout)).toMatchObject({ state: 'stopped', kernel_up: false, ssh_ready: false });
   });
 
   it('crash_delete: a crash at any step of a delete is finished by the restart (or leaves the VM whole)', async () => {
