@@ -1004,7 +1004,7 @@ export class BangerClient {
   /**
    * Check that the daemon is up and speaks this protocol.
    *
-   * Answers at once without touching any state. Takes no params. Handled specially so it keeps working while the daemon is busy or shutting down.
+   * Answers at once without touching any state. Takes no params. It waits on no lock, so it keeps working while the daemon is busy or shutting down.
    *
    * Wire method: `ping`.
    * @since 0.1.0

@@ -257,7 +257,7 @@ export const METHODS = {
   },
   ping: {
     surface: 'daemon',
-    dispatch: 'special',
+    dispatch: 'noParam',
     kind: 'unary',
     summary: 'Check that the daemon is up and speaks this protocol.',
     errors: [],
@@ -337,7 +337,7 @@ export const METHODS = {
   },
   shutdown: {
     surface: 'daemon',
-    dispatch: 'special',
+    dispatch: 'noParam',
     kind: 'unary',
     summary: 'Ask the daemon to stop.',
     errors: [],
@@ -409,7 +409,7 @@ export const METHODS = {
   },
   'vm.logs': {
     surface: 'daemon',
-    dispatch: 'special',
+    dispatch: 'param',
     kind: 'stream',
     summary: "Read a VM's serial console; with follow, stream it.",
     errors: ['not_found'],
@@ -465,7 +465,7 @@ export const METHODS = {
   },
   'vm.ssh': {
     surface: 'daemon',
-    dispatch: 'special',
+    dispatch: 'param',
     kind: 'unary',
     summary: 'Connection details for SSH into a running VM.',
     errors: ['not_found', 'not_running'],
