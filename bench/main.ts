@@ -3,15 +3,17 @@
 // Measures banger against baselines taken in the same run (see docs/bench.md): create → SSH
 // ready by stage against a bare QEMU, RPC against a minimal socket server, copy-on-write disk
 // preparation from small and huge bases, footprint, parallel against sequential creates, and
-// warm (restored from a warm template) against cold creates.
+// warm (restored from a warm template) against cold creates, and the CLI's start-up against
+// `node -e 0`.
 // Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
 //
 // It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
 // archive), creates a network namespace, takes /tmp/banger-vm.lock (flock: one engineer boots VMs
 // at a time) and re-runs this file inside the namespace; the inner one starts bangerd there and
-// measures. Every VM's traffic stays inside the namespace.
+// measures. Every VM's traffic stays inside the namespace. `--parts cli` alone needs none of
+// that (no root, no VM, no bangerd): it runs here, at once.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -26,6 +28,7 @@ import {
   type GuestVariant,
   summarizeBoot,
 } from './boot.ts';
+import { runCli } from './cli.ts';
 import { runCow } from './cow.ts';
 import {
   concurrencyResult,
@@ -41,10 +44,12 @@ import { readVariants, type VariantSpec } from './variants.ts';
 import { runWarm } from './warm.ts';
 import { deleteVm, IMAGE_CACHE, ROOT, startWorld, stopWorld, VM_DEFAULTS, type World } from './world.ts';
 
-const PARTS = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm', 'guest-ab'] as const;
+const PARTS = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm', 'guest-ab', 'cli'] as const;
 type Part = (typeof PARTS)[number];
 /** What runs without --parts (guest-ab needs --baseline-image or --variants). */
-const DEFAULT_PARTS: Part[] = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm'];
+const DEFAULT_PARTS: Part[] = ['cli', 'boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm'];
+/** Parts that need no root, namespace or daemon: asked for alone, they run without them. */
+const STANDALONE_PARTS: readonly Part[] = ['cli'];
 const LOCK = '/tmp/banger-vm.lock';
 
 const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--name NAME] [--no-save] [--keep]
@@ -64,12 +69,14 @@ const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--n
                  being the reference (image and cmdline default to the current ones)
   --pairs N      boot pairs (banger, bare) and warm pairs (cold, warm create) to run, alternating
                  which goes first (default 5, quick 2)
+  --rounds N     cli: rounds of node -e 0, banger --version, banger ping (default 20, quick 5)
   --name NAME    results file bench/results/NAME.json (default: the start time, quick- prefixed)
   --no-save      print only
   --note TEXT    recorded in the results' notes (repeatable): what this run is
   --keep         keep the temp dir (daemon state, logs, serial consoles) for inspection
 
-Needs root (network namespace), qemu-system-x86_64, and a built tree (npm run bench builds).`;
+Needs root (network namespace), qemu-system-x86_64, and a built tree (npm run bench builds);
+--parts cli alone needs only the built tree.`;
 
 /** A bad command line: reported as one line and exit code 2, without a stack. */
 class UsageError extends Error {}
@@ -78,6 +85,7 @@ function options(): {
   quick: boolean;
   parts: Part[];
   pairs: number;
+  rounds: number;
   name: string;
   save: boolean;
   keep: boolean;
@@ -89,6 +97,7 @@ function options(): {
       quick: { type: 'boolean', default: false },
       parts: { type: 'string' },
       pairs: { type: 'string' },
+      rounds: { type: 'string' },
       name: { type: 'string' },
       'no-save': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
@@ -126,6 +135,8 @@ function options(): {
     throw new UsageError('--parts guest-ab needs --baseline-image DIR or --variants FILE');
   const pairs = values.pairs === undefined ? (values.quick ? 2 : 5) : Number(values.pairs);
   if (!Number.isInteger(pairs) || pairs < 1) throw new UsageError('--pairs must be a positive integer');
+  const rounds = values.rounds === undefined ? (values.quick ? 5 : 20) : Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError('--rounds must be a positive integer');
   const stamp = new Date()
     .toISOString()
     .replace(/[:.]/g, '-')
@@ -137,6 +148,7 @@ function options(): {
     quick: values.quick,
     parts: parts as Part[],
     pairs,
+    rounds,
     name,
     save: !values['no-save'],
     keep: values.keep,
@@ -144,6 +156,68 @@ function options(): {
   };
   if (variants) o.variants = variants;
   return o;
+}
+
+/** The results file's frame, before any part ran. */
+function newResults(o: ReturnType<typeof options>, started: Date): BenchResults {
+  return {
+    format: 1,
+    name: o.name,
+    mode: o.quick ? 'quick' : 'full',
+    started_at: started.toISOString(),
+    duration_s: 0,
+    machine: describeMachine(),
+    config: {
+      vcpus: VM_DEFAULTS.vcpus,
+      memory_mib: VM_DEFAULTS.memoryMib,
+      disk_size: VM_DEFAULTS.diskSize,
+      network: 'user',
+      accel_config: 'auto',
+      ready_poll_ms: READY_POLL_MS,
+      guest_cmdline: guestCmdline({ name: 'NAME', networkMode: 'user' }),
+      image_recipe_hash: recipeHash(),
+    },
+    notes: [...o.notes],
+    errors: [],
+  };
+}
+
+/** Notes on the run's kind, then the results file (unless --no-save) and the summary. */
+function finish(o: ReturnType<typeof options>, results: BenchResults, say: (l: string) => void): number {
+  if (o.quick) results.notes.push('quick run: reduced sample sizes; not for comparison or commit');
+  if (results.errors.length > 0) results.notes.push('incomplete run: see errors');
+  if (o.save) {
+    const dir = join(ROOT, 'bench/results');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${o.name}.json`);
+    writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+    say(`results written to ${file}`);
+  }
+  process.stdout.write(markdownSummary(results));
+  return results.errors.length > 0 ? 1 : 0;
+}
+
+// ---- standalone: parts that need no root, namespace or daemon ------------------------------
+
+async function standalone(): Promise<number> {
+  const o = options();
+  const say = (l: string): void => void process.stderr.write(`bench: ${l}\n`);
+  const t0 = performance.now();
+  const results = newResults(o, new Date());
+  const dir = mkdtempSync('/tmp/bbench-');
+  try {
+    say(`CLI start-up: ${o.rounds} rounds of node -e 0, banger --version, banger ping (order rotated)`);
+    results.cli = await runCli({ rounds: o.rounds, dir, say });
+  } catch (err) {
+    const error = err instanceof Error ? err.message : String(err);
+    results.errors.push({ part: 'cli', error });
+    say(`cli FAILED: ${error}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    results.machine.load_average_end = loadavg().map((x) => Math.round(x * 100) / 100);
+    results.duration_s = Math.round((performance.now() - t0) / 1000);
+  }
+  return finish(o, results, say);
 }
 
 // ---- outer: image cache, namespace, lock ------------------------------------------------------
@@ -229,26 +303,7 @@ async function inner(netns: string): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   say(`state in ${w.dir} (namespace ${netns})`);
-  const results: BenchResults = {
-    format: 1,
-    name: o.name,
-    mode: o.quick ? 'quick' : 'full',
-    started_at: started.toISOString(),
-    duration_s: 0,
-    machine: describeMachine(),
-    config: {
-      vcpus: VM_DEFAULTS.vcpus,
-      memory_mib: VM_DEFAULTS.memoryMib,
-      disk_size: VM_DEFAULTS.diskSize,
-      network: 'user',
-      accel_config: 'auto',
-      ready_poll_ms: READY_POLL_MS,
-      guest_cmdline: guestCmdline({ name: 'NAME', networkMode: 'user' }),
-      image_recipe_hash: recipeHash(),
-    },
-    notes: [...o.notes],
-    errors: [],
-  };
+  const results = newResults(o, started);
   // A part that fails is recorded and the run goes on: a long run is never lost to one failure.
   const part = async (name: Part, fn: () => Promise<void>): Promise<void> => {
     if (!o.parts.includes(name)) return;
@@ -261,7 +316,7 @@ async function inner(netns: string): Promise<number> {
     }
   };
   try {
-    const boots = o.parts.some((p) => p !== 'rpc' && p !== 'cow');
+    const boots = o.parts.some((p) => p !== 'rpc' && p !== 'cow' && p !== 'cli');
     let accel: 'kvm' | 'tcg' = 'tcg';
     if (boots) {
       // Warm-up, not measured: pays the accelerator probe (a test boot; about 10 s on a host whose
@@ -285,6 +340,10 @@ async function inner(netns: string): Promise<number> {
     say(`${boots ? `accelerator ${accel}; ` : ''}bangerd idle RSS ${idleRss} MiB`);
     const inputs = await defaultBootInputs(w, accel);
 
+    await part('cli', async () => {
+      say(`CLI start-up: ${o.rounds} rounds of node -e 0, banger --version, banger ping (order rotated)`);
+      results.cli = await runCli({ rounds: o.rounds, dir: w.dir, say });
+    });
     await part('rpc', async () => {
       say('RPC: ping against bangerd and against the floor');
       results.rpc = await runRpc(
@@ -356,21 +415,16 @@ async function inner(netns: string): Promise<number> {
     if (!interrupted) await stopWorld(w, { keep });
     if (keep) say(`kept ${w.dir} (bangerd.log, state/vms/*/serial.log, bare/*/serial.log)`);
   }
-  if (o.quick) results.notes.push('quick run: reduced sample sizes; not for comparison or commit');
-  if (results.errors.length > 0) results.notes.push('incomplete run: see errors');
-  if (o.save) {
-    const dir = join(ROOT, 'bench/results');
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `${o.name}.json`);
-    writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
-    say(`results written to ${file}`);
-  }
-  process.stdout.write(markdownSummary(results));
-  return results.errors.length > 0 ? 1 : 0;
+  return finish(o, results, say);
 }
 
 const inside = process.env.BANGER_BENCH_INSIDE;
-(inside ? inner(inside) : outer()).then(
+// Async, so a bad command line (options() throws) is reported by the handler below.
+const run = async (): Promise<number> => {
+  if (inside) return inner(inside);
+  return options().parts.every((p) => STANDALONE_PARTS.includes(p)) ? standalone() : outer();
+};
+run().then(
   (code) => process.exit(code),
   (err: unknown) => {
     if (err instanceof UsageError || (err instanceof TypeError && 'code' in err)) {

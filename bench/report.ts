@@ -1,6 +1,7 @@
 // The results file's shape and the short Markdown summary printed on stdout. Pure.
 import type { GuestProfile } from './bare.ts';
 import type { BootPair, BootSummary, GuestAbResult } from './boot.ts';
+import type { CliResult } from './cli.ts';
 import type { CowResult } from './cow.ts';
 import type { ConcurrencyResult, FootprintResult } from './fleet.ts';
 import type { MachineInfo } from './machine.ts';
@@ -36,6 +37,7 @@ export interface BenchResults {
   concurrency?: ConcurrencyResult;
   guest_ab?: GuestAbResult;
   warm?: WarmResult;
+  cli?: CliResult;
 }
 
 const sec = (ms: number | undefined): string =>
@@ -185,6 +187,24 @@ export function warmTable(w: WarmResult): string {
   return out.join('\n');
 }
 
+export function cliTable(c: CliResult): string {
+  const base = c.commands[0]!.label;
+  return (
+    table(
+      ['command (wall from spawn to exit)', 'median ms', 'min–max ms', `/ \`${base}\``],
+      c.commands.map(({ label }) => {
+        const s = c.ms[label]!;
+        return [
+          `\`${label}\``,
+          String(s.median),
+          `${s.min}–${s.max}`,
+          label === base ? '1' : String(c.ratios[label]),
+        ];
+      }),
+    ) + `\n\n${c.rounds} rounds, order rotated each round; Node ${c.node}; target ≤ 1.5× \`${base}\``
+  );
+}
+
 export function markdownSummary(r: BenchResults): string {
   const m = r.machine;
   const out = [
@@ -208,6 +228,7 @@ export function markdownSummary(r: BenchResults): string {
     );
   }
   if (r.guest_ab) out.push('', '### Guest A/B (bare boots)', '', guestAbTable(r.guest_ab));
+  if (r.cli) out.push('', '### CLI start-up', '', cliTable(r.cli));
   if (r.rpc) out.push('', '### RPC (`ping`, one connection per call)', '', rpcTable(r.rpc));
   if (r.cow) out.push('', '### Copy-on-write disk preparation', '', cowTable(r.cow));
   if (r.footprint || r.concurrency)

@@ -48,7 +48,8 @@ export async function pingLoad(socket: string, clients: number, callsPerClient: 
   };
 }
 
-async function startEcho(socket: string): Promise<() => void> {
+/** Start bench/echo-server.ts on socket; the function returned stops it. */
+export async function startEcho(socket: string): Promise<() => void> {
   const p = spawn(process.execPath, [join(ROOT, 'bench/echo-server.ts'), socket], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
