@@ -9,22 +9,26 @@ const SURFACES: [Surface, string][] = [
   ['helper', 'Root helper methods (bangerd-root)'],
 ];
 
-function page(title: string, css: string, body: string): string {
-  return `<!doctype html>
+/**
+ * Wraps a page body: `root` is the relative path from the page to the reference's root ('' or
+ * '../'). The docs site (codegen/site/) passes its own layout, with its navigation and search.
+ */
+export type DocsLayout = (title: string, root: string, body: string) => string;
+
+const page: DocsLayout = (title, root, body) => `<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${esc(title)}</title><link rel="stylesheet" href="${css}"></head>
+<title>${esc(title)}</title><link rel="stylesheet" href="${root}style.css"></head>
 <body><main>${body}</main></body>
 </html>
 `;
-}
 
 /**
  * The op id an example call is shown with. A `*.begin` call's operation id IS its op id (the
  * daemon returns ctx.opId), so its example uses the result's `operation_id`; any other example
  * gets a stable, realistic-looking id (FNV-1a of the method name and index).
  */
-function exampleOpId(name: string, index: number, result: unknown): string {
+export function exampleOpId(name: string, index: number, result: unknown): string {
   const operationId = (result as { operation_id?: unknown } | null)?.operation_id;
   if (name.endsWith('.begin') && typeof operationId === 'string') return operationId;
   let h = 0x811c9dc5;
@@ -32,7 +36,7 @@ function exampleOpId(name: string, index: number, result: unknown): string {
   return `op-${h.toString(16).padStart(8, '0')}`;
 }
 
-function indexPage(model: Model): string {
+function indexPage(model: Model, layout: DocsLayout): string {
   const sections = SURFACES.map(([surface, heading]) => {
     const methods = model.methods.filter((m) => m.surface === surface);
     const groups = new Map<string, MethodInfo[]>();
@@ -57,9 +61,9 @@ function indexPage(model: Model): string {
         `<tr id="error-${e.code}"><td><code>${e.code}</code></td><td>${e.exit}</td><td>${e.universal ? 'yes' : 'no'}</td><td>${prose(e.description)}</td></tr>`,
     )
     .join('\n');
-  return page(
+  return layout(
     'banger RPC reference',
-    'style.css',
+    '',
     `<h1>banger RPC reference</h1>
 <p>Protocol version ${model.protocolVersion}. One NDJSON request per connection on a unix socket:
 <code>{"version":${model.protocolVersion},"method":…,"params":…,"op_id":…}</code>, answered by
@@ -71,7 +75,49 @@ ${sections}
   );
 }
 
-function methodPage(m: MethodInfo, model: Model): string {
+/** The message an error example shows: what the daemon would say, with the example's name in it. */
+function exampleMessage(m: MethodInfo, code: string, params: unknown, fallback: string): string {
+  const p = (params ?? {}) as Record<string, unknown>;
+  const key = ['operation_id', 'op_id', 'name'].find((k) => typeof p[k] === 'string');
+  const subject = key === undefined ? undefined : (p[key] as string);
+  const nouns: Record<string, string> = { vm: 'VM', op: 'operation' };
+  const noun =
+    key === 'operation_id' || key === 'op_id'
+      ? 'operation'
+      : m.namespace === undefined
+        ? 'object'
+        : (nouns[m.namespace] ?? m.namespace);
+  const what = subject === undefined ? noun : `${noun} ${JSON.stringify(subject)}`;
+  const messages: Record<string, string> = {
+    not_found: `${what} not found`,
+    already_exists: `${what} already exists`,
+    not_running: `${what} is not running`,
+    conflict: `${what} is busy with another operation`,
+  };
+  return messages[code] ?? fallback;
+}
+
+/**
+ * One error example per declared code: the request of the method's first example, answered by
+ * `{"ok":false,"error":{code,message,op_id}}` carrying that request's op id.
+ */
+function errorExamples(m: MethodInfo, model: Model): string {
+  const params = m.examples[0]?.params;
+  return m.errors
+    .map((code, i) => {
+      const opId = exampleOpId(m.name, 1000 + i, undefined);
+      const req: Record<string, unknown> = { version: model.protocolVersion, method: m.name };
+      if (params !== undefined) req.params = params;
+      req.op_id = opId;
+      const description = model.errors.find((e) => e.code === code)?.description ?? '';
+      const message = exampleMessage(m, code, params, description);
+      const res = { ok: false, error: { code, message, op_id: opId } };
+      return `<h3 id="error-example-${code}">Error: <code>${code}</code></h3><pre class="ndjson error"><code>${esc(JSON.stringify(req))}\n${esc(JSON.stringify(res))}</code></pre>`;
+    })
+    .join('\n');
+}
+
+function methodPage(m: MethodInfo, model: Model, layout: DocsLayout): string {
   const meta = [
     `served by <strong>${m.surface === 'daemon' ? 'bangerd' : 'bangerd-root'}</strong>`,
     `dispatch <code>${m.dispatch}</code>`,
@@ -110,9 +156,10 @@ function methodPage(m: MethodInfo, model: Model): string {
       return `<h3 id="type-${name}"><code>${name}</code></h3><p>${prose(def.description ?? '')}</p>${schemaBlock(def, model.defs, 'No fields.')}`;
     })
     .join('\n');
-  return page(
+  const errorExs = errorExamples(m, model);
+  return layout(
     `${m.name} — banger RPC`,
-    '../style.css',
+    '../',
     `<nav><a href="../index.html">← all methods</a></nav>
 <h1><code>${m.name}</code></h1>
 <p class="summary">${prose(m.summary)}</p>
@@ -122,7 +169,11 @@ ${deprecated}
 <section id="params"><h2>Params</h2>${params}</section>
 <section id="result"><h2>Result</h2>${schemaBlock(m.result, model.defs, 'An empty object.')}</section>
 <section id="errors"><h2>Errors</h2><table class="errors"><thead><tr><th>Code</th><th>Kind</th><th>Meaning</th></tr></thead><tbody>${errorRows}</tbody></table></section>
-<section id="examples"><h2>Examples</h2><p>Each example is a request line and its response line, as sent on the socket.</p>${examples}</section>
+<section id="examples"><h2>Examples</h2><p>Each example is a request line and its response line, as sent on the socket.</p>${examples}</section>${
+      errorExs
+        ? `\n<section id="error-examples"><h2>Error examples</h2><p>One per declared error code: the response carries the request's op id.</p>${errorExs}</section>`
+        : ''
+    }
 ${types ? `<section id="types"><h2>Types</h2>${types}</section>` : ''}`,
   );
 }
@@ -142,10 +193,10 @@ ul.methods { padding-left: 1.2rem; }
 `;
 
 /** Every docs file, keyed by its path under generated/. */
-export function emitDocs(model: Model): Map<string, string> {
+export function emitDocs(model: Model, layout: DocsLayout = page): Map<string, string> {
   const files = new Map<string, string>();
-  files.set('docs/index.html', indexPage(model));
+  files.set('docs/index.html', indexPage(model, layout));
   files.set('docs/style.css', STYLE);
-  for (const m of model.methods) files.set(`docs/methods/${m.name}.html`, methodPage(m, model));
+  for (const m of model.methods) files.set(`docs/methods/${m.name}.html`, methodPage(m, model, layout));
   return files;
 }
