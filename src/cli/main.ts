@@ -4,12 +4,14 @@
 // loaded only for everything else.
 import { enableCompileCache } from 'node:module';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 
 // Node's module compile cache (V8 code cache on disk, keyed by Node version and file content),
 // in the user's cache dir. A cache that cannot be written only costs speed: never an error.
 try {
-  const cacheHome = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  // XDG: a relative XDG_CACHE_HOME is invalid and ignored.
+  const xdg = process.env.XDG_CACHE_HOME;
+  const cacheHome = xdg && isAbsolute(xdg) ? xdg : join(homedir(), '.cache');
   enableCompileCache(join(cacheHome, 'banger', 'node-compile-cache'));
 } catch {
   // no home, read-only file system: run without the cache
