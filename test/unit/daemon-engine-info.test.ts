@@ -48,6 +48,7 @@ describe('EngineInfo.status', () => {
     const e = info();
     expect(await e.status()).toEqual({
       driver: 'qemu',
+      driver_reason: 'engine = "qemu" (the default)',
       qemu_version: '7.2.0',
       accel_reason: 'not probed yet: the first VM start test-boots KVM to decide',
     });
