@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import * as prettier from 'prettier';
 import { emitBarrel } from './emit/barrel.ts';
 import { emitClient } from './emit/client.ts';
-import { emitDispatch } from './emit/dispatch.ts';
+import { emitDispatch, emitSurfaceDispatch } from './emit/dispatch.ts';
 import { emitDocs } from './emit/docs.ts';
 import { emitErrors } from './emit/errors.ts';
 import { emitHandlers } from './emit/handlers.ts';
@@ -15,7 +15,7 @@ import { emitModelTypes } from './emit/model.ts';
 import { emitSchemas } from './emit/schemas.ts';
 import { emitTests } from './emit/tests.ts';
 import { emitTypes } from './emit/types.ts';
-import { emitValidators } from './emit/validators.ts';
+import { emitSurfaceValidators, emitValidators } from './emit/validators.ts';
 import { MODEL_HEADER_TEXT, withHeader } from './header.ts';
 import { loadModel } from './model.ts';
 
@@ -28,16 +28,24 @@ export async function generate(root: string = REPO_ROOT): Promise<Map<string, st
   const { model, metaSchema } = loadModel(root);
   const modules = new Map<string, string>([
     ['client.gen.ts', emitClient(model)],
-    ['dispatch.gen.ts', emitDispatch(model)],
+    ['dispatch.gen.ts', emitDispatch()],
     ['errors.gen.ts', emitErrors(model)],
     ['handlers.gen.ts', emitHandlers(model)],
     ['methods.gen.ts', emitMethods(model)],
     ['schemas.gen.ts', emitSchemas(model)],
     ['types.gen.ts', await emitTypes(model)],
-    ['validators.gen.ts', emitValidators(model)],
+    ['validators.gen.ts', emitValidators()],
   ]);
+  // One module per surface, so each server loads (and compiles) only its own methods' validators.
+  // Left out of the barrel: dispatch.gen.ts and validators.gen.ts re-export them.
+  const perSurface = new Map<string, string>();
+  for (const surface of ['daemon', 'helper'] as const) {
+    perSurface.set(`dispatch.${surface}.gen.ts`, emitSurfaceDispatch(model, surface));
+    perSurface.set(`validators.${surface}.gen.ts`, emitSurfaceValidators(model, surface));
+  }
   const out = new Map<string, string>();
-  for (const [name, text] of modules) out.set(`${GENERATED_DIR}/${name}`, withHeader(name, text));
+  for (const [name, text] of [...modules, ...perSurface])
+    out.set(`${GENERATED_DIR}/${name}`, withHeader(name, text));
   out.set(`${GENERATED_DIR}/index.ts`, withHeader('index.ts', emitBarrel([...modules.keys()])));
   out.set(`${GENERATED_DIR}/tests/methods.gen.test.ts`, withHeader('test.ts', emitTests(model)));
   out.set(`${GENERATED_DIR}/tests/routing.gen.test.ts`, withHeader('test.ts', emitRoutingTest(model)));

@@ -12,6 +12,9 @@ export const AJV_OPTIONS = {
 
 export const DEFS_PREFIX = '#/$defs/';
 
+/** The $id the shared $defs are registered under, once per ajv instance. */
+export const DEFS_ID = 'banger:defs';
+
 export function refName(ref: string): string {
   return ref.slice(DEFS_PREFIX.length);
 }
@@ -52,4 +55,19 @@ export function selfContained(schema: Schema, defs: Readonly<Record<string, Sche
   const own: Record<string, Schema> = {};
   for (const name of names) own[name] = defs[name] as Schema;
   return { ...schema, $defs: own };
+}
+
+/**
+ * The schema with every `#/$defs/X` pointing into the shared defs schema (DEFS_ID) instead, so the
+ * $defs are emitted and compiled once rather than copied into every schema that uses them.
+ */
+export function sharedRefs<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v: unknown) => sharedRefs(v)) as T;
+  if (typeof value !== 'object' || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] =
+      k === '$ref' && typeof v === 'string' && v.startsWith(DEFS_PREFIX) ? `${DEFS_ID}${v}` : sharedRefs(v);
+  }
+  return out as T;
 }

@@ -103,10 +103,11 @@ import type {
 } from './types.gen.ts';
 
 /** Codes any method may return. */
-export type UniversalErrorCode = 'bad_request' | 'bad_version' | 'operation_failed' | 'unknown_method';
+export type UniversalErrorCode =
+  'bad_request' | 'bad_version' | 'canceled' | 'operation_failed' | 'unknown_method';
 
-/** Every code a call of `M` may reject with: its declared codes, the universal ones and `canceled` (an aborted call). */
-export type ErrorCodeOf<M extends keyof MethodMap> = MethodMap[M]['errors'] | UniversalErrorCode | 'canceled';
+/** Every code a call of `M` may reject with: its declared codes, the universal ones. */
+export type ErrorCodeOf<M extends keyof MethodMap> = MethodMap[M]['errors'] | UniversalErrorCode;
 
 /** The codes `daemon.operations.list` may reject with. */
 export type DaemonOperationsListErrorCode = ErrorCodeOf<'daemon.operations.list'>;
@@ -444,6 +445,7 @@ export interface ImageWarmApi {
    *
    * Wire method: `image.warm.status`.
    * @since 0.2.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   status(params: ImageWarmStatusParams, options?: CallOptionsLike): Promise<ImageWarmStatusResult>;
@@ -561,6 +563,7 @@ export interface VmApi {
    *
    * Wire method: `vm.kill`.
    * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    * @throws `not_running`: The VM must be running for this method.
    */
@@ -615,6 +618,7 @@ export interface VmApi {
    * @since 0.1.0
    * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
    */
   restart(params: VmRestartParams, options?: CallOptionsLike): Promise<VmRestartResult>;
   /**
@@ -689,6 +693,7 @@ export interface VmApi {
    *
    * Wire method: `vm.stop`.
    * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    * @throws `not_running`: The VM must be running for this method.
    */

@@ -19,8 +19,9 @@ export const ERROR_CODES = {
   },
   canceled: {
     exit: 130,
-    universal: false,
-    description: 'The operation was canceled (by the caller, a closed connection or a signal).',
+    universal: true,
+    description:
+      'The operation was canceled (by the caller, a closed connection or a signal). Universal: any call is canceled when its client hangs up before the answer.',
   },
   conflict: {
     exit: 6,
@@ -62,6 +63,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 export const UNIVERSAL_ERROR_CODES: readonly ErrorCode[] = [
   'bad_request',
   'bad_version',
+  'canceled',
   'operation_failed',
   'unknown_method',
 ];

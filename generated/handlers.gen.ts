@@ -241,6 +241,7 @@ export interface ImageWarmService {
    *
    * Wire method: `image.warm.status`.
    * @since 0.2.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   status(params: ImageWarmStatusParams, ctx: RpcContext): Promise<ImageWarmStatusResult>;
@@ -356,6 +357,7 @@ export interface VmService {
    *
    * Wire method: `vm.kill`.
    * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    * @throws `not_running`: The VM must be running for this method.
    */
@@ -408,6 +410,7 @@ export interface VmService {
    * @since 0.1.0
    * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
    */
   restart(params: VmRestartParams, ctx: RpcContext): Promise<VmRestartResult>;
   /**
@@ -482,6 +485,7 @@ export interface VmService {
    *
    * Wire method: `vm.stop`.
    * @since 0.1.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    * @throws `not_running`: The VM must be running for this method.
    */

@@ -196,7 +196,7 @@ export const METHODS = {
     dispatch: 'param',
     kind: 'unary',
     summary: "Report a warm template build's progress.",
-    errors: ['not_found'],
+    errors: ['conflict', 'not_found'],
     since: '0.2.0',
   },
   'kernel.delete': {
@@ -396,7 +396,7 @@ export const METHODS = {
     dispatch: 'param',
     kind: 'unary',
     summary: "Force-kill a VM's VMM (use when vm stop hangs).",
-    errors: ['not_found', 'not_running'],
+    errors: ['conflict', 'not_found', 'not_running'],
     since: '0.1.0',
   },
   'vm.list': {
@@ -436,7 +436,7 @@ export const METHODS = {
     dispatch: 'param',
     kind: 'unary',
     summary: 'Stop then start a VM.',
-    errors: ['conflict', 'not_found'],
+    errors: ['conflict', 'not_found', 'not_running'],
     since: '0.1.0',
   },
   'vm.resume': {
@@ -492,7 +492,7 @@ export const METHODS = {
     dispatch: 'param',
     kind: 'unary',
     summary: 'Stop a running VM gracefully.',
-    errors: ['not_found', 'not_running'],
+    errors: ['conflict', 'not_found', 'not_running'],
     since: '0.1.0',
   },
   'vm.workspace.export': {
@@ -668,7 +668,11 @@ export interface MethodMap {
     result: ImageWarmBeginResult;
     errors: 'conflict' | 'not_found';
   };
-  'image.warm.status': { params: ImageWarmStatusParams; result: ImageWarmStatusResult; errors: 'not_found' };
+  'image.warm.status': {
+    params: ImageWarmStatusParams;
+    result: ImageWarmStatusResult;
+    errors: 'conflict' | 'not_found';
+  };
   'kernel.delete': {
     params: KernelDeleteParams;
     result: KernelDeleteResult;
@@ -725,12 +729,16 @@ export interface MethodMap {
   'vm.create.status': { params: VmCreateStatusParams; result: VmCreateStatusResult; errors: 'not_found' };
   'vm.delete': { params: VmDeleteParams; result: VmDeleteResult; errors: 'conflict' | 'not_found' };
   'vm.health': { params: VmHealthParams; result: VmHealthResult; errors: 'not_found' };
-  'vm.kill': { params: VmKillParams; result: VmKillResult; errors: 'not_found' | 'not_running' };
+  'vm.kill': { params: VmKillParams; result: VmKillResult; errors: 'conflict' | 'not_found' | 'not_running' };
   'vm.list': { params: VmListParams; result: VmListResult; errors: never };
   'vm.logs': { params: VmLogsParams; result: VmLogsResult; errors: 'not_found' };
   'vm.ports': { params: VmPortsParams; result: VmPortsResult; errors: 'not_found' | 'not_running' };
   'vm.prune': { params: VmPruneParams; result: VmPruneResult; errors: never };
-  'vm.restart': { params: VmRestartParams; result: VmRestartResult; errors: 'conflict' | 'not_found' };
+  'vm.restart': {
+    params: VmRestartParams;
+    result: VmRestartResult;
+    errors: 'conflict' | 'not_found' | 'not_running';
+  };
   'vm.resume': {
     params: VmResumeParams;
     result: VmResumeResult;
@@ -741,7 +749,7 @@ export interface MethodMap {
   'vm.ssh': { params: VmSshParams; result: VmSshResult; errors: 'not_found' | 'not_running' };
   'vm.start': { params: VmStartParams; result: VmStartResult; errors: 'conflict' | 'not_found' };
   'vm.stats': { params: VmStatsParams; result: VmStatsResult; errors: 'not_found' };
-  'vm.stop': { params: VmStopParams; result: VmStopResult; errors: 'not_found' | 'not_running' };
+  'vm.stop': { params: VmStopParams; result: VmStopResult; errors: 'conflict' | 'not_found' | 'not_running' };
   'vm.workspace.export': {
     params: VmWorkspaceExportParams;
     result: VmWorkspaceExportResult;

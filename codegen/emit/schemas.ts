@@ -1,13 +1,17 @@
-// schemas.gen.ts: every params/result JSON Schema as a self-contained const (the $defs it uses
-// travel with it), ready for ajv or any other JSON Schema tool.
+// schemas.gen.ts: the shared $defs once (DEFS_SCHEMA, registered with ajv under its $id) and every
+// params/result JSON Schema as a const whose $refs point into it (`banger:defs#/$defs/X`).
 import { StructureKind, VariableDeclarationKind } from 'ts-morph';
 import type { Model } from '../model.ts';
 import { propertyKey } from '../names.ts';
-import { selfContained } from '../schema-utils.ts';
+import { DEFS_ID, sharedRefs } from '../schema-utils.ts';
 import { jsDoc, literal, objectLiteral, printStatements, type Statement } from './ts.ts';
 
-export function emitSchemas(model: Model): string {
-  const table = (name: string, doc: string, entries: [string, string][]): Statement => ({
+function constant(
+  name: string,
+  doc: string,
+  initializer: string | ReturnType<typeof objectLiteral>,
+): Statement {
+  return {
     kind: StructureKind.VariableStatement,
     isExported: true,
     declarationKind: VariableDeclarationKind.Const,
@@ -16,21 +20,30 @@ export function emitSchemas(model: Model): string {
       {
         name,
         initializer: (w) => {
-          objectLiteral(entries)(w);
+          if (typeof initializer === 'string') w.write(initializer);
+          else initializer(w);
           w.write(' as const');
         },
       },
     ],
-  });
+  };
+}
+
+export function emitSchemas(model: Model): string {
   const params = model.methods.flatMap((m): [string, string][] =>
-    m.params ? [[propertyKey(m.name), literal(selfContained(m.params, model.defs))]] : [],
+    m.params ? [[propertyKey(m.name), literal(sharedRefs(m.params))]] : [],
   );
   const results = model.methods.map((m): [string, string] => [
     propertyKey(m.name),
-    literal(selfContained(m.result, model.defs)),
+    literal(sharedRefs(m.result)),
   ]);
   return printStatements([
-    table('PARAMS_SCHEMAS', 'The params schema of every method that takes params.', params),
-    table('RESULT_SCHEMAS', 'The result schema of every method.', results),
+    constant(
+      'DEFS_SCHEMA',
+      `The shared $defs, once: register with \`ajv.addSchema(DEFS_SCHEMA)\` before compiling a schema below (their $refs are \`${DEFS_ID}#/$defs/<Name>\`).`,
+      literal({ $id: DEFS_ID, $defs: model.defs }),
+    ),
+    constant('PARAMS_SCHEMAS', 'The params schema of every method that takes params.', objectLiteral(params)),
+    constant('RESULT_SCHEMAS', 'The result schema of every method.', objectLiteral(results)),
   ]);
 }

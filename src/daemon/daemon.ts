@@ -1,9 +1,10 @@
 // The owner daemon: composition root for the services, and the dispatcher the RPC server calls.
-import { rpcHandlers } from '../../generated/dispatch.gen.ts';
+import { rpcDeclaredErrors, rpcHandlers } from '../../generated/dispatch.daemon.gen.ts';
 import type { DaemonHost, Services } from '../../generated/handlers.gen.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RpcContext } from '../rpc/context.ts';
 import { dispatchTable } from '../rpc/dispatch.ts';
+import { dispatchChecked } from '../rpc/error-check.ts';
 import type { HandlerResponse, RequestEnvelope } from '../rpc/envelope.ts';
 import type { Dispatcher } from '../rpc/server.ts';
 
@@ -17,6 +18,6 @@ export class Daemon implements Dispatcher, DaemonHost {
   }
 
   dispatch(ctx: RpcContext, req: RequestEnvelope): Promise<HandlerResponse> {
-    return dispatchTable(rpcHandlers, this, ctx, req);
+    return dispatchChecked(rpcDeclaredErrors, ctx, req, () => dispatchTable(rpcHandlers, this, ctx, req));
   }
 }

@@ -1,8 +1,9 @@
 import type { Server } from 'node:net';
-import { helperHandlers } from '../../generated/dispatch.gen.ts';
+import { helperDeclaredErrors, helperHandlers } from '../../generated/dispatch.helper.gen.ts';
 import type { HelperHost, HelperServices } from '../../generated/handlers.gen.ts';
 import type { Logger } from '../log/logger.ts';
 import { dispatchTable } from '../rpc/dispatch.ts';
+import { dispatchChecked } from '../rpc/error-check.ts';
 import { listenUnix } from '../rpc/listen.ts';
 import { peerCredOf } from '../rpc/peercred.ts';
 import { createRpcServer } from '../rpc/server.ts';
@@ -41,7 +42,10 @@ export async function startHelper(opts: HelperOptions): Promise<{ server: Server
   const server = createRpcServer({
     log: opts.log,
     summaryPrefix: 'helper rpc',
-    dispatcher: { dispatch: (ctx, req) => dispatchTable(helperHandlers, host, ctx, req) },
+    dispatcher: {
+      dispatch: (ctx, req) =>
+        dispatchChecked(helperDeclaredErrors, ctx, req, () => dispatchTable(helperHandlers, host, ctx, req)),
+    },
     authorize: (socket) => {
       let peer;
       try {

@@ -43,13 +43,7 @@ import { IMAGE_FILES } from '../../image/manifest.ts';
 import type { Logger } from '../../log/logger.ts';
 import { type RpcContext, mintOpId, withOpId } from '../../rpc/context.ts';
 import { ErrorResponse, conflict, notFound, toErrorResponse } from '../../rpc/errors.ts';
-import {
-  type ImageRow,
-  type KernelRow,
-  type Store,
-  isStoreError,
-  isUniqueViolation,
-} from '../../store/index.ts';
+import { type ImageRow, type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
 import { imageToWire, namesBy } from './convert.ts';
 import {
@@ -359,7 +353,6 @@ export class ImageServiceImpl implements ImageService {
       } catch (restoreErr) {
         this.log.error({ err: restoreErr, dir: finalDir }, 'could not restore the previous image files');
       }
-      if (isStoreError(err, 'in_use')) throw conflict(err.message);
       if (isUniqueViolation(err)) throw alreadyExists(`image or kernel ${name} already exists`);
       throw err;
     }
@@ -580,20 +573,16 @@ export class ImageServiceImpl implements ImageService {
     const b = this.builds.get(p.name);
     if (b) throw conflict(`image ${p.name} is being rebuilt (operation ${b.tracker.op.id})`);
     let keptKernel = false;
-    try {
-      this.store.transaction(() => {
-        this.store.images.delete(row.id);
-        // A built image's kernel is part of the image (its files live in the image directory).
-        const k = this.store.kernels.getById(row.kernelId);
-        if (k && k.source === 'built' && k.name === row.name) {
-          if (this.imagesUsing(k.id).length === 0) this.store.kernels.delete(k.id);
-          else keptKernel = true;
-        }
-      });
-    } catch (err) {
-      if (isStoreError(err, 'in_use')) throw conflict(err.message);
-      throw err;
-    }
+    // An image VMs still use: StoreError in_use, which the error table makes conflict.
+    this.store.transaction(() => {
+      this.store.images.delete(row.id);
+      // A built image's kernel is part of the image (its files live in the image directory).
+      const k = this.store.kernels.getById(row.kernelId);
+      if (k && k.source === 'built' && k.name === row.name) {
+        if (this.imagesUsing(k.id).length === 0) this.store.kernels.delete(k.id);
+        else keptKernel = true;
+      }
+    });
     const dir = join(this.imagesDir, row.name);
     if (keptKernel) {
       // Another image boots this built kernel: keep its files, drop the rest.
