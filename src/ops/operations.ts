@@ -2,7 +2,8 @@
 // durations and undo actions. The operation id is the op id of the RPC that began it.
 import type { Operation, Step } from '../../generated/types.gen.ts';
 import type { Logger } from '../log/logger.ts';
-import { ErrorResponse, toErrorResponse } from '../rpc/errors.ts';
+import { toErrorResponse } from '../rpc/errors.ts';
+import { OpError } from './errors.ts';
 
 export interface OperationSink {
   save(op: Operation): void;
@@ -38,7 +39,7 @@ export class OperationTracker {
     fn: (signal: AbortSignal) => Promise<T>,
     undo?: (result: T) => Promise<void>,
   ): Promise<T> {
-    if (this.signal.aborted) throw new ErrorResponse('canceled', `${this.op.kind} canceled before ${name}`);
+    if (this.signal.aborted) throw new OpError('canceled', `${this.op.kind} canceled before ${name}`);
     const step: Step = { name, state: 'running', started_at: new Date().toISOString() };
     this.op.steps.push(step);
     this.op.current_step = name;
@@ -257,7 +258,7 @@ export class OperationRegistry {
     method: string,
     extra: Partial<Pick<Operation, 'vm' | 'image'>> = {},
   ): OperationTracker {
-    if (this.live.has(id)) throw new ErrorResponse('conflict', `operation ${id} already exists`);
+    if (this.live.has(id)) throw new OpError('conflict', `operation ${id} already exists`);
     const op: Operation = {
       id,
       kind,

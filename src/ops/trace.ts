@@ -2,7 +2,7 @@
 // the helper's logs (files or journald), the operation's steps from the store, and the serial
 // console windows of the VMs the operation booted.
 import type { OpSummary, OpTraceResult, Operation } from '../../generated/types.gen.ts';
-import { ErrorResponse } from '../rpc/errors.ts';
+import { OpError } from './errors.ts';
 import type { Store } from '../store/index.ts';
 import type { RpcLogRepo } from '../store/rpclog.ts';
 import { sourceTitle, type LogSource } from './file-log.ts';
@@ -79,7 +79,7 @@ export async function buildTrace(
   const found = logs.reduce((n, r) => n + r.records.length, 0) + steps.length + serial.records.length;
   if (!summary && found === 0) {
     const where = sources.map((s) => `${sourceTitle(s.source)} (${s.where})`).join(', ');
-    throw new ErrorResponse(
+    throw new OpError(
       'not_found',
       `no trace of ${opId}: no operation record (the newest ${d.retention.maxCount} operations of the last ${d.retention.maxAgeDays} days are kept) and no log line carries it${where ? ` in ${where}` : ''}`,
     );

@@ -44,6 +44,18 @@ export const DOMAIN_CODES = {
     timeout: 'operation_failed',
     no_space: 'operation_failed',
   },
+  // src/vm/errors.ts: the VM layer's kinds.
+  VmError: {
+    invalid: 'bad_request',
+    not_found: 'not_found',
+    exists: 'already_exists',
+    not_running: 'not_running',
+    conflict: 'conflict',
+    canceled: 'canceled',
+    failed: 'operation_failed',
+  },
+  // src/ops/errors.ts: operations and traces.
+  OpError: { not_found: 'not_found', conflict: 'conflict', canceled: 'canceled' },
   // src/daemon/helper-link.ts: the root helper answered with an error. The daemon's caller did
   // not talk to the helper, so its codes are not theirs: only a cancellation stays one.
   HelperError: {

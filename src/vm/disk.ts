@@ -1,7 +1,9 @@
 // Copy-on-write root disks: a qcow2 overlay on the read-only base image, sized for the VM.
 // Creation cost does not depend on the base's size.
 import { stat } from 'node:fs/promises';
-import { badRequest } from '../rpc/errors.ts';
+import { VmError } from './errors.ts';
+
+const invalid = (message: string): VmError => new VmError('invalid', message);
 import { run } from './exec.ts';
 
 export async function createOverlay(
@@ -12,7 +14,7 @@ export async function createOverlay(
 ): Promise<void> {
   const st = await stat(base);
   if (sizeBytes < st.size) {
-    throw badRequest(`disk size ${sizeBytes} bytes is smaller than the image (${st.size} bytes)`);
+    throw invalid(`disk size ${sizeBytes} bytes is smaller than the image (${st.size} bytes)`);
   }
   await run('qemu-img', [
     'create',

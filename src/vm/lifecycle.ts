@@ -12,7 +12,7 @@ import { rm, statfs } from 'node:fs/promises';
 import type { ExitInfo, VmmEvent } from '../engine/index.ts';
 import { isEngineError } from '../engine/index.ts';
 import type { OperationRegistry, OperationTracker } from '../ops/operations.ts';
-import { ErrorResponse } from '../rpc/errors.ts';
+import { VmError } from './errors.ts';
 import type { VmRow } from '../store/index.ts';
 import type { CrashPoint } from './crash.ts';
 import { runCreate, type CreateDeps, type CreateRequest } from './create.ts';
@@ -86,7 +86,7 @@ export class VmLifecycle {
   setState(vm: VmRow | string, to: VmState, reason: string | null = null): VmRow {
     const id = typeof vm === 'string' ? vm : vm.id;
     const cur = this.d.store.vms.getById(id);
-    if (!cur) throw new ErrorResponse('not_found', `vm ${id} is gone`);
+    if (!cur) throw new VmError('not_found', `vm ${id} is gone`);
     if (cur.state !== to && !canTransition(cur.state, to)) throw new TransitionError(cur.name, cur.state, to);
     const row = this.d.store.vms.writeState(id, {
       state: to,
@@ -106,7 +106,7 @@ export class VmLifecycle {
   /** Run `fn` holding the VM's lock; a second verb on a busy VM is refused with `conflict`. */
   async exclusive<R>(vm: VmRow, what: string, fn: () => Promise<R>): Promise<R> {
     const cur = this.busy.get(vm.id);
-    if (cur) throw new ErrorResponse('conflict', `vm "${vm.name}" is busy (${cur})`);
+    if (cur) throw new VmError('conflict', `vm "${vm.name}" is busy (${cur})`);
     this.busy.set(vm.id, what);
     try {
       return await fn();
@@ -141,14 +141,12 @@ export class VmLifecycle {
 
   private async startLocked(vm0: VmRow): Promise<VmRow> {
     const vm = this.d.store.vms.getById(vm0.id) ?? vm0;
-    if (this.d.runtime.isRunning(vm.id))
-      throw new ErrorResponse('conflict', `vm "${vm.name}" is already running`);
+    if (this.d.runtime.isRunning(vm.id)) throw new VmError('conflict', `vm "${vm.name}" is already running`);
     if (vm.state !== 'stopped' && vm.state !== 'error')
-      throw new ErrorResponse('conflict', `vm "${vm.name}" is ${vm.state}`);
+      throw new VmError('conflict', `vm "${vm.name}" is ${vm.state}`);
     const image = this.d.store.images.getById(vm.imageId);
     const kernel = image ? this.d.store.kernels.getById(image.kernelId) : undefined;
-    if (!image || !kernel)
-      throw new ErrorResponse('conflict', `vm "${vm.name}": its image or kernel is gone`);
+    if (!image || !kernel) throw new VmError('conflict', `vm "${vm.name}": its image or kernel is gone`);
     let row = this.setState(vm, 'starting');
     try {
       this.crash('vm.start.network');
@@ -194,7 +192,7 @@ export class VmLifecycle {
     timeoutMs: number,
   ): Promise<{ row: VmRow; clean: boolean; forced: boolean }> {
     const h = this.d.runtime.get(vm.id);
-    if (!h) throw new ErrorResponse('not_running', `vm "${vm.name}" is not running`);
+    if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
     const cur = this.d.store.vms.getById(vm.id) ?? vm;
     const paused = cur.state === 'paused';
     this.setState(vm.id, 'stopping');
@@ -226,19 +224,19 @@ export class VmLifecycle {
   async kill(vm: VmRow, signal: NodeJS.Signals = 'SIGKILL'): Promise<VmRow> {
     const cur = this.d.store.vms.getById(vm.id) ?? vm;
     if (cur.state === 'creating')
-      throw new ErrorResponse('conflict', `vm "${vm.name}" is being created; cancel the create instead`);
+      throw new VmError('conflict', `vm "${vm.name}" is being created; cancel the create instead`);
     const h = this.d.runtime.get(vm.id);
-    if (!h) throw new ErrorResponse('not_running', `vm "${vm.name}" is not running`);
+    if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
     this.d.runtime.expectExit(vm.id);
     await h.kill(signal);
     const exited = await Promise.race([
       h.waitExit().then(() => true),
       new Promise<boolean>((r) => setTimeout(r, 10_000, false)),
     ]);
-    if (!exited) throw new ErrorResponse('operation_failed', `vm "${vm.name}" did not exit after ${signal}`);
+    if (!exited) throw new VmError('failed', `vm "${vm.name}" did not exit after ${signal}`);
     this.cancelAutoResume(vm.id);
     const now = this.d.store.vms.getById(vm.id);
-    if (!now) throw new ErrorResponse('not_found', `vm "${vm.name}" is gone`);
+    if (!now) throw new VmError('not_found', `vm "${vm.name}" is gone`);
     return now.state === 'stopped' ? now : this.setState(now, 'stopped', `killed (${signal}) by request`);
   }
 
@@ -246,10 +244,10 @@ export class VmLifecycle {
   async resume(vm: VmRow): Promise<VmRow> {
     return this.exclusive(vm, 'resuming', async () => {
       const h = this.d.runtime.get(vm.id);
-      if (!h) throw new ErrorResponse('not_running', `vm "${vm.name}" is not running`);
+      if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
       const cur = this.d.store.vms.getById(vm.id) ?? vm;
       if (cur.state !== 'paused')
-        throw new ErrorResponse('conflict', `vm "${vm.name}" is not paused (it is ${cur.state})`);
+        throw new VmError('conflict', `vm "${vm.name}" is not paused (it is ${cur.state})`);
       await h.resume();
       return this.resumed(vm.id, 'resumed by request');
     });
@@ -259,7 +257,7 @@ export class VmLifecycle {
     this.cancelAutoResume(id);
     this.ioErrors.delete(id);
     const row = this.d.store.vms.getById(id);
-    if (!row) throw new ErrorResponse('not_found', `vm ${id} is gone`);
+    if (!row) throw new VmError('not_found', `vm ${id} is gone`);
     if (row.state !== 'paused') return row;
     this.d.log.info({ vm: row.name, why }, 'vm resumed');
     return this.setState(row, 'running');
@@ -274,7 +272,7 @@ export class VmLifecycle {
   private async deleteLocked(vm: VmRow): Promise<void> {
     const cur = this.d.store.vms.getById(vm.id) ?? vm;
     if (cur.state === 'creating')
-      throw new ErrorResponse('conflict', `vm "${vm.name}" is being created; cancel the create instead`);
+      throw new VmError('conflict', `vm "${vm.name}" is being created; cancel the create instead`);
     this.crash('vm.delete.stop');
     if (this.d.runtime.isRunning(vm.id)) await this.stopLocked(cur, 10_000);
     if (cur.state !== 'deleting') this.setState(vm.id, 'deleting');

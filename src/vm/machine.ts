@@ -5,7 +5,7 @@ import type { Accel, VmLaunchSpec } from '../engine/index.ts';
 import type { Logger } from '../log/logger.ts';
 import type { SerialMarks } from '../ops/serial.ts';
 import { currentOpId, noteOpVm } from '../rpc/context.ts';
-import { ErrorResponse } from '../rpc/errors.ts';
+import { VmError } from './errors.ts';
 import type { KernelRow, VmRow } from '../store/index.ts';
 import { waitForAgentReady } from './agent.ts';
 import { vmFiles } from './layout.ts';
@@ -24,10 +24,10 @@ export const READY_POLL_MS = 300;
 export const BOOT_STALL_MS = 60_000;
 
 /** The boot made no progress (see BOOT_STALL_MS); callers kill the VMM and boot once more. */
-export class BootStalledError extends ErrorResponse {
+export class BootStalledError extends VmError {
   constructor(vmName: string, ms: number) {
     super(
-      'operation_failed',
+      'failed',
       `${vmName}: the boot stalled (no console output for ${Math.round(ms / 1000)} s before userspace came up); read the console with: banger vm logs ${vmName}`,
     );
   }
@@ -58,7 +58,7 @@ export interface MachineDeps {
 
 export function injectedFault(d: MachineDeps, step: string): void {
   if (d.testFailStep === step)
-    throw new ErrorResponse('operation_failed', `injected test fault at ${step} (BANGER_TEST_FAIL_STEP)`);
+    throw new VmError('failed', `injected test fault at ${step} (BANGER_TEST_FAIL_STEP)`);
 }
 
 /** The guest kernel command line for a VM (the engine adds console, TSC and panic settings). */
@@ -257,18 +257,18 @@ export async function waitReady(
     },
   });
   const sshdMs = since();
-  if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
+  if (signal.aborted) throw new VmError('canceled', `waiting for ${vm.name} was canceled`);
   if (stalled && !agent.ready) throw new BootStalledError(vm.name, stallMs);
   if (!d.runtime.isRunning(vm.id)) {
-    throw new ErrorResponse(
-      'operation_failed',
+    throw new VmError(
+      'failed',
       `the VMM of ${vm.name} exited during boot; read the console with: banger vm logs ${vm.name}`,
     );
   }
   if (!agent.ready) {
     const stage = agent.userspace ? 'userspace up, sshd not ready' : 'kernel booting, userspace not up';
-    throw new ErrorResponse(
-      'operation_failed',
+    throw new VmError(
+      'failed',
       `${vm.name} was not ready within ${Math.round(d.readyTimeoutMs / 1000)} s (${stage}); read the console with: banger vm logs ${vm.name}`,
     );
   }
@@ -305,16 +305,13 @@ async function waitSsh(
     }
     last = r.stderr.trim();
     if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(last)) {
-      throw new ErrorResponse(
-        'operation_failed',
-        `${vm.name}: host key does not match the pinned key (${last})`,
-      );
+      throw new VmError('failed', `${vm.name}: host key does not match the pinned key (${last})`);
     }
-    if (signal.aborted) throw new ErrorResponse('canceled', `waiting for ${vm.name} was canceled`);
+    if (signal.aborted) throw new VmError('canceled', `waiting for ${vm.name} was canceled`);
     await new Promise((r2) => setTimeout(r2, pollMs));
   }
-  throw new ErrorResponse(
-    'operation_failed',
+  throw new VmError(
+    'failed',
     `${vm.name}: ssh did not answer (${last || 'timeout'}); see banger vm logs ${vm.name}`,
   );
 }

@@ -1,6 +1,8 @@
 // VM names: hostname-safe, unique, and a friendly random default.
 import { randomInt } from 'node:crypto';
-import { badRequest } from '../rpc/errors.ts';
+import { VmError } from './errors.ts';
+
+const invalid = (message: string): VmError => new VmError('invalid', message);
 
 export const VM_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
@@ -104,7 +106,7 @@ const ANIMALS = [
 
 export function validateVmName(name: string): string {
   if (!VM_NAME_PATTERN.test(name)) {
-    throw badRequest(
+    throw invalid(
       `invalid VM name "${name}": use lower-case letters, digits and dashes (at most 64), starting with a letter or digit`,
     );
   }

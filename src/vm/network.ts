@@ -6,7 +6,7 @@
 import type { PrivApi } from '../../generated/client.gen.ts';
 import { DNS_DOMAIN, formatIpv4, netmask, parseCidr, tapNameFor, vmIdOfTap } from '../hostnet/index.ts';
 import type { Logger } from '../log/logger.ts';
-import { ErrorResponse } from '../rpc/errors.ts';
+import { VmError } from './errors.ts';
 import type { Store, VmRow } from '../store/index.ts';
 import type { DaemonStatusResult } from '../../generated/types.gen.ts';
 
@@ -101,8 +101,8 @@ export class VmNetwork {
   private requirePriv(what: string): PrivCalls {
     const p = this.priv;
     if (!p) {
-      throw new ErrorResponse(
-        'bad_request',
+      throw new VmError(
+        'invalid',
         `${what} needs bridge networking, which needs the root helper (bangerd-root); this daemon runs without one (--helper-socket none): use --network user`,
       );
     }
@@ -117,8 +117,8 @@ export class VmNetwork {
     const want = requested ?? (this.d.config.network === 'auto' ? undefined : this.d.config.network);
     if (want === 'user') {
       if (nat && requested === 'user')
-        throw new ErrorResponse(
-          'bad_request',
+        throw new VmError(
+          'invalid',
           '--nat applies to bridge networking; user networking always reaches out through QEMU',
         );
       return 'user';
@@ -133,8 +133,8 @@ export class VmNetwork {
         this.d.log.warn({ helper: h.error }, 'root helper unreachable; falling back to user networking');
         return 'user';
       }
-      throw new ErrorResponse(
-        'operation_failed',
+      throw new VmError(
+        'failed',
         `bridge networking needs the root helper, which does not answer at ${h.socket ?? '?'} (${h.error ?? 'unknown error'}); check it with banger doctor`,
       );
     }
@@ -147,7 +147,7 @@ export class VmNetwork {
   }
 
   guest(vm: Pick<VmRow, 'id' | 'guestIp'>): GuestNet {
-    if (!vm.guestIp) throw new ErrorResponse('conflict', `vm ${vm.id} has no guest address`);
+    if (!vm.guestIp) throw new VmError('conflict', `vm ${vm.id} has no guest address`);
     return {
       tap: tapNameFor(vm.id),
       ip: vm.guestIp,
@@ -208,7 +208,7 @@ export class VmNetwork {
   async templateTap(templateId: string): Promise<{ tap: string; release: () => Promise<void> }> {
     const priv = this.requirePriv('a bridged warm template');
     const id = /^warm-([0-9a-f]{12})/.exec(templateId)?.[1];
-    if (!id) throw new ErrorResponse('bad_request', `not a warm template id: ${templateId}`);
+    if (!id) throw new VmError('invalid', `not a warm template id: ${templateId}`);
     const tap = tapNameFor(id);
     await this.ensureBridge(priv);
     await priv.create_tap({ tap, bridge: this.plan.bridge });

@@ -1,7 +1,7 @@
 // vm.create.plan: the spec vm.create.begin would create, resolved without touching anything.
 // `banger vm run` prints it first, and `--dry-run` prints nothing else.
 import type { NetworkMode, VmCreatePlanParams, VmCreatePlanResult } from '../../generated/types.gen.ts';
-import { ErrorResponse, notFound } from '../rpc/errors.ts';
+import { VmError, vmNotFound } from './errors.ts';
 import type { Store } from '../store/index.ts';
 import { randomVmName, validateVmName } from './names.ts';
 import { parseSize } from './sizes.ts';
@@ -27,12 +27,12 @@ export interface PlanDeps {
 export async function planCreate(d: PlanDeps, p: VmCreatePlanParams): Promise<VmCreatePlanResult> {
   const generated = p.name === undefined;
   const name = p.name !== undefined ? validateVmName(p.name) : randomVmName(d.nameTaken);
-  if (d.nameTaken(name)) throw new ErrorResponse('already_exists', `vm "${name}" already exists`);
+  if (d.nameTaken(name)) throw new VmError('exists', `vm "${name}" already exists`);
   const network = await d.chooseNetwork(p.network, p.nat ?? false);
   let image: string;
   let imageReady: boolean;
   if (p.image !== undefined) {
-    if (!d.store.images.getByName(p.image)) throw notFound(`image "${p.image}"`);
+    if (!d.store.images.getByName(p.image)) throw vmNotFound(`image "${p.image}"`);
     image = p.image;
     imageReady = true;
   } else {
@@ -41,8 +41,7 @@ export async function planCreate(d: PlanDeps, p: VmCreatePlanParams): Promise<Vm
     imageReady = def !== undefined;
   }
   const diskSizeBytes = parseSize(p.disk_size ?? d.vmDefaults.disk_size, 'disk size');
-  if (diskSizeBytes < MIN_DISK_BYTES)
-    throw new ErrorResponse('bad_request', 'disk size must be at least 512M');
+  if (diskSizeBytes < MIN_DISK_BYTES) throw new VmError('invalid', 'disk size must be at least 512M');
   return {
     name,
     name_generated: generated,

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { lstat, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Workspace } from '../../generated/types.gen.ts';
-import { ErrorResponse } from '../rpc/errors.ts';
+import { VmError } from './errors.ts';
 
 export type WorkspaceMode = Workspace['mode'];
 
@@ -68,10 +68,9 @@ function git(args: string[], opts: { signal?: AbortSignal; timeoutMs?: number } 
         // A non-zero exit leaves the number in err.code; anything else (ENOENT, abort, timeout) a string.
         const code: unknown = err ? (err as { code?: unknown }).code : 0;
         if (err && typeof code !== 'number') {
-          if (code === 'ENOENT')
-            reject(new ErrorResponse('operation_failed', 'git is not installed on this host'));
-          else if (err.name === 'AbortError') reject(new ErrorResponse('canceled', 'canceled'));
-          else reject(new ErrorResponse('operation_failed', `git ${args.join(' ')}: ${err.message}`));
+          if (code === 'ENOENT') reject(new VmError('failed', 'git is not installed on this host'));
+          else if (err.name === 'AbortError') reject(new VmError('canceled', 'canceled'));
+          else reject(new VmError('failed', `git ${args.join(' ')}: ${err.message}`));
           return;
         }
         resolve({ code: code as number, stdout, stderr: stderr.toString('utf8').trim() });
@@ -82,7 +81,7 @@ function git(args: string[], opts: { signal?: AbortSignal; timeoutMs?: number } 
 
 async function gitOk(args: string[], what: string, signal?: AbortSignal): Promise<Buffer> {
   const r = await git(args, { signal });
-  if (r.code !== 0) throw new ErrorResponse('operation_failed', `${what}: ${lastLines(r.stderr)}`);
+  if (r.code !== 0) throw new VmError('failed', `${what}: ${lastLines(r.stderr)}`);
   return r.stdout;
 }
 
@@ -125,15 +124,15 @@ export function parseStage(buf: Buffer): { files: Buffer[]; gitlinks: Buffer[] }
 }
 
 /** Where git gave up on a path, in words a user can act on. */
-function notARepo(path: string, stderr: string): ErrorResponse {
+function notARepo(path: string, stderr: string): VmError {
   if (/dubious ownership/.test(stderr)) {
-    return new ErrorResponse(
-      'bad_request',
+    return new VmError(
+      'invalid',
       `${path}: git refuses to read this repository because it belongs to another user (${lastLines(stderr, 1)}); run banger as the repository's owner`,
     );
   }
-  return new ErrorResponse(
-    'bad_request',
+  return new VmError(
+    'invalid',
     `${path} is not inside a git work tree: a workspace is copied from a git repository (run git init there first, or give the repository's directory)`,
   );
 }
@@ -151,36 +150,35 @@ export async function inspectRepo(
   const mode = opts.mode ?? 'tracked';
   const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'EACCES' || err.code === 'EPERM')
-      throw new ErrorResponse(
-        'bad_request',
+      throw new VmError(
+        'invalid',
         `${path}: permission denied for the daemon (it runs as uid ${process.getuid?.() ?? '?'}; the work tree must be readable by that user)`,
       );
     return undefined;
   });
-  if (!st) throw new ErrorResponse('bad_request', `${path}: no such directory`);
-  if (!st.isDirectory())
-    throw new ErrorResponse('bad_request', `${path}: not a directory (give a git work tree)`);
+  if (!st) throw new VmError('invalid', `${path}: no such directory`);
+  if (!st.isDirectory()) throw new VmError('invalid', `${path}: not a directory (give a git work tree)`);
 
   const bare = await git(['-C', path, 'rev-parse', '--is-bare-repository'], { signal });
   if (bare.code !== 0) throw notARepo(path, bare.stderr);
   if (bare.stdout.toString().trim() === 'true') {
-    throw new ErrorResponse(
-      'bad_request',
+    throw new VmError(
+      'invalid',
       `${path} is a bare git repository: it has no work tree to copy; clone it (git clone ${path} DIR) and give the clone`,
     );
   }
   const top = await git(['-C', path, 'rev-parse', '--show-toplevel'], { signal });
   const root = top.stdout.toString('utf8').trim();
   if (top.code !== 0 || root === '') {
-    throw new ErrorResponse(
-      'bad_request',
+    throw new VmError(
+      'invalid',
       `${path} is inside a git directory, not a work tree; give the work tree (the directory that contains .git)`,
     );
   }
   const head = await git(['-C', root, 'rev-parse', '--verify', '-q', 'HEAD^{commit}'], { signal });
   if (head.code !== 0) {
-    throw new ErrorResponse(
-      'bad_request',
+    throw new VmError(
+      'invalid',
       `${root} has no commit yet: a workspace starts from a commit (git add -A && git commit -m initial)`,
     );
   }
@@ -191,8 +189,8 @@ export async function inspectRepo(
   let tracked = staged.files;
   if (submodules.length > 0) {
     if (mode !== 'full_copy') {
-      throw new ErrorResponse(
-        'bad_request',
+      throw new VmError(
+        'invalid',
         `${root} has submodules (${submodules.join(', ')}): only git-tracked files are copied, so they would arrive empty; use --mode full_copy to copy their files too`,
       );
     }

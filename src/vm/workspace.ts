@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Workspace } from '../../generated/types.gen.ts';
-import { ErrorResponse } from '../rpc/errors.ts';
+import { VmError } from './errors.ts';
 import { sshArgv, type SshPaths, type SshTarget } from './ssh.ts';
 import { buildShallowGit, inspectRepo, lastLines, type WorkspaceMode } from './workspace-repo.ts';
 
@@ -72,17 +72,12 @@ export function processRunner(argvFor: (script: string) => [string, string[]]): 
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
         finish(() =>
-          reject(
-            new ErrorResponse(
-              'operation_failed',
-              `guest command timed out after ${Math.round(timeoutMs / 1000)} s`,
-            ),
-          ),
+          reject(new VmError('failed', `guest command timed out after ${Math.round(timeoutMs / 1000)} s`)),
         );
       }, timeoutMs);
       const onAbort = (): void => {
         child.kill('SIGKILL');
-        finish(() => reject(new ErrorResponse('canceled', 'canceled')));
+        finish(() => reject(new VmError('canceled', 'canceled')));
       };
       if (opts.signal?.aborted) onAbort();
       opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -94,7 +89,7 @@ export function processRunner(argvFor: (script: string) => [string, string[]]): 
       if (opts.stdin) opts.stdin.pipe(child.stdin);
       else child.stdin.end();
       child.on('error', (e) =>
-        finish(() => reject(new ErrorResponse('operation_failed', `cannot run ${cmd}: ${e.message}`))),
+        finish(() => reject(new VmError('failed', `cannot run ${cmd}: ${e.message}`))),
       );
       child.on('close', (code, signal) =>
         finish(() =>
@@ -115,10 +110,10 @@ const SYSTEM_DIRS = /^\/(bin|boot|dev|etc|lib|lib32|lib64|libx32|proc|run|sbin|s
 export function checkGuestPath(p: string): string {
   const norm = p.replace(/\/+$/, '');
   if (!norm.startsWith('/') || norm.split('/').some((c) => c === '..' || c === '.'))
-    throw new ErrorResponse('bad_request', `guest path "${p}" must be absolute, without . or .. components`);
+    throw new VmError('invalid', `guest path "${p}" must be absolute, without . or .. components`);
   if (norm.split('/').filter(Boolean).length < 2 || SYSTEM_DIRS.test(norm)) {
-    throw new ErrorResponse(
-      'bad_request',
+    throw new VmError(
+      'invalid',
       `guest path "${p}" is not a place for a workspace (it is replaced on prepare); use a directory such as ${DEFAULT_GUEST_PATH} or /srv/NAME`,
     );
   }
@@ -173,13 +168,12 @@ export function exportScript(guestPath: string, base: string, forceBinary: boole
   ].join('\n');
 }
 
-function guestFailure(what: string, r: GuestResult): ErrorResponse {
+function guestFailure(what: string, r: GuestResult): VmError {
   const msg = lastLines(r.stderr.replace(/^banger: /gm, ''));
-  if (r.code === 255)
-    return new ErrorResponse('operation_failed', `${what}: ssh to the guest failed (${msg})`);
-  if (r.code === EXIT_NOT_EMPTY) return new ErrorResponse('conflict', `${what}: ${msg}`);
-  if (r.code === EXIT_BAD_BASE) return new ErrorResponse('bad_request', `${what}: ${msg}`);
-  return new ErrorResponse('operation_failed', `${what}: ${msg} (exit ${r.code})`);
+  if (r.code === 255) return new VmError('failed', `${what}: ssh to the guest failed (${msg})`);
+  if (r.code === EXIT_NOT_EMPTY) return new VmError('conflict', `${what}: ${msg}`);
+  if (r.code === EXIT_BAD_BASE) return new VmError('invalid', `${what}: ${msg}`);
+  return new VmError('failed', `${what}: ${msg} (exit ${r.code})`);
 }
 
 export interface PrepareRequest {
@@ -198,8 +192,7 @@ export async function prepareWorkspace(
   opts: { signal?: AbortSignal; tmpDir?: string; timeoutMs?: number } = {},
 ): Promise<Workspace> {
   const guestPath = checkGuestPath(req.guestPath ?? DEFAULT_GUEST_PATH);
-  if (!req.path.startsWith('/'))
-    throw new ErrorResponse('bad_request', `path "${req.path}" must be absolute`);
+  if (!req.path.startsWith('/')) throw new VmError('invalid', `path "${req.path}" must be absolute`);
   const mode = req.mode ?? 'tracked';
   const info = await inspectRepo(
     req.path,
@@ -256,10 +249,7 @@ export async function prepareWorkspace(
     // 1 is GNU tar's "a file changed while it was read": the copy is complete, if not a snapshot.
     const tarCode = await tarDone;
     if (tarCode !== 0 && tarCode !== 1) {
-      throw new ErrorResponse(
-        'operation_failed',
-        `tar of ${info.root} failed (exit ${tarCode}): ${lastLines(tarErr)}`,
-      );
+      throw new VmError('failed', `tar of ${info.root} failed (exit ${tarCode}): ${lastLines(tarErr)}`);
     }
   } finally {
     await rm(tmp, { recursive: true, force: true });
@@ -301,8 +291,7 @@ export async function exportWorkspace(
   opts: { signal?: AbortSignal } = {},
 ): Promise<ExportResult> {
   const rev = base ?? ws.base_commit;
-  if (rev.startsWith('-'))
-    throw new ErrorResponse('bad_request', `base commit "${rev}" must not start with -`);
+  if (rev.startsWith('-')) throw new VmError('invalid', `base commit "${rev}" must not start with -`);
   const once = async (forceBinary: boolean): Promise<{ base: string; patch: string } | undefined> => {
     const r = await run(exportScript(ws.guest_path, rev, forceBinary), {
       timeoutMs: 5 * 60_000,
@@ -323,7 +312,7 @@ export async function exportWorkspace(
   };
   // Text files that are not UTF-8 go as binary hunks (ASCII), which survive JSON intact.
   const out = (await once(false)) ?? (await once(true));
-  if (!out) throw new ErrorResponse('operation_failed', 'the patch could not be encoded as text');
+  if (!out) throw new VmError('failed', 'the patch could not be encoded as text');
   return { patch: out.patch, base_commit: out.base, files_changed: countPatchFiles(out.patch) };
 }
 

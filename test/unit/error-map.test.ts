@@ -14,6 +14,9 @@ import { ConnectError } from '../../src/rpc/client-socket.ts';
 import { CLASS_CODES, DOMAIN_CODES, mapDomainError } from '../../src/rpc/error-map.ts';
 import { ErrorResponse, toErrorResponse } from '../../src/rpc/errors.ts';
 import { StoreError, type StoreErrorCode } from '../../src/store/errors.ts';
+import { VmError, type VmErrorKind } from '../../src/vm/errors.ts';
+import { OpError, type OpErrorKind } from '../../src/ops/errors.ts';
+import { BootStalledError } from '../../src/vm/machine.ts';
 import { ReidentifyError } from '../../src/vm/reidentify.ts';
 import { TransitionError } from '../../src/vm/states.ts';
 
@@ -24,6 +27,11 @@ describe('the table covers every domain code', () => {
     // A code added to a union and not to the table fails to compile here; so does a stale one.
     const store: Record<StoreErrorCode, ErrorCode> = DOMAIN_CODES.StoreError;
     const engine: Record<EngineErrorCode, ErrorCode> = DOMAIN_CODES.EngineError;
+    const vm: Record<VmErrorKind, ErrorCode> = DOMAIN_CODES.VmError;
+    const ops: Record<OpErrorKind, ErrorCode> = DOMAIN_CODES.OpError;
+    expect(Object.keys(ops)).toHaveLength(3);
+    expectTypeOf<keyof typeof DOMAIN_CODES.VmError>().toEqualTypeOf<VmErrorKind>();
+    expect(Object.keys(vm)).toHaveLength(7);
     expectTypeOf<keyof typeof DOMAIN_CODES.StoreError>().toEqualTypeOf<StoreErrorCode>();
     expectTypeOf<keyof typeof DOMAIN_CODES.EngineError>().toEqualTypeOf<EngineErrorCode>();
     expect(Object.keys(store).length).toBeGreaterThan(5);
@@ -34,6 +42,9 @@ describe('the table covers every domain code', () => {
     const instances: Error[] = [
       new StoreError('not_found', 'x'),
       new EngineError('timeout', 'x'),
+      new VmError('conflict', 'x'),
+      new OpError('not_found', 'x'),
+      new BootStalledError('box', 60_000),
       new HelperError('priv.ping', new ErrorResponse('unauthorized', 'x')),
       new TransitionError('box', 'running', 'creating'),
       new HostnetError('create_tap', 'x'),
@@ -51,6 +62,10 @@ describe('the table covers every domain code', () => {
 describe('mapDomainError', () => {
   it.each<[string, Error, ErrorCode]>([
     ['store not_found', new StoreError('not_found', 'no image with id 7'), 'not_found'],
+    ['vm conflict', new VmError('conflict', 'vm "box" is busy (stopping)'), 'conflict'],
+    ['vm invalid', new VmError('invalid', 'disk size must be at least 512M'), 'bad_request'],
+    ['vm exists', new VmError('exists', 'vm "box" already exists'), 'already_exists'],
+    ['vm failed (a stalled boot)', new BootStalledError('box', 60_000), 'operation_failed'],
     ['store in_use', new StoreError('in_use', 'image i is used by box'), 'conflict'],
     ['store corrupt', new StoreError('corrupt', 'not a database'), 'operation_failed'],
     ['engine not_running', new EngineError('not_running', 'the VMM is gone'), 'not_running'],

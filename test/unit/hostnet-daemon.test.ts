@@ -251,7 +251,7 @@ describe('daemon bridge mode with the recording fake', () => {
     await expect(net.chooseMode('user', true)).rejects.toThrow(/--nat applies to bridge networking/);
     const rootless = new VmNetwork({ config, store, log, helper: new HelperLink(undefined) });
     expect(await rootless.chooseMode(undefined, false)).toBe('user');
-    await expect(rootless.chooseMode('bridge', false)).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(rootless.chooseMode('bridge', false)).rejects.toMatchObject({ code: 'invalid' });
     const userCfg = new VmNetwork({
       config: { ...config, network: 'user' },
       store,
@@ -262,7 +262,7 @@ describe('daemon bridge mode with the recording fake', () => {
     expect(await userCfg.chooseMode('bridge', false)).toBe('bridge');
     const gone = new VmNetwork({ config, store, log, helper: new HelperLink(join(tmp.dir, 'nope.sock')) });
     expect(await gone.chooseMode(undefined, false)).toBe('user');
-    await expect(gone.chooseMode('bridge', false)).rejects.toMatchObject({ code: 'operation_failed' });
+    await expect(gone.chooseMode('bridge', false)).rejects.toMatchObject({ code: 'failed' });
   });
 
   it('guest addresses are allocated lowest-free from the subnet, skipping the gateway', () => {

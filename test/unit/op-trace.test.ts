@@ -8,7 +8,8 @@ import { createLogger } from '../../src/log/logger.ts';
 import { FileLogSource } from '../../src/ops/file-log.ts';
 import { SerialWatcher } from '../../src/ops/serial.ts';
 import { buildTrace, type TraceDeps } from '../../src/ops/trace.ts';
-import { ErrorResponse } from '../../src/rpc/errors.ts';
+import { toErrorResponse } from '../../src/rpc/errors.ts';
+import { OpError } from '../../src/ops/errors.ts';
 import { openStore } from '../../src/store/db.ts';
 import { RpcLogRepo } from '../../src/store/rpclog.ts';
 import type { Store } from '../../src/store/store.ts';
@@ -149,9 +150,9 @@ describe('buildTrace', () => {
   it('an unknown id is not_found, naming where it looked', async () => {
     writeFileSync(daemonLog, line(0, 'bangerd', 'rpc completed') + '\n');
     const err = await buildTrace(deps, 'op-ffffffffffff').catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ErrorResponse);
-    expect((err as ErrorResponse).code).toBe('not_found');
-    expect((err as ErrorResponse).message).toMatch(
+    expect(err).toBeInstanceOf(OpError);
+    expect(toErrorResponse(err, 'op-000000').code).toBe('not_found');
+    expect((err as OpError).message).toMatch(
       /no trace of op-ffffffffffff: .*newest 1000 operations .*bangerd\.log/,
     );
   });

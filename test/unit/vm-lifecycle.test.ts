@@ -157,11 +157,11 @@ describe('VmLifecycle', () => {
     expect(await net.chooseMode(undefined, false)).toBe('user');
     expect(await net.chooseMode('user', false)).toBe('user');
     await expect(net.chooseMode('bridge', false)).rejects.toMatchObject({
-      code: 'bad_request',
+      code: 'invalid',
       message: expect.stringContaining('needs the root helper'),
     });
     await expect(net.chooseMode(undefined, true)).rejects.toMatchObject({
-      code: 'bad_request',
+      code: 'invalid',
       message: expect.stringContaining('--nat needs bridge networking'),
     });
   });

@@ -1,6 +1,6 @@
 // vm.create.plan: the spec vm.create.begin would create, with begin's defaults and errors.
 import { describe, expect, it } from 'vitest';
-import { ErrorResponse } from '../../src/rpc/errors.ts';
+import { ErrorResponse, toErrorResponse } from '../../src/rpc/errors.ts';
 import type { ImageRow } from '../../src/store/index.ts';
 import { planCreate, type PlanDeps } from '../../src/vm/plan.ts';
 
@@ -27,8 +27,8 @@ async function fails(p: Promise<unknown>): Promise<ErrorResponse> {
     () => undefined,
     (err: unknown) => err,
   );
-  expect(e).toBeInstanceOf(ErrorResponse);
-  return e as ErrorResponse;
+  // The VM layer's error (or the network's stub below), as the wire sees it.
+  return toErrorResponse(e, 'op-000000');
 }
 
 describe('planCreate', () => {

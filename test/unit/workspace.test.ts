@@ -18,7 +18,9 @@ import {
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ErrorResponse } from '../../src/rpc/errors.ts';
+import type { ErrorResponse } from '../../src/rpc/errors.ts';
+import { toErrorResponse } from '../../src/rpc/errors.ts';
+import { VmError } from '../../src/vm/errors.ts';
 import {
   asWorkspace,
   checkGuestPath,
@@ -36,12 +38,13 @@ import { git, makeTestRepo, type TestRepo } from '../helpers/git-repo.ts';
 
 const local: GuestRunner = processRunner((script) => ['sh', ['-c', script]]);
 
+/** The VM layer's error, as the wire sees it (the one table maps its kind to the code). */
 async function rejection(p: Promise<unknown>): Promise<ErrorResponse> {
   try {
     await p;
   } catch (err) {
-    expect(err).toBeInstanceOf(ErrorResponse);
-    return err as ErrorResponse;
+    expect(err).toBeInstanceOf(VmError);
+    return toErrorResponse(err, 'op-000000');
   }
   throw new Error('expected a rejection');
 }
@@ -100,7 +103,7 @@ describe('pure helpers', () => {
     expect(checkGuestPath('/root/repo')).toBe('/root/repo');
     expect(checkGuestPath('/srv/app/')).toBe('/srv/app');
     for (const bad of ['/', '/root', 'rel/path', '/etc/app', '/usr/src/x', '/root/../etc', '/var/lib/x']) {
-      expect(() => checkGuestPath(bad), bad).toThrow(ErrorResponse);
+      expect(() => checkGuestPath(bad), bad).toThrow(VmError);
     }
   });
 
