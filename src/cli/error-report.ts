@@ -1,9 +1,10 @@
 // How a failed command ends: one line on stderr (ending with the op id) or the --json error object
 // on stdout, and an exit code. Shared by every oclif command (base.ts) and the CLI's fast path
-// (fast-path.ts), so it imports nothing from oclif, and the wire's client side only (not
-// rpc/errors.ts with the daemon's domain-error mapping).
+// (fast-path.ts), so it imports nothing from oclif, and the wire's client side plus the
+// domain-error table (src/rpc/error-map.ts, no dependencies of its own).
 import { ErrorResponse } from '../rpc/client-errors.ts';
 import { ConnectError } from '../rpc/client-socket.ts';
+import { DOMAIN_CODES, mapDomainError } from '../rpc/error-map.ts';
 import { EXIT_UNREACHABLE, exitCodeFor } from './exit-codes.ts';
 
 export interface CliErrorPayload {
@@ -40,6 +41,12 @@ export function rpcErrorReport(err: unknown): CliErrorReport | undefined {
       exit: exitCodeFor(err.code),
       payload: { code: err.code, message: err.bareMessage, ...(err.opId ? { op_id: err.opId } : {}) },
     };
+  }
+  // A domain error the CLI met itself (e.g. `vm run` inspecting a work tree, a VM name checked
+  // before any call): worded and coded by the same table the daemon uses, without an op id.
+  if (err instanceof Error && Object.hasOwn(DOMAIN_CODES, err.name)) {
+    const m = mapDomainError(err);
+    return { exit: exitCodeFor(m.code), payload: { code: m.code, message: m.message } };
   }
   if (err instanceof ConnectError) {
     return {
