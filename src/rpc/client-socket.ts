@@ -46,7 +46,7 @@ export function requestEnvelope(method: string, params: unknown, opId: string | 
 /** A Transport over the daemon's unix socket that sends the caller's op id only when given one. */
 export class UnixSocketTransport {
   readonly socketPath: string;
-  private readonly defaults: CallOptions;
+  protected readonly defaults: CallOptions;
 
   constructor(socketPath: string, defaults: CallOptions = {}) {
     this.socketPath = socketPath;

@@ -2,21 +2,14 @@
 // from the async context, so a daemon RPC and the helper RPCs it triggers share one id. The
 // socket work itself is client-socket.ts (shared with the SDK, which has no async context).
 import { currentOpId } from './context.ts';
-import { rawCall, requestEnvelope, type CallOptions } from './client-socket.ts';
+import { UnixSocketTransport, type CallOptions } from './client-socket.ts';
 
 export { ConnectError, rawCall, type CallOptions } from './client-socket.ts';
 
-export class SocketTransport {
-  readonly socketPath: string;
-  private readonly defaults: CallOptions;
-
-  constructor(socketPath: string, defaults: CallOptions = {}) {
-    this.socketPath = socketPath;
-    this.defaults = defaults;
-  }
-
-  call(method: string, params?: unknown, options: CallOptions = {}): Promise<unknown> {
-    const opts = { ...this.defaults, ...options };
-    return rawCall(this.socketPath, requestEnvelope(method, params, opts.opId ?? currentOpId()), opts);
+/** UnixSocketTransport that falls back to the op id of the current async context. */
+export class SocketTransport extends UnixSocketTransport {
+  override call(method: string, params?: unknown, options: CallOptions = {}): Promise<unknown> {
+    const opId = options.opId ?? this.defaults.opId ?? currentOpId();
+    return super.call(method, params, opId === undefined ? options : { ...options, opId });
   }
 }
