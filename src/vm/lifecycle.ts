@@ -8,7 +8,7 @@
 // database exists for it, and everything made for it afterwards derives from its id (directory,
 // tap, host-key alias, VMM argv), so a restarted daemon can undo an interrupted create without a
 // journal of its own; each undo is idempotent. See docs/lifecycle.md.
-import { rm, statfs } from 'node:fs/promises';
+import { chmod, rm, statfs } from 'node:fs/promises';
 import type { ExitInfo, VmmEvent } from '../engine/index.ts';
 import { isEngineError } from '../engine/index.ts';
 import type { OperationRegistry, OperationTracker } from '../ops/operations.ts';
@@ -21,6 +21,7 @@ import { BootStalledError, bootVmm, killVmm, waitReady } from './machine.ts';
 import { findStateDirVmms } from './orphans.ts';
 import { hostKeyAlias, unpinHostKey } from './ssh.ts';
 import { canTransition, TransitionError, type VmState } from './states.ts';
+import { templateRamFile } from './warm.ts';
 
 export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   ops: OperationRegistry;
@@ -283,14 +284,21 @@ export class VmLifecycle {
    * Everything a VM has outside the database, then its row: VMM, network, pinned host key,
    * directory. Idempotent: a crash anywhere in here is finished by the next delete or restart.
    */
-  private async removeEverything(vm: VmRow, kind: 'vm.delete' | 'undo'): Promise<void> {
+  private async removeEverything(
+    vm: VmRow,
+    kind: 'vm.delete' | 'undo',
+    opts: { scanOrphans?: boolean } = {},
+  ): Promise<void> {
     // After a restart the VMM may run without a handle yet: find it through its directory.
     if (!this.d.runtime.isRunning(vm.id))
       await this.d.runtime.reattach(vm.id, vmFiles(this.d.stateDir, vm.id).dir).catch(() => null);
     await killVmm(this.d, vm.id);
-    for (const p of findStateDirVmms(this.d.stateDir, this.uid()).filter(
-      (p) => p.dir === vmFiles(this.d.stateDir, vm.id).dir,
-    )) {
+    // (Start-up reconciliation scans /proc once for every VM at its end instead.)
+    for (const p of opts.scanOrphans === false
+      ? []
+      : findStateDirVmms(this.d.stateDir, this.uid()).filter(
+          (p) => p.dir === vmFiles(this.d.stateDir, vm.id).dir,
+        )) {
       this.killPid(p.pid, `VMM of ${vm.name} (no handle)`);
     }
     this.crash(`${kind}.network`);
@@ -480,7 +488,10 @@ export class VmLifecycle {
         await h.waitExit().catch(() => undefined);
         this.d.log.warn({ template: t.dir, pid: h.pid }, 'stopped the VMM of an interrupted template build');
       }
-      if (!t.finished) {
+      if (t.finished) {
+        // A crash while a clone started may have left the RAM file writable (holdRamOpenable).
+        await chmod(templateRamFile(t.dir), 0o444).catch(() => undefined);
+      } else {
         await rm(t.dir, { recursive: true, force: true });
         r.templates.push(t.dir);
         this.d.log.warn({ template: t.dir }, 'removed an interrupted template build');
@@ -499,13 +510,13 @@ export class VmLifecycle {
   private async reconcileOne(row: VmRow, r: ReconcileReport): Promise<void> {
     if (row.state === 'creating') {
       // Its pipeline died with the daemon: undo all of it (the op is already marked failed).
-      await this.removeEverything(row, 'undo');
+      await this.removeEverything(row, 'undo', { scanOrphans: false });
       this.d.log.warn({ vm: row.name }, 'create interrupted by a daemon restart: undone');
       r.undone.push(row.name);
       return;
     }
     if (row.state === 'deleting') {
-      await this.removeEverything(row, 'undo');
+      await this.removeEverything(row, 'undo', { scanOrphans: false });
       this.d.log.warn({ vm: row.name }, 'delete interrupted by a daemon restart: finished');
       r.deleted.push(row.name);
       return;

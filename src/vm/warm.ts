@@ -134,6 +134,11 @@ export function templateDir(image: Pick<ImageRow, 'rootfsPath'>, keyHash: string
   return join(warmRoot(image), keyHash.slice(0, 16));
 }
 
+/** A template's guest RAM file (read-only to everyone once the template is finished). */
+export function templateRamFile(dir: string): string {
+  return templatePaths(dir).ram;
+}
+
 function templatePaths(dir: string): {
   disk: string;
   seed: string;

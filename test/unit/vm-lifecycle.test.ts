@@ -166,6 +166,26 @@ describe('VmLifecycle', () => {
     });
   });
 
+  it("reconcile re-seals a finished template's RAM file a crashed clone start left writable; removes an unfinished one", async () => {
+    const done = join(stateDir, 'images', 'img', 'warm', 'aaaaaaaaaaaaaaaa');
+    const half = join(stateDir, 'images', 'img', 'warm', 'bbbbbbbbbbbbbbbb');
+    mkdirSync(done, { recursive: true });
+    mkdirSync(half, { recursive: true });
+    writeFileSync(join(done, 'ram'), 'x', { mode: 0o644 });
+    lc.close();
+    lc = makeLifecycle();
+    const r = await new VmLifecycle({
+      ...(lc as unknown as { d: LifecycleDeps }).d,
+      templateDirs: async () => [
+        { dir: done, finished: true },
+        { dir: half, finished: false },
+      ],
+    }).reconcile();
+    expect(statSync(join(done, 'ram')).mode & 0o777).toBe(0o444);
+    expect(r.templates).toEqual([half]);
+    expect(existsSync(half)).toBe(false);
+  });
+
   it('setState allows exactly the transitions of the table, and nothing else', () => {
     for (const from of VM_STATES) {
       for (const to of VM_STATES) {
