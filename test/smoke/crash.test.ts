@@ -14,11 +14,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Operation, OpSummary, Vm } from '../../generated/types.gen.ts';
 import { findStateDirVmms } from '../../src/vm/orphans.ts';
+import { LIVE_STATES } from '../../src/vm/states.ts';
 import { banger, bangerJson, inNetns, restartSmokeDaemon, smokeEnv, uniqueName, vmDirs } from './harness.ts';
 
 // A spec no other smoke file uses, so its template is this file's own.
 const MEM = ['--memory', '576'];
-const LIVE = new Set(['starting', 'running', 'paused', 'stopping']);
+const LIVE = new Set<string>(LIVE_STATES);
 
 function alive(pid: number): boolean {
   try {
