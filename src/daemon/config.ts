@@ -23,6 +23,11 @@ export interface DaemonConfig {
   warm: { auto: boolean };
   /** [logs]: where `banger op trace` reads logs back, op record retention (defaults when absent). */
   logs?: LogsConfig;
+  /**
+   * [images] apt_sources: apt source lines (`\n`-separated) that replace an image's own while it
+   * is made bootable or a derived image installs packages (src/image/prepare-script.ts).
+   */
+  images: { apt_sources?: string };
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
@@ -37,6 +42,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   dns_port: 5354,
   vm_defaults: { vcpus: 2, memory_mib: 1024, disk_size: '4G' },
   warm: { auto: false },
+  images: {},
 };
 
 const TOP_KEYS = new Set([
@@ -49,6 +55,7 @@ const TOP_KEYS = new Set([
   'vm_defaults',
   'warm',
   'logs',
+  'images',
   'bridge_name',
   'bridge_cidr',
   'dns_port',
@@ -60,6 +67,20 @@ function oneOf<T extends string>(v: unknown, allowed: readonly T[], key: string)
     throw new Error(`config: ${key} must be one of ${allowed.join(', ')}`);
   }
   return v as T;
+}
+
+function parseImagesConfig(v: unknown, source: string): DaemonConfig['images'] {
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new Error(`${source}: images must be a table`);
+  const t = v as Record<string, unknown>;
+  for (const k of Object.keys(t))
+    if (k !== 'apt_sources') throw new Error(`${source}: unknown key "images.${k}"`);
+  if (t.apt_sources === undefined) return {};
+  const s = t.apt_sources;
+  const lines = typeof s === 'string' ? s.split('\n').filter((l) => l.trim() !== '') : [];
+  if (lines.length === 0 || !lines.every((l) => /^\s*deb(-src)?\s/.test(l)))
+    throw new Error(`${source}: images.apt_sources must be one or more "deb ..." lines`);
+  return { apt_sources: s as string };
 }
 
 export function parseConfig(text: string, source = 'config'): DaemonConfig {
@@ -74,6 +95,7 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
     ...DEFAULT_CONFIG,
     vm_defaults: { ...DEFAULT_CONFIG.vm_defaults },
     warm: { ...DEFAULT_CONFIG.warm },
+    images: {},
   };
   if (raw.log_level !== undefined)
     c.log_level = oneOf(raw.log_level, ['trace', 'debug', 'info', 'warn', 'error'], 'log_level');
@@ -98,6 +120,7 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
       c.warm.auto = w.auto;
     }
   }
+  if (raw.images !== undefined) c.images = parseImagesConfig(raw.images, source);
   if (raw.bridge_name !== undefined) {
     if (typeof raw.bridge_name !== 'string' || !/^br-banger[a-z0-9-]{0,6}$/.test(raw.bridge_name))
       throw new Error(
@@ -161,6 +184,7 @@ export function loadConfig(path: string | undefined): DaemonConfig {
       ...DEFAULT_CONFIG,
       vm_defaults: { ...DEFAULT_CONFIG.vm_defaults },
       warm: { ...DEFAULT_CONFIG.warm },
+      images: {},
     };
   return parseConfig(readFileSync(path, 'utf8'), path);
 }

@@ -156,6 +156,28 @@ export async function buildDefaultImage(opts: BuildImageOptions): Promise<BuildR
   });
 }
 
+/**
+ * The recipe's guest/ files under dest (same relative paths), compiled where the recipe says so:
+ * what generateCustomizeScript's hook installs from HERE/guest. Shared by image builds and the
+ * prepare disk of OCI and derived images (src/image/prepare.ts).
+ */
+export async function stageGuestFiles(
+  recipe: ImageRecipe,
+  guestDir: string,
+  dest: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  for (const f of recipe.guestFiles) {
+    await mkdir(join(dest, f.src, '..'), { recursive: true });
+    if (f.compile === 'freestanding-c') {
+      // A few hundred bytes of static code, no libc: built here, installed by the hook.
+      await run(['gcc', ...FREESTANDING_CC_ARGS, '-o', join(dest, f.src), join(guestDir, f.src)], { signal });
+    } else {
+      await copyFile(join(guestDir, f.src), join(dest, f.src));
+    }
+  }
+}
+
 /** Remove PREFIX<pid>-* directories left by builders that died (killed before their cleanup). */
 async function removeStaleBuilds(dir: string, prefix: string): Promise<void> {
   const entries = await readdir(dir).catch(() => [] as string[]);
@@ -257,20 +279,7 @@ async function build(
     // Stage the customize hook and what it installs.
     const hook = join(staging, 'customize.sh');
     await writeFile(hook, generateCustomizeScript(recipe), { mode: 0o755 });
-    for (const f of recipe.guestFiles) {
-      await mkdir(join(staging, 'guest', f.src, '..'), { recursive: true });
-      if (f.compile === 'freestanding-c') {
-        // A few hundred bytes of static code, no libc: built here, installed by the hook.
-        await run(
-          ['gcc', ...FREESTANDING_CC_ARGS, '-o', join(staging, 'guest', f.src), join(guestDir, f.src)],
-          {
-            signal,
-          },
-        );
-      } else {
-        await copyFile(join(guestDir, f.src), join(staging, 'guest', f.src));
-      }
-    }
+    await stageGuestFiles(recipe, guestDir, join(staging, 'guest'), signal);
     if (recipe.installKernelModules) {
       await cp(kernel.modulesDir, join(staging, 'modules', kernel.version), {
         recursive: true,

@@ -140,6 +140,86 @@ netconf() {
 }
 `;
 
+/** Label of the prepare disk (src/image/prepare.ts) that `banger.prepare` boots look for. */
+export const PREP_LABEL = 'banger-prep';
+/** The console line that ends a prepare boot: the exit status of prepare.sh. */
+export const PREPARE_EXIT_MARKER = 'banger-prepare-exit=';
+
+/**
+ * Shell function of /init for `banger.prepare` (src/image/prepare.ts): with the root filesystem
+ * mounted read-write on /newroot and the network configured from ip=, mount the prepare disk
+ * (label PREP_LABEL), give the root filesystem proc, sys, dev, dev/pts, a tmpfs /run and /tmp
+ * and the disk at /.banger-prep, put the disk's resolv.conf in place (the original is moved
+ * aside and put back after), run the disk's prepare.sh chrooted into /newroot with its output
+ * on the console (BANGER_PREP_ROOTDEV names the root device, for resize2fs), then unmount everything, print `banger-prepare-exit=<status>` as the last line
+ * and power off. Never returns. `say` and `fail` are /init's.
+ */
+export function initPrepareSh(prepLabel = PREP_LABEL): string {
+  return `prepare_run() {
+	[ "$mode" = rw ] || fail "banger.prepare needs the root filesystem read-write (rw)"
+	local pdev= i=0 d rc resolv=0 m
+	while [ $i -lt 100 ]; do
+		pdev=$(findfs LABEL=${prepLabel} 2>/dev/null) && [ -n "$pdev" ] && break
+		pdev=
+		i=$((i + 1))
+		usleep 100000
+	done
+	[ -n "$pdev" ] || fail "prepare disk LABEL=${prepLabel} not found after 10 s"
+	mkdir -p /prep
+	mount -t ext4 -o rw,nosuid,nodev "$pdev" /prep || fail "cannot mount the prepare disk $pdev"
+	[ -f /prep/prepare.sh ] || fail "no prepare.sh on the prepare disk"
+	# A symlink here would be followed in the initramfs, outside the root filesystem.
+	for d in proc sys dev run tmp .banger-prep; do
+		[ -L "/newroot/$d" ] && fail "/$d is a symlink in the root filesystem"
+		mkdir -p "/newroot/$d" || fail "cannot create /$d in the root filesystem"
+	done
+	mount -t proc -o nosuid,nodev,noexec proc /newroot/proc || fail "cannot mount /proc"
+	mount -t sysfs -o nosuid,nodev,noexec sysfs /newroot/sys || fail "cannot mount /sys"
+	mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /newroot/dev || fail "cannot mount /dev"
+	mkdir -p /newroot/dev/pts
+	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /newroot/dev/pts || say "warning: no /dev/pts"
+	mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /newroot/run || fail "cannot mount /run"
+	mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /newroot/tmp || fail "cannot mount /tmp"
+	mount --bind /prep /newroot/.banger-prep || fail "cannot bind the prepare disk"
+	if [ -f /prep/resolv.conf ]; then
+		# mv, not cp: the image's resolv.conf may be a symlink (into /run, say) that cp would follow.
+		if [ -e /newroot/etc/resolv.conf ] || [ -L /newroot/etc/resolv.conf ]; then
+			mv /newroot/etc/resolv.conf /newroot/etc/resolv.conf.banger-prep && resolv=2
+		else
+			resolv=1
+		fi
+		cat /prep/resolv.conf > /newroot/etc/resolv.conf
+	fi
+	say "prepare: running prepare.sh"
+	/bin/busybox env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \\
+		TERM=dumb LANG=C DEBIAN_FRONTEND=noninteractive BANGER_PREP_ROOTDEV="$dev" \\
+		/bin/busybox chroot /newroot /bin/sh /.banger-prep/prepare.sh </dev/null 2>&1
+	rc=$?
+	if [ "$resolv" != 0 ]; then
+		rm -f /newroot/etc/resolv.conf
+		[ "$resolv" = 2 ] && mv /newroot/etc/resolv.conf.banger-prep /newroot/etc/resolv.conf
+	fi
+	# Whatever prepare.sh left running (a daemon a postinst started) must not hold the mounts.
+	kill -TERM -1 2>/dev/null
+	sleep 1
+	kill -KILL -1 2>/dev/null
+	sync
+	for m in .banger-prep tmp run dev/pts dev sys proc; do
+		umount "/newroot/$m" 2>/dev/null || umount -l "/newroot/$m" 2>/dev/null
+	done
+	umount /prep
+	if ! mount -o remount,ro /newroot || ! umount /newroot; then
+		say "prepare: cannot unmount the root filesystem cleanly"
+		[ "$rc" = 0 ] && rc=125
+	fi
+	sync
+	echo "${PREPARE_EXIT_MARKER}$rc"
+	poweroff -f
+	exit 1
+}
+`;
+}
+
 export interface InitScriptOptions {
   /** Module file names under /lib/modules in the initramfs, in load order. */
   modules: string[];
@@ -152,6 +232,8 @@ export interface InitScriptOptions {
  *   root=LABEL=x | root=UUID=x | root=/dev/x   (banger.root= takes precedence over root=)
  *   rootfstype= (ext4)  rootflags=  rw | ro  init= (/sbin/init)
  *   banger.rescue   drop to a shell on the console instead of failing
+ *   banger.prepare  prepare mode (initPrepareSh): run the prepare disk's script in the root
+ *                   filesystem and power off instead of booting it
  * Before switch_root it runs the root filesystem's /usr/lib/banger/banger-seed against the seed
  * disk (label seedLabel), so machine-id, hostname and SSH keys are in place before PID 1 starts.
  */
@@ -169,7 +251,9 @@ mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
 
 say() { echo "banger-initramfs: $*"; }
 ${INIT_NETCONF_SH}
+${initPrepareSh()}
 rescue=0
+prepare=0
 fail() {
 	say "FATAL: $*"
 	say "kernel command line: $(cat /proc/cmdline)"
@@ -208,6 +292,7 @@ for arg in $(cat /proc/cmdline); do
 	rw) mode=rw ;;
 	ro) mode=ro ;;
 	banger.rescue) rescue=1 ;;
+	banger.prepare) prepare=1 ;;
 	ip=*) ipconfs="$ipconfs \${arg#ip=}" ;;
 	esac
 done
@@ -234,6 +319,7 @@ done
 [ -n "$dev" ] || fail "root device $root not found after 10 s"
 
 mount -t "$fstype" -o "$mode\${flags:+,$flags}" "$dev" /newroot || fail "cannot mount $dev ($root) on /newroot"
+[ "$prepare" = 1 ] && prepare_run
 [ -L "/newroot$init" ] || [ -x "/newroot$init" ] || fail "no $init on $dev"
 
 # Apply the seed now (keys, hostname, machine-id, files): PID 1 reads machine-id and hostname
