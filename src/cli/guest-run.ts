@@ -3,24 +3,32 @@
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import type { VmSshResult } from '../../generated/types.gen.ts';
-import { buildSshArgv, shellQuote, SshSpawnError, type SshOutcome } from './ssh-exec.ts';
+import { guestCommandLine, type EnvEntry } from './guest-command.ts';
+import { buildSshArgv, SshSpawnError, type SshOutcome } from './ssh-exec.ts';
 
 /**
  * The remote shell line: the command's words quoted so each arrives intact, run from `cwd` when
  * given; with no command, a login shell in `cwd` (undefined: ssh's plain login).
  */
 export function remoteLine(command: readonly string[], cwd: string | undefined): string | undefined {
-  const cd = cwd !== undefined ? `cd ${shellQuote([cwd])} && ` : '';
-  if (command.length > 0) return `${cd}${shellQuote(command)}`;
-  return cwd !== undefined ? `${cd}exec "\${SHELL:-/bin/sh}" -l` : undefined;
+  return guestCommandLine({ command, cwd });
 }
 
-/** The ssh argv (without `ssh`) that runs `command` in `cwd`, or opens a shell there. */
+/**
+ * The ssh argv (without `ssh`) that runs `command` in `cwd`, or opens a shell there; with `env`
+ * and `user` (an image's config, a devcontainer.json) it sets them first.
+ */
 export function guestSshArgv(
   details: VmSshResult,
-  opts: { command: readonly string[]; cwd?: string | undefined; tty: boolean },
+  opts: {
+    command: readonly string[];
+    cwd?: string | undefined;
+    env?: readonly EnvEntry[];
+    user?: string | undefined;
+    tty: boolean;
+  },
 ): string[] {
-  const line = remoteLine(opts.command, opts.cwd);
+  const line = guestCommandLine(opts);
   if (line === undefined) return buildSshArgv(details, { command: [], tty: opts.tty });
   // buildSshArgv quotes words; the line is quoted already, so put it in place of a placeholder.
   const argv = buildSshArgv(details, { command: ['true'], tty: opts.tty });

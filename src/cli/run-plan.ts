@@ -35,13 +35,23 @@ export interface RunPlanInput {
   rm: boolean;
   detach: boolean;
   bin: string;
+  /** Where the work tree goes (default /root/repo; a devcontainer's workspaceFolder). */
+  guestPath?: string;
+  /** An image a devcontainer.json names that is not here yet: pulled first. */
+  pull?: { reference: string; name: string };
+  /** What a devcontainer.json adds after the copy (users, lifecycle commands, forwards), in words. */
+  extraSteps?: readonly string[];
+  /** The user commands run as, when not root. */
+  runAs?: string;
 }
 
 /** The steps `vm run` would take, in words (the --dry-run output). */
 export function planSteps(i: RunPlanInput): string[] {
   const p = i.plan;
   const steps: string[] = [];
-  if (!p.image_ready) steps.push(`build the default image ${p.image} (once; a few minutes)`);
+  const guestPath = i.guestPath ?? DEFAULT_GUEST_PATH;
+  if (i.pull) steps.push(`pull ${i.pull.reference} as image ${i.pull.name} (once; cached afterwards)`);
+  else if (!p.image_ready) steps.push(`build the default image ${p.image} (once; a few minutes)`);
   steps.push(
     `create VM ${p.name}${p.name_generated ? ' (a random name; --name picks one)' : ''} from image ${p.image}: ${p.vcpus} vCPU, ${p.memory_mib} MiB, ${compactSize(p.disk_size_bytes)} disk, ${p.network} network${p.nat ? ' with NAT' : ''}`,
   );
@@ -55,10 +65,11 @@ export function planSteps(i: RunPlanInput): string[] {
           ? `files (${r.files.length - r.untracked} tracked, ${r.untracked} untracked)`
           : 'tracked files';
     steps.push(
-      `copy ${r.files.length} ${kinds}, ${formatBytes(r.bytes)}, of ${r.root} at ${r.head.slice(0, 12)}${r.branch ? ` (${r.branch})` : ''} to ${DEFAULT_GUEST_PATH}, with a shallow git history`,
+      `copy ${r.files.length} ${kinds}, ${formatBytes(r.bytes)}, of ${r.root} at ${r.head.slice(0, 12)}${r.branch ? ` (${r.branch})` : ''} to ${guestPath}, with a shallow git history`,
     );
   }
-  const where = i.repo ? ` in ${DEFAULT_GUEST_PATH}` : '';
+  steps.push(...(i.extraSteps ?? []));
+  const where = `${i.repo ? ` in ${guestPath}` : ''}${i.runAs !== undefined ? ` as ${i.runAs}` : ''}`;
   if (i.detach)
     steps.push(`return, leaving ${p.name} running (run things in it: ${i.bin} vm exec ${p.name} -- CMD)`);
   else if (i.command.length > 0)
@@ -95,6 +106,8 @@ export interface VmRunDryRun {
 export interface VmRunDetached {
   vm: Vm;
   workspace?: Workspace;
+  /** Ports a devcontainer.json forwards, held by ssh processes that outlive banger. */
+  forwards?: { host_port: number; guest_host: string; guest_port: number; pid?: number }[];
 }
 
 /**

@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import type { VmSshResult } from '../../../../generated/types.gen.ts';
 import { BangerCommand } from '../../base.ts';
 import { guestSshArgv, runGuestSsh } from '../../guest-run.ts';
+import { vmRunDefaults } from '../../image-defaults.ts';
 import { SshSpawnError } from '../../ssh-exec.ts';
 import { checkVmName, usageError } from '../../vm-ref.ts';
 
@@ -19,7 +20,7 @@ export default class VmExec extends BangerCommand {
   static override summary = 'Run a command in a running VM, in its workspace directory when it has one.';
   static override description = `Runs the words after -- in the VM over ssh (banger's key, the VM's pinned host key) and exits with the command's exit code. Each argument arrives exactly as you typed it (use sh -c '...' when you want the remote shell to expand $VARS, globs or pipes).
 
-The command runs in the VM's workspace directory (/root/repo unless the workspace was prepared elsewhere) when it has one — see banger vm run PATH and banger vm workspace prepare — and in root's home otherwise; --cwd picks another directory. Exit code 255 means ssh itself failed (could not connect or authenticate). With --json it prints the connection details and the ssh command line instead of running it.`;
+The command runs in the VM's workspace directory (/root/repo unless the workspace was prepared elsewhere) when it has one — see banger vm run PATH and banger vm workspace prepare — else in the image's WorkingDir (OCI images), else in root's home; --cwd picks another directory. An OCI image's Env is exported to it and it runs as the image's User (through runuser). Exit code 255 means ssh itself failed (could not connect or authenticate). With --json it prints the connection details and the ssh command line instead of running it.`;
   static override examples = [
     { description: 'Run the tests in the workspace', command: '<%= config.bin %> vm exec dev -- make test' },
     {
@@ -61,12 +62,19 @@ The command runs in the VM's workspace directory (/root/repo unless the workspac
     checkVmName(args.name);
     if (flags.cwd !== undefined && !flags.cwd.startsWith('/'))
       throw usageError(`--cwd ${flags.cwd}: give an absolute path in the VM`);
-    const [details, shown] = await Promise.all([
+    const [details, defaults] = await Promise.all([
       this.client.vm.ssh({ name: args.name }),
-      flags.cwd === undefined ? this.client.vm.show({ name: args.name }) : Promise.resolve(undefined),
+      vmRunDefaults(this.client, args.name),
     ]);
-    const cwd = flags.cwd ?? shown?.vm.workspace?.guest_path;
-    const sshArgv = guestSshArgv(details, { command, cwd, tty: flags.tty });
+    // --cwd, else the workspace, else the image's WorkingDir; its Env and User apply as well.
+    const cwd = flags.cwd ?? defaults.workspace ?? defaults.workingDir;
+    const sshArgv = guestSshArgv(details, {
+      command,
+      cwd,
+      env: defaults.env,
+      user: defaults.user,
+      tty: flags.tty,
+    });
     if (this.jsonEnabled()) return { ...details, ...(cwd ? { cwd } : {}), argv: ['ssh', ...sshArgv] };
 
     try {

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import type {
+  Image,
   VmCreatePlanParams,
   VmCreatePlanResult,
   VmCreateStatusResult,
@@ -11,6 +12,29 @@ import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
 import { DEFAULT_GUEST_PATH } from '../../../vm/workspace.ts';
 import { inspectRepo } from '../../../vm/workspace-repo.ts';
 import { BangerCommand } from '../../base.ts';
+import {
+  DevcontainerError,
+  findDevcontainer,
+  readDevcontainer,
+  unsupportedWarning,
+  type Devcontainer,
+} from '../../devcontainer.ts';
+import {
+  defaultPulledName,
+  findImageByReference,
+  forwardLine,
+  devcontainerSteps,
+  LifecycleError,
+  runDefaults,
+  runLifecycle,
+  setupScript,
+  sshLineRunner,
+  startForwards,
+  stopForwards,
+  type Forward,
+  type RunDefaults,
+} from '../../devcontainer-run.ts';
+import { entrypointCommand, type ImageRunConfig } from '../../guest-command.ts';
 import { EXIT_INTERRUPTED } from '../../exit-codes.ts';
 import {
   formatBoot,
@@ -104,6 +128,9 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       options: ['tracked', 'full_copy'] as const,
       summary: 'How PATH is copied: tracked (default) or full_copy (submodules too).',
     })(),
+    'no-devcontainer': Flags.boolean({
+      summary: 'Ignore PATH/.devcontainer/devcontainer.json (or PATH/.devcontainer.json).',
+    }),
   };
 
   async run(): Promise<VmRunDryRun | VmRunDetached | undefined> {
@@ -146,6 +173,12 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       const info = await inspectRepo(resolve(args.path), { includeUntracked, mode });
       repo = { ...info, mode, includeUntracked };
     }
+    const err = process.stderr;
+    const errColor = useColor(err);
+    const dc =
+      args.path !== undefined && repo && !flags['no-devcontainer']
+        ? this.loadDevcontainer(resolve(args.path), repo.root)
+        : undefined;
 
     const params: VmCreatePlanParams = {};
     if (flags.name !== undefined) params.name = flags.name;
@@ -155,13 +188,43 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
     if (flags.network !== undefined) params.network = flags.network;
     if (flags.nat) params.nat = true;
-    const plan = await this.client.vm.create.plan(params);
-    if (flags['dry-run']) {
-      this.say(specLine(plan));
-      return this.dryRun(plan, repo, command, flags.rm, flags.detach);
+
+    // The devcontainer's image: a local one pulled from that reference, else pulled now.
+    let pull: RunPlanInput['pull'];
+    if (dc?.image !== undefined && flags.image !== undefined) {
+      err.write(`note: --image ${flags.image} overrides the image of ${dc.path} (${dc.image})\n`);
+    } else if (dc?.image !== undefined) {
+      const have = findImageByReference((await this.client.image.list()).images, dc.image);
+      if (have) params.image = have.name;
+      else if (flags['dry-run']) pull = { reference: dc.image, name: defaultPulledName(dc.image) };
+      else params.image = (await this.pullImage(dc.image)).name;
     }
-    const err = process.stderr;
-    const errColor = useColor(err);
+
+    const plan = await this.client.vm.create.plan(params);
+    const shownPlan = pull ? { ...plan, image: pull.name, image_ready: true } : plan;
+    const image = pull ? undefined : await this.imageOf(plan.image);
+    const cfg = image?.oci_config;
+    const defaults = runDefaults(cfg, dc);
+    // `vm run --image NAME` with no command runs what the image would run (docker run's rule).
+    let entry = false;
+    if (command.length === 0 && flags.image !== undefined && !flags.detach) {
+      const ep = entrypointCommand(cfg);
+      if (ep.length > 0) {
+        command.push(...ep);
+        entry = true;
+        err.write(`running the image's entrypoint and command: ${shellQuote(ep)}\n`);
+      }
+    }
+    const guestPath = dc ? dc.workspaceFolder : DEFAULT_GUEST_PATH;
+    if (flags['dry-run']) {
+      this.say(`${specLine(shownPlan)}${pull ? ' (pulled first)' : ''}`);
+      return this.dryRun(shownPlan, repo, command, flags.rm, flags.detach, {
+        guestPath,
+        ...(pull ? { pull } : {}),
+        extraSteps: dc ? devcontainerSteps(dc) : [],
+        ...(defaults.user !== undefined ? { runAs: defaults.user } : {}),
+      });
+    }
     // stderr is for people, with or without --json (which only shapes stdout).
     err.write(`${specLine(plan)}\n`);
 
@@ -201,10 +264,78 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         command,
         rm: flags.rm,
         detach: flags.detach,
+        guestPath,
+        defaults,
+        dc,
+        entry,
       });
     } finally {
       guard.dispose();
     }
+  }
+
+  /** The devcontainer.json of PATH (or of the repository's root), parsed; its warnings said. */
+  private loadDevcontainer(path: string, root: string): Devcontainer | undefined {
+    const file = findDevcontainer(path) ?? (root !== path ? findDevcontainer(root) : undefined);
+    if (file === undefined) return undefined;
+    let dc: Devcontainer;
+    try {
+      dc = readDevcontainer(file, { localEnv: process.env, localWorkspaceFolder: root });
+    } catch (e) {
+      if (e instanceof DevcontainerError)
+        throw usageError(`${e.message} (--no-devcontainer ignores the file)`);
+      throw e;
+    }
+    const c = useColor(process.stderr);
+    process.stderr.write(
+      `devcontainer: ${file}${dc.image !== undefined ? `, image ${dc.image}` : ''}, workspace ${dc.workspaceFolder}\n`,
+    );
+    const warning = unsupportedWarning(dc);
+    if (warning) process.stderr.write(`${paint(c, 'yellow', '!')} ${warning}\n`);
+    return dc;
+  }
+
+  /** An image's record, or undefined when there is none yet (the default image, built on first use). */
+  private async imageOf(name: string): Promise<(Image & { oci_config?: ImageRunConfig }) | undefined> {
+    try {
+      return (await this.client.image.show({ name })).image;
+    } catch (e) {
+      if (e instanceof ErrorResponse && e.code === 'not_found') return undefined;
+      throw e;
+    }
+  }
+
+  /** Pull an image a devcontainer.json names, with progress like vm create's. */
+  private async pullImage(reference: string): Promise<Image> {
+    const c = useColor(process.stderr);
+    const begun = await this.client.image.pull.begin({ reference });
+    const watched = await watchOperation(
+      () => this.client.image.pull.status({ operation_id: begun.operation_id }),
+      {
+        title: `Pulling ${reference} as image ${begun.name}`,
+        cancel: () => this.client.image.pull.cancel({ operation_id: begun.operation_id }),
+        color: c,
+      },
+    );
+    const op = watched.last.operation;
+    if (op.state === 'succeeded' && watched.last.image) {
+      process.stderr.write(
+        `${paint(c, 'green', '✓')} pulled ${reference} as image ${watched.last.image.name}\n`,
+      );
+      return watched.last.image;
+    }
+    const step = failedStep(op);
+    const code =
+      op.error && isErrorCode(op.error.code)
+        ? op.error.code
+        : op.state === 'canceled'
+          ? 'canceled'
+          : 'operation_failed';
+    throw new ErrorResponse(
+      code,
+      `pull of ${reference} ${op.state === 'canceled' ? 'canceled' : 'failed'}${step ? ` at step ${step.name}` : ''}: ${op.error?.message ?? step?.detail ?? 'no detail'}`,
+      { opId: op.id },
+    );
   }
 
   private async afterCreate(
@@ -217,14 +348,27 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       command: string[];
       rm: boolean;
       detach: boolean;
+      guestPath: string;
+      defaults: RunDefaults;
+      dc: Devcontainer | undefined;
+      /** The command is the image's Entrypoint+Cmd: give it a terminal as docker run -it would. */
+      entry: boolean;
     },
   ): Promise<VmRunDetached | undefined> {
     const err = process.stderr;
-    const { command } = o;
+    const { command, defaults, dc } = o;
     const flags = { rm: o.rm, detach: o.detach };
     let workspace: Workspace | undefined;
     if (o.repo) {
-      const got = await this.copyWorkspace(name, o.repo.root, o.includeUntracked, o.mode, o.rm, guard);
+      const got = await this.copyWorkspace(
+        name,
+        o.repo.root,
+        o.guestPath,
+        o.includeUntracked,
+        o.mode,
+        o.rm,
+        guard,
+      );
       if ('signal' in got) {
         await this.finish(name, o.rm, got.signal);
         return undefined;
@@ -235,6 +379,48 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       await this.finish(name, o.rm, guard.received);
       return undefined;
     }
+    const cwd = workspace?.guest_path ?? defaults.workingDir;
+
+    // Users, lifecycle commands and forwarded ports (a devcontainer.json, or an image's User).
+    let forwards: Forward[] = [];
+    const script = setupScript([dc?.containerUser, dc?.remoteUser], defaults.user, workspace?.guest_path);
+    if (script !== undefined || (dc && (dc.lifecycle.length > 0 || dc.forwardPorts.length > 0))) {
+      const details = await this.client.vm.ssh({ name });
+      const run = sshLineRunner(details);
+      const out = (t: string): void => void err.write(`${t}\n`);
+      try {
+        if (script !== undefined) {
+          const code = await run(`sh -c ${shellQuote([script])}`, out);
+          if (code !== 0) throw new LifecycleError('user setup', undefined, code);
+        }
+        if (dc && !guard.received)
+          await runLifecycle(dc.lifecycle, { run, out, cwd, env: defaults.env, user: defaults.user });
+        if (dc && dc.forwardPorts.length > 0 && !guard.received) {
+          forwards = await startForwards(details, dc.forwardPorts, { detached: flags.detach });
+          for (const f of forwards)
+            err.write(`${forwardLine(f)}${flags.detach ? '' : ' (until the command ends)'}\n`);
+        }
+      } catch (e) {
+        if (guard.received) {
+          await this.finish(name, o.rm, guard.received);
+          return undefined;
+        }
+        if (!(e instanceof LifecycleError)) {
+          if (o.rm) await this.deleteVm(name);
+          throw e;
+        }
+        err.write(`${paint(useColor(err), 'red', '✗')} ${e.message}\n`);
+        if (o.rm) await this.deleteVm(name);
+        else err.write(`${name} is still running; delete it with: ${this.config.bin} vm delete ${name}\n`);
+        process.exitCode = e.exitCode;
+        return undefined;
+      }
+      if (guard.received) {
+        stopForwards(forwards);
+        await this.finish(name, o.rm, guard.received);
+        return undefined;
+      }
+    }
 
     if (flags.detach) {
       const shown = (await this.client.vm.show({ name })).vm;
@@ -244,16 +430,25 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       if (workspace)
         this.say(`  get changes:   ${this.config.bin} vm workspace export ${name} | git apply --index`);
       this.say(`  delete it:     ${this.config.bin} vm delete ${name}`);
-      return workspace ? { vm: shown, workspace } : { vm: shown };
+      const result: VmRunDetached = workspace ? { vm: shown, workspace } : { vm: shown };
+      if (forwards.length > 0)
+        result.forwards = forwards.map((f) => ({
+          host_port: f.hostPort,
+          guest_host: f.spec.guestHost,
+          guest_port: f.spec.guestPort,
+          ...(f.child.pid !== undefined ? { pid: f.child.pid } : {}),
+        }));
+      return result;
     }
 
     const details = await this.client.vm.ssh({ name });
-    const interactive = command.length === 0;
+    const interactive = command.length === 0 || o.entry;
     const tty = interactive && process.stdin.isTTY === true && process.stdout.isTTY === true;
-    const sshArgv = guestSshArgv(details, { command, cwd: workspace?.guest_path, tty });
+    const sshArgv = guestSshArgv(details, { command, cwd, env: defaults.env, user: defaults.user, tty });
     let code: number;
     try {
       const outcome = await runGuestSsh(sshArgv, { endOnSignal: flags.rm });
+      stopForwards(forwards);
       const interrupted = outcome.interruptedBy ?? guard.received;
       if (interrupted && flags.rm) {
         await this.finish(name, true, interrupted);
@@ -266,6 +461,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         );
       }
     } catch (e) {
+      stopForwards(forwards);
       if (!(e instanceof SshSpawnError)) throw e;
       err.write(`error: ${e.message}\n`);
       code = 127;
@@ -282,15 +478,24 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     command: string[],
     rm: boolean,
     detach: boolean,
+    more: Pick<RunPlanInput, 'guestPath' | 'pull' | 'extraSteps' | 'runAs'>,
   ): VmRunDryRun {
-    const steps = planSteps({ plan, ...(repo ? { repo } : {}), command, rm, detach, bin: this.config.bin });
+    const steps = planSteps({
+      plan,
+      ...(repo ? { repo } : {}),
+      command,
+      rm,
+      detach,
+      bin: this.config.bin,
+      ...more,
+    });
     this.say('dry run: nothing was created or changed. vm run would:');
     steps.forEach((s, i) => this.say(`  ${i + 1}. ${s}`));
     const out: VmRunDryRun = { dry_run: true, spec: plan, command, steps };
     if (repo) {
       out.workspace = {
         host_path: repo.root,
-        guest_path: DEFAULT_GUEST_PATH,
+        guest_path: more.guestPath ?? DEFAULT_GUEST_PATH,
         mode: repo.mode,
         include_untracked: repo.includeUntracked,
         base_commit: repo.head,
@@ -334,6 +539,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
   private async copyWorkspace(
     name: string,
     path: string,
+    guestPath: string,
     includeUntracked: boolean,
     mode: Workspace['mode'],
     rm: boolean,
@@ -342,9 +548,15 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     const err = process.stderr;
     const c = useColor(err);
     const t0 = Date.now();
-    err.write(`copying ${path} to ${name}:${DEFAULT_GUEST_PATH} …\n`);
+    err.write(`copying ${path} to ${name}:${guestPath} …\n`);
     try {
-      const params = { name, path, ...(includeUntracked ? { include_untracked: true } : {}), mode };
+      const params = {
+        name,
+        path,
+        ...(guestPath !== DEFAULT_GUEST_PATH ? { guest_path: guestPath } : {}),
+        ...(includeUntracked ? { include_untracked: true } : {}),
+        mode,
+      };
       const r = await this.client.vm.workspace.prepare(params, { signal: guard.signal });
       err.write(
         `${paint(c, 'green', '✓')} workspace: ${describeWorkspace(r.workspace)} in ${formatDuration(Date.now() - t0)}\n`,

@@ -1,6 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import type { VmSshResult } from '../../../../generated/types.gen.ts';
 import { BangerCommand } from '../../base.ts';
+import { guestSshArgv } from '../../guest-run.ts';
+import { vmRunDefaults } from '../../image-defaults.ts';
 import { buildSshArgv, runSsh, SshSpawnError } from '../../ssh-exec.ts';
 import { checkVmName, usageError } from '../../vm-ref.ts';
 
@@ -14,7 +16,7 @@ const EXIT_NO_SSH = 127;
 
 export default class VmSsh extends BangerCommand {
   static override summary = 'Open a shell in a VM, or run one command in it.';
-  static override description = `Asks the daemon how to reach the VM (it must be running), then runs your system ssh with banger's key and the VM's pinned host key. With no command you get an interactive login shell. After --, the words are run in the VM as one command, quoted so each argument arrives exactly as you typed it (spaces, quotes, $VARS and globs are not re-interpreted by the remote shell; use sh -c '...' when you want them to be). banger exits with the command's exit code; 255 means ssh itself failed (could not connect or authenticate), and banger says so. With --json it prints the connection details and the ssh command line instead of running it.`;
+  static override description = `Asks the daemon how to reach the VM (it must be running), then runs your system ssh with banger's key and the VM's pinned host key. With no command you get an interactive login shell. After --, the words are run in the VM as one command, quoted so each argument arrives exactly as you typed it (spaces, quotes, $VARS and globs are not re-interpreted by the remote shell; use sh -c '...' when you want them to be). For an OCI image, its Env is exported, commands and the shell run as its User and start in its WorkingDir (the workspace directory, when there is one, instead). banger exits with the command's exit code; 255 means ssh itself failed (could not connect or authenticate), and banger says so. With --json it prints the connection details and the ssh command line instead of running it.`;
   static override examples = [
     '<%= config.bin %> vm ssh calm-otter',
     '<%= config.bin %> vm ssh calm-otter -- uname -a',
@@ -49,10 +51,19 @@ export default class VmSsh extends BangerCommand {
       );
     }
     checkVmName(args.name);
-    const details = await this.client.vm.ssh({ name: args.name });
+    const [details, defaults] = await Promise.all([
+      this.client.vm.ssh({ name: args.name }),
+      vmRunDefaults(this.client, args.name),
+    ]);
     const tty =
       flags.tty || (command.length === 0 && process.stdin.isTTY === true && process.stdout.isTTY === true);
-    const sshArgv = buildSshArgv(details, { command, tty });
+    // An OCI image's config (Env, User, WorkingDir, which the workspace overrides) applies here too;
+    // without one, the plain ssh login as always.
+    const cwd = defaults.workingDir !== undefined ? (defaults.workspace ?? defaults.workingDir) : undefined;
+    const sshArgv =
+      defaults.env.length > 0 || defaults.user !== undefined || cwd !== undefined
+        ? guestSshArgv(details, { command, cwd, env: defaults.env, user: defaults.user, tty })
+        : buildSshArgv(details, { command, tty });
     if (this.jsonEnabled()) return { ...details, argv: ['ssh', ...sshArgv] };
 
     try {
