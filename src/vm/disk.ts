@@ -12,9 +12,10 @@ export async function createOverlay(
   sizeBytes: number,
   baseFormat: 'raw' | 'qcow2' = 'raw',
 ): Promise<void> {
-  const st = await stat(base);
-  if (sizeBytes < st.size) {
-    throw invalid(`disk size ${sizeBytes} bytes is smaller than the image (${st.size} bytes)`);
+  // A qcow2 base (a derived image) is as large as its virtual size, not its file.
+  const baseBytes = baseFormat === 'qcow2' ? (await diskInfo(base)).virtualBytes : (await stat(base)).size;
+  if (sizeBytes < baseBytes) {
+    throw invalid(`disk size ${sizeBytes} bytes is smaller than the image (${baseBytes} bytes)`);
   }
   await run('qemu-img', [
     'create',
