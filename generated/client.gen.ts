@@ -26,11 +26,15 @@ import type {
   ImageWarmBeginResult,
   ImageWarmStatusParams,
   ImageWarmStatusResult,
+  KernelCatalogResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
   KernelImportResult,
   KernelListResult,
+  KernelPullFrame,
+  KernelPullParams,
+  KernelPullResult,
   KernelShowParams,
   KernelShowResult,
   OpListParams,
@@ -145,6 +149,9 @@ export type ImageWarmBeginErrorCode = ErrorCodeOf<'image.warm.begin'>;
 /** The codes `image.warm.status` may reject with. */
 export type ImageWarmStatusErrorCode = ErrorCodeOf<'image.warm.status'>;
 
+/** The codes `kernel.catalog` may reject with. */
+export type KernelCatalogErrorCode = ErrorCodeOf<'kernel.catalog'>;
+
 /** The codes `kernel.delete` may reject with. */
 export type KernelDeleteErrorCode = ErrorCodeOf<'kernel.delete'>;
 
@@ -153,6 +160,9 @@ export type KernelImportErrorCode = ErrorCodeOf<'kernel.import'>;
 
 /** The codes `kernel.list` may reject with. */
 export type KernelListErrorCode = ErrorCodeOf<'kernel.list'>;
+
+/** The codes `kernel.pull` may reject with. */
+export type KernelPullErrorCode = ErrorCodeOf<'kernel.pull'>;
 
 /** The codes `kernel.show` may reject with. */
 export type KernelShowErrorCode = ErrorCodeOf<'kernel.show'>;
@@ -456,6 +466,15 @@ export interface ImageWarmApi {
 /** Client stubs for `kernel.*`. */
 export interface KernelApi {
   /**
+   * List the guest kernels the Debian archive offers.
+   *
+   * Refreshes banger's private apt index of the configured Debian archive (the one the default image build uses; nothing on the host changes) and lists the amd64 kernel packages in it (`linux-image-<release>`, without debug symbols and unsigned duplicates): release, package version, flavour, download size and whether a kernel of that release is already in banger. `operation_failed` names the archive when it cannot be read.
+   *
+   * Wire method: `kernel.catalog`.
+   * @since 0.1.0
+   */
+  catalog(params?: undefined, options?: CallOptionsLike): Promise<KernelCatalogResult>;
+  /**
    * Delete a kernel no image uses.
    *
    * `conflict` while an image boots it.
@@ -486,6 +505,23 @@ export interface KernelApi {
    * @since 0.1.0
    */
   list(params?: undefined, options?: CallOptionsLike): Promise<KernelListResult>;
+  /**
+   * Fetch a kernel from the Debian archive, streaming its progress.
+   *
+   * Fetches one kernel of `kernel.catalog` as the default image build does: downloads its package (and busybox-static) into banger's cache, checks the package's SHA-256 against the archive's index, unpacks it (never installs it on the host), builds the initramfs with the default recipe's modules and records the kernel (source `built`) under STATE/kernels/<name>/. `name` is a catalog name (the release), the package name, or a flavour such as `cloud-amd64` (its newest release). Streams frames `{step, phase, detail}` as it goes, then the kernel. `not_found` lists close catalog names; hanging up cancels it and removes its partial files.
+   *
+   * Wire method: `kernel.pull`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  pull(params: KernelPullParams, options?: CallOptionsLike): Promise<KernelPullResult>;
+  /** `kernel.pull` as an async iterator of its frames; `.result` is the final result. Breaking out of the loop ends the call. */
+  pullStream(
+    params: KernelPullParams,
+    options?: CallOptionsLike,
+  ): FrameStream<KernelPullFrame, KernelPullResult>;
   /**
    * Show one kernel.
    *
@@ -941,9 +977,16 @@ export class BangerClient {
       },
     };
     this.kernel = {
+      catalog: (_params, options) =>
+        invoke<KernelCatalogResult>(transport, 'kernel.catalog', undefined, options),
       delete: (params, options) => invoke<KernelDeleteResult>(transport, 'kernel.delete', params, options),
       import: (params, options) => invoke<KernelImportResult>(transport, 'kernel.import', params, options),
       list: (_params, options) => invoke<KernelListResult>(transport, 'kernel.list', undefined, options),
+      pull: (params, options) => invoke<KernelPullResult>(transport, 'kernel.pull', params, options),
+      pullStream: (params, options) =>
+        frameStream<KernelPullFrame, KernelPullResult>(options?.signal, (onFrame, signal) =>
+          transport.call('kernel.pull', params, { ...options, onFrame, signal }),
+        ),
       show: (params, options) => invoke<KernelShowResult>(transport, 'kernel.show', params, options),
     };
     this.op = {

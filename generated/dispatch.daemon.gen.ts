@@ -40,6 +40,7 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'image.warm.status': paramHandler(daemonParamValidators['image.warm.status'], (h, p, ctx) =>
     h.services.image.warm.status(p, ctx),
   ),
+  'kernel.catalog': noParamHandler((h, ctx) => h.services.kernel.catalog(ctx)),
   'kernel.delete': paramHandler(daemonParamValidators['kernel.delete'], (h, p, ctx) =>
     h.services.kernel.delete(p, ctx),
   ),
@@ -47,6 +48,9 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
     h.services.kernel.import(p, ctx),
   ),
   'kernel.list': noParamHandler((h, ctx) => h.services.kernel.list(ctx)),
+  'kernel.pull': streamHandler(daemonParamValidators['kernel.pull'], (h, p, ctx) =>
+    h.services.kernel.pull(p, ctx),
+  ),
   'kernel.show': paramHandler(daemonParamValidators['kernel.show'], (h, p, ctx) =>
     h.services.kernel.show(p, ctx),
   ),
@@ -106,9 +110,11 @@ export const rpcDeclaredErrors: { readonly [M in DaemonMethodName]: readonly Err
   'image.show': ['not_found'],
   'image.warm.begin': ['conflict', 'not_found'],
   'image.warm.status': ['conflict', 'not_found'],
+  'kernel.catalog': [],
   'kernel.delete': ['conflict', 'not_found'],
   'kernel.import': ['already_exists', 'not_found'],
   'kernel.list': [],
+  'kernel.pull': ['already_exists', 'conflict', 'not_found'],
   'kernel.show': ['not_found'],
   'op.list': [],
   'op.show': ['not_found'],

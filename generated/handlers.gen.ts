@@ -25,11 +25,15 @@ import type {
   ImageWarmBeginResult,
   ImageWarmStatusParams,
   ImageWarmStatusResult,
+  KernelCatalogResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
   KernelImportResult,
   KernelListResult,
+  KernelPullFrame,
+  KernelPullParams,
+  KernelPullResult,
   KernelShowParams,
   KernelShowResult,
   OpListParams,
@@ -250,6 +254,15 @@ export interface ImageWarmService {
 /** The `kernel.*` methods, served by bangerd: `kernel.x` is `services.kernel.x`. */
 export interface KernelService {
   /**
+   * List the guest kernels the Debian archive offers.
+   *
+   * Refreshes banger's private apt index of the configured Debian archive (the one the default image build uses; nothing on the host changes) and lists the amd64 kernel packages in it (`linux-image-<release>`, without debug symbols and unsigned duplicates): release, package version, flavour, download size and whether a kernel of that release is already in banger. `operation_failed` names the archive when it cannot be read.
+   *
+   * Wire method: `kernel.catalog`.
+   * @since 0.1.0
+   */
+  catalog(ctx: RpcContext): Promise<KernelCatalogResult>;
+  /**
    * Delete a kernel no image uses.
    *
    * `conflict` while an image boots it.
@@ -280,6 +293,18 @@ export interface KernelService {
    * @since 0.1.0
    */
   list(ctx: RpcContext): Promise<KernelListResult>;
+  /**
+   * Fetch a kernel from the Debian archive, streaming its progress.
+   *
+   * Fetches one kernel of `kernel.catalog` as the default image build does: downloads its package (and busybox-static) into banger's cache, checks the package's SHA-256 against the archive's index, unpacks it (never installs it on the host), builds the initramfs with the default recipe's modules and records the kernel (source `built`) under STATE/kernels/<name>/. `name` is a catalog name (the release), the package name, or a flavour such as `cloud-amd64` (its newest release). Streams frames `{step, phase, detail}` as it goes, then the kernel. `not_found` lists close catalog names; hanging up cancels it and removes its partial files.
+   *
+   * Wire method: `kernel.pull`.
+   * @since 0.1.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  pull(params: KernelPullParams, ctx: RpcContext): Promise<StreamReply<KernelPullFrame, KernelPullResult>>;
   /**
    * Show one kernel.
    *

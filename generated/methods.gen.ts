@@ -23,11 +23,14 @@ import type {
   ImageWarmBeginResult,
   ImageWarmStatusParams,
   ImageWarmStatusResult,
+  KernelCatalogResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
   KernelImportResult,
   KernelListResult,
+  KernelPullParams,
+  KernelPullResult,
   KernelShowParams,
   KernelShowResult,
   OpListParams,
@@ -199,6 +202,14 @@ export const METHODS = {
     errors: ['conflict', 'not_found'],
     since: '0.2.0',
   },
+  'kernel.catalog': {
+    surface: 'daemon',
+    dispatch: 'noParam',
+    kind: 'unary',
+    summary: 'List the guest kernels the Debian archive offers.',
+    errors: [],
+    since: '0.1.0',
+  },
   'kernel.delete': {
     surface: 'daemon',
     dispatch: 'param',
@@ -221,6 +232,14 @@ export const METHODS = {
     kind: 'unary',
     summary: 'List kernels.',
     errors: [],
+    since: '0.1.0',
+  },
+  'kernel.pull': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'stream',
+    summary: 'Fetch a kernel from the Debian archive, streaming its progress.',
+    errors: ['already_exists', 'conflict', 'not_found'],
     since: '0.1.0',
   },
   'kernel.show': {
@@ -529,9 +548,11 @@ export type DaemonMethodName =
   | 'image.show'
   | 'image.warm.begin'
   | 'image.warm.status'
+  | 'kernel.catalog'
   | 'kernel.delete'
   | 'kernel.import'
   | 'kernel.list'
+  | 'kernel.pull'
   | 'kernel.show'
   | 'op.list'
   | 'op.show'
@@ -586,9 +607,11 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'image.show',
   'image.warm.begin',
   'image.warm.status',
+  'kernel.catalog',
   'kernel.delete',
   'kernel.import',
   'kernel.list',
+  'kernel.pull',
   'kernel.show',
   'op.list',
   'op.show',
@@ -673,6 +696,7 @@ export interface MethodMap {
     result: ImageWarmStatusResult;
     errors: 'conflict' | 'not_found';
   };
+  'kernel.catalog': { params: undefined; result: KernelCatalogResult; errors: never };
   'kernel.delete': {
     params: KernelDeleteParams;
     result: KernelDeleteResult;
@@ -684,6 +708,11 @@ export interface MethodMap {
     errors: 'already_exists' | 'not_found';
   };
   'kernel.list': { params: undefined; result: KernelListResult; errors: never };
+  'kernel.pull': {
+    params: KernelPullParams;
+    result: KernelPullResult;
+    errors: 'already_exists' | 'conflict' | 'not_found';
+  };
   'kernel.show': { params: KernelShowParams; result: KernelShowResult; errors: 'not_found' };
   'op.list': { params: OpListParams; result: OpListResult; errors: never };
   'op.show': { params: OpShowParams; result: OpShowResult; errors: 'not_found' };

@@ -11,6 +11,60 @@ export const DEFS_SCHEMA = {
       pattern: '^/',
       maxLength: 4096,
     },
+    CatalogKernel: {
+      type: 'object',
+      additionalProperties: false,
+      title: 'CatalogKernel',
+      description: 'A kernel package of the configured Debian archive (`kernel.catalog`).',
+      required: ['name', 'package', 'version', 'release', 'flavour', 'size_bytes', 'pulled'],
+      properties: {
+        name: {
+          type: 'string',
+          description: 'What `kernel.pull` takes: the kernel release, e.g. `6.1.0-28-cloud-amd64`.',
+        },
+        package: {
+          type: 'string',
+          description: 'The Debian package, e.g. `linux-image-6.1.0-28-cloud-amd64`.',
+        },
+        version: {
+          type: 'string',
+          description: 'The package version, e.g. `6.1.119-1`.',
+        },
+        release: {
+          type: 'string',
+          description: 'The kernel release (its /lib/modules directory name).',
+        },
+        flavour: {
+          type: 'string',
+          description: "Debian's kernel flavour, e.g. `cloud-amd64`, `amd64`, `rt-amd64`.",
+        },
+        size_bytes: {
+          type: 'integer',
+          minimum: 0,
+          description: 'Download size of the package.',
+        },
+        installed_size_bytes: {
+          type: 'integer',
+          minimum: 0,
+          description: 'Unpacked size of the package, if the index says.',
+        },
+        latest: {
+          type: 'boolean',
+          description: 'The newest of its flavour (what the flavour name pulls).',
+        },
+        pulled: {
+          type: 'boolean',
+          description: 'A kernel of this release is already in banger.',
+        },
+        kernels: {
+          type: 'array',
+          items: {
+            type: 'string',
+          },
+          description: 'Names of the kernels in banger with this release.',
+        },
+      },
+    },
     Image: {
       type: 'object',
       additionalProperties: false,
@@ -873,6 +927,27 @@ export const PARAMS_SCHEMAS = {
       },
     },
   },
+  'kernel.pull': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 128,
+        description: 'Catalog name (kernel release), package name, or flavour.',
+      },
+      as: {
+        $ref: 'banger:defs#/$defs/ResourceName',
+        description: 'Name of the kernel in banger (default: the release).',
+      },
+      force: {
+        type: 'boolean',
+        description: 'Replace a kernel of that name no image uses.',
+      },
+    },
+  },
   'kernel.show': {
     type: 'object',
     additionalProperties: false,
@@ -1659,6 +1734,27 @@ export const RESULT_SCHEMAS = {
       },
     },
   },
+  'kernel.catalog': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['archive', 'kernels'],
+    properties: {
+      archive: {
+        type: 'array',
+        items: {
+          type: 'string',
+        },
+        description: 'The apt source lines the catalog was read from.',
+      },
+      kernels: {
+        type: 'array',
+        items: {
+          $ref: 'banger:defs#/$defs/CatalogKernel',
+        },
+        description: 'By flavour, newest first.',
+      },
+    },
+  },
   'kernel.delete': {
     type: 'object',
     additionalProperties: false,
@@ -1694,6 +1790,28 @@ export const RESULT_SCHEMAS = {
         items: {
           $ref: 'banger:defs#/$defs/Kernel',
         },
+      },
+    },
+  },
+  'kernel.pull': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['kernel', 'package', 'version', 'cached'],
+    properties: {
+      kernel: {
+        $ref: 'banger:defs#/$defs/Kernel',
+      },
+      package: {
+        type: 'string',
+        description: 'The Debian package it came from.',
+      },
+      version: {
+        type: 'string',
+        description: 'The package version.',
+      },
+      cached: {
+        type: 'boolean',
+        description: "The package was already in banger's download cache.",
       },
     },
   },

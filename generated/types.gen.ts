@@ -6,6 +6,52 @@
 export type AbsPath = string;
 
 /**
+ * A kernel package of the configured Debian archive (`kernel.catalog`).
+ */
+export interface CatalogKernel {
+  /**
+   * What `kernel.pull` takes: the kernel release, e.g. `6.1.0-28-cloud-amd64`.
+   */
+  name: string;
+  /**
+   * The Debian package, e.g. `linux-image-6.1.0-28-cloud-amd64`.
+   */
+  package: string;
+  /**
+   * The package version, e.g. `6.1.119-1`.
+   */
+  version: string;
+  /**
+   * The kernel release (its /lib/modules directory name).
+   */
+  release: string;
+  /**
+   * Debian's kernel flavour, e.g. `cloud-amd64`, `amd64`, `rt-amd64`.
+   */
+  flavour: string;
+  /**
+   * Download size of the package.
+   */
+  size_bytes: number;
+  /**
+   * Unpacked size of the package, if the index says.
+   */
+  installed_size_bytes?: number;
+  /**
+   * The newest of its flavour (what the flavour name pulls).
+   */
+  latest?: boolean;
+  /**
+   * A kernel of this release is already in banger.
+   */
+  pulled: boolean;
+  /**
+   * Names of the kernels in banger with this release.
+   */
+  kernels?: string[];
+}
+
+/**
  * Params of `daemon.operations.list`.
  */
 export interface DaemonOperationsListParams {
@@ -395,6 +441,20 @@ export interface Kernel {
 }
 
 /**
+ * Result of `kernel.catalog`.
+ */
+export interface KernelCatalogResult {
+  /**
+   * The apt source lines the catalog was read from.
+   */
+  archive: string[];
+  /**
+   * By flavour, newest first.
+   */
+  kernels: CatalogKernel[];
+}
+
+/**
  * Params of `kernel.delete`.
  */
 export interface KernelDeleteParams {
@@ -443,6 +503,59 @@ export interface KernelImportResult {
  */
 export interface KernelListResult {
   kernels: Kernel[];
+}
+
+/**
+ * One frame of `kernel.pull`'s stream.
+ */
+export interface KernelPullFrame {
+  /**
+   * resolve, download, verify, extract, initramfs or record.
+   */
+  step: string;
+  phase: 'start' | 'progress' | 'done';
+  detail?: string;
+  /**
+   * On `done`: how long the step took.
+   */
+  duration_ms?: number;
+}
+
+/**
+ * Params of `kernel.pull`.
+ */
+export interface KernelPullParams {
+  /**
+   * Catalog name (kernel release), package name, or flavour.
+   */
+  name: string;
+  /**
+   * Name of the kernel in banger (default: the release).
+   */
+  as?: ResourceName;
+  /**
+   * Replace a kernel of that name no image uses.
+   */
+  force?: boolean;
+}
+
+/**
+ * Result of `kernel.pull`.
+ */
+export interface KernelPullResult {
+  kernel: Kernel;
+  /**
+   * The Debian package it came from.
+   */
+  package: string;
+  /**
+   * The package version.
+   */
+  version: string;
+  /**
+   * The package was already in banger's download cache.
+   */
+  cached: boolean;
 }
 
 /**

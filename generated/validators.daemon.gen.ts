@@ -25,11 +25,14 @@ import type {
   ImageWarmBeginResult,
   ImageWarmStatusParams,
   ImageWarmStatusResult,
+  KernelCatalogResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
   KernelImportResult,
   KernelListResult,
+  KernelPullParams,
+  KernelPullResult,
   KernelShowParams,
   KernelShowResult,
   OpListParams,
@@ -110,6 +113,7 @@ export const daemonParamValidators: {
   readonly 'image.warm.status': ValidateFunction<ImageWarmStatusParams>;
   readonly 'kernel.delete': ValidateFunction<KernelDeleteParams>;
   readonly 'kernel.import': ValidateFunction<KernelImportParams>;
+  readonly 'kernel.pull': ValidateFunction<KernelPullParams>;
   readonly 'kernel.show': ValidateFunction<KernelShowParams>;
   readonly 'op.list': ValidateFunction<OpListParams>;
   readonly 'op.show': ValidateFunction<OpShowParams>;
@@ -148,6 +152,7 @@ export const daemonParamValidators: {
   'image.warm.status': ajv.compile<ImageWarmStatusParams>(PARAMS_SCHEMAS['image.warm.status']),
   'kernel.delete': ajv.compile<KernelDeleteParams>(PARAMS_SCHEMAS['kernel.delete']),
   'kernel.import': ajv.compile<KernelImportParams>(PARAMS_SCHEMAS['kernel.import']),
+  'kernel.pull': ajv.compile<KernelPullParams>(PARAMS_SCHEMAS['kernel.pull']),
   'kernel.show': ajv.compile<KernelShowParams>(PARAMS_SCHEMAS['kernel.show']),
   'op.list': ajv.compile<OpListParams>(PARAMS_SCHEMAS['op.list']),
   'op.show': ajv.compile<OpShowParams>(PARAMS_SCHEMAS['op.show']),
@@ -189,9 +194,11 @@ export const daemonResultValidators: {
   readonly 'image.show': ValidateFunction<ImageShowResult>;
   readonly 'image.warm.begin': ValidateFunction<ImageWarmBeginResult>;
   readonly 'image.warm.status': ValidateFunction<ImageWarmStatusResult>;
+  readonly 'kernel.catalog': ValidateFunction<KernelCatalogResult>;
   readonly 'kernel.delete': ValidateFunction<KernelDeleteResult>;
   readonly 'kernel.import': ValidateFunction<KernelImportResult>;
   readonly 'kernel.list': ValidateFunction<KernelListResult>;
+  readonly 'kernel.pull': ValidateFunction<KernelPullResult>;
   readonly 'kernel.show': ValidateFunction<KernelShowResult>;
   readonly 'op.list': ValidateFunction<OpListResult>;
   readonly 'op.show': ValidateFunction<OpShowResult>;
@@ -232,9 +239,11 @@ export const daemonResultValidators: {
   'image.show': ajv.compile<ImageShowResult>(RESULT_SCHEMAS['image.show']),
   'image.warm.begin': ajv.compile<ImageWarmBeginResult>(RESULT_SCHEMAS['image.warm.begin']),
   'image.warm.status': ajv.compile<ImageWarmStatusResult>(RESULT_SCHEMAS['image.warm.status']),
+  'kernel.catalog': ajv.compile<KernelCatalogResult>(RESULT_SCHEMAS['kernel.catalog']),
   'kernel.delete': ajv.compile<KernelDeleteResult>(RESULT_SCHEMAS['kernel.delete']),
   'kernel.import': ajv.compile<KernelImportResult>(RESULT_SCHEMAS['kernel.import']),
   'kernel.list': ajv.compile<KernelListResult>(RESULT_SCHEMAS['kernel.list']),
+  'kernel.pull': ajv.compile<KernelPullResult>(RESULT_SCHEMAS['kernel.pull']),
   'kernel.show': ajv.compile<KernelShowResult>(RESULT_SCHEMAS['kernel.show']),
   'op.list': ajv.compile<OpListResult>(RESULT_SCHEMAS['op.list']),
   'op.show': ajv.compile<OpShowResult>(RESULT_SCHEMAS['op.show']),

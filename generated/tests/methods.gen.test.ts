@@ -346,6 +346,29 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'kernel.catalog': [
+    {
+      result: {
+        archive: [
+          'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main',
+        ],
+        kernels: [
+          {
+            name: '6.1.0-28-cloud-amd64',
+            package: 'linux-image-6.1.0-28-cloud-amd64',
+            version: '6.1.119-1',
+            release: '6.1.0-28-cloud-amd64',
+            flavour: 'cloud-amd64',
+            size_bytes: 38612344,
+            installed_size_bytes: 95813632,
+            latest: true,
+            pulled: false,
+            kernels: [],
+          },
+        ],
+      },
+    },
+  ],
   'kernel.delete': [
     {
       params: {
@@ -392,6 +415,28 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
             used_by: ['debian-bookworm'],
           },
         ],
+      },
+    },
+  ],
+  'kernel.pull': [
+    {
+      params: {
+        name: 'cloud-amd64',
+      },
+      result: {
+        kernel: {
+          id: '9a8b7c6d5e4f',
+          name: '6.1.0-28-cloud-amd64',
+          version: '6.1.0-28-cloud-amd64',
+          kernel_path: '/home/me/.local/state/banger/kernels/6.1.0-28-cloud-amd64/vmlinuz',
+          initrd_path: '/home/me/.local/state/banger/kernels/6.1.0-28-cloud-amd64/initrd.img',
+          source: 'built',
+          created_at: '2026-01-14T09:31:02.120Z',
+          used_by: [],
+        },
+        package: 'linux-image-6.1.0-28-cloud-amd64',
+        version: '6.1.119-1',
+        cached: false,
       },
     },
   ],

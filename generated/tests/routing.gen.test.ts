@@ -46,6 +46,7 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   'image.warm.status': {
     operation_id: 'op-5c1d2e3f4a5b',
   },
+  'kernel.catalog': undefined,
   'kernel.delete': {
     name: 'my-kernel',
   },
@@ -54,6 +55,9 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
     kernel: '/srv/vmlinuz',
   },
   'kernel.list': undefined,
+  'kernel.pull': {
+    name: 'cloud-amd64',
+  },
   'kernel.show': {
     name: 'debian-bookworm',
   },

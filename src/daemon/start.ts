@@ -64,6 +64,8 @@ export interface StartOptions {
   testFailStep?: string;
   /** TEST-ONLY: SIGKILL the daemon when this step begins (default: env BANGER_TEST_CRASH_AT). */
   testCrashAt?: string;
+  /** sources.list text kernel.catalog / kernel.pull read (default: the image recipe's archive). */
+  kernelAptSources?: string;
 }
 
 export interface RunningDaemon {
@@ -186,7 +188,14 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     stateDir: opts.stateDir,
     cacheDir: cacheDirFor(opts.config),
   });
-  const kernels = new KernelServiceImpl({ store, log, stateDir: opts.stateDir });
+  const kernels = new KernelServiceImpl({
+    store,
+    log,
+    stateDir: opts.stateDir,
+    ops,
+    cacheDir: cacheDirFor(opts.config),
+    ...(opts.kernelAptSources !== undefined ? { aptSources: opts.kernelAptSources } : {}),
+  });
   const runtime = new VmRuntime(opts.driver ?? driverFor(selection, log), log);
   // Bridge mode: taps, NAT and resolver routing through bangerd-root.
   // `<name>.vm` for running bridged VMs: 127.0.0.1 for the host, the bridge address for guests.

@@ -39,8 +39,49 @@ export async function prepareApt(dir: string, sourcesListText: string): Promise<
   return { dir, options: options.flatMap((o) => ['-o', o]) };
 }
 
-export async function aptUpdate(ctx: AptContext, signal?: AbortSignal): Promise<void> {
-  await run(['apt-get', ...ctx.options, '-q', 'update'], { signal });
+export async function aptUpdate(
+  ctx: AptContext,
+  signal?: AbortSignal,
+  opts: { strict?: boolean } = {},
+): Promise<void> {
+  // apt-get update exits 0 when a source cannot be fetched (it warns and keeps the old lists);
+  // strict makes that an error, for callers whose answer is only as good as the fresh index.
+  const strict = opts.strict === true ? ['--error-on=any'] : [];
+  await run(['apt-get', ...ctx.options, '-q', ...strict, 'update'], { signal });
+}
+
+/** Names of the packages in the index whose names match an extended regex. */
+export async function aptSearchNames(
+  ctx: AptContext,
+  pattern: string,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  const { stdout } = await run(['apt-cache', ...ctx.options, 'search', '--names-only', pattern], {
+    signal,
+  });
+  return [...new Set(stdout.split('\n').flatMap((l) => /^(\S+) - /.exec(l)?.[1] ?? []))].sort();
+}
+
+/** The candidate versions' control fields of several packages (one `apt-cache show` call). */
+export async function aptShowMany(
+  ctx: AptContext,
+  pkgs: readonly string[],
+  signal?: AbortSignal,
+): Promise<Record<string, string>[]> {
+  if (pkgs.length === 0) return [];
+  const { stdout } = await run(['apt-cache', ...ctx.options, 'show', '--no-all-versions', ...pkgs], {
+    signal,
+  });
+  return parseParagraphs(stdout);
+}
+
+/** Every deb822 paragraph of a text (blank-line separated), each parsed like parseControl. */
+export function parseParagraphs(text: string): Record<string, string>[] {
+  return text
+    .split(/\n\s*\n/)
+    .filter((p) => p.trim() !== '')
+    .map(parseControl)
+    .filter((f) => Object.keys(f).length > 0);
 }
 
 /** The candidate version's control fields (`apt-cache show --no-all-versions`). */

@@ -504,6 +504,8 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
       kernels.delete(k.name);
       return { name: k.name, deleted: true };
     },
+    catalog: notFaked('kernel.catalog'),
+    pull: notFaked('kernel.pull'),
   };
 
   const daemon: DaemonService = {

@@ -9,19 +9,26 @@ import { dirname, join, relative, isAbsolute } from 'node:path';
 import { promisify } from 'node:util';
 import type { KernelService } from '../../../generated/handlers.gen.ts';
 import type {
+  KernelCatalogResult,
   KernelDeleteParams,
   KernelDeleteResult,
   KernelImportParams,
   KernelImportResult,
   KernelListResult,
+  KernelPullFrame,
+  KernelPullParams,
+  KernelPullResult,
   KernelShowParams,
   KernelShowResult,
 } from '../../../generated/types.gen.ts';
 import type { Logger } from '../../log/logger.ts';
+import type { OperationRegistry } from '../../ops/operations.ts';
+import type { StreamReply } from '../../rpc/adapters.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, badRequest, notFound } from '../../rpc/errors.ts';
 import { type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import { kernelToWire, namesBy } from './convert.ts';
+import { KernelPulls } from './kernel-pull.ts';
 
 const execFileP = promisify(execFile);
 
@@ -176,6 +183,11 @@ export interface KernelServiceDeps {
   store: Store;
   log: Logger;
   stateDir: string;
+  /** kernel.catalog / kernel.pull need these three (pulls are operations; apt state in the cache). */
+  ops?: OperationRegistry;
+  cacheDir?: string;
+  /** sources.list text of the Debian archive (default: the default image recipe's). */
+  aptSources?: string;
 }
 
 export class KernelServiceImpl implements KernelService {
@@ -185,12 +197,38 @@ export class KernelServiceImpl implements KernelService {
   private readonly stateDir: string;
   /** Names with an import in flight (the files are copied before the row exists). */
   private readonly importing = new Set<string>();
+  /** kernel.catalog and kernel.pull (src/daemon/services/kernel-pull.ts). */
+  private readonly pulls: KernelPulls | undefined;
 
   constructor(deps: KernelServiceDeps) {
     this.store = deps.store;
     this.log = deps.log;
     this.stateDir = deps.stateDir;
     this.kernelsDir = join(deps.stateDir, 'kernels');
+    if (deps.ops && deps.cacheDir !== undefined) {
+      this.pulls = new KernelPulls({
+        store: deps.store,
+        ops: deps.ops,
+        log: deps.log,
+        stateDir: deps.stateDir,
+        cacheDir: deps.cacheDir,
+        ...(deps.aptSources !== undefined ? { aptSources: deps.aptSources } : {}),
+      });
+    }
+  }
+
+  async catalog(ctx: RpcContext): Promise<KernelCatalogResult> {
+    return this.pullPart().catalog(ctx);
+  }
+
+  async pull(p: KernelPullParams, ctx: RpcContext): Promise<StreamReply<KernelPullFrame, KernelPullResult>> {
+    return this.pullPart().pull(p, ctx);
+  }
+
+  private pullPart(): KernelPulls {
+    if (!this.pulls)
+      throw new Error('kernel catalog and pull need the operation registry and cache directory');
+    return this.pulls;
   }
 
   async list(_ctx: RpcContext): Promise<KernelListResult> {
