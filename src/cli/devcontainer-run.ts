@@ -126,13 +126,22 @@ export interface RunInGuest {
   (remoteLine: string, line: (text: string) => void): Promise<number>;
 }
 
-/** Run a remote line over ssh with stdout and stderr piped, line by line. */
-export function sshLineRunner(details: VmSshResult, bin = 'ssh'): RunInGuest {
+/**
+ * Run a remote line over ssh with stdout and stderr piped, line by line; `signal` ends the ssh (a
+ * SIGTERM to banger while a lifecycle command runs).
+ */
+export function sshLineRunner(
+  details: VmSshResult,
+  o: { bin?: string; signal?: AbortSignal } = {},
+): RunInGuest {
   return (remoteLine, line) =>
     new Promise((resolve, reject) => {
       const argv = buildSshArgv(details, { command: ['true'], tty: false });
       argv[argv.length - 1] = remoteLine;
-      const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(o.bin ?? 'ssh', argv, {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
       const pump = (s: NodeJS.ReadableStream): void => {
         let buf = '';
         s.setEncoding('utf8');
@@ -292,6 +301,8 @@ export async function startForwards(
       throw new Error(`could not forward port ${spec.label} to 127.0.0.1:${hostPort} (ssh -L failed)`);
     }
     if (o.detached) child.unref();
+    // Not detached: the forward must not outlive banger, whatever path it exits by.
+    else process.once('exit', () => child.exitCode === null && child.kill('SIGTERM'));
     out.push({ spec, hostPort, child });
   }
   return out;

@@ -66,7 +66,8 @@ export default class VmRun extends BangerCommand {
   static override description = `One command from nothing to a running sandbox. banger vm run prints the resolved spec (vCPUs, memory, disk, image), creates and boots a VM from the default image (building it on first use), showing each step with its duration, and waits until SSH answers. Then:
 
   - with PATH (a git work tree), copies the repository's git-tracked files into /root/repo, with a shallow git history so git status and git diff work there (untracked files only with --include-untracked; ignored files never; bare repositories and submodules are refused unless --mode full_copy);
-  - with -- COMMAND, runs it (in /root/repo when PATH was given) and exits with its exit code; each argument arrives exactly as typed;
+  - when PATH has a .devcontainer/devcontainer.json (or .devcontainer.json), follows it: its image (pulled when not here yet; --image overrides it), containerEnv and remoteEnv, remoteUser/containerUser (created when missing), workspaceFolder (default /workspaces/<basename>, instead of /root/repo), its lifecycle commands (onCreateCommand, updateContentCommand, postCreateCommand, postStartCommand, postAttachCommand; output prefixed on stderr; a failure ends the run with its exit code) and forwardPorts (ssh forwards from 127.0.0.1 on the host, printed; they last as long as the command, or with -d until the VM goes away). Keys it does not support yet are named in one warning line; --no-devcontainer ignores the file;
+  - with -- COMMAND, runs it (in /root/repo when PATH was given) and exits with its exit code; each argument arrives exactly as typed; an OCI image's Env, WorkingDir and User apply to it (see banger vm exec), and with --image and no command, the image's Entrypoint and Cmd are the command;
   - without a command, opens an interactive shell (in /root/repo when PATH was given).
 
 --rm deletes the VM when the command or the shell ends, also on Ctrl-C. -d/--detach returns as soon as the VM is ready (and the workspace copied): use banger vm exec, vm ssh and vm workspace export on it, and vm delete when done. --dry-run prints the spec and the plan (including how many files would be copied) and changes nothing.
@@ -86,6 +87,10 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       description: 'Keep a bigger VM around with the repository, and use it later',
       command:
         '<%= config.bin %> vm run ~/src/app -d --name app --vcpu 4 --memory 4G && <%= config.bin %> vm exec app -- npm test',
+    },
+    {
+      description: 'Run the tests of a repository that declares its toolchain in a devcontainer.json',
+      command: '<%= config.bin %> vm run ~/src/app --rm -- python3 -m unittest',
     },
     {
       description: 'What would happen, without doing it',
@@ -386,7 +391,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     const script = setupScript([dc?.containerUser, dc?.remoteUser], defaults.user, workspace?.guest_path);
     if (script !== undefined || (dc && (dc.lifecycle.length > 0 || dc.forwardPorts.length > 0))) {
       const details = await this.client.vm.ssh({ name });
-      const run = sshLineRunner(details);
+      const run = sshLineRunner(details, { signal: guard.signal });
       const out = (t: string): void => void err.write(`${t}\n`);
       try {
         if (script !== undefined) {
