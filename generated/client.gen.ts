@@ -13,6 +13,8 @@ import type {
   ImageBuildCancelResult,
   ImageBuildStatusParams,
   ImageBuildStatusResult,
+  ImageCachePruneParams,
+  ImageCachePruneResult,
   ImageDeleteParams,
   ImageDeleteResult,
   ImageImportParams,
@@ -20,6 +22,12 @@ import type {
   ImageListResult,
   ImagePromoteParams,
   ImagePromoteResult,
+  ImagePullBeginParams,
+  ImagePullBeginResult,
+  ImagePullCancelParams,
+  ImagePullCancelResult,
+  ImagePullStatusParams,
+  ImagePullStatusResult,
   ImageShowParams,
   ImageShowResult,
   ImageWarmBeginParams,
@@ -128,6 +136,9 @@ export type ImageBuildCancelErrorCode = ErrorCodeOf<'image.build.cancel'>;
 /** The codes `image.build.status` may reject with. */
 export type ImageBuildStatusErrorCode = ErrorCodeOf<'image.build.status'>;
 
+/** The codes `image.cache.prune` may reject with. */
+export type ImageCachePruneErrorCode = ErrorCodeOf<'image.cache.prune'>;
+
 /** The codes `image.delete` may reject with. */
 export type ImageDeleteErrorCode = ErrorCodeOf<'image.delete'>;
 
@@ -139,6 +150,15 @@ export type ImageListErrorCode = ErrorCodeOf<'image.list'>;
 
 /** The codes `image.promote` may reject with. */
 export type ImagePromoteErrorCode = ErrorCodeOf<'image.promote'>;
+
+/** The codes `image.pull.begin` may reject with. */
+export type ImagePullBeginErrorCode = ErrorCodeOf<'image.pull.begin'>;
+
+/** The codes `image.pull.cancel` may reject with. */
+export type ImagePullCancelErrorCode = ErrorCodeOf<'image.pull.cancel'>;
+
+/** The codes `image.pull.status` may reject with. */
+export type ImagePullStatusErrorCode = ErrorCodeOf<'image.pull.status'>;
 
 /** The codes `image.show` may reject with. */
 export type ImageShowErrorCode = ErrorCodeOf<'image.show'>;
@@ -273,11 +293,12 @@ export type VmWorkspaceExportErrorCode = ErrorCodeOf<'vm.workspace.export'>;
 export type VmWorkspacePrepareErrorCode = ErrorCodeOf<'vm.workspace.prepare'>;
 
 /** Kinds of asynchronous operation: `<kind>.begin` starts one, `<kind>.status` reports it. */
-export const OPERATION_KINDS = ['image.build', 'image.warm', 'vm.create'] as const;
+export const OPERATION_KINDS = ['image.build', 'image.pull', 'image.warm', 'vm.create'] as const;
 
 /** The status (`<kind>.status` result) of each kind of operation. */
 export interface OperationStatusMap {
   'image.build': ImageBuildStatusResult;
+  'image.pull': ImagePullStatusResult;
   'image.warm': ImageWarmStatusResult;
   'vm.create': VmCreateStatusResult;
 }
@@ -343,6 +364,8 @@ export interface DaemonOperationsApi {
 /** Client stubs for `image.*`. */
 export interface ImageApi {
   readonly build: ImageBuildApi;
+  readonly cache: ImageCacheApi;
+  readonly pull: ImagePullApi;
   readonly warm: ImageWarmApi;
   /**
    * Delete an image no VM uses.
@@ -433,6 +456,59 @@ export interface ImageBuildApi {
   status(params: ImageBuildStatusParams, options?: CallOptionsLike): Promise<ImageBuildStatusResult>;
   /** Poll `image.build.status` until the operation ends: resolves with the last status when it succeeded, rejects with ErrorResponse (the operation's code and id) when it failed or was canceled. */
   wait(operationId: string, options?: WaitOptions<ImageBuildStatusResult>): Promise<ImageBuildStatusResult>;
+}
+
+/** Client stubs for `image.cache.*`. */
+export interface ImageCacheApi {
+  /**
+   * Remove layer-cache blobs no recorded image uses.
+   *
+   * Every OCI image records the blobs it was made from (manifests, config, layers); the rest of the shared layer cache, and abandoned partial downloads, are removed (`dry_run`: only listed). Refused (`conflict`) while a pull or OCI import runs, since its blobs are not recorded yet.
+   *
+   * Wire method: `image.cache.prune`.
+   * @since 0.3.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   */
+  prune(params?: ImageCachePruneParams, options?: CallOptionsLike): Promise<ImageCachePruneResult>;
+}
+
+/** Client stubs for `image.pull.*`. */
+export interface ImagePullApi {
+  /**
+   * Begin making an image from an OCI image (a registry, an OCI layout or a docker save archive); returns at once.
+   *
+   * Exactly one source: `reference` pulls from a registry (API v2; Docker and OCI manifests, indexes pick `platform`; anonymous, token or basic auth with the user's docker credentials; plain HTTP only on loopback or with `insecure`), `oci_layout` reads an OCI image layout directory (`tag` picks the `index.json` entry), `docker_archive` reads what `docker save` writes (`tag` picks a RepoTag). Blobs go into the shared, content-addressed layer cache (verified while streaming; a second image sharing layers fetches only what is new). The layers are flattened and written to an ext4 root filesystem without root, made bootable (banger's guest bits; init, sshd and the guest agent installed with the image's own package manager when missing) and recorded with the default kernel, the image digest and its config's run defaults. Steps: `resolve`, `download`, `flatten`, `ext4`, `bootable`, `record`; the running step's detail says the bytes of each layer and overall. Any failure leaves no image directory and no record (verified layers stay cached). Poll with `image.pull.status`.
+   *
+   * Wire method: `image.pull.begin`.
+   * @since 0.3.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  begin(params?: ImagePullBeginParams, options?: CallOptionsLike): Promise<ImagePullBeginResult>;
+  /**
+   * Cancel a running image pull (or OCI import).
+   *
+   * Stops the downloads and the conversion and removes the partial image; layers already verified stay in the cache (a later pull resumes from them).
+   *
+   * Wire method: `image.pull.cancel`.
+   * @since 0.3.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  cancel(params: ImagePullCancelParams, options?: CallOptionsLike): Promise<ImagePullCancelResult>;
+  /**
+   * Report an image pull's (or OCI import's) progress.
+   *
+   * The operation with its steps (`resolve`, `download`, `flatten`, `ext4`, `bootable`, `record`), the running step's detail (bytes per layer and overall while downloading) and, once recorded, the image.
+   *
+   * Wire method: `image.pull.status`.
+   * @since 0.3.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  status(params: ImagePullStatusParams, options?: CallOptionsLike): Promise<ImagePullStatusResult>;
+  /** Poll `image.pull.status` until the operation ends: resolves with the last status when it succeeded, rejects with ErrorResponse (the operation's code and id) when it failed or was canceled. */
+  wait(operationId: string, options?: WaitOptions<ImagePullStatusResult>): Promise<ImagePullStatusResult>;
 }
 
 /** Client stubs for `image.warm.*`. */
@@ -953,10 +1029,33 @@ export class BangerClient {
             options,
           ),
       },
+      cache: {
+        prune: (params, options) =>
+          invoke<ImageCachePruneResult>(transport, 'image.cache.prune', params, options),
+      },
       delete: (params, options) => invoke<ImageDeleteResult>(transport, 'image.delete', params, options),
       import: (params, options) => invoke<ImageImportResult>(transport, 'image.import', params, options),
       list: (_params, options) => invoke<ImageListResult>(transport, 'image.list', undefined, options),
       promote: (params, options) => invoke<ImagePromoteResult>(transport, 'image.promote', params, options),
+      pull: {
+        begin: (params, options) =>
+          invoke<ImagePullBeginResult>(transport, 'image.pull.begin', params, options),
+        cancel: (params, options) =>
+          invoke<ImagePullCancelResult>(transport, 'image.pull.cancel', params, options),
+        status: (params, options) =>
+          invoke<ImagePullStatusResult>(transport, 'image.pull.status', params, options),
+        wait: (operationId, options) =>
+          waitForOperation(
+            (signal) =>
+              invoke<ImagePullStatusResult>(
+                transport,
+                'image.pull.status',
+                { operation_id: operationId },
+                signal ? { signal } : undefined,
+              ),
+            options,
+          ),
+      },
       show: (params, options) => invoke<ImageShowResult>(transport, 'image.show', params, options),
       warm: {
         begin: (params, options) =>

@@ -21,6 +21,9 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'image.build.status': paramHandler(daemonParamValidators['image.build.status'], (h, p, ctx) =>
     h.services.image.build.status(p, ctx),
   ),
+  'image.cache.prune': paramHandler(daemonParamValidators['image.cache.prune'], (h, p, ctx) =>
+    h.services.image.cache.prune(p, ctx),
+  ),
   'image.delete': paramHandler(daemonParamValidators['image.delete'], (h, p, ctx) =>
     h.services.image.delete(p, ctx),
   ),
@@ -30,6 +33,15 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'image.list': noParamHandler((h, ctx) => h.services.image.list(ctx)),
   'image.promote': paramHandler(daemonParamValidators['image.promote'], (h, p, ctx) =>
     h.services.image.promote(p, ctx),
+  ),
+  'image.pull.begin': paramHandler(daemonParamValidators['image.pull.begin'], (h, p, ctx) =>
+    h.services.image.pull.begin(p, ctx),
+  ),
+  'image.pull.cancel': paramHandler(daemonParamValidators['image.pull.cancel'], (h, p, ctx) =>
+    h.services.image.pull.cancel(p, ctx),
+  ),
+  'image.pull.status': paramHandler(daemonParamValidators['image.pull.status'], (h, p, ctx) =>
+    h.services.image.pull.status(p, ctx),
   ),
   'image.show': paramHandler(daemonParamValidators['image.show'], (h, p, ctx) =>
     h.services.image.show(p, ctx),
@@ -103,10 +115,14 @@ export const rpcDeclaredErrors: { readonly [M in DaemonMethodName]: readonly Err
   'image.build.begin': ['already_exists', 'conflict'],
   'image.build.cancel': ['conflict', 'not_found'],
   'image.build.status': ['not_found'],
+  'image.cache.prune': ['conflict'],
   'image.delete': ['conflict', 'not_found'],
   'image.import': ['already_exists', 'not_found'],
   'image.list': [],
   'image.promote': ['not_found'],
+  'image.pull.begin': ['already_exists', 'conflict', 'not_found'],
+  'image.pull.cancel': ['conflict', 'not_found'],
+  'image.pull.status': ['not_found'],
   'image.show': ['not_found'],
   'image.warm.begin': ['conflict', 'not_found'],
   'image.warm.status': ['conflict', 'not_found'],

@@ -12,6 +12,8 @@ import type {
   ImageBuildCancelResult,
   ImageBuildStatusParams,
   ImageBuildStatusResult,
+  ImageCachePruneParams,
+  ImageCachePruneResult,
   ImageDeleteParams,
   ImageDeleteResult,
   ImageImportParams,
@@ -19,6 +21,12 @@ import type {
   ImageListResult,
   ImagePromoteParams,
   ImagePromoteResult,
+  ImagePullBeginParams,
+  ImagePullBeginResult,
+  ImagePullCancelParams,
+  ImagePullCancelResult,
+  ImagePullStatusParams,
+  ImagePullStatusResult,
   ImageShowParams,
   ImageShowResult,
   ImageWarmBeginParams,
@@ -135,6 +143,8 @@ export interface DaemonOperationsService {
 /** The `image.*` methods, served by bangerd: `image.x` is `services.image.x`. */
 export interface ImageService {
   readonly build: ImageBuildService;
+  readonly cache: ImageCacheService;
+  readonly pull: ImagePullService;
   readonly warm: ImageWarmService;
   /**
    * Delete an image no VM uses.
@@ -223,6 +233,57 @@ export interface ImageBuildService {
    * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   status(params: ImageBuildStatusParams, ctx: RpcContext): Promise<ImageBuildStatusResult>;
+}
+
+/** The `image.cache.*` methods, served by bangerd: `image.cache.x` is `services.image.cache.x`. */
+export interface ImageCacheService {
+  /**
+   * Remove layer-cache blobs no recorded image uses.
+   *
+   * Every OCI image records the blobs it was made from (manifests, config, layers); the rest of the shared layer cache, and abandoned partial downloads, are removed (`dry_run`: only listed). Refused (`conflict`) while a pull or OCI import runs, since its blobs are not recorded yet.
+   *
+   * Wire method: `image.cache.prune`.
+   * @since 0.3.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   */
+  prune(params: ImageCachePruneParams, ctx: RpcContext): Promise<ImageCachePruneResult>;
+}
+
+/** The `image.pull.*` methods, served by bangerd: `image.pull.x` is `services.image.pull.x`. */
+export interface ImagePullService {
+  /**
+   * Begin making an image from an OCI image (a registry, an OCI layout or a docker save archive); returns at once.
+   *
+   * Exactly one source: `reference` pulls from a registry (API v2; Docker and OCI manifests, indexes pick `platform`; anonymous, token or basic auth with the user's docker credentials; plain HTTP only on loopback or with `insecure`), `oci_layout` reads an OCI image layout directory (`tag` picks the `index.json` entry), `docker_archive` reads what `docker save` writes (`tag` picks a RepoTag). Blobs go into the shared, content-addressed layer cache (verified while streaming; a second image sharing layers fetches only what is new). The layers are flattened and written to an ext4 root filesystem without root, made bootable (banger's guest bits; init, sshd and the guest agent installed with the image's own package manager when missing) and recorded with the default kernel, the image digest and its config's run defaults. Steps: `resolve`, `download`, `flatten`, `ext4`, `bootable`, `record`; the running step's detail says the bytes of each layer and overall. Any failure leaves no image directory and no record (verified layers stay cached). Poll with `image.pull.status`.
+   *
+   * Wire method: `image.pull.begin`.
+   * @since 0.3.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  begin(params: ImagePullBeginParams, ctx: RpcContext): Promise<ImagePullBeginResult>;
+  /**
+   * Cancel a running image pull (or OCI import).
+   *
+   * Stops the downloads and the conversion and removes the partial image; layers already verified stay in the cache (a later pull resumes from them).
+   *
+   * Wire method: `image.pull.cancel`.
+   * @since 0.3.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  cancel(params: ImagePullCancelParams, ctx: RpcContext): Promise<ImagePullCancelResult>;
+  /**
+   * Report an image pull's (or OCI import's) progress.
+   *
+   * The operation with its steps (`resolve`, `download`, `flatten`, `ext4`, `bootable`, `record`), the running step's detail (bytes per layer and overall while downloading) and, once recorded, the image.
+   *
+   * Wire method: `image.pull.status`.
+   * @since 0.3.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  status(params: ImagePullStatusParams, ctx: RpcContext): Promise<ImagePullStatusResult>;
 }
 
 /** The `image.warm.*` methods, served by bangerd: `image.warm.x` is `services.image.warm.x`. */

@@ -10,6 +10,8 @@ import type {
   ImageBuildCancelResult,
   ImageBuildStatusParams,
   ImageBuildStatusResult,
+  ImageCachePruneParams,
+  ImageCachePruneResult,
   ImageDeleteParams,
   ImageDeleteResult,
   ImageImportParams,
@@ -17,6 +19,12 @@ import type {
   ImageListResult,
   ImagePromoteParams,
   ImagePromoteResult,
+  ImagePullBeginParams,
+  ImagePullBeginResult,
+  ImagePullCancelParams,
+  ImagePullCancelResult,
+  ImagePullStatusParams,
+  ImagePullStatusResult,
   ImageShowParams,
   ImageShowResult,
   ImageWarmBeginParams,
@@ -146,6 +154,14 @@ export const METHODS = {
     errors: ['not_found'],
     since: '0.1.0',
   },
+  'image.cache.prune': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Remove layer-cache blobs no recorded image uses.',
+    errors: ['conflict'],
+    since: '0.3.0',
+  },
   'image.delete': {
     surface: 'daemon',
     dispatch: 'param',
@@ -177,6 +193,31 @@ export const METHODS = {
     summary: 'Make an image the default.',
     errors: ['not_found'],
     since: '0.1.0',
+  },
+  'image.pull.begin': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary:
+      'Begin making an image from an OCI image (a registry, an OCI layout or a docker save archive); returns at once.',
+    errors: ['already_exists', 'conflict', 'not_found'],
+    since: '0.3.0',
+  },
+  'image.pull.cancel': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Cancel a running image pull (or OCI import).',
+    errors: ['conflict', 'not_found'],
+    since: '0.3.0',
+  },
+  'image.pull.status': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Report an image pull's (or OCI import's) progress.",
+    errors: ['not_found'],
+    since: '0.3.0',
   },
   'image.show': {
     surface: 'daemon',
@@ -541,10 +582,14 @@ export type DaemonMethodName =
   | 'image.build.begin'
   | 'image.build.cancel'
   | 'image.build.status'
+  | 'image.cache.prune'
   | 'image.delete'
   | 'image.import'
   | 'image.list'
   | 'image.promote'
+  | 'image.pull.begin'
+  | 'image.pull.cancel'
+  | 'image.pull.status'
   | 'image.show'
   | 'image.warm.begin'
   | 'image.warm.status'
@@ -600,10 +645,14 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'image.build.begin',
   'image.build.cancel',
   'image.build.status',
+  'image.cache.prune',
   'image.delete',
   'image.import',
   'image.list',
   'image.promote',
+  'image.pull.begin',
+  'image.pull.cancel',
+  'image.pull.status',
   'image.show',
   'image.warm.begin',
   'image.warm.status',
@@ -677,6 +726,7 @@ export interface MethodMap {
     result: ImageBuildStatusResult;
     errors: 'not_found';
   };
+  'image.cache.prune': { params: ImageCachePruneParams; result: ImageCachePruneResult; errors: 'conflict' };
   'image.delete': { params: ImageDeleteParams; result: ImageDeleteResult; errors: 'conflict' | 'not_found' };
   'image.import': {
     params: ImageImportParams;
@@ -685,6 +735,17 @@ export interface MethodMap {
   };
   'image.list': { params: undefined; result: ImageListResult; errors: never };
   'image.promote': { params: ImagePromoteParams; result: ImagePromoteResult; errors: 'not_found' };
+  'image.pull.begin': {
+    params: ImagePullBeginParams;
+    result: ImagePullBeginResult;
+    errors: 'already_exists' | 'conflict' | 'not_found';
+  };
+  'image.pull.cancel': {
+    params: ImagePullCancelParams;
+    result: ImagePullCancelResult;
+    errors: 'conflict' | 'not_found';
+  };
+  'image.pull.status': { params: ImagePullStatusParams; result: ImagePullStatusResult; errors: 'not_found' };
   'image.show': { params: ImageShowParams; result: ImageShowResult; errors: 'not_found' };
   'image.warm.begin': {
     params: ImageWarmBeginParams;

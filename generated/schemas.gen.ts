@@ -109,8 +109,9 @@ export const DEFS_SCHEMA = {
         },
         source: {
           type: 'string',
-          description: '`built` by banger from Debian packages, or `imported` by the user.',
-          enum: ['built', 'imported'],
+          description:
+            '`built` by banger from Debian packages, `imported` by the user (a root filesystem and a kernel), `oci` from an OCI image (pulled from a registry, or read from an OCI layout or a docker save archive), or `derived` from another image by `image build --from`.',
+          enum: ['built', 'imported', 'oci', 'derived'],
         },
         default: {
           type: 'boolean',
@@ -119,6 +120,25 @@ export const DEFS_SCHEMA = {
         recipe_hash: {
           type: 'string',
           description: 'For built images: hash of the build recipe.',
+        },
+        digest: {
+          type: 'string',
+          pattern: '^sha256:[a-f0-9]{64}$',
+          description:
+            "For OCI images: the image's digest (its manifest's, or for a docker save archive its config's, docker's image ID).",
+        },
+        reference: {
+          type: 'string',
+          description:
+            'For OCI images: what was pulled (canonical, e.g. `127.0.0.1:5000/minbase:bookworm`), or the tag an archive or layout was read with.',
+        },
+        oci_config: {
+          $ref: '#/$defs/OciConfig',
+          description: "For OCI images: the run defaults from the image's config.",
+        },
+        parent: {
+          type: 'string',
+          description: 'For derived images: the name of the image it was made from.',
         },
         created_at: {
           $ref: '#/$defs/Timestamp',
@@ -188,6 +208,45 @@ export const DEFS_SCHEMA = {
         "`user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.",
       type: 'string',
       enum: ['user', 'bridge'],
+    },
+    OciConfig: {
+      type: 'object',
+      additionalProperties: false,
+      title: 'OciConfig',
+      description:
+        "The run defaults an OCI image's config declares (`Env`, `WorkingDir`, `User`, `Entrypoint`, `Cmd`).",
+      required: ['env'],
+      properties: {
+        env: {
+          type: 'array',
+          items: {
+            type: 'string',
+          },
+          description: 'Environment, `NAME=value` each.',
+        },
+        working_dir: {
+          type: 'string',
+          description: 'Working directory of commands.',
+        },
+        user: {
+          type: 'string',
+          description: 'User commands run as (`name`, `uid`, `uid:gid`, ...).',
+        },
+        entrypoint: {
+          type: 'array',
+          items: {
+            type: 'string',
+          },
+          description: 'Entrypoint.',
+        },
+        cmd: {
+          type: 'array',
+          items: {
+            type: 'string',
+          },
+          description: 'Default command (the arguments of the entrypoint, when there is one).',
+        },
+      },
     },
     OpId: {
       title: 'OpId',
@@ -793,6 +852,16 @@ export const PARAMS_SCHEMAS = {
       },
     },
   },
+  'image.cache.prune': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      dry_run: {
+        type: 'boolean',
+        description: 'List what would be removed; remove nothing.',
+      },
+    },
+  },
   'image.delete': {
     type: 'object',
     additionalProperties: false,
@@ -836,6 +905,79 @@ export const PARAMS_SCHEMAS = {
     properties: {
       name: {
         $ref: 'banger:defs#/$defs/ResourceName',
+      },
+    },
+  },
+  'image.pull.begin': {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      reference: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 1024,
+        description:
+          'Image reference to pull, as docker reads it (`debian:bookworm`, `127.0.0.1:5000/app:1`, `ghcr.io/org/app@sha256:…`).',
+      },
+      oci_layout: {
+        $ref: 'banger:defs#/$defs/AbsPath',
+        description: 'An OCI image layout directory to import instead.',
+      },
+      docker_archive: {
+        $ref: 'banger:defs#/$defs/AbsPath',
+        description: 'A `docker save` archive (uncompressed tar) to import instead.',
+      },
+      tag: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 256,
+        description:
+          'With `oci_layout`: the `org.opencontainers.image.ref.name` to import; with `docker_archive`: the RepoTag (needed when the source holds several images).',
+      },
+      name: {
+        $ref: 'banger:defs#/$defs/ResourceName',
+        description:
+          "Image name (default: the repository's last path component and the tag, e.g. `minbase-bookworm`).",
+      },
+      platform: {
+        type: 'string',
+        pattern: '^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$',
+        description: '`os/arch[/variant]` picked from an index or manifest list (default `linux/amd64`).',
+      },
+      insecure: {
+        type: 'boolean',
+        description: 'Allow plain HTTP and any TLS certificate for a registry that is not on loopback.',
+      },
+      size: {
+        $ref: 'banger:defs#/$defs/Size',
+        description:
+          'Root filesystem size (default: the content plus at least 1 GiB of room; the file is sparse).',
+      },
+      make_default: {
+        type: 'boolean',
+        description: 'Make it the default image.',
+      },
+    },
+  },
+  'image.pull.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: 'banger:defs#/$defs/OpId',
+        description: 'The operation id returned by image.pull.begin.',
+      },
+    },
+  },
+  'image.pull.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: 'banger:defs#/$defs/OpId',
+        description: 'The operation id returned by image.pull.begin.',
       },
     },
   },
@@ -1650,6 +1792,52 @@ export const RESULT_SCHEMAS = {
       },
     },
   },
+  'image.cache.prune': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['dry_run', 'removed', 'partials', 'bytes', 'kept'],
+    properties: {
+      dry_run: {
+        type: 'boolean',
+        description: 'Whether nothing was removed.',
+      },
+      removed: {
+        type: 'array',
+        description: 'Blobs removed (or that would be).',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['digest', 'size_bytes'],
+          properties: {
+            digest: {
+              type: 'string',
+            },
+            size_bytes: {
+              type: 'integer',
+              minimum: 0,
+            },
+          },
+        },
+      },
+      partials: {
+        type: 'array',
+        items: {
+          type: 'string',
+        },
+        description: 'Abandoned partial downloads removed (or that would be), by file name.',
+      },
+      bytes: {
+        type: 'integer',
+        minimum: 0,
+        description: 'Bytes freed (or that would be).',
+      },
+      kept: {
+        type: 'integer',
+        minimum: 0,
+        description: 'Blobs kept because a recorded image uses them.',
+      },
+    },
+  },
   'image.delete': {
     type: 'object',
     additionalProperties: false,
@@ -1693,6 +1881,42 @@ export const RESULT_SCHEMAS = {
     additionalProperties: false,
     required: ['image'],
     properties: {
+      image: {
+        $ref: 'banger:defs#/$defs/Image',
+      },
+    },
+  },
+  'image.pull.begin': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id', 'name'],
+    properties: {
+      operation_id: {
+        $ref: 'banger:defs#/$defs/OpId',
+      },
+      name: {
+        $ref: 'banger:defs#/$defs/ResourceName',
+      },
+    },
+  },
+  'image.pull.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: 'banger:defs#/$defs/Operation',
+      },
+    },
+  },
+  'image.pull.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: 'banger:defs#/$defs/Operation',
+      },
       image: {
         $ref: 'banger:defs#/$defs/Image',
       },

@@ -186,9 +186,9 @@ export interface Image {
    */
   size_bytes: number;
   /**
-   * `built` by banger from Debian packages, or `imported` by the user.
+   * `built` by banger from Debian packages, `imported` by the user (a root filesystem and a kernel), `oci` from an OCI image (pulled from a registry, or read from an OCI layout or a docker save archive), or `derived` from another image by `image build --from`.
    */
-  source: 'built' | 'imported';
+  source: 'built' | 'imported' | 'oci' | 'derived';
   /**
    * Whether new VMs use this image when none is named.
    */
@@ -197,6 +197,22 @@ export interface Image {
    * For built images: hash of the build recipe.
    */
   recipe_hash?: string;
+  /**
+   * For OCI images: the image's digest (its manifest's, or for a docker save archive its config's, docker's image ID).
+   */
+  digest?: string;
+  /**
+   * For OCI images: what was pulled (canonical, e.g. `127.0.0.1:5000/minbase:bookworm`), or the tag an archive or layout was read with.
+   */
+  reference?: string;
+  /**
+   * For OCI images: the run defaults from the image's config.
+   */
+  oci_config?: OciConfig;
+  /**
+   * For derived images: the name of the image it was made from.
+   */
+  parent?: string;
   created_at: Timestamp;
   /**
    * VMs created from this image.
@@ -270,6 +286,45 @@ export interface ImageBuildStatusResult {
 }
 
 /**
+ * Params of `image.cache.prune`.
+ */
+export interface ImageCachePruneParams {
+  /**
+   * List what would be removed; remove nothing.
+   */
+  dry_run?: boolean;
+}
+
+/**
+ * Result of `image.cache.prune`.
+ */
+export interface ImageCachePruneResult {
+  /**
+   * Whether nothing was removed.
+   */
+  dry_run: boolean;
+  /**
+   * Blobs removed (or that would be).
+   */
+  removed: {
+    digest: string;
+    size_bytes: number;
+  }[];
+  /**
+   * Abandoned partial downloads removed (or that would be), by file name.
+   */
+  partials: string[];
+  /**
+   * Bytes freed (or that would be).
+   */
+  bytes: number;
+  /**
+   * Blobs kept because a recorded image uses them.
+   */
+  kept: number;
+}
+
+/**
  * Params of `image.delete`.
  */
 export interface ImageDeleteParams {
@@ -336,6 +391,91 @@ export interface ImagePromoteParams {
  */
 export interface ImagePromoteResult {
   image: Image;
+}
+
+/**
+ * Params of `image.pull.begin`.
+ */
+export interface ImagePullBeginParams {
+  /**
+   * Image reference to pull, as docker reads it (`debian:bookworm`, `127.0.0.1:5000/app:1`, `ghcr.io/org/app@sha256:…`).
+   */
+  reference?: string;
+  /**
+   * An OCI image layout directory to import instead.
+   */
+  oci_layout?: AbsPath;
+  /**
+   * A `docker save` archive (uncompressed tar) to import instead.
+   */
+  docker_archive?: AbsPath;
+  /**
+   * With `oci_layout`: the `org.opencontainers.image.ref.name` to import; with `docker_archive`: the RepoTag (needed when the source holds several images).
+   */
+  tag?: string;
+  /**
+   * Image name (default: the repository's last path component and the tag, e.g. `minbase-bookworm`).
+   */
+  name?: ResourceName;
+  /**
+   * `os/arch[/variant]` picked from an index or manifest list (default `linux/amd64`).
+   */
+  platform?: string;
+  /**
+   * Allow plain HTTP and any TLS certificate for a registry that is not on loopback.
+   */
+  insecure?: boolean;
+  /**
+   * Root filesystem size (default: the content plus at least 1 GiB of room; the file is sparse).
+   */
+  size?: Size;
+  /**
+   * Make it the default image.
+   */
+  make_default?: boolean;
+}
+
+/**
+ * Result of `image.pull.begin`.
+ */
+export interface ImagePullBeginResult {
+  operation_id: OpId;
+  name: ResourceName;
+}
+
+/**
+ * Params of `image.pull.cancel`.
+ */
+export interface ImagePullCancelParams {
+  /**
+   * The operation id returned by image.pull.begin.
+   */
+  operation_id: OpId;
+}
+
+/**
+ * Result of `image.pull.cancel`.
+ */
+export interface ImagePullCancelResult {
+  operation: Operation;
+}
+
+/**
+ * Params of `image.pull.status`.
+ */
+export interface ImagePullStatusParams {
+  /**
+   * The operation id returned by image.pull.begin.
+   */
+  operation_id: OpId;
+}
+
+/**
+ * Result of `image.pull.status`.
+ */
+export interface ImagePullStatusResult {
+  operation: Operation;
+  image?: Image;
 }
 
 /**
@@ -576,6 +716,32 @@ export interface KernelShowResult {
  * `user`: QEMU user-mode networking with SSH forwarded from 127.0.0.1 (rootless); `bridge`: a tap on banger's bridge through the root helper.
  */
 export type NetworkMode = 'user' | 'bridge';
+
+/**
+ * The run defaults an OCI image's config declares (`Env`, `WorkingDir`, `User`, `Entrypoint`, `Cmd`).
+ */
+export interface OciConfig {
+  /**
+   * Environment, `NAME=value` each.
+   */
+  env: string[];
+  /**
+   * Working directory of commands.
+   */
+  working_dir?: string;
+  /**
+   * User commands run as (`name`, `uid`, `uid:gid`, ...).
+   */
+  user?: string;
+  /**
+   * Entrypoint.
+   */
+  entrypoint?: string[];
+  /**
+   * Default command (the arguments of the entrypoint, when there is one).
+   */
+  cmd?: string[];
+}
 
 /**
  * An operation id: `op-` followed by 6 to 32 lower-case hex digits.

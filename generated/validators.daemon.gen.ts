@@ -12,6 +12,8 @@ import type {
   ImageBuildCancelResult,
   ImageBuildStatusParams,
   ImageBuildStatusResult,
+  ImageCachePruneParams,
+  ImageCachePruneResult,
   ImageDeleteParams,
   ImageDeleteResult,
   ImageImportParams,
@@ -19,6 +21,12 @@ import type {
   ImageListResult,
   ImagePromoteParams,
   ImagePromoteResult,
+  ImagePullBeginParams,
+  ImagePullBeginResult,
+  ImagePullCancelParams,
+  ImagePullCancelResult,
+  ImagePullStatusParams,
+  ImagePullStatusResult,
   ImageShowParams,
   ImageShowResult,
   ImageWarmBeginParams,
@@ -105,9 +113,13 @@ export const daemonParamValidators: {
   readonly 'image.build.begin': ValidateFunction<ImageBuildBeginParams>;
   readonly 'image.build.cancel': ValidateFunction<ImageBuildCancelParams>;
   readonly 'image.build.status': ValidateFunction<ImageBuildStatusParams>;
+  readonly 'image.cache.prune': ValidateFunction<ImageCachePruneParams>;
   readonly 'image.delete': ValidateFunction<ImageDeleteParams>;
   readonly 'image.import': ValidateFunction<ImageImportParams>;
   readonly 'image.promote': ValidateFunction<ImagePromoteParams>;
+  readonly 'image.pull.begin': ValidateFunction<ImagePullBeginParams>;
+  readonly 'image.pull.cancel': ValidateFunction<ImagePullCancelParams>;
+  readonly 'image.pull.status': ValidateFunction<ImagePullStatusParams>;
   readonly 'image.show': ValidateFunction<ImageShowParams>;
   readonly 'image.warm.begin': ValidateFunction<ImageWarmBeginParams>;
   readonly 'image.warm.status': ValidateFunction<ImageWarmStatusParams>;
@@ -144,9 +156,13 @@ export const daemonParamValidators: {
   'image.build.begin': ajv.compile<ImageBuildBeginParams>(PARAMS_SCHEMAS['image.build.begin']),
   'image.build.cancel': ajv.compile<ImageBuildCancelParams>(PARAMS_SCHEMAS['image.build.cancel']),
   'image.build.status': ajv.compile<ImageBuildStatusParams>(PARAMS_SCHEMAS['image.build.status']),
+  'image.cache.prune': ajv.compile<ImageCachePruneParams>(PARAMS_SCHEMAS['image.cache.prune']),
   'image.delete': ajv.compile<ImageDeleteParams>(PARAMS_SCHEMAS['image.delete']),
   'image.import': ajv.compile<ImageImportParams>(PARAMS_SCHEMAS['image.import']),
   'image.promote': ajv.compile<ImagePromoteParams>(PARAMS_SCHEMAS['image.promote']),
+  'image.pull.begin': ajv.compile<ImagePullBeginParams>(PARAMS_SCHEMAS['image.pull.begin']),
+  'image.pull.cancel': ajv.compile<ImagePullCancelParams>(PARAMS_SCHEMAS['image.pull.cancel']),
+  'image.pull.status': ajv.compile<ImagePullStatusParams>(PARAMS_SCHEMAS['image.pull.status']),
   'image.show': ajv.compile<ImageShowParams>(PARAMS_SCHEMAS['image.show']),
   'image.warm.begin': ajv.compile<ImageWarmBeginParams>(PARAMS_SCHEMAS['image.warm.begin']),
   'image.warm.status': ajv.compile<ImageWarmStatusParams>(PARAMS_SCHEMAS['image.warm.status']),
@@ -187,10 +203,14 @@ export const daemonResultValidators: {
   readonly 'image.build.begin': ValidateFunction<ImageBuildBeginResult>;
   readonly 'image.build.cancel': ValidateFunction<ImageBuildCancelResult>;
   readonly 'image.build.status': ValidateFunction<ImageBuildStatusResult>;
+  readonly 'image.cache.prune': ValidateFunction<ImageCachePruneResult>;
   readonly 'image.delete': ValidateFunction<ImageDeleteResult>;
   readonly 'image.import': ValidateFunction<ImageImportResult>;
   readonly 'image.list': ValidateFunction<ImageListResult>;
   readonly 'image.promote': ValidateFunction<ImagePromoteResult>;
+  readonly 'image.pull.begin': ValidateFunction<ImagePullBeginResult>;
+  readonly 'image.pull.cancel': ValidateFunction<ImagePullCancelResult>;
+  readonly 'image.pull.status': ValidateFunction<ImagePullStatusResult>;
   readonly 'image.show': ValidateFunction<ImageShowResult>;
   readonly 'image.warm.begin': ValidateFunction<ImageWarmBeginResult>;
   readonly 'image.warm.status': ValidateFunction<ImageWarmStatusResult>;
@@ -232,10 +252,14 @@ export const daemonResultValidators: {
   'image.build.begin': ajv.compile<ImageBuildBeginResult>(RESULT_SCHEMAS['image.build.begin']),
   'image.build.cancel': ajv.compile<ImageBuildCancelResult>(RESULT_SCHEMAS['image.build.cancel']),
   'image.build.status': ajv.compile<ImageBuildStatusResult>(RESULT_SCHEMAS['image.build.status']),
+  'image.cache.prune': ajv.compile<ImageCachePruneResult>(RESULT_SCHEMAS['image.cache.prune']),
   'image.delete': ajv.compile<ImageDeleteResult>(RESULT_SCHEMAS['image.delete']),
   'image.import': ajv.compile<ImageImportResult>(RESULT_SCHEMAS['image.import']),
   'image.list': ajv.compile<ImageListResult>(RESULT_SCHEMAS['image.list']),
   'image.promote': ajv.compile<ImagePromoteResult>(RESULT_SCHEMAS['image.promote']),
+  'image.pull.begin': ajv.compile<ImagePullBeginResult>(RESULT_SCHEMAS['image.pull.begin']),
+  'image.pull.cancel': ajv.compile<ImagePullCancelResult>(RESULT_SCHEMAS['image.pull.cancel']),
+  'image.pull.status': ajv.compile<ImagePullStatusResult>(RESULT_SCHEMAS['image.pull.status']),
   'image.show': ajv.compile<ImageShowResult>(RESULT_SCHEMAS['image.show']),
   'image.warm.begin': ajv.compile<ImageWarmBeginResult>(RESULT_SCHEMAS['image.warm.begin']),
   'image.warm.status': ajv.compile<ImageWarmStatusResult>(RESULT_SCHEMAS['image.warm.status']),

@@ -208,6 +208,25 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'image.cache.prune': [
+    {
+      params: {
+        dry_run: true,
+      },
+      result: {
+        dry_run: true,
+        removed: [
+          {
+            digest: 'sha256:4444444444444444444444444444444444444444444444444444444444444444',
+            size_bytes: 31981568,
+          },
+        ],
+        partials: [],
+        bytes: 31981568,
+        kept: 4,
+      },
+    },
+  ],
   'image.delete': [
     {
       params: {
@@ -282,6 +301,127 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
           recipe_hash: '5f0c2a',
           created_at: '2026-01-14T09:31:02.120Z',
           used_by: ['calm-otter'],
+        },
+      },
+    },
+  ],
+  'image.pull.begin': [
+    {
+      params: {
+        reference: '127.0.0.1:5000/minbase:bookworm',
+      },
+      result: {
+        operation_id: 'op-7d3e9a01c2b4',
+        name: 'minbase-bookworm',
+      },
+    },
+    {
+      params: {
+        oci_layout: '/srv/layouts/app',
+        tag: 'v1',
+        name: 'app',
+      },
+      result: {
+        operation_id: 'op-7d3e9a01c2b5',
+        name: 'app',
+      },
+    },
+  ],
+  'image.pull.cancel': [
+    {
+      params: {
+        operation_id: 'op-7d3e9a01c2b4',
+      },
+      result: {
+        operation: {
+          id: 'op-7d3e9a01c2b4',
+          kind: 'image.pull',
+          method: 'image.pull.begin',
+          state: 'canceled',
+          started_at: '2026-01-14T09:31:02.120Z',
+          ended_at: '2026-01-14T09:31:09.800Z',
+          image: 'minbase-bookworm',
+          steps: [
+            {
+              name: 'download',
+              state: 'failed',
+              started_at: '2026-01-14T09:31:02.430Z',
+              duration_ms: 7370,
+              detail: 'canceled',
+            },
+          ],
+          error: {
+            code: 'canceled',
+            message: 'canceled by user',
+          },
+        },
+      },
+    },
+  ],
+  'image.pull.status': [
+    {
+      params: {
+        operation_id: 'op-7d3e9a01c2b4',
+      },
+      result: {
+        operation: {
+          id: 'op-7d3e9a01c2b4',
+          kind: 'image.pull',
+          method: 'image.pull.begin',
+          state: 'running',
+          started_at: '2026-01-14T09:31:02.120Z',
+          image: 'minbase-bookworm',
+          current_step: 'download',
+          steps: [
+            {
+              name: 'resolve',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 310,
+              detail: '127.0.0.1:5000/minbase:bookworm: single-platform manifest, 2 layers',
+            },
+            {
+              name: 'download',
+              state: 'running',
+              started_at: '2026-01-14T09:31:02.430Z',
+              detail: 'layer 2/2 sha256:4f1c2a9e0b: 12.0 MiB of 30.5 MiB; overall 42.1 MiB of 60.5 MiB',
+            },
+          ],
+        },
+      },
+    },
+    {
+      params: {
+        operation_id: 'op-7d3e9a01c2b5',
+      },
+      result: {
+        operation: {
+          id: 'op-7d3e9a01c2b5',
+          kind: 'image.pull',
+          method: 'image.pull.begin',
+          state: 'succeeded',
+          started_at: '2026-01-14T09:31:02.120Z',
+          ended_at: '2026-01-14T09:33:40.000Z',
+          image: 'minbase-bookworm',
+          steps: [],
+        },
+        image: {
+          id: '5e6f7a8b9c0d',
+          name: 'minbase-bookworm',
+          kernel: 'debian-bookworm',
+          kernel_version: '6.1.0-28-cloud-amd64',
+          rootfs_path: '/home/me/.local/state/banger/images/minbase-bookworm/rootfs.ext4',
+          size_bytes: 1610612736,
+          source: 'oci',
+          default: false,
+          digest: 'sha256:3333333333333333333333333333333333333333333333333333333333333333',
+          reference: '127.0.0.1:5000/minbase:bookworm',
+          oci_config: {
+            env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+            cmd: ['bash'],
+          },
+          created_at: '2026-01-14T09:33:40.000Z',
+          used_by: [],
         },
       },
     },

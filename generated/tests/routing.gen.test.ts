@@ -23,6 +23,9 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   'image.build.status': {
     operation_id: 'op-0b7e11aa',
   },
+  'image.cache.prune': {
+    dry_run: true,
+  },
   'image.delete': {
     name: 'my-image',
   },
@@ -34,6 +37,17 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   'image.list': undefined,
   'image.promote': {
     name: 'debian-bookworm',
+  },
+  'image.pull.begin': {
+    oci_layout: '/srv/layouts/app',
+    tag: 'v1',
+    name: 'app',
+  },
+  'image.pull.cancel': {
+    operation_id: 'op-7d3e9a01c2b4',
+  },
+  'image.pull.status': {
+    operation_id: 'op-7d3e9a01c2b4',
   },
   'image.show': {
     name: 'debian-bookworm',

@@ -33,6 +33,8 @@ import { WarmService } from './warm.ts';
 import { OperationRegistry, type OperationSink } from '../ops/operations.ts';
 import { DaemonServiceImpl } from './services/daemon.ts';
 import { ImageServiceImpl } from './services/image.ts';
+import type { BootableFn } from './services/image-bootable.ts';
+import { OciImageService } from './services/image-oci.ts';
 import { KernelServiceImpl } from './services/kernel.ts';
 import { OpServiceImpl } from './services/op.ts';
 import { rootMethods } from './services/root.ts';
@@ -64,6 +66,8 @@ export interface StartOptions {
   testFailStep?: string;
   /** TEST-ONLY: SIGKILL the daemon when this step begins (default: env BANGER_TEST_CRASH_AT). */
   testCrashAt?: string;
+  /** Tests inject a fake `bootable` step for OCI pulls (default: src/image/prepare.ts). */
+  ociBootable?: BootableFn;
   /** sources.list text kernel.catalog / kernel.pull read (default: the image recipe's archive). */
   kernelAptSources?: string;
 }
@@ -196,6 +200,20 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     cacheDir: cacheDirFor(opts.config),
     ...(opts.kernelAptSources !== undefined ? { aptSources: opts.kernelAptSources } : {}),
   });
+  // OCI pulls and imports; their layer cache lives with the other caches. They boot the default
+  // image's kernel (building the default image first when there is none).
+  const ociImages = new OciImageService({
+    store,
+    ops,
+    log,
+    stateDir: opts.stateDir,
+    blobDir: join(cacheDirFor(opts.config), 'oci', 'blobs'),
+    defaultKernel: async (signal, onProgress) =>
+      (await images.resolveForVm(undefined, { signal, onProgress })).kernel,
+    busyElsewhere: (name) => images.busy(name),
+    ...(opts.ociBootable ? { bootable: opts.ociBootable } : {}),
+  });
+  images.ociImages = ociImages;
   const runtime = new VmRuntime(opts.driver ?? driverFor(selection, log), log);
   // Bridge mode: taps, NAT and resolver routing through bangerd-root.
   // `<name>.vm` for running bridged VMs: 127.0.0.1 for the host, the bridge address for guests.

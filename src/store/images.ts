@@ -1,8 +1,33 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { StoreError } from './errors.ts';
-import { ARTIFACT_SOURCES, type ArtifactSource } from './kernels.ts';
-import { type Clock, type Row, bool, int, iso, newId, oneOf, plural, str, strOrNull } from './rows.ts';
+import {
+  type Clock,
+  type Row,
+  bool,
+  int,
+  iso,
+  json,
+  newId,
+  oneOf,
+  plural,
+  str,
+  strOrNull,
+  toJson,
+} from './rows.ts';
 import { withTransaction } from './tx.ts';
+
+/** Where an image came from (kernels are only built or imported). */
+export const IMAGE_SOURCES = ['built', 'imported', 'oci', 'derived'] as const;
+export type ImageSource = (typeof IMAGE_SOURCES)[number];
+
+/** An OCI image config's run defaults (stored as JSON in images.oci_config). */
+export interface OciRunConfig {
+  env: string[];
+  working_dir?: string;
+  user?: string;
+  entrypoint?: string[];
+  cmd?: string[];
+}
 
 export interface ImageRow {
   id: string;
@@ -12,9 +37,18 @@ export interface ImageRow {
   rootfsFormat: string;
   sizeBytes: number;
   recipeHash: string | null;
-  source: ArtifactSource;
+  source: ImageSource;
   isDefault: boolean;
   createdAt: string;
+  /** OCI images: the image digest (sha256:…). */
+  digest: string | null;
+  /** OCI images: what was pulled (canonical reference) or the tag an archive was read with. */
+  reference: string | null;
+  ociConfig: OciRunConfig | null;
+  /** OCI images: the cache blobs (digests) the image was made from; prune keeps them. */
+  ociBlobs: string[] | null;
+  /** Derived images: the image it was made from. */
+  parentId: string | null;
 }
 
 export interface NewImage {
@@ -27,7 +61,12 @@ export interface NewImage {
   rootfsFormat?: string;
   sizeBytes: number;
   recipeHash?: string | null;
-  source: ArtifactSource;
+  source: ImageSource;
+  digest?: string | null;
+  reference?: string | null;
+  ociConfig?: OciRunConfig | null;
+  ociBlobs?: string[] | null;
+  parentId?: string | null;
   /** Make it the default image (the previous default, if any, stops being default). */
   isDefault?: boolean;
   /** Defaults to now. */
@@ -35,7 +74,25 @@ export interface NewImage {
 }
 
 const COLS =
-  'id, name, kernel_id, rootfs_path, rootfs_format, size_bytes, recipe_hash, source, is_default, created_at';
+  'id, name, kernel_id, rootfs_path, rootfs_format, size_bytes, recipe_hash, source, is_default, created_at, ' +
+  'digest, reference, oci_config, oci_blobs, parent_id';
+
+function ociConfigOf(r: Row): OciRunConfig | null {
+  const v = json(r, 'images', 'oci_config');
+  if (v === null) return null;
+  const o = v as Partial<OciRunConfig>;
+  if (typeof v !== 'object' || Array.isArray(v) || !Array.isArray(o.env))
+    throw new StoreError('bad_row', 'images.oci_config: expected an object with env');
+  return v as OciRunConfig;
+}
+
+function blobsOf(r: Row): string[] | null {
+  const v = json(r, 'images', 'oci_blobs');
+  if (v === null) return null;
+  if (!Array.isArray(v) || v.some((d) => typeof d !== 'string'))
+    throw new StoreError('bad_row', 'images.oci_blobs: expected an array of digests');
+  return v as string[];
+}
 
 function toImage(r: Row): ImageRow {
   const t = 'images';
@@ -47,9 +104,14 @@ function toImage(r: Row): ImageRow {
     rootfsFormat: str(r, t, 'rootfs_format'),
     sizeBytes: int(r, t, 'size_bytes'),
     recipeHash: strOrNull(r, t, 'recipe_hash'),
-    source: oneOf(r, t, 'source', ARTIFACT_SOURCES),
+    source: oneOf(r, t, 'source', IMAGE_SOURCES),
     isDefault: bool(r, t, 'is_default'),
     createdAt: str(r, t, 'created_at'),
+    digest: strOrNull(r, t, 'digest'),
+    reference: strOrNull(r, t, 'reference'),
+    ociConfig: ociConfigOf(r),
+    ociBlobs: blobsOf(r),
+    parentId: strOrNull(r, t, 'parent_id'),
   };
 }
 
@@ -64,13 +126,14 @@ export class ImagesRepo {
   readonly #setDefault: StatementSync;
   readonly #list: StatementSync;
   readonly #usedBy: StatementSync;
+  readonly #children: StatementSync;
   readonly #delete: StatementSync;
 
   constructor(db: DatabaseSync, now: Clock) {
     this.#db = db;
     this.#now = now;
     this.#insert = db.prepare(
-      `INSERT INTO images (${COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ${COLS}`,
+      `INSERT INTO images (${COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ${COLS}`,
     );
     this.#getById = db.prepare(`SELECT ${COLS} FROM images WHERE id = ?`);
     this.#getByName = db.prepare(`SELECT ${COLS} FROM images WHERE name = ?`);
@@ -79,6 +142,7 @@ export class ImagesRepo {
     this.#setDefault = db.prepare(`UPDATE images SET is_default = 1 WHERE id = ? RETURNING ${COLS}`);
     this.#list = db.prepare(`SELECT ${COLS} FROM images ORDER BY name`);
     this.#usedBy = db.prepare('SELECT name FROM vms WHERE image_id = ? ORDER BY name');
+    this.#children = db.prepare('SELECT name FROM images WHERE parent_id = ? ORDER BY name');
     this.#delete = db.prepare('DELETE FROM images WHERE id = ?');
   }
 
@@ -100,6 +164,11 @@ export class ImagesRepo {
         img.source,
         img.isDefault ? 1 : 0,
         iso(img.createdAt ?? this.#now()),
+        img.digest ?? null,
+        img.reference ?? null,
+        toJson(img.ociConfig),
+        toJson(img.ociBlobs),
+        img.parentId ?? null,
       );
       if (!row) throw new Error('images insert returned no row');
       return toImage(row);
@@ -143,7 +212,8 @@ export class ImagesRepo {
   }
 
   /**
-   * Delete an image. Throws StoreError 'in_use' (naming the VMs) if a VM uses it.
+   * Delete an image. Throws StoreError 'in_use' (naming the VMs or the derived images) if a VM
+   * uses it or another image was derived from it.
    * Returns false if there was no such image.
    */
   delete(id: string): boolean {
@@ -154,6 +224,14 @@ export class ImagesRepo {
         throw new StoreError(
           'in_use',
           `image ${name} is used by ${plural(users.length, 'VM')} ${users.join(', ')}`,
+        );
+      }
+      const children = this.#children.all(id).map((r) => str(r, 'images', 'name'));
+      if (children.length > 0) {
+        const name = this.getById(id)?.name ?? id;
+        throw new StoreError(
+          'in_use',
+          `image ${name} is the base of ${plural(children.length, 'derived image')} ${children.join(', ')}`,
         );
       }
       return Number(this.#delete.run(id).changes) > 0;

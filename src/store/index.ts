@@ -17,7 +17,14 @@ export {
   uniqueViolationColumns,
   type StoreErrorCode,
 } from './errors.ts';
-export { ImagesRepo, type ImageRow, type NewImage } from './images.ts';
+export {
+  IMAGE_SOURCES,
+  ImagesRepo,
+  type ImageRow,
+  type ImageSource,
+  type NewImage,
+  type OciRunConfig,
+} from './images.ts';
 export {
   ARTIFACT_SOURCES,
   KernelsRepo,

@@ -89,6 +89,45 @@ CREATE UNIQUE INDEX vms_guest_ip ON vms (guest_ip) WHERE guest_ip IS NOT NULL;
 `);
     },
   },
+  {
+    id: 5,
+    name: 'image_oci',
+    disableForeignKeys: true,
+    up(db) {
+      // Images from OCI images (`oci`) and derived images (`derived`, made from a parent image):
+      // the image digest, what was pulled, the config's run defaults (JSON), the cache blobs the
+      // image was made from (JSON array; what `image cache prune` keeps) and the parent image.
+      // SQLite cannot change a CHECK: rebuild the table (vms reference it; ids are kept).
+      db.exec(`
+CREATE TABLE images_new (
+  id            TEXT PRIMARY KEY,
+  name          TEXT NOT NULL UNIQUE,
+  kernel_id     TEXT NOT NULL REFERENCES kernels (id) ON DELETE RESTRICT,
+  rootfs_path   TEXT NOT NULL,
+  rootfs_format TEXT NOT NULL DEFAULT 'raw',
+  size_bytes    INTEGER NOT NULL,
+  recipe_hash   TEXT,
+  source        TEXT NOT NULL CHECK (source IN ('built', 'imported', 'oci', 'derived')),
+  is_default    INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)),
+  created_at    TEXT NOT NULL,
+  digest        TEXT,
+  reference     TEXT,
+  oci_config    TEXT,
+  oci_blobs     TEXT,
+  parent_id     TEXT REFERENCES images_new (id) ON DELETE RESTRICT
+) STRICT;
+INSERT INTO images_new (id, name, kernel_id, rootfs_path, rootfs_format, size_bytes, recipe_hash,
+  source, is_default, created_at)
+SELECT id, name, kernel_id, rootfs_path, rootfs_format, size_bytes, recipe_hash, source,
+  is_default, created_at FROM images;
+DROP TABLE images;
+ALTER TABLE images_new RENAME TO images;
+CREATE INDEX images_kernel_id ON images (kernel_id);
+CREATE INDEX images_parent_id ON images (parent_id);
+CREATE UNIQUE INDEX images_one_default ON images (is_default) WHERE is_default = 1;
+`);
+    },
+  },
 ];
 
 export interface AppliedMigration {

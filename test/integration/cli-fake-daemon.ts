@@ -446,6 +446,12 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
       },
     },
     warm: { begin: notFaked('image.warm.begin'), status: notFaked('image.warm.status') },
+    pull: {
+      begin: notFaked('image.pull.begin'),
+      status: notFaked('image.pull.status'),
+      cancel: notFaked('image.pull.cancel'),
+    },
+    cache: { prune: notFaked('image.cache.prune') },
     async list() {
       return { images: [...images.values()] };
     },

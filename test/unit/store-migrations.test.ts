@@ -208,3 +208,52 @@ describe('migrations', () => {
     store.close();
   });
 });
+
+describe('migration 5 (image_oci)', () => {
+  it('rebuilds images keeping every row, the VMs that use them and the one-default rule', () => {
+    const upTo4 = MIGRATIONS.filter((m) => m.id <= 4);
+    // Raw: the repositories of this banger prepare statements for the new columns.
+    const old = openDatabase(path);
+    runMigrations(old, upTo4);
+    old.exec(`INSERT INTO kernels (id, name, version, kernel_path, source, created_at)
+      VALUES ('k1', 'k', '6.1', '/k', 'built', '2025-01-01T00:00:00.000Z')`);
+    old.exec(`INSERT INTO images (id, name, kernel_id, rootfs_path, size_bytes, recipe_hash, source, is_default, created_at)
+      VALUES ('i1', 'debian', 'k1', '/i/rootfs.ext4', 1024, 'abc', 'built', 1, '2025-01-01T00:00:00.000Z')`);
+    old.exec(`INSERT INTO vms (id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, mac, created_at, updated_at)
+      VALUES ('v1', 'calm-otter', 'i1', 'stopped', 2, 1024, 4096, 'user', '52:54:00:00:00:01', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`);
+    old.close();
+
+    const store = openStore(path);
+    expect(store.appliedMigrations).toContain(5);
+    expect(store.images.getById('i1')).toMatchObject({
+      name: 'debian',
+      recipeHash: 'abc',
+      source: 'built',
+      isDefault: true,
+      digest: null,
+      ociBlobs: null,
+      parentId: null,
+    });
+    expect(store.vms.getById('v1')?.imageId).toBe('i1');
+    expect(store.db.prepare('PRAGMA foreign_key_check').all()).toEqual([]);
+    // Still at most one default image, and the images a VM uses still cannot go.
+    expect(() =>
+      store.images.insert({
+        name: 'x',
+        kernelId: 'k1',
+        rootfsPath: '/x',
+        sizeBytes: 1,
+        source: 'oci',
+        isDefault: true,
+      }),
+    ).not.toThrow();
+    expect(
+      store.images
+        .list()
+        .filter((i) => i.isDefault)
+        .map((i) => i.name),
+    ).toEqual(['x']);
+    expect(() => store.db.prepare("DELETE FROM images WHERE id = 'i1'").run()).toThrow(/FOREIGN KEY/);
+    store.close();
+  });
+});

@@ -138,7 +138,66 @@ describe('images', () => {
       source: 'built',
       isDefault: true,
       createdAt: '2025-01-01T00:00:00.000Z',
+      digest: null,
+      reference: null,
+      ociConfig: null,
+      ociBlobs: null,
+      parentId: null,
     });
+  });
+
+  it('keeps the digest, reference, config and blobs of an OCI image; a derived image names its parent', () => {
+    const { kernelId } = seed();
+    const digest = `sha256:${'a'.repeat(64)}`;
+    const oci = store.images.insert({
+      name: 'minbase-bookworm',
+      kernelId,
+      rootfsPath: '/i/minbase.ext4',
+      sizeBytes: 2 ** 30,
+      source: 'oci',
+      digest,
+      reference: '127.0.0.1:5000/minbase:bookworm',
+      ociConfig: { env: ['PATH=/usr/bin'], working_dir: '/src', user: '1000', cmd: ['bash'] },
+      ociBlobs: [digest, `sha256:${'b'.repeat(64)}`],
+    });
+    expect(store.images.getByName('minbase-bookworm')).toMatchObject({
+      source: 'oci',
+      digest,
+      reference: '127.0.0.1:5000/minbase:bookworm',
+      ociConfig: { env: ['PATH=/usr/bin'], working_dir: '/src', user: '1000', cmd: ['bash'] },
+      ociBlobs: [digest, `sha256:${'b'.repeat(64)}`],
+      parentId: null,
+    });
+    const derived = store.images.insert({
+      name: 'py',
+      kernelId,
+      rootfsPath: '/i/py.ext4',
+      sizeBytes: 2 ** 30,
+      source: 'derived',
+      parentId: oci.id,
+    });
+    expect(store.images.getById(derived.id)?.parentId).toBe(oci.id);
+    const err = caught(() => store.images.delete(oci.id));
+    expect(isStoreError(err, 'in_use')).toBe(true);
+    expect((err as Error).message).toBe('image minbase-bookworm is the base of derived image py');
+    expect(
+      isForeignKeyViolation(caught(() => store.db.prepare('DELETE FROM images WHERE id = ?').run(oci.id))),
+    ).toBe(true);
+    expect(store.images.delete(derived.id)).toBe(true);
+    expect(store.images.delete(oci.id)).toBe(true);
+  });
+
+  it('refuses an unknown image source (CHECK) and a parent that does not exist (FK)', () => {
+    const { kernelId } = seed();
+    const base = { kernelId, rootfsPath: '/x', sizeBytes: 1 };
+    expect(
+      isCheckViolation(caught(() => store.images.insert({ ...base, name: 'x', source: 'stolen' as 'oci' }))),
+    ).toBe(true);
+    expect(
+      isForeignKeyViolation(
+        caught(() => store.images.insert({ ...base, name: 'y', source: 'derived', parentId: 'nope' })),
+      ),
+    ).toBe(true);
   });
 
   it('refuses an image whose kernel does not exist (FK)', () => {

@@ -9,7 +9,16 @@ export function isoTimestamp(s: string): string {
   return Number.isNaN(t) ? s : new Date(t).toISOString();
 }
 
-export function imageToWire(row: ImageRow, kernel: KernelRow, usedBy: readonly string[]): Image {
+/**
+ * `parent`: the name of a derived image's base (callers look it up by row.parentId; a missing
+ * one is left out).
+ */
+export function imageToWire(
+  row: ImageRow,
+  kernel: KernelRow,
+  usedBy: readonly string[],
+  parent?: string,
+): Image {
   const img: Image = {
     id: row.id,
     name: row.name,
@@ -23,6 +32,10 @@ export function imageToWire(row: ImageRow, kernel: KernelRow, usedBy: readonly s
     used_by: [...usedBy],
   };
   if (row.recipeHash !== null) img.recipe_hash = row.recipeHash;
+  if (row.digest !== null) img.digest = row.digest;
+  if (row.reference !== null) img.reference = row.reference;
+  if (row.ociConfig !== null) img.oci_config = structuredClone(row.ociConfig);
+  if (parent !== undefined) img.parent = parent;
   return img;
 }
 

@@ -8,7 +8,13 @@ import { existsSync, renameSync } from 'node:fs';
 import { chmod, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import type { ImageBuildService, ImageService, ImageWarmService } from '../../../generated/handlers.gen.ts';
+import type {
+  ImageBuildService,
+  ImageCacheService,
+  ImagePullService,
+  ImageService,
+  ImageWarmService,
+} from '../../../generated/handlers.gen.ts';
 import type {
   Image,
   ImageBuildBeginParams,
@@ -79,6 +85,14 @@ export interface ImageWarmPart {
   templates(image: ImageRow): Promise<WarmTemplate[]>;
 }
 
+/** What image.pull.* and image.cache.* need (src/daemon/services/image-oci.ts). */
+export interface OciImagePart {
+  readonly pull: ImagePullService;
+  readonly cache: ImageCacheService;
+  /** Why `name` is taken by a pull in flight, if it is. */
+  pulling(name: string): string | undefined;
+}
+
 export interface ResolveOptions {
   signal?: AbortSignal;
   /** Progress of an automatic default-image build (its stage transitions). */
@@ -119,6 +133,8 @@ export class ImageServiceImpl implements ImageService {
   private readonly importing = new Set<string>();
   /** Warm templates; set once the daemon has wired them (they resolve images through here). */
   warmTemplates: ImageWarmPart | undefined;
+  /** OCI pulls and imports, image.pull.* and image.cache.* (src/daemon/services/image-oci.ts). */
+  ociImages: OciImagePart | undefined;
 
   constructor(deps: ImageServiceDeps) {
     this.store = deps.store;
@@ -180,6 +196,8 @@ export class ImageServiceImpl implements ImageService {
     const running = this.builds.get(name);
     if (running) throw conflict(`image ${name} is already being built (operation ${running.tracker.op.id})`);
     if (this.importing.has(name)) throw conflict(`image ${name} is being imported`);
+    const pulling = this.ociImages?.pulling(name);
+    if (pulling) throw conflict(pulling);
     const existing = this.store.images.getByName(name);
     if (existing && !force) throw alreadyExists(`image ${name} already exists (force rebuilds it)`);
     if (existing) {
@@ -456,10 +474,13 @@ export class ImageServiceImpl implements ImageService {
   async list(_ctx: RpcContext): Promise<ImageListResult> {
     const kernels = new Map(this.store.kernels.list().map((k) => [k.id, k]));
     const users = namesBy(this.store.vms.list(), (v) => v.imageId);
+    const rows = this.store.images.list();
+    const names = new Map(rows.map((r) => [r.id, r.name]));
     const images: Image[] = [];
-    for (const row of this.store.images.list()) {
+    for (const row of rows) {
       const k = kernels.get(row.kernelId);
-      if (k) images.push(imageToWire(row, k, users.get(row.id) ?? []));
+      const parent = row.parentId !== null ? names.get(row.parentId) : undefined;
+      if (k) images.push(imageToWire(row, k, users.get(row.id) ?? [], parent));
       else this.log.warn({ image: row.name }, 'image without its kernel row; not listed');
     }
     return { images };
@@ -479,6 +500,30 @@ export class ImageServiceImpl implements ImageService {
     begin: (p, ctx) => this.requireWarm().begin(p, ctx),
     status: (p) => this.requireWarm().status(p),
   };
+
+  /** image.pull.* and image.cache.*, at their wire paths, once the daemon wired the OCI part. */
+  readonly pull: ImagePullService = {
+    begin: (p, ctx) => this.requireOci().pull.begin(p, ctx),
+    status: (p, ctx) => this.requireOci().pull.status(p, ctx),
+    cancel: (p, ctx) => this.requireOci().pull.cancel(p, ctx),
+  };
+
+  readonly cache: ImageCacheService = {
+    prune: (p, ctx) => this.requireOci().cache.prune(p, ctx),
+  };
+
+  private requireOci(): OciImagePart {
+    if (!this.ociImages) throw new ErrorResponse('conflict', 'OCI images are not available in this daemon');
+    return this.ociImages;
+  }
+
+  /** Why `name` is taken by a build or a raw import in flight, if it is (the OCI part asks). */
+  busy(name: string): string | undefined {
+    const b = this.builds.get(name);
+    if (b) return `image ${name} is being built (operation ${b.tracker.op.id})`;
+    if (this.importing.has(name)) return `image ${name} is being imported`;
+    return undefined;
+  }
 
   private requireWarm(): ImageWarmPart {
     if (!this.warmTemplates)
@@ -564,6 +609,8 @@ export class ImageServiceImpl implements ImageService {
     const b = this.builds.get(name);
     if (b) throw alreadyExists(`image ${name} is being built (operation ${b.tracker.op.id})`);
     if (this.importing.has(name)) throw alreadyExists(`image ${name} is being imported`);
+    const pulling = this.ociImages?.pulling(name);
+    if (pulling) throw alreadyExists(pulling);
     if (this.store.images.getByName(name)) throw alreadyExists(`image ${name} already exists`);
     if (this.store.kernels.getByName(name)) throw alreadyExists(`a kernel named ${name} already exists`);
   }
@@ -633,6 +680,7 @@ export class ImageServiceImpl implements ImageService {
   }
 
   private wire(row: ImageRow): Image {
-    return imageToWire(row, this.kernelOf(row), this.vmsUsing(row.id));
+    const parent = row.parentId !== null ? this.store.images.getById(row.parentId)?.name : undefined;
+    return imageToWire(row, this.kernelOf(row), this.vmsUsing(row.id), parent);
   }
 }
