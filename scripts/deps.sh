@@ -8,7 +8,9 @@ WITH_TEST_TOOLS=0
 
 PKGS=(qemu-system-x86 qemu-utils mmdebstrap debootstrap busybox-static socat e2fsprogs cpio zstd kmod uidmap
       openssh-client iproute2 nftables git ca-certificates gcc libc6-dev)
-[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps)
+# docker-registry + skopeo: the OCI tests' real registry and what feeds it; apt-utils:
+# apt-ftparchive for the fixtures' flat apt repository (test/fixtures/oci/prepare.sh).
+[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps docker-registry skopeo apt-utils)
 
 missing=()
 # npm fetches the pinned Node; it usually comes with the machine's Node, not as a Debian package.
@@ -22,6 +24,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}" >&2
   $SUDO apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts a system registry on :5000 (every interface); the tests run their own on
+  # loopback, so one installed just now for them is stopped and disabled.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null &&
+    [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 "$ROOT/scripts/ensure-node.sh"

@@ -230,12 +230,20 @@ export async function runExt4Check(dir: string): Promise<CheckResult> {
     label: 'oci-test',
     headroomBytes: 8 * 1024 * 1024,
   });
+  return checkImage(image);
+}
+
+/**
+ * Read every inode of an image made from LAYER1..3 (plus whatever `expected` adds or changes:
+ * test/integration/oci-registry.test.ts pulls these layers from a real registry) and compare.
+ */
+export function checkImage(image: string, expected: readonly Expected[] = EXPECTED): CheckResult {
   const mismatches: string[] = [];
   const paths = listImage(image);
-  const want = new Map(EXPECTED.map((e) => [e.path, e]));
+  const want = new Map(expected.map((e) => [e.path, e]));
   for (const p of paths) if (!want.has(p)) mismatches.push(`${p}: unexpected in the image`);
   for (const p of want.keys()) if (!paths.includes(p)) mismatches.push(`${p}: missing from the image`);
-  const present = EXPECTED.filter((e) => paths.includes(e.path));
+  const present = expected.filter((e) => paths.includes(e.path));
   const stats = statImage(
     image,
     present.map((e) => e.path),
