@@ -213,7 +213,8 @@ export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult
           started = l.includes('prepare: running prepare.sh');
           continue;
         }
-        if (l.startsWith(PREPARE_EXIT_MARKER)) continue;
+        // The marker, and kernel messages that reach the console (the final power-down, say).
+        if (l.startsWith(PREPARE_EXIT_MARKER) || /^\[\s*\d+\.\d+\]/.test(l)) continue;
         output.push(l);
         o.onProgress?.(l);
       }
