@@ -13,6 +13,13 @@ import { checkPath, checkSocketPath, validateLaunchSpec, withKernelParams } from
 
 export const DEFAULT_QEMU_BINARY = 'qemu-system-x86_64';
 export const DEFAULT_TB_SIZE_MIB = 128;
+/**
+ * The TCG vCPU: QEMU's default model plus ARAT (the local APIC timer keeps running in deep idle
+ * states). Without it Linux marks the LAPIC timer C3STOP, and with no broadcast timer on microvm
+ * (no HPET) it cannot stop the tick: every vCPU takes HZ (250) timer interrupts a second, idle or
+ * not, and each costs the VMM real CPU under TCG (docs/bench.md, idle).
+ */
+export const TCG_CPU = 'qemu64,+arat';
 /** The virtio-serial port name the guest agent opens (/sys/class/virtio-ports/*\/name). */
 export const AGENT_PORT_NAME = 'banger.agent';
 /** The port name Debian's qemu-guest-agent unit waits for (udev starts it when it appears). */
@@ -86,7 +93,7 @@ export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): s
     // PVM-style hosts abort on MSR 0x10a with plain `-cpu host`.
     argv.push('-accel', 'kvm', '-cpu', 'host,-arch-capabilities');
   } else {
-    argv.push('-accel', `tcg,tb-size=${spec.tbSizeMiB ?? DEFAULT_TB_SIZE_MIB}`);
+    argv.push('-accel', `tcg,tb-size=${spec.tbSizeMiB ?? DEFAULT_TB_SIZE_MIB}`, '-cpu', TCG_CPU);
   }
   argv.push('-m', String(spec.memoryMiB), '-smp', String(spec.vcpus));
   argv.push('-nodefaults', '-no-user-config', '-display', 'none');

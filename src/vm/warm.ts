@@ -33,7 +33,9 @@ import { releasePort, reservePort } from './ports.ts';
 import { generateHostKey } from './ssh.ts';
 
 /** Bump when anything about how templates are made changes: older templates stop matching. */
-export const WARM_FORMAT = 2; // 2: RAM in a file shared copy-on-write with the clones
+// 2: RAM in a file shared copy-on-write with the clones; 3: TCG guests boot with ARAT (tickless
+// idle), which a clone only gets from a template booted with it.
+export const WARM_FORMAT = 3;
 /** The hostname a template boots with (each clone gets its own before it is reachable). */
 export const TEMPLATE_HOSTNAME = 'banger-warm';
 export const TEMPLATE_MANIFEST = 'template.json';

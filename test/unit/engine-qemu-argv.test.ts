@@ -95,10 +95,11 @@ describe('buildQemuArgv: the base command line', () => {
 });
 
 describe('accelerator', () => {
-  it('TCG: tb-size (default 128), no -cpu, TSC params on the kernel command line', () => {
+  it('TCG: tb-size (default 128), qemu64 with ARAT (a tickless idle guest), TSC params on the kernel command line', () => {
     const argv = buildQemuArgv(spec(), { hostTscKhz: TSC });
     expect(after(argv, '-accel')).toBe('tcg,tb-size=128');
-    expect(argv).not.toContain('-cpu');
+    expect(after(argv, '-cpu')).toBe('qemu64,+arat');
+    expect(argv.filter((a) => a === '-cpu')).toHaveLength(1);
     expect(after(argv, '-append')).toBe(
       `root=/dev/vda rw quiet console=ttyS0 panic=-1 tsc_early_khz=${TSC} tsc=reliable`,
     );
