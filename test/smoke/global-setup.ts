@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { prepareFixtures, SMOKE_APT_SOURCES, startSmokeFixtures } from '../fixtures/oci/registry.ts';
 import { BIN, ROOT, SMOKE_ENV_FILE, startSmokeDaemon, startSmokeHelper, type SmokeEnv } from './harness.ts';
 
 const IMAGE_CACHE = process.env.BANGER_IMAGE_CACHE ?? '/var/cache/banger';
@@ -33,10 +34,25 @@ export default async function setup(): Promise<() => Promise<void>> {
   );
   if (prebuild.status !== 0) throw new Error(`building the default image failed (exit ${prebuild.status})`);
   process.stderr.write(`smoke: image cache ready in ${Math.round((Date.now() - t0) / 1000)} s\n`);
+  // The OCI fixtures (images.test.ts): a minbase tarball, a flat apt repository and image layouts,
+  // also built from Debian's archive outside the namespace, and cached.
+  const t2 = Date.now();
+  const ociFixtures = prepareFixtures();
+  process.stderr.write(`smoke: OCI fixtures ready in ${Math.round((Date.now() - t2) / 1000)} s\n`);
   const dir = mkdtempSync(join(tmpdir(), 'bsmoke-'));
   const netns = `banger-smoke-${process.pid}`;
   sh(['ip', 'netns', 'add', netns]);
   sh(['ip', 'netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
+  // Inside the namespace: docker-registry on 127.0.0.1:5000 holding minbase:bookworm, and the apt
+  // repository on 127.0.0.1:8787 (the config's apt_sources; the prepare VM reaches it as
+  // 10.0.2.2). Stopped by teardown.
+  let ociServers: { stop(): Promise<void> } | undefined;
+  try {
+    ociServers = await startSmokeFixtures(netns, ociFixtures, join(dir, 'oci'));
+  } catch (e) {
+    spawnSync('ip', ['netns', 'delete', netns]);
+    throw e;
+  }
   const stateDir = join(dir, 'state');
   const socket = join(dir, 'd.sock');
   const logFile = join(dir, 'bangerd.log');
@@ -71,6 +87,8 @@ export default async function setup(): Promise<() => Promise<void>> {
       'vcpus = 2',
       'memory_mib = 768',
       'disk_size = "3G"',
+      '[images]',
+      `apt_sources = "${SMOKE_APT_SOURCES}"`,
       '',
     ].join('\n'),
   );
@@ -141,6 +159,7 @@ export default async function setup(): Promise<() => Promise<void>> {
     } catch {
       // already gone
     }
+    await ociServers?.stop();
     spawnSync('ip', ['netns', 'delete', netns]);
     if (process.env.BANGER_SMOKE_KEEP !== '1') rmSync(dir, { recursive: true, force: true });
     rmSync(SMOKE_ENV_FILE, { force: true });
