@@ -431,6 +431,7 @@ export interface ImageBuildApi {
    * @since 0.1.0
    * @throws `already_exists`: A create would collide with an existing name.
    * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
    */
   begin(params?: ImageBuildBeginParams, options?: CallOptionsLike): Promise<ImageBuildBeginResult>;
   /**

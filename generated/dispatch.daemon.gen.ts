@@ -112,7 +112,7 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
 export const rpcDeclaredErrors: { readonly [M in DaemonMethodName]: readonly ErrorCode[] } = {
   'daemon.operations.list': [],
   'daemon.status': [],
-  'image.build.begin': ['already_exists', 'conflict'],
+  'image.build.begin': ['already_exists', 'conflict', 'not_found'],
   'image.build.cancel': ['conflict', 'not_found'],
   'image.build.status': ['not_found'],
   'image.cache.prune': ['conflict'],

@@ -135,7 +135,7 @@ export const METHODS = {
     dispatch: 'param',
     kind: 'unary',
     summary: 'Begin building an image from Debian packages on this machine; returns at once.',
-    errors: ['already_exists', 'conflict'],
+    errors: ['already_exists', 'conflict', 'not_found'],
     since: '0.1.0',
   },
   'image.build.cancel': {
@@ -714,7 +714,7 @@ export interface MethodMap {
   'image.build.begin': {
     params: ImageBuildBeginParams;
     result: ImageBuildBeginResult;
-    errors: 'already_exists' | 'conflict';
+    errors: 'already_exists' | 'conflict' | 'not_found';
   };
   'image.build.cancel': {
     params: ImageBuildCancelParams;

@@ -828,6 +828,27 @@ export const PARAMS_SCHEMAS = {
         type: 'boolean',
         description: 'Make it the default image (default: when there is none).',
       },
+      from: {
+        $ref: 'banger:defs#/$defs/ResourceName',
+        description:
+          "Derive the image from this one (`name` is then required): its root filesystem is a qcow2 overlay on the base's (it costs only what it adds), prepared in a short-lived VM that installs `packages` with the base's own package manager and runs `run_script`. Cached by the hash of (base digest or recipe, packages, script): an identical build of an existing image is a cache hit.",
+      },
+      packages: {
+        type: 'array',
+        items: {
+          type: 'string',
+          pattern: '^[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?(=[A-Za-z0-9.+~:-]+)?$',
+          maxLength: 200,
+        },
+        maxItems: 500,
+        description: 'With `from`: packages to install (Debian package names, optionally `=version`).',
+      },
+      run_script: {
+        type: 'string',
+        maxLength: 1048576,
+        description:
+          'With `from`: a script (its content) run as root in the image after the packages are installed; `#!` picks its interpreter, else sh.',
+      },
     },
   },
   'image.build.cancel': {

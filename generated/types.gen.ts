@@ -240,6 +240,20 @@ export interface ImageBuildBeginParams {
    * Make it the default image (default: when there is none).
    */
   make_default?: boolean;
+  /**
+   * Derive the image from this one (`name` is then required): its root filesystem is a qcow2 overlay on the base's (it costs only what it adds), prepared in a short-lived VM that installs `packages` with the base's own package manager and runs `run_script`. Cached by the hash of (base digest or recipe, packages, script): an identical build of an existing image is a cache hit.
+   */
+  from?: ResourceName;
+  /**
+   * With `from`: packages to install (Debian package names, optionally `=version`).
+   *
+   * @maxItems 500
+   */
+  packages?: string[];
+  /**
+   * With `from`: a script (its content) run as root in the image after the packages are installed; `#!` picks its interpreter, else sh.
+   */
+  run_script?: string;
 }
 
 /**

@@ -191,6 +191,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     log,
     stateDir: opts.stateDir,
     cacheDir: cacheDirFor(opts.config),
+    aptSources: opts.config.images.apt_sources,
   });
   const kernels = new KernelServiceImpl({
     store,

@@ -48,10 +48,11 @@ import {
 import { IMAGE_FILES } from '../../image/manifest.ts';
 import type { Logger } from '../../log/logger.ts';
 import { type RpcContext, mintOpId, withOpId } from '../../rpc/context.ts';
-import { ErrorResponse, conflict, notFound, toErrorResponse } from '../../rpc/errors.ts';
+import { ErrorResponse, badRequest, conflict, notFound, toErrorResponse } from '../../rpc/errors.ts';
 import { type ImageRow, type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
 import { imageToWire, namesBy } from './convert.ts';
+import { DERIVED_ROOTFS, buildDerived, isCacheHit, planDerived, type DerivedPlan } from './image-derived.ts';
 import {
   KERNEL_FILES,
   alreadyExists,
@@ -76,6 +77,10 @@ export interface ImageServiceDeps {
   cacheDir: string;
   /** Injectable for tests. */
   build?: typeof buildDefaultImage;
+  /** Derived builds' prepare VM (injectable for tests). */
+  buildDerived?: typeof buildDerived;
+  /** `[images] apt_sources`: replaces the base's apt sources during a derived build. */
+  aptSources?: string;
 }
 
 /** What image.warm.* and image.show need of the warm templates (src/daemon/warm.ts). */
@@ -108,6 +113,8 @@ interface BuildOptions {
   makeDefault: boolean;
   /** Started by resolveForVm: canceled when every waiter gives up. */
   auto: boolean;
+  /** A derived image (image build --from): built by image-derived.ts instead of the builder. */
+  derived?: DerivedPlan;
 }
 
 interface RunningBuild {
@@ -127,6 +134,8 @@ export class ImageServiceImpl implements ImageService {
   private readonly imagesDir: string;
   private readonly cacheDir: string;
   private readonly buildImage: typeof buildDefaultImage;
+  private readonly buildDerived: typeof buildDerived;
+  private readonly aptSources: string | undefined;
   /** Running builds by image name. */
   private readonly builds = new Map<string, RunningBuild>();
   /** Image names with an import in flight (files are copied before the rows exist). */
@@ -144,6 +153,8 @@ export class ImageServiceImpl implements ImageService {
     this.imagesDir = join(deps.stateDir, 'images');
     this.cacheDir = deps.cacheDir;
     this.buildImage = deps.build ?? buildDefaultImage;
+    this.buildDerived = deps.buildDerived ?? buildDerived;
+    this.aptSources = deps.aptSources;
   }
 
   // ---- build ---------------------------------------------------------------------------------
@@ -156,6 +167,9 @@ export class ImageServiceImpl implements ImageService {
   };
 
   async buildBegin(p: ImageBuildBeginParams, ctx: RpcContext): Promise<ImageBuildBeginResult> {
+    if (p.from !== undefined) return this.derivedBegin(p, ctx);
+    if (p.packages !== undefined || p.run_script !== undefined)
+      throw badRequest('packages and run_script need from (a base image)');
     const name = p.name ?? DEFAULT_IMAGE_NAME;
     checkResourceName(name, 'image');
     const force = p.force === true;
@@ -166,6 +180,41 @@ export class ImageServiceImpl implements ImageService {
       force,
       makeDefault: p.make_default === true,
       auto: false,
+    });
+    return { operation_id: ctx.opId, name };
+  }
+
+  /** image build NAME --from BASE: a cache hit succeeds at once, else a derived build starts. */
+  private derivedBegin(p: ImageBuildBeginParams, ctx: RpcContext): ImageBuildBeginResult {
+    const { name, from } = p;
+    if (name === undefined || from === undefined) throw badRequest('a derived image needs a name');
+    checkResourceName(name, 'image');
+    const plan = planDerived(this.store, {
+      name,
+      from,
+      packages: p.packages,
+      runScript: p.run_script,
+    });
+    const force = p.force === true;
+    const existing = this.store.images.getByName(name);
+    if (!force && !this.builds.has(name) && isCacheHit(existing, plan)) {
+      const t = this.ops.begin(ctx.opId, 'image.build', 'image.build.begin', { image: name });
+      t.stepDone('cache', {
+        durationMs: 0,
+        detail: `image ${name} is up to date (${plan.key.slice(0, 12)})`,
+      });
+      t.succeed();
+      this.log.info({ image: name, base: from, key: plan.key }, 'derived image is up to date');
+      return { operation_id: ctx.opId, name };
+    }
+    this.checkBuildable(name, force);
+    this.startBuild(name, {
+      opId: ctx.opId,
+      method: 'image.build.begin',
+      force,
+      makeDefault: p.make_default === true,
+      auto: false,
+      derived: plan,
     });
     return { operation_id: ctx.opId, name };
   }
@@ -201,6 +250,11 @@ export class ImageServiceImpl implements ImageService {
     const existing = this.store.images.getByName(name);
     if (existing && !force) throw alreadyExists(`image ${name} already exists (force rebuilds it)`);
     if (existing) {
+      const children = this.childrenOf(existing.id);
+      if (children.length > 0)
+        throw conflict(
+          `image ${name} is the base of ${children.join(', ')} (derived images share its files)`,
+        );
       const vms = this.vmsUsing(existing.id);
       if (vms.length > 0) {
         throw conflict(
@@ -245,6 +299,12 @@ export class ImageServiceImpl implements ImageService {
     try {
       this.log.info({ image: name, force: opts.force, auto: opts.auto }, 'image build started');
       staging = await makeStagingDir(finalDir, 'build');
+      if (opts.derived) {
+        const image = await this.runDerived(rb, opts.derived, staging);
+        staging = undefined;
+        tracker.succeed();
+        return { ok: true, image };
+      }
       const result = await this.buildImage({
         outDir: staging,
         cacheDir: this.cacheDir,
@@ -379,6 +439,83 @@ export class ImageServiceImpl implements ImageService {
       await rm(join(this.stateDir, 'kernels', name), { recursive: true, force: true });
     }
     return image;
+  }
+
+  private async runDerived(rb: RunningBuild, plan: DerivedPlan, staging: string): Promise<ImageRow> {
+    const t = rb.tracker;
+    const files = await this.buildDerived({
+      plan,
+      staging,
+      aptSources: this.aptSources,
+      signal: t.signal,
+      step: async (name, fn, done) => {
+        t.stepStart(name);
+        this.emit(rb, name);
+        const r = await fn();
+        t.stepDone(name, { detail: done?.(r) });
+        return r;
+      },
+      progress: (name, line) => t.stepProgress(name, line),
+    });
+    t.signal.throwIfAborted();
+    return this.recordDerived(rb, plan, staging, files.sizeBytes);
+  }
+
+  /** The derived image's row (its base's kernel, parent = base) and files, in one step. */
+  private recordDerived(rb: RunningBuild, plan: DerivedPlan, staging: string, sizeBytes: number): ImageRow {
+    const finalDir = join(this.imagesDir, rb.name);
+    const oldDir = `${finalDir}.old-${randomBytes(4).toString('hex')}`;
+    let moved = false;
+    let installed = false;
+    try {
+      const row = this.store.transaction(() => {
+        const existing = this.store.images.getByName(rb.name);
+        if (existing) {
+          if (!rb.opts.force) throw alreadyExists(`image ${rb.name} already exists`);
+          this.store.images.delete(existing.id);
+        }
+        const img = this.store.images.insert({
+          name: rb.name,
+          kernelId: plan.base.kernelId,
+          rootfsPath: join(finalDir, DERIVED_ROOTFS),
+          rootfsFormat: 'qcow2',
+          sizeBytes,
+          recipeHash: plan.key,
+          source: 'derived',
+          parentId: plan.base.id,
+          // Run defaults (Env, WorkingDir, ...) are the base's.
+          ociConfig: plan.base.ociConfig,
+          isDefault: rb.opts.makeDefault,
+        });
+        if (existsSync(finalDir)) {
+          renameSync(finalDir, oldDir);
+          moved = true;
+        }
+        renameSync(staging, finalDir);
+        installed = true;
+        return img;
+      });
+      if (moved) void rm(oldDir, { recursive: true, force: true });
+      this.log.info({ image: rb.name, base: plan.base.name, key: plan.key }, 'derived image built');
+      return row;
+    } catch (err) {
+      try {
+        if (installed) renameSync(finalDir, staging);
+        if (moved) renameSync(oldDir, finalDir);
+      } catch (restoreErr) {
+        this.log.error({ err: restoreErr, dir: finalDir }, 'could not restore the previous image files');
+      }
+      if (isUniqueViolation(err)) throw alreadyExists(`image ${rb.name} already exists`);
+      throw err;
+    }
+  }
+
+  /** Names of the images derived from `imageId` (their disks are overlays on its root filesystem). */
+  private childrenOf(imageId: string): string[] {
+    return this.store.images
+      .list()
+      .filter((i) => i.parentId === imageId)
+      .map((i) => i.name);
   }
 
   private findBuildOp(id: string): Operation {
@@ -619,6 +756,9 @@ export class ImageServiceImpl implements ImageService {
     const row = this.get(p.name);
     const b = this.builds.get(p.name);
     if (b) throw conflict(`image ${p.name} is being rebuilt (operation ${b.tracker.op.id})`);
+    const children = this.childrenOf(row.id);
+    if (children.length > 0)
+      throw conflict(`image ${p.name} is the base of ${children.join(', ')} (delete them first)`);
     let keptKernel = false;
     // An image VMs still use: StoreError in_use, which the error table makes conflict.
     this.store.transaction(() => {
