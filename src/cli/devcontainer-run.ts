@@ -104,9 +104,9 @@ export function setupScript(
   }
   if (chownTo !== undefined && !isRootUser(chownTo) && dir !== undefined) {
     const [u = '', g] = chownTo.split(':', 2);
-    lines.push(
-      `chown -R ${shellQuote([g !== undefined && g !== '' ? `${u}:${g}` : `${u}:`])} ${shellQuote([dir])}`,
-    );
+    // `uid:` needs a passwd entry for the login group; a bare uid changes the owner alone.
+    const owner = g !== undefined && g !== '' ? `${u}:${g}` : /^\d+$/.test(u) ? u : `${u}:`;
+    lines.push(`chown -R ${shellQuote([owner])} ${shellQuote([dir])}`);
   }
   return lines.length > 0 ? ['set -e', ...lines].join('\n') : undefined;
 }

@@ -83,6 +83,7 @@ describe('setupScript', () => {
     expect(s.match(/useradd -m/g)).toHaveLength(2);
     expect(s.endsWith("chown -R dev: '/workspaces/my app'")).toBe(true);
     expect(setupScript([], '1000:1000', '/w')).toBe('set -e\nchown -R 1000:1000 /w');
+    expect(setupScript([], '1000', '/w')).toBe('set -e\nchown -R 1000 /w');
     // valid sh
     execFileSync('sh', ['-n', '-c', s]);
   });
