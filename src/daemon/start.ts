@@ -192,6 +192,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     stateDir: opts.stateDir,
     cacheDir: cacheDirFor(opts.config),
     aptSources: opts.config.images.apt_sources,
+    accel: () => engine.accel(),
   });
   const kernels = new KernelServiceImpl({
     store,

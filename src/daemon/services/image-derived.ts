@@ -4,6 +4,7 @@
 // packages with the base's own apt and runs the script. The cache key (derivedCacheKey) is kept
 // in the image's recipe_hash: rebuilding the same thing is a cache hit.
 import { join } from 'node:path';
+import type { Accel } from '../../engine/driver.ts';
 import { run } from '../../image/exec.ts';
 import { derivedCacheKey, generatePrepareScript, checkPackageName } from '../../image/prepare-script.ts';
 import { runPrepare } from '../../image/prepare.ts';
@@ -86,6 +87,7 @@ export interface DerivedBuildOptions {
   /** The image's staging directory: the overlay and the prepare log (prepare-serial.log) go here. */
   staging: string;
   aptSources?: string;
+  accel?: Accel;
   signal?: AbortSignal;
   step: <T>(name: string, fn: () => Promise<T>, done?: (r: T) => string) => Promise<T>;
   progress: (name: string, line: string) => void;
@@ -137,6 +139,7 @@ export async function buildDerived(o: DerivedBuildOptions): Promise<{ path: stri
         }),
         files: plan.script !== '' ? [{ path: 'run-script', content: plan.script, mode: 0o755 }] : [],
         signal,
+        accel: o.accel,
         onProgress: (l) => o.progress('prepare', l),
       }),
     (r) =>

@@ -51,6 +51,7 @@ import { type RpcContext, mintOpId, withOpId } from '../../rpc/context.ts';
 import { ErrorResponse, badRequest, conflict, notFound, toErrorResponse } from '../../rpc/errors.ts';
 import { type ImageRow, type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
+import type { Accel } from '../../engine/driver.ts';
 import { imageToWire, namesBy } from './convert.ts';
 import { DERIVED_ROOTFS, buildDerived, isCacheHit, planDerived, type DerivedPlan } from './image-derived.ts';
 import {
@@ -81,6 +82,8 @@ export interface ImageServiceDeps {
   buildDerived?: typeof buildDerived;
   /** `[images] apt_sources`: replaces the base's apt sources during a derived build. */
   aptSources?: string;
+  /** The accelerator a derived build's prepare VM runs with (default: probed). */
+  accel?: () => Promise<Accel>;
 }
 
 /** What image.warm.* and image.show need of the warm templates (src/daemon/warm.ts). */
@@ -136,6 +139,7 @@ export class ImageServiceImpl implements ImageService {
   private readonly buildImage: typeof buildDefaultImage;
   private readonly buildDerived: typeof buildDerived;
   private readonly aptSources: string | undefined;
+  private readonly accel: (() => Promise<Accel>) | undefined;
   /** Running builds by image name. */
   private readonly builds = new Map<string, RunningBuild>();
   /** Image names with an import in flight (files are copied before the rows exist). */
@@ -155,6 +159,7 @@ export class ImageServiceImpl implements ImageService {
     this.buildImage = deps.build ?? buildDefaultImage;
     this.buildDerived = deps.buildDerived ?? buildDerived;
     this.aptSources = deps.aptSources;
+    this.accel = deps.accel;
   }
 
   // ---- build ---------------------------------------------------------------------------------
@@ -447,6 +452,7 @@ export class ImageServiceImpl implements ImageService {
       plan,
       staging,
       aptSources: this.aptSources,
+      ...(this.accel ? { accel: await this.accel() } : {}),
       signal: t.signal,
       step: async (name, fn, done) => {
         t.stepStart(name);
