@@ -90,7 +90,10 @@ describe.skipIf(MISSING !== undefined)('pull from docker-registry on 127.0.0.1 (
     await push(open, join(dir, 'layout-multi'), 'latest', 'test/multi:latest', true);
     await push(priv, join(dir, 'layout-crafted'), 'v1', 'private/crafted:v1');
     await push(priv, join(dir, 'layout-multi'), 'latest', 'public/multi:latest', true);
-    if (FIXTURES) await push(open, FIXTURES.layouts.minbase, 'bookworm', 'minbase:bookworm');
+    if (FIXTURES) {
+      await push(open, FIXTURES.layouts.minbase, 'bookworm', 'minbase:bookworm');
+      await push(open, FIXTURES.layouts.python, 'bookworm', 'python:bookworm');
+    }
   }, 120_000);
 
   afterAll(async () => {
@@ -200,6 +203,31 @@ describe.skipIf(MISSING !== undefined)('pull from docker-registry on 127.0.0.1 (
       const ext4 = await toExt4(image, 'minbase');
       const mismatches = compareWithTar(ext4, readTarHeaders(f.minbaseTarGz));
       expect(mismatches.slice(0, 20)).toEqual([]);
+    },
+    300_000,
+  );
+
+  it.skipIf(NO_MINBASE !== undefined)(
+    "python:bookworm (minbase's layer + python3's): after minbase only the new layer is downloaded, and the ext4 matches both layers' headers",
+    async () => {
+      const f = FIXTURES!;
+      const [base, py] = f.summary.python.layers as [string, string];
+      expect(base).toBe(f.summary.minbase.layers[0]);
+      await pullImage(opts(open, 'minbase:bookworm'));
+      const from = open.requests().length;
+      const image = await pullImage(opts(open, 'python:bookworm'));
+      expect(image.digest).toBe(f.summary.python.digest);
+      const got = blobGets(open, from);
+      expect(got).toContain(py);
+      expect(got).not.toContain(base);
+      const ext4 = await toExt4(image, 'python');
+      const headers = [
+        ...readTarHeaders(f.minbaseTarGz),
+        ...readTarHeaders(join(f.layouts.python, 'blobs', 'sha256', py.slice(7))),
+      ];
+      expect(compareWithTar(ext4, headers).slice(0, 20)).toEqual([]);
+      const [python] = statImage(ext4, ['/usr/bin/python3.11']);
+      expect(python).toMatchObject({ type: 'regular', mode: 0o755, uid: 0 });
     },
     300_000,
   );
