@@ -88,6 +88,7 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'vm.kill': paramHandler(daemonParamValidators['vm.kill'], (h, p, ctx) => h.services.vm.kill(p, ctx)),
   'vm.list': paramHandler(daemonParamValidators['vm.list'], (h, p, ctx) => h.services.vm.list(p, ctx)),
   'vm.logs': streamHandler(daemonParamValidators['vm.logs'], (h, p, ctx) => h.services.vm.logs(p, ctx)),
+  'vm.pause': paramHandler(daemonParamValidators['vm.pause'], (h, p, ctx) => h.services.vm.pause(p, ctx)),
   'vm.ports': paramHandler(daemonParamValidators['vm.ports'], (h, p, ctx) => h.services.vm.ports(p, ctx)),
   'vm.prune': paramHandler(daemonParamValidators['vm.prune'], (h, p, ctx) => h.services.vm.prune(p, ctx)),
   'vm.restart': paramHandler(daemonParamValidators['vm.restart'], (h, p, ctx) =>
@@ -146,6 +147,7 @@ export const rpcDeclaredErrors: { readonly [M in DaemonMethodName]: readonly Err
   'vm.kill': ['conflict', 'not_found', 'not_running'],
   'vm.list': [],
   'vm.logs': ['not_found'],
+  'vm.pause': ['conflict', 'not_found', 'not_running'],
   'vm.ports': ['not_found', 'not_running'],
   'vm.prune': [],
   'vm.restart': ['conflict', 'not_found', 'not_running'],

@@ -87,6 +87,8 @@ import type {
   VmLogsFrame,
   VmLogsParams,
   VmLogsResult,
+  VmPauseParams,
+  VmPauseResult,
   VmPortsParams,
   VmPortsResult,
   VmPruneParams,
@@ -469,6 +471,18 @@ export interface VmService {
    */
   logs(params: VmLogsParams, ctx: RpcContext): Promise<StreamReply<VmLogsFrame, VmLogsResult>>;
   /**
+   * Pause a running VM to disk: save its state, end its VMM, free its memory.
+   *
+   * Stops the guest and saves its whole state (device state and guest RAM) in the VM's directory, written under a temporary name, flushed and renamed, then ends the VMM: the VM is `paused` with `saved_bytes`, holds no memory or CPU, and survives daemon restarts and host reboots. `vm.resume` (or `vm.start`) restores it with its processes, tmpfs contents and identity; `vm.stop` discards the saved state (the VM becomes `stopped`, its disk kept); `vm.delete` removes it. A save that fails (e.g. the host disk is full) continues the guest: the VM stays `running` and the error says why. `conflict` when the VM is not `running` (already paused, busy, stopped).
+   *
+   * Wire method: `vm.pause`.
+   * @since 0.3.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   * @throws `not_running`: The VM must be running for this method.
+   */
+  pause(params: VmPauseParams, ctx: RpcContext): Promise<VmPauseResult>;
+  /**
    * List the TCP ports the guest listens on, with endpoints to reach them.
    *
    * Runs `ss -Htlnp` in the guest over SSH and lists each listening TCP socket once per port. In bridge mode `endpoint` is `<name>.vm:<port>` (the guest's address is in `guest_ip`); in user mode only SSH is forwarded, so endpoints are given for bridge mode only.
@@ -501,9 +515,9 @@ export interface VmService {
    */
   restart(params: VmRestartParams, ctx: RpcContext): Promise<VmRestartResult>;
   /**
-   * Resume a paused VM.
+   * Resume a paused VM (paused by QEMU, or saved to disk by vm.pause).
    *
-   * A VM is `paused` when QEMU stopped its guest, e.g. on a host I/O error such as a full disk (`state_reason` says which). banger resumes a VM paused by a full disk by itself once space is free again; this resumes it now (QEMU retries the failed I/O first, so a disk that is still full pauses it again).
+   * A VM is `paused` when QEMU stopped its guest, e.g. on a host I/O error such as a full disk (`state_reason` says which); banger resumes a VM paused by a full disk by itself once space is free again, and this resumes it now (QEMU retries the failed I/O first, so a disk that is still full pauses it again). A VM paused to disk by `vm.pause` (`saved_bytes` set, no VMM) is restored: the same VMM configuration loads the saved state, the guest continues with its processes and memory, its clock is corrected, and the call returns once it answers SSH; the saved state is then removed. A resume that fails before the guest continued leaves the VM `paused` with its saved state; one that fails after leaves it `error` (`vm start` boots it afresh).
    *
    * Wire method: `vm.resume`.
    * @since 0.2.0

@@ -83,6 +83,8 @@ import type {
   VmListResult,
   VmLogsParams,
   VmLogsResult,
+  VmPauseParams,
+  VmPauseResult,
   VmPortsParams,
   VmPortsResult,
   VmPruneParams,
@@ -475,6 +477,14 @@ export const METHODS = {
     errors: ['not_found'],
     since: '0.1.0',
   },
+  'vm.pause': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Pause a running VM to disk: save its state, end its VMM, free its memory.',
+    errors: ['conflict', 'not_found', 'not_running'],
+    since: '0.3.0',
+  },
   'vm.ports': {
     surface: 'daemon',
     dispatch: 'param',
@@ -503,7 +513,7 @@ export const METHODS = {
     surface: 'daemon',
     dispatch: 'param',
     kind: 'unary',
-    summary: 'Resume a paused VM.',
+    summary: 'Resume a paused VM (paused by QEMU, or saved to disk by vm.pause).',
     errors: ['conflict', 'not_found', 'not_running'],
     since: '0.2.0',
   },
@@ -613,6 +623,7 @@ export type DaemonMethodName =
   | 'vm.kill'
   | 'vm.list'
   | 'vm.logs'
+  | 'vm.pause'
   | 'vm.ports'
   | 'vm.prune'
   | 'vm.restart'
@@ -676,6 +687,7 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'vm.kill',
   'vm.list',
   'vm.logs',
+  'vm.pause',
   'vm.ports',
   'vm.prune',
   'vm.restart',
@@ -822,6 +834,11 @@ export interface MethodMap {
   'vm.kill': { params: VmKillParams; result: VmKillResult; errors: 'conflict' | 'not_found' | 'not_running' };
   'vm.list': { params: VmListParams; result: VmListResult; errors: never };
   'vm.logs': { params: VmLogsParams; result: VmLogsResult; errors: 'not_found' };
+  'vm.pause': {
+    params: VmPauseParams;
+    result: VmPauseResult;
+    errors: 'conflict' | 'not_found' | 'not_running';
+  };
   'vm.ports': { params: VmPortsParams; result: VmPortsResult; errors: 'not_found' | 'not_running' };
   'vm.prune': { params: VmPruneParams; result: VmPruneResult; errors: never };
   'vm.restart': {

@@ -594,6 +594,16 @@ export const DEFS_SCHEMA = {
           description:
             'The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.',
         },
+        saved_bytes: {
+          type: 'integer',
+          minimum: 0,
+          description:
+            "Disk space the saved state of a VM paused to disk takes (its device state and guest RAM, in the VM's directory); absent when the VM holds no saved state.",
+        },
+        saved_at: {
+          $ref: '#/$defs/Timestamp',
+          description: 'When a VM paused to disk was saved.',
+        },
       },
     },
     VmName: {
@@ -636,9 +646,20 @@ export const DEFS_SCHEMA = {
     VmState: {
       title: 'VmState',
       description:
-        'Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.',
+        'Lifecycle state of a VM. `paused`: either the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk), or `vm pause` saved the VM to disk and its VMM is gone (`saved_bytes` is then set); `state_reason` says which and why. `pausing`/`resuming`: `vm pause` saves it, `vm resume` restores it. See docs/lifecycle.md for the transitions.',
       type: 'string',
-      enum: ['creating', 'stopped', 'starting', 'running', 'paused', 'stopping', 'error', 'deleting'],
+      enum: [
+        'creating',
+        'stopped',
+        'starting',
+        'running',
+        'pausing',
+        'paused',
+        'resuming',
+        'stopping',
+        'error',
+        'deleting',
+      ],
     },
     WarmTemplate: {
       type: 'object',
@@ -1477,6 +1498,17 @@ export const PARAMS_SCHEMAS = {
         description: 'Return at most this many bytes from the end (default 65536).',
         minimum: 0,
         maximum: 67108864,
+      },
+    },
+  },
+  'vm.pause': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/VmName',
+        description: "The VM's name (or id).",
       },
     },
   },
@@ -2603,6 +2635,16 @@ export const RESULT_SCHEMAS = {
       path: {
         type: 'string',
         description: 'The serial log file on the host.',
+      },
+    },
+  },
+  'vm.pause': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: 'banger:defs#/$defs/Vm',
       },
     },
   },

@@ -1360,6 +1360,14 @@ export interface Vm {
    * The warm template this VM was cloned from (the first 16 hex digits of its key hash); absent when it booted cold.
    */
   warm_template?: string;
+  /**
+   * Disk space the saved state of a VM paused to disk takes (its device state and guest RAM, in the VM's directory); absent when the VM holds no saved state.
+   */
+  saved_bytes?: number;
+  /**
+   * When a VM paused to disk was saved.
+   */
+  saved_at?: Timestamp;
 }
 
 /**
@@ -1679,6 +1687,23 @@ export interface VmNetwork {
 }
 
 /**
+ * Params of `vm.pause`.
+ */
+export interface VmPauseParams {
+  /**
+   * The VM's name (or id).
+   */
+  name: VmName;
+}
+
+/**
+ * Result of `vm.pause`.
+ */
+export interface VmPauseResult {
+  vm: Vm;
+}
+
+/**
  * Params of `vm.ports`.
  */
 export interface VmPortsParams {
@@ -1879,10 +1904,19 @@ export interface VmStartResult {
 }
 
 /**
- * Lifecycle state of a VM. `paused`: the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk); `state_reason` says why. See docs/lifecycle.md for the transitions.
+ * Lifecycle state of a VM. `paused`: either the VMM runs but QEMU stopped the guest (e.g. on a host I/O error such as a full disk), or `vm pause` saved the VM to disk and its VMM is gone (`saved_bytes` is then set); `state_reason` says which and why. `pausing`/`resuming`: `vm pause` saves it, `vm resume` restores it. See docs/lifecycle.md for the transitions.
  */
 export type VmState =
-  'creating' | 'stopped' | 'starting' | 'running' | 'paused' | 'stopping' | 'error' | 'deleting';
+  | 'creating'
+  | 'stopped'
+  | 'starting'
+  | 'running'
+  | 'pausing'
+  | 'paused'
+  | 'resuming'
+  | 'stopping'
+  | 'error'
+  | 'deleting';
 
 /**
  * Params of `vm.stats`.

@@ -69,6 +69,8 @@ import type {
   VmListResult,
   VmLogsParams,
   VmLogsResult,
+  VmPauseParams,
+  VmPauseResult,
   VmPortsParams,
   VmPortsResult,
   VmPruneParams,
@@ -139,6 +141,7 @@ export const daemonParamValidators: {
   readonly 'vm.kill': ValidateFunction<VmKillParams>;
   readonly 'vm.list': ValidateFunction<VmListParams>;
   readonly 'vm.logs': ValidateFunction<VmLogsParams>;
+  readonly 'vm.pause': ValidateFunction<VmPauseParams>;
   readonly 'vm.ports': ValidateFunction<VmPortsParams>;
   readonly 'vm.prune': ValidateFunction<VmPruneParams>;
   readonly 'vm.restart': ValidateFunction<VmRestartParams>;
@@ -182,6 +185,7 @@ export const daemonParamValidators: {
   'vm.kill': ajv.compile<VmKillParams>(PARAMS_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListParams>(PARAMS_SCHEMAS['vm.list']),
   'vm.logs': ajv.compile<VmLogsParams>(PARAMS_SCHEMAS['vm.logs']),
+  'vm.pause': ajv.compile<VmPauseParams>(PARAMS_SCHEMAS['vm.pause']),
   'vm.ports': ajv.compile<VmPortsParams>(PARAMS_SCHEMAS['vm.ports']),
   'vm.prune': ajv.compile<VmPruneParams>(PARAMS_SCHEMAS['vm.prune']),
   'vm.restart': ajv.compile<VmRestartParams>(PARAMS_SCHEMAS['vm.restart']),
@@ -234,6 +238,7 @@ export const daemonResultValidators: {
   readonly 'vm.kill': ValidateFunction<VmKillResult>;
   readonly 'vm.list': ValidateFunction<VmListResult>;
   readonly 'vm.logs': ValidateFunction<VmLogsResult>;
+  readonly 'vm.pause': ValidateFunction<VmPauseResult>;
   readonly 'vm.ports': ValidateFunction<VmPortsResult>;
   readonly 'vm.prune': ValidateFunction<VmPruneResult>;
   readonly 'vm.restart': ValidateFunction<VmRestartResult>;
@@ -283,6 +288,7 @@ export const daemonResultValidators: {
   'vm.kill': ajv.compile<VmKillResult>(RESULT_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListResult>(RESULT_SCHEMAS['vm.list']),
   'vm.logs': ajv.compile<VmLogsResult>(RESULT_SCHEMAS['vm.logs']),
+  'vm.pause': ajv.compile<VmPauseResult>(RESULT_SCHEMAS['vm.pause']),
   'vm.ports': ajv.compile<VmPortsResult>(RESULT_SCHEMAS['vm.ports']),
   'vm.prune': ajv.compile<VmPruneResult>(RESULT_SCHEMAS['vm.prune']),
   'vm.restart': ajv.compile<VmRestartResult>(RESULT_SCHEMAS['vm.restart']),

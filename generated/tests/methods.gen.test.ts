@@ -1072,6 +1072,38 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'vm.pause': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'paused',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+          },
+          nat: false,
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:41:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+          saved_bytes: 163577856,
+          saved_at: '2026-01-14T09:31:02Z',
+          state_reason:
+            'saved to disk at 2026-01-14T09:31:02Z (156.0 MiB); resume with: banger vm resume calm-otter',
+        },
+      },
+    },
+  ],
   'vm.ports': [
     {
       params: {

@@ -145,6 +145,9 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   'vm.logs': {
     name: 'calm-otter',
   },
+  'vm.pause': {
+    name: 'calm-otter',
+  },
   'vm.ports': {
     name: 'calm-otter',
   },

@@ -127,7 +127,14 @@ export function formatVmSpec(vm: Pick<Vm, 'vcpus' | 'memory_mib' | 'disk_size_by
 
 /** A VM's state, with the VMM's pid and accelerator while it runs. */
 export function formatVmState(vm: Vm): string {
-  const extra = [vm.pid !== undefined ? `pid ${vm.pid}` : '', vm.accel ?? ''].filter(Boolean).join(', ');
+  const extra = [
+    vm.pid !== undefined ? `pid ${vm.pid}` : '',
+    vm.accel ?? '',
+    // Paused to disk: the space its saved state holds.
+    vm.saved_bytes !== undefined ? `saved to disk, ${formatBytes(vm.saved_bytes)}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
   return extra ? `${vm.state} (${extra})` : vm.state;
 }
 

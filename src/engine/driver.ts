@@ -252,6 +252,19 @@ export interface VmmHandle {
    */
   resume(): Promise<void>;
   /**
+   * Stop the guest and write its whole state (devices and RAM) to `path` (QEMU: migrate to a
+   * file, src/engine/migration.ts). The guest stays stopped: the caller continues it (resume())
+   * or ends the VMM. On failure the partial file is removed. Absent where the VMM cannot.
+   */
+  saveState?(path: string): Promise<{ durationMs: number }>;
+  /** Abandon a save in flight (QEMU `migrate_cancel`); the guest stays stopped. Never throws. */
+  cancelSave?(): Promise<void>;
+  /**
+   * Load a state saveState wrote into a VMM started with `incoming: 'defer'`; the guest is then
+   * paused (resume() runs it).
+   */
+  loadState?(path: string): Promise<{ durationMs: number }>;
+  /**
    * Subscribe to the VMM's events for as long as the handle lives (until release(), or the
    * `exit` event). Events that happened before subscribing are not replayed: read
    * statusDetail() after subscribing for the current state. A listener that throws is logged

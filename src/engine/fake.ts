@@ -17,6 +17,7 @@ import type {
   VmmStatus,
   VmmStatusDetail,
 } from './driver.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { EngineError } from './errors.ts';
 import { describeExit, EventHub } from './events.ts';
 import { silentLogger } from './log.ts';
@@ -30,6 +31,9 @@ export type FakeOpName =
   | 'status'
   | 'statusDetail'
   | 'resume'
+  | 'saveState'
+  | 'cancelSave'
+  | 'loadState'
   | 'shutdownGraceful'
   | 'kill'
   | 'waitExit'
@@ -329,6 +333,33 @@ export class FakeVmmHandle implements VmmHandle {
         last ? { device: last.device, nospace: last.nospace, operation: last.operation } : {},
       );
     }
+  }
+
+  /**
+   * Like QEMU's migrate to a file: the guest stops (paused, 'postmigrate') and `path` gets the
+   * VM's id and the launch's argv hash (loadState checks them). Fails when armed (failOn).
+   */
+  async saveState(path: string): Promise<{ durationMs: number }> {
+    if (this.vm.status === 'gone') throw new EngineError('not_running', `VM ${this.id} is gone`);
+    if (this.vm.status === 'running') this.fake.host.emit(this.id, { kind: 'stop' });
+    this.fake.record('saveState', this.id, { path });
+    writeFileSync(path, JSON.stringify({ fakeState: this.id, argvHash: this.vm.record.argvHash }));
+    this.fake.host.setStatus(this.id, 'paused', 'postmigrate');
+    return { durationMs: 1 };
+  }
+
+  async cancelSave(): Promise<void> {
+    this.fake.record('cancelSave', this.id);
+  }
+
+  /** Reads a file saveState wrote; refuses one of another VM (QEMU would fail the load). */
+  async loadState(path: string): Promise<{ durationMs: number }> {
+    this.fake.record('loadState', this.id, { path });
+    const saved = JSON.parse(readFileSync(path, 'utf8')) as { fakeState?: string };
+    if (saved.fakeState !== this.id)
+      throw new EngineError('start_failed', `restoring VM state failed: state of ${saved.fakeState}`);
+    this.fake.host.setStatus(this.id, 'paused', 'paused');
+    return { durationMs: 1 };
   }
 
   /** Not recorded in the transcript: a subscription, not an operation on the VMM. */

@@ -21,6 +21,7 @@ import type {
 import { EngineError } from './errors.ts';
 import { decodeQmpEvent, describeExit, EventHub, pollLiveness } from './events.ts';
 import { readHandles, writeHandles } from './handles.ts';
+import { loadState, saveState } from './migration.ts';
 import { silentLogger, type EngineLogger } from './log.ts';
 import { hostProcFs, isSameLiveProcess, runsProgram, type ProcFs } from './proc.ts';
 import { ProcessWatch, readLogFrom, sleep, spawnDetached } from './process.ts';
@@ -354,6 +355,25 @@ export class QemuHandle implements VmmHandle {
     const qmp = await this.ensureQmp();
     await qmp.execute('cont');
     this.logger.info({ vm: this.id }, 'resume (cont)');
+  }
+
+  async saveState(path: string): Promise<{ durationMs: number }> {
+    if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
+    const r = await saveState(await this.ensureQmp(), path);
+    this.logger.info({ vm: this.id, path, ms: r.durationMs }, 'state saved');
+    return r;
+  }
+
+  async cancelSave(): Promise<void> {
+    const qmp = await this.ensureQmp().catch(() => undefined);
+    await qmp?.execute('migrate_cancel').catch(() => undefined);
+  }
+
+  async loadState(path: string): Promise<{ durationMs: number }> {
+    if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
+    const r = await loadState(await this.ensureQmp(), path);
+    this.logger.info({ vm: this.id, path, ms: r.durationMs }, 'state loaded');
+    return r;
   }
 
   onEvent(listener: VmmEventListener): () => void {

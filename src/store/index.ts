@@ -65,5 +65,6 @@ export {
   type VmPatch,
   type VmRow,
   type VmState,
+  type SavedStateInfo,
   type VmStateWrite,
 } from './vms.ts';

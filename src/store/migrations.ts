@@ -128,7 +128,53 @@ CREATE UNIQUE INDEX images_one_default ON images (is_default) WHERE is_default =
 `);
     },
   },
-];
+  {
+    id: 6,
+    name: 'vm_pause',
+    disableForeignKeys: true,
+    up(db) {
+      // Pause to disk (src/vm/pause.ts): the transitional states `pausing` and `resuming`, and
+      // `saved_state` (JSON: size and time of the state a VM paused to disk holds; NULL when it
+      // holds none). Only the vms table is rebuilt: independent of migration 5 (images).
+      db.exec(`
+CREATE TABLE vms_new (
+  id              TEXT PRIMARY KEY,
+  name            TEXT NOT NULL UNIQUE,
+  image_id        TEXT NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+  state           TEXT NOT NULL
+                  CHECK (state IN ('creating', 'stopped', 'starting', 'running', 'pausing', 'paused', 'resuming', 'stopping', 'error', 'deleting')),
+  vcpus           INTEGER NOT NULL CHECK (vcpus BETWEEN 1 AND 64),
+  memory_mib      INTEGER NOT NULL CHECK (memory_mib BETWEEN 64 AND 262144),
+  disk_size_bytes INTEGER NOT NULL,
+  network_mode    TEXT NOT NULL,
+  guest_ip        TEXT,
+  mac             TEXT NOT NULL,
+  nat             INTEGER NOT NULL DEFAULT 0 CHECK (nat IN (0, 1)),
+  ssh_host_key    TEXT,
+  workspace_json  TEXT,
+  last_error      TEXT,
+  boot_count      INTEGER NOT NULL DEFAULT 0,
+  created_at      TEXT NOT NULL,
+  updated_at      TEXT NOT NULL,
+  last_started_at TEXT,
+  warm_template   TEXT,
+  state_reason    TEXT,
+  last_exit       TEXT,
+  saved_state     TEXT
+) STRICT;
+INSERT INTO vms_new (id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode,
+  guest_ip, mac, nat, ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at,
+  last_started_at, warm_template, state_reason, last_exit)
+SELECT id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac,
+  nat, ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at,
+  last_started_at, warm_template, state_reason, last_exit FROM vms;
+DROP TABLE vms;
+ALTER TABLE vms_new RENAME TO vms;
+CREATE INDEX vms_image_id ON vms (image_id);
+CREATE UNIQUE INDEX vms_guest_ip ON vms (guest_ip) WHERE guest_ip IS NOT NULL;
+`);
+    },
+  },];
 
 export interface AppliedMigration {
   id: number;

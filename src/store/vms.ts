@@ -8,7 +8,9 @@ export const VM_STATES = [
   'stopped',
   'starting',
   'running',
+  'pausing',
   'paused',
+  'resuming',
   'stopping',
   'error',
   'deleting',
@@ -41,6 +43,17 @@ export interface VmRow {
   stateReason: string | null;
   /** How the VMM last ended when nobody asked it to (e.g. `killed by signal SIGKILL at …`). */
   lastExit: string | null;
+  /** What a VM paused to disk holds (src/vm/pause.ts); null when it holds no saved state. */
+  savedState: SavedStateInfo | null;
+}
+
+/** The saved state of a VM paused to disk, as `vm list`/`vm show` report it. */
+export interface SavedStateInfo {
+  /** Disk space the saved state takes (device state and guest RAM). */
+  bytes: number;
+  savedAt: string;
+  /** QMP stop → state file durable, ms. */
+  saveMs: number;
 }
 
 export interface NewVm {
@@ -89,6 +102,7 @@ export interface VmPatch {
   lastStartedAt?: Date | string | null;
   warmTemplate?: string | null;
   lastExit?: string | null;
+  savedState?: SavedStateInfo | null;
 }
 
 /**
@@ -106,7 +120,7 @@ export interface VmStateWrite {
 const COLS =
   'id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac, nat, ' +
   'ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at, last_started_at, ' +
-  'warm_template, state_reason, last_exit';
+  'warm_template, state_reason, last_exit, saved_state';
 
 // Patch property -> column, and how to bind the value.
 const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputValue]> = [
@@ -126,6 +140,7 @@ const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputV
   ['lastStartedAt', 'last_started_at', (v) => (v === null ? null : iso(v as Date | string))],
   ['warmTemplate', 'warm_template', (v) => v as string | null],
   ['lastExit', 'last_exit', (v) => v as string | null],
+  ['savedState', 'saved_state', toJson],
 ];
 
 // One statement for every partial update: each column is rewritten only when its set_ flag is 1.
@@ -133,6 +148,13 @@ const UPDATE_SQL =
   'UPDATE vms SET ' +
   PATCHABLE.map(([, c]) => `${c} = CASE WHEN :set_${c} THEN :${c} ELSE ${c} END`).join(', ') +
   `, updated_at = :updated_at WHERE id = :id RETURNING ${COLS}`;
+
+function savedInfo(v: unknown): SavedStateInfo | null {
+  if (typeof v !== 'object' || v === null) return null;
+  const o = v as Record<string, unknown>;
+  if (typeof o.bytes !== 'number' || typeof o.savedAt !== 'string') return null;
+  return { bytes: o.bytes, savedAt: o.savedAt, saveMs: typeof o.saveMs === 'number' ? o.saveMs : 0 };
+}
 
 function toVm(r: Row): VmRow {
   const t = 'vms';
@@ -158,6 +180,7 @@ function toVm(r: Row): VmRow {
     warmTemplate: strOrNull(r, t, 'warm_template'),
     stateReason: strOrNull(r, t, 'state_reason'),
     lastExit: strOrNull(r, t, 'last_exit'),
+    savedState: savedInfo(json(r, t, 'saved_state')),
   };
 }
 
@@ -224,6 +247,7 @@ export class VmsRepo {
       created,
       null,
       vm.warmTemplate ?? null,
+      null,
       null,
       null,
     );

@@ -38,6 +38,10 @@ export function vmToWire(d: MachineDeps, row: VmRow, image: ImageRow | undefined
   if (row.stateReason) vm.state_reason = row.stateReason;
   if (row.lastExit) vm.last_exit = row.lastExit;
   if (row.warmTemplate) vm.warm_template = row.warmTemplate;
+  if (row.savedState) {
+    vm.saved_bytes = row.savedState.bytes;
+    vm.saved_at = row.savedState.savedAt;
+  }
   const ws = asWorkspace(row.workspace);
   if (ws) vm.workspace = ws;
   return vm;

@@ -9,19 +9,31 @@
 // tap, host-key alias, VMM argv), so a restarted daemon can undo an interrupted create without a
 // journal of its own; each undo is idempotent. See docs/lifecycle.md.
 import { chmod, rm, statfs } from 'node:fs/promises';
-import type { ExitInfo, VmmEvent } from '../engine/index.ts';
+import type { ExitInfo, VmLaunchSpec, VmmEvent, VmmHandle } from '../engine/index.ts';
 import { isEngineError } from '../engine/index.ts';
+import { INCOMING_DEFER } from '../engine/migration.ts';
 import type { OperationRegistry, OperationTracker } from '../ops/operations.ts';
 import { VmError } from './errors.ts';
 import type { VmRow } from '../store/index.ts';
 import type { CrashPoint } from './crash.ts';
 import { runCreate, type CreateDeps, type CreateRequest } from './create.ts';
 import { vmFiles } from './layout.ts';
-import { BootStalledError, bootVmm, killVmm, waitReady } from './machine.ts';
+import { BootStalledError, bootVmm, killVmm, launchSpec, markSerial, waitReady } from './machine.ts';
 import { findStateDirVmms } from './orphans.ts';
 import { hostKeyAlias, unpinHostKey } from './ssh.ts';
+import {
+  commitSaved,
+  correctGuestClock,
+  discardSaved,
+  readSaved,
+  removePartial,
+  savedPaths,
+  syncStateTmp,
+  type SavedManifest,
+} from './pause.ts';
+import { releasePort, reservePort } from './ports.ts';
 import { canTransition, TransitionError, type VmState } from './states.ts';
-import { templateRamFile } from './warm.ts';
+import { cloneLaunchSpec, holdRamOpenable, listTemplates, templateRamFile } from './warm.ts';
 
 export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   ops: OperationRegistry;
@@ -37,6 +49,13 @@ export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   uid?: number;
   /** Template directories of every image, for start-up reconciliation (src/vm/warm.ts). */
   templateDirs?: () => Promise<{ dir: string; finished: boolean }[]>;
+  /**
+   * After a resume from disk continued the guest: correct its clock and wait until it answers
+   * SSH (default: correctGuestClock, then waitReady of a restored VM). Tests replace it.
+   */
+  resumedReady?: (vm: VmRow) => Promise<void>;
+  /** Set a resumed guest's clock to now; returns the skew in ms (default correctGuestClock). */
+  correctClock?: (vm: VmRow) => Promise<number>;
 }
 
 export interface ReconcileReport {
@@ -47,6 +66,8 @@ export interface ReconcileReport {
   stopped: string[];
   /** Deletes a crash interrupted, finished. */
   deleted: string[];
+  /** VMs paused to disk (their saved state checked), including interrupted pauses finished. */
+  saved: string[];
   /** VMM processes nobody owned, stopped (pids). */
   orphans: number[];
   /** Unfinished template builds removed. */
@@ -143,6 +164,8 @@ export class VmLifecycle {
   private async startLocked(vm0: VmRow): Promise<VmRow> {
     const vm = this.d.store.vms.getById(vm0.id) ?? vm0;
     if (this.d.runtime.isRunning(vm.id)) throw new VmError('conflict', `vm "${vm.name}" is already running`);
+    // A VM paused to disk starts where it was paused (docs/lifecycle.md), not from a cold boot.
+    if (vm.state === 'paused') return this.resumeSaved(vm);
     if (vm.state !== 'stopped' && vm.state !== 'error')
       throw new VmError('conflict', `vm "${vm.name}" is ${vm.state}`);
     const image = this.d.store.images.getById(vm.imageId);
@@ -193,8 +216,9 @@ export class VmLifecycle {
     timeoutMs: number,
   ): Promise<{ row: VmRow; clean: boolean; forced: boolean }> {
     const h = this.d.runtime.get(vm.id);
-    if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
     const cur = this.d.store.vms.getById(vm.id) ?? vm;
+    if (!h && cur.state === 'paused') return this.discardLocked(cur);
+    if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
     const paused = cur.state === 'paused';
     this.setState(vm.id, 'stopping');
     this.crash('vm.stop.shutdown');
@@ -227,7 +251,13 @@ export class VmLifecycle {
     if (cur.state === 'creating')
       throw new VmError('conflict', `vm "${vm.name}" is being created; cancel the create instead`);
     const h = this.d.runtime.get(vm.id);
-    if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
+    if (!h)
+      throw new VmError(
+        'not_running',
+        cur.state === 'paused'
+          ? `vm "${vm.name}" is paused to disk (no VMM runs); banger vm stop ${vm.name} discards its saved state`
+          : `vm "${vm.name}" is not running`,
+      );
     this.d.runtime.expectExit(vm.id);
     await h.kill(signal);
     const exited = await Promise.race([
@@ -241,12 +271,13 @@ export class VmLifecycle {
     return now.state === 'stopped' ? now : this.setState(now, 'stopped', `killed (${signal}) by request`);
   }
 
-  /** Let a paused VM run again. */
+  /** Let a paused VM run again: continue its guest, or restore it from disk (vm pause). */
   async resume(vm: VmRow): Promise<VmRow> {
     return this.exclusive(vm, 'resuming', async () => {
       const h = this.d.runtime.get(vm.id);
-      if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
       const cur = this.d.store.vms.getById(vm.id) ?? vm;
+      if (!h && cur.state === 'paused') return this.resumeSaved(cur);
+      if (!h) throw new VmError('not_running', `vm "${vm.name}" is not running`);
       if (cur.state !== 'paused')
         throw new VmError('conflict', `vm "${vm.name}" is not paused (it is ${cur.state})`);
       await h.resume();
@@ -264,6 +295,261 @@ export class VmLifecycle {
     return this.setState(row, 'running');
   }
 
+  // ---- pause to disk / resume from disk (src/vm/pause.ts) -------------------------------------
+
+  /**
+   * Save a running VM to disk (device state and RAM, in its directory) and end its VMM: its
+   * memory is freed, the VM is `paused` with `saved_state`. A failed save continues the guest:
+   * the VM stays `running` and the error says why.
+   */
+  async pause(vm: VmRow): Promise<VmRow> {
+    return this.exclusive(vm, 'pausing', () => this.pauseLocked(vm));
+  }
+
+  private async pauseLocked(vm0: VmRow): Promise<VmRow> {
+    const vm = this.d.store.vms.getById(vm0.id) ?? vm0;
+    const h = this.d.runtime.get(vm.id);
+    if (vm.state === 'paused' && !h)
+      throw new VmError('conflict', `vm "${vm.name}" is already paused (saved to disk)`);
+    if (vm.state === 'paused')
+      throw new VmError(
+        'conflict',
+        `vm "${vm.name}" is paused by its VMM (${vm.stateReason ?? 'stopped'}); resume it first: banger vm resume ${vm.name}`,
+      );
+    if (vm.state !== 'running' || !h)
+      throw new VmError(
+        vm.state === 'running' ? 'not_running' : 'conflict',
+        `vm "${vm.name}" is ${vm.state}`,
+      );
+    if (!h.saveState)
+      throw new VmError('invalid', `vm "${vm.name}": its VMM (${h.driver}) cannot save its state`);
+    const spec = await this.runningSpec(vm, h);
+    const dir = vmFiles(this.d.stateDir, vm.id).dir;
+    const p = savedPaths(dir);
+    this.setState(vm, 'pausing', 'saving the VM to disk');
+    const t0 = performance.now();
+    let manifest: SavedManifest;
+    try {
+      this.crash('vm.pause.save');
+      await removePartial(dir);
+      await h.saveState(p.stateTmp);
+      const bytes = await syncStateTmp(p);
+      manifest = {
+        version: 1,
+        vmId: vm.id,
+        spec,
+        bytes,
+        savedAt: new Date().toISOString(),
+        saveMs: Math.round(performance.now() - t0),
+      };
+      this.crash('vm.pause.commit');
+      await commitSaved(dir, manifest);
+    } catch (err) {
+      throw await this.pauseFailed(vm, h, err);
+    }
+    this.crash('vm.pause.exit');
+    // Saved: what the VMM holds is on disk now. Its exit is asked for (no last_exit).
+    await killVmm(this.d, vm.id);
+    this.crash('vm.pause.record');
+    const row = this.recordSaved(vm.id, manifest);
+    this.d.log.info(
+      { vm: vm.name, saved_bytes: manifest.bytes, save_ms: manifest.saveMs },
+      'vm paused to disk',
+    );
+    return row;
+  }
+
+  /** A save failed: nothing of it counts; the guest continues (or the VM ends stopped). */
+  private async pauseFailed(vm: VmRow, h: VmmHandle, err: unknown): Promise<Error> {
+    const dir = vmFiles(this.d.stateDir, vm.id).dir;
+    await h.cancelSave?.();
+    await discardSaved(dir).catch(() => undefined);
+    const resumed = await h.resume().then(
+      () => true,
+      (e2: unknown) => {
+        this.d.log.warn(
+          { vm: vm.name, err: message(e2) },
+          'could not continue the guest after a failed save',
+        );
+        return false;
+      },
+    );
+    if (resumed) {
+      this.setState(vm.id, 'running');
+      this.d.log.warn({ vm: vm.name, err: message(err) }, 'pause failed; the VM runs on');
+      return new VmError('failed', `pausing ${vm.name} failed; it keeps running: ${message(err)}`, {
+        cause: err,
+      });
+    }
+    await killVmm(this.d, vm.id);
+    this.setState(vm.id, 'stopped', `pause failed and the guest could not be continued: ${message(err)}`);
+    return new VmError('failed', `pausing ${vm.name} failed and its VMM is gone: ${message(err)}`, {
+      cause: err,
+    });
+  }
+
+  private recordSaved(id: string, m: SavedManifest, why?: string): VmRow {
+    const row = this.d.store.vms.update(id, {
+      savedState: { bytes: m.bytes, savedAt: m.savedAt, saveMs: m.saveMs },
+    });
+    const mib = (m.bytes / (1024 * 1024)).toFixed(1);
+    return this.setState(
+      row,
+      'paused',
+      `${why ? `${why}; ` : ''}saved to disk at ${m.savedAt} (${mib} MiB); resume with: banger vm resume ${row.name}`,
+    );
+  }
+
+  /**
+   * The launch spec the VM's VMM runs with: a cold boot's (launchSpec) or a warm clone's
+   * (cloneLaunchSpec), whichever gives the argv the VMM was started with. A restore needs that
+   * exact device configuration; a VM whose argv matches neither is not paused.
+   */
+  private async runningSpec(vm: VmRow, h: VmmHandle): Promise<VmLaunchSpec> {
+    const image = this.d.store.images.getById(vm.imageId);
+    const kernel = image ? this.d.store.kernels.getById(image.kernelId) : undefined;
+    if (!image || !kernel) throw new VmError('conflict', `vm "${vm.name}": its image or kernel is gone`);
+    const bridged = vm.networkMode === 'bridge' ? this.d.network.guest(vm) : undefined;
+    const port = h.record.sshHostPort ?? 0;
+    const candidates = [launchSpec(vm, kernel, this.d.stateDir, await this.d.accel(), port, bridged)];
+    if (vm.warmTemplate) {
+      const tpl = (await listTemplates(image)).find((t) => t.hash16 === vm.warmTemplate)?.manifest;
+      if (tpl) {
+        const files = vmFiles(this.d.stateDir, vm.id);
+        candidates.push(
+          cloneLaunchSpec(tpl.spec, {
+            id: vm.id,
+            files,
+            ...(bridged ? { tap: bridged.tap } : { sshHostPort: port }),
+          }),
+        );
+      }
+    }
+    for (const spec of candidates) {
+      const plan = this.d.runtime.driver.prepare(spec);
+      if (plan.argvHash !== h.record.argvHash) continue;
+      const { incoming: _incoming, ...ran } = spec;
+      // The TSC rate the command line carries, pinned: after a host reboot the host's may differ.
+      const tsc = /\btsc_early_khz=(\d+)/.exec(plan.driver === 'qemu' ? plan.cmdline : '');
+      return tsc?.[1] ? { ...ran, tscKhz: Number(tsc[1]) } : ran;
+    }
+    throw new VmError(
+      'conflict',
+      `vm "${vm.name}": its VMM runs with a configuration banger cannot restore (argv ${h.record.argvHash.slice(0, 12)}); restart it first`,
+    );
+  }
+
+  /** `vm stop` (and delete) of a VM paused to disk: its saved state is discarded. */
+  private async discardLocked(cur: VmRow): Promise<{ row: VmRow; clean: boolean; forced: boolean }> {
+    this.crash('vm.stop.discard');
+    // The manifest goes first: from then on a crash leaves no save, and reconcile stops it.
+    await discardSaved(vmFiles(this.d.stateDir, cur.id).dir);
+    this.d.store.vms.update(cur.id, { savedState: null });
+    const row = this.setState(
+      cur.id,
+      'stopped',
+      'stopped while paused to disk: its saved state was discarded',
+    );
+    return { row, clean: true, forced: false };
+  }
+
+  /**
+   * Restore a VM paused to disk: the same VMM configuration (a new forwarded port in user
+   * mode; the tap made again in bridged mode) with `-incoming defer`, load the saved state,
+   * consume the save (before the guest runs: its disk then moves on from the saved RAM), `cont`,
+   * correct the clock, wait for SSH. Fails back to `paused` (the save kept) until the save is
+   * consumed, to `error` after.
+   */
+  private async resumeSaved(vm: VmRow): Promise<VmRow> {
+    const dir = vmFiles(this.d.stateDir, vm.id).dir;
+    const m = await readSaved(dir, vm.id);
+    if (!m) {
+      await discardSaved(dir);
+      this.d.store.vms.update(vm.id, { savedState: null });
+      const why = 'its saved state is missing or incomplete';
+      this.setState(vm.id, 'stopped', `${why}; banger vm start boots it afresh`);
+      throw new VmError('failed', `vm "${vm.name}" cannot be resumed: ${why}; it is stopped now`);
+    }
+    const row = this.setState(vm, 'resuming', 'loading its saved state');
+    let consumed = false;
+    const t0 = performance.now();
+    try {
+      this.crash('vm.resume.network');
+      // Bridged: the tap (a host reboot removes it) and NAT.
+      if (row.networkMode === 'bridge') await this.d.network.attach(row);
+      const loadMs = await this.startSaved(row, m);
+      this.crash('vm.resume.consume');
+      await discardSaved(dir);
+      consumed = true;
+      this.d.store.vms.update(vm.id, { savedState: null });
+      this.crash('vm.resume.cont');
+      const h = this.d.runtime.get(vm.id);
+      if (!h) throw new VmError('failed', `the VMM of ${vm.name} exited while its state was loaded`);
+      await h.resume();
+      this.crash('vm.resume.wait_ready');
+      await this.resumedReady(row);
+      const now = this.setState(vm.id, 'running');
+      this.d.log.info(
+        { vm: vm.name, load_ms: loadMs, ready_ms: Math.round(performance.now() - t0) },
+        'vm resumed from disk',
+      );
+      return now;
+    } catch (err) {
+      await killVmm(this.d, vm.id);
+      if (!consumed) {
+        this.recordSaved(vm.id, m, `resume failed (${message(err)}); the saved state is kept`);
+      } else {
+        this.setState(
+          vm.id,
+          'error',
+          `resume failed after its saved state was used: ${message(err)}; banger vm start boots it afresh`,
+        );
+      }
+      throw err;
+    }
+  }
+
+  /** Start the saved configuration waiting for its state, and load it; returns the load's ms. */
+  private async startSaved(vm: VmRow, m: SavedManifest): Promise<number> {
+    const port = m.spec.net.mode === 'user' ? await reservePort() : undefined;
+    const net =
+      m.spec.net.mode === 'user' && port !== undefined ? { ...m.spec.net, sshHostPort: port } : m.spec.net;
+    const spec: VmLaunchSpec = { ...m.spec, net, incoming: INCOMING_DEFER };
+    // A warm clone maps its template's read-only RAM file (src/vm/warm.ts holdRamOpenable).
+    const release = spec.memory ? holdRamOpenable(spec.memory.backendFile) : (): void => undefined;
+    try {
+      this.crash('vm.resume.boot');
+      await markSerial(this.d.stateDir, vm, 'vm.resume (from disk)', this.d.serialMarks);
+      const plan = this.d.runtime.driver.prepare(spec);
+      const h = await this.d.runtime.driver.start(plan, { logger: this.d.log });
+      this.d.runtime.attach(vm.id, h);
+      this.crash('vm.resume.load');
+      if (!h.loadState) throw new VmError('invalid', `the ${h.driver} VMM cannot load a saved state`);
+      return (await h.loadState(savedPaths(vmFiles(this.d.stateDir, vm.id).dir).state)).durationMs;
+    } finally {
+      release();
+      if (port !== undefined) releasePort(port);
+    }
+  }
+
+  private async resumedReady(vm: VmRow): Promise<void> {
+    if (this.d.resumedReady) return this.d.resumedReady(vm);
+    await this.fixClock(vm);
+    await waitReady(this.d, vm, new AbortController().signal, undefined, { restored: true });
+  }
+
+  /** Correct a resumed guest's clock; a guest without its agent keeps the old time (logged). */
+  private async fixClock(vm: VmRow): Promise<void> {
+    try {
+      const skewMs = await (this.d.correctClock
+        ? this.d.correctClock(vm)
+        : correctGuestClock(vmFiles(this.d.stateDir, vm.id).qgaSocket, 15_000));
+      this.d.log.info({ vm: vm.name, skew_ms: skewMs }, 'guest clock corrected after resume');
+    } catch (err) {
+      this.d.log.warn({ vm: vm.name, err: message(err) }, 'could not correct the guest clock after resume');
+    }
+  }
+
   // ---- delete --------------------------------------------------------------------------------
 
   async delete(vm: VmRow): Promise<void> {
@@ -275,7 +561,8 @@ export class VmLifecycle {
     if (cur.state === 'creating')
       throw new VmError('conflict', `vm "${vm.name}" is being created; cancel the create instead`);
     this.crash('vm.delete.stop');
-    if (this.d.runtime.isRunning(vm.id)) await this.stopLocked(cur, 10_000);
+    // A VM paused to disk is stopped first too: its saved state is discarded.
+    if (this.d.runtime.isRunning(vm.id) || cur.state === 'paused') await this.stopLocked(cur, 10_000);
     if (cur.state !== 'deleting') this.setState(vm.id, 'deleting');
     await this.removeEverything(cur, 'vm.delete');
   }
@@ -468,6 +755,7 @@ export class VmLifecycle {
       undone: [],
       stopped: [],
       deleted: [],
+      saved: [],
       orphans: [],
       templates: [],
     };
@@ -507,6 +795,57 @@ export class VmLifecycle {
     return r;
   }
 
+  /**
+   * A pause or resume the daemon died in. The manifest decides: a committed save makes the VM
+   * `paused` (any VMM is ended: a pause that got that far only had to end it; a resume that had
+   * not consumed the save never ran the guest). Without one: an interrupted pause continues the
+   * guest if its VMM lives (the VM runs on), an interrupted resume (its save consumed) continues
+   * the loaded guest; with no VMM left either ends `stopped`.
+   */
+  private async reconcileSave(row: VmRow, h: VmmHandle | null, r: ReconcileReport): Promise<void> {
+    const dir = vmFiles(this.d.stateDir, row.id).dir;
+    const m = await readSaved(dir, row.id);
+    const what = row.state === 'pausing' ? 'pause' : 'resume';
+    if (m) {
+      await killVmm(this.d, row.id);
+      await removePartial(dir);
+      this.recordSaved(
+        row.id,
+        m,
+        what === 'pause' ? 'pause finished by a restarted daemon' : 'resume interrupted by a daemon restart',
+      );
+      r.saved.push(row.name);
+      this.d.log.warn({ vm: row.name }, `${what} interrupted by a daemon restart: the VM is paused to disk`);
+      return;
+    }
+    await discardSaved(dir);
+    this.d.store.vms.update(row.id, { savedState: null });
+    if (h) {
+      // A save in flight is abandoned before the guest continues (the pause never counted).
+      if (what === 'pause') await h.cancelSave?.();
+      const ok = await h.resume().then(
+        () => true,
+        () => false,
+      );
+      if (ok) {
+        if (what === 'resume') await this.fixClock(row);
+        this.setState(row, 'running');
+        r.reattached.push(row.name);
+        this.d.log.warn({ vm: row.name }, `${what} interrupted by a daemon restart: the VM runs on`);
+        return;
+      }
+      await killVmm(this.d, row.id);
+    }
+    this.setState(
+      row,
+      'stopped',
+      what === 'pause'
+        ? 'pause interrupted by a daemon restart (its VMM was gone)'
+        : 'resume interrupted by a daemon restart after its saved state was used',
+    );
+    r.stopped.push(row.name);
+  }
+
   private async reconcileOne(row: VmRow, r: ReconcileReport): Promise<void> {
     if (row.state === 'creating') {
       // Its pipeline died with the daemon: undo all of it (the op is already marked failed).
@@ -527,6 +866,17 @@ export class VmLifecycle {
         if (!isEngineError(err)) throw err;
         return null;
       });
+    if (row.state === 'pausing' || row.state === 'resuming') return this.reconcileSave(row, h, r);
+    if (row.state === 'paused' && !h) {
+      // Paused to disk: no VMM is expected; the save must be there, whole.
+      const m = await readSaved(vmFiles(this.d.stateDir, row.id).dir, row.id);
+      if (m) {
+        await removePartial(vmFiles(this.d.stateDir, row.id).dir);
+        if (!row.savedState) this.recordSaved(row.id, m);
+        r.saved.push(row.name);
+        return;
+      }
+    }
     if (row.state === 'starting' || row.state === 'stopping') {
       // Nobody can tell how far the boot or the shutdown got: the VM ends stopped.
       await killVmm(this.d, row.id);
@@ -557,8 +907,11 @@ export class VmLifecycle {
       return;
     }
     if (row.state === 'running' || row.state === 'paused') {
+      // (A VM paused to disk whose save is gone ends here too: there is nothing to resume.)
+      if (row.savedState) await discardSaved(vmFiles(this.d.stateDir, row.id).dir);
       this.d.store.vms.update(row.id, {
         lastExit: `exited while the daemon was away (found gone at ${new Date().toISOString()})`,
+        savedState: null,
       });
       this.setState(row, 'stopped', 'the VMM exited while the daemon was away');
       r.stopped.push(row.name);

@@ -17,10 +17,18 @@ export const TRANSITIONS: Readonly<Record<VmState, readonly VmState[]>> = {
   // (a daemon restart kills the half-booted VMM: stopped); a stop or kill of a booting VM.
   starting: ['running', 'stopped', 'error', 'stopping'],
   // stop (or a delete, which stops first); kill, or the VMM exited on its own (stopped, with
-  // last_exit); QEMU stopped the guest (paused, e.g. a host I/O error).
-  running: ['stopping', 'stopped', 'paused', 'error'],
-  // resumed (by hand or once the host disk has room again), stopped, killed.
-  paused: ['running', 'stopping', 'stopped', 'error'],
+  // last_exit); QEMU stopped the guest (paused, e.g. a host I/O error); `vm pause` (pausing).
+  running: ['stopping', 'stopped', 'paused', 'pausing', 'error'],
+  // `vm pause` saves the VM to disk: paused (saved, the VMM gone), running (the save failed and
+  // the guest was continued), stopped (the VMM died meanwhile), error.
+  pausing: ['paused', 'running', 'stopped', 'error'],
+  // In memory (the VMM runs, QEMU stopped the guest): resumed (by hand or once the host disk
+  // has room again), stopped, killed. Saved to disk (no VMM, saved_state set): resuming, or
+  // stopped (`vm stop` discards the saved state; `vm delete` stops first).
+  paused: ['running', 'resuming', 'stopping', 'stopped', 'error'],
+  // `vm resume` of a VM saved to disk: running, paused (failed before the saved state was used:
+  // it is kept), error or stopped (failed after: the saved state is gone).
+  resuming: ['running', 'paused', 'stopped', 'error'],
   stopping: ['stopped', 'error'],
   stopped: ['starting', 'deleting'],
   error: ['starting', 'stopped', 'deleting'],
@@ -28,8 +36,18 @@ export const TRANSITIONS: Readonly<Record<VmState, readonly VmState[]>> = {
   deleting: [],
 };
 
-/** The states a VM's VMM may be running in. */
-export const LIVE_STATES: readonly VmState[] = ['starting', 'running', 'paused', 'stopping'];
+/**
+ * The states a VM's VMM may be running in (a VM `paused` to disk has none, one paused in memory
+ * has one: both are listed).
+ */
+export const LIVE_STATES: readonly VmState[] = [
+  'starting',
+  'running',
+  'pausing',
+  'paused',
+  'resuming',
+  'stopping',
+];
 
 export function canTransition(from: VmState, to: VmState): boolean {
   return TRANSITIONS[from].includes(to);

@@ -314,6 +314,7 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
       delete v.accel;
       return { vm: v };
     },
+    pause: notFaked('vm.pause'),
     resume: notFaked('vm.resume'),
     async delete(p) {
       const v = vmOr404(p.name);

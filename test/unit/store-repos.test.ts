@@ -317,6 +317,7 @@ describe('vms', () => {
       warmTemplate: null,
       stateReason: null,
       lastExit: null,
+      savedState: null,
     });
     expect(store.vms.getByName('dev')).toEqual(v);
     expect(store.vms.getById(v.id)).toEqual(v);

@@ -68,6 +68,7 @@ export class VmServiceImpl implements VmService {
         undone: r.undone,
         stopped: r.stopped,
         deleted: r.deleted,
+        saved: r.saved,
         orphans: r.orphans,
         templates: r.templates.length,
       },
@@ -174,6 +175,10 @@ export class VmServiceImpl implements VmService {
   async kill(p: T.VmKillParams): Promise<T.VmKillResult> {
     const signal = `SIG${p.signal ?? 'KILL'}` as NodeJS.Signals;
     return { vm: this.wire(await this.lifecycle.kill(this.find(p.name), signal)) };
+  }
+
+  async pause(p: T.VmPauseParams): Promise<T.VmPauseResult> {
+    return { vm: this.wire(await this.lifecycle.pause(this.find(p.name))) };
   }
 
   async resume(p: T.VmResumeParams): Promise<T.VmResumeResult> {

@@ -16,7 +16,9 @@ const STATES = [
   'stopped',
   'starting',
   'running',
+  'pausing',
   'paused',
+  'resuming',
   'stopping',
   'error',
   'deleting',
@@ -27,7 +29,16 @@ export function vmColumns(color: boolean, now: number): Column<Vm>[] {
     s === 'running' ? 'green' : s === 'error' ? 'red' : s === 'stopped' ? 'dim' : 'yellow';
   return [
     { header: 'NAME', get: (v) => v.name },
-    { header: 'STATE', get: (v) => paint(color, stateStyle(v.state), v.state) },
+    {
+      header: 'STATE',
+      // A VM paused to disk shows the space its saved state holds.
+      get: (v) =>
+        paint(
+          color,
+          stateStyle(v.state),
+          v.saved_bytes !== undefined ? `${v.state} (${formatBytes(v.saved_bytes)} saved)` : v.state,
+        ),
+    },
     { header: 'IMAGE', get: (v) => v.image },
     { header: 'VCPU', get: (v) => String(v.vcpus), align: 'right' },
     { header: 'MEM', get: (v) => formatMiB(v.memory_mib), align: 'right' },

@@ -1,0 +1,143 @@
+// Pause to disk, the files: `vm pause` saves a running VM's whole state (device state and guest
+// RAM, QEMU migration to a file) into its directory and ends the VMM; `vm resume` starts the same
+// VMM configuration with `-incoming defer`, loads the state and continues the guest.
+//
+// In <vm dir>: `saved.state` (the migration stream) and `saved.json` (the manifest: the launch
+// spec the VMM ran with, size, time). Both are written under a temporary name, flushed and
+// renamed; the manifest last, so it is the commit: a state without a manifest (a crash while
+// saving) never counts, and a resume consumes the save by removing the manifest first (before
+// the guest runs again: from then on its disk no longer matches the saved RAM).
+import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { VmLaunchSpec } from '../engine/index.ts';
+import { QgaClient } from '../engine/qga.ts';
+import { clockArg } from './reidentify.ts';
+
+export const SAVED_STATE = 'saved.state';
+export const SAVED_MANIFEST = 'saved.json';
+const TMP = '.tmp';
+
+export interface SavedPaths {
+  state: string;
+  stateTmp: string;
+  manifest: string;
+  manifestTmp: string;
+}
+
+export function savedPaths(vmDir: string): SavedPaths {
+  return {
+    state: join(vmDir, SAVED_STATE),
+    stateTmp: join(vmDir, SAVED_STATE + TMP),
+    manifest: join(vmDir, SAVED_MANIFEST),
+    manifestTmp: join(vmDir, SAVED_MANIFEST + TMP),
+  };
+}
+
+export interface SavedManifest {
+  version: 1;
+  vmId: string;
+  /** The launch spec the saved VMM ran with (incoming unset; TSC rate pinned). */
+  spec: VmLaunchSpec;
+  /** The state file's size. */
+  bytes: number;
+  savedAt: string;
+  /** QMP stop → state file durable, ms. */
+  saveMs: number;
+}
+
+async function fsyncPath(path: string, flags: 'r' = 'r'): Promise<void> {
+  const fh = await open(path, flags);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Make the temporary state file durable (the save wrote it through `cat`). */
+export async function syncStateTmp(p: SavedPaths): Promise<number> {
+  await fsyncPath(p.stateTmp);
+  return (await stat(p.stateTmp)).size;
+}
+
+/**
+ * Commit a save: the flushed state file to its name, then the manifest (temporary name, flush,
+ * rename), then the directory. From the manifest's rename on, the VM is saved.
+ */
+export async function commitSaved(vmDir: string, m: SavedManifest): Promise<void> {
+  const p = savedPaths(vmDir);
+  await rename(p.stateTmp, p.state);
+  await writeFile(p.manifestTmp, JSON.stringify(m, null, 2) + '\n', { mode: 0o600 });
+  await fsyncPath(p.manifestTmp);
+  await rename(p.manifestTmp, p.manifest);
+  await fsyncPath(vmDir);
+}
+
+/**
+ * The committed save of a VM, or undefined: no manifest, an unreadable one, another VM's, or a
+ * state file that is missing or not the size the manifest recorded.
+ */
+export async function readSaved(vmDir: string, vmId: string): Promise<SavedManifest | undefined> {
+  const p = savedPaths(vmDir);
+  let m: SavedManifest;
+  try {
+    m = JSON.parse(await readFile(p.manifest, 'utf8')) as SavedManifest;
+  } catch {
+    return undefined;
+  }
+  if (m.version !== 1 || m.vmId !== vmId || typeof m.spec !== 'object') return undefined;
+  const size = await stat(p.state).then(
+    (s) => s.size,
+    () => -1,
+  );
+  return size === m.bytes ? m : undefined;
+}
+
+/** Remove what a save that never committed left (temporary files); idempotent. */
+export async function removePartial(vmDir: string): Promise<void> {
+  const p = savedPaths(vmDir);
+  await rm(p.stateTmp, { force: true });
+  await rm(p.manifestTmp, { force: true });
+}
+
+/**
+ * Remove a save, the manifest first (from then on it is not a save), then the state file and
+ * any temporary files; idempotent.
+ */
+export async function discardSaved(vmDir: string): Promise<void> {
+  const p = savedPaths(vmDir);
+  await rm(p.manifest, { force: true });
+  await rm(p.state, { force: true });
+  await removePartial(vmDir);
+}
+
+/**
+ * Set a resumed guest's system clock to now (it stood still while the VM was saved), through the
+ * guest agent: the clock step of the warm path's re-identification, nothing else (the VM keeps
+ * its identity). `date` rather than guest-set-time, which would also write the RTC (hwclock).
+ * Returns the skew it corrected, in ms.
+ */
+export async function correctGuestClock(qgaSocket: string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  const left = (): number => Math.max(1, deadline - Date.now());
+  const qga = await QgaClient.connect(qgaSocket, { timeoutMs: left() });
+  try {
+    await qga.sync(left());
+    const now = BigInt(Date.now()) * 1_000_000n;
+    // Print the guest's time before setting it: the skew goes to the log.
+    const r = await qga.exec(
+      '/bin/sh',
+      ['-c', 'date +%s%N; date -u -s "@$1" >/dev/null', 'clock', clockArg(now)],
+      {
+        timeoutMs: left(),
+        pollMs: 10,
+      },
+    );
+    if (r.exitcode !== 0)
+      throw new Error(`setting the guest clock failed: ${r.stderr.trim() || `exit ${r.exitcode}`}`);
+    const guestNs = BigInt(r.stdout.trim().split('\n')[0] ?? '0');
+    return Number((now - guestNs) / 1_000_000n);
+  } finally {
+    qga.close();
+  }
+}
