@@ -174,7 +174,8 @@ CREATE INDEX vms_image_id ON vms (image_id);
 CREATE UNIQUE INDEX vms_guest_ip ON vms (guest_ip) WHERE guest_ip IS NOT NULL;
 `);
     },
-  },];
+  },
+];
 
 export interface AppliedMigration {
   id: number;
