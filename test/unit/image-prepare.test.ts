@@ -182,7 +182,8 @@ describe('the prepare script', () => {
 
   it('skips apt entirely when nothing is missing', () => {
     const s = generatePrepareScript({ install: [], customize: true, userScript: false });
-    expect(s).not.toContain('update');
+    expect(s).not.toContain('$APT update');
+    expect(s).not.toContain('apt-get update');
     shSyntaxOk(s);
   });
 
