@@ -213,7 +213,9 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     defaultKernel: async (signal, onProgress) =>
       (await images.resolveForVm(undefined, { signal, onProgress })).kernel,
     busyElsewhere: (name) => images.busy(name),
-    ...(opts.ociBootable ? { bootable: opts.ociBootable } : {}),
+    aptSources: () => opts.config.images.apt_sources,
+    // The prepare VM boots with the daemon's accelerator (a probe boot on first use).
+    ...(opts.ociBootable ? { bootable: opts.ociBootable } : { accel: () => engine.accel() }),
   });
   images.ociImages = ociImages;
   const runtime = new VmRuntime(opts.driver ?? driverFor(selection, log), log);

@@ -1,26 +1,26 @@
 // The `bootable` step's dependency: makeBootable from src/image/prepare.ts (boots a short-lived
-// prepare VM that installs what the image lacks and banger's guest bits). Typed here by its
-// contract and loaded on first use, so the pull service and its tests (which inject a fake) do
-// not depend on the prepare module being present.
-import { extname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// prepare VM that installs what the image lacks, and banger's guest bits). The pull service takes
+// it as an injectable function so its unit tests and the daemon's integration tests use a fake
+// instead of booting a VM.
+import type { Accel } from '../../engine/driver.ts';
+import { makeBootable } from '../../image/prepare.ts';
 
 export interface BootableOptions {
-  /** The raw ext4 root filesystem, writable. */
+  /** The raw ext4 root filesystem, written in place. */
   rootfsPath: string;
   kernelPath: string;
   initrdPath: string;
-  /** Scratch space of ours (the prepare VM's disk and serial log). */
+  /** Scratch space of ours (the prepare VM's files and serial log). */
   workDir: string;
   /** Replaces the image's apt sources during the install (config [images] apt_sources). */
   aptSources?: string;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
-  qemu?: string;
+  accel?: Accel;
 }
 
 export interface BootableResult {
-  /** The distribution family found (debian, ubuntu, ...). */
+  /** The distribution family found (debian, ...). */
   family: string;
   /** Packages installed. */
   installed: string[];
@@ -30,16 +30,5 @@ export interface BootableResult {
 
 export type BootableFn = (o: BootableOptions) => Promise<BootableResult>;
 
-let loaded: Promise<BootableFn> | undefined;
-
-/** makeBootable from src/image/prepare.ts (.ts when run from source, .js when built). */
-export function loadBootable(): Promise<BootableFn> {
-  loaded ??= (async () => {
-    const ext = extname(fileURLToPath(import.meta.url));
-    const url = new URL(`../../image/prepare${ext}`, import.meta.url).href;
-    const m = (await import(url)) as { makeBootable?: unknown };
-    if (typeof m.makeBootable !== 'function') throw new Error(`${url} does not export makeBootable`);
-    return m.makeBootable as BootableFn;
-  })();
-  return loaded;
-}
+/** The real step (tsc checks that prepare.ts's makeBootable fits the type). */
+export const defaultBootable: BootableFn = makeBootable;

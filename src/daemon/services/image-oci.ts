@@ -29,6 +29,7 @@ import type { ImageConfig } from '../../image/oci/manifest.ts';
 import { pullImage, type PullProgress } from '../../image/oci/pull.ts';
 import { parseReference } from '../../image/oci/reference.ts';
 import { IMAGE_FILES } from '../../image/manifest.ts';
+import type { Accel } from '../../engine/driver.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
 import { type RpcContext, withOpId } from '../../rpc/context.ts';
@@ -41,7 +42,7 @@ import {
   isUniqueViolation,
 } from '../../store/index.ts';
 import { parseSize } from '../../vm/sizes.ts';
-import { loadBootable, type BootableFn } from './image-bootable.ts';
+import { defaultBootable, type BootableFn } from './image-bootable.ts';
 import { imageToWire } from './convert.ts';
 import { alreadyExists, checkResourceName, installDirSync, makeStagingDir } from './kernel.ts';
 
@@ -71,6 +72,8 @@ export interface OciImageDeps {
   busyElsewhere?: (name: string) => string | undefined;
   /** Replaces the image's apt sources while making it bootable (config [images] apt_sources). */
   aptSources?: () => string | undefined;
+  /** The accelerator the prepare VM runs with (default: the prepare module probes). */
+  accel?: () => Promise<Accel>;
   /** Defaults: makeBootable from src/image/prepare.ts and the OCI library. */
   bootable?: BootableFn;
   pull?: typeof pullImage;
@@ -463,8 +466,9 @@ export class OciImageService {
       );
     }
     const workDir = join(staging, 'prepare');
-    const bootable = this.deps.bootable ?? (await loadBootable());
+    const bootable = this.deps.bootable ?? defaultBootable;
     const aptSources = this.deps.aptSources?.();
+    const accel = this.deps.accel ? { accel: await this.deps.accel() } : {};
     const r = await bootable({
       rootfsPath: rootfs,
       kernelPath: kernel.kernelPath,
@@ -472,6 +476,7 @@ export class OciImageService {
       workDir,
       signal: t.signal,
       onProgress: progress,
+      ...accel,
       ...(aptSources !== undefined ? { aptSources } : {}),
     });
     t.signal.throwIfAborted();
