@@ -189,6 +189,9 @@ export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult
     },
     { hostTscKhz: hostTscKhz(), binary: o.qemu },
   );
+  // Discards from the guest's fstrim free the target's blocks (qcow2 clusters, raw holes).
+  const target = argv.findIndex((a) => a.startsWith('id=disk0,'));
+  if (target >= 0) argv[target] += ',discard=unmap';
   const timeoutMs = o.timeoutMs ?? DEFAULT_PREPARE_TIMEOUT_MS;
   const timeout = AbortSignal.timeout(timeoutMs);
   const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;

@@ -22,7 +22,7 @@ log= ; disks= ; append=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-chardev) case "$2" in file,*) log=\${2#*path=}; log=\${log%%,*} ;; esac ;;
-	-drive) disks="$disks \${2#*file=}" ;;
+	-drive) disks="$disks \${2#*file=}"; echo "$2" >> "${dir}/drives" ;;
 	-append) append=$2 ;;
 	esac
 	shift
@@ -93,6 +93,10 @@ describe('runPrepare', () => {
     // The target first, then the prepare disk (removed afterwards).
     const disks = readFileSync(join(dir, 'disks'), 'utf8').trim().split('\n');
     expect(disks).toEqual([join(dir, 'target.qcow2'), join(dir, 'work', 'prepare-disk.ext4')]);
+    // The target passes the guest's fstrim through (freed blocks leave the overlay).
+    const drives = readFileSync(join(dir, 'drives'), 'utf8').trim().split('\n');
+    expect(drives[0]).toMatch(/format=qcow2,.*discard=unmap/);
+    expect(drives[1]).not.toContain('discard');
   });
 
   it('builds the prepare disk with prepare.sh, resolv.conf and the extra files, labelled banger-prep', async () => {
