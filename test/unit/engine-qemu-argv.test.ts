@@ -250,6 +250,21 @@ describe('agent channel', () => {
   });
 });
 
+describe('free page reporting (virtio-balloon)', () => {
+  it('a VM with anonymous RAM has the balloon, as its last device', () => {
+    const devs = allAfter(buildQemuArgv(spec(), { hostTscKhz: TSC }), '-device');
+    expect(devs.at(-1)).toBe('virtio-balloon-device,free-page-reporting=on');
+    expect(devs.filter((d) => d.startsWith('virtio-balloon'))).toHaveLength(1);
+  });
+
+  it('never with RAM in a file (a discard would punch the shared template file)', () => {
+    for (const share of [true, false]) {
+      const argv = buildQemuArgv(spec({ memory: { backendFile: '/t/ram', share } }), { hostTscKhz: TSC });
+      expect(argv.join(' ')).not.toContain('balloon');
+    }
+  });
+});
+
 describe('warm restore (-incoming)', () => {
   it('is the same argv plus -incoming at the end', () => {
     const cold = buildQemuArgv(spec(), { hostTscKhz: TSC });
@@ -272,11 +287,15 @@ describe('guest RAM in a file (warm templates and their clones)', () => {
   const clone = buildQemuArgv(spec({ memory: { backendFile: ram, share: false }, incoming: 'defer' }), {
     hostTscKhz: TSC,
   });
+  // A VM with anonymous RAM, less its free-page-reporting balloon (never with RAM in a file).
   const plain = buildQemuArgv(spec(), { hostTscKhz: TSC });
+  const b = plain.indexOf('virtio-balloon-device,free-page-reporting=on');
+  plain.splice(b - 1, 2);
 
   it('the template: the machine uses backend mem, a memory-backend-file of -m MiB, share=on', () => {
     const i = plain.indexOf('-pidfile') + 2;
-    // Exactly the plain argv with the machine option and one -object after the VM's own paths.
+    // Exactly the plain argv (without the balloon) with the machine option and one -object after
+    // the VM's own paths.
     expect(tpl).toEqual([
       ...plain.slice(0, 3),
       'microvm,memory-backend=mem',
