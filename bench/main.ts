@@ -3,8 +3,8 @@
 // Measures banger against baselines taken in the same run (see docs/bench.md): create → SSH
 // ready by stage against a bare QEMU, RPC against a minimal socket server, copy-on-write disk
 // preparation from small and huge bases, footprint, parallel against sequential creates, and
-// warm (restored from a warm template) against cold creates, and the CLI's start-up against
-// `node -e 0`.
+// warm (restored from a warm template) against cold creates, the CLI's start-up against
+// `node -e 0`, and what one idle VM costs (CPU, Rss/Pss, memory given back after a burst).
 // Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
 //
 // It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
@@ -37,6 +37,7 @@ import {
   sampleRssMiB,
   sequentialCreates,
 } from './fleet.ts';
+import { runIdle } from './idle.ts';
 import { describeMachine } from './machine.ts';
 import { markdownSummary, type BenchResults } from './report.ts';
 import { runRpc } from './rpc.ts';
@@ -44,10 +45,10 @@ import { readVariants, type VariantSpec } from './variants.ts';
 import { runWarm } from './warm.ts';
 import { deleteVm, IMAGE_CACHE, ROOT, startWorld, stopWorld, VM_DEFAULTS, type World } from './world.ts';
 
-const PARTS = ['boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm', 'guest-ab', 'cli'] as const;
+const PARTS = ['boot', 'rpc', 'cow', 'idle', 'footprint', 'concurrency', 'warm', 'guest-ab', 'cli'] as const;
 type Part = (typeof PARTS)[number];
 /** What runs without --parts (guest-ab needs --baseline-image or --variants). */
-const DEFAULT_PARTS: Part[] = ['cli', 'boot', 'rpc', 'cow', 'footprint', 'concurrency', 'warm'];
+const DEFAULT_PARTS: Part[] = ['cli', 'boot', 'rpc', 'cow', 'idle', 'footprint', 'concurrency', 'warm'];
 /** Parts that need no root, namespace or daemon: asked for alone, they run without them. */
 const STANDALONE_PARTS: readonly Part[] = ['cli'];
 const LOCK = '/tmp/banger-vm.lock';
@@ -371,6 +372,16 @@ async function inner(netns: string): Promise<number> {
         return { ...b, label: v.label };
       });
       results.guest_ab = await runGuestAb(w, variants, o.pairs);
+    });
+    // Alone: before the fleet parts start VMs, after the boot pairs deleted theirs.
+    await part('idle', async () => {
+      say("idle: one VM alone, its VMM's CPU over quiet windows, Rss/Pss, and after a memory burst");
+      results.idle = await runIdle(
+        w,
+        o.quick
+          ? { settleMs: 10_000, windowMs: 30_000, samples: 1, burstMib: 600 }
+          : { settleMs: 20_000, windowMs: 60_000, samples: 3, burstMib: 600 },
+      );
     });
     const n = o.quick ? 2 : 4;
     let seq: { wall: number; each: number[] } | undefined;

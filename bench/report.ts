@@ -4,6 +4,7 @@ import type { BootPair, BootSummary, GuestAbResult } from './boot.ts';
 import type { CliResult } from './cli.ts';
 import type { CowResult } from './cow.ts';
 import type { ConcurrencyResult, FootprintResult } from './fleet.ts';
+import { idleTable, type IdleResult } from './idle.ts';
 import type { MachineInfo } from './machine.ts';
 import type { RpcResult } from './rpc.ts';
 import type { Summary } from './stats.ts';
@@ -33,6 +34,7 @@ export interface BenchResults {
   boot?: { summary: BootSummary; pairs: BootPair[]; bare_argv: string[]; guest_profile?: GuestProfile };
   rpc?: RpcResult;
   cow?: CowResult;
+  idle?: IdleResult;
   footprint?: FootprintResult;
   concurrency?: ConcurrencyResult;
   guest_ab?: GuestAbResult;
@@ -231,6 +233,7 @@ export function markdownSummary(r: BenchResults): string {
   if (r.cli) out.push('', '### CLI start-up', '', cliTable(r.cli));
   if (r.rpc) out.push('', '### RPC (`ping`, one connection per call)', '', rpcTable(r.rpc));
   if (r.cow) out.push('', '### Copy-on-write disk preparation', '', cowTable(r.cow));
+  if (r.idle) out.push('', '### One idle VM', '', idleTable(r.idle));
   if (r.footprint || r.concurrency)
     out.push('', '### Footprint and concurrency', '', fleetTable(r.footprint, r.concurrency));
   if (r.warm) out.push('', '### Warm start: cold against warm creates', '', warmTable(r.warm));

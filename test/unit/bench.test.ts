@@ -12,6 +12,7 @@ import {
   type BootPair,
   type GuestVariant,
 } from '../../bench/boot.ts';
+import { cpuPercent, cpuTicks, idleTable, parseSmapsRollup } from '../../bench/idle.ts';
 import { cpuModel } from '../../bench/machine.ts';
 import { guestAbTable, markdownSummary, warmTable, type BenchResults } from '../../bench/report.ts';
 import { mean, median, percentile, ratio, round, summarize } from '../../bench/stats.ts';
@@ -442,5 +443,49 @@ describe('warm start', () => {
     expect(md).toContain('target ≤ 0.15× cold: **met**');
     expect(md).toContain('took 31.00 s (its boot 24.00 s, save 2.50 s, state 300 MiB;');
     expect(md).toContain('cold 24.00, 25.00 s (25.00 s), warm 2.00, 3.00 s (3.00 s); warm / cold 0.102');
+  });
+});
+
+describe('idle part: /proc readings', () => {
+  it('takes utime + stime after the command name, even one with spaces and parentheses', () => {
+    const stat = '4242 (qemu (x) y) S 1 2 3 4 5 6 7 8 9 10 1234 567 0 0 20 0 3 0 99 1 2';
+    expect(cpuTicks(stat)).toBe(1234 + 567);
+    expect(() => cpuTicks('4242 (x) S')).toThrow(/stat/);
+  });
+
+  it('reads Rss and Pss in MiB from smaps_rollup', () => {
+    const text = [
+      '55d0c0000000-7ffd00000000 ---p 00000000 00:00 0 [rollup]',
+      'Rss:              436200 kB',
+      'Pss:              424254 kB',
+      'Pss_Anon:         412648 kB',
+    ].join('\n');
+    expect(parseSmapsRollup(text)).toEqual({ rss_mib: 426, pss_mib: 414.3 });
+    expect(() => parseSmapsRollup('Rss: 1 kB')).toThrow(/Pss/);
+  });
+
+  it('CPU % of one core over a window (USER_HZ ticks)', () => {
+    expect(cpuPercent(1000, 1150, 60)).toBe(2.5);
+    expect(cpuPercent(0, 0, 60)).toBe(0);
+  });
+
+  it('the summary table says whether the target was met', () => {
+    const s = { n: 3, median: 1.2, min: 1.1, max: 1.3, p90: 1.3 };
+    const t = idleTable({
+      vm: 'idle-0',
+      settle_s: 20,
+      window_s: 60,
+      cpu_pct: s,
+      cpu_pct_samples: [1.1, 1.2, 1.3],
+      cpu_pct_mean: 1.2,
+      rss_mib: { n: 3, median: 420, min: 419, max: 421, p90: 421 },
+      pss_mib: { n: 3, median: 410, min: 409, max: 411, p90: 411 },
+      burst: { mib: 600, rss_right_after_mib: 998, after_s: 20, rss_mib: 418, pss_mib: 406 },
+      target_cpu_pct: 2,
+      meets_target: true,
+    });
+    expect(t).toContain('| VMM CPU, % of one core (3 × 60 s) | 1.2 % (1.1–1.3) |');
+    expect(t).toContain('998 → 418 MiB');
+    expect(t).toContain('≤ 2 % of a core: met');
   });
 });
