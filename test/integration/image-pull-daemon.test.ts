@@ -3,10 +3,12 @@
 // step (the real one boots a prepare VM; the smoke tests run it). The recorded row, the steps and
 // their progress, a name conflict, a failing download and a failing or canceled bootable step
 // leaving nothing behind, an OCI layout import, and what a cache prune keeps.
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BangerClient } from '../../generated/client.gen.ts';
@@ -39,6 +41,29 @@ const APP = layer([
 ]);
 const OTHER = layer([{ path: 'opt/other', body: 'another image' }]);
 const CFG = { Env: ['PATH=/usr/bin:/bin', 'APP=1'], WorkingDir: '/srv', User: '1000', Cmd: ['/srv/app'] };
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const BANGER = join(ROOT, 'bin', 'banger');
+const built = existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js'));
+
+/** Run bin/banger without blocking this process (the daemon lives here). */
+function banger(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(BANGER, args, {
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), 60_000);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
 
 async function rejection(p: Promise<unknown>): Promise<ErrorResponse> {
   try {
@@ -311,4 +336,80 @@ describe('image.pull through the daemon', () => {
     const missing = await rejection(client.image.pull.begin({ oci_layout: join(tmp.dir, 'nope') }));
     expect(missing.code).toBe('not_found');
   }, 120_000);
+  it.skipIf(!built)(
+    'bin/banger image pull / import --docker-archive / cache prune, human and --json',
+    async () => {
+      bootMode = 'ok';
+      const sock = ['--socket', join(tmp.dir, 'd.sock')];
+      // Same layers under another tag: nothing new to download.
+      reg.addImage('test/minbase', 'again', [BASE, APP], CFG);
+      const pulled = await banger(['image', 'pull', `${host}/test/minbase:again`, ...sock]);
+      expect(pulled.code).toBe(0);
+      expect(pulled.stdout).toMatch(
+        /✓ image minbase-again ready in .*: .* root filesystem from 127\.0\.0\.1:\d+\/test\/minbase:again/,
+      );
+      expect(pulled.stderr).toMatch(/download/);
+      const again = await banger(['image', 'pull', `${host}/test/minbase:again`, ...sock]);
+      expect(again.code).toBe(4);
+      expect(again.stderr).toMatch(/image minbase-again already exists \(choose another name with --name\)/);
+
+      // What docker save writes: manifest.json, the config, each layer as an uncompressed tar.
+      const layerTar = tarEntries([{ path: 'etc/hostname', body: 'from-archive\n' }]);
+      const configBody = JSON.stringify({
+        os: 'linux',
+        architecture: 'amd64',
+        config: { Env: ['PATH=/bin'], WorkingDir: '/work' },
+        rootfs: { type: 'layers', diff_ids: [sha256(layerTar)] },
+      });
+      const cfgName = `${sha256(configBody).slice(7)}.json`;
+      const archive = join(tmp.dir, 'saved.tar');
+      writeFileSync(
+        archive,
+        tarEntries([
+          {
+            path: 'manifest.json',
+            body: JSON.stringify([
+              { Config: cfgName, RepoTags: ['tools/saved:1.0'], Layers: ['l1/layer.tar'] },
+            ]),
+          },
+          { path: cfgName, body: configBody },
+          { path: 'l1/', type: 'dir' },
+          { path: 'l1/layer.tar', body: layerTar },
+        ]),
+      );
+      const imported = await banger([
+        'image',
+        'import',
+        '--docker-archive',
+        `${archive}:tools/saved:1.0`,
+        '--json',
+        ...sock,
+      ]);
+      expect(imported.code).toBe(0);
+      const out = JSON.parse(imported.stdout) as ImagePullStatusResult;
+      expect(out.operation.state).toBe('succeeded');
+      expect(out.image).toMatchObject({
+        name: 'saved-1.0',
+        source: 'oci',
+        digest: sha256(configBody),
+        oci_config: { env: ['PATH=/bin'], working_dir: '/work' },
+      });
+
+      const usage = await banger(['image', 'import', '--oci-layout', tmp.dir, '--kernel', archive, ...sock]);
+      expect(usage.code).toBe(2);
+      // The canceled pull's manifest and config are still cached (no recorded image uses them).
+      const dry = await banger(['image', 'cache', 'prune', '--dry-run', '--json', ...sock]);
+      expect(dry.code).toBe(0);
+      const listed = JSON.parse(dry.stdout) as { dry_run: boolean; removed: { digest: string }[] };
+      expect(listed.dry_run).toBe(true);
+      expect(listed.removed.length).toBeGreaterThan(0);
+      const human = await banger(['image', 'cache', 'prune', ...sock]);
+      expect(human.code).toBe(0);
+      for (const b of listed.removed) expect(human.stdout).toContain(`removed ${b.digest}`);
+      expect(human.stdout).toMatch(/^freed .* \(\d+ files?\); \d+ blobs in use kept$/m);
+      const none = await banger(['image', 'cache', 'prune', ...sock]);
+      expect(none.stdout).toMatch(/^nothing to remove; \d+ blobs in use$/m);
+    },
+    120_000,
+  );
 });
