@@ -360,7 +360,7 @@ export interface KernelService {
   /**
    * Fetch a kernel from the Debian archive, streaming its progress.
    *
-   * Fetches one kernel of `kernel.catalog` as the default image build does: downloads its package (and busybox-static) into banger's cache, checks the package's SHA-256 against the archive's index, unpacks it (never installs it on the host), builds the initramfs with the default recipe's modules and records the kernel (source `built`) under STATE/kernels/<name>/. `name` is a catalog name (the release), the package name, or a flavour such as `cloud-amd64` (its newest release). Streams frames `{step, phase, detail}` as it goes, then the kernel. `not_found` lists close catalog names; hanging up cancels it and removes its partial files.
+   * Fetches one kernel of `kernel.catalog` as the default image build does: downloads its package (and busybox-static) into banger's cache, checks the package's SHA-256 against the archive's index, unpacks it (never installs it on the host), builds the initramfs with the default recipe's modules and records the kernel (source `built`) under STATE/kernels/<name>/. `name` is a catalog name (the release), the package name, or one of its `aliases` (a meta package: `cloud-amd64` is the newest cloud kernel). The kernel is named after its release (a `+` becomes `-`) unless `as`. Streams frames `{step, phase, detail}` as it goes, then the kernel. `not_found` lists close catalog names; hanging up cancels it and removes its partial files.
    *
    * Wire method: `kernel.pull`.
    * @since 0.1.0

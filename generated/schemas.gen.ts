@@ -52,6 +52,14 @@ export const DEFS_SCHEMA = {
           type: 'boolean',
           description: 'The newest of its flavour (what the flavour name pulls).',
         },
+        aliases: {
+          type: 'array',
+          items: {
+            type: 'string',
+          },
+          description:
+            "Other names `kernel.pull` takes for it: the archive's meta packages that point at it, without `linux-image-` (its flavour when it is the latest, e.g. `cloud-amd64`; a series, e.g. `6.12-cloud-amd64`).",
+        },
         pulled: {
           type: 'boolean',
           description: 'A kernel of this release is already in banger.',
@@ -1120,7 +1128,7 @@ export const PARAMS_SCHEMAS = {
         type: 'string',
         minLength: 1,
         maxLength: 128,
-        description: 'Catalog name (kernel release), package name, or flavour.',
+        description: 'Catalog name (kernel release), package name, or alias (e.g. `cloud-amd64`).',
       },
       as: {
         $ref: 'banger:defs#/$defs/ResourceName',

@@ -42,6 +42,10 @@ export interface CatalogKernel {
    */
   latest?: boolean;
   /**
+   * Other names `kernel.pull` takes for it: the archive's meta packages that point at it, without `linux-image-` (its flavour when it is the latest, e.g. `cloud-amd64`; a series, e.g. `6.12-cloud-amd64`).
+   */
+  aliases?: string[];
+  /**
    * A kernel of this release is already in banger.
    */
   pulled: boolean;
@@ -680,7 +684,7 @@ export interface KernelPullFrame {
  */
 export interface KernelPullParams {
   /**
-   * Catalog name (kernel release), package name, or flavour.
+   * Catalog name (kernel release), package name, or alias (e.g. `cloud-amd64`).
    */
   name: string;
   /**

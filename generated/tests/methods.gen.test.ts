@@ -502,6 +502,7 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
             size_bytes: 38612344,
             installed_size_bytes: 95813632,
             latest: true,
+            aliases: ['cloud-amd64'],
             pulled: false,
             kernels: [],
           },

@@ -28,17 +28,20 @@ export interface CatalogEntry {
   sha256?: string;
   /** The newest of its flavour: what the flavour's meta package depends on. */
   latest: boolean;
+  /** Meta packages (without linux-image-) that name this one: `cloud-amd64`, `6.12-cloud-amd64`. */
+  aliases: string[];
 }
 
 /**
  * `linux-image-<abi>-<flavour>`: abi is the upstream version plus Debian's ABI number
- * (6.1.0-28) or suffix (6.12.48+deb13); the flavour starts with a letter (amd64, cloud-amd64,
- * rt-amd64). Meta packages (linux-image-cloud-amd64) have no abi and do not match.
+ * (6.1.0-28) or suffix (6.12.118+deb12); the flavour starts with a letter (amd64, cloud-amd64,
+ * rt-amd64). Meta packages have no ABI part (linux-image-cloud-amd64, linux-image-6.12-amd64)
+ * and do not match.
  */
-const KERNEL_PACKAGE = /^linux-image-(\d+\.\d+[\d.]*(?:-\d+|\+[a-z0-9.]+)?)-([a-z][a-z0-9-]*)$/;
+const KERNEL_PACKAGE = /^linux-image-(\d+\.\d+[\d.]*(?:-\d+|\+[a-z0-9.]+))-([a-z][a-z0-9-]*)$/;
 
-/** Not kernels of their own: debug symbols, and the unsigned twin of a signed package. */
-const NOT_A_KERNEL = /-(dbg|unsigned)$/;
+/** Not kernels of their own: debug symbols, the unsigned twin of a signed package, templates. */
+const NOT_A_KERNEL = /-(dbg|unsigned|signed-template)$/;
 
 /** The catalog entry of one package's control fields; undefined when it is not a real kernel. */
 export function catalogEntry(f: Record<string, string>): CatalogEntry | undefined {
@@ -54,6 +57,7 @@ export function catalogEntry(f: Record<string, string>): CatalogEntry | undefine
     flavour: m[2],
     sizeBytes: Number(f.Size ?? 0) || 0,
     latest: false,
+    aliases: [],
   };
   const installed = Number(f['Installed-Size']);
   if (Number.isInteger(installed) && installed > 0) e.installedSizeBytes = installed * 1024;
@@ -94,9 +98,11 @@ export function buildCatalog(paragraphs: readonly Record<string, string>[]): Cat
       if (!have || naturalCompare(e.version, have.version) > 0) byRelease.set(e.release, e);
       continue;
     }
-    const meta = /^linux-image-([a-z][a-z0-9-]*)$/.exec(f.Package ?? '');
+    const meta = /^linux-image-([a-z0-9][a-z0-9.+-]*)$/.exec(f.Package ?? '');
     const dep = firstDependency(f.Depends ?? '');
-    if (meta?.[1] && dep) metaTarget.set(meta[1], dep);
+    if (meta?.[1] && !NOT_A_KERNEL.test(meta[1]) && dep && KERNEL_PACKAGE.test(dep)) {
+      metaTarget.set(meta[1], dep);
+    }
   }
   const entries = [...byRelease.values()].sort(
     (a, b) =>
@@ -108,6 +114,8 @@ export function buildCatalog(paragraphs: readonly Record<string, string>[]): Cat
     const target = metaTarget.get(e.flavour);
     const sameFlavour = entries.filter((x) => x.flavour === e.flavour);
     e.latest = target !== undefined ? target === e.package : sameFlavour[0] === e;
+    e.aliases = [...metaTarget].filter(([, pkg]) => pkg === e.package).map(([alias]) => alias);
+    if (e.latest && !e.aliases.includes(e.flavour)) e.aliases.unshift(e.flavour);
   }
   return entries;
 }
@@ -116,39 +124,43 @@ export function buildCatalog(paragraphs: readonly Record<string, string>[]): Cat
 export async function readCatalog(apt: AptContext, signal?: AbortSignal): Promise<CatalogEntry[]> {
   await aptUpdate(apt, signal, { strict: true });
   const names = await aptSearchNames(apt, '^linux-image-', signal);
-  const wanted = names.filter((n) => {
-    const m = KERNEL_PACKAGE.exec(n);
-    if (m?.[2]) return !NOT_A_KERNEL.test(m[2]);
-    return /^linux-image-[a-z][a-z0-9-]*$/.test(n) && !NOT_A_KERNEL.test(n);
-  });
+  // Kernel packages and the meta packages that name them (their Depends give `latest`).
+  const wanted = names.filter((n) => !NOT_A_KERNEL.test(n));
   return buildCatalog(await aptShowMany(apt, wanted, signal));
 }
 
 export type FindResult = { entry: CatalogEntry } | { entry?: undefined; suggestions: string[] };
 
-/** A catalog name (release), package name or flavour (its latest release) → its entry. */
+/**
+ * A catalog name (release), package name, or meta package name (flavour, e.g. cloud-amd64, or
+ * series, e.g. 6.12-cloud-amd64; with or without linux-image-) → its entry.
+ */
 export function findInCatalog(entries: readonly CatalogEntry[], name: string): FindResult {
+  const bare = name.replace(/^linux-image-/, '');
   const hit =
     entries.find((e) => e.release === name || e.package === name) ??
-    entries.find((e) => e.latest && (e.flavour === name || `linux-image-${e.flavour}` === name));
+    entries.find((e) => e.aliases.includes(bare));
   if (hit) return { entry: hit };
   return { suggestions: closeMatches(name, entries) };
 }
 
-/** Up to five catalog names near `name` (edit distance, or a shared flavour or prefix). */
+/**
+ * Up to five catalog names near `name`: by edit distance, less half the length of the shared
+ * prefix (a release mistyped near its end, 6.12.118-cloud-amd64, is nearer 6.12.118+deb12-…
+ * than 6.1.0-48-…), within a third of the name's length.
+ */
 export function closeMatches(name: string, entries: readonly CatalogEntry[]): string[] {
   const bare = name.replace(/^linux-image-/, '');
   const limit = Math.max(3, Math.floor(bare.length / 3));
+  const prefix = (a: string, b: string): number => {
+    let i = 0;
+    while (i < a.length && a[i] === b[i]) i++;
+    return i;
+  };
   const scored = entries
-    .map((e) => ({
-      name: e.release,
-      d: Math.min(
-        editDistance(bare, e.release),
-        bare.endsWith(`-${e.flavour}`) || e.release.startsWith(bare) ? limit : Infinity,
-      ),
-    }))
-    .filter((s) => s.d <= limit)
-    .sort((a, b) => a.d - b.d || naturalCompare(b.name, a.name));
+    .map((e) => ({ name: e.release, d: editDistance(bare, e.release), p: prefix(bare, e.release) }))
+    .filter((s) => s.d <= limit || s.p >= Math.min(bare.length, 8))
+    .sort((a, b) => a.d - a.p / 2 - (b.d - b.p / 2) || naturalCompare(b.name, a.name));
   return [...new Set(scored.map((s) => s.name))].slice(0, 5);
 }
 
@@ -310,4 +322,12 @@ export function archiveError(err: unknown, sourcesListText: string): Error {
   return new Error(`cannot read the Debian archive ${sourceUris(sourcesListText).join(', ')}:\n${why}`, {
     cause: err,
   });
+}
+
+/**
+ * The default name of a pulled kernel: its release, made a valid resource name (a `+`, as in
+ * 6.12.118+deb12-amd64, becomes `-`).
+ */
+export function defaultKernelName(release: string): string {
+  return release.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
 }

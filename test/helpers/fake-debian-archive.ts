@@ -47,6 +47,8 @@ export class FakeDebianArchive {
   private server: Server | undefined;
   /** Requests seen (paths), for asserting what was fetched. */
   readonly requests: string[] = [];
+  /** Hold .deb downloads this long (a pull to cancel mid-download). */
+  debDelayMs = 0;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -114,12 +116,16 @@ export class FakeDebianArchive {
         res.writeHead(400).end();
         return;
       }
-      try {
-        const body = readFileSync(join(this.dir, 'repo', path));
-        res.writeHead(200, { 'content-length': body.length }).end(req.method === 'HEAD' ? undefined : body);
-      } catch {
-        res.writeHead(404).end();
-      }
+      const send = (): void => {
+        try {
+          const body = readFileSync(join(this.dir, 'repo', path));
+          res.writeHead(200, { 'content-length': body.length }).end(req.method === 'HEAD' ? undefined : body);
+        } catch {
+          res.writeHead(404).end();
+        }
+      };
+      if (path.endsWith('.deb') && this.debDelayMs > 0) setTimeout(send, this.debDelayMs).unref();
+      else send();
     });
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     return this.sourcesLine();
@@ -136,6 +142,7 @@ export class FakeDebianArchive {
   async stop(): Promise<void> {
     const s = this.server;
     this.server = undefined;
+    s?.closeAllConnections();
     if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
   }
 }

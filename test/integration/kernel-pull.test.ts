@@ -29,7 +29,13 @@ const META: FakeDeb = {
   version: '6.1.999-1',
   depends: 'linux-image-6.1.0-99-cloud-amd64 (= 6.1.999-1)',
 };
-const ALL = [NEW, OLD, FULL, DBG, UNSIGNED, META, BUSYBOX_DEB];
+const SERIES = kernelDeb('6.12.9+deb12-cloud-amd64', '6.12.9-1~deb12u1');
+const SERIES_META: FakeDeb = {
+  package: 'linux-image-6.12-cloud-amd64',
+  version: '6.12.9-1~deb12u1',
+  depends: 'linux-image-6.12.9+deb12-cloud-amd64 (= 6.12.9-1~deb12u1)',
+};
+const ALL = [NEW, OLD, FULL, DBG, UNSIGNED, META, SERIES, SERIES_META, BUSYBOX_DEB];
 
 async function rejection(p: Promise<unknown>): Promise<ErrorResponse> {
   try {
@@ -71,12 +77,13 @@ describe('kernel.catalog / kernel.pull against a loopback archive', () => {
   it('lists the real kernels: no -dbg, no -unsigned twin, no meta; latest from the meta package', async () => {
     const r = await client.kernel.catalog();
     expect(r.archive).toEqual([archive.sourcesLine().trim()]);
-    expect(r.kernels.map((k) => [k.name, k.flavour, k.version, k.latest, k.pulled])).toEqual([
-      ['6.1.0-99-amd64', 'amd64', '6.1.999-1', true, false],
-      ['6.1.0-99-cloud-amd64', 'cloud-amd64', '6.1.999-1', true, false],
-      ['6.1.0-9-cloud-amd64', 'cloud-amd64', '6.1.99-1', false, false],
+    expect(r.kernels.map((k) => [k.name, k.flavour, k.version, k.latest, k.aliases, k.pulled])).toEqual([
+      ['6.1.0-99-amd64', 'amd64', '6.1.999-1', true, ['amd64'], false],
+      ['6.12.9+deb12-cloud-amd64', 'cloud-amd64', '6.12.9-1~deb12u1', false, ['6.12-cloud-amd64'], false],
+      ['6.1.0-99-cloud-amd64', 'cloud-amd64', '6.1.999-1', true, ['cloud-amd64'], false],
+      ['6.1.0-9-cloud-amd64', 'cloud-amd64', '6.1.99-1', false, [], false],
     ]);
-    const cloud = r.kernels[1]!;
+    const cloud = r.kernels[2]!;
     expect(cloud.package).toBe('linux-image-6.1.0-99-cloud-amd64');
     expect(cloud.size_bytes).toBeGreaterThan(100);
   });
@@ -135,9 +142,20 @@ describe('kernel.catalog / kernel.pull against a loopback archive', () => {
     expect(r.kernel.name).toBe('6.1.0-99-cloud-amd64');
     const r2 = await client.kernel.pull({ name: '6.1.0-9-cloud-amd64', as: 'old-cloud' });
     expect(r2.kernel).toMatchObject({ name: 'old-cloud', version: '6.1.0-9-cloud-amd64' });
+    // A series alias; the release's `+` is not allowed in a name, so the default name has `-`.
+    const r3 = await client.kernel.pull({ name: '6.12-cloud-amd64' });
+    expect(r3.kernel).toMatchObject({
+      name: '6.12.9-deb12-cloud-amd64',
+      version: '6.12.9+deb12-cloud-amd64',
+    });
     expect((await client.kernel.list()).kernels.map((k) => k.name).sort()).toEqual([
       '6.1.0-99-cloud-amd64',
+      '6.12.9-deb12-cloud-amd64',
       'old-cloud',
+    ]);
+    const cat = await client.kernel.catalog();
+    expect(cat.kernels.find((k) => k.release === '6.12.9+deb12-cloud-amd64')?.kernels).toEqual([
+      '6.12.9-deb12-cloud-amd64',
     ]);
   });
 
@@ -156,6 +174,42 @@ describe('kernel.catalog / kernel.pull against a loopback archive', () => {
     expect(existsSync(join(stateDir, 'kernels', '6.1.0-99-amd64'))).toBe(false);
     expect(readdirSync(join(stateDir, 'kernels')).filter((n) => n.startsWith('.'))).toEqual([]);
     archive.publish(ALL);
+  });
+
+  it('hanging up mid-download cancels the pull: operation canceled, no files, no row', async () => {
+    archive.debDelayMs = 30_000;
+    const abort = new AbortController();
+    const seen: string[] = [];
+    try {
+      const e = await rejection(
+        client.kernel.pull(
+          { name: '6.1.0-99-amd64' },
+          {
+            signal: abort.signal,
+            onFrame: (f) => {
+              const frame = f as KernelPullFrame;
+              seen.push(`${frame.step}:${frame.phase}`);
+              if (frame.step === 'download' && frame.phase === 'start') abort.abort();
+            },
+          },
+        ),
+      );
+      expect(e.code).toBe('canceled');
+      expect(seen).toContain('download:start');
+      let op;
+      for (let i = 0; i < 100; i++) {
+        const ops = await client.daemon.operations.list({});
+        op = ops.operations.find((o) => o.kind === 'kernel.pull' && o.steps.at(-1)?.name === 'download');
+        if (op?.state !== 'running') break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(op?.state).toBe('canceled');
+      expect(existsSync(join(stateDir, 'kernels', '6.1.0-99-amd64'))).toBe(false);
+      expect(readdirSync(join(stateDir, 'kernels')).filter((n) => n.startsWith('.'))).toEqual([]);
+      expect((await client.kernel.list()).kernels.map((k) => k.name)).not.toContain('6.1.0-99-amd64');
+    } finally {
+      archive.debDelayMs = 0;
+    }
   });
 
   it('an unreachable archive is a clear error naming its URL', async () => {

@@ -4,6 +4,7 @@ import { CommandError } from '../../src/image/exec.ts';
 import {
   archiveError,
   buildCatalog,
+  defaultKernelName,
   catalogEntry,
   closeMatches,
   findInCatalog,
@@ -60,13 +61,28 @@ Depends: linux-image-6.1.0-31-cloud-amd64 (= 6.1.128-1)
 Package: linux-image-amd64-signed-template
 Version: 6.1.128-1
 Architecture: amd64
+
+Package: linux-image-6.12.118+deb12-cloud-amd64
+Version: 6.12.118-1~deb12u1
+Architecture: amd64
+Size: 34300000
+
+Package: linux-image-6.12-cloud-amd64
+Version: 6.12.118-1~deb12u1
+Architecture: amd64
+Size: 1500
+Depends: linux-image-6.12.118+deb12-cloud-amd64 (= 6.12.118-1~deb12u1)
+
+Package: linux-image-6.12-amd64-signed-template
+Version: 6.12.118-1~deb12u1
+Architecture: amd64
 `;
 
 describe('kernel catalog', () => {
   const paragraphs = parseParagraphs(SHOW);
 
   it('reads every paragraph, continuation lines included', () => {
-    expect(paragraphs.map((p) => p.Package)).toHaveLength(8);
+    expect(paragraphs.map((p) => p.Package)).toHaveLength(11);
     expect(paragraphs[1]?.Description).toContain('\nThe Linux kernel 6.1');
   });
 
@@ -80,8 +96,10 @@ describe('kernel catalog', () => {
       installedSizeBytes: 93568 * 1024,
       sha256: 'a'.repeat(64),
       latest: false,
+      aliases: [],
     });
-    for (const i of [2, 3, 6, 7]) expect(catalogEntry(paragraphs[i]!)).toBeUndefined();
+    // -dbg, -unsigned, the flavour meta, the signed template, a series meta, a series template
+    for (const i of [2, 3, 6, 7, 9, 10]) expect(catalogEntry(paragraphs[i]!)).toBeUndefined();
     expect(catalogEntry({ Package: 'linux-image-6.1.0-31-arm64', Version: '1', Architecture: 'arm64' })).toBe(
       undefined,
     );
@@ -93,11 +111,12 @@ describe('kernel catalog', () => {
 
   it('sorts by flavour then newest; latest from the meta package, else the newest of the flavour', () => {
     const c = buildCatalog(paragraphs);
-    expect(c.map((e) => [e.release, e.latest])).toEqual([
-      ['6.1.0-31-amd64', true],
-      ['6.1.0-31-cloud-amd64', true],
-      ['6.1.0-28-cloud-amd64', false],
-      ['6.1.0-31-rt-amd64', true],
+    expect(c.map((e) => [e.release, e.latest, e.aliases])).toEqual([
+      ['6.1.0-31-amd64', true, ['amd64']],
+      ['6.12.118+deb12-cloud-amd64', false, ['6.12-cloud-amd64']],
+      ['6.1.0-31-cloud-amd64', true, ['cloud-amd64']],
+      ['6.1.0-28-cloud-amd64', false, []],
+      ['6.1.0-31-rt-amd64', true, ['rt-amd64']],
     ]);
     // A meta package pointing at the older ABI wins over "newest".
     const pinned = buildCatalog([
@@ -120,6 +139,8 @@ describe('kernel catalog', () => {
     expect(findInCatalog(c, 'linux-image-6.1.0-28-cloud-amd64').entry?.release).toBe('6.1.0-28-cloud-amd64');
     expect(findInCatalog(c, 'cloud-amd64').entry?.release).toBe('6.1.0-31-cloud-amd64');
     expect(findInCatalog(c, 'linux-image-rt-amd64').entry?.release).toBe('6.1.0-31-rt-amd64');
+    expect(findInCatalog(c, '6.12-cloud-amd64').entry?.release).toBe('6.12.118+deb12-cloud-amd64');
+    expect(findInCatalog(c, '6.12-amd64').entry).toBeUndefined();
     const miss = findInCatalog(c, '6.1.0-29-cloud-amd64');
     expect(miss.entry).toBeUndefined();
     expect(closeMatches('6.1.0-29-cloud-amd64', c).slice(0, 2)).toEqual([
@@ -127,6 +148,12 @@ describe('kernel catalog', () => {
       '6.1.0-31-cloud-amd64',
     ]);
     expect(closeMatches('zzz', c)).toEqual([]);
+    expect(closeMatches('6.12.118-cloud-amd64', c)[0]).toBe('6.12.118+deb12-cloud-amd64');
+  });
+
+  it('names a pulled kernel after its release, as a valid resource name', () => {
+    expect(defaultKernelName('6.1.0-28-cloud-amd64')).toBe('6.1.0-28-cloud-amd64');
+    expect(defaultKernelName('6.12.118+deb12-cloud-amd64')).toBe('6.12.118-deb12-cloud-amd64');
   });
 
   it('names the archive and apt’s own error lines when the index cannot be read', () => {

@@ -16,6 +16,7 @@ import type {
 import { prepareApt, type AptContext } from '../../image/apt.ts';
 import {
   archiveError,
+  defaultKernelName,
   fetchKernel,
   findInCatalog,
   readCatalog,
@@ -178,7 +179,7 @@ export class KernelPulls {
           );
         }
         const entry = found.entry;
-        name = p.as ?? entry.release;
+        name = p.as ?? defaultKernelName(entry.release);
         checkResourceName(name, 'kernel');
         this.checkFree(name, p.force === true);
         this.pulling.add(name);
@@ -226,17 +227,19 @@ export class KernelPulls {
           : new ErrorResponse('canceled', 'kernel pull canceled')
         : toErrorResponse(err, tracker.op.id);
       tracker.stepFail(undefined, canceled ? 'canceled' : e.bareMessage);
+      // Partial files go before the operation says it ended: whoever sees it ended sees no trace.
+      if (staging !== undefined) {
+        const dir = staging;
+        staging = undefined;
+        await rm(dir, { recursive: true, force: true }).catch((rmErr: unknown) =>
+          this.d.log.error({ err: rmErr, dir }, 'could not remove a partial kernel pull'),
+        );
+      }
       tracker.fail(e);
       if (canceled) this.d.log.info({ kernel: name ?? p.name }, 'kernel pull canceled');
       else this.d.log.error({ kernel: name ?? p.name, err }, 'kernel pull failed');
       throw e;
     } finally {
-      if (staging !== undefined) {
-        const dir = staging;
-        await rm(dir, { recursive: true, force: true }).catch((rmErr: unknown) =>
-          this.d.log.error({ err: rmErr, dir }, 'could not remove a partial kernel pull'),
-        );
-      }
       if (name !== undefined) this.pulling.delete(name);
     }
   }
@@ -348,6 +351,7 @@ export class KernelPulls {
       flavour: e.flavour,
       size_bytes: e.sizeBytes,
       latest: e.latest,
+      aliases: [...e.aliases],
       pulled: kernels.length > 0,
       kernels,
     };

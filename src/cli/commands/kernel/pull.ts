@@ -8,7 +8,7 @@ import { checkResourceName } from '../../vm-ref.ts';
 
 export default class KernelPull extends BangerCommand {
   static override summary = 'Fetch a kernel from the Debian archive, showing each step.';
-  static override description = `Fetches one kernel of banger kernel catalog the way banger image build fetches its own: downloads the package into banger's cache, checks its SHA-256 against the archive's index, unpacks it (nothing is installed on the host), builds banger's small initramfs for it and records it as a kernel (kernel list, kernel show). KERNEL is a catalog name (the release, e.g. 6.1.0-28-cloud-amd64), the package name, or a flavour (cloud-amd64: its newest release). The kernel is named after its release unless --name. Progress goes to stderr; stdout gets only the result. Ctrl-C cancels the pull (its partial files are removed) and exits 130.`;
+  static override description = `Fetches one kernel of banger kernel catalog the way banger image build fetches its own: downloads the package into banger's cache, checks its SHA-256 against the archive's index, unpacks it (nothing is installed on the host), builds banger's small initramfs for it and records it as a kernel (kernel list, kernel show). KERNEL is a catalog name (the release, e.g. 6.1.0-28-cloud-amd64), the package name, or one of its aliases from the catalog (cloud-amd64 is the newest cloud kernel, 6.12-cloud-amd64 the newest of the 6.12 series). The kernel is named after its release (a + becomes -) unless --name. Progress goes to stderr; stdout gets only the result. Ctrl-C cancels the pull (its partial files are removed) and exits 130.`;
   static override examples = [
     { description: 'The newest cloud kernel', command: '<%= config.bin %> kernel pull cloud-amd64' },
     {
@@ -23,7 +23,7 @@ export default class KernelPull extends BangerCommand {
   static override args = {
     kernel: Args.string({
       required: true,
-      description: 'Catalog name (kernel release), package name, or flavour such as cloud-amd64.',
+      description: 'Catalog name (kernel release), package name, or alias such as cloud-amd64.',
     }),
   };
   static override flags = {
