@@ -172,6 +172,20 @@ export function vmFields(vm: Vm, now: number = Date.now()): [string, string | un
 }
 
 /** The detail view of an image. */
+/** An OCI image's run defaults (vm run/exec/ssh use them), one line each; none for other images. */
+function ociConfigFields(img: Image): [string, string | undefined][] {
+  const c = img.oci_config;
+  if (!c) return [];
+  const argv = (a: string[] | undefined): string | undefined => (a ? JSON.stringify(a) : undefined);
+  return [
+    ['env', c.env.length > 0 ? c.env.join(' ') : undefined],
+    ['workdir', c.working_dir],
+    ['user', c.user],
+    ['entrypoint', argv(c.entrypoint)],
+    ['cmd', argv(c.cmd)],
+  ];
+}
+
 export function imageFields(img: Image, now: number = Date.now()): [string, string | undefined][] {
   return [
     ['name', img.name],
@@ -182,6 +196,10 @@ export function imageFields(img: Image, now: number = Date.now()): [string, stri
     ['size', formatBytes(img.size_bytes)],
     ['rootfs', img.rootfs_path],
     ['recipe', img.recipe_hash],
+    ['parent', img.parent],
+    ['reference', img.reference],
+    ['digest', img.digest],
+    ...ociConfigFields(img),
     ['created', formatTimestamp(img.created_at, now)],
     ['used by', img.used_by.length > 0 ? img.used_by.join(', ') : '(no VMs)'],
     ...(img.warm_templates === undefined

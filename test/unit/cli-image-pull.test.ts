@@ -4,7 +4,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { imageFields } from '../../src/cli/format.ts';
 import { commonPullParams, splitSourceArg } from '../../src/cli/image-pull.ts';
+import { renderFields } from '../../src/cli/table.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -57,5 +59,43 @@ describe('commonPullParams', () => {
     expect(() => commonPullParams({ platform: 'amd64' })).toThrow(/--platform amd64: use os\/arch/);
     expect(() => commonPullParams({ size: 'lots' })).toThrow(/--size lots/);
     expect(() => commonPullParams({ name: 'bad name' })).toThrow();
+  });
+});
+
+describe('image show of an OCI image', () => {
+  it('lists the reference, digest and run defaults; a built image shows none of them', () => {
+    const base = {
+      id: 'i1',
+      name: 'minbase',
+      kernel: 'debian-bookworm',
+      kernel_version: '6.1.0',
+      rootfs_path: '/s/images/minbase/rootfs.ext4',
+      size_bytes: 1024,
+      default: false,
+      created_at: '2026-01-01T00:00:00.000Z',
+      used_by: [],
+    };
+    const oci = renderFields(
+      imageFields({
+        ...base,
+        source: 'oci',
+        reference: '127.0.0.1:5000/minbase:bookworm',
+        digest: `sha256:${'a'.repeat(64)}`,
+        oci_config: { env: ['PATH=/bin', 'A=1'], working_dir: '/srv', user: '1000', cmd: ['bash', '-l'] },
+      }),
+    );
+    expect(oci).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^reference +127\.0\.0\.1:5000\/minbase:bookworm$/),
+        expect.stringMatching(/^digest +sha256:a{64}$/),
+        expect.stringMatching(/^env +PATH=\/bin A=1$/),
+        expect.stringMatching(/^workdir +\/srv$/),
+        expect.stringMatching(/^user +1000$/),
+        expect.stringMatching(/^cmd +\["bash","-l"\]$/),
+      ]),
+    );
+    expect(oci.some((l) => l.startsWith('entrypoint'))).toBe(false);
+    const built = renderFields(imageFields({ ...base, source: 'built' }));
+    expect(built.some((l) => /^(reference|digest|env|workdir|user|cmd|parent) /.test(l))).toBe(false);
   });
 });

@@ -8,7 +8,7 @@ import { checkResourceName } from '../../vm-ref.ts';
 export default class ImageShow extends BangerCommand {
   static override summary = 'Show one image: kernel, size, files, the VMs that use it.';
   static override description =
-    'Prints the image record: whether it is the default, where it came from, its kernel and version, its root filesystem file and size, the build recipe hash (built images), the VMs created from it and its warm templates (banger image warm): spec, state size, the VMs whose disks back on it, and whether it is stale.';
+    'Prints the image record: whether it is the default, where it came from, its kernel and version, its root filesystem file and size, the build recipe hash (built images), the reference, digest and run defaults (Env, WorkingDir, User, Entrypoint, Cmd) of OCI images, the base of derived images, the VMs created from it and its warm templates (banger image warm): spec, state size, the VMs whose disks back on it, and whether it is stale.';
   static override examples = ['<%= config.bin %> image show debian-bookworm'];
   static override args = {
     name: Args.string({ required: true, description: 'The image.' }),
