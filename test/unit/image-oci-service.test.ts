@@ -110,6 +110,7 @@ function fakes(
       reference: '127.0.0.1:5000/test/minbase:bookworm',
       digest: img.digest,
       platform: 'linux/amd64',
+      layers: layers.length,
       message: `127.0.0.1:5000/test/minbase:bookworm: single-platform manifest, ${layers.length} layers`,
     });
     const total = layers.reduce((n, l) => n + l.length, 0);

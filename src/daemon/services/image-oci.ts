@@ -379,7 +379,7 @@ export class OciImageService {
         onProgress: (ev) => {
           try {
             if (ev.kind === 'resolved') {
-              layers = Number(/, (\d+) layers$/.exec(ev.message)?.[1] ?? 0);
+              layers = ev.layers;
               t.stepDone('resolve', { detail: `${ev.message}; ${ev.digest}` });
               t.stepStart('download', `${layers} layers`);
             } else if (ev.kind === 'layer') {

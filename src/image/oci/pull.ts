@@ -21,7 +21,15 @@ import { RegistryClient } from './registry.ts';
 export const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
 
 export type PullProgress =
-  | { kind: 'resolved'; reference: string; digest: string; platform: string; message: string }
+  | {
+      kind: 'resolved';
+      reference: string;
+      digest: string;
+      platform: string;
+      /** How many layers the image has (what the `layer` events count up to). */
+      layers: number;
+      message: string;
+    }
   | {
       kind: 'layer';
       index: number;
@@ -106,6 +114,7 @@ export async function pullImage(opts: PullOptions): Promise<OciImage> {
     reference,
     digest: top.digest,
     platform: formatPlatform(platform),
+    layers: manifest.layers.length,
     message: `${reference}: ${how}, ${manifest.layers.length} layers`,
   });
 
