@@ -162,7 +162,7 @@ export interface ImageService {
   /**
    * Import an image the user brings: a root filesystem and a kernel.
    *
-   * Copies the raw ext4 root filesystem, the kernel and the optional initramfs into banger's state (the originals are not kept open or changed) and records the image and a kernel of the same name.
+   * Copies the raw ext4 root filesystem, the kernel and the optional initramfs into banger's state (the originals are not kept open or changed) and records the image and a kernel of the same name. OCI images (an OCI image layout or a `docker save` archive) are imported by `image.pull.begin` with `oci_layout` or `docker_archive`: the same pipeline as a registry pull.
    *
    * Wire method: `image.import`.
    * @since 0.1.0
