@@ -222,6 +222,8 @@ describe('names and config', () => {
       'minbase-bookworm',
     );
     expect(defaultImageName({ kind: 'registry', reference: 'debian' })).toBe('debian-latest');
+    // Not the built default image's name (its kernel is the one OCI images boot).
+    expect(defaultImageName({ kind: 'registry', reference: 'debian:bookworm' })).toBe('debian-bookworm-oci');
     expect(defaultImageName({ kind: 'registry', reference: `ghcr.io/o/app@sha256:${'ab'.repeat(32)}` })).toBe(
       'app-abababababab',
     );
@@ -407,6 +409,9 @@ describe('image.pull', () => {
     );
     expect((await rejection(svc.begin({ reference: 'UPPER/Case' }, ctx()))).code).toBe('bad_request');
     expect((await rejection(svc.begin({ oci_layout: join(dir, 'nope') }, ctx()))).code).toBe('not_found');
+    const reserved = await rejection(svc.begin({ reference: 'debian', name: 'debian-bookworm' }, ctx()));
+    expect(reserved.code).toBe('conflict');
+    expect(reserved.message).toMatch(/built default image/);
     const busy = service(fakes(), { busyElsewhere: () => 'image x is being built (operation op-1)' });
     expect((await rejection(busy.begin({ reference: 'debian', name: 'x' }, ctx()))).code).toBe('conflict');
   });

@@ -44,6 +44,7 @@ import {
 import { parseSize } from '../../vm/sizes.ts';
 import { defaultBootable, type BootableFn } from './image-bootable.ts';
 import { imageToWire } from './convert.ts';
+import { DEFAULT_IMAGE_NAME } from './image.ts';
 import { alreadyExists, checkResourceName, installDirSync, makeStagingDir } from './kernel.ts';
 
 export const PULL_STEPS = ['resolve', 'download', 'flatten', 'ext4', 'bootable', 'record'] as const;
@@ -114,9 +115,15 @@ function nameFromRepoTag(repo: string, tag: string | undefined): string {
 /**
  * The default name of an image from `source`: the repository's last path component and the tag
  * (`127.0.0.1:5000/test/minbase:bookworm` → `minbase-bookworm`; a digest-only reference uses the
- * digest's first 12 hex digits), or for a local source its tag and file or directory name.
+ * digest's first 12 hex digits), or for a local source its tag and file or directory name. The
+ * built default image's name (debian-bookworm, whose kernel OCI images boot) gets `-oci`.
  */
 export function defaultImageName(source: Source): string {
+  const n = nameOf(source);
+  return n === DEFAULT_IMAGE_NAME ? `${n}-oci` : n;
+}
+
+function nameOf(source: Source): string {
   if (source.kind === 'registry') {
     const r = parseReference(source.reference);
     const tag = r.tag ?? (r.digest ? r.digest.slice('sha256:'.length, 'sha256:'.length + 12) : 'latest');
@@ -223,6 +230,12 @@ export class OciImageService {
     const source = sourceOf(p);
     const name = p.name ?? defaultImageName(source);
     checkResourceName(name, 'image');
+    if (name === DEFAULT_IMAGE_NAME) {
+      // Its kernel is the one OCI images boot: with no default image the pull would build it.
+      throw conflict(
+        `${name} is the name of banger's built default image (its kernel boots OCI images); choose another name`,
+      );
+    }
     if (p.size !== undefined) {
       try {
         parseSize(p.size, 'size');

@@ -15,7 +15,10 @@ REF is read as docker reads it: debian:bookworm is docker.io/library/debian:book
 
 The image is named after the repository's last path component and the tag (127.0.0.1:5000/team/minbase:bookworm becomes minbase-bookworm) unless --name. Progress (bytes per layer and overall) is drawn on stderr; Ctrl-C cancels, removes the partial image and exits 130.`;
   static override examples = [
-    { description: 'Pull Debian from Docker Hub', command: '<%= config.bin %> image pull debian:bookworm' },
+    {
+      description: 'Pull Debian from Docker Hub (named debian-bookworm-oci)',
+      command: '<%= config.bin %> image pull debian:bookworm',
+    },
     {
       description: 'Pull from a registry on this machine, under a name of your choice',
       command: '<%= config.bin %> image pull 127.0.0.1:5000/minbase:bookworm --name minbase',
@@ -26,7 +29,7 @@ The image is named after the repository's last path component and the tag (127.0
     },
     {
       description: 'Then run something in it',
-      command: '<%= config.bin %> vm run --image debian-bookworm --rm -- cat /etc/os-release',
+      command: '<%= config.bin %> vm run --image debian-bookworm-oci --rm -- cat /etc/os-release',
     },
   ];
   static override args = {
