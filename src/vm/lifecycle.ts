@@ -25,10 +25,12 @@ import {
   commitSaved,
   correctGuestClock,
   discardSaved,
+  readResumedSpec,
   readSaved,
   removePartial,
   savedPaths,
   syncStateTmp,
+  writeResumedSpec,
   type SavedManifest,
 } from './pause.ts';
 import { releasePort, reservePort } from './ports.ts';
@@ -412,6 +414,9 @@ export class VmLifecycle {
     const bridged = vm.networkMode === 'bridge' ? this.d.network.guest(vm) : undefined;
     const port = h.record.sshHostPort ?? 0;
     const candidates = [launchSpec(vm, kernel, this.d.stateDir, await this.d.accel(), port, bridged)];
+    // Resumed from disk before: the configuration that save recorded (src/vm/pause.ts).
+    const resumed = await readResumedSpec(vmFiles(this.d.stateDir, vm.id).dir);
+    if (resumed) candidates.unshift(resumed);
     if (vm.warmTemplate) {
       const tpl = (await listTemplates(image)).find((t) => t.hash16 === vm.warmTemplate)?.manifest;
       if (tpl) {
@@ -425,7 +430,11 @@ export class VmLifecycle {
         );
       }
     }
-    for (const spec of candidates) {
+    // A VMM that loaded a saved state was started with `-incoming defer`: try that form too.
+    const forms = candidates.flatMap((c) => [c, { ...c, incoming: INCOMING_DEFER }]);
+    for (const spec0 of forms) {
+      const spec: VmLaunchSpec =
+        spec0.net.mode === 'user' ? { ...spec0, net: { ...spec0.net, sshHostPort: port } } : spec0;
       const plan = this.d.runtime.driver.prepare(spec);
       if (plan.argvHash !== h.record.argvHash) continue;
       const { incoming: _incoming, ...ran } = spec;
@@ -523,6 +532,8 @@ export class VmLifecycle {
       const plan = this.d.runtime.driver.prepare(spec);
       const h = await this.d.runtime.driver.start(plan, { logger: this.d.log });
       this.d.runtime.attach(vm.id, h);
+      // A later pause of this VMM needs to know the configuration it runs with.
+      await writeResumedSpec(vmFiles(this.d.stateDir, vm.id).dir, m.spec);
       this.crash('vm.resume.load');
       if (!h.loadState) throw new VmError('invalid', `the ${h.driver} VMM cannot load a saved state`);
       return (await h.loadState(savedPaths(vmFiles(this.d.stateDir, vm.id).dir).state)).durationMs;
@@ -534,8 +545,12 @@ export class VmLifecycle {
 
   private async resumedReady(vm: VmRow): Promise<void> {
     if (this.d.resumedReady) return this.d.resumedReady(vm);
-    await this.fixClock(vm);
-    await waitReady(this.d, vm, new AbortController().signal, undefined, { restored: true });
+    // Both go through the guest (its agent, its sshd): side by side, the resume is ~2 s shorter
+    // under TCG. The VM is `running` only once both are done.
+    await Promise.all([
+      this.fixClock(vm),
+      waitReady(this.d, vm, new AbortController().signal, undefined, { restored: true }),
+    ]);
   }
 
   /** Correct a resumed guest's clock; a guest without its agent keeps the old time (logged). */

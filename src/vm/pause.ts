@@ -111,6 +111,28 @@ export async function discardSaved(vmDir: string): Promise<void> {
   await removePartial(vmDir);
 }
 
+/** Where a resumed VMM's configuration is kept (a second pause of it starts from there). */
+export const RESUMED_SPEC = 'resumed-spec.json';
+
+/**
+ * Record the configuration a VMM restored from a save runs with (the saved one, not what a boot
+ * would give: e.g. a TSC rate pinned on another host boot). Written before the state is loaded;
+ * a cold boot's VMM is found by its own argv, so a stale file only adds a candidate.
+ */
+export async function writeResumedSpec(vmDir: string, spec: VmLaunchSpec): Promise<void> {
+  const path = join(vmDir, RESUMED_SPEC);
+  await writeFile(`${path}${TMP}`, JSON.stringify(spec) + '\n', { mode: 0o600 });
+  await rename(`${path}${TMP}`, path);
+}
+
+export async function readResumedSpec(vmDir: string): Promise<VmLaunchSpec | undefined> {
+  try {
+    return JSON.parse(await readFile(join(vmDir, RESUMED_SPEC), 'utf8')) as VmLaunchSpec;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Set a resumed guest's system clock to now (it stood still while the VM was saved), through the
  * guest agent: the clock step of the warm path's re-identification, nothing else (the VM keeps

@@ -8,7 +8,7 @@
 //   - every VM listed running passes `vm health` and answers `hostname` with its own name;
 // and at the end everything can be deleted, after which no VMM of the state dir runs.
 // Scenario ids: crash_cold_create, crash_warm_create, crash_image_warm, crash_start_stop,
-// crash_delete (`npm run smoke -- -t crash_`).
+// crash_pause_resume, crash_delete (`npm run smoke -- -t crash_`).
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -187,6 +187,69 @@ describe('crash consistency on real VMs', () => {
     const h = await banger(['vm', 'health', name, '--json']);
     expect(h.code).toBe(1);
     expect(JSON.parse(h.stdout)).toMatchObject({ state: 'stopped', kernel_up: false, ssh_ready: false });
+  });
+
+  it('crash_pause_resume: a crash at any step of a pause or a resume leaves the VM running or paused to disk, never half', async () => {
+    const name = uniqueName('cpr');
+    made.push(name);
+    await bangerJson(['vm', 'create', '--name', name, '--cold', '--network', 'user', ...MEM], {
+      timeoutMs: 600_000,
+    });
+    // A file only in the guest's RAM: whatever the crash, the VM that comes back still has it.
+    const marker = async (why: string): Promise<void> => {
+      const r = await banger(['vm', 'ssh', name, '--', 'cat', '/run/banger-crash-marker'], {
+        timeoutMs: 60_000,
+      });
+      expect(r.stdout.trim(), `${why}: the guest's RAM survived (${r.stderr})`).toBe('in-ram');
+    };
+    const r0 = await banger(['vm', 'ssh', name, '--', 'sh', '-c', 'echo in-ram > /run/banger-crash-marker']);
+    expect(r0.code).toBe(0);
+    const state = async (point: string): Promise<Vm> => {
+      const vms = await invariants(point);
+      const vm = vms.find((v) => v.name === name);
+      expect(vm, point).toBeDefined();
+      return vm!;
+    };
+    // Pause: before the commit the guest continues (running); after it the VM is paused to disk.
+    for (const [step, want] of [
+      ['save', 'running'],
+      ['commit', 'running'],
+      ['exit', 'paused'],
+      ['record', 'paused'],
+    ] as const) {
+      await crashAt(`vm.pause.${step}`, () => banger(['vm', 'pause', name]));
+      const vm = await state(`vm.pause.${step}`);
+      expect(vm.state, `vm.pause.${step}`).toBe(want);
+      if (want === 'paused') {
+        expect(vm.saved_bytes, `vm.pause.${step}`).toBeGreaterThan(0);
+        expect((await banger(['vm', 'resume', name], { timeoutMs: 300_000 })).code).toBe(0);
+      }
+      await marker(`vm.pause.${step}`);
+    }
+    // Resume: until the save is consumed the VM is paused again (the guest never ran); after,
+    // the loaded guest is continued.
+    for (const [step, want] of [
+      ['network', 'paused'],
+      ['boot', 'paused'],
+      ['load', 'paused'],
+      ['consume', 'running'],
+      ['cont', 'running'],
+      ['wait_ready', 'running'],
+    ] as const) {
+      const p = await state(`before vm.resume.${step}`);
+      if (p.state !== 'paused')
+        expect((await banger(['vm', 'pause', name], { timeoutMs: 300_000 })).code).toBe(0);
+      await crashAt(`vm.resume.${step}`, () => banger(['vm', 'resume', name], { timeoutMs: 300_000 }));
+      const vm = await state(`vm.resume.${step}`);
+      expect(vm.state, `vm.resume.${step}`).toBe(want);
+      if (want === 'running') await marker(`vm.resume.${step}`);
+    }
+    // vm stop of a paused VM crashing before its save is discarded: still paused, resumable.
+    expect((await banger(['vm', 'pause', name], { timeoutMs: 300_000 })).code).toBe(0);
+    await crashAt('vm.stop.discard', () => banger(['vm', 'stop', name]));
+    expect((await state('vm.stop.discard')).state).toBe('paused');
+    expect((await banger(['vm', 'resume', name], { timeoutMs: 300_000 })).code).toBe(0);
+    await marker('after vm.stop.discard');
   });
 
   it('crash_delete: a crash at any step of a delete is finished by the restart (or leaves the VM whole)', async () => {

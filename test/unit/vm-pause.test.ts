@@ -229,6 +229,15 @@ describe('pause to disk', () => {
     expect(existsSync(p.state) || existsSync(p.manifest)).toBe(false);
   });
 
+  it('a VM resumed from disk can be paused again (its VMM runs the saved configuration)', async () => {
+    const vm = await running('r0');
+    await lc.pause(vm);
+    await lc.resume(row(vm));
+    const again = await lc.pause(row(vm));
+    expect(again.state).toBe('paused');
+    expect((await lc.resume(again)).state).toBe('running');
+  });
+
   it('vm start of a VM paused to disk resumes it (not a cold boot)', async () => {
     const vm = await running('r2');
     await lc.pause(vm);

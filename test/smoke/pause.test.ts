@@ -1,0 +1,107 @@
+// Pause to disk on a real VM (issue 14): `vm pause` saves the VM (device state and RAM) in its
+// directory and ends its VMM; `vm resume` brings the same VM back with its processes and tmpfs;
+// a paused VM survives a daemon restart (its missing VMM is not a crash); `vm stop` of a paused
+// VM discards the save. Scenario id: pause_resume (`npm run smoke -- -t pause_`).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Vm } from '../../generated/types.gen.ts';
+import { findStateDirVmms } from '../../src/vm/orphans.ts';
+import { banger, bangerJson, restartSmokeDaemon, smokeEnv, uniqueName } from './harness.ts';
+
+const name = uniqueName('pause');
+
+afterAll(async () => {
+  await banger(['vm', 'delete', name]);
+});
+
+async function show(n: string): Promise<Vm> {
+  return (await bangerJson<{ vm: Vm }>(['vm', 'show', n])).vm;
+}
+
+async function ssh(n: string, script: string): Promise<string> {
+  const r = await banger(['vm', 'ssh', n, '--', 'sh', '-c', script], { timeoutMs: 120_000 });
+  expect(r.code, `ssh ${script}: ${r.stderr}`).toBe(0);
+  return r.stdout.trim();
+}
+
+/** The VMMs of the smoke state dir running for this VM's directory. */
+function vmmsOf(vm: Vm): number[] {
+  const env = smokeEnv();
+  return findStateDirVmms(env.stateDir, env.daemonUser?.uid ?? 0)
+    .filter((p) => p.dir === vm.vm_dir)
+    .map((p) => p.pid);
+}
+
+describe('pause to disk on a real VM', () => {
+  it('pause_resume: the VMM is gone while paused; resume brings back the tmpfs and the running counter; a daemon restart keeps it paused; stop discards the save', async () => {
+    const created = await bangerJson<{ vm: Vm }>(['vm', 'create', '--name', name, '--network', 'user'], {
+      timeoutMs: 600_000,
+    });
+    expect(created.vm.state).toBe('running');
+    // A tmpfs (only in RAM: a cold boot would lose it) with a file and a counter loop writing it.
+    await ssh(
+      name,
+      'mkdir -p /mnt/t && mount -t tmpfs tmpfs /mnt/t && echo kept-in-ram > /mnt/t/f && ' +
+        '(setsid sh -c "i=0; while true; do i=\\$((i+1)); echo \\$i > /mnt/t/counter; sleep 1; done" </dev/null >/dev/null 2>&1 &) && sleep 3',
+    );
+    const before = Number(await ssh(name, 'cat /mnt/t/counter'));
+    expect(before).toBeGreaterThan(0);
+    const running = await show(name);
+    expect(vmmsOf(running)).toEqual([running.pid]);
+
+    const t0 = Date.now();
+    const paused = (await bangerJson<{ vm: Vm }>(['vm', 'pause', name], { timeoutMs: 300_000 })).vm;
+    const pauseMs = Date.now() - t0;
+    expect(paused.state).toBe('paused');
+    expect(paused.saved_bytes).toBeGreaterThan(1024 * 1024);
+    expect(paused.state_reason).toMatch(/^saved to disk at .*; resume with: banger vm resume /);
+    expect(paused.pid).toBeUndefined();
+    // The VMM process is gone: its memory is freed; the save is on disk.
+    expect(vmmsOf(paused)).toEqual([]);
+    expect(existsSync(join(paused.vm_dir, 'saved.state'))).toBe(true);
+    expect(existsSync(join(paused.vm_dir, 'saved.json'))).toBe(true);
+    const listed = await bangerJson<Vm[]>(['vm', 'list']);
+    expect(listed.find((v) => v.name === name)).toMatchObject({
+      state: 'paused',
+      saved_bytes: paused.saved_bytes,
+    });
+    // While paused: no SSH (not running), and a second pause is a conflict.
+    expect((await banger(['vm', 'pause', name])).code).toBe(6);
+
+    // A daemon restart: the paused VM's missing VMM is not a crash.
+    await restartSmokeDaemon();
+    const afterRestart = await show(name);
+    expect(afterRestart).toMatchObject({ state: 'paused', saved_bytes: paused.saved_bytes });
+    expect(afterRestart.last_exit).toBeUndefined();
+    expect(vmmsOf(afterRestart)).toEqual([]);
+
+    const t1 = Date.now();
+    const resumed = (await bangerJson<{ vm: Vm }>(['vm', 'resume', name], { timeoutMs: 300_000 })).vm;
+    const resumeMs = Date.now() - t1;
+    expect(resumed.state).toBe('running');
+    expect(resumed.saved_bytes).toBeUndefined();
+    expect(existsSync(join(resumed.vm_dir, 'saved.state'))).toBe(false);
+    // The same guest: the tmpfs file is there, the counter loop runs on from where it was.
+    expect(await ssh(name, 'cat /mnt/t/f')).toBe('kept-in-ram');
+    const c1 = Number(await ssh(name, 'cat /mnt/t/counter'));
+    expect(c1).toBeGreaterThanOrEqual(before);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(Number(await ssh(name, 'cat /mnt/t/counter'))).toBeGreaterThan(c1);
+    // Same identity (no re-identification), clock corrected (within a few seconds of the host's).
+    expect(await ssh(name, 'hostname')).toBe(name);
+    const skew = Math.abs(Number(await ssh(name, 'date +%s')) - Date.now() / 1000);
+    expect(skew).toBeLessThan(10);
+    process.stderr.write(
+      `pause_resume: pause ${pauseMs} ms, saved ${paused.saved_bytes} bytes, resume → running with ssh ${resumeMs} ms\n`,
+    );
+
+    // Paused again, then stopped: the save is discarded, the disk kept; start boots afresh.
+    await bangerJson(['vm', 'pause', name], { timeoutMs: 300_000 });
+    const stopped = (await bangerJson<{ vm: Vm }>(['vm', 'stop', name])).vm;
+    expect(stopped.state).toBe('stopped');
+    expect(stopped.state_reason).toMatch(/saved state was discarded/);
+    expect(existsSync(join(stopped.vm_dir, 'saved.state'))).toBe(false);
+    expect(existsSync(join(stopped.vm_dir, 'saved.json'))).toBe(false);
+  });
+});
