@@ -1,7 +1,7 @@
 // The OCI image service (image.pull.*, image.cache.prune) with fakes for the registry pull, the
 // imports, the ext4 conversion and the bootable step: steps and progress, the recorded row,
 // failure and cancel cleanup, name conflicts, and what a cache prune keeps.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -306,6 +306,7 @@ describe('image.pull', () => {
     expect(status.image).toMatchObject({ name: 'minbase-bookworm', source: 'oci', digest: img.digest });
     expect(status.image?.oci_config?.user).toBe('1000:1000');
 
+    expect(statSync(row.rootfsPath).mode & 0o777).toBe(0o444);
     const files = readdirSync(join(stateDir, 'images', 'minbase-bookworm')).sort();
     expect(files).toEqual(['bootable.log', 'oci.json', 'rootfs.ext4']);
     const rec = JSON.parse(

@@ -5,7 +5,7 @@
 // good blobs and partial files a later pull resumes); everything else is built in a staging
 // directory beside STATE/images/<name> and moved into place in the same synchronous step that
 // records the row, so a failure at any step leaves no image directory and no row.
-import { stat, rm, writeFile } from 'node:fs/promises';
+import { chmod, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { ImageCacheService, ImagePullService } from '../../../generated/handlers.gen.ts';
 import type {
@@ -510,6 +510,8 @@ export class OciImageService {
     const { name, params } = rp;
     const finalDir = join(this.imagesDir, name);
     const rootfs = join(staging, IMAGE_FILES.rootfs);
+    // A base image is read-only from here on (VM disks are overlays on it), as built ones are.
+    await chmod(rootfs, 0o444);
     const sizeBytes = (await stat(rootfs)).size;
     const ociConfig = ociRunConfig(image.config);
     const reference = image.reference ?? (rp.source.kind !== 'registry' ? rp.source.tag : undefined);
