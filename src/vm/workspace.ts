@@ -131,7 +131,9 @@ export function prepareScript(guestPath: string, replace: boolean): string {
   return [
     'set -eu',
     `d=${sq(guestPath)}`,
-    `for t in git tar; do command -v "$t" >/dev/null 2>&1 || { echo "banger: $t is not installed in the guest" >&2; exit ${EXIT_NO_TOOL}; }; done`,
+    // Only tar is needed to copy: an image without git (an OCI minbase) still gets the work tree;
+    // git is needed later, by export (which says so).
+    `command -v tar >/dev/null 2>&1 || { echo "banger: tar is not installed in the guest" >&2; exit ${EXIT_NO_TOOL}; }`,
     `if [ -e "$d" ] && [ ! -d "$d" ]; then echo "banger: $d exists and is not a directory" >&2; exit ${EXIT_NOT_EMPTY}; fi`,
     replace
       ? ':'
@@ -141,7 +143,7 @@ export function prepareScript(guestPath: string, replace: boolean): string {
     'tar -x -f - -C "$d" --no-same-owner',
     'cd "$d"',
     // Mixed reset: the index becomes HEAD, the copied files stay as they are.
-    'git reset -q',
+    'if command -v git >/dev/null 2>&1; then git reset -q; fi',
   ].join('\n');
 }
 
@@ -155,6 +157,7 @@ export function exportScript(guestPath: string, base: string, forceBinary: boole
     `d=${sq(guestPath)}`,
     `b=${sq(base)}`,
     `cd "$d" 2>/dev/null || { echo "banger: the workspace directory $d is gone from the guest" >&2; exit ${EXIT_NO_WORKSPACE}; }`,
+    `command -v git >/dev/null 2>&1 || { echo "banger: git is not installed in the guest: export diffs the workspace with it (add it to the image, e.g. image build --from IMAGE --packages git)" >&2; exit ${EXIT_NO_TOOL}; }`,
     `base=$(git rev-parse --verify -q "$b^{commit}") || { echo "banger: no commit $b in the guest workspace's history (it is shallow: it starts at the prepared commit)" >&2; exit ${EXIT_BAD_BASE}; }`,
     'idx=$(mktemp -u /tmp/banger-export-index.XXXXXX)',
     'attr=$(mktemp /tmp/banger-export-attr.XXXXXX)',

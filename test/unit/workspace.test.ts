@@ -351,6 +351,23 @@ describe('prepare and export through a local "guest"', () => {
     expect(out).toEqual({ patch: '', base_commit: repo.head, files_changed: 0 });
   });
 
+  it('a guest without git gets the files (only tar is needed); export then says git is missing', async () => {
+    // A PATH with the tools the guest scripts use, git left out (an OCI minbase image has no git).
+    const bin = join(guestRoot, 'bin');
+    mkdirSync(bin);
+    for (const t of ['tar', 'ls', 'rm', 'mkdir', 'mktemp', 'cp']) {
+      const at = execFileSync('sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).trim();
+      symlinkSync(at, join(bin, t));
+    }
+    const noGit: GuestRunner = processRunner((script) => ['sh', ['-c', `PATH=${sq(bin)}\n${script}`]]);
+    const ws = await prepareWorkspace(noGit, { path: repo.dir, guestPath: guest });
+    expect(readFileSync(join(guest, 'README.md'), 'utf8')).toBe(
+      readFileSync(join(repo.dir, 'README.md'), 'utf8'),
+    );
+    const e = await rejection(exportWorkspace(noGit, ws, undefined));
+    expect(e.message).toMatch(/git is not installed in the guest/);
+  });
+
   it('a guest whose workspace directory is gone says so', async () => {
     const ws = await prepareWorkspace(local, { path: repo.dir, guestPath: guest });
     rmSync(guest, { recursive: true });
