@@ -168,7 +168,10 @@ export class VmServiceImpl implements VmService {
 
   async restart(p: T.VmRestartParams): Promise<T.VmRestartResult> {
     const vm = this.find(p.name);
-    if (this.d.runtime.isRunning(vm.id)) await this.lifecycle.stop(vm, DEFAULT_STOP_TIMEOUT_MS);
+    // A VM paused to disk is stopped too (its save discarded): a restart boots afresh, where a
+    // start would resume it.
+    if (this.d.runtime.isRunning(vm.id) || vm.state === 'paused')
+      await this.lifecycle.stop(vm, DEFAULT_STOP_TIMEOUT_MS);
     return { vm: this.wire(await this.lifecycle.start(this.find(vm.id))) };
   }
 
