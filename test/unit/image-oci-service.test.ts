@@ -37,6 +37,8 @@ let logs: MemoryLog;
 let ops: OperationRegistry;
 /** Every step detail the operation sink saw, per step name (progress is persisted through it). */
 let details: Map<string, string[]>;
+/** The download step's detail right after each layer event of the fake pull. */
+let downloadDetails: string[];
 let kernel: KernelRow;
 
 function ctx(opId = mintOpId()): RpcContext {
@@ -128,6 +130,9 @@ function fakes(
         overallDone: overall,
         overallTotal: total,
       });
+      // What status shows now (the sink persists progress at most once a second).
+      const now = ops.list({ state: 'running' })[0]?.steps.find((x) => x.name === 'download')?.detail;
+      if (now !== undefined) downloadDetails.push(now);
     }
     return ociImage(layers);
   };
@@ -191,6 +196,7 @@ beforeEach(() => {
   store = openStore(join(stateDir, 'banger.db'));
   logs = new MemoryLog();
   details = new Map();
+  downloadDetails = [];
   ops = new OperationRegistry(createLogger({ name: 't', stream: logs }), {
     sink: {
       save(op) {
@@ -277,9 +283,13 @@ describe('image.pull', () => {
       ['record', 'done'],
     ]);
     // Download progress said each layer's bytes and the overall bytes as they came.
-    expect(details.get('download')).toEqual(
-      expect.arrayContaining([expect.stringMatching(/^layer 1\/2 sha256:[0-9a-f]{12}: .* overall /)]),
-    );
+    expect(downloadDetails).toEqual([
+      expect.stringMatching(
+        /^layer 1\/2 sha256:[0-9a-f]{12}: 0\.0 MiB of 0\.0 MiB; overall 0\.0 MiB of 0\.0 MiB$/,
+      ),
+      expect.stringMatching(/^layer 2\/2 sha256:[0-9a-f]{12}: /),
+    ]);
+    expect(details.get('download')?.at(-1)).toBe('2 layers, 0.0 MiB');
     expect(op.steps.find((s) => s.name === 'bootable')?.detail).toBe(
       'debian: installed systemd-sysv, openssh-server; kernel debian-bookworm',
     );
@@ -329,6 +339,41 @@ describe('image.pull', () => {
     expect(f.bootCalls[0]?.rootfsPath).toMatch(
       /\/images\/\.import-[0-9a-f]+-minbase-bookworm\/rootfs\.ext4$/,
     );
+  });
+
+  it('a second image of the same digest copies the prepared root filesystem (bootable cached per digest)', async () => {
+    const f = fakes();
+    const svc = service(f);
+    const first = await svc.begin({ reference: '127.0.0.1:5000/test/minbase:bookworm' }, ctx());
+    expect((await settled(svc, first.operation_id)).state).toBe('succeeded');
+    const second = await svc.begin(
+      { reference: '127.0.0.1:5000/test/minbase:bookworm', name: 'again' },
+      ctx(),
+    );
+    const op = await settled(svc, second.operation_id);
+    expect(op.state).toBe('succeeded');
+    expect(op.steps.map((s) => `${s.name}:${s.state}`)).toEqual([
+      'resolve:done',
+      'download:done',
+      'flatten:skipped',
+      'ext4:skipped',
+      'bootable:done',
+      'record:done',
+    ]);
+    expect(op.steps.find((s) => s.name === 'bootable')?.detail).toBe(
+      'copied from minbase-bookworm (same digest, prepared before); kernel debian-bookworm',
+    );
+    expect(f.bootCalls).toHaveLength(1);
+    expect(f.convertCalls).toHaveLength(1);
+    const a = store.images.getByName('minbase-bookworm')!;
+    const b = store.images.getByName('again')!;
+    expect(b.rootfsPath).not.toBe(a.rootfsPath);
+    expect(statSync(b.rootfsPath).size).toBe(statSync(a.rootfsPath).size);
+    expect(b.digest).toBe(a.digest);
+    // Another size is another filesystem: converted and prepared again.
+    const sized = await svc.begin({ reference: 'debian', name: 'sized', size: '8G' }, ctx());
+    expect((await settled(svc, sized.operation_id)).steps.find((s) => s.name === 'ext4')?.state).toBe('done');
+    expect(f.bootCalls).toHaveLength(2);
   });
 
   it('takes --size exactly and --name and --default', async () => {

@@ -5,8 +5,8 @@
 // good blobs and partial files a later pull resumes); everything else is built in a staging
 // directory beside STATE/images/<name> and moved into place in the same synchronous step that
 // records the row, so a failure at any step leaves no image directory and no row.
-import { chmod, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { chmod, copyFile, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { ImageCacheService, ImagePullService } from '../../../generated/handlers.gen.ts';
 import type {
   Image,
@@ -45,7 +45,7 @@ import { parseSize } from '../../vm/sizes.ts';
 import { defaultBootable, type BootableFn } from './image-bootable.ts';
 import { imageToWire } from './convert.ts';
 import { DEFAULT_IMAGE_NAME } from './image.ts';
-import { alreadyExists, checkResourceName, installDirSync, makeStagingDir } from './kernel.ts';
+import { alreadyExists, checkResourceName, copySparse, installDirSync, makeStagingDir } from './kernel.ts';
 
 export const PULL_STEPS = ['resolve', 'download', 'flatten', 'ext4', 'bootable', 'record'] as const;
 
@@ -342,8 +342,14 @@ export class OciImageService {
       staging = await makeStagingDir(finalDir, 'import');
       const image = await this.fetch(rp);
       const rootfs = join(staging, IMAGE_FILES.rootfs);
-      await this.toExt4(rp, image, rootfs, staging);
-      const kernel = await this.makeBootable(rp, rootfs, staging);
+      const twin = await this.preparedTwin(rp, image.digest);
+      let kernel: KernelRow;
+      if (twin) {
+        kernel = await this.copyPrepared(rp, twin, staging);
+      } else {
+        await this.toExt4(rp, image, rootfs, staging);
+        kernel = await this.makeBootable(rp, rootfs, staging);
+      }
       tracker.stepStart('record');
       const row = await this.record(rp, image, kernel, staging);
       staging = undefined;
@@ -497,6 +503,46 @@ export class OciImageService {
     await rm(workDir, { recursive: true, force: true });
     const installed = r.installed.length > 0 ? `installed ${r.installed.join(', ')}` : 'nothing to install';
     t.stepDone('bootable', { detail: `${r.family}: ${installed}; kernel ${kernel.name}` });
+    return kernel;
+  }
+
+  /**
+   * An image already made from the same digest (and size), whose prepared root filesystem can be
+   * copied instead of converting and booting a prepare VM again (bootable is cached per digest).
+   */
+  private async preparedTwin(rp: RunningPull, digest: string): Promise<ImageRow | undefined> {
+    const size = rp.params.size !== undefined ? parseSize(rp.params.size, 'size') : undefined;
+    for (const r of this.store.images.list()) {
+      if (r.source !== 'oci' || r.digest !== digest) continue;
+      if (size !== undefined && r.sizeBytes !== size) continue;
+      if (!this.store.kernels.getById(r.kernelId)) continue;
+      if (
+        await stat(r.rootfsPath).then(
+          (s) => s.isFile(),
+          () => false,
+        )
+      )
+        return r;
+    }
+    return undefined;
+  }
+
+  /** flatten, ext4 and bootable done once already for this digest: copy that image's result. */
+  private async copyPrepared(rp: RunningPull, twin: ImageRow, staging: string): Promise<KernelRow> {
+    const t = rp.tracker;
+    const why = `image ${twin.name} was made from the same digest`;
+    t.stepSkipped('flatten', why);
+    t.stepSkipped('ext4', why);
+    t.stepStart('bootable', `copying ${twin.name}'s prepared root filesystem`);
+    await copySparse(twin.rootfsPath, join(staging, IMAGE_FILES.rootfs), t.signal);
+    const log = join(dirname(twin.rootfsPath), 'bootable.log');
+    await copyFile(log, join(staging, 'bootable.log')).catch(() => undefined);
+    t.signal.throwIfAborted();
+    const kernel = this.store.kernels.getById(twin.kernelId);
+    if (!kernel) throw new ErrorResponse('operation_failed', `image ${twin.name}: its kernel row is missing`);
+    t.stepDone('bootable', {
+      detail: `copied from ${twin.name} (same digest, prepared before); kernel ${kernel.name}`,
+    });
     return kernel;
   }
 
