@@ -92,6 +92,8 @@ export interface BangerProcess {
   kill(signal: NodeJS.Signals): void;
   /** Resolves once stdout or stderr (so far) matches. */
   waitFor(re: RegExp, timeoutMs?: number): Promise<void>;
+  /** What it printed so far. */
+  output(): { stdout: string; stderr: string };
   done: Promise<CmdResult>;
 }
 
@@ -123,6 +125,7 @@ export function bangerSpawn(args: string[]): BangerProcess {
   return {
     pid: p.pid!,
     kill: (sig) => p.kill(sig),
+    output: () => ({ stdout, stderr }),
     done,
     waitFor: (re, timeoutMs = 600_000) =>
       new Promise<void>((resolve, reject) => {

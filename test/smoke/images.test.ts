@@ -4,10 +4,13 @@
 // repository on 127.0.0.1:8787 that the smoke config's [images] apt_sources points the bootable
 // step and derived builds at. Every scenario's name starts with its id (`npm run smoke -- -t
 // image_pull`); the pulled image is shared (pulled on first use), so the file boots few guests.
-import { describe, expect, it } from 'vitest';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { Image } from '../../generated/types.gen.ts';
 import { preparedFixtures, SMOKE_REGISTRY } from '../fixtures/oci/registry.ts';
-import { banger, bangerJson, type CmdResult } from './harness.ts';
+import { git, makeTestRepo, type TestRepo } from '../helpers/git-repo.ts';
+import { banger, bangerJson, bangerSpawn, inNetns, smokeEnv, type CmdResult } from './harness.ts';
 
 const REF = `${SMOKE_REGISTRY}/minbase:bookworm`;
 /** The contract's default name: last path component + tag. */
@@ -103,4 +106,123 @@ describe('images', () => {
     // A dry run removed nothing: the image is still there.
     expect((await bangerJson<Image>(['image', 'show', NAME])).digest).toBe(image.digest);
   });
+
+  it('image_devcontainer: vm run of a repo with a devcontainer.json (image from the registry, containerEnv, workspaceFolder, postCreateCommand, forwardPorts) runs its python3 -m unittest', async () => {
+    const repo = devcontainerRepo();
+    const run = bangerSpawn(['vm', 'run', repo.dir, '--rm', '--', 'sh', './check.sh']);
+    // forwardPorts: the CLI forwards 127.0.0.1:PORT on the host (inside the namespace) to the
+    // guest's 8000, where serve.py answers once; check.sh runs the unit tests first.
+    await run.waitFor(/forwarding 127\.0\.0\.1:\d+ → guest localhost:8000/, LONG);
+    const seen = /forwarding 127\.0\.0\.1:(\d+) → guest localhost:8000/.exec(run.output().stderr);
+    const port = Number(seen![1]);
+    let body = '';
+    for (let i = 0; i < 120 && !body.includes('banger-forward-ok'); i++) {
+      const c = await inNetns(smokeEnv().netns, [
+        'curl',
+        '-s',
+        '--max-time',
+        '5',
+        `http://127.0.0.1:${port}/`,
+      ]);
+      body = c.stdout;
+      if (!body.includes('banger-forward-ok')) await new Promise((r) => setTimeout(r, 1000));
+    }
+    const r = await run.done;
+    expect(r.code, out(r)).toBe(0);
+    expect(body).toContain('banger-forward-ok');
+    // Unsupported keys are named in one warning line.
+    expect(r.stderr).toMatch(/features/);
+    // postCreateCommand ran (its output is streamed with a prefix) before the command.
+    expect(r.stderr).toMatch(/post-create ran/);
+    expect(r.stdout).toMatch(/^marker=yes$/m);
+    expect(r.stdout).toMatch(/^greeting=hello from devcontainer$/m);
+    expect(r.stdout).toMatch(/^pwd=\/workspaces\/proj$/m);
+    // python3 -m unittest prints its summary on stderr.
+    expect(r.stdout + r.stderr).toMatch(/Ran 2 tests[\s\S]*\bOK\b/);
+    // The devcontainer's image was pulled by reference (the second run would find it locally).
+    const images = await bangerJson<Image[]>(['image', 'list']);
+    expect(images.some((i) => i.reference === `${SMOKE_REGISTRY}/python:bookworm`)).toBe(true);
+  });
 });
+
+const repos: TestRepo[] = [];
+afterAll(() => {
+  for (const r of repos) r.cleanup();
+});
+
+/** A committed repository declaring its toolchain in .devcontainer/devcontainer.json (JSONC). */
+function devcontainerRepo(): TestRepo {
+  const r = makeTestRepo('bsmoke-dc');
+  chmodSync(dirname(r.dir), 0o755);
+  repos.push(r);
+  mkdirSync(join(r.dir, '.devcontainer'));
+  writeFileSync(
+    join(r.dir, '.devcontainer', 'devcontainer.json'),
+    `// the project's toolchain: python3 from the loopback registry
+{
+  "name": "proj",
+  "image": "${SMOKE_REGISTRY}/python:bookworm",
+  "containerEnv": { "GREETING": "hello from devcontainer" },
+  "workspaceFolder": "/workspaces/proj",
+  "postCreateCommand": "touch /tmp/postcreate-marker && echo post-create ran",
+  "forwardPorts": [8000],
+  "features": {}, // not supported yet: named in the warning line
+}
+`,
+  );
+  writeFileSync(
+    join(r.dir, 'test_proj.py'),
+    `import unittest
+
+
+class T(unittest.TestCase):
+    def test_math(self):
+        self.assertEqual(6 * 7, 42)
+
+    def test_env(self):
+        import os
+        self.assertEqual(os.environ.get("GREETING"), "hello from devcontainer")
+
+
+if __name__ == "__main__":
+    unittest.main()
+`,
+  );
+  writeFileSync(
+    join(r.dir, 'serve.py'),
+    `# Answers one HTTP request on port 8000 (what forwardPorts forwards), then exits.
+import http.server, socketserver
+
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"banger-forward-ok\\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+socketserver.TCPServer.allow_reuse_address = True
+with socketserver.TCPServer(("127.0.0.1", 8000), H) as s:
+    s.timeout = 300
+    s.handle_request()
+`,
+  );
+  writeFileSync(
+    join(r.dir, 'check.sh'),
+    `set -e
+echo "marker=$(test -f /tmp/postcreate-marker && echo yes || echo no)"
+echo "greeting=$GREETING"
+echo "pwd=$(pwd)"
+python3 -m unittest -v
+python3 serve.py
+`,
+  );
+  git(r.dir, 'add', '-A');
+  git(r.dir, 'commit', '-q', '-m', 'devcontainer');
+  return r;
+}

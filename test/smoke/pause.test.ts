@@ -16,13 +16,22 @@ afterAll(async () => {
 });
 
 async function show(n: string): Promise<Vm> {
-  return (await bangerJson<{ vm: Vm }>(['vm', 'show', n])).vm;
+  return bangerJson<Vm>(['vm', 'show', n]);
 }
 
 async function ssh(n: string, script: string): Promise<string> {
   const r = await banger(['vm', 'ssh', n, '--', 'sh', '-c', script], { timeoutMs: 120_000 });
   expect(r.code, `ssh ${script}: ${r.stderr}`).toBe(0);
   return r.stdout.trim();
+}
+
+/** `vm pause|resume NAME --json` prints one result per name: [{ name, ok, result: { vm } }]. */
+async function fanOutVm(verb: 'pause' | 'resume'): Promise<Vm> {
+  const [r] = await bangerJson<{ name: string; ok: boolean; result?: { vm: Vm } }[]>(['vm', verb, name], {
+    timeoutMs: 300_000,
+  });
+  expect(r?.ok, `vm ${verb} ${name}`).toBe(true);
+  return r!.result!.vm;
 }
 
 /** The VMMs of the smoke state dir running for this VM's directory. */
@@ -51,7 +60,7 @@ describe('pause to disk on a real VM', () => {
     expect(vmmsOf(running)).toEqual([running.pid]);
 
     const t0 = Date.now();
-    const paused = (await bangerJson<{ vm: Vm }>(['vm', 'pause', name], { timeoutMs: 300_000 })).vm;
+    const paused = await fanOutVm('pause');
     const pauseMs = Date.now() - t0;
     expect(paused.state).toBe('paused');
     expect(paused.saved_bytes).toBeGreaterThan(1024 * 1024);
@@ -77,7 +86,7 @@ describe('pause to disk on a real VM', () => {
     expect(vmmsOf(afterRestart)).toEqual([]);
 
     const t1 = Date.now();
-    const resumed = (await bangerJson<{ vm: Vm }>(['vm', 'resume', name], { timeoutMs: 300_000 })).vm;
+    const resumed = await fanOutVm('resume');
     const resumeMs = Date.now() - t1;
     expect(resumed.state).toBe('running');
     expect(resumed.saved_bytes).toBeUndefined();
@@ -98,7 +107,8 @@ describe('pause to disk on a real VM', () => {
 
     // Paused again, then stopped: the save is discarded, the disk kept; start boots afresh.
     await bangerJson(['vm', 'pause', name], { timeoutMs: 300_000 });
-    const stopped = (await bangerJson<{ vm: Vm }>(['vm', 'stop', name])).vm;
+    expect((await banger(['vm', 'stop', name])).code).toBe(0);
+    const stopped = await show(name);
     expect(stopped.state).toBe('stopped');
     expect(stopped.state_reason).toMatch(/saved state was discarded/);
     expect(existsSync(join(stopped.vm_dir, 'saved.state'))).toBe(false);
