@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Image } from '../../generated/types.gen.ts';
 import { preparedFixtures, SMOKE_REGISTRY } from '../fixtures/oci/registry.ts';
+import { readTarHeaders } from '../fixtures/oci/tar-headers.ts';
 import { git, makeTestRepo, type TestRepo } from '../helpers/git-repo.ts';
 import { banger, bangerJson, bangerSpawn, inNetns, smokeEnv, type CmdResult } from './harness.ts';
 
@@ -105,6 +106,84 @@ describe('images', () => {
     for (const layer of fixtures.summary.minbase.layers) expect(removed).not.toContain(layer);
     // A dry run removed nothing: the image is still there.
     expect((await bangerJson<Image>(['image', 'show', NAME])).digest).toBe(image.digest);
+  });
+
+  it('image_stat: in a booted guest of the pulled minbase, every file, link and hard link of its tar under / (but /etc, /var and the other trees boot or the bootable step write) has the mode, owner, size, mtime and target of its tar header', async () => {
+    const { image } = await pullMinbase();
+    const fixtures = preparedFixtures()!;
+    const r = await banger(
+      [
+        'vm',
+        'run',
+        '--image',
+        image.name,
+        '--rm',
+        '--',
+        'find',
+        '/',
+        '-xdev',
+        '(',
+        '-path',
+        '/proc',
+        '-o',
+        '-path',
+        '/sys',
+        '-o',
+        '-path',
+        '/dev',
+        '-o',
+        '-path',
+        '/run',
+        ')',
+        '-prune',
+        '-o',
+        '-printf',
+        '%p\\t%y\\t%m\\t%U\\t%G\\t%s\\t%T@\\t%i\\t%l\\n',
+      ],
+      { timeoutMs: LONG },
+    );
+    expect(r.code, out(r)).toBe(0);
+    const guest = new Map<string, string[]>();
+    for (const line of r.stdout.split('\n')) {
+      const f = line.split('\t');
+      if (f.length === 9) guest.set(f[0]!, f);
+    }
+    // Trees the boot (seed, machine-id, logs) or the bootable step (apt, dpkg, guest bits) write.
+    const mutable = /^\/(etc|var|tmp|root|home|run|boot|dev|proc|sys|mnt|media)(\/|$)/;
+    const headers = readTarHeaders(fixtures.minbaseTarGz);
+    const byPath = new Map(headers.map((h) => [h.path, h]));
+    const mismatches: string[] = [];
+    let checked = 0;
+    for (const h of headers) {
+      if (h.type === 'dir' || mutable.test(h.path) || h.path === '/') continue;
+      const g = guest.get(h.path);
+      if (!g) {
+        mismatches.push(`${h.path}: missing in the guest`);
+        continue;
+      }
+      const [, type, mode, uid, gid, size, mtime, inode, link] = g;
+      const want = h.type === 'symlink' ? 'l' : h.type === 'hardlink' || h.type === 'file' ? 'f' : h.type;
+      const diffs: string[] = [];
+      if (type !== want) diffs.push(`type ${type} != ${want}`);
+      if (h.type !== 'symlink' && parseInt(mode!, 8) !== h.mode)
+        diffs.push(`mode ${mode} != ${h.mode.toString(8)}`);
+      if (Number(uid) !== h.uid || Number(gid) !== h.gid)
+        diffs.push(`owner ${uid}:${gid} != ${h.uid}:${h.gid}`);
+      if (h.type === 'file' && Number(size) !== h.size) diffs.push(`size ${size} != ${h.size}`);
+      if (h.type !== 'hardlink' && Math.floor(Number(mtime)) !== h.mtime)
+        diffs.push(`mtime ${mtime} != ${h.mtime}`);
+      if (h.type === 'symlink' && link !== h.linkname) diffs.push(`target ${link} != ${h.linkname}`);
+      if (h.type === 'hardlink') {
+        const target = guest.get(h.linkname);
+        if (!target || target[7] !== inode || !byPath.has(h.linkname))
+          diffs.push(`not a hard link of ${h.linkname}`);
+      }
+      if (diffs.length > 0) mismatches.push(`${h.path}: ${diffs.join(', ')}`);
+      checked++;
+    }
+    expect(mismatches.slice(0, 20)).toEqual([]);
+    // The comparison covered the bulk of the image (usr-merged minbase: thousands of entries).
+    expect(checked).toBeGreaterThan(2000);
   });
 
   it('image_devcontainer: vm run of a repo with a devcontainer.json (image from the registry, containerEnv, workspaceFolder, postCreateCommand, forwardPorts) runs its python3 -m unittest', async () => {
