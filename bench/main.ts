@@ -4,14 +4,15 @@
 // ready by stage against a bare QEMU, RPC against a minimal socket server, copy-on-write disk
 // preparation from small and huge bases, footprint, parallel against sequential creates, and
 // warm (restored from a warm template) against cold creates, the CLI's start-up against
-// `node -e 0`, and what one idle VM costs (CPU, Rss/Pss, memory given back after a burst).
+// `node -e 0`, what one idle VM costs (CPU, Rss/Pss, memory given back after a burst), and an
+// OCI pull + convert against `skopeo copy` + `tar -x` from a loopback registry.
 // Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
 //
 // It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
 // archive), creates a network namespace, takes /tmp/banger-vm.lock (flock: one engineer boots VMs
 // at a time) and re-runs this file inside the namespace; the inner one starts bangerd there and
-// measures. Every VM's traffic stays inside the namespace. `--parts cli` alone needs none of
-// that (no root, no VM, no bangerd): it runs here, at once.
+// measures. Every VM's traffic stays inside the namespace. `--parts cli` and `--parts pull` need
+// none of that (no VM, no bangerd): asked for alone, they run here, at once.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -38,6 +39,9 @@ import {
   sequentialCreates,
 } from './fleet.ts';
 import { runIdle } from './idle.ts';
+import { preparedFixtures, prepareFixtures } from '../test/fixtures/oci/registry.ts';
+import { pullFixture, type PullFixture, type PullScale } from './pull-image.ts';
+import { runPull } from './pull.ts';
 import { describeMachine } from './machine.ts';
 import { markdownSummary, type BenchResults } from './report.ts';
 import { runRpc } from './rpc.ts';
@@ -45,12 +49,35 @@ import { readVariants, type VariantSpec } from './variants.ts';
 import { runWarm } from './warm.ts';
 import { deleteVm, IMAGE_CACHE, ROOT, startWorld, stopWorld, VM_DEFAULTS, type World } from './world.ts';
 
-const PARTS = ['boot', 'rpc', 'cow', 'idle', 'footprint', 'concurrency', 'warm', 'guest-ab', 'cli'] as const;
+const PARTS = [
+  'boot',
+  'rpc',
+  'cow',
+  'idle',
+  'footprint',
+  'concurrency',
+  'warm',
+  'guest-ab',
+  'cli',
+  'pull',
+] as const;
 type Part = (typeof PARTS)[number];
 /** What runs without --parts (guest-ab needs --baseline-image or --variants). */
-const DEFAULT_PARTS: Part[] = ['cli', 'boot', 'rpc', 'cow', 'idle', 'footprint', 'concurrency', 'warm'];
-/** Parts that need no root, namespace or daemon: asked for alone, they run without them. */
-const STANDALONE_PARTS: readonly Part[] = ['cli'];
+const DEFAULT_PARTS: Part[] = [
+  'cli',
+  'pull',
+  'boot',
+  'rpc',
+  'cow',
+  'idle',
+  'footprint',
+  'concurrency',
+  'warm',
+];
+/** Parts that need no namespace, daemon or VM: asked for alone, they run without them. */
+const STANDALONE_PARTS: readonly Part[] = ['cli', 'pull'];
+/** Parts that boot no VM (no warm-up create before them). */
+const NO_BOOT_PARTS: readonly Part[] = ['cli', 'pull', 'rpc', 'cow'];
 const LOCK = '/tmp/banger-vm.lock';
 
 const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--name NAME] [--no-save] [--keep]
@@ -71,13 +98,16 @@ const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--n
   --pairs N      boot pairs (banger, bare) and warm pairs (cold, warm create) to run, alternating
                  which goes first (default 5, quick 2)
   --rounds N     cli: rounds of node -e 0, banger --version, banger ping (default 20, quick 5)
+  --pull-scale S pull: full (a ≈300 MB image; the default) or small (≈30 MB; the default of --quick)
+  --pull-reps N  pull: repetitions of each side, alternating which goes first (default 3, quick 2)
   --name NAME    results file bench/results/NAME.json (default: the start time, quick- prefixed)
   --no-save      print only
   --note TEXT    recorded in the results' notes (repeatable): what this run is
   --keep         keep the temp dir (daemon state, logs, serial consoles) for inspection
 
 Needs root (network namespace), qemu-system-x86_64, and a built tree (npm run bench builds);
---parts cli alone needs only the built tree.`;
+--parts cli alone needs only the built tree; --parts pull alone needs docker-registry and skopeo
+(and, for the full image, the OCI test fixtures' minbase tarball: root makes it).`;
 
 /** A bad command line: reported as one line and exit code 2, without a stack. */
 class UsageError extends Error {}
@@ -87,6 +117,8 @@ function options(): {
   parts: Part[];
   pairs: number;
   rounds: number;
+  pullScale: PullScale;
+  pullReps: number;
   name: string;
   save: boolean;
   keep: boolean;
@@ -99,6 +131,8 @@ function options(): {
       parts: { type: 'string' },
       pairs: { type: 'string' },
       rounds: { type: 'string' },
+      'pull-scale': { type: 'string' },
+      'pull-reps': { type: 'string' },
       name: { type: 'string' },
       'no-save': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
@@ -138,6 +172,11 @@ function options(): {
   if (!Number.isInteger(pairs) || pairs < 1) throw new UsageError('--pairs must be a positive integer');
   const rounds = values.rounds === undefined ? (values.quick ? 5 : 20) : Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError('--rounds must be a positive integer');
+  const pullScale = values['pull-scale'] ?? (values.quick ? 'small' : 'full');
+  if (pullScale !== 'full' && pullScale !== 'small') throw new UsageError('--pull-scale: full or small');
+  const pullReps = values['pull-reps'] === undefined ? (values.quick ? 2 : 3) : Number(values['pull-reps']);
+  if (!Number.isInteger(pullReps) || pullReps < 1)
+    throw new UsageError('--pull-reps must be a positive integer');
   const stamp = new Date()
     .toISOString()
     .replace(/[:.]/g, '-')
@@ -150,6 +189,8 @@ function options(): {
     parts: parts as Part[],
     pairs,
     rounds,
+    pullScale,
+    pullReps,
     name,
     save: !values['no-save'],
     keep: values.keep,
@@ -198,6 +239,38 @@ function finish(o: ReturnType<typeof options>, results: BenchResults, say: (l: s
   return results.errors.length > 0 ? 1 : 0;
 }
 
+/**
+ * The pull part's images (generated once, cached). The full one starts from the OCI test
+ * fixtures' minbase tarball: made here by prepare.sh when missing (root, outside any namespace).
+ */
+async function ensurePullFixture(
+  o: ReturnType<typeof options>,
+  say: (l: string) => void,
+): Promise<PullFixture> {
+  let minbase: string | undefined;
+  if (o.pullScale === 'full') {
+    const canPrepare = process.getuid?.() === 0 && process.env.BANGER_BENCH_INSIDE === undefined;
+    const fx = preparedFixtures() ?? (canPrepare ? prepareFixtures() : undefined);
+    if (!fx)
+      throw new Error(
+        'the full pull image needs the OCI test fixtures: run test/fixtures/oci/prepare.sh as root',
+      );
+    minbase = fx.minbaseTarGz;
+  }
+  return pullFixture({ scale: o.pullScale, minbaseTarGz: minbase, say });
+}
+
+async function pullPart(o: ReturnType<typeof options>, dir: string, say: (l: string) => void) {
+  const fixture = await ensurePullFixture(o, say);
+  const mb = (n: number): string => (n / 1e6).toFixed(0);
+  say(
+    `pull: ${fixture.scale} image (${mb(fixture.first.compressed)} MB compressed, ` +
+      `${mb(fixture.first.uncompressed)} MB in ${fixture.layers.length - 1} layers): banger pull + convert ` +
+      `against skopeo copy + tar -x, ${o.pullReps} alternating repetitions, then a second image`,
+  );
+  return runPull({ fixture, reps: o.pullReps, dir, say });
+}
+
 // ---- standalone: parts that need no root, namespace or daemon ------------------------------
 
 async function standalone(): Promise<number> {
@@ -206,13 +279,24 @@ async function standalone(): Promise<number> {
   const t0 = performance.now();
   const results = newResults(o, new Date());
   const dir = mkdtempSync('/tmp/bbench-');
+  const part = async (name: Part, fn: () => Promise<void>): Promise<void> => {
+    if (!o.parts.includes(name)) return;
+    try {
+      await fn();
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      results.errors.push({ part: name, error });
+      say(`${name} FAILED: ${error}`);
+    }
+  };
   try {
-    say(`CLI start-up: ${o.rounds} rounds of node -e 0, banger --version, banger ping (order rotated)`);
-    results.cli = await runCli({ rounds: o.rounds, dir, say });
-  } catch (err) {
-    const error = err instanceof Error ? err.message : String(err);
-    results.errors.push({ part: 'cli', error });
-    say(`cli FAILED: ${error}`);
+    await part('cli', async () => {
+      say(`CLI start-up: ${o.rounds} rounds of node -e 0, banger --version, banger ping (order rotated)`);
+      results.cli = await runCli({ rounds: o.rounds, dir, say });
+    });
+    await part('pull', async () => {
+      results.pull = await pullPart(o, dir, say);
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
     results.machine.load_average_end = loadavg().map((x) => Math.round(x * 100) / 100);
@@ -224,9 +308,14 @@ async function standalone(): Promise<number> {
 // ---- outer: image cache, namespace, lock ------------------------------------------------------
 
 async function outer(): Promise<number> {
-  options(); // validate before doing anything
+  const o = options(); // validate before doing anything
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root: it creates a network namespace');
   const say = (l: string): void => void process.stderr.write(`bench: ${l}\n`);
+  if (o.parts.includes('pull')) {
+    // Outside the namespace: the fixtures' minbase tarball comes from Debian's archive. A failure
+    // here fails the part inside (recorded in errors), not the run.
+    await ensurePullFixture(o, say).catch((e: unknown) => say(`pull images: ${(e as Error).message}`));
+  }
   say('filling the image cache (a cache hit when the recipe is unchanged)');
   const built = spawnSync(
     process.execPath,
@@ -317,7 +406,7 @@ async function inner(netns: string): Promise<number> {
     }
   };
   try {
-    const boots = o.parts.some((p) => p !== 'rpc' && p !== 'cow' && p !== 'cli');
+    const boots = o.parts.some((p) => !NO_BOOT_PARTS.includes(p));
     let accel: 'kvm' | 'tcg' = 'tcg';
     if (boots) {
       // Warm-up, not measured: pays the accelerator probe (a test boot; about 10 s on a host whose
@@ -344,6 +433,10 @@ async function inner(netns: string): Promise<number> {
     await part('cli', async () => {
       say(`CLI start-up: ${o.rounds} rounds of node -e 0, banger --version, banger ping (order rotated)`);
       results.cli = await runCli({ rounds: o.rounds, dir: w.dir, say });
+    });
+    // Before any VM boots: it is CPU-bound on the host, like the boots.
+    await part('pull', async () => {
+      results.pull = await pullPart(o, w.dir, say);
     });
     await part('rpc', async () => {
       say('RPC: ping against bangerd and against the floor');

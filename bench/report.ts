@@ -6,6 +6,7 @@ import type { CowResult } from './cow.ts';
 import type { ConcurrencyResult, FootprintResult } from './fleet.ts';
 import { idleTable, type IdleResult } from './idle.ts';
 import type { MachineInfo } from './machine.ts';
+import type { PullResult } from './pull.ts';
 import type { RpcResult } from './rpc.ts';
 import type { Summary } from './stats.ts';
 import { STEP_ORDER, type WarmResult } from './warm.ts';
@@ -40,6 +41,7 @@ export interface BenchResults {
   guest_ab?: GuestAbResult;
   warm?: WarmResult;
   cli?: CliResult;
+  pull?: PullResult;
 }
 
 const sec = (ms: number | undefined): string =>
@@ -207,6 +209,33 @@ export function cliTable(c: CliResult): string {
   );
 }
 
+export function pullTable(p: PullResult): string {
+  const range = (x: Summary): string => `${sec(x.median)} (${sec(x.min)}–${sec(x.max)})`;
+  const mb = (b: number): string => (b / 1e6).toFixed(0);
+  const rows = [
+    ['banger: pull + flatten + ext4 (first image, fresh cache)', range(p.banger.total)],
+    ['… download + verify', range(p.banger.download)],
+    ['… flatten (decompress, tar, spill)', range(p.banger.flatten)],
+    ['… ext4 (staging, mkfs.ext4 -d, debugfs)', range(p.banger.ext4)],
+    ['floor: skopeo copy + tar -xzf', range(p.floor.total)],
+    ['… skopeo copy', range(p.floor.copy)],
+    ['… tar -xzf of every layer', range(p.floor.untar)],
+    ['second image: download (first’s layers cached)', range(p.second.download)],
+    ['second image: pull + flatten + ext4', range(p.second.total)],
+  ];
+  return [
+    '| measure | median s (min–max) |',
+    '| --- | --- |',
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+    '',
+    `${p.reps} repetitions, alternating; first image ${mb(p.images.first.compressed)} MB compressed, ` +
+      `${mb(p.images.first.uncompressed)} MB uncompressed, ${p.images.first.entries} entries; ` +
+      `uid ${p.uid}. banger / floor **${p.ratio_vs_floor}** (target ≤ ${p.targets.vs_floor}); ` +
+      `second / first download **${p.ratio_second_download}** (target ≤ ${p.targets.second}), ` +
+      `pull + convert ${p.ratio_second_total}`,
+  ].join('\n');
+}
+
 export function markdownSummary(r: BenchResults): string {
   const m = r.machine;
   const out = [
@@ -231,6 +260,7 @@ export function markdownSummary(r: BenchResults): string {
   }
   if (r.guest_ab) out.push('', '### Guest A/B (bare boots)', '', guestAbTable(r.guest_ab));
   if (r.cli) out.push('', '### CLI start-up', '', cliTable(r.cli));
+  if (r.pull) out.push('', '### OCI pull + convert against skopeo copy + tar -x', '', pullTable(r.pull));
   if (r.rpc) out.push('', '### RPC (`ping`, one connection per call)', '', rpcTable(r.rpc));
   if (r.cow) out.push('', '### Copy-on-write disk preparation', '', cowTable(r.cow));
   if (r.idle) out.push('', '### One idle VM', '', idleTable(r.idle));
