@@ -1,7 +1,7 @@
 // Pause to disk on a real VM (issue 14): `vm pause` saves the VM (device state and RAM) in its
 // directory and ends its VMM; `vm resume` brings the same VM back with its processes and tmpfs;
 // a paused VM survives a daemon restart (its missing VMM is not a crash); `vm stop` of a paused
-// VM discards the save. Scenario id: pause_resume (`npm run smoke -- -t pause_`).
+// VM discards the save. Scenario id: vm_pause (`npm run smoke -- -t vm_pause`).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -43,7 +43,7 @@ function vmmsOf(vm: Vm): number[] {
 }
 
 describe('pause to disk on a real VM', () => {
-  it('pause_resume: the VMM is gone while paused; resume brings back the tmpfs and the running counter; a daemon restart keeps it paused; stop discards the save', async () => {
+  it('vm_pause: the VMM is gone while paused; resume brings back the tmpfs and the running counter; a daemon restart keeps it paused; stop discards the save', async () => {
     const created = await bangerJson<{ vm: Vm }>(['vm', 'create', '--name', name, '--network', 'user'], {
       timeoutMs: 600_000,
     });
@@ -102,7 +102,7 @@ describe('pause to disk on a real VM', () => {
     const skew = Math.abs(Number(await ssh(name, 'date +%s')) - Date.now() / 1000);
     expect(skew).toBeLessThan(10);
     process.stderr.write(
-      `pause_resume: pause ${pauseMs} ms, saved ${paused.saved_bytes} bytes, resume → running with ssh ${resumeMs} ms\n`,
+      `vm_pause: pause ${pauseMs} ms, saved ${paused.saved_bytes} bytes, resume → running with ssh ${resumeMs} ms\n`,
     );
 
     // Paused again, then stopped: the save is discarded, the disk kept; start boots afresh.
