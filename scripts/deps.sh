@@ -9,8 +9,9 @@ WITH_TEST_TOOLS=0
 PKGS=(qemu-system-x86 qemu-utils mmdebstrap debootstrap busybox-static socat e2fsprogs cpio zstd kmod uidmap
       openssh-client iproute2 nftables git ca-certificates gcc libc6-dev)
 # docker-registry + skopeo: the OCI tests' real registry and what feeds it; apt-utils:
-# apt-ftparchive for the fixtures' flat apt repository (test/fixtures/oci/prepare.sh).
-[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps docker-registry skopeo apt-utils)
+# apt-ftparchive for the fixtures' flat apt repository (test/fixtures/oci/prepare.sh); curl:
+# smoke image_devcontainer fetches the forwarded port from inside the test namespace.
+[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps docker-registry skopeo apt-utils curl)
 
 missing=()
 # npm fetches the pinned Node; it usually comes with the machine's Node, not as a Debian package.
