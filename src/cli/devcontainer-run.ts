@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createConnection, createServer } from 'node:net';
 import type { Image, VmSshResult } from '../../generated/types.gen.ts';
+import { defaultImageName } from '../image/names.ts';
 import { formatReference, parseReference } from '../image/oci/reference.ts';
 import type { Devcontainer, LifecycleCommand, LifecycleStep, PortForward } from './devcontainer.ts';
 import {
@@ -36,23 +37,16 @@ export function findImageByReference(images: readonly Image[], ref: string): Ima
 }
 
 /**
- * The name `image pull` gives a reference by default (the repository's last component and the
- * tag, sanitized: `127.0.0.1:5000/test/minbase:bookworm` → `minbase-bookworm`), for --dry-run's
- * words; a real pull reports the name the daemon chose.
+ * The name `image pull` gives a reference by default (the daemon's own rule, src/image/names.ts),
+ * for --dry-run's words; a real pull reports the name the daemon chose. A reference that does not
+ * parse is returned as it is (the pull would fail on it).
  */
 export function defaultPulledName(ref: string): string {
-  let r;
   try {
-    r = parseReference(ref);
+    return defaultImageName({ kind: 'registry', reference: ref });
   } catch {
     return ref;
   }
-  const last = r.repository.split('/').at(-1) ?? r.repository;
-  const suffix = r.tag ?? r.digest?.slice('sha256:'.length, 'sha256:'.length + 12) ?? 'latest';
-  return `${last}-${suffix}`
-    .replace(/[^A-Za-z0-9._-]+/g, '-')
-    .replace(/^[^A-Za-z0-9]+/, '')
-    .slice(0, 64);
 }
 
 /** How the commands of a run are run: the image's config, overridden by the devcontainer's. */

@@ -161,6 +161,9 @@ describe('images and ports', () => {
     expect(defaultPulledName('127.0.0.1:5000/test/minbase:bookworm')).toBe('minbase-bookworm');
     expect(defaultPulledName('python')).toBe('python-latest');
     expect(defaultPulledName(`alpine@sha256:${'ab'.repeat(32)}`)).toBe('alpine-abababababab');
+    // The daemon's rule: the built default image's name is left to it.
+    expect(defaultPulledName('debian:bookworm')).toBe('debian-bookworm-oci');
+    expect(defaultPulledName('Not A Reference!')).toBe('Not A Reference!');
   });
 
   it('forwards with ssh -L on 127.0.0.1, failing when the bind fails', () => {

@@ -13,12 +13,11 @@ import type { BootableFn, BootableOptions } from '../../src/daemon/services/imag
 import {
   OCI_HEADROOM_BYTES,
   OciImageService,
-  defaultImageName,
   layerProgressLine,
   ociRunConfig,
-  sanitizeImageName,
   type OciImageDeps,
 } from '../../src/daemon/services/image-oci.ts';
+import { defaultImageName, sanitizeImageName } from '../../src/image/names.ts';
 import type { ConvertOptions } from '../../src/image/oci/convert.ts';
 import type { OciImage } from '../../src/image/oci/image.ts';
 import type { PullOptions } from '../../src/image/oci/pull.ts';

@@ -6,7 +6,7 @@
 // directory beside STATE/images/<name> and moved into place in the same synchronous step that
 // records the row, so a failure at any step leaves no image directory and no row.
 import { chmod, copyFile, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ImageCacheService, ImagePullService } from '../../../generated/handlers.gen.ts';
 import type {
   Image,
@@ -29,6 +29,7 @@ import type { ImageConfig } from '../../image/oci/manifest.ts';
 import { pullImage, type PullProgress } from '../../image/oci/pull.ts';
 import { parseReference } from '../../image/oci/reference.ts';
 import { IMAGE_FILES } from '../../image/manifest.ts';
+import { DEFAULT_IMAGE_NAME, defaultImageName, type ImageSource } from '../../image/names.ts';
 import type { Accel } from '../../engine/driver.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
@@ -44,7 +45,6 @@ import {
 import { parseSize } from '../../vm/sizes.ts';
 import { defaultBootable, type BootableFn } from './image-bootable.ts';
 import { imageToWire } from './convert.ts';
-import { DEFAULT_IMAGE_NAME } from './image.ts';
 import { alreadyExists, checkResourceName, copySparse, installDirSync, makeStagingDir } from './kernel.ts';
 
 export const PULL_STEPS = ['resolve', 'download', 'flatten', 'ext4', 'bootable', 'record'] as const;
@@ -83,60 +83,12 @@ export interface OciImageDeps {
   convert?: typeof layersToExt4;
 }
 
-type Source =
-  | { kind: 'registry'; reference: string }
-  | { kind: 'oci_layout'; path: string; tag?: string }
-  | { kind: 'docker_archive'; path: string; tag?: string };
-
 interface RunningPull {
   name: string;
-  source: Source;
+  source: ImageSource;
   params: ImagePullBeginParams;
   tracker: OperationTracker;
   settled: Promise<void>;
-}
-
-/** A name made to fit ResourceName: invalid characters become dashes, at most 64 characters. */
-export function sanitizeImageName(s: string): string {
-  const n = s
-    .replace(/[^A-Za-z0-9._-]+/g, '-')
-    .replace(/^[^A-Za-z0-9]+/, '')
-    .slice(0, 64)
-    .replace(/[-.]+$/, '');
-  return n === '' ? 'image' : n;
-}
-
-/** `repo[:tag]` (a docker RepoTag or a reference) → `lastcomponent-tag`. */
-function nameFromRepoTag(repo: string, tag: string | undefined): string {
-  const last = repo.split('/').at(-1) ?? repo;
-  return sanitizeImageName(tag === undefined ? last : `${last}-${tag}`);
-}
-
-/**
- * The default name of an image from `source`: the repository's last path component and the tag
- * (`127.0.0.1:5000/test/minbase:bookworm` → `minbase-bookworm`; a digest-only reference uses the
- * digest's first 12 hex digits), or for a local source its tag and file or directory name. The
- * built default image's name (debian-bookworm, whose kernel OCI images boot) gets `-oci`.
- */
-export function defaultImageName(source: Source): string {
-  const n = nameOf(source);
-  return n === DEFAULT_IMAGE_NAME ? `${n}-oci` : n;
-}
-
-function nameOf(source: Source): string {
-  if (source.kind === 'registry') {
-    const r = parseReference(source.reference);
-    const tag = r.tag ?? (r.digest ? r.digest.slice('sha256:'.length, 'sha256:'.length + 12) : 'latest');
-    return nameFromRepoTag(r.repository, tag);
-  }
-  if (source.tag !== undefined) {
-    const colon = source.tag.lastIndexOf(':');
-    if (colon > source.tag.lastIndexOf('/'))
-      return nameFromRepoTag(source.tag.slice(0, colon), source.tag.slice(colon + 1));
-    const base = basename(source.path).replace(/\.tar$/, '');
-    return sanitizeImageName(source.kind === 'oci_layout' ? `${base}-${source.tag}` : source.tag);
-  }
-  return sanitizeImageName(basename(source.path).replace(/\.tar$/, ''));
 }
 
 /** The run defaults of an image config, as stored with the image. */
@@ -165,7 +117,7 @@ export function layerProgressLine(p: Extract<PullProgress, { kind: 'layer' }>, l
   );
 }
 
-function sourceOf(p: ImagePullBeginParams): Source {
+function sourceOf(p: ImagePullBeginParams): ImageSource {
   const given = [p.reference, p.oci_layout, p.docker_archive].filter((v) => v !== undefined).length;
   if (given !== 1) throw badRequest('give exactly one of reference, oci_layout and docker_archive');
   if (p.reference !== undefined) {
@@ -183,7 +135,7 @@ function sourceOf(p: ImagePullBeginParams): Source {
   return { kind: 'docker_archive', path: p.docker_archive ?? '', ...tag };
 }
 
-function describe(s: Source): string {
+function describe(s: ImageSource): string {
   if (s.kind === 'registry') return s.reference;
   const what = s.kind === 'oci_layout' ? 'OCI layout' : 'docker archive';
   return `${what} ${s.path}${s.tag !== undefined ? ` (${s.tag})` : ''}`;

@@ -46,6 +46,7 @@ import {
   type StageDetail,
 } from '../../image/builder.ts';
 import { IMAGE_FILES } from '../../image/manifest.ts';
+import { DEFAULT_IMAGE_NAME } from '../../image/names.ts';
 import type { Logger } from '../../log/logger.ts';
 import { type RpcContext, mintOpId, withOpId } from '../../rpc/context.ts';
 import { ErrorResponse, badRequest, conflict, notFound, toErrorResponse } from '../../rpc/errors.ts';
@@ -66,8 +67,9 @@ import {
   sweepStaging,
 } from './kernel.ts';
 
-/** The embedded default image: built on first use, so a new user needs no image step. */
-export const DEFAULT_IMAGE_NAME = 'debian-bookworm';
+// Defined beside the pulled-image naming that avoids it (src/image/names.ts); re-exported for the
+// daemon's other services.
+export { DEFAULT_IMAGE_NAME };
 
 export interface ImageServiceDeps {
   store: Store;
