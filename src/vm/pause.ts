@@ -10,6 +10,7 @@
 import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { VmLaunchSpec } from '../engine/index.ts';
+import { saveErrPath } from '../engine/migration.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { clockArg } from './reidentify.ts';
 
@@ -93,10 +94,15 @@ export async function readSaved(vmDir: string, vmId: string): Promise<SavedManif
   return size === m.bytes ? m : undefined;
 }
 
-/** Remove what a save that never committed left (temporary files); idempotent. */
+/**
+ * Remove what a save that never committed left (temporary files); idempotent. That includes the
+ * file the save's writer sends its stderr to (saveErrPath): saveState removes it when it ends,
+ * which a daemon killed during the save never does.
+ */
 export async function removePartial(vmDir: string): Promise<void> {
   const p = savedPaths(vmDir);
   await rm(p.stateTmp, { force: true });
+  await rm(saveErrPath(p.stateTmp), { force: true });
   await rm(p.manifestTmp, { force: true });
 }
 

@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FakeVmmDriver, FakeVmmHost } from '../../src/engine/index.ts';
+import { FakeVmmDriver, FakeVmmHost, saveErrPath } from '../../src/engine/index.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { OperationRegistry } from '../../src/ops/operations.ts';
 import { DEFAULT_CONFIG } from '../../src/daemon/config.ts';
@@ -321,6 +321,8 @@ describe('pause to disk', () => {
     await h.saveState!(p.stateTmp);
     if (upto === 'mid_save') {
       writeFileSync(p.stateTmp, 'half a state');
+      // The writer's stderr file, which only a save that ends removes.
+      writeFileSync(saveErrPath(p.stateTmp), '');
       return row(vm);
     }
     if (upto === 'commit') return row(vm);
@@ -349,7 +351,9 @@ describe('pause to disk', () => {
       expect(r.reattached).toEqual([vm.name]);
       expect(host.byId(vm.id)!.status).toBe('running');
       const p = savedPaths(dirOf(vm));
-      expect([p.stateTmp, p.state, p.manifest].some((f) => existsSync(f))).toBe(false);
+      expect([p.stateTmp, p.state, p.manifest, saveErrPath(p.stateTmp)].some((f) => existsSync(f))).toBe(
+        false,
+      );
       if (upto !== 'save') expect(driver.ops()).toContain(`cancelSave ${vm.id}`);
     },
   );
