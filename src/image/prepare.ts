@@ -5,7 +5,6 @@
 // makeBootable (OCI images) and derived builds (image build --from) both go through runPrepare.
 // No root is needed: QEMU writes the disk, and the guest's own package manager runs as the
 // guest's root.
-import { createServer } from 'node:net';
 import { chmod, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +28,7 @@ import {
 } from './prepare-script.ts';
 import { DEFAULT_RECIPE, findGuestDir } from './recipe.ts';
 import { generateCustomizeScript } from './rootfs.ts';
+import { releasePort, reservePort } from '../vm/ports.ts';
 
 /** Guest side of QEMU's user-mode network (its defaults): address, gateway (the host), DNS. */
 export const PREP_NET = { guest: '10.0.2.15', gateway: '10.0.2.2', dns: '10.0.2.3', mask: '255.255.255.0' };
@@ -107,17 +107,6 @@ export function tailLines(text: string, n = 30): string {
     .join('\n');
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => (a !== null && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
 /** The prepare disk: a small ext4 (label banger-prep) made from a staging dir by mkfs.ext4 -d. */
 async function buildPrepDisk(o: RunPrepareOptions, path: string): Promise<void> {
   const tree = await mkdtemp(join(o.workDir, 'prep-tree-'));
@@ -170,6 +159,8 @@ export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult
   // QEMU's pidfile and QMP socket: a short path (socket paths are limited to 107 bytes).
   const vmDir = await mkdtemp(join(tmpdir(), 'banger-prep-'));
   const n = PREP_NET;
+  // Reserved like a VM's, so a VM create running meanwhile cannot be handed the same port.
+  const sshHostPort = await reservePort();
   const argv = buildQemuArgv(
     {
       id: 'banger-prepare',
@@ -183,7 +174,7 @@ export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult
       memoryMiB: o.memoryMiB ?? 1024,
       disks: [o.disk, { path: prepDisk, format: 'raw' }],
       // The forward is unused (nothing listens on 22 in a prepare boot) but the builder wants one.
-      net: { mode: 'user', sshHostPort: await freePort() },
+      net: { mode: 'user', sshHostPort },
       serialLog: log,
       accel,
     },
@@ -242,6 +233,7 @@ export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult
     throw new PrepareError(`prepare VM failed: ${(err as Error).message}`, log, tailLines(text), null);
   } finally {
     clearInterval(timer);
+    releasePort(sshHostPort);
     await rm(vmDir, { recursive: true, force: true });
     await rm(prepDisk, { force: true });
   }
