@@ -21,6 +21,7 @@ import {
   findInCatalog,
   readCatalog,
   resolveWithChecksum,
+  sourceUris,
   type CatalogEntry,
 } from '../../image/kernel-catalog.ts';
 import { DEFAULT_RECIPE, sourcesList, type ImageRecipe } from '../../image/recipe.ts';
@@ -332,10 +333,7 @@ export class KernelPulls {
   }
 
   private uris(): string {
-    return this.archiveLines()
-      .map((l) => /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)/.exec(l)?.[1] ?? l)
-      .filter((u, i, all) => all.indexOf(u) === i)
-      .join(', ');
+    return sourceUris(this.sources).join(', ');
   }
 
   private wireEntry(e: CatalogEntry): CatalogKernel {
