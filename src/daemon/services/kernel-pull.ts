@@ -36,6 +36,7 @@ import {
   KERNEL_FILES,
   alreadyExists,
   checkResourceName,
+  imagesUsingKernel,
   installDirSync,
   isInside,
   makeStagingDir,
@@ -297,10 +298,8 @@ export class KernelPulls {
     const row = this.d.store.kernels.getByName(name);
     if (!row) return;
     if (!force) throw alreadyExists(`kernel ${name} already exists (--force replaces it)`);
-    const users = this.d.store.images.list().filter((i) => i.kernelId === row.id);
-    if (users.length > 0) {
-      throw conflict(`kernel ${name} is used by ${users.map((i) => i.name).join(', ')}`);
-    }
+    const users = imagesUsingKernel(this.d.store, row.id);
+    if (users.length > 0) throw conflict(`kernel ${name} is used by ${users.join(', ')}`);
   }
 
   private async read(apt: AptContext, signal: AbortSignal): Promise<CatalogEntry[]> {
@@ -358,10 +357,6 @@ export class KernelPulls {
   }
 
   private wire(row: KernelRow): ReturnType<typeof kernelToWire> {
-    const users = this.d.store.images
-      .list()
-      .filter((i) => i.kernelId === row.id)
-      .map((i) => i.name);
-    return kernelToWire(row, users);
+    return kernelToWire(row, imagesUsingKernel(this.d.store, row.id));
   }
 }

@@ -135,6 +135,14 @@ export async function sweepStaging(dir: string): Promise<string[]> {
   return removed;
 }
 
+/** Names of the images that boot a kernel (its wire form lists them; a forced pull may not replace it). */
+export function imagesUsingKernel(store: Store, kernelId: KernelRow['id']): string[] {
+  return store.images
+    .list()
+    .filter((i) => i.kernelId === kernelId)
+    .map((i) => i.name);
+}
+
 export function isInside(parent: string, path: string): boolean {
   const rel = relative(parent, path);
   return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel);
@@ -291,10 +299,6 @@ export class KernelServiceImpl implements KernelService {
   }
 
   private wire(row: KernelRow): ReturnType<typeof kernelToWire> {
-    const users = this.store.images
-      .list()
-      .filter((i) => i.kernelId === row.id)
-      .map((i) => i.name);
-    return kernelToWire(row, users);
+    return kernelToWire(row, imagesUsingKernel(this.store, row.id));
   }
 }
