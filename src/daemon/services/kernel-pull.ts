@@ -1,6 +1,6 @@
 // kernel.catalog and kernel.pull: the kernels of the configured Debian archive (the default image
 // build's sources, read through banger's private apt index under the cache directory) and the
-// fetch of one into STATE/kernels/<name>/ (vmlinuz, initrd.img, modules/<release>/). A pull is an
+// fetch of one into STATE/kernels/<name>/ (vmlinuz, initrd.img, modules/: the release's tree). A pull is an
 // operation with named steps (op show/trace see it) whose steps are also streamed to the caller;
 // the caller hanging up cancels it. Files are assembled in a staging directory and moved into
 // place in the same synchronous step that records the row, so a failure leaves nothing behind.
