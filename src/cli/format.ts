@@ -171,7 +171,6 @@ export function vmFields(vm: Vm, now: number = Date.now()): [string, string | un
   ];
 }
 
-/** The detail view of an image. */
 /** An OCI image's run defaults (vm run/exec/ssh use them), one line each; none for other images. */
 function ociConfigFields(img: Image): [string, string | undefined][] {
   const c = img.oci_config;
@@ -186,6 +185,7 @@ function ociConfigFields(img: Image): [string, string | undefined][] {
   ];
 }
 
+/** The detail view of an image. */
 export function imageFields(img: Image, now: number = Date.now()): [string, string | undefined][] {
   return [
     ['name', img.name],
