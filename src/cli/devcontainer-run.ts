@@ -17,6 +17,7 @@ import {
   type EnvEntry,
   type ImageRunConfig,
 } from './guest-command.ts';
+import { lineSshArgv } from './guest-run.ts';
 import { buildSshArgv, shellQuote } from './ssh-exec.ts';
 
 /** The canonical form of a reference, or undefined when it does not parse. */
@@ -130,9 +131,7 @@ export function sshLineRunner(
 ): RunInGuest {
   return (remoteLine, line) =>
     new Promise((resolve, reject) => {
-      const argv = buildSshArgv(details, { command: ['true'], tty: false });
-      argv[argv.length - 1] = remoteLine;
-      const child = spawn(o.bin ?? 'ssh', argv, {
+      const child = spawn(o.bin ?? 'ssh', lineSshArgv(details, remoteLine, false), {
         stdio: ['ignore', 'pipe', 'pipe'],
         ...(o.signal ? { signal: o.signal } : {}),
       });

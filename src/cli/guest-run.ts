@@ -30,8 +30,13 @@ export function guestSshArgv(
 ): string[] {
   const line = guestCommandLine(opts);
   if (line === undefined) return buildSshArgv(details, { command: [], tty: opts.tty });
+  return lineSshArgv(details, line, opts.tty);
+}
+
+/** The ssh argv (without `ssh`) that runs `line`, a remote shell line already quoted. */
+export function lineSshArgv(details: VmSshResult, line: string, tty: boolean): string[] {
   // buildSshArgv quotes words; the line is quoted already, so put it in place of a placeholder.
-  const argv = buildSshArgv(details, { command: ['true'], tty: opts.tty });
+  const argv = buildSshArgv(details, { command: ['true'], tty });
   argv[argv.length - 1] = line;
   return argv;
 }
