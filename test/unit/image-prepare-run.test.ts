@@ -3,12 +3,13 @@
 // prepare disk, progress streaming, the exit marker, the log tail on failure, the timeout and
 // an initramfs without prepare mode.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PrepareError, runPrepare } from '../../src/image/prepare.ts';
+import { findStateDirVmms } from '../../src/vm/orphans.ts';
 
 let dir: string;
 
@@ -18,6 +19,7 @@ function fakeQemu(mode: 'ok' | 'fail' | 'silent' | 'hang'): string {
   writeFileSync(
     p,
     `#!/bin/sh
+printf '%s\\0' "$@" > "${dir}/argv"
 log= ; disks= ; append=
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -141,6 +143,29 @@ describe('runPrepare', () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 300);
     await expect(runPrepare(opts('hang', { signal: ac.signal }))).rejects.toThrow(/aborted/);
+  });
+
+  it('names its staging directory in the QEMU argv: a daemon restart finds it as an orphan VMM', async () => {
+    // Pulls and derived builds prepare in STATE/images/.import-* or .build-* (makeStagingDir).
+    const staging = join(dir, 'state', 'images', '.build-0a1b2c3d-py');
+    await runPrepare(
+      opts('ok', { disk: { path: join(staging, 'rootfs.qcow2'), format: 'qcow2' }, workDir: staging }),
+    );
+    // A fake /proc with that QEMU still running, as after bangerd was killed mid-prepare.
+    const proc = join(dir, 'proc');
+    mkdirSync(join(proc, '4242'), { recursive: true });
+    writeFileSync(
+      join(proc, '4242', 'status'),
+      'Name:\tqemu-system-x86\nState:\tS\nUid:\t1000\t1000\t1000\t1000\n',
+    );
+    writeFileSync(join(proc, '4242', 'comm'), 'qemu-system-x86\n');
+    writeFileSync(
+      join(proc, '4242', 'cmdline'),
+      `qemu-system-x86_64\0${readFileSync(join(dir, 'argv'), 'utf8')}`,
+    );
+    const found = findStateDirVmms(join(dir, 'state'), 1000, proc);
+    expect(found.map((p) => p.pid)).toEqual([4242]);
+    expect(found[0]?.dir.startsWith(staging)).toBe(true);
   });
 
   it('refuses an initramfs without prepare mode before booting', async () => {
