@@ -46,8 +46,8 @@ export interface SavedManifest {
   saveMs: number;
 }
 
-async function fsyncPath(path: string, flags: 'r' = 'r'): Promise<void> {
-  const fh = await open(path, flags);
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
   try {
     await fh.sync();
   } finally {
