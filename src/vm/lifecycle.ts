@@ -921,9 +921,21 @@ export class VmLifecycle {
       this.d.log.warn({ vm: row.name, state: row.state }, 'stopped a VMM of a VM that is not running');
       return;
     }
+    if (row.state === 'paused' && row.savedState) {
+      // Paused to disk, its save gone or damaged (readSaved above): nothing to resume, and no
+      // VMM exited (it had none), so no last_exit.
+      await discardSaved(vmFiles(this.d.stateDir, row.id).dir);
+      this.d.store.vms.update(row.id, { savedState: null });
+      this.setState(
+        row,
+        'stopped',
+        'its saved state is missing or incomplete; banger vm start boots it afresh',
+      );
+      r.stopped.push(row.name);
+      this.d.log.warn({ vm: row.name }, 'VM paused to disk lost its saved state; stopped');
+      return;
+    }
     if (row.state === 'running' || row.state === 'paused') {
-      // (A VM paused to disk whose save is gone ends here too: there is nothing to resume.)
-      if (row.savedState) await discardSaved(vmFiles(this.d.stateDir, row.id).dir);
       this.d.store.vms.update(row.id, {
         lastExit: `exited while the daemon was away (found gone at ${new Date().toISOString()})`,
         savedState: null,

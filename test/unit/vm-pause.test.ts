@@ -302,7 +302,8 @@ describe('pause to disk', () => {
     writeFileSync(savedPaths(dirOf(vm)).state, 'truncated');
     const r = await restart();
     expect(r.stopped).toEqual(['d2']);
-    expect(row(vm)).toMatchObject({ state: 'stopped', savedState: null });
+    expect(row(vm)).toMatchObject({ state: 'stopped', savedState: null, lastExit: null });
+    expect(row(vm).stateReason).toMatch(/saved state is missing or incomplete/);
   });
 
   // ---- a daemon that died at each step (the world each crash point leaves) ------------------
