@@ -5,6 +5,7 @@ import type {
   VmCreatePlanParams,
   VmCreatePlanResult,
   VmCreateStatusResult,
+  VmSshResult,
   Vm,
   Workspace,
 } from '../../../../generated/types.gen.ts';
@@ -388,9 +389,11 @@ Progress and banger's own messages go to stderr; stdout carries only the command
 
     // Users, lifecycle commands and forwarded ports (a devcontainer.json, or an image's User).
     let forwards: Forward[] = [];
+    // Asked once: the setup's ssh and the command's reach the same running VM.
+    let details: VmSshResult | undefined;
     const script = setupScript([dc?.containerUser, dc?.remoteUser], defaults.user, workspace?.guest_path);
     if (script !== undefined || (dc && (dc.lifecycle.length > 0 || dc.forwardPorts.length > 0))) {
-      const details = await this.client.vm.ssh({ name });
+      details = await this.client.vm.ssh({ name });
       const run = sshLineRunner(details, { signal: guard.signal });
       const out = (t: string): void => void err.write(`${t}\n`);
       try {
@@ -446,7 +449,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       return result;
     }
 
-    const details = await this.client.vm.ssh({ name });
+    details ??= await this.client.vm.ssh({ name });
     const interactive = command.length === 0 || o.entry;
     const tty = interactive && process.stdin.isTTY === true && process.stdout.isTTY === true;
     const sshArgv = guestSshArgv(details, { command, cwd, env: defaults.env, user: defaults.user, tty });
