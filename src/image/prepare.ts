@@ -5,7 +5,7 @@
 // makeBootable (OCI images) and derived builds (image build --from) both go through runPrepare.
 // No root is needed: QEMU writes the disk, and the guest's own package manager runs as the
 // guest's root.
-import { chmod, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -147,6 +147,41 @@ export async function assertPrepareCapable(initrdPath: string): Promise<void> {
 }
 
 /** Boot the prepare VM on o.disk and wait for prepare.sh's exit; throws PrepareError unless 0. */
+/** Where runPrepare keeps its QEMU pidfile and QMP socket (short: socket paths are limited). */
+const PREP_TMP_PREFIX = 'banger-prep-';
+
+/**
+ * Remove prepare-VM scratch dirs (`$TMPDIR/banger-prep-*`) left by a daemon that died mid-prepare:
+ * only this uid's, and only when the QEMU named by its pidfile is gone (the VMM itself is killed by
+ * the start-up orphan sweep, which finds it by the state dir its argv names; a dir without a pidfile
+ * is left for a minute, it may be a prepare that is starting). Returns what it removed.
+ */
+export async function sweepPrepareTmp(dir = tmpdir(), uid = process.getuid?.() ?? 0): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!name.startsWith(PREP_TMP_PREFIX)) continue;
+    const path = join(dir, name);
+    const st = await stat(path).catch(() => undefined);
+    if (!st?.isDirectory() || st.uid !== uid) continue;
+    const pid = Number((await readFile(join(path, 'qemu.pid'), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) continue;
+    // No pidfile yet may mean a prepare of another daemon of this uid that is just starting QEMU.
+    if (pid === 0 && Date.now() - st.mtimeMs < 60_000) continue;
+    await rm(path, { recursive: true, force: true });
+    removed.push(path);
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult> {
   const t0 = performance.now();
   await mkdir(o.workDir, { recursive: true });
@@ -157,7 +192,7 @@ export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult
   await buildPrepDisk(o, prepDisk);
   const accel = o.accel ?? (await probeAccel({ config: 'auto', kernel: o.kernelPath })).accel;
   // QEMU's pidfile and QMP socket: a short path (socket paths are limited to 107 bytes).
-  const vmDir = await mkdtemp(join(tmpdir(), 'banger-prep-'));
+  const vmDir = await mkdtemp(join(tmpdir(), PREP_TMP_PREFIX));
   const n = PREP_NET;
   // Reserved like a VM's, so a VM create running meanwhile cannot be handed the same port.
   const sshHostPort = await reservePort();

@@ -46,6 +46,7 @@ import {
   type StageDetail,
 } from '../../image/builder.ts';
 import { IMAGE_FILES } from '../../image/manifest.ts';
+import { sweepPrepareTmp } from '../../image/prepare.ts';
 import { DEFAULT_IMAGE_NAME } from '../../image/names.ts';
 import type { Logger } from '../../log/logger.ts';
 import { type RpcContext, mintOpId, withOpId } from '../../rpc/context.ts';
@@ -794,6 +795,7 @@ export class ImageServiceImpl implements ImageService {
     const removed = [
       ...(await sweepStaging(this.imagesDir)),
       ...(await sweepStaging(join(this.stateDir, 'kernels'))),
+      ...(await sweepPrepareTmp()),
     ];
     if (removed.length > 0) this.log.info({ removed }, 'removed leftovers of interrupted image work');
   }
