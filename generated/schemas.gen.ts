@@ -1783,6 +1783,52 @@ export const RESULT_SCHEMAS = {
           },
         },
       },
+      host: {
+        type: 'object',
+        description:
+          'The machine the daemon runs on: its capacity and what its VMs have claimed (`vm create --context auto` compares these across contexts).',
+        additionalProperties: false,
+        required: [
+          'hostname',
+          'cpus',
+          'memory_total_mib',
+          'memory_available_mib',
+          'committed_vcpus',
+          'committed_memory_mib',
+        ],
+        properties: {
+          hostname: {
+            type: 'string',
+            description: "The host's name.",
+          },
+          cpus: {
+            type: 'integer',
+            minimum: 0,
+            description: 'CPUs the daemon may use.',
+          },
+          memory_total_mib: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Physical memory, MiB.',
+          },
+          memory_available_mib: {
+            type: 'integer',
+            minimum: 0,
+            description: "Memory available now (the kernel's MemAvailable), MiB.",
+          },
+          committed_vcpus: {
+            type: 'integer',
+            minimum: 0,
+            description:
+              "vCPUs of this daemon's VMs that hold memory (running, starting, paused in memory...).",
+          },
+          committed_memory_mib: {
+            type: 'integer',
+            minimum: 0,
+            description: 'Guest memory of those VMs, MiB.',
+          },
+        },
+      },
       engine: {
         type: 'object',
         description: 'The VM engine new VMs would use; absent when none is usable.',

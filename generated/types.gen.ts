@@ -138,6 +138,35 @@ export interface DaemonStatusResult {
     error?: string;
   };
   /**
+   * The machine the daemon runs on: its capacity and what its VMs have claimed (`vm create --context auto` compares these across contexts).
+   */
+  host?: {
+    /**
+     * The host's name.
+     */
+    hostname: string;
+    /**
+     * CPUs the daemon may use.
+     */
+    cpus: number;
+    /**
+     * Physical memory, MiB.
+     */
+    memory_total_mib: number;
+    /**
+     * Memory available now (the kernel's MemAvailable), MiB.
+     */
+    memory_available_mib: number;
+    /**
+     * vCPUs of this daemon's VMs that hold memory (running, starting, paused in memory...).
+     */
+    committed_vcpus: number;
+    /**
+     * Guest memory of those VMs, MiB.
+     */
+    committed_memory_mib: number;
+  };
+  /**
    * The VM engine new VMs would use; absent when none is usable.
    */
   engine?: {

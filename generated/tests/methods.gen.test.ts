@@ -114,6 +114,14 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
           version: '0.1.0',
           uid: 0,
         },
+        host: {
+          hostname: 'build-01',
+          cpus: 16,
+          memory_total_mib: 64215,
+          memory_available_mib: 51022,
+          committed_vcpus: 4,
+          committed_memory_mib: 4096,
+        },
         engine: {
           driver: 'qemu',
           accel: 'kvm',

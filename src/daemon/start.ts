@@ -31,7 +31,7 @@ import { DnsServer } from './dns.ts';
 import { VmNetwork } from '../vm/network.ts';
 import { WarmService } from './warm.ts';
 import { OperationRegistry, type OperationSink } from '../ops/operations.ts';
-import { DaemonServiceImpl } from './services/daemon.ts';
+import { DaemonServiceImpl, vmCommitment } from './services/daemon.ts';
 import { ImageServiceImpl } from './services/image.ts';
 import type { BootableFn } from './services/image-bootable.ts';
 import { OciImageService } from './services/image-oci.ts';
@@ -313,7 +313,13 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const daemon = new Daemon(log, {
     ...rootMethods(() => void stop('shutdown rpc')),
     daemon: new DaemonServiceImpl(
-      { socket: opts.socket, stateDir: opts.stateDir, startedAt, engine: () => engine.status() },
+      {
+        socket: opts.socket,
+        stateDir: opts.stateDir,
+        startedAt,
+        engine: () => engine.status(),
+        commitment: () => vmCommitment(store.vms.list()),
+      },
       helper,
       ops,
     ),

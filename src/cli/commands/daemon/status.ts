@@ -1,6 +1,6 @@
 import type { DaemonStatusResult } from '../../../../generated/types.gen.ts';
 import { BangerCommand } from '../../base.ts';
-import { formatDuration } from '../../format.ts';
+import { formatDuration, formatMiB } from '../../format.ts';
 
 export default class DaemonStatus extends BangerCommand {
   static override summary = "Show the daemon's health: version, uptime, root helper, engine.";
@@ -23,6 +23,12 @@ the same op id, so a failure here can be followed through both logs.`;
     this.say(`socket    ${s.socket}`);
     this.say(`state     ${s.state_dir}`);
     this.say(`helper    ${helper}`);
+    if (s.host) {
+      const h = s.host;
+      this.say(
+        `host      ${h.hostname}: ${h.cpus} CPUs, ${formatMiB(h.memory_total_mib)} memory (${formatMiB(h.memory_available_mib)} available); VMs hold ${h.committed_vcpus} vCPUs, ${formatMiB(h.committed_memory_mib)}`,
+      );
+    }
     if (s.engine) {
       // `probing` is said as such; an absent accel (no VM started yet) still says why.
       const e = s.engine;
