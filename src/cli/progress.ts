@@ -220,6 +220,11 @@ export interface WatchOptions {
   title: string;
   /** Called on the first Ctrl-C; the watch then goes on until the operation ends (canceled). */
   cancel?: () => Promise<unknown>;
+  /**
+   * Another way to interrupt, as a first Ctrl-C does (cancel, then wait for the end): e.g. the
+   * caller's SIGTERM. Aborted already means at once.
+   */
+  abort?: AbortSignal;
   /** Poll interval (default 50 ms: a cheap local RPC, and a warm create is done in about a second). */
   intervalMs?: number;
   stream?: ProgressStream;
@@ -275,12 +280,7 @@ export async function watchOperation<T extends { operation: Operation }>(
     if (mode === 'tty') stream.write('\x1b[?25h');
   };
   const onExit = (): void => showCursor();
-  const onSigint = (): void => {
-    if (interrupted) {
-      showCursor();
-      stream.write('\nstopped waiting; the operation may still be running\n');
-      process.exit(EXIT_INTERRUPTED);
-    }
+  const interrupt = (): void => {
     interrupted = true;
     if (opts.cancel) {
       notice = 'canceling… (Ctrl-C again to stop waiting)';
@@ -297,8 +297,21 @@ export async function watchOperation<T extends { operation: Operation }>(
     wake?.();
   };
 
+  const onSigint = (): void => {
+    if (interrupted) {
+      showCursor();
+      stream.write('\nstopped waiting; the operation may still be running\n');
+      process.exit(EXIT_INTERRUPTED);
+    }
+    interrupt();
+  };
+  const onAbort = (): void => {
+    if (!interrupted) interrupt();
+  };
   process.on('SIGINT', onSigint);
   process.on('exit', onExit);
+  if (opts.abort?.aborted) onAbort();
+  else opts.abort?.addEventListener('abort', onAbort);
   if (mode === 'tty') {
     stream.write('\x1b[?25l');
     ticker = setInterval(() => draw(Date.now()), 100);
@@ -333,6 +346,7 @@ export async function watchOperation<T extends { operation: Operation }>(
     if (ticker) clearInterval(ticker);
     process.off('SIGINT', onSigint);
     process.off('exit', onExit);
+    opts.abort?.removeEventListener('abort', onAbort);
     showCursor();
   }
   const out: Watched<T> = { last, interrupted };

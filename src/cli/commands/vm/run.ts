@@ -10,6 +10,7 @@ import type {
   Workspace,
 } from '../../../../generated/types.gen.ts';
 import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
+import { opIdFromEnv } from '../../../slurm/op-env.ts';
 import { DEFAULT_GUEST_PATH } from '../../../vm/workspace.ts';
 import { inspectRepo } from '../../../vm/workspace-repo.ts';
 import { BangerCommand } from '../../base.ts';
@@ -55,7 +56,13 @@ import {
   type VmRunDetached,
   type VmRunDryRun,
 } from '../../run-plan.ts';
-import { failedCreateHint, failedStep, operationElapsed, watchOperation } from '../../progress.ts';
+import {
+  failedCreateHint,
+  failedStep,
+  operationElapsed,
+  watchOperation,
+  type Watched,
+} from '../../progress.ts';
 import { shellQuote, SshSpawnError } from '../../ssh-exec.ts';
 import { checkResourceName, checkVmName, usageError } from '../../vm-ref.ts';
 import { diskSizeFlag, memoryFlag } from './create.ts';
@@ -139,7 +146,16 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     }),
   };
 
+  /**
+   * The op id every call of this run carries, when the caller chose it (BANGER_OP_ID: banger slurm
+   * run puts the job's op id there, so the node's `op trace` finds the whole sandbox under it).
+   * Not the image pull's: that is an operation of its own and needs an id of its own.
+   */
+  private op: { opId?: string } = {};
+
   async run(): Promise<VmRunDryRun | VmRunDetached | undefined> {
+    const opId = opIdFromEnv();
+    if (opId !== undefined) this.op = { opId };
     const dd = this.argv.indexOf('--');
     const command = dd === -1 ? [] : this.argv.slice(dd + 1);
     if (dd !== -1) this.argv = this.argv.slice(0, dd);
@@ -206,7 +222,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       else params.image = (await this.pullImage(dc.image)).name;
     }
 
-    const plan = await this.client.vm.create.plan(params);
+    const plan = await this.client.vm.create.plan(params, this.op);
     const shownPlan = pull ? { ...plan, image: pull.name, image_ready: true } : plan;
     const image = pull ? undefined : await this.imageOf(plan.image);
     const cfg = image?.oci_config;
@@ -234,21 +250,38 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     // stderr is for people, with or without --json (which only shapes stdout).
     err.write(`${specLine(plan)}\n`);
 
-    // Create it under the planned name, so the name printed is the name made.
-    const begun = await this.client.vm.create.begin({
-      ...params,
-      name: plan.name,
-      ...(flags.cold ? { cold: true } : {}),
-    });
-    const name = begun.name;
-    const watched = await watchOperation(
-      () => this.client.vm.create.status({ operation_id: begun.operation_id }),
-      {
-        title: `Creating ${name}`,
-        cancel: () => this.client.vm.create.cancel({ operation_id: begun.operation_id }),
-        color: errColor,
-      },
-    );
+    // SIGTERM/SIGHUP from here on (Slurm's scancel, a closed terminal) cancel the create as
+    // Ctrl-C does, instead of killing banger and leaving the daemon to finish a VM nobody deletes.
+    const early = new SignalGuard(['SIGTERM', 'SIGHUP']);
+    let watched: Watched<VmCreateStatusResult>;
+    let name: string;
+    try {
+      // Create it under the planned name, so the name printed is the name made.
+      const begun = await this.client.vm.create.begin(
+        { ...params, name: plan.name, ...(flags.cold ? { cold: true } : {}) },
+        this.op,
+      );
+      name = begun.name;
+      watched = await watchOperation(
+        () => this.client.vm.create.status({ operation_id: begun.operation_id }),
+        {
+          title: `Creating ${name}`,
+          cancel: () => this.client.vm.create.cancel({ operation_id: begun.operation_id }, this.op),
+          color: errColor,
+          abort: early.signal,
+        },
+      );
+    } finally {
+      early.dispose();
+    }
+    const stopped = early.received;
+    if (stopped && watched.last.operation.state !== 'succeeded') {
+      err.write(
+        `create of ${name} ${watched.last.operation.state === 'canceled' ? 'canceled' : 'ended'} on ${stopped}; what it had done was undone (${watched.last.operation.id})\n`,
+      );
+      process.exitCode = signalExitCode(stopped);
+      return undefined;
+    }
     const vm = this.createdVm(watched.last, watched.interrupted, name);
     const fallback = warmFallback(watched.last.operation);
     if (fallback) err.write(`${paint(errColor, 'yellow', '!')} ${fallback}\n`);
@@ -256,8 +289,8 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       `${paint(errColor, 'green', '✓')} ${name} is running (${formatVmSpec(vm)}, ${formatVmNetwork(vm)}), created in ${formatDuration(operationElapsed(watched.last.operation, Date.now()))} (${formatBoot(vm)})\n`,
     );
     if (watched.interrupted) {
-      // Ctrl-C came too late to cancel the create: honour it now.
-      await this.finish(name, flags.rm, 'SIGINT');
+      // The signal came too late to cancel the create: honour it now.
+      await this.finish(name, flags.rm, stopped ?? 'SIGINT');
       return undefined;
     }
     // From here on the VM exists: a signal must not kill banger before --rm has deleted it.
@@ -393,7 +426,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     let details: VmSshResult | undefined;
     const script = setupScript([dc?.containerUser, dc?.remoteUser], defaults.user, workspace?.guest_path);
     if (script !== undefined || (dc && (dc.lifecycle.length > 0 || dc.forwardPorts.length > 0))) {
-      details = await this.client.vm.ssh({ name });
+      details = await this.client.vm.ssh({ name }, this.op);
       const run = sshLineRunner(details, { signal: guard.signal });
       const out = (t: string): void => void err.write(`${t}\n`);
       try {
@@ -431,7 +464,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     }
 
     if (flags.detach) {
-      const shown = (await this.client.vm.show({ name })).vm;
+      const shown = (await this.client.vm.show({ name }, this.op)).vm;
       this.say(`${name} is running${workspace ? ` with its workspace in ${workspace.guest_path}` : ''}`);
       this.say(`  run a command: ${this.config.bin} vm exec ${name} -- CMD`);
       this.say(`  open a shell:  ${this.config.bin} vm ssh ${name}`);
@@ -449,7 +482,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       return result;
     }
 
-    details ??= await this.client.vm.ssh({ name });
+    details ??= await this.client.vm.ssh({ name }, this.op);
     const interactive = command.length === 0 || o.entry;
     const tty = interactive && process.stdin.isTTY === true && process.stdout.isTTY === true;
     const sshArgv = guestSshArgv(details, { command, cwd, env: defaults.env, user: defaults.user, tty });
@@ -565,7 +598,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         ...(includeUntracked ? { include_untracked: true } : {}),
         mode,
       };
-      const r = await this.client.vm.workspace.prepare(params, { signal: guard.signal });
+      const r = await this.client.vm.workspace.prepare(params, { ...this.op, signal: guard.signal });
       err.write(
         `${paint(c, 'green', '✓')} workspace: ${describeWorkspace(r.workspace)} in ${formatDuration(Date.now() - t0)}\n`,
       );
@@ -606,7 +639,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     try {
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.client.vm.delete({ name });
+          await this.client.vm.delete({ name }, this.op);
           err.write(`deleted ${name}\n`);
           return;
         } catch (e) {
