@@ -12,6 +12,9 @@ PKGS=(qemu-system-x86 qemu-utils mmdebstrap debootstrap busybox-static socat e2f
 # apt-ftparchive for the fixtures' flat apt repository (test/fixtures/oci/prepare.sh); curl:
 # smoke image_devcontainer fetches the forwarded port from inside the test namespace.
 [ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps docker-registry skopeo apt-utils curl)
+# slurmctld, slurmd, munge (+ slurm-client: srun, squeue, scancel): smoke slurm.test.ts runs its own
+# two-node Slurm cluster in network namespaces (test/fixtures/slurm/cluster.ts).
+[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(slurmctld slurmd munge slurm-client)
 
 missing=()
 # npm fetches the pinned Node; it usually comes with the machine's Node, not as a Debian package.
@@ -30,6 +33,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null &&
     [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
+  # Same for the Slurm daemons: the test cluster runs its own, with its own config and munge key.
+  if [[ " ${missing[*]} " == *" slurmctld "* ]] && command -v systemctl >/dev/null &&
+    [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now slurmctld slurmd munge >/dev/null 2>&1 || true
   fi
 fi
 
