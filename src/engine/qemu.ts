@@ -10,6 +10,7 @@ import type {
   QemuLaunchPlan,
   ReattachOptions,
   StartOptions,
+  StateFileOptions,
   VmLaunchSpec,
   VmmDriver,
   VmmEvent,
@@ -22,6 +23,7 @@ import { EngineError } from './errors.ts';
 import { decodeQmpEvent, describeExit, EventHub, pollLiveness } from './events.ts';
 import { readHandles, writeHandles } from './handles.ts';
 import { loadState, saveState } from './migration.ts';
+import { QgaHold } from './qga-hold.ts';
 import { silentLogger, type EngineLogger } from './log.ts';
 import { hostProcFs, isSameLiveProcess, runsProgram, type ProcFs } from './proc.ts';
 import { ProcessWatch, readLogFrom, sleep, spawnDetached } from './process.ts';
@@ -257,6 +259,8 @@ export class QemuHandle implements VmmHandle {
   private lastShutdown: { guest: boolean; reason?: string } | undefined;
   private exitMemo: Promise<{ raw: ExitInfo; info: ExitInfo }> | undefined;
   private exitEvent: Extract<VmmEvent, { kind: 'exit' }> | undefined;
+  /** Keeps the guest agent's port connected while no QgaClient uses it (see qga-hold.ts). */
+  private qgaHold: QgaHold | undefined;
 
   constructor(
     record: HandleRecord,
@@ -274,6 +278,7 @@ export class QemuHandle implements VmmHandle {
     this.reconnectBaseMs = opts.reconnectBaseMs ?? 100;
     this.livenessMs = opts.livenessMs ?? 500;
     if (qmp) this.adoptQmp(qmp);
+    this.holdQga();
   }
 
   get id(): string {
@@ -360,13 +365,13 @@ export class QemuHandle implements VmmHandle {
     this.logger.info({ vm: this.id }, 'resume (cont)');
   }
 
-  async saveState(path: string): Promise<{ durationMs: number }> {
+  async saveState(path: string, opts: StateFileOptions = {}): Promise<{ durationMs: number }> {
     if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
     const qmp = await this.ensureQmp();
     // QEMU throttles a migration to 32 MiB/s by default (meant for a live migration sharing a
     // network link); this one goes to a local file while the guest is stopped: no limit.
     await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_MAX_BANDWIDTH });
-    const r = await saveState(qmp, path);
+    const r = await saveState(qmp, path, opts.ignoreShared ? { ignoreShared: true } : {});
     this.logger.info({ vm: this.id, path, ms: r.durationMs }, 'state saved');
     return r;
   }
@@ -376,11 +381,26 @@ export class QemuHandle implements VmmHandle {
     await qmp?.execute('migrate_cancel').catch(() => undefined);
   }
 
-  async loadState(path: string): Promise<{ durationMs: number }> {
+  async loadState(path: string, opts: StateFileOptions = {}): Promise<{ durationMs: number }> {
     if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
-    const r = await loadState(await this.ensureQmp(), path);
+    const r = await loadState(await this.ensureQmp(), path, opts.ignoreShared ? { ignoreShared: true } : {});
     this.logger.info({ vm: this.id, path, ms: r.durationMs }, 'state loaded');
     return r;
+  }
+
+  async replaceDiskTop(index: number, overlay: string): Promise<void> {
+    if (!this.isAlive()) throw new EngineError('not_running', `VM ${this.id} (pid ${this.pid}) is gone`);
+    // The drive ids qemu-argv gives (`disk<i>`); mode existing: banger made the overlay, with
+    // its backing file named, so QEMU writes no backing path of its own into it.
+    await (
+      await this.ensureQmp()
+    ).execute('blockdev-snapshot-sync', {
+      device: `disk${index}`,
+      'snapshot-file': overlay,
+      format: 'qcow2',
+      mode: 'existing',
+    });
+    this.logger.info({ vm: this.id, disk: index, overlay }, 'disk top replaced');
   }
 
   onEvent(listener: VmmEventListener): () => void {
@@ -391,6 +411,7 @@ export class QemuHandle implements VmmHandle {
       return () => {};
     }
     const off = this.hub.add(listener);
+    if (this.released) this.holdQga();
     this.released = false;
     this.startWatching();
     return off;
@@ -464,6 +485,7 @@ export class QemuHandle implements VmmHandle {
 
   async release(): Promise<void> {
     this.released = true;
+    this.dropQgaHold();
     this.hub.clear();
     this.stopWatching();
     this.closeQmp();
@@ -476,11 +498,22 @@ export class QemuHandle implements VmmHandle {
     if (this.exitEvent) return;
     const event = { kind: 'exit' as const, at: new Date().toISOString(), info };
     this.exitEvent = event;
+    this.dropQgaHold();
     this.stopWatching();
     this.closeQmp();
     this.logger.info({ vm: this.id, pid: this.pid, ...info }, 'qemu exited');
     this.hub.emit(event);
     this.hub.clear();
+  }
+
+  private holdQga(): void {
+    const path = this.record.files.qgaSocket;
+    if (path && !this.exitEvent && !this.qgaHold) this.qgaHold = QgaHold.start(path, this.logger);
+  }
+
+  private dropQgaHold(): void {
+    this.qgaHold?.stop();
+    this.qgaHold = undefined;
   }
 
   private noticeExit(): void {

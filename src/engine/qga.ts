@@ -9,10 +9,13 @@
 // Commands then go one at a time (the agent answers in order, and replies carry no id we rely on).
 //
 // QEMU serves one client per chardev: another connection is accepted by the kernel but nothing
-// reaches it until the first closes, so whoever holds a client must close() it.
+// reaches it until the first closes, so whoever holds a client must close() it. While no client
+// is open the VMM's handle keeps the port connected itself (QgaHold: an unconnected port makes
+// the guest's qemu-ga poll); connect() takes that connection over and close() hands it back.
 import { randomInt } from 'node:crypto';
 import { createConnection, type Socket } from 'node:net';
 import { EngineError, isEngineError } from './errors.ts';
+import { QgaHold } from './qga-hold.ts';
 import { silentLogger, type EngineLogger } from './log.ts';
 import { sleep } from './process.ts';
 import { isNotListening } from './qmp.ts';
@@ -78,11 +81,14 @@ export class QgaClient {
   /** Until a sync succeeds (and again after any timeout) the stream may hold stale replies. */
   private inSync = false;
   private isClosed = false;
+  /** The hold this client took the port from: given back once this client is closed. */
+  private readonly hold: QgaHold | undefined;
 
-  private constructor(path: string, socket: Socket, logger: EngineLogger) {
+  private constructor(path: string, socket: Socket, logger: EngineLogger, hold?: QgaHold) {
     this.path = path;
     this.socket = socket;
     this.logger = logger;
+    this.hold = hold;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('close', () =>
       this.shutdown(new EngineError('control_closed', `guest agent connection ${path} closed`)),
@@ -92,13 +98,31 @@ export class QgaClient {
 
   /** Connect, retrying while the socket is missing or refuses (QEMU still starting). */
   static async connect(path: string, opts: QgaConnectOptions): Promise<QgaClient> {
+    const logger = opts.logger ?? silentLogger;
+    const hold = QgaHold.of(path);
+    const held = hold?.take();
+    if (held) return new QgaClient(path, held, logger, hold);
+    try {
+      return await QgaClient.open(path, opts, logger, hold);
+    } catch (err) {
+      hold?.giveBack();
+      throw err;
+    }
+  }
+
+  private static async open(
+    path: string,
+    opts: QgaConnectOptions,
+    logger: EngineLogger,
+    hold: QgaHold | undefined,
+  ): Promise<QgaClient> {
     const deadline = Date.now() + opts.timeoutMs;
     let lastErr: unknown;
     for (;;) {
       opts.signal?.throwIfAborted();
       try {
         const socket = await openSocket(path, Math.max(1, deadline - Date.now()));
-        return new QgaClient(path, socket, opts.logger ?? silentLogger);
+        return new QgaClient(path, socket, logger, hold);
       } catch (err) {
         if (!isNotListening(err)) throw err;
         lastErr = err;
@@ -300,6 +324,12 @@ export class QgaClient {
     if (this.isClosed) return;
     this.isClosed = true;
     this.waiter?.reject(err);
+    // Hand the port back once QEMU has seen this connection go (its next client waits for that).
+    if (this.hold) {
+      const hold = this.hold;
+      if (this.socket.closed) hold.giveBack();
+      else this.socket.once('close', () => hold.giveBack());
+    }
   }
 
   private onData(chunk: Buffer): void {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EngineError } from '../../src/engine/errors.ts';
 import { QgaClient } from '../../src/engine/qga.ts';
+import { QgaHold } from '../../src/engine/qga-hold.ts';
 import { shortTempDir } from '../helpers/tmp.ts';
 
 interface Cmd {
@@ -333,5 +334,69 @@ describe('QgaClient.connect', () => {
     const pending = QgaClient.connect(missing, { timeoutMs: 10_000, signal: ac.signal });
     setTimeout(() => ac.abort(new Error('vm deleted')), 100);
     await expect(pending).rejects.toThrow('vm deleted');
+  });
+});
+
+describe('QgaHold', () => {
+  const until = async (cond: () => boolean, ms = 2_000): Promise<void> => {
+    const deadline = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error('condition not met in time');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const open = (): Socket[] => fake.clients.filter((s) => !s.destroyed && !s.readableEnded);
+
+  it('keeps the port connected, lends that connection to a client and connects again after it', async () => {
+    const hold = QgaHold.start(fake.path);
+    try {
+      await until(() => hold.holding);
+      expect(fake.clients).toHaveLength(1);
+      const c = await connect();
+      expect(hold.holding).toBe(false);
+      await c.ping();
+      // The client talked over the held connection: QEMU (here the fake) saw no second one.
+      expect(fake.clients).toHaveLength(1);
+      c.close();
+      await until(() => hold.holding);
+      expect(fake.clients).toHaveLength(2);
+      await until(() => open().length === 1);
+    } finally {
+      hold.stop();
+    }
+    await until(() => open().length === 0);
+    expect(QgaHold.of(fake.path)).toBeUndefined();
+  });
+
+  it('lets a client connect on its own while the hold is not connected, and holds again after', async () => {
+    await fake.close();
+    const hold = QgaHold.start(fake.path);
+    try {
+      fake = new FakeQga(fake.path);
+      await fake.listen();
+      const c = await connect(); // the hold is backing off: the client makes its own connection
+      await c.ping();
+      expect(hold.holding).toBe(false);
+      c.close();
+      await until(() => hold.holding);
+      expect(fake.clients).toHaveLength(2);
+    } finally {
+      hold.stop();
+    }
+  });
+
+  it('drops what the agent writes while nobody uses the port; the next client still syncs', async () => {
+    const hold = QgaHold.start(fake.path);
+    try {
+      await until(() => hold.holding);
+      fake.clients[0]!.write('{"return": {"stale": true}}\n');
+      fake.staleBeforeSync = '{"return": 7}\n';
+      const c = await connect();
+      fake.handler = () => ({ return: { fresh: true } });
+      await expect(c.execute('guest-info')).resolves.toEqual({ fresh: true });
+      c.close();
+    } finally {
+      hold.stop();
+    }
   });
 });
