@@ -30,7 +30,7 @@ export type NetSpec =
 
 /**
  * Guest RAM in a file (`memory-backend-file`) instead of anonymous memory: how warm templates
- * share their RAM with their clones (docs/warm-start.md).
+ * share their RAM with their clones (docs/snapshots.md).
  */
 export interface GuestMemorySpec {
   /** Absolute path of the RAM file; QEMU creates it (sparse) when missing. */
@@ -40,6 +40,19 @@ export interface GuestMemorySpec {
    * MAP_PRIVATE, reads share the file's page cache and writes stay private to this VMM (a clone).
    */
   share: boolean;
+  /**
+   * The RAM backend's QOM id (default MEMORY_BACKEND_ID, `mem`). A fork maps a RAM file made
+   * from a VM that ran with anonymous RAM: its RAM block is then named after the machine's
+   * default RAM id (`microvm.ram`), and a state carrying that RAM only loads into a block of
+   * that name (src/vm/fork.ts).
+   */
+  backendId?: string;
+  /**
+   * Keep the free-page-reporting balloon, which VMs with anonymous RAM have: a fork of such a
+   * VM restores its device state, so its device list must be the same (default: none with RAM
+   * in a file; docs/fork.md says why that is safe only with the guest's driver unbound).
+   */
+  balloon?: boolean;
 }
 
 export interface VmLaunchSpec {
@@ -256,14 +269,20 @@ export interface VmmHandle {
    * file, src/engine/migration.ts). The guest stays stopped: the caller continues it (resume())
    * or ends the VMM. On failure the partial file is removed. Absent where the VMM cannot.
    */
-  saveState?(path: string): Promise<{ durationMs: number }>;
+  saveState?(path: string, opts?: StateFileOptions): Promise<{ durationMs: number }>;
   /** Abandon a save in flight (QEMU `migrate_cancel`); the guest stays stopped. Never throws. */
   cancelSave?(): Promise<void>;
   /**
    * Load a state saveState wrote into a VMM started with `incoming: 'defer'`; the guest is then
    * paused (resume() runs it).
    */
-  loadState?(path: string): Promise<{ durationMs: number }>;
+  loadState?(path: string, opts?: StateFileOptions): Promise<{ durationMs: number }>;
+  /**
+   * Make `overlay` (an existing qcow2 whose backing file is the current top of disk `index`)
+   * the disk's new top while the VMM runs: writes go there from then on and the old top is only
+   * read (QEMU: blockdev-snapshot-sync, mode existing). A fork freezes a running VM's disk so.
+   */
+  replaceDiskTop?(index: number, overlay: string): Promise<void>;
   /**
    * Subscribe to the VMM's events for as long as the handle lives (until release(), or the
    * `exit` event). Events that happened before subscribing are not replayed: read
@@ -289,6 +308,15 @@ export interface VmmHandle {
    * shutdown). Nothing of the handle keeps the process alive afterwards.
    */
   release(): Promise<void>;
+}
+
+/** How a state file is written or read. */
+export interface StateFileOptions {
+  /**
+   * Guest RAM is a file that holds it (spec.memory): skip it (x-ignore-shared), so the state
+   * file holds only the device state; the loading VMM maps the same file.
+   */
+  ignoreShared?: boolean;
 }
 
 export interface ReattachOptions {

@@ -9,6 +9,7 @@ import type {
   LaunchPlan,
   ReattachOptions,
   StartOptions,
+  StateFileOptions,
   VmLaunchSpec,
   VmmDriver,
   VmmEvent,
@@ -34,6 +35,7 @@ export type FakeOpName =
   | 'saveState'
   | 'cancelSave'
   | 'loadState'
+  | 'replaceDiskTop'
   | 'shutdownGraceful'
   | 'kill'
   | 'waitExit'
@@ -72,6 +74,10 @@ interface FakeVm {
   onResume: 'run' | 'io-error';
   /** The event hubs of this VM's live handles (a released handle leaves). */
   hubs: Set<EventHub>;
+  /** What QEMU checks when loading a state: vCPUs, RAM size, disks, RAM block name. */
+  layout: string;
+  /** Disk index → the file its top is now (replaceDiskTop), for tests. */
+  diskTops: Map<number, string>;
   /** The last block_io_error, replayed by resume() when onResume is 'io-error'. */
   lastIoError?: Extract<VmmEvent, { kind: 'block_io_error' }>;
 }
@@ -268,6 +274,13 @@ export class FakeVmmDriver implements VmmDriver {
       onPowerdown: 'clean',
       onResume: 'run',
       hubs: new Set(),
+      layout: JSON.stringify([
+        plan.spec.vcpus,
+        plan.spec.memoryMiB,
+        plan.spec.disks.length,
+        plan.spec.memory?.backendId ?? (plan.spec.memory ? 'mem' : 'default'),
+      ]),
+      diskTops: new Map(),
     };
     if (vm.status === 'paused') vm.reason = 'inmigrate';
     this.host.vms.set(vm.vmDir, vm);
@@ -339,11 +352,19 @@ export class FakeVmmHandle implements VmmHandle {
    * Like QEMU's migrate to a file: the guest stops (paused, 'postmigrate') and `path` gets the
    * VM's id and the launch's argv hash (loadState checks them). Fails when armed (failOn).
    */
-  async saveState(path: string): Promise<{ durationMs: number }> {
+  async saveState(path: string, opts: StateFileOptions = {}): Promise<{ durationMs: number }> {
     if (this.vm.status === 'gone') throw new EngineError('not_running', `VM ${this.id} is gone`);
     if (this.vm.status === 'running') this.fake.host.emit(this.id, { kind: 'stop' });
-    this.fake.record('saveState', this.id, { path });
-    writeFileSync(path, JSON.stringify({ fakeState: this.id, argvHash: this.vm.record.argvHash }));
+    this.fake.record('saveState', this.id, { path, ...opts });
+    writeFileSync(
+      path,
+      JSON.stringify({
+        fakeState: this.id,
+        argvHash: this.vm.record.argvHash,
+        layout: this.vm.layout,
+        ignoreShared: opts.ignoreShared === true,
+      }),
+    );
     this.fake.host.setStatus(this.id, 'paused', 'postmigrate');
     return { durationMs: 1 };
   }
@@ -352,14 +373,30 @@ export class FakeVmmHandle implements VmmHandle {
     this.fake.record('cancelSave', this.id);
   }
 
-  /** Reads a file saveState wrote; refuses one of another VM (QEMU would fail the load). */
-  async loadState(path: string): Promise<{ durationMs: number }> {
-    this.fake.record('loadState', this.id, { path });
-    const saved = JSON.parse(readFileSync(path, 'utf8')) as { fakeState?: string };
-    if (saved.fakeState !== this.id)
+  /**
+   * Reads a file saveState wrote; refuses one of a VMM laid out differently (vCPUs, RAM, disks,
+   * RAM block name: QEMU would fail the load), and one saved without its RAM unless this load
+   * maps the RAM file too (ignoreShared), as QEMU would.
+   */
+  async loadState(path: string, opts: StateFileOptions = {}): Promise<{ durationMs: number }> {
+    this.fake.record('loadState', this.id, { path, ...opts });
+    const saved = JSON.parse(readFileSync(path, 'utf8')) as {
+      fakeState?: string;
+      layout?: string;
+      ignoreShared?: boolean;
+    };
+    if (saved.fakeState !== this.id && saved.layout !== this.vm.layout)
       throw new EngineError('start_failed', `restoring VM state failed: state of ${saved.fakeState}`);
+    if (saved.ignoreShared === true && opts.ignoreShared !== true)
+      throw new EngineError('start_failed', 'restoring VM state failed: its RAM is not in the state');
     this.fake.host.setStatus(this.id, 'paused', 'paused');
     return { durationMs: 1 };
+  }
+
+  async replaceDiskTop(index: number, overlay: string): Promise<void> {
+    if (this.vm.status === 'gone') throw new EngineError('not_running', `VM ${this.id} is gone`);
+    this.fake.record('replaceDiskTop', this.id, { index, overlay });
+    this.vm.diskTops.set(index, overlay);
   }
 
   /** Not recorded in the transcript: a subscription, not an operation on the VMM. */

@@ -12,6 +12,7 @@ export type {
   QemuLaunchPlan,
   ReattachOptions,
   StartOptions,
+  StateFileOptions,
   VmLaunchSpec,
   VmmApiRequest,
   VmmDriver,

@@ -89,7 +89,10 @@ export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): s
   const tscKhz = spec.tscKhz ?? opts.hostTscKhz ?? null;
   const o = qemuOptValue;
 
-  const machine = spec.memory !== undefined ? `microvm,memory-backend=${MEMORY_BACKEND_ID}` : 'microvm';
+  const backendId = spec.memory?.backendId ?? MEMORY_BACKEND_ID;
+  if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(backendId))
+    throw new EngineError('invalid_spec', `memory.backendId ${JSON.stringify(backendId)} is not a QOM id`);
+  const machine = spec.memory !== undefined ? `microvm,memory-backend=${backendId}` : 'microvm';
   const argv: string[] = ['-name', `guest=${o(spec.id)}`, '-M', machine];
   if (spec.accel === 'kvm') {
     // PVM-style hosts abort on MSR 0x10a with plain `-cpu host`.
@@ -114,7 +117,7 @@ export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): s
     const m = spec.memory;
     argv.push(
       '-object',
-      `memory-backend-file,id=${MEMORY_BACKEND_ID},size=${spec.memoryMiB}M,mem-path=${o(m.backendFile)},share=${m.share ? 'on' : 'off'}`,
+      `memory-backend-file,id=${backendId},size=${spec.memoryMiB}M,mem-path=${o(m.backendFile)},share=${m.share ? 'on' : 'off'}`,
     );
   }
   argv.push('-kernel', spec.kernel);
@@ -152,13 +155,14 @@ export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): s
     argv.push('-device', `virtserialport,chardev=qga,name=${QGA_PORT_NAME}`);
   }
 
-  if (spec.memory === undefined) {
+  if (spec.memory === undefined || spec.memory.balloon === true) {
     // Free page reporting: the guest's virtio_balloon driver hands free 2 MiB blocks back and
     // QEMU drops them, so a burst of guest memory use does not stay resident in the VMM for
     // good (a 600 MiB allocation: Rss 998 → 418 MiB within 15 s, docs/bench.md). Never with RAM
     // in a file: QEMU 7.2 discards a private (share=off) file mapping's pages by punching holes
     // in the file, which is the template's RAM that every other clone reads. Last device, so the
-    // others keep their virtio-mmio slots.
+    // others keep their virtio-mmio slots. A fork of a VM that had it keeps it (memory.balloon:
+    // its device state has one), with the guest's driver unbound (src/vm/fork.ts).
     argv.push('-device', BALLOON_DEVICE);
   }
   argv.push('-no-reboot');
