@@ -58,6 +58,14 @@ import type {
   PrivCreateTapResult,
   PrivDeleteTapParams,
   PrivDeleteTapResult,
+  PrivEgressAllowParams,
+  PrivEgressAllowResult,
+  PrivEgressApplyParams,
+  PrivEgressApplyResult,
+  PrivEgressEventsParams,
+  PrivEgressEventsResult,
+  PrivEgressRemoveParams,
+  PrivEgressRemoveResult,
   PrivEnsureBridgeParams,
   PrivEnsureBridgeResult,
   PrivEnsureNatParams,
@@ -209,6 +217,18 @@ export type PrivCreateTapErrorCode = ErrorCodeOf<'priv.create_tap'>;
 
 /** The codes `priv.delete_tap` may reject with. */
 export type PrivDeleteTapErrorCode = ErrorCodeOf<'priv.delete_tap'>;
+
+/** The codes `priv.egress_allow` may reject with. */
+export type PrivEgressAllowErrorCode = ErrorCodeOf<'priv.egress_allow'>;
+
+/** The codes `priv.egress_apply` may reject with. */
+export type PrivEgressApplyErrorCode = ErrorCodeOf<'priv.egress_apply'>;
+
+/** The codes `priv.egress_events` may reject with. */
+export type PrivEgressEventsErrorCode = ErrorCodeOf<'priv.egress_events'>;
+
+/** The codes `priv.egress_remove` may reject with. */
+export type PrivEgressRemoveErrorCode = ErrorCodeOf<'priv.egress_remove'>;
 
 /** The codes `priv.ensure_bridge` may reject with. */
 export type PrivEnsureBridgeErrorCode = ErrorCodeOf<'priv.ensure_bridge'>;
@@ -944,6 +964,46 @@ export interface PrivApi {
    */
   delete_tap(params: PrivDeleteTapParams, options?: CallOptionsLike): Promise<PrivDeleteTapResult>;
   /**
+   * Allow a bridged VM to reach addresses its resolver answers gave it, for a while.
+   *
+   * Adds the addresses (with a port when the rule has one) to the tap's sets in `table inet banger_egress` with a timeout (`ttl_s`, raised to 30 s at least, 86400 at most); an address already there gets the new timeout. The tap must have an egress chain (`priv.egress_apply`).
+   *
+   * Wire method: `priv.egress_allow`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egress_allow(params: PrivEgressAllowParams, options?: CallOptionsLike): Promise<PrivEgressAllowResult>;
+  /**
+   * Create or replace a bridged VM's egress chains (nftables, per tap).
+   *
+   * Idempotent; one atomic batch. In `table netdev banger_egress` a chain on the tap's ingress drops frames whose source is not `guest_ip` (IPv4 and ARP), every ethertype but IPv4 and ARP, and new connections to other addresses of the pool (other guests) unless a CIDR allows them. In `table inet banger_egress` a chain `vm_<tap>`, jumped to from the `forward` and `input` hooks for the guest's address on the bridge, accepts established traffic, `resolver` (udp and tcp), `proxy` (tcp), the CIDRs (with their port, tcp and udp) and the addresses in the tap's sets (`priv.egress_allow`); DNS (53, 853) to anything else and everything else is logged (`banger-egress <tap> `) and rejected (TCP reset, else ICMP admin-prohibited). The sets are emptied. Mode `all` removes the chains (as `priv.egress_remove`); mode `none` takes no CIDRs.
+   *
+   * Wire method: `priv.egress_apply`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egress_apply(params: PrivEgressApplyParams, options?: CallOptionsLike): Promise<PrivEgressApplyResult>;
+  /**
+   * Connections the egress chains rejected, from the kernel log.
+   *
+   * The helper follows `/dev/kmsg` and keeps the last 1000 lines logged with the prefix `banger-egress <tap> `. Returns those after `cursor` (0: all kept) and the cursor to pass next; `dropped` says events were lost between the two calls. `error` says why the kernel log cannot be read (then nothing is ever returned). In a network namespace other than the initial one the kernel logs nothing unless `net.netfilter.nf_log_all_netns=1` is set in the initial one.
+   *
+   * Wire method: `priv.egress_events`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egress_events(params: PrivEgressEventsParams, options?: CallOptionsLike): Promise<PrivEgressEventsResult>;
+  /**
+   * Remove a bridged VM's egress chains and sets; none is fine.
+   *
+   * Idempotent: removes the tap's dispatch rules, chain and sets from `table inet banger_egress` and its ingress chain from `table netdev banger_egress`.
+   *
+   * Wire method: `priv.egress_remove`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egress_remove(params: PrivEgressRemoveParams, options?: CallOptionsLike): Promise<PrivEgressRemoveResult>;
+  /**
    * Ensure banger's bridge exists, is up and carries the gateway address.
    *
    * Idempotent. Creates the bridge if missing, sets exactly the given IPv4 interface address (the gateway guests use; it must lie inside the helper's configured pool, prefix /16 to /29) and brings it up. A link of that name that is not a bridge is refused, never replaced. With `dns_port`, also ensures the DNS redirect rules (comment `banger dns <bridge>`) in table `ip banger`.
@@ -1206,6 +1266,14 @@ export class HelperClient {
         invoke<PrivCreateTapResult>(transport, 'priv.create_tap', params, options),
       delete_tap: (params, options) =>
         invoke<PrivDeleteTapResult>(transport, 'priv.delete_tap', params, options),
+      egress_allow: (params, options) =>
+        invoke<PrivEgressAllowResult>(transport, 'priv.egress_allow', params, options),
+      egress_apply: (params, options) =>
+        invoke<PrivEgressApplyResult>(transport, 'priv.egress_apply', params, options),
+      egress_events: (params, options) =>
+        invoke<PrivEgressEventsResult>(transport, 'priv.egress_events', params, options),
+      egress_remove: (params, options) =>
+        invoke<PrivEgressRemoveResult>(transport, 'priv.egress_remove', params, options),
       ensure_bridge: (params, options) =>
         invoke<PrivEnsureBridgeResult>(transport, 'priv.ensure_bridge', params, options),
       ensure_nat: (params, options) =>

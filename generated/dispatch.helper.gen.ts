@@ -18,6 +18,18 @@ export const helperHandlers: { readonly [M in HelperMethodName]: Handler<HelperH
   'priv.delete_tap': paramHandler(helperParamValidators['priv.delete_tap'], (h, p, ctx) =>
     h.services.priv.deleteTap(p, ctx),
   ),
+  'priv.egress_allow': paramHandler(helperParamValidators['priv.egress_allow'], (h, p, ctx) =>
+    h.services.priv.egressAllow(p, ctx),
+  ),
+  'priv.egress_apply': paramHandler(helperParamValidators['priv.egress_apply'], (h, p, ctx) =>
+    h.services.priv.egressApply(p, ctx),
+  ),
+  'priv.egress_events': paramHandler(helperParamValidators['priv.egress_events'], (h, p, ctx) =>
+    h.services.priv.egressEvents(p, ctx),
+  ),
+  'priv.egress_remove': paramHandler(helperParamValidators['priv.egress_remove'], (h, p, ctx) =>
+    h.services.priv.egressRemove(p, ctx),
+  ),
   'priv.ensure_bridge': paramHandler(helperParamValidators['priv.ensure_bridge'], (h, p, ctx) =>
     h.services.priv.ensureBridge(p, ctx),
   ),
@@ -40,6 +52,10 @@ export const helperDeclaredErrors: { readonly [M in HelperMethodName]: readonly 
   'priv.clear_resolver_routing': ['unauthorized'],
   'priv.create_tap': ['unauthorized'],
   'priv.delete_tap': ['unauthorized'],
+  'priv.egress_allow': ['unauthorized'],
+  'priv.egress_apply': ['unauthorized'],
+  'priv.egress_events': ['unauthorized'],
+  'priv.egress_remove': ['unauthorized'],
   'priv.ensure_bridge': ['unauthorized'],
   'priv.ensure_nat': ['unauthorized'],
   'priv.list_owned': ['unauthorized'],

@@ -57,6 +57,14 @@ import type {
   PrivCreateTapResult,
   PrivDeleteTapParams,
   PrivDeleteTapResult,
+  PrivEgressAllowParams,
+  PrivEgressAllowResult,
+  PrivEgressApplyParams,
+  PrivEgressApplyResult,
+  PrivEgressEventsParams,
+  PrivEgressEventsResult,
+  PrivEgressRemoveParams,
+  PrivEgressRemoveResult,
   PrivEnsureBridgeParams,
   PrivEnsureBridgeResult,
   PrivEnsureNatParams,
@@ -704,6 +712,46 @@ export interface PrivService {
    * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
    */
   deleteTap(params: PrivDeleteTapParams, ctx: RpcContext): Promise<PrivDeleteTapResult>;
+  /**
+   * Allow a bridged VM to reach addresses its resolver answers gave it, for a while.
+   *
+   * Adds the addresses (with a port when the rule has one) to the tap's sets in `table inet banger_egress` with a timeout (`ttl_s`, raised to 30 s at least, 86400 at most); an address already there gets the new timeout. The tap must have an egress chain (`priv.egress_apply`).
+   *
+   * Wire method: `priv.egress_allow`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egressAllow(params: PrivEgressAllowParams, ctx: RpcContext): Promise<PrivEgressAllowResult>;
+  /**
+   * Create or replace a bridged VM's egress chains (nftables, per tap).
+   *
+   * Idempotent; one atomic batch. In `table netdev banger_egress` a chain on the tap's ingress drops frames whose source is not `guest_ip` (IPv4 and ARP), every ethertype but IPv4 and ARP, and new connections to other addresses of the pool (other guests) unless a CIDR allows them. In `table inet banger_egress` a chain `vm_<tap>`, jumped to from the `forward` and `input` hooks for the guest's address on the bridge, accepts established traffic, `resolver` (udp and tcp), `proxy` (tcp), the CIDRs (with their port, tcp and udp) and the addresses in the tap's sets (`priv.egress_allow`); DNS (53, 853) to anything else and everything else is logged (`banger-egress <tap> `) and rejected (TCP reset, else ICMP admin-prohibited). The sets are emptied. Mode `all` removes the chains (as `priv.egress_remove`); mode `none` takes no CIDRs.
+   *
+   * Wire method: `priv.egress_apply`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egressApply(params: PrivEgressApplyParams, ctx: RpcContext): Promise<PrivEgressApplyResult>;
+  /**
+   * Connections the egress chains rejected, from the kernel log.
+   *
+   * The helper follows `/dev/kmsg` and keeps the last 1000 lines logged with the prefix `banger-egress <tap> `. Returns those after `cursor` (0: all kept) and the cursor to pass next; `dropped` says events were lost between the two calls. `error` says why the kernel log cannot be read (then nothing is ever returned). In a network namespace other than the initial one the kernel logs nothing unless `net.netfilter.nf_log_all_netns=1` is set in the initial one.
+   *
+   * Wire method: `priv.egress_events`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egressEvents(params: PrivEgressEventsParams, ctx: RpcContext): Promise<PrivEgressEventsResult>;
+  /**
+   * Remove a bridged VM's egress chains and sets; none is fine.
+   *
+   * Idempotent: removes the tap's dispatch rules, chain and sets from `table inet banger_egress` and its ingress chain from `table netdev banger_egress`.
+   *
+   * Wire method: `priv.egress_remove`.
+   * @since 0.1.0
+   * @throws `unauthorized`: The peer's credentials were rejected (root helper: only the daemon's uid and root are served).
+   */
+  egressRemove(params: PrivEgressRemoveParams, ctx: RpcContext): Promise<PrivEgressRemoveResult>;
   /**
    * Ensure banger's bridge exists, is up and carries the gateway address.
    *

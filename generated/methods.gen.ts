@@ -54,6 +54,14 @@ import type {
   PrivCreateTapResult,
   PrivDeleteTapParams,
   PrivDeleteTapResult,
+  PrivEgressAllowParams,
+  PrivEgressAllowResult,
+  PrivEgressApplyParams,
+  PrivEgressApplyResult,
+  PrivEgressEventsParams,
+  PrivEgressEventsResult,
+  PrivEgressRemoveParams,
+  PrivEgressRemoveResult,
   PrivEnsureBridgeParams,
   PrivEnsureBridgeResult,
   PrivEnsureNatParams,
@@ -346,6 +354,38 @@ export const METHODS = {
     dispatch: 'param',
     kind: 'unary',
     summary: "Delete a VM's tap; absent is fine.",
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.egress_allow': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Allow a bridged VM to reach addresses its resolver answers gave it, for a while.',
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.egress_apply': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Create or replace a bridged VM's egress chains (nftables, per tap).",
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.egress_events': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Connections the egress chains rejected, from the kernel log.',
+    errors: ['unauthorized'],
+    since: '0.1.0',
+  },
+  'priv.egress_remove': {
+    surface: 'helper',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Remove a bridged VM's egress chains and sets; none is fine.",
     errors: ['unauthorized'],
     since: '0.1.0',
   },
@@ -642,6 +682,10 @@ export type HelperMethodName =
   | 'priv.clear_resolver_routing'
   | 'priv.create_tap'
   | 'priv.delete_tap'
+  | 'priv.egress_allow'
+  | 'priv.egress_apply'
+  | 'priv.egress_events'
+  | 'priv.egress_remove'
   | 'priv.ensure_bridge'
   | 'priv.ensure_nat'
   | 'priv.list_owned'
@@ -707,6 +751,10 @@ export const HELPER_METHOD_NAMES: readonly HelperMethodName[] = [
   'priv.clear_resolver_routing',
   'priv.create_tap',
   'priv.delete_tap',
+  'priv.egress_allow',
+  'priv.egress_apply',
+  'priv.egress_events',
+  'priv.egress_remove',
   'priv.ensure_bridge',
   'priv.ensure_nat',
   'priv.list_owned',
@@ -798,6 +846,26 @@ export interface MethodMap {
   };
   'priv.create_tap': { params: PrivCreateTapParams; result: PrivCreateTapResult; errors: 'unauthorized' };
   'priv.delete_tap': { params: PrivDeleteTapParams; result: PrivDeleteTapResult; errors: 'unauthorized' };
+  'priv.egress_allow': {
+    params: PrivEgressAllowParams;
+    result: PrivEgressAllowResult;
+    errors: 'unauthorized';
+  };
+  'priv.egress_apply': {
+    params: PrivEgressApplyParams;
+    result: PrivEgressApplyResult;
+    errors: 'unauthorized';
+  };
+  'priv.egress_events': {
+    params: PrivEgressEventsParams;
+    result: PrivEgressEventsResult;
+    errors: 'unauthorized';
+  };
+  'priv.egress_remove': {
+    params: PrivEgressRemoveParams;
+    result: PrivEgressRemoveResult;
+    errors: 'unauthorized';
+  };
   'priv.ensure_bridge': {
     params: PrivEnsureBridgeParams;
     result: PrivEnsureBridgeResult;

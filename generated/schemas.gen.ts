@@ -1252,6 +1252,155 @@ export const PARAMS_SCHEMAS = {
       },
     },
   },
+  'priv.egress_allow': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'entries'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      entries: {
+        type: 'array',
+        minItems: 1,
+        maxItems: 64,
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['ip', 'ttl_s'],
+          properties: {
+            ip: {
+              type: 'string',
+              maxLength: 15,
+              description: 'A dotted IPv4 address.',
+            },
+            port: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 65535,
+            },
+            ttl_s: {
+              type: 'integer',
+              minimum: 0,
+              maximum: 4294967295,
+            },
+          },
+        },
+      },
+    },
+  },
+  'priv.egress_apply': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'guest_ip', 'bridge', 'mode', 'cidrs', 'resolver'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      guest_ip: {
+        type: 'string',
+        maxLength: 15,
+        description: 'A dotted IPv4 address.',
+      },
+      bridge: {
+        type: 'string',
+        pattern: '^br-banger[a-z0-9-]{0,6}$',
+        description:
+          'A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).',
+      },
+      mode: {
+        type: 'string',
+        enum: ['all', 'none', 'allow'],
+      },
+      cidrs: {
+        type: 'array',
+        maxItems: 256,
+        description: 'Destinations the policy allows by address.',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['cidr'],
+          properties: {
+            cidr: {
+              type: 'string',
+              maxLength: 18,
+              description: 'A.B.C.D/N with no host bits set.',
+            },
+            port: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 65535,
+            },
+          },
+        },
+      },
+      resolver: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['ip', 'port'],
+        description:
+          "bangerd's DNS listener for guests, as the guest's packets arrive (the bridge's port 53 is redirected to it).",
+        properties: {
+          ip: {
+            type: 'string',
+            maxLength: 15,
+            description: "An address of the helper's pool (the bridge's gateway).",
+          },
+          port: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+      proxy: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['ip', 'port'],
+        description: "banger's egress proxy for this bridge (tcp).",
+        properties: {
+          ip: {
+            type: 'string',
+            maxLength: 15,
+            description: "An address of the helper's pool (the bridge's gateway).",
+          },
+          port: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 65535,
+          },
+        },
+      },
+    },
+  },
+  'priv.egress_events': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['cursor'],
+    properties: {
+      cursor: {
+        type: 'integer',
+        minimum: 0,
+        maximum: 9007199254740991,
+      },
+    },
+  },
+  'priv.egress_remove': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+    },
+  },
   'priv.ensure_bridge': {
     type: 'object',
     additionalProperties: false,
@@ -2280,6 +2429,113 @@ export const RESULT_SCHEMAS = {
       },
     },
   },
+  'priv.egress_allow': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'added'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      added: {
+        type: 'integer',
+      },
+    },
+  },
+  'priv.egress_apply': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'mode', 'created', 'rules'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      mode: {
+        type: 'string',
+        enum: ['all', 'none', 'allow'],
+      },
+      created: {
+        type: 'boolean',
+        description: 'The tap had no egress chain before.',
+      },
+      rules: {
+        type: 'integer',
+        description: 'Rules written (0 for mode all).',
+      },
+    },
+  },
+  'priv.egress_events': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['events', 'cursor', 'dropped'],
+    properties: {
+      events: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['seq', 'time', 'tap', 'src', 'dst', 'proto'],
+          properties: {
+            seq: {
+              type: 'integer',
+            },
+            time: {
+              type: 'string',
+            },
+            tap: {
+              type: 'string',
+              pattern: '^bgt[0-9a-f]{12}$',
+              description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+            },
+            src: {
+              type: 'string',
+            },
+            dst: {
+              type: 'string',
+            },
+            proto: {
+              type: 'string',
+              description: 'tcp, udp, icmp, ... as the kernel logged it.',
+            },
+            sport: {
+              type: 'integer',
+            },
+            dport: {
+              type: 'integer',
+            },
+          },
+        },
+      },
+      cursor: {
+        type: 'integer',
+      },
+      dropped: {
+        type: 'boolean',
+      },
+      error: {
+        type: 'string',
+      },
+    },
+  },
+  'priv.egress_remove': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['tap', 'removed'],
+    properties: {
+      tap: {
+        type: 'string',
+        pattern: '^bgt[0-9a-f]{12}$',
+        description: 'A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).',
+      },
+      removed: {
+        type: 'boolean',
+      },
+    },
+  },
   'priv.ensure_bridge': {
     type: 'object',
     additionalProperties: false,
@@ -2417,6 +2673,27 @@ export const RESULT_SCHEMAS = {
           },
           detail: {
             type: 'string',
+          },
+        },
+      },
+      egress: {
+        type: 'array',
+        description: 'Taps with egress chains (`table inet banger_egress`, `table netdev banger_egress`).',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['tap', 'ingress'],
+          properties: {
+            tap: {
+              type: 'string',
+            },
+            guest_ip: {
+              type: 'string',
+            },
+            ingress: {
+              type: 'boolean',
+              description: "The tap's netdev ingress chain exists.",
+            },
           },
         },
       },

@@ -1061,6 +1061,162 @@ export interface PrivDeleteTapResult {
 }
 
 /**
+ * Params of `priv.egress_allow`.
+ */
+export interface PrivEgressAllowParams {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  /**
+   * @minItems 1
+   * @maxItems 64
+   */
+  entries: {
+    /**
+     * A dotted IPv4 address.
+     */
+    ip: string;
+    port?: number;
+    ttl_s: number;
+  }[];
+}
+
+/**
+ * Result of `priv.egress_allow`.
+ */
+export interface PrivEgressAllowResult {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  added: number;
+}
+
+/**
+ * Params of `priv.egress_apply`.
+ */
+export interface PrivEgressApplyParams {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  /**
+   * A dotted IPv4 address.
+   */
+  guest_ip: string;
+  /**
+   * A banger bridge: `br-banger` or that prefix plus up to six of [a-z0-9-] (15 bytes at most).
+   */
+  bridge: string;
+  mode: 'all' | 'none' | 'allow';
+  /**
+   * Destinations the policy allows by address.
+   *
+   * @maxItems 256
+   */
+  cidrs: {
+    /**
+     * A.B.C.D/N with no host bits set.
+     */
+    cidr: string;
+    port?: number;
+  }[];
+  /**
+   * bangerd's DNS listener for guests, as the guest's packets arrive (the bridge's port 53 is redirected to it).
+   */
+  resolver: {
+    /**
+     * An address of the helper's pool (the bridge's gateway).
+     */
+    ip: string;
+    port: number;
+  };
+  /**
+   * banger's egress proxy for this bridge (tcp).
+   */
+  proxy?: {
+    /**
+     * An address of the helper's pool (the bridge's gateway).
+     */
+    ip: string;
+    port: number;
+  };
+}
+
+/**
+ * Result of `priv.egress_apply`.
+ */
+export interface PrivEgressApplyResult {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  mode: 'all' | 'none' | 'allow';
+  /**
+   * The tap had no egress chain before.
+   */
+  created: boolean;
+  /**
+   * Rules written (0 for mode all).
+   */
+  rules: number;
+}
+
+/**
+ * Params of `priv.egress_events`.
+ */
+export interface PrivEgressEventsParams {
+  cursor: number;
+}
+
+/**
+ * Result of `priv.egress_events`.
+ */
+export interface PrivEgressEventsResult {
+  events: {
+    seq: number;
+    time: string;
+    /**
+     * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+     */
+    tap: string;
+    src: string;
+    dst: string;
+    /**
+     * tcp, udp, icmp, ... as the kernel logged it.
+     */
+    proto: string;
+    sport?: number;
+    dport?: number;
+  }[];
+  cursor: number;
+  dropped: boolean;
+  error?: string;
+}
+
+/**
+ * Params of `priv.egress_remove`.
+ */
+export interface PrivEgressRemoveParams {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+}
+
+/**
+ * Result of `priv.egress_remove`.
+ */
+export interface PrivEgressRemoveResult {
+  /**
+   * A banger tap: `bgt` followed by the VM id (15 bytes, IFNAMSIZ).
+   */
+  tap: string;
+  removed: boolean;
+}
+
+/**
  * Params of `priv.ensure_bridge`.
  */
 export interface PrivEnsureBridgeParams {
@@ -1162,6 +1318,17 @@ export interface PrivListOwnedResult {
     present: boolean;
     detail: string;
   };
+  /**
+   * Taps with egress chains (`table inet banger_egress`, `table netdev banger_egress`).
+   */
+  egress?: {
+    tap: string;
+    guest_ip?: string;
+    /**
+     * The tap's netdev ingress chain exists.
+     */
+    ingress: boolean;
+  }[];
   dns_redirects: {
     bridge: string;
     gateway?: string;

@@ -9,6 +9,14 @@ import type {
   PrivCreateTapResult,
   PrivDeleteTapParams,
   PrivDeleteTapResult,
+  PrivEgressAllowParams,
+  PrivEgressAllowResult,
+  PrivEgressApplyParams,
+  PrivEgressApplyResult,
+  PrivEgressEventsParams,
+  PrivEgressEventsResult,
+  PrivEgressRemoveParams,
+  PrivEgressRemoveResult,
   PrivEnsureBridgeParams,
   PrivEnsureBridgeResult,
   PrivEnsureNatParams,
@@ -38,6 +46,10 @@ export const helperParamValidators: {
   readonly 'priv.clear_resolver_routing': ValidateFunction<PrivClearResolverRoutingParams>;
   readonly 'priv.create_tap': ValidateFunction<PrivCreateTapParams>;
   readonly 'priv.delete_tap': ValidateFunction<PrivDeleteTapParams>;
+  readonly 'priv.egress_allow': ValidateFunction<PrivEgressAllowParams>;
+  readonly 'priv.egress_apply': ValidateFunction<PrivEgressApplyParams>;
+  readonly 'priv.egress_events': ValidateFunction<PrivEgressEventsParams>;
+  readonly 'priv.egress_remove': ValidateFunction<PrivEgressRemoveParams>;
   readonly 'priv.ensure_bridge': ValidateFunction<PrivEnsureBridgeParams>;
   readonly 'priv.ensure_nat': ValidateFunction<PrivEnsureNatParams>;
   readonly 'priv.remove_nat': ValidateFunction<PrivRemoveNatParams>;
@@ -48,6 +60,10 @@ export const helperParamValidators: {
   ),
   'priv.create_tap': ajv.compile<PrivCreateTapParams>(PARAMS_SCHEMAS['priv.create_tap']),
   'priv.delete_tap': ajv.compile<PrivDeleteTapParams>(PARAMS_SCHEMAS['priv.delete_tap']),
+  'priv.egress_allow': ajv.compile<PrivEgressAllowParams>(PARAMS_SCHEMAS['priv.egress_allow']),
+  'priv.egress_apply': ajv.compile<PrivEgressApplyParams>(PARAMS_SCHEMAS['priv.egress_apply']),
+  'priv.egress_events': ajv.compile<PrivEgressEventsParams>(PARAMS_SCHEMAS['priv.egress_events']),
+  'priv.egress_remove': ajv.compile<PrivEgressRemoveParams>(PARAMS_SCHEMAS['priv.egress_remove']),
   'priv.ensure_bridge': ajv.compile<PrivEnsureBridgeParams>(PARAMS_SCHEMAS['priv.ensure_bridge']),
   'priv.ensure_nat': ajv.compile<PrivEnsureNatParams>(PARAMS_SCHEMAS['priv.ensure_nat']),
   'priv.remove_nat': ajv.compile<PrivRemoveNatParams>(PARAMS_SCHEMAS['priv.remove_nat']),
@@ -61,6 +77,10 @@ export const helperResultValidators: {
   readonly 'priv.clear_resolver_routing': ValidateFunction<PrivClearResolverRoutingResult>;
   readonly 'priv.create_tap': ValidateFunction<PrivCreateTapResult>;
   readonly 'priv.delete_tap': ValidateFunction<PrivDeleteTapResult>;
+  readonly 'priv.egress_allow': ValidateFunction<PrivEgressAllowResult>;
+  readonly 'priv.egress_apply': ValidateFunction<PrivEgressApplyResult>;
+  readonly 'priv.egress_events': ValidateFunction<PrivEgressEventsResult>;
+  readonly 'priv.egress_remove': ValidateFunction<PrivEgressRemoveResult>;
   readonly 'priv.ensure_bridge': ValidateFunction<PrivEnsureBridgeResult>;
   readonly 'priv.ensure_nat': ValidateFunction<PrivEnsureNatResult>;
   readonly 'priv.list_owned': ValidateFunction<PrivListOwnedResult>;
@@ -73,6 +93,10 @@ export const helperResultValidators: {
   ),
   'priv.create_tap': ajv.compile<PrivCreateTapResult>(RESULT_SCHEMAS['priv.create_tap']),
   'priv.delete_tap': ajv.compile<PrivDeleteTapResult>(RESULT_SCHEMAS['priv.delete_tap']),
+  'priv.egress_allow': ajv.compile<PrivEgressAllowResult>(RESULT_SCHEMAS['priv.egress_allow']),
+  'priv.egress_apply': ajv.compile<PrivEgressApplyResult>(RESULT_SCHEMAS['priv.egress_apply']),
+  'priv.egress_events': ajv.compile<PrivEgressEventsResult>(RESULT_SCHEMAS['priv.egress_events']),
+  'priv.egress_remove': ajv.compile<PrivEgressRemoveResult>(RESULT_SCHEMAS['priv.egress_remove']),
   'priv.ensure_bridge': ajv.compile<PrivEnsureBridgeResult>(RESULT_SCHEMAS['priv.ensure_bridge']),
   'priv.ensure_nat': ajv.compile<PrivEnsureNatResult>(RESULT_SCHEMAS['priv.ensure_nat']),
   'priv.list_owned': ajv.compile<PrivListOwnedResult>(RESULT_SCHEMAS['priv.list_owned']),

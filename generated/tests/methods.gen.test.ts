@@ -730,6 +730,87 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'priv.egress_allow': [
+    {
+      params: {
+        tap: 'bgt3f9a1c07b2d4',
+        entries: [
+          {
+            ip: '192.0.2.10',
+            ttl_s: 300,
+          },
+        ],
+      },
+      result: {
+        tap: 'bgt3f9a1c07b2d4',
+        added: 1,
+      },
+    },
+  ],
+  'priv.egress_apply': [
+    {
+      params: {
+        tap: 'bgt3f9a1c07b2d4',
+        guest_ip: '10.213.0.2',
+        bridge: 'br-banger',
+        mode: 'allow',
+        cidrs: [
+          {
+            cidr: '192.0.2.0/24',
+            port: 443,
+          },
+        ],
+        resolver: {
+          ip: '10.213.0.1',
+          port: 5354,
+        },
+        proxy: {
+          ip: '10.213.0.1',
+          port: 3128,
+        },
+      },
+      result: {
+        tap: 'bgt3f9a1c07b2d4',
+        mode: 'allow',
+        created: true,
+        rules: 19,
+      },
+    },
+  ],
+  'priv.egress_events': [
+    {
+      params: {
+        cursor: 0,
+      },
+      result: {
+        events: [
+          {
+            seq: 1,
+            time: '2026-01-05T10:00:00.000Z',
+            tap: 'bgt3f9a1c07b2d4',
+            src: '10.213.0.2',
+            dst: '192.0.2.7',
+            proto: 'tcp',
+            sport: 40112,
+            dport: 443,
+          },
+        ],
+        cursor: 1,
+        dropped: false,
+      },
+    },
+  ],
+  'priv.egress_remove': [
+    {
+      params: {
+        tap: 'bgt3f9a1c07b2d4',
+      },
+      result: {
+        tap: 'bgt3f9a1c07b2d4',
+        removed: true,
+      },
+    },
+  ],
   'priv.ensure_bridge': [
     {
       params: {

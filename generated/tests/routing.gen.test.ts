@@ -96,6 +96,41 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   'priv.delete_tap': {
     tap: 'bgt3f9a1c07b2d4',
   },
+  'priv.egress_allow': {
+    tap: 'bgt3f9a1c07b2d4',
+    entries: [
+      {
+        ip: '192.0.2.10',
+        ttl_s: 300,
+      },
+    ],
+  },
+  'priv.egress_apply': {
+    tap: 'bgt3f9a1c07b2d4',
+    guest_ip: '10.213.0.2',
+    bridge: 'br-banger',
+    mode: 'allow',
+    cidrs: [
+      {
+        cidr: '192.0.2.0/24',
+        port: 443,
+      },
+    ],
+    resolver: {
+      ip: '10.213.0.1',
+      port: 5354,
+    },
+    proxy: {
+      ip: '10.213.0.1',
+      port: 3128,
+    },
+  },
+  'priv.egress_events': {
+    cursor: 0,
+  },
+  'priv.egress_remove': {
+    tap: 'bgt3f9a1c07b2d4',
+  },
   'priv.ensure_bridge': {
     bridge: 'br-banger',
     address: '10.213.0.1/24',

@@ -9,6 +9,9 @@ import { peerCredOf } from '../rpc/peercred.ts';
 import { createRpcServer } from '../rpc/server.ts';
 import { BANGER_VERSION } from '../version.ts';
 import { IpLinks, NftNat, ResolvedResolver, type Links, type Nat, type Resolver } from '../hostnet/index.ts';
+import { NftEgress, type Egress } from '../hostnet/egress.ts';
+import { noEgress } from '../hostnet/egress-fake.ts';
+import { KmsgEgressLog, type EgressLogSource } from '../hostnet/egress-log.ts';
 import { PrivServiceImpl } from './services/priv.ts';
 import { DEFAULT_POOL, poolContext } from './validate.ts';
 
@@ -19,7 +22,9 @@ export interface HelperOptions {
   /** Every bridge subnet and guest address must lie in this block (default 10.213.0.0/16). */
   pool?: string;
   /** Host networking seams; tests pass the recording fake. Default: iproute2, nftables, resolved. */
-  hostnet?: { links: Links; nat: Nat; resolver: Resolver };
+  hostnet?: { links: Links; nat: Nat; resolver: Resolver; egress?: Egress };
+  /** Where egress denials come from (default: /dev/kmsg, followed from now on). */
+  egressLog?: EgressLogSource & { error?: string | undefined };
   /** The JSON log file the helper writes (named by priv.ping, for op traces). */
   logFile?: string;
   /** TEST-ONLY fault injection: this priv.* verb always fails (env BANGER_TEST_FAIL_VERB). */
@@ -28,9 +33,21 @@ export interface HelperOptions {
 
 export async function startHelper(opts: HelperOptions): Promise<{ server: Server; host: HelperHost }> {
   const net = opts.hostnet ?? { links: new IpLinks(), nat: new NftNat(), resolver: new ResolvedResolver() };
+  // Injected host networking without egress (older tests): never the real nftables.
+  const egress = net.egress ?? (opts.hostnet ? noEgress : new NftEgress());
+  const egressLog = opts.egressLog ?? new KmsgEgressLog();
+  if (egressLog.error)
+    opts.log.warn(
+      { err: egressLog.error },
+      'cannot follow the kernel log: egress denials will not be reported',
+    );
   const services: HelperServices = {
     priv: new PrivServiceImpl({
-      ...net,
+      links: net.links,
+      nat: net.nat,
+      resolver: net.resolver,
+      egress,
+      egressLog,
       ownerUid: opts.ownerUid,
       vocabulary: poolContext(opts.pool ?? DEFAULT_POOL),
       ...(opts.logFile ? { logFile: opts.logFile } : {}),

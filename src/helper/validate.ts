@@ -11,6 +11,7 @@ import {
   isBangerBridge,
   isBangerTap,
   isHostOf,
+  isIpv4,
   isVmId,
   parseCidr,
   parseIpv4,
@@ -161,4 +162,89 @@ export function validateSyncResolverRouting(p: unknown): T.PrivSyncResolverRouti
 export function validateClearResolverRouting(p: unknown): T.PrivClearResolverRoutingParams {
   const o = fields(p, ['bridge']);
   return { bridge: checkBridge(o.bridge) };
+}
+
+/** An address of the pool for the helper's own endpoints (resolver, proxy): the gateway. */
+function checkPoolEndpoint(v: unknown, what: string, ctx: ValidateContext): { ip: string; port: number } {
+  const o = fields(v, ['ip', 'port']);
+  try {
+    return { ip: checkGuestIp(o.ip, ctx), port: checkPort(o.port) };
+  } catch (err) {
+    throw bad(`${what}: ${(err as Error).message.replace(/^guest address/, 'address')}`);
+  }
+}
+
+/** A destination network of a policy: A.B.C.D/N, host bits clear, written canonically. */
+export function checkDestCidr(v: unknown): string {
+  if (typeof v !== 'string') throw bad(`cidr ${show(v)} must be a string like 192.0.2.0/24`);
+  let c: Cidr;
+  try {
+    c = parseCidr(v);
+  } catch {
+    throw bad(`cidr ${show(v)} is not A.B.C.D/N`);
+  }
+  if (formatCidr(c) !== v)
+    throw bad(`cidr ${v} has host bits set or is not canonical: want ${formatCidr(c)}`);
+  return v;
+}
+
+const EGRESS_MODES = ['all', 'none', 'allow'] as const;
+export const MAX_EGRESS_CIDRS = 256;
+export const MAX_EGRESS_ENTRIES = 64;
+
+export function validateEgressApply(p: unknown, ctx: ValidateContext): T.PrivEgressApplyParams {
+  const o = fields(p, ['tap', 'guest_ip', 'bridge', 'mode', 'cidrs', 'resolver'], ['proxy']);
+  const mode = o.mode;
+  if (typeof mode !== 'string' || !(EGRESS_MODES as readonly string[]).includes(mode))
+    throw bad(`mode ${show(mode)} must be one of ${EGRESS_MODES.join(', ')}`);
+  if (!Array.isArray(o.cidrs)) throw bad('cidrs must be an array');
+  if (o.cidrs.length > MAX_EGRESS_CIDRS) throw bad(`at most ${MAX_EGRESS_CIDRS} cidrs`);
+  if (mode !== 'allow' && o.cidrs.length > 0) throw bad(`mode ${mode} takes no cidrs`);
+  const cidrs = o.cidrs.map((c: unknown) => {
+    const f = fields(c, ['cidr'], ['port']);
+    const r: T.PrivEgressApplyParams['cidrs'][number] = { cidr: checkDestCidr(f.cidr) };
+    if (f.port !== undefined) r.port = checkPort(f.port);
+    return r;
+  });
+  const r: T.PrivEgressApplyParams = {
+    tap: checkTap(o.tap),
+    guest_ip: checkGuestIp(o.guest_ip, ctx),
+    bridge: checkBridge(o.bridge),
+    mode: mode as T.PrivEgressApplyParams['mode'],
+    cidrs,
+    resolver: checkPoolEndpoint(o.resolver, 'resolver', ctx),
+  };
+  if (o.proxy !== undefined) r.proxy = checkPoolEndpoint(o.proxy, 'proxy', ctx);
+  if (r.resolver.ip === r.guest_ip || r.proxy?.ip === r.guest_ip)
+    throw bad('the resolver and the proxy cannot be the guest itself');
+  return r;
+}
+
+export function validateEgressAllow(p: unknown): T.PrivEgressAllowParams {
+  const o = fields(p, ['tap', 'entries']);
+  if (!Array.isArray(o.entries) || o.entries.length === 0) throw bad('entries must be a non-empty array');
+  if (o.entries.length > MAX_EGRESS_ENTRIES) throw bad(`at most ${MAX_EGRESS_ENTRIES} entries`);
+  const entries = o.entries.map((e: unknown) => {
+    const f = fields(e, ['ip', 'ttl_s'], ['port']);
+    if (typeof f.ip !== 'string' || !isIpv4(f.ip)) throw bad(`ip ${show(f.ip)} is not a dotted IPv4 address`);
+    if (typeof f.ttl_s !== 'number' || !Number.isInteger(f.ttl_s) || f.ttl_s < 0 || f.ttl_s > 0xffffffff)
+      throw bad(`ttl_s ${show(f.ttl_s)} must be a non-negative integer`);
+    const r: T.PrivEgressAllowParams['entries'][number] = { ip: f.ip, ttl_s: f.ttl_s };
+    if (f.port !== undefined) r.port = checkPort(f.port);
+    return r;
+  });
+  return { tap: checkTap(o.tap), entries };
+}
+
+export function validateEgressRemove(p: unknown): T.PrivEgressRemoveParams {
+  const o = fields(p, ['tap']);
+  return { tap: checkTap(o.tap) };
+}
+
+export function validateEgressEvents(p: unknown): T.PrivEgressEventsParams {
+  const o = fields(p, ['cursor']);
+  const c = o.cursor;
+  if (typeof c !== 'number' || !Number.isSafeInteger(c) || c < 0)
+    throw bad(`cursor ${show(c)} must be a non-negative integer`);
+  return { cursor: c };
 }

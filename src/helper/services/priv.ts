@@ -4,7 +4,9 @@
 // "missing" and both create.
 import type { PrivService } from '../../../generated/handlers.gen.ts';
 import type * as T from '../../../generated/types.gen.ts';
-import { type Links, type Nat, type Resolver, vmIdOfTap } from '../../hostnet/index.ts';
+import type { Egress } from '../../hostnet/egress.ts';
+import type { EgressLogSource } from '../../hostnet/egress-log.ts';
+import { formatCidr, type Links, type Nat, type Resolver, vmIdOfTap } from '../../hostnet/index.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse } from '../../rpc/errors.ts';
 import { BANGER_VERSION } from '../../version.ts';
@@ -12,6 +14,10 @@ import {
   validateClearResolverRouting,
   validateCreateTap,
   validateDeleteTap,
+  validateEgressAllow,
+  validateEgressApply,
+  validateEgressEvents,
+  validateEgressRemove,
   validateEnsureBridge,
   validateEnsureNat,
   validateRemoveNat,
@@ -23,6 +29,10 @@ export interface PrivDeps {
   links: Links;
   nat: Nat;
   resolver: Resolver;
+  /** Bridged VMs' egress chains (nftables). */
+  egress: Egress;
+  /** Denials from the kernel log; absent: priv.egress_events says it cannot read them. */
+  egressLog?: EgressLogSource & { error?: string | undefined };
   /** The daemon's uid: taps belong to it. */
   ownerUid: number;
   vocabulary: ValidateContext;
@@ -148,15 +158,84 @@ export class PrivServiceImpl implements PrivService {
     });
   }
 
+  async egressApply(params: T.PrivEgressApplyParams, ctx: RpcContext): Promise<T.PrivEgressApplyResult> {
+    const p = validateEgressApply(params, this.d.vocabulary);
+    return this.serial('priv.egress_apply', async () => {
+      if (p.mode === 'all') {
+        const r = await this.d.egress.remove(p.tap);
+        if (r.removed) ctx.log.info({ tap: p.tap, mode: p.mode }, 'egress chains removed');
+        return { tap: p.tap, mode: p.mode, created: false, rules: 0 };
+      }
+      const r = await this.d.egress.apply({
+        tap: p.tap,
+        guestIp: p.guest_ip,
+        bridge: p.bridge,
+        mode: p.mode,
+        cidrs: p.cidrs,
+        resolver: p.resolver,
+        ...(p.proxy ? { proxy: p.proxy } : {}),
+        pool: formatCidr(this.d.vocabulary.pool),
+      });
+      ctx.log.info(
+        {
+          tap: p.tap,
+          guest_ip: p.guest_ip,
+          mode: p.mode,
+          cidrs: p.cidrs.length,
+          rules: r.rules,
+          created: r.created,
+        },
+        'egress chains written',
+      );
+      return { tap: p.tap, mode: p.mode, created: r.created, rules: r.rules };
+    });
+  }
+
+  async egressAllow(params: T.PrivEgressAllowParams, ctx: RpcContext): Promise<T.PrivEgressAllowResult> {
+    const p = validateEgressAllow(params);
+    return this.serial('priv.egress_allow', async () => {
+      const r = await this.d.egress.allow(
+        p.tap,
+        p.entries.map((e) => ({
+          ip: e.ip,
+          ttlS: e.ttl_s,
+          ...(e.port !== undefined ? { port: e.port } : {}),
+        })),
+      );
+      ctx.log.debug({ tap: p.tap, entries: p.entries }, 'egress set elements added');
+      return { tap: p.tap, added: r.added };
+    });
+  }
+
+  async egressRemove(params: T.PrivEgressRemoveParams, ctx: RpcContext): Promise<T.PrivEgressRemoveResult> {
+    const p = validateEgressRemove(params);
+    return this.serial('priv.egress_remove', async () => {
+      const r = await this.d.egress.remove(p.tap);
+      if (r.removed) ctx.log.info({ tap: p.tap }, 'egress chains removed');
+      return { tap: p.tap, removed: r.removed };
+    });
+  }
+
+  /** Not serialised: reading the ring changes nothing on the host. */
+  async egressEvents(params: T.PrivEgressEventsParams, _ctx: RpcContext): Promise<T.PrivEgressEventsResult> {
+    const p = validateEgressEvents(params);
+    const src = this.d.egressLog;
+    if (!src)
+      return { events: [], cursor: p.cursor, dropped: false, error: 'the kernel log is not followed' };
+    const r = src.since(p.cursor);
+    return { ...r, ...(src.error ? { error: src.error } : {}) };
+  }
+
   async listOwned(_ctx: RpcContext): Promise<T.PrivListOwnedResult> {
     return this.serial('priv.list_owned', async () => {
-      const [bridges, taps, nat, dns, ipForward, resolver] = await Promise.all([
+      const [bridges, taps, nat, dns, ipForward, resolver, egress] = await Promise.all([
         this.d.links.listBridges(),
         this.d.links.listTaps(),
         this.d.nat.list(),
         this.d.nat.listDnsRedirects(),
         this.d.nat.forwarding(),
         this.d.resolver.present(),
+        this.d.egress.list(),
       ]);
       return {
         bridges: bridges.map((b) => ({ name: b.name, up: b.up, addresses: b.addresses })),
@@ -184,6 +263,11 @@ export class PrivServiceImpl implements PrivService {
         }),
         ip_forward: ipForward,
         resolver: { present: resolver.present, detail: resolver.detail },
+        egress: egress.map((e) => ({
+          tap: e.tap,
+          ingress: e.ingress,
+          ...(e.guestIp ? { guest_ip: e.guestIp } : {}),
+        })),
       };
     });
   }
