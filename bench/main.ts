@@ -5,7 +5,9 @@
 // preparation from small and huge bases, footprint, parallel against sequential creates, and
 // warm (restored from a warm template) against cold creates, the CLI's start-up against
 // `node -e 0`, what one idle VM costs (CPU, Rss/Pss, memory given back after a burst), and an
-// OCI pull + convert against `skopeo copy` + `tar -x` from a loopback registry.
+// OCI pull + convert against `skopeo copy` + `tar -x` from a loopback registry, a VM paused to
+// disk and resumed against a cold create, and the memory of idle clones of one warm template
+// against idle cold VMs.
 // Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
 //
 // It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
@@ -31,6 +33,7 @@ import {
 } from './boot.ts';
 import { runCli } from './cli.ts';
 import { runCow } from './cow.ts';
+import { runDensity } from './density.ts';
 import {
   concurrencyResult,
   measureFootprint,
@@ -45,6 +48,7 @@ import { runPull } from './pull.ts';
 import { describeMachine } from './machine.ts';
 import { markdownSummary, type BenchResults } from './report.ts';
 import { runRpc } from './rpc.ts';
+import { runResume } from './resume.ts';
 import { readVariants, type VariantSpec } from './variants.ts';
 import { runWarm } from './warm.ts';
 import { deleteVm, IMAGE_CACHE, ROOT, startWorld, stopWorld, VM_DEFAULTS, type World } from './world.ts';
@@ -57,6 +61,8 @@ const PARTS = [
   'footprint',
   'concurrency',
   'warm',
+  'resume',
+  'density',
   'guest-ab',
   'cli',
   'pull',
@@ -72,7 +78,9 @@ const DEFAULT_PARTS: Part[] = [
   'idle',
   'footprint',
   'concurrency',
+  'resume',
   'warm',
+  'density',
 ];
 /** Parts that need no namespace, daemon or VM: asked for alone, they run without them. */
 const STANDALONE_PARTS: readonly Part[] = ['cli', 'pull'];
@@ -95,8 +103,11 @@ const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--n
                  guest-ab with any number of guests: a JSON array of
                  {"label", "image"?: DIR, "cmdline"?: CMDLINE, "qemu_args"?: [...]}, the first
                  being the reference (image and cmdline default to the current ones)
-  --pairs N      boot pairs (banger, bare) and warm pairs (cold, warm create) to run, alternating
-                 which goes first (default 5, quick 2)
+  --pairs N      boot pairs (banger, bare), warm pairs (cold, warm create) and resume repetitions
+                 (cold create, pause + resume) to run, alternating which goes first (default 5,
+                 quick 2)
+  --clones N     density: idle VMs on each side (clones of one template, cold VMs; default 4,
+                 quick 2)
   --rounds N     cli: rounds of node -e 0, banger --version, banger ping (default 20, quick 5)
   --pull-scale S pull: full (a ≈300 MB image; the default) or small (≈30 MB; the default of --quick)
   --pull-reps N  pull: repetitions of each side, alternating which goes first (default 3, quick 2)
@@ -119,6 +130,7 @@ function options(): {
   rounds: number;
   pullScale: PullScale;
   pullReps: number;
+  clones: number;
   name: string;
   save: boolean;
   keep: boolean;
@@ -133,6 +145,7 @@ function options(): {
       rounds: { type: 'string' },
       'pull-scale': { type: 'string' },
       'pull-reps': { type: 'string' },
+      clones: { type: 'string' },
       name: { type: 'string' },
       'no-save': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
@@ -177,6 +190,8 @@ function options(): {
   const pullReps = values['pull-reps'] === undefined ? (values.quick ? 2 : 3) : Number(values['pull-reps']);
   if (!Number.isInteger(pullReps) || pullReps < 1)
     throw new UsageError('--pull-reps must be a positive integer');
+  const clones = values.clones === undefined ? (values.quick ? 2 : 4) : Number(values.clones);
+  if (!Number.isInteger(clones) || clones < 1) throw new UsageError('--clones must be a positive integer');
   const stamp = new Date()
     .toISOString()
     .replace(/[:.]/g, '-')
@@ -191,6 +206,7 @@ function options(): {
     rounds,
     pullScale,
     pullReps,
+    clones,
     name,
     save: !values['no-save'],
     keep: values.keep,
@@ -506,10 +522,24 @@ async function inner(netns: string): Promise<number> {
         results.concurrency = concurrencyResult(n, sequential, par);
       });
     }
+    // Before warm: its cold creates must not find a template (they are --cold anyway).
+    await part('resume', async () => {
+      say(`resume: ${o.pairs} alternating repetitions (cold create; vm pause + vm resume of one VM)`);
+      results.resume = await runResume(w, { reps: o.pairs, tag: 'resume' });
+    });
     // Last: once the template exists, every plain `vm create` of this spec restores from it.
     await part('warm', async () => {
       say(`warm start: the template, then ${o.pairs} alternating pairs (cold create, warm create)`);
       results.warm = await runWarm(w, { pairs: o.pairs, concurrent: 2, tag: 'warm' });
+    });
+    // After warm: it finds the template the warm part made (or builds it).
+    await part('density', async () => {
+      say(`density: ${o.clones} idle clones of one warm template against ${o.clones} idle cold VMs`);
+      results.density = await runDensity(w, {
+        n: o.clones,
+        settleMs: o.quick ? 10_000 : 20_000,
+        tag: 'dens',
+      });
     });
   } finally {
     results.machine.load_average_end = loadavg().map((x) => Math.round(x * 100) / 100);

@@ -3,10 +3,12 @@ import type { GuestProfile } from './bare.ts';
 import type { BootPair, BootSummary, GuestAbResult } from './boot.ts';
 import type { CliResult } from './cli.ts';
 import type { CowResult } from './cow.ts';
+import { densityTable, type DensityResult } from './density.ts';
 import type { ConcurrencyResult, FootprintResult } from './fleet.ts';
 import { idleTable, type IdleResult } from './idle.ts';
 import type { MachineInfo } from './machine.ts';
 import type { PullResult } from './pull.ts';
+import { resumeTable, type ResumeResult } from './resume.ts';
 import type { RpcResult } from './rpc.ts';
 import type { Summary } from './stats.ts';
 import { STEP_ORDER, type WarmResult } from './warm.ts';
@@ -40,6 +42,8 @@ export interface BenchResults {
   concurrency?: ConcurrencyResult;
   guest_ab?: GuestAbResult;
   warm?: WarmResult;
+  resume?: ResumeResult;
+  density?: DensityResult;
   cli?: CliResult;
   pull?: PullResult;
 }
@@ -169,8 +173,9 @@ export function warmTable(w: WarmResult): string {
     '',
     `warm / cold over ${s.pairs} alternating pairs: **${s.ratio_warm_vs_cold}** (medians of the CLI's ` +
       `create → ready; per pair ${s.ratio_warm_vs_cold_per_pair}; the daemon's SSH ready ` +
-      `${s.ratio_warm_vs_cold_daemon}); target ≤ ${s.target_ratio}× cold: ` +
-      `**${s.target_met ? 'met' : 'not met'}**`,
+      `${s.ratio_warm_vs_cold_daemon}); worst pair (#${s.worst_pair.index + 1}) ` +
+      `**${s.worst_pair.ratio}**; targets ≤ ${s.target_ratio}× cold, worst pair ≤ ` +
+      `${s.target_worst_ratio}: **${s.target_met ? 'met' : 'not met'}**`,
     '',
     `Template ${t.id}: \`banger image warm\` took ${sec(t.build_ms)} s (its boot ${sec(t.boot_ms)} s, ` +
       `save ${sec(t.save_ms)} s, state ${Math.round(t.state_bytes / 2 ** 20)} MiB; steps ` +
@@ -267,6 +272,10 @@ export function markdownSummary(r: BenchResults): string {
   if (r.footprint || r.concurrency)
     out.push('', '### Footprint and concurrency', '', fleetTable(r.footprint, r.concurrency));
   if (r.warm) out.push('', '### Warm start: cold against warm creates', '', warmTable(r.warm));
+  if (r.resume)
+    out.push('', '### Pause to disk and resume, against a cold create', '', resumeTable(r.resume));
+  if (r.density)
+    out.push('', '### Density: idle clones of one template against cold VMs', '', densityTable(r.density));
   if (r.errors.length > 0) {
     out.push('', '### Failed parts', '', ...r.errors.map((e) => `- ${e.part}: ${e.error}`));
   }

@@ -413,6 +413,10 @@ describe('warm start', () => {
       'wait_ready',
     ]);
     expect(summarizeWarm(pairs, 0.1).target_met).toBe(false);
+    // Robustly: the worst pair (2200 / 11000) has its own target.
+    expect(s.worst_pair).toEqual({ index: 2, ratio: 0.2 });
+    expect(s.target_worst_ratio).toBe(0.25);
+    expect(summarizeWarm(pairs, 0.15, 0.19).target_met).toBe(false);
   });
 
   it('prints a cold/warm table with the step breakdown, the target, the template and concurrency', () => {
@@ -440,7 +444,7 @@ describe('warm start', () => {
     expect(md).toContain('| step `restore` | – | 0.60 (0.50–0.70) |');
     expect(md.indexOf('step `reidentify`')).toBeLessThan(md.indexOf('step `wait_ready`'));
     expect(md).toContain('**0.145**');
-    expect(md).toContain('target ≤ 0.15× cold: **met**');
+    expect(md).toContain('worst pair (#3) **0.2**; targets ≤ 0.15× cold, worst pair ≤ 0.25: **met**');
     expect(md).toContain('took 31.00 s (its boot 24.00 s, save 2.50 s, state 300 MiB;');
     expect(md).toContain('cold 24.00, 25.00 s (25.00 s), warm 2.00, 3.00 s (3.00 s); warm / cold 0.102');
   });
