@@ -1,6 +1,6 @@
 // oclif reads flags only after the command id; users also write global flags first
 // (`banger --socket S vm list`). Move leading global flags behind the command, before any `--`.
-const GLOBAL_WITH_VALUE = new Set(['--socket']);
+const GLOBAL_WITH_VALUE = new Set(['--socket', '--context']);
 const GLOBAL_BOOLEAN = new Set(['--json']);
 
 export function hoistGlobalFlags(argv: readonly string[]): string[] {

@@ -5,6 +5,7 @@
 import { ErrorResponse } from '../rpc/client-errors.ts';
 import { ConnectError } from '../rpc/client-socket.ts';
 import { DOMAIN_CODES, mapDomainError } from '../rpc/error-map.ts';
+import { RemoteError } from '../rpc/ssh-transport.ts';
 import { EXIT_UNREACHABLE, exitCodeFor } from './exit-codes.ts';
 
 export interface CliErrorPayload {
@@ -47,6 +48,16 @@ export function rpcErrorReport(err: unknown): CliErrorReport | undefined {
   if (err instanceof Error && Object.hasOwn(DOMAIN_CODES, err.name)) {
     const m = mapDomainError(err);
     return { exit: exitCodeFor(m.code), payload: { code: m.code, message: m.message } };
+  }
+  // A context's host (src/rpc/ssh-transport.ts): the message names it and says ssh's reason.
+  if (err instanceof RemoteError) {
+    return {
+      exit: EXIT_UNREACHABLE,
+      payload: { code: 'unreachable', message: err.message, ...(err.opId ? { op_id: err.opId } : {}) },
+    };
+  }
+  if (err instanceof Error && err.name === 'ContextError') {
+    return { exit: 2, payload: { code: 'bad_request', message: err.message } };
   }
   if (err instanceof ConnectError) {
     return {

@@ -29,6 +29,8 @@ export async function runFastPath(
   if (command !== 'ping' && command !== 'version') return false;
   const flags = parseFastFlags(argv.slice(1));
   if (!flags) return false;
+  // A context (BANGER_CONTEXT, a current one) sends the command over SSH: oclif's path does that.
+  if (flags.socket === undefined && (await import('./contexts.ts')).contextInPlay(env)) return false;
   // Pretty JSON on a terminal may be coloured by oclif's theme: leave that to oclif.
   if (flags.json && (process.stdout.isTTY || env.FORCE_COLOR !== undefined)) return false;
   return command === 'ping' ? ping(flags) : version(flags);

@@ -78,6 +78,7 @@ If a step fails, banger names it and prints its detail. The failed create is und
     },
   ];
 
+  static override allowAutoContext = true;
   static override flags = {
     name: Flags.string({
       char: 'n',
@@ -117,6 +118,8 @@ If a step fails, banger names it and prints its detail. The failed create is und
 
   async run(): Promise<VmCreateOutput> {
     const { flags } = await this.parseWith(VmCreate);
+    // --context auto: the context with the most free capacity, said on stderr.
+    await this.resolveAutoContext();
     if (flags.name !== undefined) checkVmName(flags.name);
     if (flags.image !== undefined) checkResourceName(flags.image, 'image');
     const params: VmCreateBeginParams = {};

@@ -1,6 +1,8 @@
 import { Flags } from '@oclif/core';
 import type { Vm, VmState } from '../../../../generated/types.gen.ts';
+import { resolveDaemonSocket } from '../../../paths.ts';
 import { BangerCommand } from '../../base.ts';
+import { acrossContexts } from '../../context-fanout.ts';
 import {
   formatBytes,
   formatMiB,
@@ -52,6 +54,13 @@ export function vmColumns(color: boolean, now: number): Column<Vm>[] {
   ];
 }
 
+export type ContextVm = Vm & { context: string };
+
+export interface AllContextsList {
+  vms: ContextVm[];
+  errors: { context: string; error: string; op_id?: string }[];
+}
+
 export default class VmList extends BangerCommand {
   static override summary = 'List VMs.';
   static override description = `Shows every VM the daemon owns, ordered by name: its state, image, size, how SSH reaches it (user networking: a forwarded 127.0.0.1 port; bridge: the guest's address) and when it was created. --json prints the VM records as an array.`;
@@ -61,13 +70,21 @@ export default class VmList extends BangerCommand {
     '<%= config.bin %> ps',
     '<%= config.bin %> vm list --state running',
     "<%= config.bin %> vm list --json | jq -r '.[].name'",
+    '<%= config.bin %> vm list --all-contexts',
   ];
   static override flags = {
     state: Flags.option({ options: STATES, summary: 'Only VMs in this state.' })(),
+    'all-contexts': Flags.boolean({
+      summary:
+        'List the VMs of every context (default and each of banger context list), with a CONTEXT column.',
+      description:
+        'Contexts are asked in parallel; one that cannot be reached is a row saying why, not a failure. --json prints {vms: [{context, ...vm}], errors: [{context, error}]}.',
+    }),
   };
 
-  async run(): Promise<Vm[]> {
+  async run(): Promise<Vm[] | AllContextsList> {
     const { flags } = await this.parseWith(VmList);
+    if (flags['all-contexts']) return this.allContexts(flags.state);
     const { vms } = await this.client.vm.list(flags.state ? { state: flags.state } : {});
     if (vms.length === 0) {
       this.say(
@@ -77,5 +94,30 @@ export default class VmList extends BangerCommand {
     }
     for (const line of renderRows(vmColumns(useColor(process.stdout), Date.now()), vms)) this.say(line);
     return vms;
+  }
+
+  private async allContexts(state: VmState | undefined): Promise<AllContextsList> {
+    const local = this.target.kind === 'local' ? this.target.socket : resolveDaemonSocket(undefined);
+    const results = await acrossContexts(local, async (c) => (await c.vm.list(state ? { state } : {})).vms);
+    const out: AllContextsList = { vms: [], errors: [] };
+    for (const r of results) {
+      if ('error' in r)
+        out.errors.push({ context: r.context, error: r.error, ...(r.op_id ? { op_id: r.op_id } : {}) });
+      else out.vms.push(...r.value.map((v) => ({ context: r.context, ...v })));
+    }
+    const color = useColor(process.stdout);
+    const cols: Column<ContextVm>[] = [
+      { header: 'CONTEXT', get: (v) => v.context },
+      ...vmColumns(color, Date.now()),
+    ];
+    const lines = renderRows(cols, out.vms);
+    for (const line of out.vms.length > 0 ? lines : []) this.say(line);
+    // Unreachable contexts: one line each, after the table (stdout, so the listing is whole).
+    for (const e of out.errors)
+      this.say(
+        `${e.context}: ${paint(color, 'red', 'unreachable')}: ${e.error}${e.op_id ? ` (${e.op_id})` : ''}`,
+      );
+    if (out.vms.length === 0 && out.errors.length === 0) this.say('no VMs in any context');
+    return out;
   }
 }

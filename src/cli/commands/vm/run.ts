@@ -113,6 +113,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       description: 'A git work tree on this machine to copy into the VM (/root/repo).',
     }),
   };
+  static override allowAutoContext = true;
   static override flags = {
     name: Flags.string({ char: 'n', summary: 'Name of the VM (default: a random friendly name).' }),
     image: Flags.string({ char: 'i', summary: 'Image to create it from (default: the default image).' }),
@@ -160,6 +161,8 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     const command = dd === -1 ? [] : this.argv.slice(dd + 1);
     if (dd !== -1) this.argv = this.argv.slice(0, dd);
     const { args, argv, flags } = await this.parseWith(VmRun);
+    // --context auto: the context with the most free capacity, said on stderr.
+    await this.resolveAutoContext();
     const extra = argv.slice(1).map(String);
     if (extra.length > 0) {
       throw usageError(
