@@ -86,6 +86,9 @@ import type {
   VmCreateStatusResult,
   VmDeleteParams,
   VmDeleteResult,
+  VmEgressFrame,
+  VmEgressParams,
+  VmEgressResult,
   VmHealthParams,
   VmHealthResult,
   VmKillParams,
@@ -438,6 +441,16 @@ export interface VmService {
    */
   delete(params: VmDeleteParams, ctx: RpcContext): Promise<VmDeleteResult>;
   /**
+   * List a VM's recent allowed and denied connections; with follow, stream them.
+   *
+   * The daemon keeps the last 1000 egress events of each VM (since the daemon started): connections through the egress proxy, denials of the bridged filter, DNS answers of banger's resolver. Returns the most recent `limit` (default 100), oldest first. With `follow`, streams them as frames `{event}` (the recent ones first) and then each new one until the client disconnects or the VM is deleted, then a final result with no events. Each event carries the op id of the call that set the policy; the daemon log has a line `egress deny`/`egress allow` with it.
+   *
+   * Wire method: `vm.egress`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  egress(params: VmEgressParams, ctx: RpcContext): Promise<StreamReply<VmEgressFrame, VmEgressResult>>;
+  /**
    * Guest readiness: kernel up, userspace up, SSH answering.
    *
    * Reads the serial console and the guest's readiness channel, and tries SSH.
@@ -535,9 +548,9 @@ export interface VmService {
    */
   resume(params: VmResumeParams, ctx: RpcContext): Promise<VmResumeResult>;
   /**
-   * Change a stopped VM's vCPUs or memory.
+   * Change a VM's vCPUs or memory (stopped), or its egress policy.
    *
-   * Takes effect at the next start. The VM must be stopped (`conflict` otherwise).
+   * vCPUs and memory take effect at the next start; the VM must be stopped for them (`conflict` otherwise). `egress` may change on a VM in any settled state: `egress_applied` says whether it took effect at once (`live`: a user-mode VM moving between two restricted policies, whose proxy is updated; a bridged VM, whose filter is rewritten) or at the next start (`next_start`: a user-mode VM moving between `all` and a restricted policy needs a different VMM network; `egress_note` says so). The op id of this call becomes the VM's `egress_op_id`.
    *
    * Wire method: `vm.set`.
    * @since 0.1.0

@@ -83,6 +83,8 @@ import type {
   VmCreateStatusResult,
   VmDeleteParams,
   VmDeleteResult,
+  VmEgressParams,
+  VmEgressResult,
   VmHealthParams,
   VmHealthResult,
   VmKillParams,
@@ -485,6 +487,14 @@ export const METHODS = {
     errors: ['conflict', 'not_found'],
     since: '0.1.0',
   },
+  'vm.egress': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'stream',
+    summary: "List a VM's recent allowed and denied connections; with follow, stream them.",
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
   'vm.health': {
     surface: 'daemon',
     dispatch: 'param',
@@ -561,7 +571,7 @@ export const METHODS = {
     surface: 'daemon',
     dispatch: 'param',
     kind: 'unary',
-    summary: "Change a stopped VM's vCPUs or memory.",
+    summary: "Change a VM's vCPUs or memory (stopped), or its egress policy.",
     errors: ['conflict', 'not_found'],
     since: '0.1.0',
   },
@@ -659,6 +669,7 @@ export type DaemonMethodName =
   | 'vm.create.plan'
   | 'vm.create.status'
   | 'vm.delete'
+  | 'vm.egress'
   | 'vm.health'
   | 'vm.kill'
   | 'vm.list'
@@ -727,6 +738,7 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'vm.create.plan',
   'vm.create.status',
   'vm.delete',
+  'vm.egress',
   'vm.health',
   'vm.kill',
   'vm.list',
@@ -898,6 +910,7 @@ export interface MethodMap {
   };
   'vm.create.status': { params: VmCreateStatusParams; result: VmCreateStatusResult; errors: 'not_found' };
   'vm.delete': { params: VmDeleteParams; result: VmDeleteResult; errors: 'conflict' | 'not_found' };
+  'vm.egress': { params: VmEgressParams; result: VmEgressResult; errors: 'not_found' };
   'vm.health': { params: VmHealthParams; result: VmHealthResult; errors: 'not_found' };
   'vm.kill': { params: VmKillParams; result: VmKillResult; errors: 'conflict' | 'not_found' | 'not_running' };
   'vm.list': { params: VmListParams; result: VmListResult; errors: never };

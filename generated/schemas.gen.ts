@@ -73,6 +73,111 @@ export const DEFS_SCHEMA = {
         },
       },
     },
+    EgressEvent: {
+      type: 'object',
+      additionalProperties: false,
+      title: 'EgressEvent',
+      description: 'One connection a VM made or tried, as the egress enforcement saw it.',
+      required: ['time', 'vm', 'verdict', 'proto', 'reason'],
+      properties: {
+        time: {
+          $ref: '#/$defs/Timestamp',
+        },
+        vm: {
+          $ref: '#/$defs/VmName',
+        },
+        verdict: {
+          type: 'string',
+          enum: ['allow', 'deny'],
+        },
+        proto: {
+          type: 'string',
+          enum: ['tcp', 'udp', 'dns', 'http'],
+        },
+        host: {
+          type: 'string',
+          description: 'The name asked for (proxy request, DNS query).',
+        },
+        ip: {
+          type: 'string',
+          description: 'The address connected to.',
+        },
+        port: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 65535,
+        },
+        rule: {
+          type: 'string',
+          description: 'The rule that allowed it (`all` under the policy all).',
+        },
+        reason: {
+          type: 'string',
+          description: 'Why, in words (e.g. `no rule allows it`).',
+        },
+        op_id: {
+          $ref: '#/$defs/OpId',
+          description: 'The op that set the policy (the create or the last vm.set of it).',
+        },
+      },
+    },
+    EgressPolicy: {
+      type: 'object',
+      additionalProperties: false,
+      title: 'EgressPolicy',
+      description:
+        'Where a VM may connect: `all`, `none`, or `allow` with the rules that allow a destination.',
+      required: ['mode', 'rules'],
+      properties: {
+        mode: {
+          type: 'string',
+          enum: ['all', 'none', 'allow'],
+        },
+        rules: {
+          type: 'array',
+          items: {
+            $ref: '#/$defs/EgressRule',
+          },
+          maxItems: 128,
+        },
+      },
+    },
+    EgressRule: {
+      type: 'object',
+      additionalProperties: false,
+      title: 'EgressRule',
+      description: 'One rule of an `allow=` policy, canonical.',
+      required: ['kind', 'value', 'text'],
+      properties: {
+        kind: {
+          type: 'string',
+          enum: ['domain', 'wildcard', 'ip', 'cidr'],
+        },
+        value: {
+          type: 'string',
+          description:
+            'Lower-case domain (for a wildcard the domain under `*.`), dotted-quad IPv4, or CIDR with its host bits cleared.',
+        },
+        port: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 65535,
+          description: 'Only this destination port; any port when absent.',
+        },
+        text: {
+          type: 'string',
+          description: 'The rule as written back (e.g. `*.github.com:443`).',
+        },
+      },
+    },
+    EgressText: {
+      title: 'EgressText',
+      description:
+        'An egress policy as text: `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules. See docs/egress.md.',
+      type: 'string',
+      minLength: 1,
+      maxLength: 16384,
+    },
     Image: {
       type: 'object',
       additionalProperties: false,
@@ -507,6 +612,8 @@ export const DEFS_SCHEMA = {
         'disk_size_bytes',
         'network',
         'nat',
+        'egress',
+        'secrets',
         'boot_count',
         'created_at',
         'updated_at',
@@ -549,6 +656,22 @@ export const DEFS_SCHEMA = {
         nat: {
           type: 'boolean',
           description: 'Whether outbound NAT is enabled (bridge mode).',
+        },
+        egress: {
+          $ref: '#/$defs/EgressPolicy',
+          description: 'Where the VM may connect (vm create/set --egress).',
+        },
+        egress_op_id: {
+          $ref: '#/$defs/OpId',
+          description:
+            'The op that set the egress policy (its create, or the last vm.set that changed it): egress log lines carry it.',
+        },
+        secrets: {
+          type: 'array',
+          items: {
+            $ref: '#/$defs/VmSecret',
+          },
+          description: 'Secrets the VM may use (names and hosts only).',
         },
         pid: {
           type: 'integer',
@@ -648,6 +771,26 @@ export const DEFS_SCHEMA = {
           description: 'Port SSH connects to (a forwarded 127.0.0.1 port in user mode).',
           minimum: 1,
           maximum: 65535,
+        },
+      },
+    },
+    VmSecret: {
+      type: 'object',
+      additionalProperties: false,
+      title: 'VmSecret',
+      description:
+        'A secret a VM may use: its name and the hosts the egress proxy sends its value to (the value itself never leaves the daemon).',
+      required: ['name', 'hosts'],
+      properties: {
+        name: {
+          type: 'string',
+          pattern: '^[A-Z_][A-Z0-9_]*$',
+        },
+        hosts: {
+          type: 'array',
+          items: {
+            type: 'string',
+          },
         },
       },
     },
@@ -1523,6 +1666,11 @@ export const PARAMS_SCHEMAS = {
         type: 'boolean',
         description: 'Boot cold even when a warm template of this spec exists (default: restore from it).',
       },
+      egress: {
+        $ref: 'banger:defs#/$defs/EgressText',
+        description:
+          'Egress policy (default from config `[vm_defaults] egress`, `all`): `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules.',
+      },
     },
   },
   'vm.create.cancel': {
@@ -1576,6 +1724,10 @@ export const PARAMS_SCHEMAS = {
         type: 'boolean',
         description: 'As for vm.create.begin (accepted so a plan takes the same params).',
       },
+      egress: {
+        $ref: 'banger:defs#/$defs/EgressText',
+        description: 'As for vm.create.begin.',
+      },
     },
   },
   'vm.create.status': {
@@ -1597,6 +1749,27 @@ export const PARAMS_SCHEMAS = {
       name: {
         $ref: 'banger:defs#/$defs/VmName',
         description: "The VM's name (or id).",
+      },
+    },
+  },
+  'vm.egress': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/VmName',
+        description: "The VM's name (or id).",
+      },
+      follow: {
+        type: 'boolean',
+        description: 'Keep streaming new events.',
+      },
+      limit: {
+        type: 'integer',
+        minimum: 1,
+        maximum: 1000,
+        description: 'At most this many recent events (default 100).',
       },
     },
   },
@@ -1732,6 +1905,11 @@ export const PARAMS_SCHEMAS = {
         description: 'New memory in MiB.',
         minimum: 128,
         maximum: 262144,
+      },
+      egress: {
+        $ref: 'banger:defs#/$defs/EgressText',
+        description:
+          'New egress policy: `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules.',
       },
     },
   },
@@ -2826,6 +3004,7 @@ export const RESULT_SCHEMAS = {
       'disk_size_bytes',
       'network',
       'nat',
+      'egress',
     ],
     properties: {
       name: {
@@ -2862,6 +3041,10 @@ export const RESULT_SCHEMAS = {
       nat: {
         type: 'boolean',
       },
+      egress: {
+        $ref: 'banger:defs#/$defs/EgressPolicy',
+        description: 'The policy the VM would get (parsed, canonical).',
+      },
     },
   },
   'vm.create.status': {
@@ -2889,6 +3072,27 @@ export const RESULT_SCHEMAS = {
         const: true,
         type: 'boolean',
         description: 'Always true.',
+      },
+    },
+  },
+  'vm.egress': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'egress', 'events'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/VmName',
+      },
+      egress: {
+        $ref: 'banger:defs#/$defs/EgressPolicy',
+        description: "The VM's policy now.",
+      },
+      events: {
+        type: 'array',
+        items: {
+          $ref: 'banger:defs#/$defs/EgressEvent',
+        },
+        description: 'Recent events, oldest first (empty after a follow: they were streamed).',
       },
     },
   },
@@ -3075,6 +3279,15 @@ export const RESULT_SCHEMAS = {
     properties: {
       vm: {
         $ref: 'banger:defs#/$defs/Vm',
+      },
+      egress_applied: {
+        type: 'string',
+        enum: ['live', 'next_start'],
+        description: 'With `egress`: whether the policy is enforced now or from the next start.',
+      },
+      egress_note: {
+        type: 'string',
+        description: 'With `egress_applied` = `next_start`: why, and what to do (restart the VM).',
       },
     },
   },

@@ -194,6 +194,72 @@ export interface DaemonStatusResult {
 }
 
 /**
+ * One connection a VM made or tried, as the egress enforcement saw it.
+ */
+export interface EgressEvent {
+  time: Timestamp;
+  vm: VmName;
+  verdict: 'allow' | 'deny';
+  proto: 'tcp' | 'udp' | 'dns' | 'http';
+  /**
+   * The name asked for (proxy request, DNS query).
+   */
+  host?: string;
+  /**
+   * The address connected to.
+   */
+  ip?: string;
+  port?: number;
+  /**
+   * The rule that allowed it (`all` under the policy all).
+   */
+  rule?: string;
+  /**
+   * Why, in words (e.g. `no rule allows it`).
+   */
+  reason: string;
+  /**
+   * The op that set the policy (the create or the last vm.set of it).
+   */
+  op_id?: OpId;
+}
+
+/**
+ * Where a VM may connect: `all`, `none`, or `allow` with the rules that allow a destination.
+ */
+export interface EgressPolicy {
+  mode: 'all' | 'none' | 'allow';
+  /**
+   * @maxItems 128
+   */
+  rules: EgressRule[];
+}
+
+/**
+ * One rule of an `allow=` policy, canonical.
+ */
+export interface EgressRule {
+  kind: 'domain' | 'wildcard' | 'ip' | 'cidr';
+  /**
+   * Lower-case domain (for a wildcard the domain under `*.`), dotted-quad IPv4, or CIDR with its host bits cleared.
+   */
+  value: string;
+  /**
+   * Only this destination port; any port when absent.
+   */
+  port?: number;
+  /**
+   * The rule as written back (e.g. `*.github.com:443`).
+   */
+  text: string;
+}
+
+/**
+ * An egress policy as text: `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules. See docs/egress.md.
+ */
+export type EgressText = string;
+
+/**
  * A base image: a root filesystem plus the kernel it boots.
  */
 export interface Image {
@@ -1522,6 +1588,18 @@ export interface Vm {
    */
   nat: boolean;
   /**
+   * Where the VM may connect (vm create/set --egress).
+   */
+  egress: EgressPolicy;
+  /**
+   * The op that set the egress policy (its create, or the last vm.set that changed it): egress log lines carry it.
+   */
+  egress_op_id?: OpId;
+  /**
+   * Secrets the VM may use (names and hosts only).
+   */
+  secrets: VmSecret[];
+  /**
    * Process id of the VMM while running.
    */
   pid?: number;
@@ -1610,6 +1688,10 @@ export interface VmCreateBeginParams {
    * Boot cold even when a warm template of this spec exists (default: restore from it).
    */
   cold?: boolean;
+  /**
+   * Egress policy (default from config `[vm_defaults] egress`, `all`): `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules.
+   */
+  egress?: EgressText;
 }
 
 /**
@@ -1673,6 +1755,10 @@ export interface VmCreatePlanParams {
    * As for vm.create.begin (accepted so a plan takes the same params).
    */
   cold?: boolean;
+  /**
+   * As for vm.create.begin.
+   */
+  egress?: EgressText;
 }
 
 /**
@@ -1697,6 +1783,10 @@ export interface VmCreatePlanResult {
   disk_size_bytes: number;
   network: NetworkMode;
   nat: boolean;
+  /**
+   * The policy the VM would get (parsed, canonical).
+   */
+  egress: EgressPolicy;
 }
 
 /**
@@ -1736,6 +1826,46 @@ export interface VmDeleteResult {
    * Always true.
    */
   deleted: true;
+}
+
+/**
+ * One frame of `vm.egress`'s stream.
+ */
+export interface VmEgressFrame {
+  event: EgressEvent;
+}
+
+/**
+ * Params of `vm.egress`.
+ */
+export interface VmEgressParams {
+  /**
+   * The VM's name (or id).
+   */
+  name: VmName;
+  /**
+   * Keep streaming new events.
+   */
+  follow?: boolean;
+  /**
+   * At most this many recent events (default 100).
+   */
+  limit?: number;
+}
+
+/**
+ * Result of `vm.egress`.
+ */
+export interface VmEgressResult {
+  name: VmName;
+  /**
+   * The VM's policy now.
+   */
+  egress: EgressPolicy;
+  /**
+   * Recent events, oldest first (empty after a follow: they were streamed).
+   */
+  events: EgressEvent[];
 }
 
 /**
@@ -2000,6 +2130,14 @@ export interface VmResumeResult {
 }
 
 /**
+ * A secret a VM may use: its name and the hosts the egress proxy sends its value to (the value itself never leaves the daemon).
+ */
+export interface VmSecret {
+  name: string;
+  hosts: string[];
+}
+
+/**
  * Params of `vm.set`.
  */
 export interface VmSetParams {
@@ -2015,6 +2153,10 @@ export interface VmSetParams {
    * New memory in MiB.
    */
   memory_mib?: number;
+  /**
+   * New egress policy: `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules.
+   */
+  egress?: EgressText;
 }
 
 /**
@@ -2022,6 +2164,14 @@ export interface VmSetParams {
  */
 export interface VmSetResult {
   vm: Vm;
+  /**
+   * With `egress`: whether the policy is enforced now or from the next start.
+   */
+  egress_applied?: 'live' | 'next_start';
+  /**
+   * With `egress_applied` = `next_start`: why, and what to do (restart the VM).
+   */
+  egress_note?: string;
 }
 
 /**

@@ -61,6 +61,8 @@ import type {
   VmCreateStatusResult,
   VmDeleteParams,
   VmDeleteResult,
+  VmEgressParams,
+  VmEgressResult,
   VmHealthParams,
   VmHealthResult,
   VmKillParams,
@@ -137,6 +139,7 @@ export const daemonParamValidators: {
   readonly 'vm.create.plan': ValidateFunction<VmCreatePlanParams>;
   readonly 'vm.create.status': ValidateFunction<VmCreateStatusParams>;
   readonly 'vm.delete': ValidateFunction<VmDeleteParams>;
+  readonly 'vm.egress': ValidateFunction<VmEgressParams>;
   readonly 'vm.health': ValidateFunction<VmHealthParams>;
   readonly 'vm.kill': ValidateFunction<VmKillParams>;
   readonly 'vm.list': ValidateFunction<VmListParams>;
@@ -181,6 +184,7 @@ export const daemonParamValidators: {
   'vm.create.plan': ajv.compile<VmCreatePlanParams>(PARAMS_SCHEMAS['vm.create.plan']),
   'vm.create.status': ajv.compile<VmCreateStatusParams>(PARAMS_SCHEMAS['vm.create.status']),
   'vm.delete': ajv.compile<VmDeleteParams>(PARAMS_SCHEMAS['vm.delete']),
+  'vm.egress': ajv.compile<VmEgressParams>(PARAMS_SCHEMAS['vm.egress']),
   'vm.health': ajv.compile<VmHealthParams>(PARAMS_SCHEMAS['vm.health']),
   'vm.kill': ajv.compile<VmKillParams>(PARAMS_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListParams>(PARAMS_SCHEMAS['vm.list']),
@@ -234,6 +238,7 @@ export const daemonResultValidators: {
   readonly 'vm.create.plan': ValidateFunction<VmCreatePlanResult>;
   readonly 'vm.create.status': ValidateFunction<VmCreateStatusResult>;
   readonly 'vm.delete': ValidateFunction<VmDeleteResult>;
+  readonly 'vm.egress': ValidateFunction<VmEgressResult>;
   readonly 'vm.health': ValidateFunction<VmHealthResult>;
   readonly 'vm.kill': ValidateFunction<VmKillResult>;
   readonly 'vm.list': ValidateFunction<VmListResult>;
@@ -284,6 +289,7 @@ export const daemonResultValidators: {
   'vm.create.plan': ajv.compile<VmCreatePlanResult>(RESULT_SCHEMAS['vm.create.plan']),
   'vm.create.status': ajv.compile<VmCreateStatusResult>(RESULT_SCHEMAS['vm.create.status']),
   'vm.delete': ajv.compile<VmDeleteResult>(RESULT_SCHEMAS['vm.delete']),
+  'vm.egress': ajv.compile<VmEgressResult>(RESULT_SCHEMAS['vm.egress']),
   'vm.health': ajv.compile<VmHealthResult>(RESULT_SCHEMAS['vm.health']),
   'vm.kill': ajv.compile<VmKillResult>(RESULT_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListResult>(RESULT_SCHEMAS['vm.list']),

@@ -169,6 +169,9 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   'vm.delete': {
     name: 'calm-otter',
   },
+  'vm.egress': {
+    name: 'calm-otter',
+  },
   'vm.health': {
     name: 'calm-otter',
   },

@@ -2,7 +2,9 @@
 // error at start-up rather than a silently ignored setting.
 import { existsSync, readFileSync } from 'node:fs';
 import { parse } from 'smol-toml';
+import { EgressRuleError, parseEgress } from '../egress/rules.ts';
 import { parseLogsConfig, type LogsConfig } from '../ops/config.ts';
+import { parseEgressConfig, type EgressConfig } from '../egress/config.ts';
 
 export interface DaemonConfig {
   log_level: string;
@@ -18,7 +20,8 @@ export interface DaemonConfig {
   bridge_cidr: string;
   /** The `.vm` DNS server's port on 127.0.0.1 (and the bridge address); 0 turns it off. */
   dns_port: number;
-  vm_defaults: { vcpus: number; memory_mib: number; disk_size: string };
+  /** `egress`: the policy of a VM created without --egress (src/egress/rules.ts syntax; `all`). */
+  vm_defaults: { vcpus: number; memory_mib: number; disk_size: string; egress: string };
   /** [warm]: auto = warm a spec's template in the background after its first cold create. */
   warm: { auto: boolean };
   /** [logs]: where `banger op trace` reads logs back, op record retention (defaults when absent). */
@@ -28,6 +31,8 @@ export interface DaemonConfig {
    * is made bootable or a derived image installs packages (src/image/prepare-script.ts).
    */
   images: { apt_sources?: string };
+  /** [egress]: the egress proxy (src/egress/config.ts); defaults when absent. */
+  egress?: EgressConfig;
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
@@ -40,7 +45,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   bridge_name: 'br-banger',
   bridge_cidr: '10.213.0.0/24',
   dns_port: 5354,
-  vm_defaults: { vcpus: 2, memory_mib: 1024, disk_size: '4G' },
+  vm_defaults: { vcpus: 2, memory_mib: 1024, disk_size: '4G', egress: 'all' },
   warm: { auto: false },
   images: {},
 };
@@ -59,8 +64,9 @@ const TOP_KEYS = new Set([
   'bridge_name',
   'bridge_cidr',
   'dns_port',
+  'egress',
 ]);
-const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size']);
+const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size', 'egress']);
 
 function oneOf<T extends string>(v: unknown, allowed: readonly T[], key: string): T {
   if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
@@ -121,6 +127,7 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
     }
   }
   if (raw.images !== undefined) c.images = parseImagesConfig(raw.images, source);
+  if (raw.egress !== undefined) c.egress = parseEgressConfig(raw.egress, source);
   if (raw.bridge_name !== undefined) {
     if (typeof raw.bridge_name !== 'string' || !/^br-banger[a-z0-9-]{0,6}$/.test(raw.bridge_name))
       throw new Error(
@@ -173,6 +180,17 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
       if (typeof d.disk_size !== 'string' || !/^\d+[KMGT]?$/.test(d.disk_size))
         throw new Error(`${source}: vm_defaults.disk_size must look like 4G or 512M`);
       c.vm_defaults.disk_size = d.disk_size;
+    }
+    if (d.egress !== undefined) {
+      if (typeof d.egress !== 'string') throw new Error(`${source}: vm_defaults.egress must be a string`);
+      try {
+        parseEgress(d.egress);
+      } catch (err) {
+        if (err instanceof EgressRuleError)
+          throw new Error(`${source}: vm_defaults.egress: ${err.message}`, { cause: err });
+        throw err;
+      }
+      c.vm_defaults.egress = d.egress;
     }
   }
   return c;

@@ -67,4 +67,5 @@ export {
   type VmState,
   type SavedStateInfo,
   type VmStateWrite,
+  type VmSecretRef,
 } from './vms.ts';

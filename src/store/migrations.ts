@@ -175,6 +175,22 @@ CREATE UNIQUE INDEX vms_guest_ip ON vms (guest_ip) WHERE guest_ip IS NOT NULL;
 `);
     },
   },
+  {
+    id: 8,
+    name: 'vm_egress',
+    up(db) {
+      // Egress policy and secrets (issue 16, docs/egress.md): `egress` is the parsed policy as
+      // JSON (src/egress/rules.ts; every VM made before it reached everything: `all`),
+      // `secrets` the names and hosts of the secrets the VM may use (never values),
+      // `egress_op_id` the op that set the policy (its create or the last vm.set), which every
+      // egress log line of the VM carries.
+      db.exec(`
+ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT '{"mode":"all","rules":[]}';
+ALTER TABLE vms ADD COLUMN secrets TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE vms ADD COLUMN egress_op_id TEXT;
+`);
+    },
+  },
 ];
 
 export interface AppliedMigration {

@@ -1,6 +1,7 @@
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import { StoreError } from './errors.ts';
 import { firstFreeHost } from './ipv4.ts';
+import { type EgressPolicy, DEFAULT_EGRESS, parseEgress } from '../egress/rules.ts';
 import { type Clock, type Row, bool, int, iso, json, newId, oneOf, str, strOrNull, toJson } from './rows.ts';
 
 export const VM_STATES = [
@@ -45,6 +46,20 @@ export interface VmRow {
   lastExit: string | null;
   /** What a VM paused to disk holds (src/vm/pause.ts); null when it holds no saved state. */
   savedState: SavedStateInfo | null;
+  /** Where the VM may connect (src/egress/rules.ts); `all` for VMs made before egress policies. */
+  egress: EgressPolicy;
+  /** Secrets the VM may use: names and the hosts their values go to (never the values). */
+  secrets: VmSecretRef[];
+  /** The op that set the egress policy (create or the last vm.set); its egress log lines carry it. */
+  egressOpId: string | null;
+}
+
+/** A secret a VM may use, by name, and the hosts the egress proxy may send its value to. */
+export interface VmSecretRef {
+  name: string;
+  hosts: string[];
+  /** The random stand-in the guest sees instead of the value (src/egress/secrets.ts). */
+  placeholder?: string;
 }
 
 /** The saved state of a VM paused to disk, as `vm list`/`vm show` report it. */
@@ -79,6 +94,11 @@ export interface NewVm {
   /** Defaults to now; updatedAt starts equal to it. */
   createdAt?: Date | string;
   warmTemplate?: string | null;
+  /** Defaults to DEFAULT_EGRESS (`all`). */
+  egress?: EgressPolicy;
+  /** Defaults to none. */
+  secrets?: VmSecretRef[];
+  egressOpId?: string | null;
 }
 
 /**
@@ -103,6 +123,9 @@ export interface VmPatch {
   warmTemplate?: string | null;
   lastExit?: string | null;
   savedState?: SavedStateInfo | null;
+  egress?: EgressPolicy;
+  secrets?: VmSecretRef[];
+  egressOpId?: string | null;
 }
 
 /**
@@ -120,7 +143,7 @@ export interface VmStateWrite {
 const COLS =
   'id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac, nat, ' +
   'ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at, last_started_at, ' +
-  'warm_template, state_reason, last_exit, saved_state';
+  'warm_template, state_reason, last_exit, saved_state, egress, secrets, egress_op_id';
 
 // Patch property -> column, and how to bind the value.
 const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputValue]> = [
@@ -141,6 +164,9 @@ const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputV
   ['warmTemplate', 'warm_template', (v) => v as string | null],
   ['lastExit', 'last_exit', (v) => v as string | null],
   ['savedState', 'saved_state', toJson],
+  ['egress', 'egress', toJson],
+  ['secrets', 'secrets', toJson],
+  ['egressOpId', 'egress_op_id', (v) => v as string | null],
 ];
 
 // One statement for every partial update: each column is rewritten only when its set_ flag is 1.
@@ -154,6 +180,38 @@ function savedInfo(v: unknown): SavedStateInfo | null {
   const o = v as Record<string, unknown>;
   if (typeof o.bytes !== 'number' || typeof o.savedAt !== 'string') return null;
   return { bytes: o.bytes, savedAt: o.savedAt, saveMs: typeof o.saveMs === 'number' ? o.saveMs : 0 };
+}
+
+/**
+ * A stored policy, checked again on the way out: whatever is not a policy the parser accepts
+ * reads as `none` (fail closed: a damaged row must not open a VM to everything).
+ */
+function egressFrom(v: unknown): EgressPolicy {
+  if (typeof v !== 'object' || v === null) return { mode: 'none', rules: [] };
+  const o = v as { mode?: unknown; rules?: unknown };
+  if (o.mode === 'all' || o.mode === 'none') return { mode: o.mode, rules: [] };
+  if (o.mode !== 'allow' || !Array.isArray(o.rules)) return { mode: 'none', rules: [] };
+  const texts = (o.rules as unknown[]).map((r) =>
+    typeof r === 'object' && r !== null ? (r as { text?: unknown }).text : undefined,
+  );
+  if (!texts.every((t): t is string => typeof t === 'string')) return { mode: 'none', rules: [] };
+  try {
+    return parseEgress(`allow=${texts.join(',')}`);
+  } catch {
+    return { mode: 'none', rules: [] };
+  }
+}
+
+function secretsFrom(v: unknown): VmSecretRef[] {
+  if (!Array.isArray(v)) return [];
+  return (v as unknown[]).flatMap((s) => {
+    if (typeof s !== 'object' || s === null) return [];
+    const o = s as { name?: unknown; hosts?: unknown };
+    if (typeof o.name !== 'string' || !Array.isArray(o.hosts)) return [];
+    const hosts = (o.hosts as unknown[]).filter((h): h is string => typeof h === 'string');
+    const ph = (s as { placeholder?: unknown }).placeholder;
+    return [{ name: o.name, hosts, ...(typeof ph === 'string' ? { placeholder: ph } : {}) }];
+  });
 }
 
 function toVm(r: Row): VmRow {
@@ -181,6 +239,9 @@ function toVm(r: Row): VmRow {
     stateReason: strOrNull(r, t, 'state_reason'),
     lastExit: strOrNull(r, t, 'last_exit'),
     savedState: savedInfo(json(r, t, 'saved_state')),
+    egress: egressFrom(json(r, t, 'egress')),
+    secrets: secretsFrom(json(r, t, 'secrets')),
+    egressOpId: strOrNull(r, t, 'egress_op_id'),
   };
 }
 
@@ -250,6 +311,9 @@ export class VmsRepo {
       null,
       null,
       null,
+      toJson(vm.egress ?? DEFAULT_EGRESS),
+      toJson(vm.secrets ?? []),
+      vm.egressOpId ?? null,
     );
     if (!row) throw new Error('vms insert returned no row');
     return toVm(row);

@@ -16,6 +16,8 @@ export function vmToWire(d: MachineDeps, row: VmRow, image: ImageRow | undefined
     disk_size_bytes: row.diskSizeBytes,
     network: { mode: row.networkMode === 'bridge' ? 'bridge' : 'user', mac: row.mac },
     nat: row.nat,
+    egress: { mode: row.egress.mode, rules: row.egress.rules.map((r) => ({ ...r })) },
+    secrets: row.secrets.map((s) => ({ name: s.name, hosts: [...s.hosts] })),
     boot_count: row.bootCount,
     created_at: row.createdAt,
     updated_at: row.updatedAt,
@@ -38,6 +40,7 @@ export function vmToWire(d: MachineDeps, row: VmRow, image: ImageRow | undefined
   if (row.stateReason) vm.state_reason = row.stateReason;
   if (row.lastExit) vm.last_exit = row.lastExit;
   if (row.warmTemplate) vm.warm_template = row.warmTemplate;
+  if (row.egressOpId) vm.egress_op_id = row.egressOpId;
   if (row.savedState) {
     vm.saved_bytes = row.savedState.bytes;
     vm.saved_at = row.savedState.savedAt;

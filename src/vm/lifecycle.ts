@@ -14,6 +14,7 @@ import { isEngineError } from '../engine/index.ts';
 import { INCOMING_DEFER } from '../engine/migration.ts';
 import type { OperationRegistry, OperationTracker } from '../ops/operations.ts';
 import { VmError } from './errors.ts';
+import type { EgressHooks } from '../egress/types.ts';
 import type { VmRow } from '../store/index.ts';
 import type { CrashPoint } from './crash.ts';
 import { runCreate, type CreateDeps, type CreateRequest } from './create.ts';
@@ -58,6 +59,8 @@ export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   resumedReady?: (vm: VmRow) => Promise<void>;
   /** Set a resumed guest's clock to now; returns the skew in ms (default correctGuestClock). */
   correctClock?: (vm: VmRow) => Promise<number>;
+  /** Egress enforcement of user-mode VMs and the event ring (src/egress/types.ts); none in tests. */
+  egress?: EgressHooks;
 }
 
 export interface ReconcileReport {

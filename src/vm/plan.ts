@@ -1,6 +1,7 @@
 // vm.create.plan: the spec vm.create.begin would create, resolved without touching anything.
 // `banger vm run` prints it first, and `--dry-run` prints nothing else.
 import type { NetworkMode, VmCreatePlanParams, VmCreatePlanResult } from '../../generated/types.gen.ts';
+import { EgressRuleError, parseEgress, type EgressPolicy } from '../egress/rules.ts';
 import { VmError, vmNotFound } from './errors.ts';
 import type { Store } from '../store/index.ts';
 import { randomVmName, validateVmName } from './names.ts';
@@ -11,7 +12,7 @@ export const MIN_DISK_BYTES = 512 * 1024 * 1024;
 
 export interface PlanDeps {
   store: { images: Pick<Store['images'], 'getByName' | 'getDefault'> };
-  vmDefaults: { vcpus: number; memory_mib: number; disk_size: string };
+  vmDefaults: { vcpus: number; memory_mib: number; disk_size: string; egress?: string };
   /** The image built on first use when there is no default image. */
   defaultImageName: string;
   /** A name is taken by a VM row or by a create that has not recorded its row yet. */
@@ -40,6 +41,7 @@ export async function planCreate(d: PlanDeps, p: VmCreatePlanParams): Promise<Vm
     image = def?.name ?? d.defaultImageName;
     imageReady = def !== undefined;
   }
+  const egress = planEgress(p.egress ?? d.vmDefaults.egress ?? 'all');
   const diskSizeBytes = parseSize(p.disk_size ?? d.vmDefaults.disk_size, 'disk size');
   if (diskSizeBytes < MIN_DISK_BYTES) throw new VmError('invalid', 'disk size must be at least 512M');
   return {
@@ -52,5 +54,16 @@ export async function planCreate(d: PlanDeps, p: VmCreatePlanParams): Promise<Vm
     disk_size_bytes: diskSizeBytes,
     network,
     nat: p.nat ?? false,
+    egress,
   };
+}
+
+/** A policy text (the param's or the config default's) parsed, or `invalid` with the parser's words. */
+export function planEgress(text: string): EgressPolicy {
+  try {
+    return parseEgress(text);
+  } catch (err) {
+    if (err instanceof EgressRuleError) throw new VmError('invalid', err.message);
+    throw err;
+  }
 }

@@ -41,6 +41,8 @@ export function fakeVm(name: string, over: Partial<Vm> = {}): Vm {
     disk_size_bytes: 4 * 1024 ** 3,
     network: { mode: 'user', mac: '52:54:00:a1:b2:c3', ssh_host: '127.0.0.1', ssh_port: 42022 },
     nat: false,
+    egress: { mode: 'all', rules: [] },
+    secrets: [],
     pid: 41234,
     accel: 'kvm',
     boot_count: 1,
@@ -375,6 +377,23 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
       };
     },
     ports: notFaked('vm.ports'),
+    async egress(p) {
+      const v = vmOr404(p.name);
+      // One denial for every VM: enough for the CLI's table and --json.
+      const events = [
+        {
+          time: T0,
+          vm: v.name,
+          verdict: 'deny' as const,
+          proto: 'http' as const,
+          host: 'example.com',
+          port: 443,
+          reason: 'no rule allows example.com:443',
+          op_id: 'op-3f9a1c07b2d4',
+        },
+      ].slice(-(p.limit ?? 100));
+      return { result: { name: v.name, egress: v.egress, events } };
+    },
     async logs(p, ctx) {
       const v = vmOr404(p.name);
       const tail = p.tail_bytes ?? 65536;

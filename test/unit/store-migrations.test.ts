@@ -154,18 +154,22 @@ describe('migrations', () => {
   });
 
   it('tolerates ids applied by a newer banger, with a warning; checkMigrations says newer', () => {
-    openStore(path, { migrations: [...MIGRATIONS, { ...addNotes, id: 7, name: 'from-the-future' }] }).close();
+    // One past the last known id: stays "from the future" as migrations are added.
+    const FUTURE = (MIGRATIONS.at(-1)?.id ?? 0) + 1;
+    openStore(path, {
+      migrations: [...MIGRATIONS, { ...addNotes, id: FUTURE, name: 'from-the-future' }],
+    }).close();
 
     const db = openDatabase(path, { readOnly: true });
     expect(checkMigrations(db)).toBe('newer');
-    expect(migrationStatus(db).unknown.map((u) => u.id)).toEqual([7]);
+    expect(migrationStatus(db).unknown.map((u) => u.id)).toEqual([FUTURE]);
     db.close();
 
-    const store = openStore(path); // this (older) banger does not know migration 7
+    const store = openStore(path); // this (older) banger does not know migration FUTURE
     expect(store.appliedMigrations).toEqual([]);
     expect(store.warnings).toHaveLength(1);
-    expect(store.warnings[0]).toMatch(/7 \(from-the-future\).*newer banger/);
-    expect(appliedIds(store.db)).toEqual([...ALL_IDS, 7]); // nothing undone
+    expect(store.warnings[0]).toMatch(new RegExp(`${FUTURE} \\(from-the-future\\).*newer banger`));
+    expect(appliedIds(store.db)).toEqual([...ALL_IDS, FUTURE]); // nothing undone
     store.settings.set('still', 'works');
     store.close();
 

@@ -21,6 +21,7 @@ const plan: VmCreatePlanResult = {
   disk_size_bytes: 4 * 1024 ** 3,
   network: 'user',
   nat: false,
+  egress: { mode: 'all', rules: [] },
 };
 
 const details: VmSshResult = {

@@ -28,6 +28,7 @@ import {
   type PrepareRequest,
 } from '../../vm/workspace.ts';
 import { DEFAULT_IMAGE_NAME } from './image.ts';
+import { followEgress } from '../vm-egress.ts';
 
 export interface VmServiceDeps extends LifecycleDeps {
   store: Store;
@@ -108,6 +109,9 @@ export class VmServiceImpl implements VmService {
       networkMode: plan.network,
       mac: macFor(id),
       nat: plan.nat,
+      egress: plan.egress,
+      // The create's op id: every egress log line of the VM carries it until a vm set changes it.
+      egressOpId: ctx.opId,
     };
     // Runs on in the background inside this call's async context: its logs carry this op id.
     void this.lifecycle
@@ -292,6 +296,21 @@ export class VmServiceImpl implements VmService {
     const vm = this.find(p.name);
     const path = vmFiles(this.d.stateDir, vm.id).serialLog;
     return serialLogs({ name: vm.name, path, stillRunning: () => this.isRunningByName(vm.name) }, p, ctx);
+  }
+
+  /** vm.egress: the VM's recent egress events (src/egress/events.ts), with follow a stream. */
+  async egress(p: T.VmEgressParams, ctx: RpcContext): Promise<StreamReply<T.VmEgressFrame, T.VmEgressResult>> {
+    const vm = this.find(p.name);
+    const events = this.d.egress?.events;
+    const recent = events?.recent(vm.name, p.limit ?? 100) ?? [];
+    const result: T.VmEgressResult = { name: vm.name, egress: this.wire(vm).egress, events: recent };
+    if (!p.follow || !events) return { result };
+    const gone = (): boolean => !this.d.store.vms.getById(vm.id);
+    return {
+      frames: followEgress(events, vm.name, recent, ctx.signal, gone),
+      // The recent events went out as frames first.
+      result: { ...result, events: [] },
+    };
   }
 
   /** vm.ssh: validate first so the caller gets not_found / not_running. */

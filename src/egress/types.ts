@@ -1,0 +1,39 @@
+// What the VM lifecycle needs from the egress side (issue 16): the event ring, and for user-mode
+// VMs with a restricted policy or secrets the daemon's egress proxy (src/egress/proxy.ts),
+// reached from the guest through QEMU's guestfwd. An interface here so the lifecycle and its
+// tests do not depend on the proxy's implementation; src/egress/wiring.ts adapts the real one.
+import type { VmRow } from '../store/index.ts';
+import type { EgressEvents } from './events.ts';
+
+/** The guest-side address of the proxy in user mode (QEMU guestfwd; not a host address). */
+export const USER_PROXY_IP = '10.0.2.100';
+export const USER_PROXY_PORT = 3128;
+export const USER_PROXY_URL = `http://${USER_PROXY_IP}:${USER_PROXY_PORT}`;
+
+export interface EgressHooks {
+  events: EgressEvents;
+  /**
+   * The unix socket a user-mode VM's guestfwd connects to. Deterministic from the VM id: the
+   * VMM's argv must be rebuilt the same way after a daemon restart (pause compares argv hashes).
+   */
+  socketPath(vmId: string): string;
+  /** Start proxying for the VM (before its VMM starts); idempotent (a re-attach replaces). */
+  attach(vm: VmRow): void;
+  /** The VM's policy changed: connections from now on are checked against the new one. */
+  update(vm: VmRow): void;
+  /** Stop proxying for the VM (its VMM stopped, or it is deleted); idempotent. */
+  detach(vmId: string): void;
+}
+
+/** Whether a user-mode VM goes through the proxy: a restricted policy, or secrets to inject. */
+export function usesProxy(vm: Pick<VmRow, 'networkMode' | 'egress' | 'secrets'>): boolean {
+  return vm.networkMode !== 'bridge' && (vm.egress.mode !== 'all' || vm.secrets.length > 0);
+}
+
+/**
+ * Whether a user-mode VM's VMM runs with `restrict=on`: every restricted policy. (Secrets alone
+ * under `all` keep the normal network; the proxy is then a convenience the guest is pointed at.)
+ */
+export function userRestricted(vm: Pick<VmRow, 'networkMode' | 'egress'>): boolean {
+  return vm.networkMode !== 'bridge' && vm.egress.mode !== 'all';
+}
