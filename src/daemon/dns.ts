@@ -167,6 +167,69 @@ export function answer(q: DnsQuery, lookup: VmLookup): Buffer | undefined {
   return nodata();
 }
 
+/**
+ * The A records of a response's answer section (CNAMEs and other types skipped; names may be
+ * compressed), or [] for anything unparsable. Pure.
+ */
+export function answerAddresses(msg: Buffer): { ip: string; ttl: number }[] {
+  try {
+    if (msg.length < 12) return [];
+    const qd = msg.readUInt16BE(4);
+    const an = msg.readUInt16BE(6);
+    let off = 12;
+    const skipName = (): void => {
+      for (let hops = 0; hops < 128; hops++) {
+        const len = msg[off];
+        if (len === undefined) throw new DnsFormatError('truncated name');
+        if ((len & 0xc0) === 0xc0) {
+          off += 2;
+          return;
+        }
+        off += 1 + len;
+        if (len === 0) return;
+      }
+      throw new DnsFormatError('name too long');
+    };
+    for (let i = 0; i < qd; i++) {
+      skipName();
+      off += 4;
+    }
+    const out: { ip: string; ttl: number }[] = [];
+    for (let i = 0; i < an; i++) {
+      skipName();
+      if (off + 10 > msg.length) break;
+      const type = msg.readUInt16BE(off);
+      const klass = msg.readUInt16BE(off + 2);
+      const ttl = msg.readUInt32BE(off + 4);
+      const len = msg.readUInt16BE(off + 8);
+      off += 10;
+      if (off + len > msg.length) break;
+      if (type === TYPE.A && klass === CLASS_IN && len === 4)
+        out.push({ ip: [...msg.subarray(off, off + 4)].join('.'), ttl });
+      off += len;
+    }
+    return out;
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * What the resolver does for a guest under a restricted egress policy (src/egress/bridged.ts):
+ * a name no rule allows is answered REFUSED (not NXDOMAIN: the name may well exist, the policy
+ * says no, and nothing caches a refusal as "no such name"); an allowed name's addresses are
+ * admitted into the VM's nftables sets before the answer leaves.
+ */
+export interface DnsEgressHook {
+  check(
+    src: string,
+    name: string,
+  ):
+    | { allow: false; deny: () => void }
+    | { allow: true; admit: (answers: { ip: string; ttl: number }[]) => Promise<void> }
+    | undefined;
+}
+
 /** The first nameserver of a resolv.conf that is not one of our own listeners. */
 export function upstreamFrom(resolvConf: string, exclude: string[]): string | undefined {
   for (const line of resolvConf.split('\n')) {
@@ -192,6 +255,8 @@ interface Listener {
 export class DnsServer {
   private readonly o: DnsServerOptions;
   private readonly listeners = new Map<string, Listener>();
+  /** Egress policy of bridged guests (set once the network exists); guest listeners only. */
+  egress: DnsEgressHook | undefined;
 
   constructor(opts: DnsServerOptions) {
     this.o = opts;
@@ -256,8 +321,31 @@ export class DnsServer {
       return;
     }
     reply = answer(q, this.o.lookup);
-    if (!reply) reply = l.forward ? await this.forward(msg, q) : buildResponse(q, RCODE.REFUSED);
+    if (!reply)
+      reply = l.forward ? await this.forwardChecked(msg, q, rinfo.address) : buildResponse(q, RCODE.REFUSED);
     l.socket.send(reply, rinfo.port, rinfo.address);
+  }
+
+  /** Forward a guest's query, under its VM's egress policy when it has one. */
+  private async forwardChecked(msg: Buffer, q: DnsQuery, src: string): Promise<Buffer> {
+    const verdict = this.egress?.check(src, q.name);
+    if (!verdict) return this.forward(msg, q);
+    if (!verdict.allow) {
+      verdict.deny();
+      return buildResponse(q, RCODE.REFUSED);
+    }
+    const reply = await this.forward(msg, q);
+    try {
+      // Before the guest has the answer: its first connection must already pass.
+      await verdict.admit(answerAddresses(reply));
+    } catch (err) {
+      this.o.log.warn(
+        { name: q.name, src, err: (err as Error).message },
+        'egress: could not admit resolved addresses',
+      );
+      return buildResponse(q, RCODE.SERVFAIL);
+    }
+    return reply;
   }
 
   /** Relay one query to the upstream resolver; SERVFAIL when there is none or it is silent. */

@@ -28,7 +28,8 @@ import { EngineInfo } from './engine-info.ts';
 import { withQuietPolls } from './rpc-log.ts';
 import { HelperLink } from './helper-link.ts';
 import { DnsServer } from './dns.ts';
-import { VmNetwork } from '../vm/network.ts';
+import { bridgePlan, VmNetwork } from '../vm/network.ts';
+import { BridgedEgress } from '../egress/bridged.ts';
 import { WarmService } from './warm.ts';
 import { OperationRegistry, type OperationSink } from '../ops/operations.ts';
 import { DaemonServiceImpl, vmCommitment } from './services/daemon.ts';
@@ -244,7 +245,23 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
         ),
       );
   }
-  const network = new VmNetwork({ config: opts.config, store, log, helper, ...(dns ? { dns } : {}) });
+  // Egress policies of bridged VMs: host chains through the helper, domain rules through the resolver.
+  const bridgedEgress = new BridgedEgress({
+    priv: () => helper.client?.priv,
+    plan: bridgePlan(opts.config),
+    dnsPort: opts.config.dns_port,
+    vms: () => store.vms.list(),
+    log,
+  });
+  if (dns) dns.egress = { check: (src, name) => bridgedEgress.dnsCheck(src, name) };
+  const network = new VmNetwork({
+    config: opts.config,
+    store,
+    log,
+    helper,
+    egress: bridgedEgress,
+    ...(dns ? { dns } : {}),
+  });
   const installPubKey = (): Promise<string> => installKey;
   let engineVersion: Promise<string> | undefined;
   const warm = new WarmService({
@@ -300,6 +317,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
           void recorder.stop().finally(() => {
             store.close();
             void dns?.close();
+            bridgedEgress.close();
             log.info('bangerd stopped');
             resolve();
             opts.onStopped?.();

@@ -57,18 +57,20 @@ RuntimeDirectoryMode=0711
 RuntimeDirectoryPreserve=yes
 UMask=0077
 
-# Hardening. Only what iproute2/nftables (CAP_NET_ADMIN) and handing the socket to the owner
-# (CAP_CHOWN) need. /proc/sys stays writable (no ProtectKernelTunables): NAT turns on
-# net.ipv4.ip_forward. MemoryDenyWriteExecute is off: Node's JIT needs it.
+# Hardening. Only what iproute2/nftables (CAP_NET_ADMIN), handing the socket to the owner
+# (CAP_CHOWN) and reading egress denials from the kernel log (/dev/kmsg, read-only; CAP_SYSLOG
+# under kernel.dmesg_restrict; so no ProtectKernelLogs) need. /proc/sys stays writable (no
+# ProtectKernelTunables): NAT turns on net.ipv4.ip_forward. MemoryDenyWriteExecute is off:
+# Node's JIT needs it.
 NoNewPrivileges=yes
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_CHOWN
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_CHOWN CAP_SYSLOG
 ProtectSystem=strict
 ProtectHome=read-only
 PrivateTmp=yes
 DevicePolicy=closed
 DeviceAllow=/dev/net/tun rw
+DeviceAllow=/dev/kmsg r
 ProtectKernelModules=yes
-ProtectKernelLogs=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes

@@ -9,6 +9,7 @@ import type { Logger } from '../log/logger.ts';
 import { VmError } from './errors.ts';
 import type { Store, VmRow } from '../store/index.ts';
 import type { DaemonStatusResult } from '../../generated/types.gen.ts';
+import type { BridgedEgress } from '../egress/bridged.ts';
 
 /** The daemon configuration this module reads (DaemonConfig satisfies it). */
 export interface NetworkConfig {
@@ -83,6 +84,8 @@ export interface NetworkDeps {
   priv?: PrivCalls;
   /** The .vm DNS server: told to listen on the bridge address once the bridge exists. */
   dns?: { listen(address: string, forward: boolean): Promise<void> };
+  /** Egress policy enforcement on the host (src/egress/bridged.ts); none: every VM is `all`. */
+  egress?: BridgedEgress;
 }
 
 export class VmNetwork {
@@ -162,19 +165,24 @@ export class VmNetwork {
    * Bridge, tap and (when asked) NAT for a VM; idempotent, so start calls it too. A failure part
    * way removes what this call made before rethrowing: nothing is left behind.
    */
-  async attach(vm: Pick<VmRow, 'id' | 'name' | 'guestIp' | 'nat'>): Promise<void> {
+  async attach(vm: Pick<VmRow, 'id' | 'name' | 'guestIp' | 'nat' | 'networkMode' | 'egress'>): Promise<void> {
     const priv = this.requirePriv(`vm "${vm.name}"`);
     const g = this.guest(vm);
     const bridge = this.plan.bridge;
     await this.ensureBridge(priv);
     await priv.create_tap({ tap: g.tap, bridge });
-    if (vm.nat) {
-      try {
+    let natDone = false;
+    try {
+      if (vm.nat) {
         await priv.ensure_nat({ vm_id: vm.id, guest_ip: g.ip, bridge });
-      } catch (err) {
-        await priv.delete_tap({ tap: g.tap }).catch(() => undefined);
-        throw err;
+        natDone = true;
       }
+      // Before the guest can send a packet: a policy that cannot be written fails the start.
+      await this.applyEgress(vm);
+    } catch (err) {
+      if (natDone) await priv.remove_nat({ vm_id: vm.id }).catch(() => undefined);
+      await priv.delete_tap({ tap: g.tap }).catch(() => undefined);
+      throw err;
     }
     await this.syncResolver();
   }
@@ -220,9 +228,27 @@ export class VmNetwork {
     };
   }
 
+  /**
+   * Write a bridged VM's egress chains as its policy now says (start, and a live vm set --egress).
+   * A restricted policy without the enforcement is refused, never silently allowed.
+   */
+  async applyEgress(vm: Pick<VmRow, 'id' | 'name' | 'guestIp' | 'networkMode' | 'egress'>): Promise<void> {
+    if (vm.networkMode !== 'bridge') return;
+    if (!this.d.egress) {
+      if (vm.egress.mode !== 'all')
+        throw new VmError(
+          'invalid',
+          `vm "${vm.name}": this daemon cannot enforce egress policies of bridged VMs`,
+        );
+      return;
+    }
+    await this.d.egress.apply(vm);
+  }
+
   async detach(vm: Pick<VmRow, 'id' | 'name'>): Promise<void> {
     const priv = this.priv;
     if (!priv) return;
+    await this.d.egress?.remove(vm);
     await priv.remove_nat({ vm_id: vm.id });
     await priv.delete_tap({ tap: tapNameFor(vm.id) });
   }
@@ -281,6 +307,19 @@ export class VmNetwork {
           await priv.ensure_nat({ vm_id: vm.id, guest_ip: vm.guestIp, bridge: this.plan.bridge });
           done.restoredNat.push(vm.id);
         }
+      }
+      if (this.d.egress) {
+        const e = await this.d.egress
+          .reconcile({
+            taps: owned.taps.filter((t) => !done.removedTaps.includes(t.name)),
+            ...(owned.egress ? { egress: owned.egress } : {}),
+          })
+          .catch((err: unknown) => {
+            this.d.log.warn({ err: (err as Error).message }, 'egress chains not reconciled');
+            return { removed: [], applied: [] };
+          });
+        if (e.removed.length + e.applied.length > 0)
+          this.d.log.info({ removed: e.removed, applied: e.applied }, 'egress chains reconciled');
       }
       if (done.removedTaps.length + done.removedNat.length + done.restoredNat.length > 0)
         this.d.log.info(

@@ -46,11 +46,13 @@ describe('unit files', () => {
     ]);
     expect(d.get('NoNewPrivileges')).toEqual(['yes']);
     expect(d.get('ProtectSystem')).toEqual(['strict']);
-    expect(d.get('CapabilityBoundingSet')).toEqual(['CAP_NET_ADMIN CAP_CHOWN']);
+    expect(d.get('CapabilityBoundingSet')).toEqual(['CAP_NET_ADMIN CAP_CHOWN CAP_SYSLOG']);
     expect(d.get('KillMode')).toEqual(['process']);
     expect(d.get('PrivateTmp')).toEqual(['yes']);
     expect(d.get('DevicePolicy')).toEqual(['closed']);
-    expect(d.get('DeviceAllow')).toEqual(['/dev/net/tun rw']);
+    // The kernel log, read-only: egress denials of bridged VMs (src/hostnet/egress-log.ts).
+    expect(d.get('DeviceAllow')).toEqual(['/dev/net/tun rw', '/dev/kmsg r']);
+    expect(d.get('ProtectKernelLogs')).toBeUndefined();
     expect(d.get('RestrictAddressFamilies')).toEqual(['AF_UNIX AF_NETLINK AF_INET AF_INET6']);
     // NAT writes net.ipv4.ip_forward: /proc/sys must stay writable.
     expect(d.get('ProtectKernelTunables')).toBeUndefined();
