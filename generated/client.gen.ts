@@ -76,6 +76,11 @@ import type {
   PrivRemoveNatResult,
   PrivSyncResolverRoutingParams,
   PrivSyncResolverRoutingResult,
+  SecretListResult,
+  SecretRmParams,
+  SecretRmResult,
+  SecretSetParams,
+  SecretSetResult,
   ShutdownResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
@@ -90,6 +95,12 @@ import type {
   VmEgressFrame,
   VmEgressParams,
   VmEgressResult,
+  VmForkBeginParams,
+  VmForkBeginResult,
+  VmForkCancelParams,
+  VmForkCancelResult,
+  VmForkStatusParams,
+  VmForkStatusResult,
   VmHealthParams,
   VmHealthResult,
   VmKillParams,
@@ -251,6 +262,15 @@ export type PrivRemoveNatErrorCode = ErrorCodeOf<'priv.remove_nat'>;
 /** The codes `priv.sync_resolver_routing` may reject with. */
 export type PrivSyncResolverRoutingErrorCode = ErrorCodeOf<'priv.sync_resolver_routing'>;
 
+/** The codes `secret.list` may reject with. */
+export type SecretListErrorCode = ErrorCodeOf<'secret.list'>;
+
+/** The codes `secret.rm` may reject with. */
+export type SecretRmErrorCode = ErrorCodeOf<'secret.rm'>;
+
+/** The codes `secret.set` may reject with. */
+export type SecretSetErrorCode = ErrorCodeOf<'secret.set'>;
+
 /** The codes `shutdown` may reject with. */
 export type ShutdownErrorCode = ErrorCodeOf<'shutdown'>;
 
@@ -271,6 +291,15 @@ export type VmDeleteErrorCode = ErrorCodeOf<'vm.delete'>;
 
 /** The codes `vm.egress` may reject with. */
 export type VmEgressErrorCode = ErrorCodeOf<'vm.egress'>;
+
+/** The codes `vm.fork.begin` may reject with. */
+export type VmForkBeginErrorCode = ErrorCodeOf<'vm.fork.begin'>;
+
+/** The codes `vm.fork.cancel` may reject with. */
+export type VmForkCancelErrorCode = ErrorCodeOf<'vm.fork.cancel'>;
+
+/** The codes `vm.fork.status` may reject with. */
+export type VmForkStatusErrorCode = ErrorCodeOf<'vm.fork.status'>;
 
 /** The codes `vm.health` may reject with. */
 export type VmHealthErrorCode = ErrorCodeOf<'vm.health'>;
@@ -324,7 +353,7 @@ export type VmWorkspaceExportErrorCode = ErrorCodeOf<'vm.workspace.export'>;
 export type VmWorkspacePrepareErrorCode = ErrorCodeOf<'vm.workspace.prepare'>;
 
 /** Kinds of asynchronous operation: `<kind>.begin` starts one, `<kind>.status` reports it. */
-export const OPERATION_KINDS = ['image.build', 'image.pull', 'image.warm', 'vm.create'] as const;
+export const OPERATION_KINDS = ['image.build', 'image.pull', 'image.warm', 'vm.create', 'vm.fork'] as const;
 
 /** The status (`<kind>.status` result) of each kind of operation. */
 export interface OperationStatusMap {
@@ -332,6 +361,7 @@ export interface OperationStatusMap {
   'image.pull': ImagePullStatusResult;
   'image.warm': ImageWarmStatusResult;
   'vm.create': VmCreateStatusResult;
+  'vm.fork': VmForkStatusResult;
 }
 
 /** Per-call options handed to the transport (a subset of SocketTransport's CallOptions). */
@@ -675,9 +705,42 @@ export interface OpApi {
   trace(params: OpTraceParams, options?: CallOptionsLike): Promise<OpTraceResult>;
 }
 
+/** Client stubs for `secret.*`. */
+export interface SecretApi {
+  /**
+   * List secrets (names only) and the VMs that use them.
+   *
+   * Names, when each was last set and which VMs were created with it. Values are never returned.
+   *
+   * Wire method: `secret.list`.
+   * @since 0.1.0
+   */
+  list(params?: undefined, options?: CallOptionsLike): Promise<SecretListResult>;
+  /**
+   * Remove a secret.
+   *
+   * Deletes the stored value. VMs created with it keep their placeholder; the proxy then refuses their requests carrying it (`secret NAME is not set`) until it is set again.
+   *
+   * Wire method: `secret.rm`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  rm(params: SecretRmParams, options?: CallOptionsLike): Promise<SecretRmResult>;
+  /**
+   * Store a secret (or replace its value).
+   *
+   * Stores the value in the daemon's state directory (`STATE/secrets/NAME`, mode 0600). The value is never logged, never part of any response and never recorded in the op trace; VMs get it only as a placeholder (`vm.create.begin` `secrets`) that banger's egress proxy replaces in requests to the secret's hosts. A new value applies to the next request of every VM using the secret. Values are at most 16 KiB of text without control characters (they go into HTTP headers).
+   *
+   * Wire method: `secret.set`.
+   * @since 0.1.0
+   */
+  set(params: SecretSetParams, options?: CallOptionsLike): Promise<SecretSetResult>;
+}
+
 /** Client stubs for `vm.*`. */
 export interface VmApi {
   readonly create: VmCreateApi;
+  readonly fork: VmForkApi;
   readonly workspace: VmWorkspaceApi;
   /**
    * Delete a VM: stop it if it runs, remove its disk and record.
@@ -918,6 +981,45 @@ export interface VmCreateApi {
   wait(operationId: string, options?: WaitOptions<VmCreateStatusResult>): Promise<VmCreateStatusResult>;
 }
 
+/** Client stubs for `vm.fork.*`. */
+export interface VmForkApi {
+  /**
+   * Begin forking a running VM into new VMs; returns at once.
+   *
+   * Copies a running VM, its processes and tmpfs contents included, into new VMs that each get their own identity. Steps: `prepare` (the new VMs' records, seeds and disk overlays), `pause_source` (the source's guest is stopped and its RAM and device state saved), `freeze_disk` (the source's disk becomes a read-only base; the source goes on with a new overlay on it, and so does each fork), `resume_source` (the source runs again: `source_pause_ms` in `vm.fork.status` says how long it was stopped), `save` (the RAM is put in a read-only file every fork maps copy-on-write, with a small device-state file), `start_children` (each fork restored from it, re-identified through its guest agent (machine-id, host key, hostname, clock, entropy and, bridged, MAC and address) before anything can reach it, its workspace put on the git branch `banger/fork/<name>`, then SSH). A failure or a cancel removes the forks and leaves the source running. `conflict` when the source is not `running` or is busy. Poll with `vm.fork.status`; stop with `vm.fork.cancel`.
+   *
+   * Wire method: `vm.fork.begin`.
+   * @since 0.4.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  begin(params: VmForkBeginParams, options?: CallOptionsLike): Promise<VmForkBeginResult>;
+  /**
+   * Cancel a running fork: the new VMs are removed, the source runs on.
+   *
+   * Aborts the fork at its current step and undoes what it did: the new VMs are removed (VMM, disk, seed, network, record) and the source's guest is continued if it was stopped. A fork that already finished cannot be canceled (`conflict`).
+   *
+   * Wire method: `vm.fork.cancel`.
+   * @since 0.4.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  cancel(params: VmForkCancelParams, options?: CallOptionsLike): Promise<VmForkCancelResult>;
+  /**
+   * Report a fork operation's progress, its new VMs and how long the source was paused.
+   *
+   * Returns the operation record (steps with their states and durations), the new VMs that exist (all `running` once it succeeded), the source's name and, once the source runs again, how long its guest was stopped (`source_pause_ms`).
+   *
+   * Wire method: `vm.fork.status`.
+   * @since 0.4.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  status(params: VmForkStatusParams, options?: CallOptionsLike): Promise<VmForkStatusResult>;
+  /** Poll `vm.fork.status` until the operation ends: resolves with the last status when it succeeded, rejects with ErrorResponse (the operation's code and id) when it failed or was canceled. */
+  wait(operationId: string, options?: WaitOptions<VmForkStatusResult>): Promise<VmForkStatusResult>;
+}
+
 /** Client stubs for `vm.workspace.*`. */
 export interface VmWorkspaceApi {
   /**
@@ -1093,6 +1195,7 @@ export class BangerClient {
   readonly image: ImageApi;
   readonly kernel: KernelApi;
   readonly op: OpApi;
+  readonly secret: SecretApi;
   readonly vm: VmApi;
 
   constructor(transport: Transport) {
@@ -1189,6 +1292,11 @@ export class BangerClient {
       show: (params, options) => invoke<OpShowResult>(transport, 'op.show', params, options),
       trace: (params, options) => invoke<OpTraceResult>(transport, 'op.trace', params, options),
     };
+    this.secret = {
+      list: (_params, options) => invoke<SecretListResult>(transport, 'secret.list', undefined, options),
+      rm: (params, options) => invoke<SecretRmResult>(transport, 'secret.rm', params, options),
+      set: (params, options) => invoke<SecretSetResult>(transport, 'secret.set', params, options),
+    };
     this.vm = {
       create: {
         begin: (params, options) =>
@@ -1216,6 +1324,22 @@ export class BangerClient {
         frameStream<VmEgressFrame, VmEgressResult>(options?.signal, (onFrame, signal) =>
           transport.call('vm.egress', params, { ...options, onFrame, signal }),
         ),
+      fork: {
+        begin: (params, options) => invoke<VmForkBeginResult>(transport, 'vm.fork.begin', params, options),
+        cancel: (params, options) => invoke<VmForkCancelResult>(transport, 'vm.fork.cancel', params, options),
+        status: (params, options) => invoke<VmForkStatusResult>(transport, 'vm.fork.status', params, options),
+        wait: (operationId, options) =>
+          waitForOperation(
+            (signal) =>
+              invoke<VmForkStatusResult>(
+                transport,
+                'vm.fork.status',
+                { operation_id: operationId },
+                signal ? { signal } : undefined,
+              ),
+            options,
+          ),
+      },
       health: (params, options) => invoke<VmHealthResult>(transport, 'vm.health', params, options),
       kill: (params, options) => invoke<VmKillResult>(transport, 'vm.kill', params, options),
       list: (params, options) => invoke<VmListResult>(transport, 'vm.list', params, options),

@@ -70,6 +70,11 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'op.show': paramHandler(daemonParamValidators['op.show'], (h, p, ctx) => h.services.op.show(p, ctx)),
   'op.trace': paramHandler(daemonParamValidators['op.trace'], (h, p, ctx) => h.services.op.trace(p, ctx)),
   ping: noParamHandler((h, ctx) => h.services.ping(ctx)),
+  'secret.list': noParamHandler((h, ctx) => h.services.secret.list(ctx)),
+  'secret.rm': paramHandler(daemonParamValidators['secret.rm'], (h, p, ctx) => h.services.secret.rm(p, ctx)),
+  'secret.set': paramHandler(daemonParamValidators['secret.set'], (h, p, ctx) =>
+    h.services.secret.set(p, ctx),
+  ),
   shutdown: noParamHandler((h, ctx) => h.services.shutdown(ctx)),
   'vm.create.begin': paramHandler(daemonParamValidators['vm.create.begin'], (h, p, ctx) =>
     h.services.vm.create.begin(p, ctx),
@@ -85,6 +90,15 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   ),
   'vm.delete': paramHandler(daemonParamValidators['vm.delete'], (h, p, ctx) => h.services.vm.delete(p, ctx)),
   'vm.egress': streamHandler(daemonParamValidators['vm.egress'], (h, p, ctx) => h.services.vm.egress(p, ctx)),
+  'vm.fork.begin': paramHandler(daemonParamValidators['vm.fork.begin'], (h, p, ctx) =>
+    h.services.vm.fork.begin(p, ctx),
+  ),
+  'vm.fork.cancel': paramHandler(daemonParamValidators['vm.fork.cancel'], (h, p, ctx) =>
+    h.services.vm.fork.cancel(p, ctx),
+  ),
+  'vm.fork.status': paramHandler(daemonParamValidators['vm.fork.status'], (h, p, ctx) =>
+    h.services.vm.fork.status(p, ctx),
+  ),
   'vm.health': paramHandler(daemonParamValidators['vm.health'], (h, p, ctx) => h.services.vm.health(p, ctx)),
   'vm.kill': paramHandler(daemonParamValidators['vm.kill'], (h, p, ctx) => h.services.vm.kill(p, ctx)),
   'vm.list': paramHandler(daemonParamValidators['vm.list'], (h, p, ctx) => h.services.vm.list(p, ctx)),
@@ -138,6 +152,9 @@ export const rpcDeclaredErrors: { readonly [M in DaemonMethodName]: readonly Err
   'op.show': ['not_found'],
   'op.trace': ['not_found'],
   ping: [],
+  'secret.list': [],
+  'secret.rm': ['not_found'],
+  'secret.set': [],
   shutdown: [],
   'vm.create.begin': ['already_exists', 'conflict', 'not_found'],
   'vm.create.cancel': ['conflict', 'not_found'],
@@ -145,6 +162,9 @@ export const rpcDeclaredErrors: { readonly [M in DaemonMethodName]: readonly Err
   'vm.create.status': ['not_found'],
   'vm.delete': ['conflict', 'not_found'],
   'vm.egress': ['not_found'],
+  'vm.fork.begin': ['already_exists', 'conflict', 'not_found'],
+  'vm.fork.cancel': ['conflict', 'not_found'],
+  'vm.fork.status': ['not_found'],
   'vm.health': ['not_found'],
   'vm.kill': ['conflict', 'not_found', 'not_running'],
   'vm.list': [],

@@ -75,6 +75,11 @@ import type {
   PrivRemoveNatResult,
   PrivSyncResolverRoutingParams,
   PrivSyncResolverRoutingResult,
+  SecretListResult,
+  SecretRmParams,
+  SecretRmResult,
+  SecretSetParams,
+  SecretSetResult,
   ShutdownResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
@@ -89,6 +94,12 @@ import type {
   VmEgressFrame,
   VmEgressParams,
   VmEgressResult,
+  VmForkBeginParams,
+  VmForkBeginResult,
+  VmForkCancelParams,
+  VmForkCancelResult,
+  VmForkStatusParams,
+  VmForkStatusResult,
   VmHealthParams,
   VmHealthResult,
   VmKillParams,
@@ -425,9 +436,42 @@ export interface OpService {
   trace(params: OpTraceParams, ctx: RpcContext): Promise<OpTraceResult>;
 }
 
+/** The `secret.*` methods, served by bangerd: `secret.x` is `services.secret.x`. */
+export interface SecretService {
+  /**
+   * List secrets (names only) and the VMs that use them.
+   *
+   * Names, when each was last set and which VMs were created with it. Values are never returned.
+   *
+   * Wire method: `secret.list`.
+   * @since 0.1.0
+   */
+  list(ctx: RpcContext): Promise<SecretListResult>;
+  /**
+   * Remove a secret.
+   *
+   * Deletes the stored value. VMs created with it keep their placeholder; the proxy then refuses their requests carrying it (`secret NAME is not set`) until it is set again.
+   *
+   * Wire method: `secret.rm`.
+   * @since 0.1.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  rm(params: SecretRmParams, ctx: RpcContext): Promise<SecretRmResult>;
+  /**
+   * Store a secret (or replace its value).
+   *
+   * Stores the value in the daemon's state directory (`STATE/secrets/NAME`, mode 0600). The value is never logged, never part of any response and never recorded in the op trace; VMs get it only as a placeholder (`vm.create.begin` `secrets`) that banger's egress proxy replaces in requests to the secret's hosts. A new value applies to the next request of every VM using the secret. Values are at most 16 KiB of text without control characters (they go into HTTP headers).
+   *
+   * Wire method: `secret.set`.
+   * @since 0.1.0
+   */
+  set(params: SecretSetParams, ctx: RpcContext): Promise<SecretSetResult>;
+}
+
 /** The `vm.*` methods, served by bangerd: `vm.x` is `services.vm.x`. */
 export interface VmService {
   readonly create: VmCreateService;
+  readonly fork: VmForkService;
   readonly workspace: VmWorkspaceService;
   /**
    * Delete a VM: stop it if it runs, remove its disk and record.
@@ -662,6 +706,43 @@ export interface VmCreateService {
   status(params: VmCreateStatusParams, ctx: RpcContext): Promise<VmCreateStatusResult>;
 }
 
+/** The `vm.fork.*` methods, served by bangerd: `vm.fork.x` is `services.vm.fork.x`. */
+export interface VmForkService {
+  /**
+   * Begin forking a running VM into new VMs; returns at once.
+   *
+   * Copies a running VM, its processes and tmpfs contents included, into new VMs that each get their own identity. Steps: `prepare` (the new VMs' records, seeds and disk overlays), `pause_source` (the source's guest is stopped and its RAM and device state saved), `freeze_disk` (the source's disk becomes a read-only base; the source goes on with a new overlay on it, and so does each fork), `resume_source` (the source runs again: `source_pause_ms` in `vm.fork.status` says how long it was stopped), `save` (the RAM is put in a read-only file every fork maps copy-on-write, with a small device-state file), `start_children` (each fork restored from it, re-identified through its guest agent (machine-id, host key, hostname, clock, entropy and, bridged, MAC and address) before anything can reach it, its workspace put on the git branch `banger/fork/<name>`, then SSH). A failure or a cancel removes the forks and leaves the source running. `conflict` when the source is not `running` or is busy. Poll with `vm.fork.status`; stop with `vm.fork.cancel`.
+   *
+   * Wire method: `vm.fork.begin`.
+   * @since 0.4.0
+   * @throws `already_exists`: A create would collide with an existing name.
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  begin(params: VmForkBeginParams, ctx: RpcContext): Promise<VmForkBeginResult>;
+  /**
+   * Cancel a running fork: the new VMs are removed, the source runs on.
+   *
+   * Aborts the fork at its current step and undoes what it did: the new VMs are removed (VMM, disk, seed, network, record) and the source's guest is continued if it was stopped. A fork that already finished cannot be canceled (`conflict`).
+   *
+   * Wire method: `vm.fork.cancel`.
+   * @since 0.4.0
+   * @throws `conflict`: The object is busy with another operation, or in the wrong state for this method.
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  cancel(params: VmForkCancelParams, ctx: RpcContext): Promise<VmForkCancelResult>;
+  /**
+   * Report a fork operation's progress, its new VMs and how long the source was paused.
+   *
+   * Returns the operation record (steps with their states and durations), the new VMs that exist (all `running` once it succeeded), the source's name and, once the source runs again, how long its guest was stopped (`source_pause_ms`).
+   *
+   * Wire method: `vm.fork.status`.
+   * @since 0.4.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  status(params: VmForkStatusParams, ctx: RpcContext): Promise<VmForkStatusResult>;
+}
+
 /** The `vm.workspace.*` methods, served by bangerd: `vm.workspace.x` is `services.vm.workspace.x`. */
 export interface VmWorkspaceService {
   /**
@@ -836,6 +917,7 @@ export interface Services {
   readonly image: ImageService;
   readonly kernel: KernelService;
   readonly op: OpService;
+  readonly secret: SecretService;
   readonly vm: VmService;
   /**
    * Check that the daemon is up and speaks this protocol.

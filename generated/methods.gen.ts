@@ -72,6 +72,11 @@ import type {
   PrivRemoveNatResult,
   PrivSyncResolverRoutingParams,
   PrivSyncResolverRoutingResult,
+  SecretListResult,
+  SecretRmParams,
+  SecretRmResult,
+  SecretSetParams,
+  SecretSetResult,
   ShutdownResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
@@ -85,6 +90,12 @@ import type {
   VmDeleteResult,
   VmEgressParams,
   VmEgressResult,
+  VmForkBeginParams,
+  VmForkBeginResult,
+  VmForkCancelParams,
+  VmForkCancelResult,
+  VmForkStatusParams,
+  VmForkStatusResult,
   VmHealthParams,
   VmHealthResult,
   VmKillParams,
@@ -439,6 +450,30 @@ export const METHODS = {
     errors: ['unauthorized'],
     since: '0.1.0',
   },
+  'secret.list': {
+    surface: 'daemon',
+    dispatch: 'noParam',
+    kind: 'unary',
+    summary: 'List secrets (names only) and the VMs that use them.',
+    errors: [],
+    since: '0.1.0',
+  },
+  'secret.rm': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Remove a secret.',
+    errors: ['not_found'],
+    since: '0.1.0',
+  },
+  'secret.set': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Store a secret (or replace its value).',
+    errors: [],
+    since: '0.1.0',
+  },
   shutdown: {
     surface: 'daemon',
     dispatch: 'noParam',
@@ -494,6 +529,30 @@ export const METHODS = {
     summary: "List a VM's recent allowed and denied connections; with follow, stream them.",
     errors: ['not_found'],
     since: '0.1.0',
+  },
+  'vm.fork.begin': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Begin forking a running VM into new VMs; returns at once.',
+    errors: ['already_exists', 'conflict', 'not_found'],
+    since: '0.4.0',
+  },
+  'vm.fork.cancel': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Cancel a running fork: the new VMs are removed, the source runs on.',
+    errors: ['conflict', 'not_found'],
+    since: '0.4.0',
+  },
+  'vm.fork.status': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: "Report a fork operation's progress, its new VMs and how long the source was paused.",
+    errors: ['not_found'],
+    since: '0.4.0',
   },
   'vm.health': {
     surface: 'daemon',
@@ -663,6 +722,9 @@ export type DaemonMethodName =
   | 'op.show'
   | 'op.trace'
   | 'ping'
+  | 'secret.list'
+  | 'secret.rm'
+  | 'secret.set'
   | 'shutdown'
   | 'vm.create.begin'
   | 'vm.create.cancel'
@@ -670,6 +732,9 @@ export type DaemonMethodName =
   | 'vm.create.status'
   | 'vm.delete'
   | 'vm.egress'
+  | 'vm.fork.begin'
+  | 'vm.fork.cancel'
+  | 'vm.fork.status'
   | 'vm.health'
   | 'vm.kill'
   | 'vm.list'
@@ -732,6 +797,9 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'op.show',
   'op.trace',
   'ping',
+  'secret.list',
+  'secret.rm',
+  'secret.set',
   'shutdown',
   'vm.create.begin',
   'vm.create.cancel',
@@ -739,6 +807,9 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'vm.create.status',
   'vm.delete',
   'vm.egress',
+  'vm.fork.begin',
+  'vm.fork.cancel',
+  'vm.fork.status',
   'vm.health',
   'vm.kill',
   'vm.list',
@@ -892,6 +963,9 @@ export interface MethodMap {
     result: PrivSyncResolverRoutingResult;
     errors: 'unauthorized';
   };
+  'secret.list': { params: undefined; result: SecretListResult; errors: never };
+  'secret.rm': { params: SecretRmParams; result: SecretRmResult; errors: 'not_found' };
+  'secret.set': { params: SecretSetParams; result: SecretSetResult; errors: never };
   shutdown: { params: undefined; result: ShutdownResult; errors: never };
   'vm.create.begin': {
     params: VmCreateBeginParams;
@@ -911,6 +985,17 @@ export interface MethodMap {
   'vm.create.status': { params: VmCreateStatusParams; result: VmCreateStatusResult; errors: 'not_found' };
   'vm.delete': { params: VmDeleteParams; result: VmDeleteResult; errors: 'conflict' | 'not_found' };
   'vm.egress': { params: VmEgressParams; result: VmEgressResult; errors: 'not_found' };
+  'vm.fork.begin': {
+    params: VmForkBeginParams;
+    result: VmForkBeginResult;
+    errors: 'already_exists' | 'conflict' | 'not_found';
+  };
+  'vm.fork.cancel': {
+    params: VmForkCancelParams;
+    result: VmForkCancelResult;
+    errors: 'conflict' | 'not_found';
+  };
+  'vm.fork.status': { params: VmForkStatusParams; result: VmForkStatusResult; errors: 'not_found' };
   'vm.health': { params: VmHealthParams; result: VmHealthResult; errors: 'not_found' };
   'vm.kill': { params: VmKillParams; result: VmKillResult; errors: 'conflict' | 'not_found' | 'not_running' };
   'vm.list': { params: VmListParams; result: VmListResult; errors: never };

@@ -507,6 +507,21 @@ export const DEFS_SCHEMA = {
       type: 'string',
       pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
     },
+    SecretGrantText: {
+      title: 'SecretGrantText',
+      description: '`NAME@HOST[,HOST…]`: a secret and the hosts its value may be sent to.',
+      type: 'string',
+      pattern: '^[A-Z_][A-Z0-9_]*@[^@\\s]+$',
+      maxLength: 2048,
+    },
+    SecretName: {
+      title: 'SecretName',
+      description: "A secret's name: an environment variable name (`[A-Z_][A-Z0-9_]*`).",
+      type: 'string',
+      pattern: '^[A-Z_][A-Z0-9_]*$',
+      minLength: 1,
+      maxLength: 64,
+    },
     Size: {
       title: 'Size',
       description:
@@ -1622,6 +1637,32 @@ export const PARAMS_SCHEMAS = {
       },
     },
   },
+  'secret.rm': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/SecretName',
+      },
+    },
+  },
+  'secret.set': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'value'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/SecretName',
+      },
+      value: {
+        type: 'string',
+        minLength: 1,
+        maxLength: 16384,
+        description: 'The secret value. Never echoed, logged or returned.',
+      },
+    },
+  },
   'vm.create.begin': {
     type: 'object',
     additionalProperties: false,
@@ -1670,6 +1711,15 @@ export const PARAMS_SCHEMAS = {
         $ref: 'banger:defs#/$defs/EgressText',
         description:
           'Egress policy (default from config `[vm_defaults] egress`, `all`): `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules.',
+      },
+      secrets: {
+        type: 'array',
+        maxItems: 32,
+        items: {
+          $ref: 'banger:defs#/$defs/SecretGrantText',
+        },
+        description:
+          "Secrets the VM may use, each `NAME@HOST[,HOST…]` (`banger secret set NAME` first): the guest gets an environment variable NAME holding a placeholder, which banger's egress proxy replaces with the value in the headers of HTTPS requests to those hosts (a leading `*.` matches names below a domain). The values never enter the VM.",
       },
     },
   },
@@ -1728,6 +1778,14 @@ export const PARAMS_SCHEMAS = {
         $ref: 'banger:defs#/$defs/EgressText',
         description: 'As for vm.create.begin.',
       },
+      secrets: {
+        type: 'array',
+        maxItems: 32,
+        items: {
+          $ref: 'banger:defs#/$defs/SecretGrantText',
+        },
+        description: 'As for vm.create.begin.',
+      },
     },
   },
   'vm.create.status': {
@@ -1770,6 +1828,55 @@ export const PARAMS_SCHEMAS = {
         minimum: 1,
         maximum: 1000,
         description: 'At most this many recent events (default 100).',
+      },
+    },
+  },
+  'vm.fork.begin': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/VmName',
+        description: 'The running VM to fork (name or id).',
+      },
+      names: {
+        type: 'array',
+        items: {
+          $ref: 'banger:defs#/$defs/VmName',
+        },
+        minItems: 1,
+        maxItems: 16,
+        description: 'Names of the new VMs (default: `<source>-fork-<n>`, the first free n).',
+      },
+      count: {
+        type: 'integer',
+        minimum: 1,
+        maximum: 16,
+        description:
+          'How many forks (default: as many as `names`, else 1); more than `names` gives the rest default names.',
+      },
+    },
+  },
+  'vm.fork.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: 'banger:defs#/$defs/OpId',
+        description: 'The operation id returned by vm.fork.begin.',
+      },
+    },
+  },
+  'vm.fork.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id'],
+    properties: {
+      operation_id: {
+        $ref: 'banger:defs#/$defs/OpId',
+        description: 'The operation id returned by vm.fork.begin.',
       },
     },
   },
@@ -2957,6 +3064,65 @@ export const RESULT_SCHEMAS = {
       },
     },
   },
+  'secret.list': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['secrets'],
+    properties: {
+      secrets: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'updated_at', 'used_by'],
+          properties: {
+            name: {
+              $ref: 'banger:defs#/$defs/SecretName',
+            },
+            updated_at: {
+              $ref: 'banger:defs#/$defs/Timestamp',
+            },
+            used_by: {
+              type: 'array',
+              items: {
+                $ref: 'banger:defs#/$defs/VmName',
+              },
+              description: 'VMs created with this secret.',
+            },
+          },
+        },
+      },
+    },
+  },
+  'secret.rm': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'deleted'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/SecretName',
+      },
+      deleted: {
+        type: 'boolean',
+        const: true,
+        description: 'Always true.',
+      },
+    },
+  },
+  'secret.set': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'created'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/SecretName',
+      },
+      created: {
+        type: 'boolean',
+        description: 'True when the secret did not exist before; false when its value was replaced.',
+      },
+    },
+  },
   shutdown: {
     type: 'object',
     additionalProperties: false,
@@ -3045,6 +3211,13 @@ export const RESULT_SCHEMAS = {
         $ref: 'banger:defs#/$defs/EgressPolicy',
         description: 'The policy the VM would get (parsed, canonical).',
       },
+      secrets: {
+        type: 'array',
+        items: {
+          $ref: 'banger:defs#/$defs/VmSecret',
+        },
+        description: 'The secrets the VM would get (names and hosts; each must be set).',
+      },
     },
   },
   'vm.create.status': {
@@ -3093,6 +3266,61 @@ export const RESULT_SCHEMAS = {
           $ref: 'banger:defs#/$defs/EgressEvent',
         },
         description: 'Recent events, oldest first (empty after a follow: they were streamed).',
+      },
+    },
+  },
+  'vm.fork.begin': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation_id', 'source', 'names'],
+    properties: {
+      operation_id: {
+        $ref: 'banger:defs#/$defs/OpId',
+      },
+      source: {
+        $ref: 'banger:defs#/$defs/VmName',
+      },
+      names: {
+        type: 'array',
+        items: {
+          $ref: 'banger:defs#/$defs/VmName',
+        },
+        description: "The new VMs' names.",
+      },
+    },
+  },
+  'vm.fork.cancel': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation'],
+    properties: {
+      operation: {
+        $ref: 'banger:defs#/$defs/Operation',
+      },
+    },
+  },
+  'vm.fork.status': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['operation', 'vms', 'source'],
+    properties: {
+      operation: {
+        $ref: 'banger:defs#/$defs/Operation',
+      },
+      vms: {
+        type: 'array',
+        items: {
+          $ref: 'banger:defs#/$defs/Vm',
+        },
+        description: 'The new VMs that exist now.',
+      },
+      source: {
+        $ref: 'banger:defs#/$defs/VmName',
+      },
+      source_pause_ms: {
+        type: 'integer',
+        minimum: 0,
+        description: "How long the source's guest was stopped (from QMP stop to cont), once it runs again.",
       },
     },
   },

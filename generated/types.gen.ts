@@ -1478,6 +1478,70 @@ export interface PrivSyncResolverRoutingResult {
 export type ResourceName = string;
 
 /**
+ * `NAME@HOST[,HOST…]`: a secret and the hosts its value may be sent to.
+ */
+export type SecretGrantText = string;
+
+/**
+ * Result of `secret.list`.
+ */
+export interface SecretListResult {
+  secrets: {
+    name: SecretName;
+    updated_at: Timestamp;
+    /**
+     * VMs created with this secret.
+     */
+    used_by: VmName[];
+  }[];
+}
+
+/**
+ * A secret's name: an environment variable name (`[A-Z_][A-Z0-9_]*`).
+ */
+export type SecretName = string;
+
+/**
+ * Params of `secret.rm`.
+ */
+export interface SecretRmParams {
+  name: SecretName;
+}
+
+/**
+ * Result of `secret.rm`.
+ */
+export interface SecretRmResult {
+  name: SecretName;
+  /**
+   * Always true.
+   */
+  deleted: true;
+}
+
+/**
+ * Params of `secret.set`.
+ */
+export interface SecretSetParams {
+  name: SecretName;
+  /**
+   * The secret value. Never echoed, logged or returned.
+   */
+  value: string;
+}
+
+/**
+ * Result of `secret.set`.
+ */
+export interface SecretSetResult {
+  name: SecretName;
+  /**
+   * True when the secret did not exist before; false when its value was replaced.
+   */
+  created: boolean;
+}
+
+/**
  * Result of `shutdown`.
  */
 export interface ShutdownResult {
@@ -1692,6 +1756,12 @@ export interface VmCreateBeginParams {
    * Egress policy (default from config `[vm_defaults] egress`, `all`): `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules.
    */
   egress?: EgressText;
+  /**
+   * Secrets the VM may use, each `NAME@HOST[,HOST…]` (`banger secret set NAME` first): the guest gets an environment variable NAME holding a placeholder, which banger's egress proxy replaces with the value in the headers of HTTPS requests to those hosts (a leading `*.` matches names below a domain). The values never enter the VM.
+   *
+   * @maxItems 32
+   */
+  secrets?: SecretGrantText[];
 }
 
 /**
@@ -1759,6 +1829,12 @@ export interface VmCreatePlanParams {
    * As for vm.create.begin.
    */
   egress?: EgressText;
+  /**
+   * As for vm.create.begin.
+   *
+   * @maxItems 32
+   */
+  secrets?: SecretGrantText[];
 }
 
 /**
@@ -1787,6 +1863,10 @@ export interface VmCreatePlanResult {
    * The policy the VM would get (parsed, canonical).
    */
   egress: EgressPolicy;
+  /**
+   * The secrets the VM would get (names and hosts; each must be set).
+   */
+  secrets?: VmSecret[];
 }
 
 /**
@@ -1866,6 +1946,82 @@ export interface VmEgressResult {
    * Recent events, oldest first (empty after a follow: they were streamed).
    */
   events: EgressEvent[];
+}
+
+/**
+ * Params of `vm.fork.begin`.
+ */
+export interface VmForkBeginParams {
+  /**
+   * The running VM to fork (name or id).
+   */
+  name: VmName;
+  /**
+   * Names of the new VMs (default: `<source>-fork-<n>`, the first free n).
+   *
+   * @minItems 1
+   * @maxItems 16
+   */
+  names?: VmName[];
+  /**
+   * How many forks (default: as many as `names`, else 1); more than `names` gives the rest default names.
+   */
+  count?: number;
+}
+
+/**
+ * Result of `vm.fork.begin`.
+ */
+export interface VmForkBeginResult {
+  operation_id: OpId;
+  source: VmName;
+  /**
+   * The new VMs' names.
+   */
+  names: VmName[];
+}
+
+/**
+ * Params of `vm.fork.cancel`.
+ */
+export interface VmForkCancelParams {
+  /**
+   * The operation id returned by vm.fork.begin.
+   */
+  operation_id: OpId;
+}
+
+/**
+ * Result of `vm.fork.cancel`.
+ */
+export interface VmForkCancelResult {
+  operation: Operation;
+}
+
+/**
+ * Params of `vm.fork.status`.
+ */
+export interface VmForkStatusParams {
+  /**
+   * The operation id returned by vm.fork.begin.
+   */
+  operation_id: OpId;
+}
+
+/**
+ * Result of `vm.fork.status`.
+ */
+export interface VmForkStatusResult {
+  operation: Operation;
+  /**
+   * The new VMs that exist now.
+   */
+  vms: Vm[];
+  source: VmName;
+  /**
+   * How long the source's guest was stopped (from QMP stop to cont), once it runs again.
+   */
+  source_pause_ms?: number;
 }
 
 /**

@@ -50,6 +50,11 @@ import type {
   OpTraceParams,
   OpTraceResult,
   PingResult,
+  SecretListResult,
+  SecretRmParams,
+  SecretRmResult,
+  SecretSetParams,
+  SecretSetResult,
   ShutdownResult,
   VmCreateBeginParams,
   VmCreateBeginResult,
@@ -63,6 +68,12 @@ import type {
   VmDeleteResult,
   VmEgressParams,
   VmEgressResult,
+  VmForkBeginParams,
+  VmForkBeginResult,
+  VmForkCancelParams,
+  VmForkCancelResult,
+  VmForkStatusParams,
+  VmForkStatusResult,
   VmHealthParams,
   VmHealthResult,
   VmKillParams,
@@ -134,12 +145,17 @@ export const daemonParamValidators: {
   readonly 'op.list': ValidateFunction<OpListParams>;
   readonly 'op.show': ValidateFunction<OpShowParams>;
   readonly 'op.trace': ValidateFunction<OpTraceParams>;
+  readonly 'secret.rm': ValidateFunction<SecretRmParams>;
+  readonly 'secret.set': ValidateFunction<SecretSetParams>;
   readonly 'vm.create.begin': ValidateFunction<VmCreateBeginParams>;
   readonly 'vm.create.cancel': ValidateFunction<VmCreateCancelParams>;
   readonly 'vm.create.plan': ValidateFunction<VmCreatePlanParams>;
   readonly 'vm.create.status': ValidateFunction<VmCreateStatusParams>;
   readonly 'vm.delete': ValidateFunction<VmDeleteParams>;
   readonly 'vm.egress': ValidateFunction<VmEgressParams>;
+  readonly 'vm.fork.begin': ValidateFunction<VmForkBeginParams>;
+  readonly 'vm.fork.cancel': ValidateFunction<VmForkCancelParams>;
+  readonly 'vm.fork.status': ValidateFunction<VmForkStatusParams>;
   readonly 'vm.health': ValidateFunction<VmHealthParams>;
   readonly 'vm.kill': ValidateFunction<VmKillParams>;
   readonly 'vm.list': ValidateFunction<VmListParams>;
@@ -179,12 +195,17 @@ export const daemonParamValidators: {
   'op.list': ajv.compile<OpListParams>(PARAMS_SCHEMAS['op.list']),
   'op.show': ajv.compile<OpShowParams>(PARAMS_SCHEMAS['op.show']),
   'op.trace': ajv.compile<OpTraceParams>(PARAMS_SCHEMAS['op.trace']),
+  'secret.rm': ajv.compile<SecretRmParams>(PARAMS_SCHEMAS['secret.rm']),
+  'secret.set': ajv.compile<SecretSetParams>(PARAMS_SCHEMAS['secret.set']),
   'vm.create.begin': ajv.compile<VmCreateBeginParams>(PARAMS_SCHEMAS['vm.create.begin']),
   'vm.create.cancel': ajv.compile<VmCreateCancelParams>(PARAMS_SCHEMAS['vm.create.cancel']),
   'vm.create.plan': ajv.compile<VmCreatePlanParams>(PARAMS_SCHEMAS['vm.create.plan']),
   'vm.create.status': ajv.compile<VmCreateStatusParams>(PARAMS_SCHEMAS['vm.create.status']),
   'vm.delete': ajv.compile<VmDeleteParams>(PARAMS_SCHEMAS['vm.delete']),
   'vm.egress': ajv.compile<VmEgressParams>(PARAMS_SCHEMAS['vm.egress']),
+  'vm.fork.begin': ajv.compile<VmForkBeginParams>(PARAMS_SCHEMAS['vm.fork.begin']),
+  'vm.fork.cancel': ajv.compile<VmForkCancelParams>(PARAMS_SCHEMAS['vm.fork.cancel']),
+  'vm.fork.status': ajv.compile<VmForkStatusParams>(PARAMS_SCHEMAS['vm.fork.status']),
   'vm.health': ajv.compile<VmHealthParams>(PARAMS_SCHEMAS['vm.health']),
   'vm.kill': ajv.compile<VmKillParams>(PARAMS_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListParams>(PARAMS_SCHEMAS['vm.list']),
@@ -232,6 +253,9 @@ export const daemonResultValidators: {
   readonly 'op.show': ValidateFunction<OpShowResult>;
   readonly 'op.trace': ValidateFunction<OpTraceResult>;
   readonly ping: ValidateFunction<PingResult>;
+  readonly 'secret.list': ValidateFunction<SecretListResult>;
+  readonly 'secret.rm': ValidateFunction<SecretRmResult>;
+  readonly 'secret.set': ValidateFunction<SecretSetResult>;
   readonly shutdown: ValidateFunction<ShutdownResult>;
   readonly 'vm.create.begin': ValidateFunction<VmCreateBeginResult>;
   readonly 'vm.create.cancel': ValidateFunction<VmCreateCancelResult>;
@@ -239,6 +263,9 @@ export const daemonResultValidators: {
   readonly 'vm.create.status': ValidateFunction<VmCreateStatusResult>;
   readonly 'vm.delete': ValidateFunction<VmDeleteResult>;
   readonly 'vm.egress': ValidateFunction<VmEgressResult>;
+  readonly 'vm.fork.begin': ValidateFunction<VmForkBeginResult>;
+  readonly 'vm.fork.cancel': ValidateFunction<VmForkCancelResult>;
+  readonly 'vm.fork.status': ValidateFunction<VmForkStatusResult>;
   readonly 'vm.health': ValidateFunction<VmHealthResult>;
   readonly 'vm.kill': ValidateFunction<VmKillResult>;
   readonly 'vm.list': ValidateFunction<VmListResult>;
@@ -283,6 +310,9 @@ export const daemonResultValidators: {
   'op.show': ajv.compile<OpShowResult>(RESULT_SCHEMAS['op.show']),
   'op.trace': ajv.compile<OpTraceResult>(RESULT_SCHEMAS['op.trace']),
   ping: ajv.compile<PingResult>(RESULT_SCHEMAS['ping']),
+  'secret.list': ajv.compile<SecretListResult>(RESULT_SCHEMAS['secret.list']),
+  'secret.rm': ajv.compile<SecretRmResult>(RESULT_SCHEMAS['secret.rm']),
+  'secret.set': ajv.compile<SecretSetResult>(RESULT_SCHEMAS['secret.set']),
   shutdown: ajv.compile<ShutdownResult>(RESULT_SCHEMAS['shutdown']),
   'vm.create.begin': ajv.compile<VmCreateBeginResult>(RESULT_SCHEMAS['vm.create.begin']),
   'vm.create.cancel': ajv.compile<VmCreateCancelResult>(RESULT_SCHEMAS['vm.create.cancel']),
@@ -290,6 +320,9 @@ export const daemonResultValidators: {
   'vm.create.status': ajv.compile<VmCreateStatusResult>(RESULT_SCHEMAS['vm.create.status']),
   'vm.delete': ajv.compile<VmDeleteResult>(RESULT_SCHEMAS['vm.delete']),
   'vm.egress': ajv.compile<VmEgressResult>(RESULT_SCHEMAS['vm.egress']),
+  'vm.fork.begin': ajv.compile<VmForkBeginResult>(RESULT_SCHEMAS['vm.fork.begin']),
+  'vm.fork.cancel': ajv.compile<VmForkCancelResult>(RESULT_SCHEMAS['vm.fork.cancel']),
+  'vm.fork.status': ajv.compile<VmForkStatusResult>(RESULT_SCHEMAS['vm.fork.status']),
   'vm.health': ajv.compile<VmHealthResult>(RESULT_SCHEMAS['vm.health']),
   'vm.kill': ajv.compile<VmKillResult>(RESULT_SCHEMAS['vm.kill']),
   'vm.list': ajv.compile<VmListResult>(RESULT_SCHEMAS['vm.list']),

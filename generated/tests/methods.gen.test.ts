@@ -918,6 +918,42 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'secret.list': [
+    {
+      result: {
+        secrets: [
+          {
+            name: 'API_KEY',
+            updated_at: '2026-01-14T09:31:02.120Z',
+            used_by: ['calm-otter'],
+          },
+        ],
+      },
+    },
+  ],
+  'secret.rm': [
+    {
+      params: {
+        name: 'API_KEY',
+      },
+      result: {
+        name: 'API_KEY',
+        deleted: true,
+      },
+    },
+  ],
+  'secret.set': [
+    {
+      params: {
+        name: 'API_KEY',
+        value: 'sk-example',
+      },
+      result: {
+        name: 'API_KEY',
+        created: true,
+      },
+    },
+  ],
   shutdown: [
     {
       result: {
@@ -1120,6 +1156,138 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
             op_id: 'op-3f9a1c07b2d4',
           },
         ],
+      },
+    },
+  ],
+  'vm.fork.begin': [
+    {
+      params: {
+        name: 'calm-otter',
+        count: 2,
+      },
+      result: {
+        operation_id: 'op-7c1e2a90d3f4',
+        source: 'calm-otter',
+        names: ['calm-otter-fork-1', 'calm-otter-fork-2'],
+      },
+    },
+  ],
+  'vm.fork.cancel': [
+    {
+      params: {
+        operation_id: 'op-7c1e2a90d3f4',
+      },
+      result: {
+        operation: {
+          id: 'op-7c1e2a90d3f4',
+          kind: 'vm.fork',
+          method: 'vm.fork.begin',
+          state: 'canceled',
+          started_at: '2026-01-14T09:31:02.120Z',
+          ended_at: '2026-01-14T09:31:06.120Z',
+          vm: 'calm-otter',
+          steps: [
+            {
+              name: 'prepare',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 420,
+            },
+            {
+              name: 'pause_source',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.540Z',
+              duration_ms: 900,
+            },
+            {
+              name: 'freeze_disk',
+              state: 'done',
+              started_at: '2026-01-14T09:31:03.440Z',
+              duration_ms: 30,
+            },
+            {
+              name: 'resume_source',
+              state: 'done',
+              started_at: '2026-01-14T09:31:03.470Z',
+              duration_ms: 5,
+            },
+            {
+              name: 'save',
+              state: 'done',
+              started_at: '2026-01-14T09:31:03.475Z',
+              duration_ms: 1200,
+            },
+            {
+              name: 'start_children',
+              state: 'done',
+              started_at: '2026-01-14T09:31:04.675Z',
+              duration_ms: 1400,
+            },
+          ],
+          error: {
+            code: 'canceled',
+            message: 'canceled by user',
+          },
+        },
+      },
+    },
+  ],
+  'vm.fork.status': [
+    {
+      params: {
+        operation_id: 'op-7c1e2a90d3f4',
+      },
+      result: {
+        operation: {
+          id: 'op-7c1e2a90d3f4',
+          kind: 'vm.fork',
+          method: 'vm.fork.begin',
+          state: 'succeeded',
+          started_at: '2026-01-14T09:31:02.120Z',
+          ended_at: '2026-01-14T09:31:06.120Z',
+          vm: 'calm-otter',
+          steps: [
+            {
+              name: 'prepare',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.120Z',
+              duration_ms: 420,
+            },
+            {
+              name: 'pause_source',
+              state: 'done',
+              started_at: '2026-01-14T09:31:02.540Z',
+              duration_ms: 900,
+            },
+            {
+              name: 'freeze_disk',
+              state: 'done',
+              started_at: '2026-01-14T09:31:03.440Z',
+              duration_ms: 30,
+            },
+            {
+              name: 'resume_source',
+              state: 'done',
+              started_at: '2026-01-14T09:31:03.470Z',
+              duration_ms: 5,
+            },
+            {
+              name: 'save',
+              state: 'done',
+              started_at: '2026-01-14T09:31:03.475Z',
+              duration_ms: 1200,
+            },
+            {
+              name: 'start_children',
+              state: 'done',
+              started_at: '2026-01-14T09:31:04.675Z',
+              duration_ms: 1400,
+            },
+          ],
+        },
+        vms: [],
+        source: 'calm-otter',
+        source_pause_ms: 935,
       },
     },
   ],

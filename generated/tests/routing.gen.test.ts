@@ -150,6 +150,14 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
     bridge: 'br-banger',
     dns_port: 5354,
   },
+  'secret.list': undefined,
+  'secret.rm': {
+    name: 'API_KEY',
+  },
+  'secret.set': {
+    name: 'API_KEY',
+    value: 'sk-example',
+  },
   shutdown: undefined,
   'vm.create.begin': {
     name: 'calm-otter',
@@ -171,6 +179,16 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   },
   'vm.egress': {
     name: 'calm-otter',
+  },
+  'vm.fork.begin': {
+    name: 'calm-otter',
+    count: 2,
+  },
+  'vm.fork.cancel': {
+    operation_id: 'op-7c1e2a90d3f4',
+  },
+  'vm.fork.status': {
+    operation_id: 'op-7c1e2a90d3f4',
   },
   'vm.health': {
     name: 'calm-otter',

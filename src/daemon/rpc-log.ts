@@ -10,6 +10,7 @@ import type { Logger } from '../log/logger.ts';
 export const POLL_METHODS: ReadonlySet<string> = new Set([
   'ping',
   'vm.create.status',
+  'vm.fork.status',
   'image.build.status',
   'image.warm.status',
 ]);
@@ -39,4 +40,19 @@ export function withQuietPolls(log: Logger, summaryPrefix: string): Logger {
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
+}
+
+/** Params that must never be written anywhere (the secret store's values), by method. */
+export const SECRET_PARAMS: Readonly<Record<string, readonly string[]>> = { 'secret.set': ['value'] };
+
+/**
+ * A call's params as the op records may see them: secret fields replaced. The RPC log keeps no
+ * params today; this keeps a future use from writing a secret value into it or into op trace.
+ */
+export function redactParams(method: string, params: unknown): unknown {
+  const fields = SECRET_PARAMS[method];
+  if (!fields || typeof params !== 'object' || params === null || Array.isArray(params)) return params;
+  const out: Record<string, unknown> = { ...(params as Record<string, unknown>) };
+  for (const f of fields) if (f in out) out[f] = '[redacted]';
+  return out;
 }

@@ -18,7 +18,7 @@ import type {
   VmmStatus,
   VmmStatusDetail,
 } from './driver.ts';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { EngineError } from './errors.ts';
 import { describeExit, EventHub } from './events.ts';
 import { silentLogger } from './log.ts';
@@ -278,11 +278,15 @@ export class FakeVmmDriver implements VmmDriver {
         plan.spec.vcpus,
         plan.spec.memoryMiB,
         plan.spec.disks.length,
-        plan.spec.memory?.backendId ?? (plan.spec.memory ? 'mem' : 'default'),
+        // QEMU's RAM block names: the backend's id, or the machine's default RAM (microvm).
+        plan.spec.memory?.backendId ?? (plan.spec.memory ? 'mem' : 'microvm.ram'),
       ]),
       diskTops: new Map(),
     };
     if (vm.status === 'paused') vm.reason = 'inmigrate';
+    // QEMU creates a missing RAM file of a memory-backend-file (sparse, the guest's size).
+    const mem = plan.spec.memory;
+    if (mem && !existsSync(mem.backendFile)) writeFileSync(mem.backendFile, '');
     this.host.vms.set(vm.vmDir, vm);
     return new FakeVmmHandle(this, vm);
   }

@@ -7,6 +7,7 @@ import type { ImageRow, KernelRow, NewVm, Store, VmRow, VmState } from '../store
 import { createOverlay } from './disk.ts';
 import { vmFiles } from './layout.ts';
 import {
+  attachEgress,
   BootStalledError,
   bootVmm,
   formatReadyTimes,
@@ -17,8 +18,10 @@ import {
 } from './machine.ts';
 import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey, type HostKeyPair } from './ssh.ts';
 import { QgaClient } from '../engine/qga.ts';
+import { applyGuestEgress, type GuestEgressSetup } from '../egress/guest.ts';
 import { ReidentifyError, reidentifyGuest } from './reidentify.ts';
 import { startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
+import { userNetEgress } from '../egress/types.ts';
 import { releasePort, reservePort } from './ports.ts';
 
 export interface CreateDeps extends MachineDeps {
@@ -30,6 +33,8 @@ export interface CreateDeps extends MachineDeps {
   ) => Promise<{ image: ImageRow; kernel: KernelRow }>;
   /** Warm templates; absent: every VM boots cold. */
   warm?: WarmSource;
+  /** What the guest needs for egress (proxy variables, secrets, CA); undefined: nothing. */
+  guestEgress?: (vm: VmRow) => Promise<GuestEgressSetup | undefined>;
   /** The lifecycle owner's state writer (src/vm/lifecycle.ts): the only way to change a state. */
   setState: (vm: VmRow, to: VmState, reason?: string | null) => VmRow;
 }
@@ -136,7 +141,7 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
 }
 
 /** The per-VM seed: SSH keys, host key (pinned before boot), hostname, machine-id. */
-async function seedStep(
+export async function seedStep(
   d: CreateDeps,
   t: OperationTracker,
   vm: VmRow,
@@ -190,7 +195,12 @@ async function diskStep(
   );
 }
 
-async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow, restored = false): Promise<VmRow> {
+export async function readySteps(
+  d: CreateDeps,
+  t: OperationTracker,
+  vm: VmRow,
+  restored = false,
+): Promise<VmRow> {
   await t.step('wait_ready', async (signal) => {
     const r = await waitReady(d, vm, signal, (m) => t.progress(m), { restored });
     // The closing detail keeps when each guest stage was reached (`banger vm create`, npm run bench);
@@ -202,6 +212,21 @@ async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow, restore
     );
     return r;
   });
+  const egress = await d.guestEgress?.(vm);
+  if (egress) {
+    // Proxy variables, secret placeholders and banger's CA, through the guest agent.
+    await t.step('egress_guest', async (signal) => {
+      const qga = await QgaClient.connect(vmFiles(d.stateDir, vm.id).qgaSocket, {
+        timeoutMs: 30_000,
+        signal,
+      });
+      try {
+        t.progress(await applyGuestEgress(qga, egress, 30_000));
+      } finally {
+        qga.close();
+      }
+    });
+  }
   // The VM stays `creating` until it answers as itself: a crash before this line is undone.
   return d.setState(d.store.vms.recordBoot(vm.id), 'running');
 }
@@ -258,8 +283,11 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
         const target = {
           id: vm.id,
           files,
-          ...(port !== undefined ? { sshHostPort: port } : { tap: d.network.guest(vm).tap }),
+          ...(port !== undefined
+            ? { sshHostPort: port, egress: userNetEgress(vm, d.stateDir) }
+            : { tap: d.network.guest(vm).tap }),
         };
+        attachEgress(d, vm);
         const handle = await startClone({ driver: d.runtime.driver, log: d.log }, tpl, target);
         d.runtime.attach(vm.id, handle);
       } finally {
@@ -268,46 +296,59 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
     },
     () => killVmm(d, vm.id),
   );
-  await t.step('reidentify', async () => {
-    const net = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
-    const timeoutMs = d.warm?.reidentifyTimeoutMs ?? 30_000;
-    const qga = await QgaClient.connect(files.qgaSocket, { timeoutMs, signal: t.signal });
-    try {
-      if (d.testFailStep === 'reidentify') {
-        // TEST-ONLY: a re-identification that fails in the guest, through the real agent.
-        const r = await qga.exec(
-          '/bin/sh',
-          ['-c', 'echo "injected test fault (BANGER_TEST_FAIL_STEP)" >&2; exit 3'],
-          {
-            timeoutMs,
-          },
-        );
-        throw new ReidentifyError(r.exitcode, r.stderr);
-      }
-      const r = await reidentifyGuest(
-        qga,
-        {
-          machineId: seeded.machineId,
-          hostname: vm.name,
-          hostKeyPrivate: seeded.hostKey.privateKey,
-          hostKeyPublic: seeded.hostKey.publicKey,
-          ...(net
-            ? {
-                net: {
-                  mac: vm.mac,
-                  address: `${net.ip}/${net.prefix}`,
-                  gateway: net.gateway,
-                  nameservers: net.nameservers,
-                },
-              }
-            : {}),
-        },
-        { timeoutMs },
-      );
-      t.progress(r.summary);
-    } finally {
-      qga.close();
-    }
-  });
+  await t.step('reidentify', async () => t.progress(await reidentifyClone(d, vm, seeded, t.signal)));
   return readySteps(d, t, vm, true);
+}
+
+/**
+ * Give a restored guest (a warm clone, a fork) its own identity through its guest agent:
+ * clock, entropy, machine-id, hostname, host key and, bridged, MAC and address. Returns the
+ * summary of where the time went.
+ */
+export async function reidentifyClone(
+  d: Pick<CreateDeps, 'stateDir' | 'network' | 'warm' | 'testFailStep'>,
+  vm: VmRow,
+  seeded: { hostKey: HostKeyPair; machineId: string },
+  signal: AbortSignal,
+): Promise<string> {
+  const files = vmFiles(d.stateDir, vm.id);
+  const net = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
+  const timeoutMs = d.warm?.reidentifyTimeoutMs ?? 30_000;
+  const qga = await QgaClient.connect(files.qgaSocket, { timeoutMs, signal });
+  try {
+    if (d.testFailStep === 'reidentify') {
+      // TEST-ONLY: a re-identification that fails in the guest, through the real agent.
+      const r = await qga.exec(
+        '/bin/sh',
+        ['-c', 'echo "injected test fault (BANGER_TEST_FAIL_STEP)" >&2; exit 3'],
+        {
+          timeoutMs,
+        },
+      );
+      throw new ReidentifyError(r.exitcode, r.stderr);
+    }
+    const r = await reidentifyGuest(
+      qga,
+      {
+        machineId: seeded.machineId,
+        hostname: vm.name,
+        hostKeyPrivate: seeded.hostKey.privateKey,
+        hostKeyPublic: seeded.hostKey.publicKey,
+        ...(net
+          ? {
+              net: {
+                mac: vm.mac,
+                address: `${net.ip}/${net.prefix}`,
+                gateway: net.gateway,
+                nameservers: net.nameservers,
+              },
+            }
+          : {}),
+      },
+      { timeoutMs },
+    );
+    return r.summary;
+  } finally {
+    qga.close();
+  }
 }

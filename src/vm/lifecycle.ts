@@ -19,7 +19,17 @@ import type { VmRow } from '../store/index.ts';
 import type { CrashPoint } from './crash.ts';
 import { runCreate, type CreateDeps, type CreateRequest } from './create.ts';
 import { vmFiles } from './layout.ts';
-import { BootStalledError, bootVmm, killVmm, launchSpec, markSerial, waitReady } from './machine.ts';
+import {
+  attachEgress,
+  BootStalledError,
+  bootVmm,
+  killVmm,
+  launchSpec,
+  markSerial,
+  waitReady,
+} from './machine.ts';
+import { DEFAULT_EGRESS } from '../egress/rules.ts';
+import { userNetEgress } from '../egress/types.ts';
 import { findStateDirVmms } from './orphans.ts';
 import { hostKeyAlias, unpinHostKey } from './ssh.ts';
 import {
@@ -37,6 +47,17 @@ import {
 import { releasePort, reservePort } from './ports.ts';
 import { canTransition, TransitionError, type VmState } from './states.ts';
 import { cloneLaunchSpec, holdRamOpenable, listTemplates, templateRamFile } from './warm.ts';
+import { reidentifyClone } from './create.ts';
+import {
+  hostForkHooks,
+  readJournal,
+  reconcileFork,
+  runFork,
+  sweepForks,
+  type ForkDeps,
+  type ForkHooks,
+  type ForkResult,
+} from './fork.ts';
 
 export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   ops: OperationRegistry;
@@ -61,6 +82,8 @@ export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   correctClock?: (vm: VmRow) => Promise<number>;
   /** Egress enforcement of user-mode VMs and the event ring (src/egress/types.ts); none in tests. */
   egress?: EgressHooks;
+  /** What a fork does in guests and on disk (src/vm/fork.ts); tests replace parts of it. */
+  forkHooks?: Partial<ForkHooks>;
 }
 
 export interface ReconcileReport {
@@ -158,6 +181,50 @@ export class VmLifecycle {
         t.fail(err);
       })
       .finally(() => this.busy.delete(req.draft.id));
+  }
+
+  // ---- fork (src/vm/fork.ts) -------------------------------------------------------------------
+
+  /**
+   * Fork a running VM into new VMs named `names`, as operation `t`: the source holds its lock
+   * throughout (`running` → `pausing` → `running`), the children are `creating` until they answer
+   * SSH as themselves. A failure or cancel undoes the children and continues the source. Throws
+   * at once (conflict) when the source is busy or not running.
+   */
+  async fork(t: OperationTracker, source: VmRow, names: string[]): Promise<ForkResult> {
+    const cur = this.d.store.vms.getById(source.id) ?? source;
+    const h = this.d.runtime.get(cur.id);
+    if (cur.state !== 'running' || !h)
+      throw new VmError(
+        'conflict',
+        cur.state === 'paused' && !h
+          ? `vm "${cur.name}" is paused to disk; only a running VM can be forked (resume it first: banger vm resume ${cur.name})`
+          : `vm "${cur.name}" is ${cur.state}; only a running VM can be forked${cur.state === 'stopped' || cur.state === 'error' ? ` (start it first: banger vm start ${cur.name})` : ''}`,
+      );
+    const busy = this.busy.get(cur.id);
+    if (busy) throw new VmError('conflict', `vm "${cur.name}" is busy (${busy})`);
+    return this.exclusive(cur, 'forking', () => runFork(this.forkDeps(), t, { source: cur, names }));
+  }
+
+  private forkDeps(): ForkDeps {
+    const host = hostForkHooks({
+      ...this.d,
+      reidentify: (vm, seeded, signal) => reidentifyClone(this.d, vm, seeded, signal),
+    });
+    return {
+      ...this.d,
+      hooks: { ...host, ...this.d.forkHooks },
+      setState: (vm, to, reason) => this.setState(vm, to, reason ?? null),
+      runningSpec: (vm, h) => this.runningSpec(vm, h),
+      removeVm: (vm) => this.removeEverything(vm, 'undo'),
+      crash: (p) => this.crash(p),
+      markBusy: (ids, on) => {
+        for (const id of ids) {
+          if (on) this.busy.set(id, 'creating');
+          else this.busy.delete(id);
+        }
+      },
+    };
   }
 
   // ---- start / stop / kill / resume ------------------------------------------------------------
@@ -416,7 +483,11 @@ export class VmLifecycle {
     if (!image || !kernel) throw new VmError('conflict', `vm "${vm.name}": its image or kernel is gone`);
     const bridged = vm.networkMode === 'bridge' ? this.d.network.guest(vm) : undefined;
     const port = h.record.sshHostPort ?? 0;
-    const candidates = [launchSpec(vm, kernel, this.d.stateDir, await this.d.accel(), port, bridged)];
+    const accel = await this.d.accel();
+    // A vm set --egress between `all` and a restricted policy applies at the next start: the VMM
+    // may run with the netdev of either (`none` and `allow` share theirs).
+    const variants = [vm, { ...vm, egress: DEFAULT_EGRESS }, { ...vm, egress: { mode: 'none' as const, rules: [] } }];
+    const candidates = variants.map((v) => launchSpec(v, kernel, this.d.stateDir, accel, port, bridged));
     // Resumed from disk before: the configuration that save recorded (src/vm/pause.ts).
     const resumed = await readResumedSpec(vmFiles(this.d.stateDir, vm.id).dir);
     if (resumed) candidates.unshift(resumed);
@@ -424,13 +495,16 @@ export class VmLifecycle {
       const tpl = (await listTemplates(image)).find((t) => t.hash16 === vm.warmTemplate)?.manifest;
       if (tpl) {
         const files = vmFiles(this.d.stateDir, vm.id);
-        candidates.push(
-          cloneLaunchSpec(tpl.spec, {
-            id: vm.id,
-            files,
-            ...(bridged ? { tap: bridged.tap } : { sshHostPort: port }),
-          }),
-        );
+        for (const v of variants)
+          candidates.push(
+            cloneLaunchSpec(tpl.spec, {
+              id: vm.id,
+              files,
+              ...(bridged
+                ? { tap: bridged.tap }
+                : { sshHostPort: port, egress: userNetEgress(v, this.d.stateDir) }),
+            }),
+          );
       }
     }
     // A VMM that loaded a saved state was started with `-incoming defer`: try that form too.
@@ -524,19 +598,26 @@ export class VmLifecycle {
   /** Start the saved configuration waiting for its state, and load it; returns the load's ms. */
   private async startSaved(vm: VmRow, m: SavedManifest): Promise<number> {
     const port = m.spec.net.mode === 'user' ? await reservePort() : undefined;
-    const net =
-      m.spec.net.mode === 'user' && port !== undefined ? { ...m.spec.net, sshHostPort: port } : m.spec.net;
-    const spec: VmLaunchSpec = { ...m.spec, net, incoming: INCOMING_DEFER };
+    let net = m.spec.net;
+    if (net.mode === 'user' && port !== undefined) {
+      // The policy as it is now (a vm set while paused applies here): restrict and guestfwd are
+      // netdev options outside the saved state.
+      const { restrict: _r, guestfwd: _g, ...base } = net;
+      net = { ...base, sshHostPort: port, ...userNetEgress(vm, this.d.stateDir) };
+    }
+    const saved: VmLaunchSpec = { ...m.spec, net };
+    const spec: VmLaunchSpec = { ...saved, incoming: INCOMING_DEFER };
     // A warm clone maps its template's read-only RAM file (src/vm/warm.ts holdRamOpenable).
     const release = spec.memory ? holdRamOpenable(spec.memory.backendFile) : (): void => undefined;
     try {
       this.crash('vm.resume.boot');
       await markSerial(this.d.stateDir, vm, 'vm.resume (from disk)', this.d.serialMarks);
+      attachEgress(this.d, vm);
       const plan = this.d.runtime.driver.prepare(spec);
       const h = await this.d.runtime.driver.start(plan, { logger: this.d.log });
       this.d.runtime.attach(vm.id, h);
       // A later pause of this VMM needs to know the configuration it runs with.
-      await writeResumedSpec(vmFiles(this.d.stateDir, vm.id).dir, m.spec);
+      await writeResumedSpec(vmFiles(this.d.stateDir, vm.id).dir, saved);
       this.crash('vm.resume.load');
       if (!h.loadState) throw new VmError('invalid', `the ${h.driver} VMM cannot load a saved state`);
       return (await h.loadState(savedPaths(vmFiles(this.d.stateDir, vm.id).dir).state)).durationMs;
@@ -615,6 +696,8 @@ export class VmLifecycle {
           this.d.log.warn({ vm: vm.name, err: message(err) }, 'could not remove the VM network'),
         );
     }
+    this.d.egress?.detach(vm.id);
+    this.d.egress?.events.forget(vm.name);
     this.crash(`${kind}.files`);
     await unpinHostKey(this.d.ssh, hostKeyAlias(vm.name));
     await rm(vmFiles(this.d.stateDir, vm.id).dir, { recursive: true, force: true });
@@ -622,6 +705,10 @@ export class VmLifecycle {
     this.cancelAutoResume(vm.id);
     this.d.store.vms.delete(vm.id);
     if (vm.warmTemplate) this.d.warm?.vmDeleted?.(vm);
+    // A fork's base and RAM file go with their last user.
+    await sweepForks(this.d.stateDir, this.d.store, this.d.log).catch((err: unknown) =>
+      this.d.log.warn({ err: message(err) }, 'fork sweep failed'),
+    );
   }
 
   // ---- what the VMM reports ------------------------------------------------------------------
@@ -630,6 +717,8 @@ export class VmLifecycle {
   onVmmExit(vmId: string, expected: boolean, info: ExitInfo): void {
     this.cancelAutoResume(vmId);
     this.ioErrors.delete(vmId);
+    // No VMM, nothing to proxy for (a start or resume attaches again before its VMM starts).
+    this.d.egress?.detach(vmId);
     const row = this.d.store.vms.getById(vmId);
     if (!row || expected) return;
     const how =
@@ -803,6 +892,9 @@ export class VmLifecycle {
         this.d.log.warn({ template: t.dir }, 'removed an interrupted template build');
       }
     }
+    await sweepForks(this.d.stateDir, this.d.store, this.d.log).catch((err: unknown) =>
+      this.d.log.warn({ err: message(err) }, 'fork sweep failed'),
+    );
     // Whatever VMM of this state dir still runs without a handle belongs to nobody now.
     const owned = new Set(this.d.runtime.ids().map((id) => this.d.runtime.get(id)?.pid));
     for (const p of findStateDirVmms(this.d.stateDir, this.uid())) {
@@ -884,6 +976,14 @@ export class VmLifecycle {
         if (!isEngineError(err)) throw err;
         return null;
       });
+    const journal = await readJournal(vmFiles(this.d.stateDir, row.id).dir);
+    if (journal) {
+      // A fork the daemon died in: the source's disk repaired, its guest continued (fork.ts).
+      const how = await reconcileFork(this.forkDeps(), row, h, journal);
+      if (how === 'running') r.reattached.push(row.name);
+      else if (how === 'stopped') r.stopped.push(row.name);
+      if (how !== 'kept') return;
+    }
     if (row.state === 'pausing' || row.state === 'resuming') return this.reconcileSave(row, h, r);
     if (row.state === 'paused' && !h) {
       // Paused to disk: no VMM is expected; the save must be there, whole.
@@ -907,6 +1007,8 @@ export class VmLifecycle {
       return;
     }
     if (h && (row.state === 'running' || row.state === 'paused')) {
+      // Its guestfwd reaches the proxy again (the socket went with the previous daemon).
+      attachEgress(this.d, row);
       r.reattached.push(row.name);
       this.d.log.info({ vm: row.name, pid: h.pid }, 'reattached to running VM');
       const detail = await h.statusDetail().catch(() => undefined);

@@ -17,9 +17,9 @@ import { createHash } from 'node:crypto';
 import { accessSync, chmodSync, constants as fsc } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Accel, VmLaunchSpec, VmmDriver, VmmHandle } from '../engine/index.ts';
+import type { Accel, GuestForward, VmLaunchSpec, VmmDriver, VmmHandle } from '../engine/index.ts';
 import { EngineError, saveState } from '../engine/index.ts';
-import { INCOMING_DEFER, loadState } from '../engine/migration.ts';
+import { INCOMING_DEFER } from '../engine/migration.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { canonicalJson } from '../image/recipe.ts';
 import { buildSeedImage, randomMachineId } from '../image/seed.ts';
@@ -201,6 +201,11 @@ export interface CloneTarget {
   sshHostPort?: number;
   /** Bridge networking: the clone's own tap. */
   tap?: string;
+  /**
+   * User networking: the clone's own egress netdev options (src/egress/types.ts userNetEgress),
+   * replacing the template's; absent keeps the template's (a fork's source's: fails closed).
+   */
+  egress?: { restrict?: true; guestfwd?: GuestForward };
 }
 
 /**
@@ -220,7 +225,11 @@ export function cloneLaunchSpec(tpl: VmLaunchSpec, t: CloneTarget): VmLaunchSpec
   if (tpl.net.mode === 'user') {
     if (t.sshHostPort === undefined)
       throw new EngineError('invalid_spec', 'a user-network clone needs a port');
-    net = { ...tpl.net, sshHostPort: t.sshHostPort };
+    if (t.egress !== undefined) {
+      // restrict/guestfwd are netdev options outside the saved state: a clone may differ.
+      const { restrict: _r, guestfwd: _g, ...base } = tpl.net;
+      net = { ...base, sshHostPort: t.sshHostPort, ...t.egress };
+    } else net = { ...tpl.net, sshHostPort: t.sshHostPort };
   } else if (tpl.net.mode === 'tap') {
     if (t.tap === undefined) throw new EngineError('invalid_spec', 'a bridged clone needs its tap');
     net = { ...tpl.net, tap: t.tap };
@@ -556,10 +565,9 @@ export async function startFromSharedState(
   let handle: VmmHandle | undefined;
   try {
     handle = await d.driver.start(d.driver.prepare(spec), { logger: d.log });
-    const qmp = (handle as { qmp?: Parameters<typeof loadState>[0] }).qmp;
-    if (!qmp) throw new EngineError('unsupported', 'warm clones need QEMU (QMP)');
-    const loaded = await loadState(qmp, statePath, { ignoreShared: true });
-    await qmp.execute('cont');
+    if (!handle.loadState) throw new EngineError('unsupported', 'warm clones need QEMU (QMP)');
+    const loaded = await handle.loadState(statePath, { ignoreShared: true });
+    await handle.resume();
     return { handle, loadMs: loaded.durationMs };
   } catch (err) {
     if (handle) {

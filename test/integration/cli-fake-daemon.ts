@@ -11,6 +11,7 @@ import type {
   ImageService,
   KernelService,
   OpService,
+  SecretService,
   Services,
   VmService,
 } from '../../generated/handlers.gen.ts';
@@ -317,6 +318,11 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
       return { vm: v };
     },
     pause: notFaked('vm.pause'),
+    fork: {
+      begin: notFaked('vm.fork.begin'),
+      status: notFaked('vm.fork.status'),
+      cancel: notFaked('vm.fork.cancel'),
+    },
     resume: notFaked('vm.resume'),
     async delete(p) {
       const v = vmOr404(p.name);
@@ -539,6 +545,24 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
     operations: { list: notFaked('daemon.operations.list') },
   };
   const op: OpService = { list: notFaked('op.list'), show: notFaked('op.show'), trace: notFaked('op.trace') };
+  // Secrets: names and times only; the value is kept so a test can see what the CLI sent.
+  const secretValues = new Map<string, string>();
+  const secret: SecretService = {
+    async set(p) {
+      const created = !secretValues.has(p.name);
+      secretValues.set(p.name, p.value);
+      return { name: p.name, created };
+    },
+    async list() {
+      return {
+        secrets: [...secretValues.keys()].sort().map((name) => ({ name, updated_at: T0, used_by: [] })),
+      };
+    },
+    async rm(p) {
+      if (!secretValues.delete(p.name)) throw new ErrorResponse('not_found', `secret ${p.name} not found`);
+      return { name: p.name, deleted: true };
+    },
+  };
   const services: Services = {
     async ping() {
       return { pong: true, version: BANGER_VERSION, protocol_version: PROTOCOL_VERSION };
@@ -549,6 +573,7 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
     image,
     kernel,
     op,
+    secret,
   };
 
   const log = createLogger({ name: 'fake-bangerd', stream: new MemoryLog() });

@@ -1,6 +1,11 @@
 // The VM service: lifecycle methods of schema/methods.json's vm.* namespace. Long work (create)
 // runs as an operation whose id is the op id of the RPC that began it.
-import type { VmCreateService, VmService, VmWorkspaceService } from '../../../generated/handlers.gen.ts';
+import type {
+  VmCreateService,
+  VmForkService,
+  VmService,
+  VmWorkspaceService,
+} from '../../../generated/handlers.gen.ts';
 import type * as T from '../../../generated/types.gen.ts';
 import type { StreamReply } from '../../rpc/adapters.ts';
 import type { RpcContext } from '../../rpc/context.ts';
@@ -28,6 +33,7 @@ import {
   type PrepareRequest,
 } from '../../vm/workspace.ts';
 import { DEFAULT_IMAGE_NAME } from './image.ts';
+import { forkService } from './vm-fork.ts';
 import { followEgress } from '../vm-egress.ts';
 
 export interface VmServiceDeps extends LifecycleDeps {
@@ -36,6 +42,8 @@ export interface VmServiceDeps extends LifecycleDeps {
   config: DaemonConfig;
   /** The lifecycle owner; made from the same deps when absent. */
   lifecycle?: VmLifecycle;
+  /** Whether a secret is set (the secret store): `--secret` names must be. */
+  secretExists?: (name: string) => Promise<boolean>;
 }
 
 export class VmServiceImpl implements VmService {
@@ -43,9 +51,20 @@ export class VmServiceImpl implements VmService {
   /** Every state change, lock and VMM event of a VM goes through it. */
   readonly lifecycle: VmLifecycle;
 
+  /** vm.fork.* (src/daemon/services/vm-fork.ts). */
+  readonly fork: VmForkService;
+
   constructor(deps: VmServiceDeps) {
     this.d = deps;
     this.lifecycle = deps.lifecycle ?? new VmLifecycle(deps);
+    this.fork = forkService({
+      store: deps.store,
+      ops: deps.ops,
+      lifecycle: this.lifecycle,
+      find: (ref) => this.find(ref),
+      wire: (row) => this.wire(row),
+      nameTaken: (name) => this.nameTaken(name),
+    });
   }
 
   // ---- helpers -------------------------------------------------------------------------
@@ -110,6 +129,7 @@ export class VmServiceImpl implements VmService {
       mac: macFor(id),
       nat: plan.nat,
       egress: plan.egress,
+      secrets: plan.secrets ?? [],
       // The create's op id: every egress log line of the VM carries it until a vm set changes it.
       egressOpId: ctx.opId,
     };
@@ -299,7 +319,10 @@ export class VmServiceImpl implements VmService {
   }
 
   /** vm.egress: the VM's recent egress events (src/egress/events.ts), with follow a stream. */
-  async egress(p: T.VmEgressParams, ctx: RpcContext): Promise<StreamReply<T.VmEgressFrame, T.VmEgressResult>> {
+  async egress(
+    p: T.VmEgressParams,
+    ctx: RpcContext,
+  ): Promise<StreamReply<T.VmEgressFrame, T.VmEgressResult>> {
     const vm = this.find(p.name);
     const events = this.d.egress?.events;
     const recent = events?.recent(vm.name, p.limit ?? 100) ?? [];
@@ -358,6 +381,7 @@ export class VmServiceImpl implements VmService {
         nameTaken: (n) => this.nameTaken(n),
         // The same choice vm.create.begin makes.
         chooseNetwork: (req, nat) => this.d.network.chooseMode(req, nat),
+        ...(this.d.secretExists ? { secretExists: this.d.secretExists } : {}),
       },
       p,
     );
