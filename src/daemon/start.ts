@@ -25,7 +25,7 @@ import { ensureInstallKey, sshPaths } from '../vm/ssh.ts';
 import type { DaemonConfig } from './config.ts';
 import { Daemon } from './daemon.ts';
 import { EngineInfo } from './engine-info.ts';
-import { withQuietPolls } from './rpc-log.ts';
+import { redactParams, withQuietPolls } from './rpc-log.ts';
 import { HelperLink } from './helper-link.ts';
 import { DnsServer } from './dns.ts';
 import { bridgePlan, VmNetwork } from '../vm/network.ts';
@@ -40,6 +40,9 @@ import { KernelServiceImpl } from './services/kernel.ts';
 import { OpServiceImpl } from './services/op.ts';
 import { rootMethods } from './services/root.ts';
 import { VmServiceImpl } from './services/vm.ts';
+import { SecretServiceImpl } from './services/secret.ts';
+import { EgressEvents } from '../egress/events.ts';
+import { proxyHooks, startEgressSide } from '../egress/side.ts';
 import { DEFAULT_LOGS_CONFIG } from '../ops/config.ts';
 import { OpRecorder } from '../ops/recorder.ts';
 import { SerialWatcher } from '../ops/serial.ts';
@@ -245,6 +248,12 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
         ),
       );
   }
+  // Egress events (proxy, bridged filter, resolver) go to the per-VM ring under the op id that set
+  // the VM's policy (src/egress/events.ts).
+  const egressEvents = new EgressEvents({
+    log,
+    opIdOf: (name) => store.vms.getByName(name)?.egressOpId ?? undefined,
+  });
   // Egress policies of bridged VMs: host chains through the helper, domain rules through the resolver.
   const bridgedEgress = new BridgedEgress({
     priv: () => helper.client?.priv,
@@ -252,6 +261,8 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     dnsPort: opts.config.dns_port,
     vms: () => store.vms.list(),
     log,
+    record: egressEvents.recordEgress,
+    ...(opts.config.egress ? { proxyPort: opts.config.egress.proxy_port } : {}),
   });
   if (dns) dns.egress = { check: (src, name) => bridgedEgress.dnsCheck(src, name) };
   const network = new VmNetwork({
@@ -261,6 +272,14 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     helper,
     egress: bridgedEgress,
     ...(dns ? { dns } : {}),
+  });
+  // The egress proxy, the secret store and banger's CA (src/egress/side.ts).
+  const egressSide = await startEgressSide({
+    stateDir: opts.stateDir,
+    config: opts.config.egress,
+    log,
+    record: egressEvents.recordEgress,
+    gateway: bridgePlan(opts.config).gateway,
   });
   const installPubKey = (): Promise<string> => installKey;
   let engineVersion: Promise<string> | undefined;
@@ -296,6 +315,9 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     warm,
     crash,
     templateDirs: () => warm.templateDirs(),
+    secretExists: (name) => egressSide.secrets.has(name),
+    guestEgress: (vm) => egressSide.guestEgress(vm),
+    egress: proxyHooks(egressSide, egressEvents),
   });
   // The lifecycle owner hears every VMM exit and event (QMP) from here on.
   runtime.listen(
@@ -317,6 +339,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
           void recorder.stop().finally(() => {
             store.close();
             void dns?.close();
+            egressSide.proxy.close();
             bridgedEgress.close();
             log.info('bangerd stopped');
             resolve();
@@ -344,6 +367,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     vm: vms,
     image: images,
     kernel: kernels,
+    secret: new SecretServiceImpl({ secrets: egressSide.secrets, store }),
     op: new OpServiceImpl({
       repo: rpcLog,
       store,
@@ -356,7 +380,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     dispatcher: daemon,
     log: withQuietPolls(log, 'rpc'),
     summaryPrefix: 'rpc',
-    onFinished: (f) => recorder.onRpcFinished(f),
+    onFinished: (f) => recorder.onRpcFinished({ ...f, params: redactParams(f.method, f.params) }),
   });
   await listenUnix(server, opts.socket, { dirMode: 0o700, socketMode: 0o600 });
   log.info({ socket: opts.socket, state_dir: opts.stateDir, version: BANGER_VERSION }, 'bangerd listening');

@@ -253,3 +253,29 @@ export function substituteHeaders(
   }
   return { ok: true, rawHeaders: out, used: [...used] };
 }
+
+/**
+ * A create's `secrets` param checked: each `NAME@HOST[,HOST…]` parsed, a name at most once, each
+ * one set in the store (`exists`). SecretError with a message for the user otherwise.
+ */
+export async function planVmSecrets(
+  texts: readonly string[],
+  exists: (name: string) => Promise<boolean>,
+): Promise<SecretGrant[]> {
+  const grants = texts.map(parseSecretGrant);
+  const seen = new Set<string>();
+  for (const g of grants) {
+    if (seen.has(g.name))
+      throw new SecretError(
+        'bad_request',
+        `--secret ${g.name} given twice: list its hosts once (NAME@HOST,HOST)`,
+      );
+    seen.add(g.name);
+    if (!(await exists(g.name)))
+      throw new SecretError(
+        'not_found',
+        `secret ${g.name} is not set; store it first: banger secret set ${g.name}`,
+      );
+  }
+  return grants;
+}

@@ -2,6 +2,7 @@
 // `banger vm run` prints it first, and `--dry-run` prints nothing else.
 import type { NetworkMode, VmCreatePlanParams, VmCreatePlanResult } from '../../generated/types.gen.ts';
 import { EgressRuleError, parseEgress, type EgressPolicy } from '../egress/rules.ts';
+import { planVmSecrets, SecretError } from '../egress/secrets.ts';
 import { VmError, vmNotFound } from './errors.ts';
 import type { Store } from '../store/index.ts';
 import { randomVmName, validateVmName } from './names.ts';
@@ -19,6 +20,8 @@ export interface PlanDeps {
   nameTaken: (name: string) => boolean;
   /** The network mode vm.create.begin would give the VM (its errors are vm.create.begin's). */
   chooseNetwork: (requested: NetworkMode | undefined, nat: boolean) => Promise<NetworkMode>;
+  /** Whether a secret is set (the secret store); without it any `secrets` param is refused. */
+  secretExists?: (name: string) => Promise<boolean>;
 }
 
 /**
@@ -42,6 +45,7 @@ export async function planCreate(d: PlanDeps, p: VmCreatePlanParams): Promise<Vm
     imageReady = def !== undefined;
   }
   const egress = planEgress(p.egress ?? d.vmDefaults.egress ?? 'all');
+  const secrets = await planSecrets(p.secrets ?? [], d.secretExists ?? (() => Promise.resolve(false)));
   const diskSizeBytes = parseSize(p.disk_size ?? d.vmDefaults.disk_size, 'disk size');
   if (diskSizeBytes < MIN_DISK_BYTES) throw new VmError('invalid', 'disk size must be at least 512M');
   return {
@@ -55,7 +59,22 @@ export async function planCreate(d: PlanDeps, p: VmCreatePlanParams): Promise<Vm
     network,
     nat: p.nat ?? false,
     egress,
+    ...(secrets.length > 0 ? { secrets } : {}),
   };
+}
+
+/** The `secrets` param checked (src/egress/secrets.ts), its errors as this layer's. */
+async function planSecrets(
+  texts: readonly string[],
+  exists: (name: string) => Promise<boolean>,
+): Promise<{ name: string; hosts: string[] }[]> {
+  try {
+    return await planVmSecrets(texts, exists);
+  } catch (err) {
+    if (err instanceof SecretError)
+      throw new VmError(err.code === 'not_found' ? 'not_found' : 'invalid', err.message);
+    throw err;
+  }
 }
 
 /** A policy text (the param's or the config default's) parsed, or `invalid` with the parser's words. */

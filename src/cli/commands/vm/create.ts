@@ -101,6 +101,12 @@ If a step fails, banger names it and prints its detail. The failed create is und
       description: 'Default: bridge when the root helper is reachable, else user.',
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
+    secret: Flags.string({
+      multiple: true,
+      summary: 'A secret the VM may use: NAME@HOST[,HOST…] (banger secret set NAME first); repeatable.',
+      description:
+        'The guest gets an environment variable NAME holding a placeholder; banger’s egress proxy replaces it with the value in the headers of HTTPS requests to those hosts, and refuses requests that carry it anywhere else. The value never enters the VM (docs/egress.md).',
+    }),
     cold: Flags.boolean({
       summary: 'Boot cold even when a warm template of this spec exists.',
       description:
@@ -130,6 +136,7 @@ If a step fails, banger names it and prints its detail. The failed create is und
     if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
     if (flags.network !== undefined) params.network = flags.network;
     if (flags.nat) params.nat = true;
+    if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
     if (flags.start === false) params.start = false;
     if (flags.cold) params.cold = true;
 
