@@ -131,6 +131,12 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         'Default: what the daemon is configured for (bridge when the root helper is reachable, else user).',
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
+    secret: Flags.string({
+      multiple: true,
+      summary: 'A secret the VM may use: NAME@HOST[,HOST…] (banger secret set NAME first); repeatable.',
+      description:
+        'The guest gets an environment variable NAME holding a placeholder; banger’s egress proxy replaces it with the value in the headers of HTTPS requests to those hosts, and refuses requests that carry it anywhere else. The value never enters the VM (docs/egress.md).',
+    }),
     cold: Flags.boolean({ summary: 'Boot cold even when a warm template of this spec exists.' }),
     rm: Flags.boolean({ summary: 'Delete the VM when the command or shell ends (also on Ctrl-C).' }),
     detach: Flags.boolean({ char: 'd', summary: 'Return once the VM is ready (and the workspace copied).' }),
@@ -213,6 +219,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
     if (flags.network !== undefined) params.network = flags.network;
     if (flags.nat) params.nat = true;
+    if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
 
     // The devcontainer's image: a local one pulled from that reference, else pulled now.
     let pull: RunPlanInput['pull'];
