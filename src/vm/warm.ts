@@ -406,20 +406,27 @@ async function buildFresh(
       'waiting for the template boot to finish (systemctl is-system-running --wait), then sync',
     );
     const qga = await QgaClient.connect(spec.qgaSocket!, { timeoutMs: 30_000 });
+    let saved: Awaited<ReturnType<typeof saveState>>;
+    let bootMs: number;
     try {
       await qga.sync(30_000);
       // Let every boot job finish here, once, rather than in each clone; then flush.
       await qga.exec('/bin/systemctl', ['is-system-running', '--wait'], { timeoutMs: 60_000 });
       await qga.exec('/bin/sync', [], { timeoutMs: 30_000 });
+      bootMs = Math.round(performance.now() - t0);
+
+      progress('save', 'QMP stop, then migrate the device state to the state file (RAM stays in its file)');
+      const qmp = (handle as { qmp?: Parameters<typeof saveState>[0] }).qmp;
+      if (!qmp) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
+      // Saved with the agent's port still connected: the guest agent is asleep in its read, and
+      // stays so in every clone whose port is connected when its state loads (the VMM's handle
+      // connects it at start: QgaHold), so a clone's first agent call is answered at once. Closed
+      // before the save, the agent would read EOF and sleep 100 ms in each clone first (qemu-ga's
+      // poll while no host is connected).
+      saved = await saveState(qmp, p.state, { ignoreShared: true });
     } finally {
       qga.close();
     }
-    const bootMs = Math.round(performance.now() - t0);
-
-    progress('save', 'QMP stop, then migrate the device state to the state file (RAM stays in its file)');
-    const qmp = (handle as { qmp?: Parameters<typeof saveState>[0] }).qmp;
-    if (!qmp) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
-    const saved = await saveState(qmp, p.state, { ignoreShared: true });
     // Stopped and saved: nothing writes the guest's RAM any more; the VMM goes.
     await handle.kill('SIGKILL').catch(() => undefined);
     await handle.waitExit().catch(() => undefined);
