@@ -82,6 +82,8 @@ export function nextOverlay(stateDir: string, vmId: string): string {
 export interface ForkJournal {
   forkId: string;
   children: string[];
+  /** The balloon devices unbound in the source's guest (bound again when it continues). */
+  balloon?: string[];
 }
 
 async function writeJson(path: string, value: unknown): Promise<void> {
@@ -401,6 +403,11 @@ async function forkSteps(
       await writeForkDeps(files.dir, [...srcDeps, forkId]);
     }
     if (hasBalloon(srcSpec)) balloon = await d.hooks.quiesceBalloon(src);
+    await writeJson(join(srcDir, FORKING_JOURNAL), {
+      forkId,
+      children: children.map((c) => c.id),
+      balloon,
+    } satisfies ForkJournal);
   }
 
   // ---- pause_source: stop + full save --------------------------------------------------------
@@ -671,6 +678,12 @@ export async function reconcileFork(
     if (ok) {
       d.setState(row, 'running', null);
       d.log.warn({ vm: row.name }, 'fork interrupted by a daemon restart: the source runs on');
+      // Its balloon driver back, in the background (the guest agent may take a moment).
+      void d.hooks
+        .restoreBalloon(row, j.balloon ?? [])
+        .catch((err: unknown) =>
+          d.log.warn({ vm: row.name, err: message(err) }, 'could not rebind the balloon driver'),
+        );
       return 'running';
     }
     d.runtime.expectExit(row.id);

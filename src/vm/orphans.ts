@@ -41,7 +41,7 @@ export function findStateDirVmms(stateDir: string, uid: number, proc = '/proc'):
 }
 
 /**
- * The VM or template directory an argument names: `<state>/vms/<id>` or
+ * The VM or template directory an argument names: `<state>/vms/<id>`, `<state>/forks/<id>` or
  * `<state>/images/<image>/warm/<hash>` (QEMU options carry paths after `path=`/`file=` etc.).
  */
 function pathIn(arg: string, prefix: string): string | undefined {
@@ -50,6 +50,8 @@ function pathIn(arg: string, prefix: string): string | undefined {
   const rest = arg.slice(i + prefix.length).split(/[,:]/)[0] ?? '';
   const parts = rest.split('/');
   if (parts[0] === 'vms' && parts[1]) return `${prefix}vms/${parts[1]}`;
+  // A fork's loader VMM (src/vm/fork.ts) runs in the fork's directory.
+  if (parts[0] === 'forks' && parts[1]) return `${prefix}forks/${parts[1]}`;
   const w = parts.indexOf('warm');
   if (w > 0 && parts[w + 1]) return prefix + parts.slice(0, w + 2).join('/');
   return prefix + rest;

@@ -26,6 +26,7 @@ import {
 import { macFor, vmFiles } from '../../src/vm/layout.ts';
 import { VmLifecycle, type LifecycleDeps } from '../../src/vm/lifecycle.ts';
 import { launchSpec } from '../../src/vm/machine.ts';
+import { findStateDirVmms } from '../../src/vm/orphans.ts';
 import { rootlessNetwork } from '../../src/vm/network.ts';
 import { VmRuntime } from '../../src/vm/runtime.ts';
 import { sshPaths } from '../../src/vm/ssh.ts';
@@ -98,6 +99,32 @@ describe('fork launch specs', () => {
     const tpl = forkTemplateSpec(clone, '/s/forks/f/ram');
     expect(tpl.memory).toMatchObject({ backendId: 'mem', balloon: false, share: true });
     expect(buildQemuArgv(tpl).join(' ')).not.toContain('virtio-balloon');
+  });
+});
+
+describe("a fork's loader VMM", () => {
+  it('is found by the start-up scan as the VMM of its fork directory (and stopped as nobody owns it)', () => {
+    const tmp = shortTempDir('bfo');
+    try {
+      const state = join(tmp.dir, 'state');
+      const fp = forkPaths(state, 'abc123');
+      const argv = [
+        '-name',
+        'guest=fork-abc123',
+        '-chardev',
+        `file,id=serial0,path=${fp.dir}/loader.log,append=on`,
+      ];
+      const proc = join(tmp.dir, 'proc');
+      mkdirSync(join(proc, '4243'), { recursive: true });
+      writeFileSync(join(proc, '4243', 'status'), 'Name:\tqemu-system-x86\nUid:\t1000\t1000\t1000\t1000\n');
+      writeFileSync(join(proc, '4243', 'comm'), 'qemu-system-x86\n');
+      writeFileSync(join(proc, '4243', 'cmdline'), ['qemu-system-x86_64', ...argv, ''].join('\0'));
+      expect(findStateDirVmms(state, 1000, proc)).toEqual([
+        expect.objectContaining({ pid: 4243, dir: fp.dir }),
+      ]);
+    } finally {
+      tmp.cleanup();
+    }
   });
 });
 
