@@ -1,4 +1,5 @@
 import type { Image, Kernel, Operation, Vm, WarmTemplate } from '../../generated/types.gen.ts';
+import { formatEgress } from '../egress/rules.ts';
 
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -138,6 +139,13 @@ export function formatVmState(vm: Vm): string {
   return extra ? `${vm.state} (${extra})` : vm.state;
 }
 
+/** A VM's egress policy in its own syntax, and the op that set it (its log lines carry that id). */
+export function formatVmEgress(vm: Pick<Vm, 'egress' | 'egress_op_id'>): string {
+  const text = formatEgress(vm.egress);
+  const what = vm.egress.mode === 'none' ? `${text} (nothing leaves the VM)` : text;
+  return vm.egress_op_id && vm.egress.mode !== 'all' ? `${what}, set by ${vm.egress_op_id}` : what;
+}
+
 /** The detail view of a VM. */
 export function vmFields(vm: Vm, now: number = Date.now()): [string, string | undefined][] {
   const n = vm.network;
@@ -157,6 +165,11 @@ export function vmFields(vm: Vm, now: number = Date.now()): [string, string | un
     ['ssh', n.ssh_host && n.ssh_port ? `${n.ssh_host}:${n.ssh_port}` : undefined],
     ['mac', n.mac],
     ['nat', vm.nat ? 'on' : 'off'],
+    ['egress', formatVmEgress(vm)],
+    [
+      'secrets',
+      vm.secrets.length > 0 ? vm.secrets.map((x) => `${x.name}@${x.hosts.join(',')}`).join(' ') : undefined,
+    ],
     [
       'workspace',
       vm.workspace

@@ -17,7 +17,7 @@ export interface EgressEvent {
   /** The rule that allowed it (rules.ts EgressRule.text; `all` under the policy all). */
   rule?: string;
   reason: string;
-  /** The op that set the policy; filled from the VM's record when the enforcer does not know it. */
+  /** The op that set the policy: the VM's record says (vms.egress_op_id), else the enforcer's. */
   op_id?: string;
 }
 
@@ -61,7 +61,8 @@ export class EgressEvents {
 
   /** Record one event (the enforcers' `record` callback: bound, so it can be passed around). */
   readonly recordEgress = (ev0: EgressEvent): void => {
-    const opId = ev0.op_id ?? this.d.opIdOf?.(ev0.vm);
+    // The stored op id first: a vm set changes it while the enforcers may still know the old one.
+    const opId = this.d.opIdOf?.(ev0.vm) ?? ev0.op_id;
     const ev: EgressEvent = opId !== undefined ? { ...ev0, op_id: opId } : { ...ev0 };
     const ring = this.ring(ev.vm);
     if (ring.events.length < EGRESS_RING_SIZE) ring.events.push(ev);

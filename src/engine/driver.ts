@@ -19,14 +19,33 @@ export interface DiskSpec {
  * How the guest's one NIC is backed.
  * - `user`: QEMU's user-mode stack, no root needed; guest port 22 is forwarded from
  *   127.0.0.1:sshHostPort. `restrict` cuts the guest off from the host and the outside (the
- *   forward still works): tests use it.
+ *   forward still works, and so does `guestfwd`): egress policies other than `all` use it.
  * - `tap`: a tap device created beforehand by the root helper (bridged mode).
  * - `none`: no NIC at all.
  */
 export type NetSpec =
-  | { mode: 'user'; sshHostPort: number; guestCidr?: string; mac?: string; restrict?: boolean }
+  | {
+      mode: 'user';
+      sshHostPort: number;
+      guestCidr?: string;
+      mac?: string;
+      restrict?: boolean;
+      /** A guest address:port whose TCP connections QEMU hands to a host unix socket (egress proxy). */
+      guestfwd?: GuestForward;
+    }
   | { mode: 'tap'; tap: string; mac: string }
   | { mode: 'none' };
+
+/**
+ * User mode: each TCP connection the guest opens to `ip:port` (an address inside QEMU's user
+ * network, answered by nothing else) is bridged to `unixSocket` on the host by one `socat`
+ * process QEMU starts for it (`guestfwd=…-cmd:`). With `restrict=on` it is the only way out.
+ */
+export interface GuestForward {
+  ip: string;
+  port: number;
+  unixSocket: string;
+}
 
 /**
  * Guest RAM in a file (`memory-backend-file`) instead of anonymous memory: how warm templates

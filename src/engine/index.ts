@@ -5,6 +5,7 @@ export type {
   DriverName,
   ExitInfo,
   FirecrackerLaunchPlan,
+  GuestForward,
   HandleRecord,
   LaunchPlan,
   NetSpec,

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PlanFiles, QemuLaunchPlan, VmLaunchSpec } from './driver.ts';
+import type { GuestForward, PlanFiles, QemuLaunchPlan, VmLaunchSpec } from './driver.ts';
 import { EngineError } from './errors.ts';
 import { HANDLES_FILE } from './handles.ts';
 import { checkPath, checkSocketPath, validateLaunchSpec, withKernelParams } from './spec.ts';
@@ -80,6 +80,23 @@ export function buildKernelCmdline(spec: VmLaunchSpec, tscKhz: number | null): s
   return withKernelParams(spec.cmdline, params);
 }
 
+/**
+ * Where QEMU finds socat for guestfwd: an absolute path (QEMU searches its own PATH otherwise,
+ * and the daemon's may differ from a shell's). scripts/deps.sh installs it.
+ */
+export const SOCAT_BINARY = '/usr/bin/socat';
+
+/**
+ * `guestfwd=tcp:IP:PORT-cmd:socat STDIO UNIX-CONNECT:PATH`: libslirp starts the command for each
+ * connection the guest opens to IP:PORT, the connection on its stdio. socat, not a node script:
+ * 50 ms wall and 17 ms CPU per start on the loaded 2-core dev host against node's 400 and 100.
+ * The path needs no quoting (spec.ts checkGuestForward); QEMU's option parser would get a comma
+ * doubled.
+ */
+export function guestfwdOption(g: GuestForward): string {
+  return `guestfwd=tcp:${g.ip}:${g.port}-cmd:${SOCAT_BINARY} STDIO UNIX-CONNECT:${qemuOptValue(g.unixSocket)}`;
+}
+
 export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): string[] {
   validateLaunchSpec(spec);
   if (spec.memory !== undefined) checkPath('memory.backendFile', spec.memory.backendFile);
@@ -136,6 +153,7 @@ export function buildQemuArgv(spec: VmLaunchSpec, opts: QemuArgvOptions = {}): s
     if (net.guestCidr !== undefined) parts.push(`net=${net.guestCidr}`);
     parts.push(`hostfwd=tcp:127.0.0.1:${net.sshHostPort}-:22`);
     if (net.restrict) parts.push('restrict=on');
+    if (net.guestfwd !== undefined) parts.push(guestfwdOption(net.guestfwd));
     argv.push('-netdev', parts.join(','));
     argv.push('-device', `virtio-net-device,netdev=net0${net.mac !== undefined ? `,mac=${net.mac}` : ''}`);
   } else if (net.mode === 'tap') {

@@ -44,6 +44,23 @@ export function checkSocketPath(what: string, p: string): void {
   }
 }
 
+/**
+ * QEMU runs a guestfwd command through a shell-like parser, and socat parses its address: the
+ * socket path may hold only characters neither gives a meaning to (no spaces, quotes, `:`, `,`).
+ */
+const GUESTFWD_SOCKET_RE = /^\/[A-Za-z0-9._/-]+$/;
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+function checkGuestForward(g: { ip: string; port: number; unixSocket: string }): void {
+  if (typeof g.ip !== 'string' || !IPV4_RE.test(g.ip)) throw invalid(`net.guestfwd.ip is not IPv4: ${g.ip}`);
+  checkInt('net.guestfwd.port', g.port, 1, 65535);
+  checkSocketPath('net.guestfwd.unixSocket', g.unixSocket);
+  if (!GUESTFWD_SOCKET_RE.test(g.unixSocket))
+    throw invalid(`net.guestfwd.unixSocket may hold only [A-Za-z0-9._/-]: ${g.unixSocket}`, {
+      path: g.unixSocket,
+    });
+}
+
 function checkInt(what: string, v: number, min: number, max: number): void {
   if (!Number.isInteger(v) || v < min || v > max)
     throw invalid(`${what} must be an integer in [${min}, ${max}]`);
@@ -80,6 +97,7 @@ export function validateLaunchSpec(spec: VmLaunchSpec): void {
       }
       if (net.mac !== undefined && !isValidMac(net.mac))
         throw invalid(`net.mac is not a unicast MAC: ${net.mac}`);
+      if (net.guestfwd !== undefined) checkGuestForward(net.guestfwd);
       break;
     case 'tap':
       if (!IFNAME_RE.test(net.tap))

@@ -13,6 +13,7 @@ import { releasePort, reservePort } from './ports.ts';
 import type { VmRuntime } from './runtime.ts';
 import { hostKeyAlias, sshExec, type SshPaths, type SshTarget } from './ssh.ts';
 import { bridgeIpArg, type GuestNet, type VmNetwork } from './network.ts';
+import { proxied, userNetEgress, userRestricted, type EgressHooks } from '../egress/types.ts';
 
 /** Pause between `ssh true` attempts once the agent said sshd is up. */
 export const READY_POLL_MS = 300;
@@ -54,6 +55,8 @@ export interface MachineDeps {
   network: VmNetwork;
   /** Boot stall threshold (default BOOT_STALL_MS; tests shorten it). */
   bootStallMs?: number;
+  /** Egress enforcement of user-mode VMs and the event ring (src/egress/types.ts); none in tests. */
+  egress?: EgressHooks;
 }
 
 export function injectedFault(d: MachineDeps, step: string): void {
@@ -62,13 +65,21 @@ export function injectedFault(d: MachineDeps, step: string): void {
 }
 
 /** The guest kernel command line for a VM (the engine adds console, TSC and panic settings). */
-export function guestCmdline(vm: Pick<VmRow, 'name' | 'networkMode'>, bridged?: GuestNet): string {
+export function guestCmdline(
+  vm: Pick<VmRow, 'name' | 'networkMode'> & Partial<Pick<VmRow, 'egress'>>,
+  bridged?: GuestNet,
+): string {
   // loglevel=6 keeps the kernel banner (KERN_NOTICE) on the console for `vm logs`, and hides
   // the chatter; systemd reports only slow or failed units there.
   const parts = ['root=LABEL=banger-root', 'rw', 'net.ifnames=0', 'loglevel=6', 'systemd.show_status=auto'];
   if (vm.networkMode === 'user') {
-    // QEMU's user-mode network is always 10.0.2.0/24 with the host at .2 and DNS at .3.
-    parts.push(`ip=10.0.2.15::10.0.2.2:255.255.255.0:${vm.name}:eth0:off:10.0.2.3`);
+    // QEMU's user-mode network is always 10.0.2.0/24 with the host at .2 and DNS at .3. Under a
+    // restricted egress policy (restrict=on) the gateway forwards nothing: without a default
+    // route a direct connection fails at once (ENETUNREACH) instead of timing out; the proxy
+    // (10.0.2.100) is on the link. A root user who adds the route gains nothing: QEMU drops it.
+    const gw =
+      vm.egress && userRestricted({ networkMode: vm.networkMode, egress: vm.egress }) ? '' : '10.0.2.2';
+    parts.push(`ip=10.0.2.15::${gw}:255.255.255.0:${vm.name}:eth0:off:10.0.2.3`);
   } else if (vm.networkMode === 'bridge' && bridged) {
     // Static address on banger's bridge: no DHCP wait; the bridge is gateway and DNS.
     parts.push(bridgeIpArg(vm.name, bridged));
@@ -98,7 +109,7 @@ export function launchSpec(
     ],
     net: bridged
       ? { mode: 'tap', tap: bridged.tap, mac: vm.mac }
-      : { mode: 'user', sshHostPort, mac: vm.mac },
+      : { mode: 'user', sshHostPort, mac: vm.mac, ...userNetEgress(vm, stateDir) },
     serialLog: f.serialLog,
     agentSocket: f.agentSocket,
     qgaSocket: f.qgaSocket,
@@ -130,6 +141,20 @@ export async function markSerial(
     await marks.begin({ opId, vmId: vm.id, vmName: vm.name, path, startOffset });
 }
 
+/**
+ * A VM whose policy or secrets go through the proxy: the proxy knows it (user mode: listens on
+ * its socket) before its VMM starts. Without the hooks (tests, no proxy) a restricted user-mode
+ * VM still runs with restrict=on: every connection then fails, nothing leaks.
+ */
+export function attachEgress(d: Pick<MachineDeps, 'egress' | 'log'>, vm: VmRow): void {
+  if (!proxied(vm)) return;
+  if (!d.egress) {
+    d.log.warn({ vm: vm.name }, 'no egress proxy in this daemon: the VM reaches nothing outside');
+    return;
+  }
+  d.egress.attach(vm);
+}
+
 /** Kill a VM's VMM (if it runs) as an expected exit, and wait until it is gone; never throws. */
 export async function killVmm(d: Pick<MachineDeps, 'runtime'>, vmId: string): Promise<void> {
   const h = d.runtime.get(vmId);
@@ -149,6 +174,7 @@ export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what
     const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port, bridged));
     await markSerial(d.stateDir, vm, what, d.serialMarks);
     injectedFault(d, 'boot');
+    attachEgress(d, vm);
     const handle = await d.runtime.driver.start(plan, { logger: d.log });
     d.runtime.attach(vm.id, handle);
   } finally {

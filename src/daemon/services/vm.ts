@@ -10,7 +10,7 @@ import type * as T from '../../../generated/types.gen.ts';
 import type { StreamReply } from '../../rpc/adapters.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, notFound } from '../../rpc/errors.ts';
-import type { Store, VmRow } from '../../store/index.ts';
+import type { Store, VmPatch, VmRow } from '../../store/index.ts';
 import type { DaemonConfig } from '../config.ts';
 import type { OperationRegistry } from '../../ops/operations.ts';
 import { vmToWire } from '../../vm/convert.ts';
@@ -23,7 +23,9 @@ import { SSH_KEX_ALGORITHMS, sshExec } from '../../vm/ssh.ts';
 import { newId } from '../../store/index.ts';
 import { parseSsListen, SS_COMMAND } from '../guest-ports.ts';
 import { serialLogs } from '../vm-logs.ts';
-import { planCreate } from '../../vm/plan.ts';
+import { planCreate, planEgress } from '../../vm/plan.ts';
+import { formatEgress } from '../../egress/rules.ts';
+import { applyEgressChange, type EgressChange } from '../../egress/set.ts';
 import {
   asWorkspace,
   exportWorkspace,
@@ -218,21 +220,48 @@ export class VmServiceImpl implements VmService {
     return { name: vm.name, deleted: true as const };
   }
 
-  async set(p: T.VmSetParams): Promise<T.VmSetResult> {
+  async set(p: T.VmSetParams, ctx: RpcContext): Promise<T.VmSetResult> {
     const vm = this.find(p.name);
-    if (p.vcpus === undefined && p.memory_mib === undefined)
-      throw new ErrorResponse('bad_request', 'nothing to change: give vcpus or memory_mib');
+    if (p.vcpus === undefined && p.memory_mib === undefined && p.egress === undefined)
+      throw new ErrorResponse('bad_request', 'nothing to change: give vcpus, memory_mib or egress');
+    const egress = p.egress !== undefined ? planEgress(p.egress) : undefined;
     return this.lifecycle.exclusive(vm, 'updating', async () => {
-      if (this.d.runtime.isRunning(vm.id) || vm.state !== 'stopped') {
+      const cur = this.d.store.vms.getById(vm.id) ?? vm;
+      const resize = p.vcpus !== undefined || p.memory_mib !== undefined;
+      if (resize && (this.d.runtime.isRunning(vm.id) || cur.state !== 'stopped')) {
         throw new ErrorResponse(
           'conflict',
-          `vm "${vm.name}" must be stopped to change its size (it is ${vm.state})`,
+          `vm "${vm.name}" must be stopped to change its size (it is ${cur.state})`,
         );
       }
-      const patch: { vcpus?: number; memoryMib?: number } = {};
+      const patch: VmPatch = {};
       if (p.vcpus !== undefined) patch.vcpus = p.vcpus;
       if (p.memory_mib !== undefined) patch.memoryMib = p.memory_mib;
-      return { vm: this.wire(this.d.store.vms.update(vm.id, patch)) };
+      let change: EgressChange | undefined;
+      if (egress) {
+        // This call's op id becomes the policy's: its egress log lines carry it from now on.
+        patch.egress = egress;
+        patch.egressOpId = ctx.opId;
+        change = await applyEgressChange(
+          {
+            vmmPid: (id) => this.d.runtime.get(id)?.pid,
+            applyBridged: (row) => this.d.network.applyEgress(row),
+            ...(this.d.egress ? { egress: this.d.egress } : {}),
+          },
+          cur,
+          { ...cur, egress, egressOpId: ctx.opId },
+        );
+        ctx.log.info(
+          { vm: vm.name, egress: formatEgress(egress), applied: change.applied },
+          'egress policy set',
+        );
+      }
+      const r: T.VmSetResult = { vm: this.wire(this.d.store.vms.update(vm.id, patch)) };
+      if (change) {
+        r.egress_applied = change.applied;
+        if (change.note) r.egress_note = change.note;
+      }
+      return r;
     });
   }
 

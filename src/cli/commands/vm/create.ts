@@ -6,6 +6,7 @@ import type {
 } from '../../../../generated/types.gen.ts';
 import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
+import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag } from '../../egress-flag.ts';
 import {
   formatBoot,
   warmFallback,
@@ -101,6 +102,7 @@ If a step fails, banger names it and prints its detail. The failed create is und
       description: 'Default: bridge when the root helper is reachable, else user.',
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
+    egress: egressFlag({ summary: EGRESS_SUMMARY, description: EGRESS_DESCRIPTION }),
     secret: Flags.string({
       multiple: true,
       summary: 'A secret the VM may use: NAME@HOST[,HOST…] (banger secret set NAME first); repeatable.',
@@ -136,6 +138,7 @@ If a step fails, banger names it and prints its detail. The failed create is und
     if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
     if (flags.network !== undefined) params.network = flags.network;
     if (flags.nat) params.nat = true;
+    if (flags.egress !== undefined) params.egress = flags.egress;
     if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
     if (flags.start === false) params.start = false;
     if (flags.cold) params.cold = true;

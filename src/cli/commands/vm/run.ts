@@ -14,6 +14,7 @@ import { opIdFromEnv } from '../../../slurm/op-env.ts';
 import { DEFAULT_GUEST_PATH } from '../../../vm/workspace.ts';
 import { inspectRepo } from '../../../vm/workspace-repo.ts';
 import { BangerCommand } from '../../base.ts';
+import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag } from '../../egress-flag.ts';
 import {
   DevcontainerError,
   findDevcontainer,
@@ -131,6 +132,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         'Default: what the daemon is configured for (bridge when the root helper is reachable, else user).',
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
+    egress: egressFlag({ summary: EGRESS_SUMMARY, description: EGRESS_DESCRIPTION }),
     secret: Flags.string({
       multiple: true,
       summary: 'A secret the VM may use: NAME@HOST[,HOST…] (banger secret set NAME first); repeatable.',
@@ -219,6 +221,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
     if (flags.network !== undefined) params.network = flags.network;
     if (flags.nat) params.nat = true;
+    if (flags.egress !== undefined) params.egress = flags.egress;
     if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
 
     // The devcontainer's image: a local one pulled from that reference, else pulled now.

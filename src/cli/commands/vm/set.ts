@@ -1,17 +1,24 @@
 import { Args, Flags } from '@oclif/core';
 import type { Vm, VmSetParams } from '../../../../generated/types.gen.ts';
 import { BangerCommand } from '../../base.ts';
-import { formatMiB } from '../../format.ts';
+import { EGRESS_DESCRIPTION, egressFlag } from '../../egress-flag.ts';
+import { formatMiB, formatVmEgress } from '../../format.ts';
 import { checkVmName, usageError } from '../../vm-ref.ts';
 import { memoryFlag } from './create.ts';
 
 export default class VmSet extends BangerCommand {
-  static override summary = "Change a stopped VM's vCPUs or memory.";
-  static override description = `Changes the VM's vCPU count and/or memory; they take effect at its next start. The VM must be stopped (a running VM gives a conflict error: stop it first). Give at least one of --vcpu, --memory.`;
+  static override summary = "Change a stopped VM's vCPUs or memory, or any VM's egress policy.";
+  static override description = `Changes the VM's vCPU count and/or memory; they take effect at its next start. The VM must be stopped for those (a running VM gives a conflict error: stop it first).
+
+--egress changes where the VM may connect, also while it runs: at once for a bridged VM, and for a user-mode VM moving between two restricted policies (none, allow=…); a user-mode VM moving between all and a restricted policy gets the new policy at its next start (banger says so; restart it to apply), keeping the one it booted with until then. Give at least one of --vcpu, --memory, --egress.
+
+${EGRESS_DESCRIPTION}`;
   static override examples = [
     '<%= config.bin %> vm set calm-otter --vcpu 4',
     '<%= config.bin %> vm set calm-otter --memory 4G',
     '<%= config.bin %> vm stop dev && <%= config.bin %> vm set dev --vcpu 8 --memory 16384 && <%= config.bin %> vm start dev',
+    "<%= config.bin %> vm set calm-otter --egress 'allow=registry.npmjs.org:443,*.githubusercontent.com:443'",
+    '<%= config.bin %> vm set calm-otter --egress none',
   ];
   static override args = {
     name: Args.string({ required: true, description: 'The VM (name or id).' }),
@@ -19,21 +26,30 @@ export default class VmSet extends BangerCommand {
   static override flags = {
     vcpu: Flags.integer({ min: 1, max: 64, summary: 'New vCPU count.' }),
     memory: memoryFlag({ char: 'm', summary: 'New memory: MiB (2048) or a size with a unit (2G).' }),
+    egress: egressFlag({ summary: 'New egress policy: all, none, or allow=RULE[,RULE…].' }),
   };
 
   async run(): Promise<Vm> {
     const { args, flags } = await this.parseWith(VmSet);
     checkVmName(args.name);
-    if (flags.vcpu === undefined && flags.memory === undefined) {
-      throw usageError('nothing to change: give --vcpu and/or --memory');
+    if (flags.vcpu === undefined && flags.memory === undefined && flags.egress === undefined) {
+      throw usageError('nothing to change: give --vcpu, --memory and/or --egress');
     }
     const p: VmSetParams = { name: args.name };
     if (flags.vcpu !== undefined) p.vcpus = flags.vcpu;
     if (flags.memory !== undefined) p.memory_mib = flags.memory;
-    const { vm } = await this.client.vm.set(p);
-    this.say(
-      `${vm.name}: ${vm.vcpus} vCPU, ${formatMiB(vm.memory_mib)} RAM (takes effect at the next start)`,
-    );
+    if (flags.egress !== undefined) p.egress = flags.egress;
+    const r = await this.client.vm.set(p);
+    const vm = r.vm;
+    if (flags.vcpu !== undefined || flags.memory !== undefined)
+      this.say(
+        `${vm.name}: ${vm.vcpus} vCPU, ${formatMiB(vm.memory_mib)} RAM (takes effect at the next start)`,
+      );
+    if (flags.egress !== undefined) {
+      const when = r.egress_applied === 'live' ? 'enforced now' : 'from the next start';
+      this.say(`${vm.name}: egress ${formatVmEgress(vm)} (${when})`);
+      if (r.egress_note) this.warn(r.egress_note);
+    }
     return vm;
   }
 }
