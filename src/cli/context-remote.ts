@@ -8,7 +8,7 @@
 //    first (the same files a local prepare would copy, plus a shallow .git of HEAD) as one tar
 //    through the master into a temporary directory there, prepared from, then removed.
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,12 @@ import { buildShallowGit, inspectRepo } from '../vm/workspace-repo.ts';
 import { shellQuote } from './ssh-exec.ts';
 
 const KH_MARK = '--banger-known-hosts--';
+
+function writePrivate(path: string, data: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode: 0o600 });
+  renameSync(tmp, path);
+}
 
 /** vm.ssh through a context: the key and known_hosts copied here, the VM reached via the host. */
 export const remoteVmSsh: RemoteAdapter = async (params, call, tunnel) => {
@@ -41,8 +47,9 @@ export const remoteVmSsh: RemoteAdapter = async (params, call, tunnel) => {
   chmodSync(dir, 0o700);
   const key = join(dir, 'id');
   const kh = join(dir, 'known_hosts');
-  writeFileSync(key, `${text.slice(0, at)}\n`, { mode: 0o600 });
-  writeFileSync(kh, text.slice(at + KH_MARK.length + 2), { mode: 0o600 });
+  // Replaced whole (another banger may be reading them for its ssh right now).
+  writePrivate(key, `${text.slice(0, at)}\n`);
+  writePrivate(kh, text.slice(at + KH_MARK.length + 2));
   return {
     ...r,
     identity_file: key,

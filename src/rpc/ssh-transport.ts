@@ -227,6 +227,18 @@ export class SshTunnel {
     }
   }
 
+  /**
+   * After a call's connection closed: whether the master lives on (the daemon closed the channel)
+   * or is going down with the connection (it may still answer for a moment, so ask a few times).
+   */
+  async stillAlive(): Promise<boolean> {
+    for (let i = 0; i < 5; i++) {
+      if (!(await this.alive())) return false;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return true;
+  }
+
   /** Whether the master still answers (`ssh -O check`). */
   async alive(): Promise<boolean> {
     if (!existsSync(this.controlPath)) return false;
@@ -359,14 +371,21 @@ export class SshTransport {
           e.code === 'operation_failed' &&
           /connection (closed|error)/.test(e.bareMessage)
         ) {
-          if (!(await this.tunnel.alive())) {
+          if (!(await this.tunnel.stillAlive())) {
             const why = sshReason(this.tunnel.lastLog() || 'the ssh connection ended');
             throw new RemoteError(name, `${label} went away during ${method}: ${why}`, opId);
           }
-          // The master lives: the remote daemon closed the channel (it is not running there?).
+          // The master lives: the channel to the daemon's socket closed (sshd could not connect
+          // to it: no daemon there, or not this user's). The master's log says which.
+          const open = this.tunnel
+            .lastLog()
+            .split('\n')
+            .filter((l) => /open failed/.test(l))
+            .at(-1)
+            ?.trim();
           throw new RemoteError(
             name,
-            `${label}: bangerd did not answer ${method} (is it running there? the channel closed)`,
+            `${label}: bangerd did not answer ${method}${open ? ` (${open})` : ''}; is it running there, as the ssh user?`,
             opId,
           );
         }
