@@ -1,0 +1,102 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { capacityOf, pickContext, type Capacity } from '../../src/cli/context-fanout.ts';
+import { REMOTE_SOCKET_PROBE, sshReason, SshTunnel } from '../../src/rpc/ssh-transport.ts';
+import type { DaemonStatusResult } from '../../generated/types.gen.ts';
+
+describe('ssh reasons', () => {
+  it('keeps the last meaningful line', () => {
+    expect(sshReason('ssh: connect to host srv port 22: Connection refused\r\n')).toBe(
+      'ssh: connect to host srv port 22: Connection refused',
+    );
+    expect(sshReason("Warning: Permanently added 'x' (ED25519) to the list of known hosts.\n")).toBe(
+      'ssh failed without saying why',
+    );
+  });
+  it('turns the changed-host-key banner into one refusal', () => {
+    const banner = [
+      '@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@',
+      '@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @',
+      '@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@',
+      'IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!',
+      'Offending ED25519 key in /home/me/.ssh/known_hosts:3',
+      'Host key for 10.0.0.2 has changed and you have requested strict checking.',
+      'Host key verification failed.',
+    ].join('\n');
+    const r = sshReason(banner);
+    expect(r).toMatch(/^the host key has changed/);
+    expect(r).toContain('Offending ED25519 key in /home/me/.ssh/known_hosts:3');
+    expect(r).toMatch(/refused/);
+  });
+});
+
+describe('the remote socket probe', () => {
+  const probe = (env: Record<string, string>): string =>
+    spawnSync('sh', ['-c', REMOTE_SOCKET_PROBE], {
+      env: { PATH: '/usr/bin:/bin', ...env },
+      encoding: 'utf8',
+    }).stdout.trim();
+  it('follows src/paths.ts: BANGER_SOCKET, then XDG_RUNTIME_DIR, then /tmp/banger-UID', () => {
+    expect(probe({ BANGER_SOCKET: '/x/y.sock' })).toBe('/x/y.sock');
+    const uid = process.getuid?.() ?? 0;
+    const installed = spawnSync('test', ['-e', '/etc/banger/install.toml']).status === 0;
+    if (installed) expect(probe({})).toBe('/run/banger/bangerd.sock');
+    else {
+      expect(probe({ XDG_RUNTIME_DIR: '/run/user/7' })).toBe('/run/user/7/banger/bangerd.sock');
+      expect(probe({})).toBe(uid === 0 ? '/run/banger/bangerd.sock' : `/tmp/banger-${uid}/bangerd.sock`);
+    }
+  });
+});
+
+describe('the tunnel', () => {
+  it('keeps its sockets short and per context, and its ProxyCommand quoted', () => {
+    const t = new SshTunnel(
+      { name: 'srv', destination: 'me@srv', port: 2222, label: 'x' },
+      '/run/user/1000/banger/ssh',
+    );
+    const u = new SshTunnel(
+      { name: 'other', destination: 'me@srv', port: 2222, label: 'x' },
+      '/run/user/1000/banger/ssh',
+    );
+    expect(t.localSocket).not.toBe(u.localSocket);
+    expect(t.localSocket.length).toBeLessThan(100);
+    expect(t.baseArgs()).toEqual(['-S', t.controlPath, '-o', 'BatchMode=yes', '-p', '2222']);
+    expect(t.proxyCommand()).toBe(
+      `ssh '-S' '${t.controlPath}' '-o' 'BatchMode=yes' '-p' '2222' -W %h:%p -- 'me@srv'`,
+    );
+  });
+});
+
+describe('--context auto', () => {
+  const status = (total: number, committed: number, cpus: number, vcpus: number): DaemonStatusResult =>
+    ({
+      host: {
+        hostname: 'h',
+        cpus,
+        memory_total_mib: total,
+        memory_available_mib: total,
+        committed_vcpus: vcpus,
+        committed_memory_mib: committed,
+      },
+    }) as DaemonStatusResult;
+  it('picks the most free memory, then vCPUs, then the name', () => {
+    const caps = [
+      capacityOf('a', status(8192, 2048, 4, 2)),
+      capacityOf('b', status(8192, 1024, 2, 2)),
+      capacityOf('c', status(4096, 0, 8, 0)),
+    ] as Capacity[];
+    expect(pickContext(caps)?.context).toBe('b');
+    const tie = [
+      capacityOf('y', status(4096, 0, 2, 1)),
+      capacityOf('x', status(4096, 0, 2, 0)),
+    ] as Capacity[];
+    expect(pickContext(tie)?.context).toBe('x');
+    const same = [
+      capacityOf('y', status(4096, 0, 2, 0)),
+      capacityOf('x', status(4096, 0, 2, 0)),
+    ] as Capacity[];
+    expect(pickContext(same)?.context).toBe('x');
+    expect(pickContext([])).toBeUndefined();
+    expect(capacityOf('old', {} as DaemonStatusResult)).toBeUndefined();
+  });
+});
