@@ -163,8 +163,9 @@ describe('banger slurm run on a two-node cluster', () => {
     expect(rb.stdout).toBe('b-started\n');
     expect(rb.stderr).toMatch(/deleting sl-b \(--rm\)/);
     expect(vmNames(bNode)).not.toContain('sl-b');
-    // Well within KillWait (30 s): deleted on SIGTERM, not killed.
-    expect(cancelMs).toBeLessThan(30_000);
+    // Deleted on SIGTERM, well within KillWait (30 s), and without the 10 s a clean guest shutdown
+    // may take (vm run --rm kills the VMM first: the disk goes anyway).
+    expect(cancelMs).toBeLessThan(10_000);
     await until(`job ${bJob.id} gone from the queue`, 30_000, () =>
       squeue().some((j) => j.id === bJob.id) ? undefined : true,
     );

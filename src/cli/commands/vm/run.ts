@@ -650,6 +650,10 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     process.on('SIGINT', onSig);
     err.write(`deleting ${name} (--rm) …\n`);
     try {
+      // Its disk goes with it, so the guest need not shut down cleanly: vm.delete would give it
+      // 10 s first, which a scheduler's SIGTERM-to-SIGKILL window (Slurm's KillWait) may not have.
+      // Best effort: a VM that is not running (or busy) is simply deleted below.
+      await this.client.vm.kill({ name }, this.op).catch(() => undefined);
       for (let attempt = 0; ; attempt++) {
         try {
           await this.client.vm.delete({ name }, this.op);
