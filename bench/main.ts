@@ -48,6 +48,7 @@ import { runPull } from './pull.ts';
 import { describeMachine } from './machine.ts';
 import { markdownSummary, type BenchResults } from './report.ts';
 import { runRpc } from './rpc.ts';
+import { runFork } from './fork.ts';
 import { runResume } from './resume.ts';
 import { readVariants, type VariantSpec } from './variants.ts';
 import { runWarm } from './warm.ts';
@@ -62,6 +63,7 @@ const PARTS = [
   'concurrency',
   'warm',
   'resume',
+  'fork',
   'density',
   'guest-ab',
   'cli',
@@ -79,6 +81,7 @@ const DEFAULT_PARTS: Part[] = [
   'footprint',
   'concurrency',
   'resume',
+  'fork',
   'warm',
   'density',
 ];
@@ -526,6 +529,13 @@ async function inner(netns: string): Promise<number> {
     await part('resume', async () => {
       say(`resume: ${o.pairs} alternating repetitions (cold create; vm pause + vm resume of one VM)`);
       results.resume = await runResume(w, { reps: o.pairs, tag: 'resume' });
+    });
+    // Before warm too: the forks' baseline is a cold create.
+    await part('fork', async () => {
+      say(
+        `fork: ${o.pairs} repetitions each of vm fork into 1 and 4 children, alternating with cold creates`,
+      );
+      results.fork = await runFork(w, { reps: o.pairs, tag: 'fork' });
     });
     // Last: once the template exists, every plain `vm create` of this spec restores from it.
     await part('warm', async () => {

@@ -8,6 +8,7 @@ import type { ConcurrencyResult, FootprintResult } from './fleet.ts';
 import { idleTable, type IdleResult } from './idle.ts';
 import type { MachineInfo } from './machine.ts';
 import type { PullResult } from './pull.ts';
+import { forkTable, type ForkResult } from './fork.ts';
 import { resumeTable, type ResumeResult } from './resume.ts';
 import type { RpcResult } from './rpc.ts';
 import type { Summary } from './stats.ts';
@@ -43,6 +44,7 @@ export interface BenchResults {
   guest_ab?: GuestAbResult;
   warm?: WarmResult;
   resume?: ResumeResult;
+  fork?: ForkResult;
   density?: DensityResult;
   cli?: CliResult;
   pull?: PullResult;
@@ -274,6 +276,7 @@ export function markdownSummary(r: BenchResults): string {
   if (r.warm) out.push('', '### Warm start: cold against warm creates', '', warmTable(r.warm));
   if (r.resume)
     out.push('', '### Pause to disk and resume, against a cold create', '', resumeTable(r.resume));
+  if (r.fork) out.push('', '### Fork of a running VM, against a cold create', '', forkTable(r.fork));
   if (r.density)
     out.push('', '### Density: idle clones of one template against cold VMs', '', densityTable(r.density));
   if (r.errors.length > 0) {
