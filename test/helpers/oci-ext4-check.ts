@@ -221,16 +221,20 @@ export interface CheckResult {
 }
 
 /** Build, convert, read back and compare. */
-export async function runExt4Check(dir: string): Promise<CheckResult> {
+export async function runExt4Check(
+  dir: string,
+  memoryDir?: string | false,
+): Promise<CheckResult & { scratch: string }> {
   const layers = writeTestLayers(dir);
   const image = join(dir, 'rootfs.ext4');
-  await layersToExt4(layers, {
+  const r = await layersToExt4(layers, {
     imagePath: image,
     workDir: dir,
+    memoryDir,
     label: 'oci-test',
     headroomBytes: 8 * 1024 * 1024,
   });
-  return checkImage(image);
+  return { ...checkImage(image), scratch: r.scratch };
 }
 
 /**
@@ -285,8 +289,8 @@ export function checkImage(image: string, expected: readonly Expected[] = EXPECT
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   const dir = process.argv[2];
-  if (!dir) throw new Error('usage: oci-ext4-check.ts WORKDIR');
-  runExt4Check(dir).then(
+  if (!dir) throw new Error('usage: oci-ext4-check.ts WORKDIR [memory|disk]');
+  runExt4Check(dir, process.argv[3] === 'disk' ? false : undefined).then(
     (r) => console.log(JSON.stringify(r)),
     (e: unknown) => {
       console.error(e);

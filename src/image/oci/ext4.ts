@@ -8,24 +8,24 @@
 //    (security.capability …) from the model and creates device nodes and fifos (mknod), none of
 //    which an unprivileged process could put in the staging tree.
 // The ownership pass runs as root too, so the result does not depend on who runs it.
-import { constants, createReadStream } from 'node:fs';
 import {
-  chmod,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  mkdtemp,
-  open,
-  rename,
-  rm,
-  stat,
-  symlink,
-  writeFile,
-} from 'node:fs/promises';
+  chmodSync,
+  closeSync,
+  constants,
+  createReadStream,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { lstat, mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../exec.ts';
 import { TaskPool } from './pool.ts';
+import { removeTree } from './scratch.ts';
 import type { FsTree, Inode } from './tree.ts';
 
 export interface Ext4Options {
@@ -38,6 +38,8 @@ export interface Ext4Options {
   /** Extra free space when sizing automatically (default 256 MiB; the guest grows the fs later). */
   headroomBytes?: number;
   signal?: AbortSignal;
+  /** Leave the scratch made in workDir (the staging tree) for the caller to remove with workDir. */
+  leaveScratch?: boolean;
 }
 
 export interface Ext4Result {
@@ -130,7 +132,7 @@ export async function writeExt4(tree: FsTree, opts: Ext4Options): Promise<Ext4Re
     const batch = join(work, 'debugfs.cmds');
     await writeFile(batch, cmds.join('\n') + '\n');
     // The staging tree is not needed any more: remove it while debugfs runs.
-    const removing = rm(staging, { recursive: true, force: true });
+    const removing = opts.leaveScratch ? Promise.resolve() : removeTree(staging);
     try {
       await runDebugfs(batch, opts.imagePath, opts.signal);
     } finally {
@@ -142,7 +144,7 @@ export async function writeExt4(tree: FsTree, opts: Ext4Options): Promise<Ext4Re
     await rm(opts.imagePath, { force: true });
     throw e;
   } finally {
-    await rm(work, { recursive: true, force: true });
+    if (!opts.leaveScratch) await removeTree(work);
   }
 }
 
@@ -164,9 +166,11 @@ async function stageTree(
 ): Promise<string[]> {
   const xattrDir = join(work, 'xattrs');
   await mkdir(xattrDir, { mode: 0o700 });
-  // Directories are made in walk order (parents first) before anything goes into them; files,
-  // symlinks and xattr values a few at a time; further names of hard-linked files at the end,
-  // once their first name exists.
+  // Directories are made in walk order (parents first) before anything goes into them; further
+  // names of hard-linked files at the end, once their first name exists. Metadata operations are
+  // synchronous (a few microseconds each, where a promise and a thread-pool round trip each cost
+  // more than the call), in slices that give the event loop a turn; only copies out of an
+  // uncompressed layer blob go through the pool.
   const pool = new TaskPool();
   try {
     return await stageInto(tree, staging, xattrDir, pool, signal);
@@ -210,10 +214,11 @@ async function stageInto(
   const links: [string, string][] = [];
   /** Modes and times applied to the staging copy once everything exists (directories last). */
   const fixups: { host: string; ino: Inode; chmod: boolean }[] = [];
+  const slice = new Slicer();
   const st = await lstat(staging);
   const owner: StagingOwner = { uid: st.uid, gid: st.gid, root: process.geteuid?.() === 0 };
   for (const { path, node } of tree.walk()) {
-    signal?.throwIfAborted();
+    await slice.tick(signal);
     const ino = node.inode;
     const host = path === '/' ? staging : join(staging, path);
     const q = debugfsQuote(path);
@@ -235,9 +240,9 @@ async function stageInto(
       case 'dir':
       case 'file':
       case 'symlink': {
-        if (path !== '/' && ino.type === 'dir') await mkdir(host, { mode: 0o700 });
-        if (ino.type === 'file') await pool.submit(() => stageFile(ino, host));
-        if (ino.type === 'symlink') await pool.submit(() => symlink(ino.target ?? '', host));
+        if (path !== '/' && ino.type === 'dir') mkdirSync(host, { mode: 0o700 });
+        if (ino.type === 'file') await stageFile(ino, host, pool);
+        if (ino.type === 'symlink') symlinkSync(ino.target ?? '', host);
         const chmod = stageableMode(ino, owner);
         fixups.push({ host, ino, chmod });
         staged = { ...staged, mode: chmod ? ino.mode : -1, mtime };
@@ -271,45 +276,64 @@ async function stageInto(
     if (staged.mtime !== mtime) cmds.push(`set_inode_field ${q} mtime @${mtime}`);
     for (const [name, value] of ino.xattrs) {
       const f = join(xattrDir, String(xattrN++));
-      await pool.submit(() => writeFile(f, value, { flag: 'wx', mode: 0o600 }));
+      writeFileSync(f, value, { flag: 'wx', mode: 0o600 });
       cmds.push(`ea_set -f ${debugfsQuote(f)} ${q} ${debugfsQuote(name)}`);
     }
   }
-  await pool.drain();
-  for (const [from, to] of links) await pool.submit(() => link(from, to));
+  for (const [from, to] of links) {
+    await slice.tick(signal);
+    linkSync(from, to);
+  }
+  // Copies out of blobs finish before their times are set.
   await pool.drain();
   // Modes and times last: a directory's mtime changes while it is filled, and a read-only mode
   // would stop the filling. Files first, then directories deepest first.
   const dirs = fixups.filter((f) => f.ino.type === 'dir').reverse();
   for (const f of [...fixups.filter((f) => f.ino.type !== 'dir'), ...dirs]) {
-    if (f === dirs[0]) await pool.drain();
-    await pool.submit(() => applyStaged(f.host, f.ino, f.chmod));
+    await slice.tick(signal);
+    applyStaged(f.host, f.ino, f.chmod);
   }
-  await pool.drain();
   return cmds;
 }
 
-async function applyStaged(host: string, ino: Inode, chmodIt: boolean): Promise<void> {
-  if (chmodIt && ino.type !== 'symlink') await chmod(host, ino.mode);
-  const t = Math.max(0, Math.min(ino.mtime, 0xffffffff));
-  await lutimes(host, t, t);
+/** Synchronous work in slices of a few milliseconds, then a turn for the event loop. */
+class Slicer {
+  private started = performance.now();
+  async tick(signal: AbortSignal | undefined): Promise<void> {
+    if (performance.now() - this.started < 10) return;
+    await new Promise<void>((r) => setImmediate(r));
+    signal?.throwIfAborted();
+    this.started = performance.now();
+  }
 }
 
-async function stageFile(ino: Inode, host: string): Promise<void> {
+function applyStaged(host: string, ino: Inode, chmodIt: boolean): void {
+  if (chmodIt && ino.type !== 'symlink') chmodSync(host, ino.mode);
+  const t = Math.max(0, Math.min(ino.mtime, 0xffffffff));
+  lutimesSync(host, t, t);
+}
+
+async function stageFile(ino: Inode, host: string, pool: TaskPool): Promise<void> {
   const c = ino.content;
   if (c?.kind === 'spill') {
     // The spill file is ours (0600, made with O_EXCL); move it, the staging name is new.
-    await rename(c.path, host);
+    renameSync(c.path, host);
     return;
   }
+  if (c?.kind !== 'blob' || ino.size === 0) {
+    closeSync(openSync(host, FILE_FLAGS, 0o600));
+    return;
+  }
+  await pool.submit(() => copyFromBlob(ino, host, c));
+}
+
+async function copyFromBlob(ino: Inode, host: string, c: { path: string; offset: number }): Promise<void> {
   const fh = await open(host, FILE_FLAGS, 0o600);
   try {
-    if (c?.kind === 'blob' && ino.size > 0) {
-      const src = createReadStream(c.path, { start: c.offset, end: c.offset + ino.size - 1 });
-      for await (const chunk of src as AsyncIterable<Buffer>) await fh.write(chunk);
-      const st = await fh.stat();
-      if (st.size !== ino.size) throw new Error(`${host}: short copy from ${c.path}`);
-    }
+    const src = createReadStream(c.path, { start: c.offset, end: c.offset + ino.size - 1 });
+    for await (const chunk of src as AsyncIterable<Buffer>) await fh.write(chunk);
+    const st = await fh.stat();
+    if (st.size !== ino.size) throw new Error(`${host}: short copy from ${c.path}`);
   } finally {
     await fh.close();
   }

@@ -4,11 +4,12 @@
 // there. File bodies are spilled to private temp files (O_EXCL|O_NOFOLLOW in a directory we made)
 // or, for an uncompressed layer, referenced in place; nothing is written under an image path on
 // the host. On failure the spill directory is removed: nothing half-made stays behind.
-import { constants } from 'node:fs';
-import { mkdtemp, open, rm, unlink } from 'node:fs/promises';
+import { closeSync, constants, openSync, writeSync } from 'node:fs';
+import { mkdtemp, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ByteBudget, LayerError, openLayer } from './layers.ts';
 import { TaskPool } from './pool.ts';
+import { removeTree, ScratchFullError } from './scratch.ts';
 import { ByteReader, readTar, type TarHeader } from './tar.ts';
 import { FsTree, PathError, splitPath, type Inode } from './tree.ts';
 
@@ -35,6 +36,12 @@ export interface FlattenOptions extends FlattenLimits {
   workDir: string;
   signal?: AbortSignal;
   onLayer?: (index: number, digest: string, entries: number) => void;
+  /**
+   * workDir is on tmpfs: spill with synchronous writes (memory copies that never wait on a disk;
+   * no thread-pool round trip per file) and stop with ScratchFullError past this many
+   * decompressed bytes.
+   */
+  memoryLimit?: number;
 }
 
 export interface FlatImage {
@@ -63,6 +70,7 @@ export async function flattenLayers(layers: readonly LayerInput[], opts: Flatten
   const maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
   let entries = 0;
   const writes = new TaskPool();
+  const memory = opts.memoryLimit !== undefined;
   try {
     for (const [index, layer] of layers.entries()) {
       const what = `layer ${index + 1}/${layers.length} (${layer.digest.slice(0, 19)})`;
@@ -74,12 +82,15 @@ export async function flattenLayers(layers: readonly LayerInput[], opts: Flatten
           if (++entries > maxEntries)
             throw new LayerError(`${what}: more than ${maxEntries} entries in the image`);
           n++;
+          if (memory && budget.used > (opts.memoryLimit ?? 0))
+            throw new ScratchFullError(opts.memoryLimit ?? 0);
           await applyEntry(tree, entry.header, entry.body, {
             layer: index + 1,
             what,
             spillDir,
             blobPath: opened.compression === 'none' ? layer.path : undefined,
             writes,
+            memory,
           });
         }
         await reader.drain();
@@ -100,10 +111,10 @@ export async function flattenLayers(layers: readonly LayerInput[], opts: Flatten
     }
   } catch (e) {
     await writes.drain().catch(() => undefined);
-    await rm(spillDir, { recursive: true, force: true });
+    await removeTree(spillDir);
     throw e;
   }
-  return { tree, spillDir, dispose: () => rm(spillDir, { recursive: true, force: true }) };
+  return { tree, spillDir, dispose: () => removeTree(spillDir) };
 }
 
 interface ApplyContext {
@@ -114,6 +125,8 @@ interface ApplyContext {
   blobPath: string | undefined;
   /** Small files are written a few at a time (see pool.ts). */
   writes: TaskPool;
+  /** Spill synchronously (spillDir is on tmpfs). */
+  memory: boolean;
 }
 
 async function applyEntry(
@@ -183,7 +196,8 @@ async function applyEntry(
         inode.content = { kind: 'blob', path: ctx.blobPath, offset: h.dataOffset };
       } else {
         const path = join(ctx.spillDir, String(inode.id));
-        await spill(path, body, h.size, ctx.writes);
+        if (ctx.memory) await spillSync(path, body);
+        else await spill(path, body, h.size, ctx.writes);
         inode.content = { kind: 'spill', path };
       }
     }
@@ -228,5 +242,20 @@ async function spill(
     for await (const chunk of body) await fh.write(chunk);
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Spill onto tmpfs: each chunk written as it comes (a memory copy, it cannot block on a disk), no
+ * copy of the chunks to hold them and no thread-pool round trip per file.
+ */
+async function spillSync(path: string, body: AsyncGenerator<Buffer>): Promise<void> {
+  const fd = openSync(path, SPILL_FLAGS, 0o600);
+  try {
+    for await (const chunk of body) {
+      for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off);
+    }
+  } finally {
+    closeSync(fd);
   }
 }
