@@ -2,6 +2,7 @@
 // that turns errors into a message (ending with the op id) and an exit code.
 import { Command, Flags, type Interfaces } from '@oclif/core';
 import { BangerClient } from '../../generated/client.gen.ts';
+import { RemoteError } from '../rpc/ssh-transport.ts';
 import { SocketTransport } from '../rpc/transport.ts';
 import { remoteClient } from './context-client.ts';
 import { acrossContexts, capacityOf, pickContext, type Capacity } from './context-fanout.ts';
@@ -99,7 +100,10 @@ export abstract class BangerCommand extends Command {
     }
     const best = pickContext(caps);
     if (!best)
-      throw usageError(`--context auto: no context could be asked for its capacity (${notes.join('; ')})`);
+      throw new RemoteError(
+        'auto',
+        `--context auto: no context could be asked for its capacity (${notes.join('; ')})`,
+      );
     const say = (c: Capacity): string =>
       `${formatMiB(Math.max(0, c.freeMemoryMib))} memory and ${c.freeVcpus} vCPUs free`;
     const others = [...caps.filter((c) => c !== best).map((c) => `${c.context}: ${say(c)}`), ...notes];

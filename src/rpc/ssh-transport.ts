@@ -74,10 +74,12 @@ export function sshReason(text: string): string {
     .map((l) => l.replace(/\r$/, '').trim())
     .filter((l) => l !== '' && !/^@+$/.test(l) && !/^Warning: Permanently added/.test(l));
   // A changed host key: OpenSSH's banner is long; its verdict is the line worth showing.
-  if (lines.some((l) => /REMOTE HOST IDENTIFICATION HAS CHANGED/.test(l))) {
+  if (lines.some((l) => /REMOTE HOST IDENTIFICATION HAS CHANGED|^Host key for .* has changed/.test(l))) {
     const off = lines.find((l) => /^Offending .* key in /.test(l));
     return `the host key has changed (REMOTE HOST IDENTIFICATION HAS CHANGED${off ? `; ${off}` : ''}): refused; if the change is expected, remove the old key with ssh-keygen -R`;
   }
+  if (lines.at(-1) === 'Host key verification failed.')
+    return 'Host key verification failed: the host is not in known_hosts (connect once with ssh to check and accept its key) or its key does not match: refused';
   return lines.at(-1) ?? 'ssh failed without saying why';
 }
 
