@@ -274,7 +274,23 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
         advance(f, Date.now());
         return { operation: f.op };
       },
-      plan: notFaked('vm.create.plan'),
+      // What vm run asks first: the spec as the daemon would resolve it (no checks beyond the name).
+      async plan(p) {
+        const name = p.name ?? 'brave-heron';
+        if (vms.has(name)) throw new ErrorResponse('already_exists', `vm "${name}" already exists`);
+        return {
+          name,
+          name_generated: p.name === undefined,
+          image: p.image ?? 'debian-bookworm',
+          image_ready: true,
+          vcpus: p.vcpus ?? 2,
+          memory_mib: p.memory_mib ?? 1024,
+          disk_size_bytes: 4 * 1024 ** 3,
+          network: p.network ?? 'user',
+          nat: p.nat === true,
+          egress: { mode: 'all', rules: [] },
+        };
+      },
     },
     workspace: {
       prepare: notFaked('vm.workspace.prepare'),

@@ -1,12 +1,14 @@
 // bin/banger slurm run as a user runs it, with a fake srun on PATH: flags become the job's
-// resources and the node's vm run flags, the exit code is srun's, --dry-run submits nothing.
-// Needs `npm run build` first.
-import { spawnSync } from 'node:child_process';
+// resources and the node's vm run flags, the exit code is srun's, --dry-run submits nothing. And
+// the node's side against a fake daemon: vm run adopts BANGER_OP_ID, and Slurm's SIGTERM during
+// the create cancels it. Needs `npm run build` first.
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shortTempDir } from '../helpers/tmp.ts';
+import { startFakeDaemon, type FakeDaemon } from './cli-fake-daemon.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BANGER = join(ROOT, 'bin', 'banger');
@@ -77,5 +79,52 @@ describe.skipIf(!built)('banger slurm run with a fake srun', () => {
     const r = run(['--mode', 'full_copy', '--', 'true']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--include-untracked and --mode apply to a PATH/);
+  });
+});
+
+describe.skipIf(!built)('the node’s vm run under Slurm (a fake daemon)', { timeout: 60_000 }, () => {
+  const tmp = shortTempDir('bgslvm');
+  let d: FakeDaemon;
+  beforeAll(async () => {
+    d = await startFakeDaemon(tmp.dir);
+  });
+  afterAll(async () => {
+    await d.close();
+    tmp.cleanup();
+  });
+
+  it('SIGTERM (scancel) during the create cancels it and exits 143; the create is BANGER_OP_ID’s op', async () => {
+    const OP = 'op-0123456789ab';
+    let sent = false;
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const p = spawn(
+        BANGER,
+        ['vm', 'run', '--socket', d.sock, '--name', 'slow-term', '--rm', '--', 'true'],
+        {
+          env: { ...process.env, NO_COLOR: '1', BANGER_OP_ID: OP },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let stderr = '';
+      p.stderr.on('data', (b: Buffer) => {
+        stderr += b.toString();
+        if (!sent && stderr.includes('wait_ssh started')) {
+          sent = true;
+          p.kill('SIGTERM');
+        }
+      });
+      const t = setTimeout(() => p.kill('SIGKILL'), 30_000);
+      p.on('close', (code) => {
+        clearTimeout(t);
+        resolve({ code, stderr });
+      });
+    });
+    expect(sent).toBe(true);
+    expect(r.code).toBe(143);
+    expect(d.calls.some((c) => c.method === 'vm.create.cancel')).toBe(true);
+    expect(r.stderr).toMatch(
+      new RegExp(`^create of slow-term canceled on SIGTERM; what it had done was undone \\(${OP}\\)$`, 'm'),
+    );
+    expect(d.vms.has('slow-term')).toBe(false);
   });
 });
