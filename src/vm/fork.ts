@@ -7,10 +7,10 @@
 //    fork's directory STATE/forks/<fork id>/ (the pause code's save).
 // 3. freeze_disk: the source's disk becomes the read-only base `disk.qcow2` of the fork (a hard
 //    link of its overlay), and the running source switches to a new overlay on it (QMP
-//    blockdev-snapshot-sync, mode existing) that then takes the overlay's name, so its argv and
-//    every later cold start keep working.
+//    blockdev-snapshot-sync, mode existing) under a name of its own; the overlay's name in its
+//    argv becomes a symlink to it, so its argv and every later cold start keep working.
 // 4. resume_source: `cont`. The source continues in its own VMM with its own RAM: it never maps
-//    the fork's RAM file (docs/fork.md says why).
+//    the fork's RAM file (docs/snapshots.md, Fork, says why).
 // 5. save: a short-lived loader QEMU with the source's configuration, its RAM the fork's `ram`
 //    file mapped share=on, loads `full.state` (the RAM goes into the file), then saves only its
 //    device state with x-ignore-shared to `state`; it is killed and `ram` and `state` are made
@@ -25,8 +25,20 @@
 // reconciliation (reconcileFork) tells from the files and the VMM's open files whether its disk
 // was switched, repairs the names, continues the guest and clears the journal. A fork's
 // directory is kept while any VM's `forks.json` (the forks its disk or RAM depends on) names it.
-import { link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import {
+  link,
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { VmLaunchSpec, VmmHandle } from '../engine/index.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { buildSeedImage, randomMachineId } from '../image/seed.ts';
@@ -74,9 +86,29 @@ export function forkPaths(stateDir: string, forkId: string): ForkPaths {
   };
 }
 
-/** The new overlay a source switches to (renamed to its overlay's name once switched). */
-export function nextOverlay(stateDir: string, vmId: string): string {
-  return join(vmFiles(stateDir, vmId).dir, 'root.next.qcow2');
+/**
+ * The new overlay a source switches to, under a name of its own for good: QEMU reopens an image
+ * by the name it opened it with (`cont` after a migration re-activates the disk), so the file
+ * keeps it, and the VM's overlay name (root.qcow2, in its argv) becomes a symlink to it.
+ */
+export function nextOverlay(stateDir: string, vmId: string, forkId: string): string {
+  return join(vmFiles(stateDir, vmId).dir, `root-${forkId}.qcow2`);
+}
+
+/** Point the VM's overlay name at `target` (a file in the same directory), atomically. */
+export async function pointOverlayAt(overlay: string, target: string): Promise<void> {
+  const tmp = `${overlay}.tmp-link`;
+  await rm(tmp, { force: true });
+  await symlink(basename(target), tmp);
+  await rename(tmp, overlay);
+}
+
+/** Whether the VM's overlay name already points at `target`. */
+async function pointsAt(overlay: string, target: string): Promise<boolean> {
+  return readlink(overlay).then(
+    (l) => l === basename(target),
+    () => false,
+  );
 }
 
 export interface ForkJournal {
@@ -421,15 +453,16 @@ async function forkSteps(
   // ---- freeze_disk ---------------------------------------------------------------------------
   await t.step('freeze_disk', async () => {
     d.crash('vm.fork.freeze_disk');
-    const next = nextOverlay(d.stateDir, src.id);
+    const next = nextOverlay(d.stateDir, src.id, forkId);
     await d.hooks.makeOverlay(fp.disk, next, src.diskSizeBytes);
     let switched = false;
     try {
-      await link(srcFiles.overlay, fp.disk);
+      // The file the overlay name stands for (a symlink after an earlier fork).
+      await link(await realpath(srcFiles.overlay), fp.disk);
       await writeForkDeps(srcDir, [...srcDeps, forkId]);
       await h.replaceDiskTop!(0, next);
       switched = true;
-      await rename(next, srcFiles.overlay);
+      await pointOverlayAt(srcFiles.overlay, next);
     } catch (err) {
       if (!switched) await undoFreeze(d, src, forkId, srcDeps);
       throw err;
@@ -484,7 +517,7 @@ async function forkSteps(
 /** Undo a disk freeze that did not switch the source: the base link and the new overlay go. */
 async function undoFreeze(d: ForkDeps, src: VmRow, forkId: string, srcDeps: string[]): Promise<void> {
   const fp = forkPaths(d.stateDir, forkId);
-  await rm(nextOverlay(d.stateDir, src.id), { force: true });
+  await rm(nextOverlay(d.stateDir, src.id, forkId), { force: true });
   await rm(fp.disk, { force: true });
   await writeForkDeps(
     vmFiles(d.stateDir, src.id).dir,
@@ -633,7 +666,7 @@ function asGuestPath(ws: unknown): string | undefined {
 
 /**
  * Start-up: a source the daemon died forking (its journal is there). Its disk is repaired
- * (switched: the new overlay takes the overlay's name; not: the base link and the new overlay
+ * (switched: the overlay's name points at the new overlay; not: the base link and the new overlay
  * go), its guest continued when its VMM lives (`running`), else it is `stopped`. Its children
  * are `creating` rows, undone by the caller like any interrupted create.
  */
@@ -645,14 +678,14 @@ export async function reconcileFork(
 ): Promise<'running' | 'stopped' | 'kept'> {
   const files = vmFiles(d.stateDir, row.id);
   const fp = forkPaths(d.stateDir, j.forkId);
-  const next = nextOverlay(d.stateDir, row.id);
+  const next = nextOverlay(d.stateDir, row.id, j.forkId);
   const nextThere = await stat(next).then(
     () => true,
     () => false,
   );
   if (nextThere) {
-    const switched = h ? await hasOpen(h.pid, next) : false;
-    if (switched) await rename(next, files.overlay);
+    const switched = (await pointsAt(files.overlay, next)) || (h ? await hasOpen(h.pid, next) : false);
+    if (switched) await pointOverlayAt(files.overlay, next);
     else {
       await rm(next, { force: true });
       const [a, b] = await Promise.all([

@@ -3,8 +3,18 @@
 // (the forks removed, the source continued and running, its disk as it was or switched), the
 // conflict for a source that is not running, start-up reconciliation of an interrupted fork, the
 // fork files kept while a fork uses them, the children's names and their launch specs.
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeVmmDriver, FakeVmmHost } from '../../src/engine/index.ts';
 import { buildQemuArgv } from '../../src/engine/qemu-argv.ts';
@@ -306,7 +316,10 @@ describe('VmLifecycle.fork', () => {
     const fp = forkPaths(stateDir, r.forkId);
     expect(statSync(fp.disk).ino).toBe(oldDisk);
     expect(readFileSync(vmFiles(stateDir, src.id).overlay, 'utf8')).toBe(`overlay on ${fp.disk}`);
-    expect(existsSync(nextOverlay(stateDir, src.id))).toBe(false);
+    // Under a name of its own (QEMU reopens it by that name), the overlay's name a symlink to it.
+    expect(readlinkSync(vmFiles(stateDir, src.id).overlay)).toBe(
+      basename(nextOverlay(stateDir, src.id, r.forkId)),
+    );
     expect(await readForkDeps(vmFiles(stateDir, src.id).dir)).toEqual([r.forkId]);
     expect(existsSync(join(vmFiles(stateDir, src.id).dir, FORKING_JOURNAL))).toBe(false);
     // RAM file and device state sealed, the full save gone.
@@ -337,6 +350,23 @@ describe('VmLifecycle.fork', () => {
       if (!w.includes('KID')) at = i;
     }
     expect(runtime.isRunning(r.vms[0]!.id)).toBe(true);
+  });
+
+  it('a second fork of the same source freezes the overlay it runs on now (the symlink followed)', async () => {
+    const src = await runningSource();
+    const first = await fork(src, ['a']);
+    const second = await fork(store.vms.getById(src.id)!, ['b']);
+    const ov = vmFiles(stateDir, src.id).overlay;
+    expect(statSync(forkPaths(stateDir, second.r.forkId).disk).ino).toBe(
+      statSync(nextOverlay(stateDir, src.id, first.r.forkId)).ino,
+    );
+    expect(readlinkSync(ov)).toBe(basename(nextOverlay(stateDir, src.id, second.r.forkId)));
+    expect(await readForkDeps(vmFiles(stateDir, src.id).dir)).toEqual([first.r.forkId, second.r.forkId]);
+    // The second fork's child depends on both bases (its disk chains through the first).
+    expect(await readForkDeps(vmFiles(stateDir, second.r.vms[0]!.id).dir)).toEqual([
+      first.r.forkId,
+      second.r.forkId,
+    ]);
   });
 
   it('a failure while starting the forks removes them; the source runs on, on its new overlay, the RAM file goes', async () => {
@@ -375,7 +405,7 @@ describe('VmLifecycle.fork', () => {
     const src = await runningSource();
     driver.failOn('replaceDiskTop', { error: 'Permission conflict' });
     await expect(fork(src, ['a'])).rejects.toThrow(/Permission conflict/);
-    expect(existsSync(nextOverlay(stateDir, src.id))).toBe(false);
+    expect(readdirSync(vmFiles(stateDir, src.id).dir).filter((f) => /^root-.*\.qcow2$/.test(f))).toEqual([]);
     expect(readFileSync(vmFiles(stateDir, src.id).overlay, 'utf8')).toBe('source disk');
     expect(await readForkDeps(vmFiles(stateDir, src.id).dir)).toEqual([]);
     expect(store.vms.getById(src.id)!.state).toBe('running');
@@ -411,7 +441,7 @@ describe('VmLifecycle.fork', () => {
     const forkId = 'f1';
     const fp = forkPaths(stateDir, forkId);
     mkdirSync(fp.dir, { recursive: true });
-    writeFileSync(nextOverlay(stateDir, src.id), 'next');
+    writeFileSync(nextOverlay(stateDir, src.id, forkId), 'next');
     const { linkSync } = await import('node:fs');
     linkSync(vmFiles(stateDir, src.id).overlay, fp.disk);
     const kid = store.vms.insert({
@@ -435,7 +465,7 @@ describe('VmLifecycle.fork', () => {
     expect(rep.undone).toContain('a');
     expect(rep.reattached).toContain('src');
     expect(store.vms.getById(src.id)!.state).toBe('running');
-    expect(existsSync(nextOverlay(stateDir, src.id))).toBe(false);
+    expect(existsSync(nextOverlay(stateDir, src.id, forkId))).toBe(false);
     expect(readFileSync(vmFiles(stateDir, src.id).overlay, 'utf8')).toBe('source disk');
     // Nobody uses the fork: its directory goes.
     expect(existsSync(fp.dir)).toBe(false);
