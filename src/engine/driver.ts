@@ -69,7 +69,7 @@ export interface GuestMemorySpec {
   /**
    * Keep the free-page-reporting balloon, which VMs with anonymous RAM have: a fork of such a
    * VM restores its device state, so its device list must be the same (default: none with RAM
-   * in a file; docs/fork.md says why that is safe only with the guest's driver unbound).
+   * in a file; docs/snapshots.md (Fork) says why that is safe only with the guest's driver unbound).
    */
   balloon?: boolean;
 }
