@@ -143,7 +143,7 @@ function fakes(
     const fh = await open(c.imagePath, 'w');
     await fh.truncate(64 * 1024 * 1024);
     await fh.close();
-    return { size: 64 * 1024 * 1024, allocated: 4096, inodes: 20, entries: 20 };
+    return { size: 64 * 1024 * 1024, allocated: 4096, inodes: 20, entries: 20, scratch: 'disk' as const };
   };
   return { deps: { bootable, pull, convert }, bootCalls, convertCalls };
 }

@@ -6,12 +6,13 @@
 // the host. On failure the spill directory is removed: nothing half-made stays behind.
 import { closeSync, constants, openSync, writeSync } from 'node:fs';
 import { mkdtemp, open, unlink } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ByteBudget, LayerError, openLayer } from './layers.ts';
 import { TaskPool } from './pool.ts';
 import { removeTree, ScratchFullError } from './scratch.ts';
 import { ByteReader, readTar, type TarHeader } from './tar.ts';
-import { FsTree, PathError, splitPath, type Inode } from './tree.ts';
+import { FsTree, PathError, splitPath, type Content, type Inode } from './tree.ts';
 
 export interface LayerInput {
   /** sha256:<hex> of the blob (names the layer in errors). */
@@ -66,75 +67,137 @@ export async function flattenLayers(layers: readonly LayerInput[], opts: Flatten
   tree.onRelease = (inode) => {
     if (inode.content?.kind === 'spill') pendingUnlinks.push(inode.content.path);
   };
-  const budget = new ByteBudget(opts.maxBytes ?? DEFAULT_MAX_BYTES);
-  const maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
-  let entries = 0;
   const writes = new TaskPool();
-  const memory = opts.memoryLimit !== undefined;
+  // Our own abort: a failing layer stops the others reading ahead.
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  const read: ReadContext = {
+    spillDir,
+    writes,
+    signal,
+    budget: new ByteBudget(opts.maxBytes ?? DEFAULT_MAX_BYTES),
+    maxEntries: opts.maxEntries ?? DEFAULT_MAX_ENTRIES,
+    entries: 0,
+    memoryLimit: opts.memoryLimit,
+  };
+  let failure: unknown;
+  const fail = (e: unknown): void => {
+    // The first real failure wins over the aborts it causes in the other layers.
+    if (failure === undefined || (stop.signal.aborted && isAbort(failure) && !isAbort(e))) failure = e;
+    stop.abort();
+  };
+  // Layers are read (decompressed, parsed, bodies spilled) up to `ahead` at a time, in order, so a
+  // second core inflates the next layer while this one is applied; the model is changed strictly
+  // in layer order (whiteouts and links depend on it).
+  const ahead = Math.max(1, Math.min(availableParallelism(), 4));
+  const reads: Promise<ReadLayer>[] = [];
+  let next = 0;
+  const startRead = (): void => {
+    const index = next++;
+    const layer = layers[index];
+    if (!layer) return;
+    const p = readLayer(index, layers.length, layer, read);
+    p.catch(fail);
+    reads.push(p);
+  };
   try {
+    for (let i = 0; i < ahead; i++) startRead();
     for (const [index, layer] of layers.entries()) {
-      const what = `layer ${index + 1}/${layers.length} (${layer.digest.slice(0, 19)})`;
-      const opened = await openLayer(layer.path, what, budget, opts.signal);
-      const reader = new ByteReader(opened.chunks);
-      let n = 0;
+      const got = await (reads[index] as Promise<ReadLayer>);
+      startRead();
       try {
-        for await (const entry of readTar(reader)) {
-          if (++entries > maxEntries)
-            throw new LayerError(`${what}: more than ${maxEntries} entries in the image`);
-          n++;
-          if (memory && budget.used > (opts.memoryLimit ?? 0))
-            throw new ScratchFullError(opts.memoryLimit ?? 0);
-          await applyEntry(tree, entry.header, entry.body, {
-            layer: index + 1,
-            what,
-            spillDir,
-            blobPath: opened.compression === 'none' ? layer.path : undefined,
-            writes,
-            memory,
-          });
-        }
-        await reader.drain();
-        await writes.drain();
-        // Contents a later entry replaced or whited out (after their writes finished).
-        await Promise.all(pendingUnlinks.splice(0).map((p) => unlink(p).catch(() => undefined)));
+        for (const e of got.entries) applyEntry(tree, e.header, e.content, index + 1);
       } catch (e) {
-        if (e instanceof PathError) throw new LayerError(`${what}: ${e.message}`);
-        if (e instanceof Error && e.name === 'TarError') throw new LayerError(`${what}: ${e.message}`);
+        if (e instanceof PathError) throw new LayerError(`${got.what}: ${e.message}`);
         throw e;
       }
-      if (layer.diffId !== undefined && opened.diffId() !== layer.diffId) {
-        throw new LayerError(
-          `${what}: uncompressed content is ${opened.diffId()}, but the image config says ${layer.diffId}`,
-        );
-      }
-      opts.onLayer?.(index, layer.digest, n);
+      opts.onLayer?.(index, layer.digest, got.entries.length);
     }
+    await writes.drain();
+    // Contents a later entry replaced or whited out (after their writes finished).
+    await Promise.all(pendingUnlinks.splice(0).map((p) => unlink(p).catch(() => undefined)));
   } catch (e) {
+    fail(e);
+    await Promise.allSettled(reads);
     await writes.drain().catch(() => undefined);
     await removeTree(spillDir);
-    throw e;
+    throw opts.signal?.aborted ? e : failure;
   }
   return { tree, spillDir, dispose: () => removeTree(spillDir) };
 }
 
-interface ApplyContext {
-  layer: number;
-  what: string;
-  spillDir: string;
-  /** The layer blob itself when it is an uncompressed tar (contents referenced in place). */
-  blobPath: string | undefined;
-  /** Small files are written a few at a time (see pool.ts). */
-  writes: TaskPool;
-  /** Spill synchronously (spillDir is on tmpfs). */
-  memory: boolean;
+function isAbort(e: unknown): boolean {
+  return e instanceof Error && (e.name === 'AbortError' || e.name === 'ABORT_ERR');
 }
 
-async function applyEntry(
-  tree: FsTree,
-  h: TarHeader,
-  body: AsyncGenerator<Buffer>,
-  ctx: ApplyContext,
-): Promise<void> {
+interface ReadContext {
+  spillDir: string;
+  writes: TaskPool;
+  signal: AbortSignal;
+  budget: ByteBudget;
+  maxEntries: number;
+  /** Entries of all layers so far. */
+  entries: number;
+  memoryLimit: number | undefined;
+}
+
+interface ReadEntry {
+  header: TarHeader;
+  content: Content | undefined;
+}
+
+interface ReadLayer {
+  what: string;
+  entries: ReadEntry[];
+}
+
+/** One layer's headers, its file bodies spilled (or located in an uncompressed blob), checked. */
+async function readLayer(
+  index: number,
+  count: number,
+  layer: LayerInput,
+  ctx: ReadContext,
+): Promise<ReadLayer> {
+  const what = `layer ${index + 1}/${count} (${layer.digest.slice(0, 19)})`;
+  const opened = await openLayer(layer.path, what, ctx.budget, ctx.signal);
+  const reader = new ByteReader(opened.chunks);
+  const blobPath = opened.compression === 'none' ? layer.path : undefined;
+  const memory = ctx.memoryLimit !== undefined;
+  const entries: ReadEntry[] = [];
+  try {
+    for await (const entry of readTar(reader)) {
+      if (++ctx.entries > ctx.maxEntries)
+        throw new LayerError(`${what}: more than ${ctx.maxEntries} entries in the image`);
+      if (memory && ctx.budget.used > (ctx.memoryLimit ?? 0))
+        throw new ScratchFullError(ctx.memoryLimit ?? 0);
+      const h = entry.header;
+      let content: Content | undefined;
+      if (h.type === 'file' && h.size > 0) {
+        if (blobPath !== undefined) {
+          content = { kind: 'blob', path: blobPath, offset: h.dataOffset };
+        } else {
+          const path = join(ctx.spillDir, `${index + 1}-${entries.length}`);
+          if (memory) await spillSync(path, entry.body);
+          else await spill(path, entry.body, h.size, ctx.writes);
+          content = { kind: 'spill', path };
+        }
+      }
+      entries.push({ header: h, content });
+    }
+    await reader.drain();
+  } catch (e) {
+    if (e instanceof Error && e.name === 'TarError') throw new LayerError(`${what}: ${e.message}`);
+    throw e;
+  }
+  if (layer.diffId !== undefined && opened.diffId() !== layer.diffId) {
+    throw new LayerError(
+      `${what}: uncompressed content is ${opened.diffId()}, but the image config says ${layer.diffId}`,
+    );
+  }
+  return { what, entries };
+}
+
+function applyEntry(tree: FsTree, h: TarHeader, content: Content | undefined, layer: number): void {
   const parts = splitPath(h.path);
   const base = parts.pop();
   if (base === undefined) {
@@ -145,19 +208,19 @@ async function applyEntry(
     return;
   }
   if (base.startsWith(WHITEOUT)) {
-    const dir = tree.resolveDir(parts, { create: false, layer: ctx.layer, name: JSON.stringify(h.path) });
+    const dir = tree.resolveDir(parts, { create: false, layer: layer, name: JSON.stringify(h.path) });
     if (!dir || dir.type !== 'dir') return;
     if (base === OPAQUE) {
-      tree.makeOpaque(dir, ctx.layer);
+      tree.makeOpaque(dir, layer);
       return;
     }
     const hidden = base.slice(WHITEOUT.length);
     const node = dir.children?.get(hidden);
     // Whiteouts apply to lower layers only (OCI image spec, "Whiteouts").
-    if (node && node.layer < ctx.layer) tree.unbind(dir, hidden);
+    if (node && node.layer < layer) tree.unbind(dir, hidden);
     return;
   }
-  const dir = tree.resolveDir(parts, { create: true, layer: ctx.layer, name: JSON.stringify(h.path) });
+  const dir = tree.resolveDir(parts, { create: true, layer: layer, name: JSON.stringify(h.path) });
   if (!dir) throw new PathError(`${JSON.stringify(h.path)}: parent directory cannot be created`);
   const existing = dir.children?.get(base);
 
@@ -167,19 +230,19 @@ async function applyEntry(
     const tdir =
       tbase === undefined
         ? undefined
-        : tree.resolveDir(tparts, { create: false, layer: ctx.layer, name: JSON.stringify(h.linkname) });
+        : tree.resolveDir(tparts, { create: false, layer: layer, name: JSON.stringify(h.linkname) });
     const target = tbase === undefined ? undefined : tdir?.children?.get(tbase);
     if (!target)
       throw new PathError(`${JSON.stringify(h.path)}: hard link to missing ${JSON.stringify(h.linkname)}`);
     if (target.inode.type === 'dir')
       throw new PathError(`${JSON.stringify(h.path)}: hard link to a directory`);
     if (existing?.inode === target.inode) return;
-    tree.bind(dir, base, { inode: target.inode, layer: ctx.layer });
+    tree.bind(dir, base, { inode: target.inode, layer: layer });
     return;
   }
   if (h.type === 'dir' && existing?.inode.type === 'dir') {
     setMeta(existing.inode, h);
-    existing.layer = ctx.layer;
+    existing.layer = layer;
     return;
   }
   const inode = tree.newInode({ type: h.type, mode: h.mode, uid: h.uid, gid: h.gid, mtime: h.mtime });
@@ -191,18 +254,9 @@ async function applyEntry(
   }
   if (h.type === 'file') {
     inode.size = h.size;
-    if (h.size > 0) {
-      if (ctx.blobPath !== undefined) {
-        inode.content = { kind: 'blob', path: ctx.blobPath, offset: h.dataOffset };
-      } else {
-        const path = join(ctx.spillDir, String(inode.id));
-        if (ctx.memory) await spillSync(path, body);
-        else await spill(path, body, h.size, ctx.writes);
-        inode.content = { kind: 'spill', path };
-      }
-    }
+    if (content) inode.content = content;
   }
-  tree.bind(dir, base, { inode, layer: ctx.layer });
+  tree.bind(dir, base, { inode, layer: layer });
 }
 
 function setMeta(inode: Inode, h: TarHeader): void {
