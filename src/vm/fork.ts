@@ -741,7 +741,23 @@ export async function sweepForks(stateDir: string, store: Store, log: Logger): P
     for (const id of await readForkDeps(vmFiles(stateDir, vm.id).dir)) used.add(id);
   const removed: string[] = [];
   for (const n of names) {
-    if (used.has(n) || inFlight.has(n)) continue;
+    if (inFlight.has(n)) continue;
+    if (used.has(n)) {
+      // Used (a disk backs on its base) but never finished (no sealed state: a fork interrupted
+      // at its save): its RAM file and the source's full save serve nobody.
+      const fp = forkPaths(stateDir, n);
+      if (
+        !(await stat(fp.state).then(
+          (st) => (st.mode & 0o222) === 0,
+          () => false,
+        ))
+      ) {
+        await rm(fp.ram, { force: true });
+        await rm(fp.full, { force: true });
+        await rm(fp.state, { force: true });
+      }
+      continue;
+    }
     await rm(join(root, n), { recursive: true, force: true });
     removed.push(n);
     log.info({ fork: n }, 'fork files nobody uses removed');

@@ -385,6 +385,13 @@ describe('VmLifecycle.fork', () => {
     expect(existsSync(fp.disk)).toBe(true);
     expect(existsSync(fp.ram)).toBe(false);
     expect(existsSync(fp.state)).toBe(false);
+    // A fork interrupted at its save leaves a RAM file and the full save: the sweep removes them.
+    writeFileSync(fp.ram, 'partial');
+    writeFileSync(fp.full, 'full');
+    await lc.reconcile();
+    expect(existsSync(fp.disk)).toBe(true);
+    expect(existsSync(fp.ram)).toBe(false);
+    expect(existsSync(fp.full)).toBe(false);
   });
 
   it('a failed save of the source undoes everything: no fork, the disk untouched, the guest continued', async () => {
