@@ -56,14 +56,19 @@ export function guestSetupScript(s: GuestEgressSetup, root = ''): string {
       `ca="$r${GUEST_CA_PATH}"`,
       'mkdir -p "${ca%/*}"',
       'cat >"$ca.tmp" && mv "$ca.tmp" "$ca"',
-      `if ${test ? 'false' : 'command -v update-ca-certificates >/dev/null 2>&1'}; then`,
-      '  update-ca-certificates >/dev/null',
-      'elif [ -f "$r/etc/ssl/certs/ca-certificates.crt" ]; then',
-      // No update tool: append once (the certificate's second line is unique to it).
+      // The bundle most TLS stacks read gets the CA at once (appended once: the certificate's
+      // second line is unique to it); update-ca-certificates, which rehashes every CA (tens of
+      // seconds under TCG), runs detached to make it permanent the distribution's way.
+      'if [ -f "$r/etc/ssl/certs/ca-certificates.crt" ]; then',
       '  grep -qxF "$(sed -n 2p "$ca")" "$r/etc/ssl/certs/ca-certificates.crt" || cat "$ca" >>"$r/etc/ssl/certs/ca-certificates.crt"',
       'else',
       '  mkdir -p "$r/etc/ssl/certs" && cp "$ca" "$r/etc/ssl/certs/ca-certificates.crt"',
       'fi',
+      ...(test
+        ? []
+        : [
+            'if command -v update-ca-certificates >/dev/null 2>&1; then (update-ca-certificates </dev/null >/dev/null 2>&1 &); fi',
+          ]),
     );
   }
   const pairs = env.map(([n, v]) => `${n}=${v}`);
@@ -80,7 +85,8 @@ export function guestSetupScript(s: GuestEgressSetup, root = ''): string {
   // New sessions get the environment; the running ones (only banger's readiness probe) keep theirs.
   if (!test)
     lines.push(
-      'systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || { [ -f /run/sshd.pid ] && kill -HUP "$(cat /run/sshd.pid)"; } || true',
+      // SIGHUP re-reads the config at once; systemctl without waiting where there is no pid file.
+      'if [ -s /run/sshd.pid ]; then kill -HUP "$(cat /run/sshd.pid)" || true; else systemctl reload --no-block ssh </dev/null >/dev/null 2>&1 || true; fi',
     );
   lines.push('echo "banger-egress: ok"');
   return lines.join('\n') + '\n';
