@@ -26,6 +26,7 @@
 // was switched, repairs the names, continues the guest and clears the journal. A fork's
 // directory is kept while any VM's `forks.json` (the forks its disk or RAM depends on) names it.
 import {
+  chmod,
   link,
   mkdir,
   readdir,
@@ -52,7 +53,7 @@ import { killVmm, markSerial, waitReady, type MachineDeps } from './machine.ts';
 import { writeResumedSpec } from './pause.ts';
 import { releasePort, reservePort } from './ports.ts';
 import { generateHostKey, hostKeyAlias, pinHostKey, type HostKeyPair } from './ssh.ts';
-import { cloneLaunchSpec, sealTemplateFiles, startFromSharedState } from './warm.ts';
+import { cloneLaunchSpec, startFromSharedState } from './warm.ts';
 
 /** The source's journal while it is paused for a fork. */
 export const FORKING_JOURNAL = 'forking.json';
@@ -591,7 +592,11 @@ async function makeRamFile(
     await handle.kill('SIGKILL').catch(() => undefined);
     await handle.waitExit().catch(() => undefined);
     handle = undefined;
-    await sealTemplateFiles([fp.ram, fp.state]);
+    // Read-only from now on. Not flushed (a template's files are): a fork's files serve running
+    // VMs only (a host crash ends them; a child paused to disk saves its whole RAM), and a flush
+    // of the RAM file costs seconds.
+    await chmod(fp.ram, 0o444);
+    await chmod(fp.state, 0o444);
     await rm(fp.full, { force: true });
   } finally {
     if (handle) {
