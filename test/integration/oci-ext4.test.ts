@@ -40,9 +40,13 @@ describe('layers → ext4', () => {
     },
   );
 
-  it.skipIf(!isRoot || !hasSetpriv).each(['memory', 'disk'])(
-    'the same check passes unprivileged (uid 65534, no groups, no capabilities), scratch in %s',
-    (where) => {
+  it.skipIf(!isRoot || !hasSetpriv).each([
+    ['memory', 'mkfs in a user namespace mapping us to root'],
+    ['disk', 'mkfs in a user namespace mapping us to root'],
+    ['memory', 'no user namespace (every owner set by debugfs)'],
+  ])(
+    'the same check passes unprivileged (uid 65534, no groups, no capabilities), scratch in %s, %s',
+    (where, how) => {
       chmodSync(dir, 0o777);
       const node = process.execPath;
       const script = resolve('test/helpers/oci-ext4-check.ts');
@@ -59,7 +63,11 @@ describe('layers → ext4', () => {
           dir,
           where,
         ],
-        { encoding: 'utf8', env: { ...ENV, HOME: dir }, timeout: 60_000 },
+        {
+          encoding: 'utf8',
+          env: { ...ENV, HOME: dir, ...(how.startsWith('no ') ? { BANGER_OCI_NO_USERNS: '1' } : {}) },
+          timeout: 60_000,
+        },
       );
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);

@@ -93,13 +93,18 @@ export async function writeExt4(tree: FsTree, opts: Ext4Options): Promise<Ext4Re
   await rm(opts.imagePath, { force: true });
   try {
     await mkdir(staging, { mode: 0o700 });
-    const cmds = await stageTree(tree, staging, work, opts.signal);
+    // Unprivileged, mkfs runs in a user namespace mapping us to root, so it records the staged
+    // files as root's (what nearly every image wants) and the debugfs pass needs no command for
+    // their owners: a Debian base plus 20 000 small files, as uid 65534: 52 000 commands → 70.
+    const mapRoot = process.geteuid?.() !== 0 && (await canMapRoot(staging));
+    const cmds = await stageTree(tree, staging, work, opts.signal, mapRoot);
     const est = estimateSize(tree, opts.headroomBytes ?? 256 * MIB);
     let size = opts.sizeBytes ?? est.bytes;
     for (let attempt = 0; ; attempt++) {
       try {
         await run(
           [
+            ...(mapRoot ? ['unshare', '--user', '--map-root-user'] : []),
             'mkfs.ext4',
             '-q',
             '-F',
@@ -162,7 +167,8 @@ async function stageTree(
   tree: FsTree,
   staging: string,
   work: string,
-  signal?: AbortSignal,
+  signal: AbortSignal | undefined,
+  mapRoot: boolean,
 ): Promise<string[]> {
   const xattrDir = join(work, 'xattrs');
   await mkdir(xattrDir, { mode: 0o700 });
@@ -173,18 +179,35 @@ async function stageTree(
   // uncompressed layer blob go through the pool.
   const pool = new TaskPool();
   try {
-    return await stageInto(tree, staging, xattrDir, pool, signal);
+    return await stageInto(tree, staging, xattrDir, pool, signal, mapRoot);
   } catch (e) {
     await pool.drain().catch(() => undefined);
     throw e;
   }
 }
 
-/** Who mkfs will record as the owner of staged files (their owner: us), for skipping no-op commands. */
+/** Who owns the staged files (us) and who mkfs records as their owner, for skipping no-op commands. */
 interface StagingOwner {
   uid: number;
   gid: number;
   root: boolean;
+  /** uid and gid mkfs records: ours, or 0:0 when it runs in a user namespace mapping us to root. */
+  recorded: { uid: number; gid: number };
+}
+
+let mapRootWorks: Promise<boolean> | undefined;
+
+/**
+ * Whether `unshare --user --map-root-user` works here and shows our files as 0:0 (asked once;
+ * BANGER_OCI_NO_USERNS=1 says no, so the tests cover the path without it).
+ */
+function canMapRoot(probe: string): Promise<boolean> {
+  if (process.env.BANGER_OCI_NO_USERNS === '1') return Promise.resolve(false);
+  mapRootWorks ??= run(['unshare', '--user', '--map-root-user', 'stat', '-c', '%u:%g', probe]).then(
+    (r) => r.stdout.trim() === '0:0',
+    () => false,
+  );
+  return mapRootWorks;
 }
 
 /**
@@ -207,6 +230,7 @@ async function stageInto(
   xattrDir: string,
   pool: TaskPool,
   signal: AbortSignal | undefined,
+  mapRoot: boolean,
 ): Promise<string[]> {
   const cmds: string[] = [];
   const firstPath = new Map<number, string>();
@@ -216,7 +240,12 @@ async function stageInto(
   const fixups: { host: string; ino: Inode; chmod: boolean }[] = [];
   const slice = new Slicer();
   const st = await lstat(staging);
-  const owner: StagingOwner = { uid: st.uid, gid: st.gid, root: process.geteuid?.() === 0 };
+  const owner: StagingOwner = {
+    uid: st.uid,
+    gid: st.gid,
+    root: process.geteuid?.() === 0,
+    recorded: mapRoot ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid },
+  };
   for (const { path, node } of tree.walk()) {
     await slice.tick(signal);
     const ino = node.inode;
@@ -234,7 +263,7 @@ async function stageInto(
       firstPath.set(ino.id, path);
     }
     // What mkfs will have recorded for this inode, so only the differences become commands.
-    let staged = { uid: owner.uid, gid: owner.gid, mode: -1, mtime: -1 };
+    let staged = { uid: owner.recorded.uid, gid: owner.recorded.gid, mode: -1, mtime: -1 };
     const mtime = Math.max(0, Math.min(ino.mtime, 0xffffffff));
     switch (ino.type) {
       case 'dir':
