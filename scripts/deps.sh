@@ -15,6 +15,9 @@ PKGS=(qemu-system-x86 qemu-utils mmdebstrap debootstrap busybox-static socat e2f
 # slurmctld, slurmd, munge (+ slurm-client: srun, squeue, scancel): smoke slurm.test.ts runs its own
 # two-node Slurm cluster in network namespaces (test/fixtures/slurm/cluster.ts).
 [ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(slurmctld slurmd munge slurm-client)
+# openssh-server: smoke remote.test.ts runs an sshd per "host" network namespace (its own config and
+# host key, test/fixtures/remote/hosts.ts); the system's own sshd is not used.
+[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(openssh-server)
 
 missing=()
 # npm fetches the pinned Node; it usually comes with the machine's Node, not as a Debian package.
