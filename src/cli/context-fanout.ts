@@ -30,7 +30,8 @@ export async function acrossContexts<T>(
         if (!r) return { context: name, error: e instanceof Error ? e.message : String(e) };
         return {
           context: name,
-          error: r.payload.message,
+          // A context's error starts by naming it (`context NAME (URL): …`): said once here.
+          error: r.payload.message.replace(/^context \S+ \([^)]*\):? /, ''),
           ...(r.payload.op_id ? { op_id: r.payload.op_id } : {}),
         };
       }
