@@ -8,7 +8,7 @@
 //   - every VM listed running passes `vm health` and answers `hostname` with its own name;
 // and at the end everything can be deleted, after which no VMM of the state dir runs.
 // Scenario ids: crash_cold_create, crash_warm_create, crash_image_warm, crash_start_stop,
-// crash_pause_resume, crash_delete (`npm run smoke -- -t crash_`).
+// crash_pause_resume, crash_fork, crash_delete (`npm run smoke -- -t crash_`).
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -251,6 +251,56 @@ describe('crash consistency on real VMs', () => {
     expect((await state('vm.stop.discard')).state).toBe('paused');
     expect((await banger(['vm', 'resume', name], { timeoutMs: 300_000 })).code).toBe(0);
     await marker('after vm.stop.discard');
+  });
+
+  it('crash_fork: a crash at any step of a fork leaves the source running (its RAM and disk whole) and no fork half-made', async () => {
+    const name = uniqueName('cfk');
+    made.push(name);
+    await bangerJson(['vm', 'create', '--name', name, '--cold', '--network', 'user', ...MEM], {
+      timeoutMs: 600_000,
+    });
+    const put = await banger(['vm', 'ssh', name, '--', 'sh', '-c', 'echo in-ram > /run/banger-crash-marker']);
+    expect(put.code).toBe(0);
+    for (const step of [
+      'prepare',
+      'pause_source',
+      'freeze_disk',
+      'resume_source',
+      'save',
+      'start_children',
+    ]) {
+      const kid = `${name}-k-${step.replaceAll('_', '-')}`;
+      await crashAt(`vm.fork.${step}`, () =>
+        banger(['vm', 'fork', name, '--name', kid], { timeoutMs: 300_000 }),
+      );
+      const vms = await invariants(`vm.fork.${step}`);
+      // The child of an interrupted fork is undone; the source is running, with its RAM.
+      expect(
+        vms.find((v) => v.name === kid),
+        `vm.fork.${step}: child undone`,
+      ).toBeUndefined();
+      expect(vms.find((v) => v.name === name)?.state, `vm.fork.${step}: source`).toBe('running');
+      const r = await banger(['vm', 'ssh', name, '--', 'cat', '/run/banger-crash-marker'], {
+        timeoutMs: 60_000,
+      });
+      expect(r.stdout.trim(), `vm.fork.${step}: the source's RAM (${r.stderr})`).toBe('in-ram');
+      // Its disk writable and whole (whichever overlay it ended on).
+      const w = await banger([
+        'vm',
+        'ssh',
+        name,
+        '--',
+        'sh',
+        '-c',
+        `echo ${step} > /root/after && sync && cat /root/after`,
+      ]);
+      expect(w.stdout.trim(), `vm.fork.${step}: the source's disk`).toBe(step);
+    }
+    // The source still forks, after all that, and goes on after a stop and start.
+    const ok = await banger(['vm', 'fork', name, '--name', `${name}-k-ok`], { timeoutMs: 600_000 });
+    made.push(`${name}-k-ok`);
+    expect(ok.code, ok.stderr).toBe(0);
+    await invariants('after crash_fork');
   });
 
   it('crash_delete: a crash at any step of a delete is finished by the restart (or leaves the VM whole)', async () => {
