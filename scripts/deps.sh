@@ -42,6 +42,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now slurmctld slurmd munge >/dev/null 2>&1 || true
   fi
+  # And sshd: the remote smoke runs one per test namespace; a system sshd on :22 of every interface
+  # is not something the test install should leave behind.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null &&
+    [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+  fi
 fi
 
 "$ROOT/scripts/ensure-node.sh"
