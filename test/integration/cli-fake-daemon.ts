@@ -19,6 +19,7 @@ import { PROTOCOL_VERSION } from '../../generated/methods.gen.ts';
 import type { Image, Kernel, Operation, Step, Vm, VmLogsFrame } from '../../generated/types.gen.ts';
 import { resultValidators } from '../../generated/validators.gen.ts';
 import { Daemon } from '../../src/daemon/daemon.ts';
+import { parseEgress } from '../../src/egress/rules.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { isStreamResponse, type HandlerResponse } from '../../src/rpc/envelope.ts';
 import { ErrorResponse } from '../../src/rpc/errors.ts';
@@ -347,6 +348,14 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
     },
     async set(p) {
       const v = vmOr404(p.name);
+      if (p.egress !== undefined) {
+        // Egress changes on any VM: live here unless the VM is stopped (the daemon decides more).
+        v.egress = parseEgress(p.egress);
+        v.egress_op_id = 'op-0123456789ab';
+        return v.state === 'stopped'
+          ? { vm: v, egress_applied: 'next_start', egress_note: `vm "${v.name}" is not running` }
+          : { vm: v, egress_applied: 'live' };
+      }
       if (v.state !== 'stopped') throw new ErrorResponse('conflict', `vm "${v.name}" must be stopped`);
       if (p.vcpus !== undefined) v.vcpus = p.vcpus;
       if (p.memory_mib !== undefined) v.memory_mib = p.memory_mib;

@@ -33,7 +33,7 @@ ${EGRESS_DESCRIPTION}`;
     const { args, flags } = await this.parseWith(VmSet);
     checkVmName(args.name);
     if (flags.vcpu === undefined && flags.memory === undefined && flags.egress === undefined) {
-      throw usageError('nothing to change: give --vcpu, --memory and/or --egress');
+      throw usageError('nothing to change: give --vcpu and/or --memory, or --egress');
     }
     const p: VmSetParams = { name: args.name };
     if (flags.vcpu !== undefined) p.vcpus = flags.vcpu;
