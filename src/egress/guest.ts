@@ -85,8 +85,13 @@ export function guestSetupScript(s: GuestEgressSetup, root = ''): string {
   // New sessions get the environment; the running ones (only banger's readiness probe) keep theirs.
   if (!test)
     lines.push(
-      // SIGHUP re-reads the config at once; systemctl without waiting where there is no pid file.
-      'if [ -s /run/sshd.pid ]; then kill -HUP "$(cat /run/sshd.pid)" || true; else systemctl reload --no-block ssh </dev/null >/dev/null 2>&1 || true; fi',
+      // SIGHUP makes sshd re-exec itself with the new config; it is not listening for a moment
+      // then, so wait (at most 10 s) until port 22's listening socket is a new one: the next
+      // `vm exec` must not meet a closed port.
+      "lis() { awk '$2 ~ /:0016$/ && $4 == \"0A\" { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort | tr '\\n' ' '; }",
+      'old=$(lis)',
+      'if [ -s /run/sshd.pid ]; then kill -HUP "$(cat /run/sshd.pid)" || true; else systemctl reload ssh </dev/null >/dev/null 2>&1 || true; fi',
+      'i=0; while [ $i -lt 200 ]; do now=$(lis); [ -n "$now" ] && [ "$now" != "$old" ] && break; sleep 0.05; i=$((i + 1)); done',
     );
   lines.push('echo "banger-egress: ok"');
   return lines.join('\n') + '\n';
