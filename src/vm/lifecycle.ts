@@ -486,7 +486,11 @@ export class VmLifecycle {
     const accel = await this.d.accel();
     // A vm set --egress between `all` and a restricted policy applies at the next start: the VMM
     // may run with the netdev of either (`none` and `allow` share theirs).
-    const variants = [vm, { ...vm, egress: DEFAULT_EGRESS }, { ...vm, egress: { mode: 'none' as const, rules: [] } }];
+    const variants = [
+      vm,
+      { ...vm, egress: DEFAULT_EGRESS },
+      { ...vm, egress: { mode: 'none' as const, rules: [] } },
+    ];
     const candidates = variants.map((v) => launchSpec(v, kernel, this.d.stateDir, accel, port, bridged));
     // Resumed from disk before: the configuration that save recorded (src/vm/pause.ts).
     const resumed = await readResumedSpec(vmFiles(this.d.stateDir, vm.id).dir);
