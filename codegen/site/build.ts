@@ -69,6 +69,7 @@ const GUIDE_ORDER = [
   'lifecycle',
   'config',
   'networking',
+  'egress',
   'images',
   'warm-start',
   'op-trace',
