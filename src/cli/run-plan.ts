@@ -5,6 +5,7 @@ import { DEFAULT_GUEST_PATH } from '../vm/workspace.ts';
 import type { RepoInfo } from '../vm/workspace-repo.ts';
 import { formatBytes } from './format.ts';
 import { shellQuote } from './ssh-exec.ts';
+import { formatEgress } from '../egress/rules.ts';
 
 /** `4G`, `512M`, or a byte count when it is neither. */
 export function compactSize(bytes: number): string {
@@ -25,6 +26,8 @@ export function specLine(p: VmCreatePlanResult): string {
   ];
   if (p.network !== 'user') parts.push(`${p.network} network`);
   if (p.nat) parts.push('nat');
+  // Only a restriction is news: `all` is what every VM had before egress policies.
+  if (p.egress.mode !== 'all') parts.push(`egress ${formatEgress(p.egress)}`);
   return `spec: ${parts.join(' · ')}`;
 }
 

@@ -41,6 +41,12 @@ describe('vm run output', () => {
     expect(specLine({ ...plan, image_ready: false, nat: true, disk_size_bytes: 512 * 1024 ** 2 })).toBe(
       'spec: 2 vcpu · 1024 MiB · 512M disk · image debian-bookworm (built first) · nat',
     );
+    expect(
+      specLine({
+        ...plan,
+        egress: { mode: 'allow', rules: [{ kind: 'domain', value: 'a.test', text: 'a.test' }] },
+      }),
+    ).toBe('spec: 2 vcpu · 1024 MiB · 4G disk · image debian-bookworm · egress allow=a.test');
     expect(compactSize(1536 * 1024 ** 2)).toBe('1536M');
     expect(compactSize(1000)).toBe('1000 B');
   });
