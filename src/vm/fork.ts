@@ -49,7 +49,8 @@ import { newId, type Store, type VmRow, type VmState } from '../store/index.ts';
 import { VmError } from './errors.ts';
 import { run } from './exec.ts';
 import { macFor, vmFiles } from './layout.ts';
-import { killVmm, markSerial, waitReady, type MachineDeps } from './machine.ts';
+import { attachEgress, killVmm, markSerial, waitReady, type MachineDeps } from './machine.ts';
+import { userNetEgress } from '../egress/types.ts';
 import { writeResumedSpec } from './pause.ts';
 import { releasePort, reservePort } from './ports.ts';
 import { generateHostKey, hostKeyAlias, pinHostKey, type HostKeyPair } from './ssh.ts';
@@ -641,8 +642,12 @@ async function startChild(
     const spec = cloneLaunchSpec(tplSpec, {
       id: c.id,
       files,
-      ...(port !== undefined ? { sshHostPort: port } : { tap: d.network.guest(c).tap }),
+      // User mode: the child's own egress netdev (its proxy socket, not the source's).
+      ...(port !== undefined
+        ? { sshHostPort: port, egress: userNetEgress(c, d.stateDir) }
+        : { tap: d.network.guest(c).tap }),
     });
+    attachEgress(d, c);
     const { handle, loadMs } = await startFromSharedState(
       { driver: d.runtime.driver, log: d.log },
       spec,
