@@ -7,7 +7,6 @@
 // (VM delete, start-up reconcile), and the kernel's denial lines becoming EgressEvents.
 import type { PrivApi } from '../../generated/client.gen.ts';
 import type { PrivEgressApplyParams, PrivListOwnedResult } from '../../generated/types.gen.ts';
-import { HelperError } from '../daemon/helper-link.ts';
 import { tapNameFor } from '../hostnet/names.ts';
 import type { Logger } from '../log/logger.ts';
 import type { VmRow } from '../store/index.ts';
@@ -103,7 +102,9 @@ async function removeTolerant(priv: EgressPriv, vmId: string): Promise<void> {
   try {
     await priv.egress_remove({ tap: tapNameFor(vmId) });
   } catch (err) {
-    if (err instanceof HelperError && err.code === 'unknown_method') return;
+    // The daemon's HelperError (src/daemon/helper-link.ts, a layer above this one) carries the
+    // helper's wire code; read it structurally.
+    if ((err as { code?: unknown } | null)?.code === 'unknown_method') return;
     throw err;
   }
 }

@@ -1,9 +1,9 @@
 // vm fork on real VMs (issue 14). vm_fork: a tmpfs file and a counter loop in the source are in
 // the fork and the loop runs on there; the fork has its own hostname, machine-id and SSH host
 // key; the source keeps running and counting; the fork's RAM file is read-only and unchanged by
-// the running forks. vm_fork_workspace: a VM made by `vm run REPO -d` with a workspace, forked
+// the running forks. fork_workspace: a VM made by `vm run REPO -d` with a workspace, forked
 // twice, different edits in each fork, each fork on its own branch, `vm workspace export` gives
-// each fork's own patch. Scenario ids: vm_fork, vm_fork_workspace (`npm run smoke -- -t vm_fork`).
+// each fork's own patch. Scenario ids: vm_fork, fork_workspace (`npm run smoke -- -t vm_fork`).
 import { execFileSync } from 'node:child_process';
 import { chmodSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -117,7 +117,7 @@ describe('vm fork on real VMs', () => {
     );
   });
 
-  it('vm_fork_workspace: a workspace VM forked twice; each fork on its own branch, each export its own patch', async () => {
+  it('fork_workspace: a workspace VM forked twice; each fork on its own branch, each export its own patch', async () => {
     const r = makeTestRepo('bsmoke-fork');
     chmodSync(dirname(r.dir), 0o755);
     repos.push(r);

@@ -318,6 +318,9 @@ describe('vms', () => {
       stateReason: null,
       lastExit: null,
       savedState: null,
+      egress: { mode: 'all', rules: [] },
+      egressOpId: null,
+      secrets: [],
     });
     expect(store.vms.getByName('dev')).toEqual(v);
     expect(store.vms.getById(v.id)).toEqual(v);
