@@ -6,7 +6,7 @@ import { copyFile, cp, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aptUpdate, prepareApt } from './apt.ts';
-import { run, throwIfAborted } from './exec.ts';
+import { processAlive, run, throwIfAborted } from './exec.ts';
 import { buildInitramfs } from './initramfs.ts';
 import {
   downloadPackage,
@@ -184,14 +184,8 @@ async function removeStaleBuilds(dir: string, prefix: string): Promise<void> {
   for (const name of entries) {
     if (!name.startsWith(prefix)) continue;
     const pid = Number(name.slice(prefix.length).split('-')[0]);
-    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') {
-        await rm(join(dir, name), { recursive: true, force: true }).catch(() => undefined);
-      }
-    }
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    await rm(join(dir, name), { recursive: true, force: true }).catch(() => undefined);
   }
 }
 

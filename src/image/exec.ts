@@ -183,3 +183,13 @@ export async function haveCommand(name: string): Promise<boolean> {
   }
   return false;
 }
+
+/** Whether a process with this pid exists (EPERM: it does, another user's). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

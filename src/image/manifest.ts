@@ -4,7 +4,7 @@ import { chmod, link, mkdir, open, readFile, rename, rm, stat } from 'node:fs/pr
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { run } from './exec.ts';
+import { processAlive, run } from './exec.ts';
 import type { BuildMode } from './rootfs.ts';
 
 export const MANIFEST_FORMAT = 1;
@@ -109,15 +109,6 @@ export async function materialize(src: string, dest: string): Promise<void> {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Run fn holding an exclusive lock file (pid inside); a lock whose process is gone is taken over. */
 export async function withBuildLock<T>(
   path: string,
@@ -140,7 +131,7 @@ export async function withBuildLock<T>(
         await rm(path, { force: true });
         continue;
       }
-      if (Number.isInteger(pid) && pid > 0 && !alive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) {
         await rm(path, { force: true });
         continue;
       }

@@ -13,7 +13,7 @@ import { probeAccel } from '../engine/accel.ts';
 import type { Accel } from '../engine/driver.ts';
 import { buildQemuArgv, DEFAULT_QEMU_BINARY, hostTscKhz } from '../engine/qemu-argv.ts';
 import { stageGuestFiles } from './builder.ts';
-import { AbortedError, run } from './exec.ts';
+import { AbortedError, processAlive, run } from './exec.ts';
 import { PREP_LABEL, PREPARE_EXIT_MARKER } from './initramfs.ts';
 import {
   BOOTABLE_PACKAGES,
@@ -171,15 +171,6 @@ export async function sweepPrepareTmp(dir = tmpdir(), uid = process.getuid?.() ?
     removed.push(path);
   }
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export async function runPrepare(o: RunPrepareOptions): Promise<RunPrepareResult> {

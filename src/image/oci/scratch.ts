@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { freemem } from 'node:os';
 import { lstat, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processAlive } from '../exec.ts';
 
 const TMPFS_MAGIC = 0x01021994;
 const PREFIX = 'banger-oci-';
@@ -60,19 +61,10 @@ async function sweepDead(dir: string): Promise<void> {
   }
   for (const name of names) {
     const m = /^banger-oci-(\d+)-/.exec(name);
-    if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
+    if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
     const path = join(dir, name);
     const st = await lstat(path).catch(() => undefined);
     if (st?.isDirectory() && st.uid === uid) await removeTree(path);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
