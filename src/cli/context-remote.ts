@@ -7,7 +7,6 @@
 //  - vm.workspace.prepare takes a git work tree *on the daemon's host*: the local tree is sent
 //    first (the same files a local prepare would copy, plus a shallow .git of HEAD) as one tar
 //    through the master into a temporary directory there, prepared from, then removed.
-import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,7 +17,7 @@ import type {
   VmWorkspacePrepareResult,
 } from '../../generated/types.gen.ts';
 import { RemoteError, sshReason, type RemoteAdapter } from '../rpc/ssh-transport.ts';
-import { buildShallowGit, inspectRepo } from '../vm/workspace-repo.ts';
+import { buildShallowGit, inspectRepo, lastLines, spawnWorkspaceTar } from '../vm/workspace-repo.ts';
 import { shellQuote } from './ssh-exec.ts';
 
 const KH_MARK = '--banger-known-hosts--';
@@ -72,27 +71,7 @@ export const remoteWorkspacePrepare: RemoteAdapter = async (params, call, tunnel
   let remoteDir: string | undefined;
   try {
     const gitDir = await buildShallowGit(info, join(tmp, 'git'));
-    const tar = spawn(
-      'tar',
-      [
-        '-c',
-        '-f',
-        '-',
-        '--null',
-        '--verbatim-files-from',
-        '--ignore-failed-read',
-        '-C',
-        info.root,
-        '-T',
-        '-',
-        '-C',
-        join(gitDir, '..'),
-        '.git',
-      ],
-      { stdio: ['pipe', 'pipe', 'ignore'] },
-    );
-    tar.stdin.on('error', () => undefined);
-    tar.stdin.end(Buffer.concat(info.files.flatMap((f) => [f, Buffer.from([0])])));
+    const tar = spawnWorkspaceTar(info, gitDir);
     // There: a fresh directory with exactly the files sent, all of them in the index (-f: one
     // force-added locally stays), so the daemon's own listing finds the same set.
     const script = [
@@ -102,12 +81,24 @@ export const remoteWorkspacePrepare: RemoteAdapter = async (params, call, tunnel
       'tar -x -f - -C "$d"',
       'git -C "$d" add -A -f',
     ].join('; ');
-    const r = await tunnel.exec(`sh -c ${shellQuote([script])}`, tar.stdout);
+    const r = await tunnel.exec(`sh -c ${shellQuote([script])}`, tar.stdout).catch((err: unknown) => {
+      tar.kill();
+      throw err;
+    });
     remoteDir = r.stdout.toString('utf8').trim().split('\n')[0];
-    if (r.code !== 0 || !remoteDir?.startsWith('/'))
+    if (r.code !== 0 || !remoteDir?.startsWith('/')) {
+      tar.kill();
       throw new RemoteError(
         tunnel.endpoint.name,
         `${tunnel.endpoint.label}: copying ${info.root} there failed: ${sshReason(r.stderr)}`,
+      );
+    }
+    // A tar that failed sent a partial tree: never prepare a workspace from it.
+    const t = await tar.done;
+    if (t.code !== 0 && t.code !== 1)
+      throw new RemoteError(
+        tunnel.endpoint.name,
+        `tar of ${info.root} failed (exit ${t.code}): ${lastLines(t.stderr)}`,
       );
     const res = (await call({ ...p, path: remoteDir })) as VmWorkspacePrepareResult;
     // Said as the user knows it: the local tree.

@@ -3,7 +3,8 @@
 // full_copy), and a shallow copy of its git state (HEAD only) to send along. Read-only on the
 // user's repository; git runs by argv, with no GIT_DIR-style variable leaking in.
 // Used by the daemon (vm.workspace.prepare) and by the CLI (vm run's checks and --dry-run plan).
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { lstat, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Workspace } from '../../generated/types.gen.ts';
@@ -295,4 +296,51 @@ export async function buildShallowGit(info: RepoInfo, dir: string, signal?: Abor
     if (v.code === 0 && value) await gitOk(['-C', dir, 'config', key, value], 'git config', signal);
   }
   return join(dir, '.git');
+}
+
+/** A running tar of a workspace (spawnWorkspaceTar). */
+export interface WorkspaceTar {
+  stdout: Readable;
+  /** tar's exit code (127 when it could not start) and the first 16 KiB of its stderr. */
+  done: Promise<{ code: number; stderr: string }>;
+  kill(): void;
+}
+
+/**
+ * One archive of a workspace on stdout: the listed files of the work tree, then the shallow .git
+ * (buildShallowGit's dir). -C is relative to the previous -C, so both are absolute;
+ * --verbatim-files-from keeps a name like `-x` a name. Exit 1 is GNU tar's "a file changed while
+ * it was read": the copy is complete, if not a snapshot (callers accept 0 and 1).
+ */
+export function spawnWorkspaceTar(info: RepoInfo, gitDir: string): WorkspaceTar {
+  const tar = spawn(
+    'tar',
+    [
+      '-c',
+      '-f',
+      '-',
+      '--null',
+      '--verbatim-files-from',
+      '--ignore-failed-read',
+      '-C',
+      info.root,
+      '-T',
+      '-',
+      '-C',
+      join(gitDir, '..'),
+      '.git',
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  tar.stderr.on('data', (d: Buffer) => {
+    if (stderr.length < 16 * 1024) stderr += d.toString('utf8');
+  });
+  const done = new Promise<{ code: number; stderr: string }>((resolve) => {
+    tar.on('error', () => resolve({ code: 127, stderr }));
+    tar.on('close', (code) => resolve({ code: code ?? 1, stderr }));
+  });
+  tar.stdin.on('error', () => undefined);
+  tar.stdin.end(Buffer.concat(info.files.flatMap((f) => [f, Buffer.from([0])])));
+  return { stdout: tar.stdout, done, kill: () => tar.kill('SIGKILL') };
 }

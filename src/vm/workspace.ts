@@ -20,7 +20,13 @@ import type { Readable } from 'node:stream';
 import type { Workspace } from '../../generated/types.gen.ts';
 import { VmError } from './errors.ts';
 import { sshArgv, type SshPaths, type SshTarget } from './ssh.ts';
-import { buildShallowGit, inspectRepo, lastLines, type WorkspaceMode } from './workspace-repo.ts';
+import {
+  buildShallowGit,
+  inspectRepo,
+  lastLines,
+  spawnWorkspaceTar,
+  type WorkspaceMode,
+} from './workspace-repo.ts';
 
 export {
   inspectRepo,
@@ -205,54 +211,23 @@ export async function prepareWorkspace(
   const tmp = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'banger-ws-'));
   try {
     const gitDir = await buildShallowGit(info, join(tmp, 'git'), opts.signal);
-    // One archive: the listed files from the work tree, then the shallow .git. -C is relative to
-    // the previous -C, so both are absolute; --verbatim-files-from keeps a name like `-x` a name.
-    const tar = spawn(
-      'tar',
-      [
-        '-c',
-        '-f',
-        '-',
-        '--null',
-        '--verbatim-files-from',
-        '--ignore-failed-read',
-        '-C',
-        info.root,
-        '-T',
-        '-',
-        '-C',
-        join(gitDir, '..'),
-        '.git',
-      ],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    let tarErr = '';
-    tar.stderr.on('data', (d: Buffer) => {
-      if (tarErr.length < 16 * 1024) tarErr += d.toString('utf8');
-    });
-    const tarDone = new Promise<number>((resolve) => {
-      tar.on('error', () => resolve(127));
-      tar.on('close', (code) => resolve(code ?? 1));
-    });
-    tar.stdin.on('error', () => undefined);
-    tar.stdin.end(Buffer.concat(info.files.flatMap((f) => [f, Buffer.from([0])])));
+    const tar = spawnWorkspaceTar(info, gitDir);
     const replace = req.current?.guest_path === guestPath;
     const r = await run(prepareScript(guestPath, replace), {
       stdin: tar.stdout,
       timeoutMs: opts.timeoutMs ?? 15 * 60_000,
       ...(opts.signal ? { signal: opts.signal } : {}),
     }).catch((err: unknown) => {
-      tar.kill('SIGKILL');
+      tar.kill();
       throw err;
     });
     if (r.code !== 0) {
-      tar.kill('SIGKILL');
+      tar.kill();
       throw guestFailure(`copying ${info.root} to ${guestPath}`, r);
     }
-    // 1 is GNU tar's "a file changed while it was read": the copy is complete, if not a snapshot.
-    const tarCode = await tarDone;
-    if (tarCode !== 0 && tarCode !== 1) {
-      throw new VmError('failed', `tar of ${info.root} failed (exit ${tarCode}): ${lastLines(tarErr)}`);
+    const t = await tar.done;
+    if (t.code !== 0 && t.code !== 1) {
+      throw new VmError('failed', `tar of ${info.root} failed (exit ${t.code}): ${lastLines(t.stderr)}`);
     }
   } finally {
     await rm(tmp, { recursive: true, force: true });
