@@ -65,6 +65,7 @@ async function scriptedDaemon(dir: string) {
       disk_size_bytes: 4 * 1024 ** 3,
       network: 'user',
       nat: false,
+      egress: { mode: 'all', rules: [] },
     }),
     'vm.create.begin': (p) => {
       const name = p.name as string;
