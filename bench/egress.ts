@@ -1,230 +1,278 @@
-// node bench/egress.ts [--mb 100] [--reps 3]: the egress proxy's own cost (issue 16). A 100 MB
-// download from a local server, direct against through banger's EgressProxy (the daemon's code,
-// in process, over its per-VM unix socket), alternating, same run:
-//   http      plain GET direct  vs  absolute-URI request through the proxy (policy allow=)
-//   connect   HTTPS direct      vs  CONNECT tunnel through the proxy (allow=, no secrets)
-//   tls       HTTPS direct      vs  CONNECT terminated by the proxy (a VM with secrets)
-// Target (issue 16): ≤ 1.2× for allow= against all. No VM, no root: it measures what the proxy
-// adds, not the guest's network (user-mode networking costs the same either way). The proxy runs
-// in this process, as in the daemon; the servers and the client in a child process (--peer), so
-// the proxy does not share an event loop with them.
-import { once } from 'node:events';
-import { createServer as createHttpServer, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// Part `egress` (issue 16): what a restricted egress policy costs a guest. A 100 MiB download
+// from an HTTP server this process runs on the namespace's loopback, by curl inside two real VMs
+// (user-mode networking, the default), each created once and kept across repetitions:
+//   all     `--egress all`: plain QEMU user networking, curl to 10.0.2.2:PORT (the host's loopback)
+//   allow   `--egress allow=127.0.0.1:PORT`: restrict=on, curl through the proxy address
+//           10.0.2.100:3128 (guestfwd → one socat per connection → the daemon's egress proxy →
+//           127.0.0.1:PORT), i.e. the whole path a restricted guest's traffic takes
+// alternating which goes first, same run; the time is curl's own (`%{time_total}`, in the
+// guest). Target: allow / all ≤ 1.2. Bridged mode is not measured: the bench's daemon runs
+// without the root helper (`--helper-socket none`), so it has no bridge. Then, as a secondary
+// figure, the proxy alone on the host (bench/egress-proxy.ts: no QEMU, no socat).
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { Writable } from 'node:stream';
-import pino from 'pino';
-import { EgressCa } from '../src/egress/ca.ts';
-import { EgressProxy } from '../src/egress/proxy.ts';
-import { parseEgress } from '../src/egress/rules.ts';
+import { ratio, round, summarize, type Summary } from './stats.ts';
+import { banger, BIN, deleteVm, ROOT, runCmd, type World } from './world.ts';
 
-const { values } = parseArgs({
-  options: { mb: { type: 'string' }, reps: { type: 'string' }, peer: { type: 'string' } },
-});
-const MB = Number(values.mb ?? 100);
-const REPS = Number(values.reps ?? 3);
-const TOTAL = MB * 1024 * 1024;
-const block = Buffer.alloc(64 * 1024, 'x');
+/** The issue's target: the download through `allow=` in at most this multiple of `all`. */
+export const EGRESS_TARGET_RATIO = 1.2;
+/** The proxy address every restricted user-mode guest has (src/egress/types.ts). */
+const PROXY = 'http://10.0.2.100:3128';
+const TAG = 'egress-bench';
 
-/** The response body: TOTAL bytes of one block, written with backpressure. */
-function serve(res: ServerResponse): void {
-  res.writeHead(200, { 'content-length': TOTAL });
-  let left = TOTAL;
-  const pump = (): void => {
-    while (left > 0) {
-      const n = Math.min(left, block.length);
-      left -= n;
-      if (!res.write(n === block.length ? block : block.subarray(0, n))) return void res.once('drain', pump);
-    }
-    res.end();
-  };
-  pump();
+export interface Download {
+  /** curl's `%{time_total}` in the guest, ms. */
+  ms: number;
+  bytes: number;
+  /** `banger vm exec` spawned → exited on the host (SSH login and curl start included). */
+  exec_ms: number;
 }
 
-/** Read an HTTP/1.1 response off a stream up to TOTAL body bytes; resolves with ms. */
-function drain(s: Socket | ReturnType<typeof tlsConnect>, request: string): Promise<number> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    let got = 0;
-    let head = true;
-    s.on('data', (d: Buffer) => {
-      if (head) {
-        const end = d.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        if (!d.subarray(0, 12).toString().includes('200'))
-          return reject(new Error(d.subarray(0, 200).toString()));
-        head = false;
-        got += d.length - end - 4;
-      } else got += d.length;
-      if (got >= TOTAL) {
-        s.destroy();
-        resolve(performance.now() - t0);
+export interface EgressRep {
+  index: number;
+  order: 'all-first' | 'allow-first';
+  all: Download;
+  allow: Download;
+}
+
+export interface EgressSummary {
+  reps: number;
+  mib: number;
+  all_ms: Summary;
+  allow_ms: Summary;
+  /** MiB/s of the median download. */
+  all_mib_s: number;
+  allow_mib_s: number;
+  all_exec_ms: Summary;
+  allow_exec_ms: Summary;
+  /** median(allow) / median(all). */
+  ratio_allow_vs_all: number;
+  /** allow / all of each repetition, in order. */
+  ratio_each_rep: number[];
+  ratio_worst_rep: number;
+  target_ratio: number;
+  target_met: boolean;
+}
+
+/** bench/egress-proxy.ts's JSON: the proxy alone on the host. */
+export interface ProxyOnlyResult {
+  mb: number;
+  reps: number;
+  target_ratio: number;
+  results: Record<string, { direct_ms: number; proxied_ms: number; ratio: number }>;
+}
+
+export interface EgressResult {
+  network: 'user';
+  /** Why bridged mode has no figure (or, one day, its result). */
+  bridged: string;
+  policies: { all: string; allow: string };
+  vms: { all: string; allow: string };
+  summary: EgressSummary;
+  reps: EgressRep[];
+  proxy_only?: ProxyOnlyResult;
+  proxy_only_error?: string;
+}
+
+/** The guest's command: one download, its result on one line. `proxy` set: through it only. */
+export function downloadScript(url: string, proxy?: string): string {
+  // --noproxy '' overrides the guest's NO_PROXY (it lists 127.0.0.1); '*' ignores HTTP_PROXY.
+  const via = proxy === undefined ? `--noproxy '*'` : `--noproxy '' -x ${proxy}`;
+  return `curl -sS --max-time 600 ${via} -o /dev/null -w '${TAG} %{http_code} %{size_download} %{time_total}\\n' ${url}`;
+}
+
+/** curl's line from downloadScript's output: ms and bytes; throws unless a full 200. */
+export function parseDownload(out: string, want: number): { ms: number; bytes: number } {
+  const m = new RegExp(`^${TAG} (\\d{3}) (\\d+) (\\d+(?:[.,]\\d+)?)$`, 'm').exec(out);
+  if (!m) throw new Error(`no curl result line in the guest's output: ${out.trim().slice(-500)}`);
+  const [, code, size, secs] = m;
+  if (code !== '200') throw new Error(`the download answered ${code}: ${out.trim().slice(-500)}`);
+  const bytes = Number(size);
+  if (bytes !== want) throw new Error(`the download got ${bytes} bytes, not ${want}`);
+  return { ms: round(Number(secs!.replace(',', '.')) * 1000), bytes };
+}
+
+/** Medians and ratios against the target. Pure. */
+export function summarizeEgress(reps: EgressRep[], mib: number, target = EGRESS_TARGET_RATIO): EgressSummary {
+  const all = summarize(reps.map((r) => r.all.ms));
+  const allow = summarize(reps.map((r) => r.allow.ms));
+  const each = reps.map((r) => ratio(r.allow.ms, r.all.ms));
+  const r = ratio(allow.median, all.median);
+  return {
+    reps: reps.length,
+    mib,
+    all_ms: all,
+    allow_ms: allow,
+    all_mib_s: round(mib / (all.median / 1000)),
+    allow_mib_s: round(mib / (allow.median / 1000)),
+    all_exec_ms: summarize(reps.map((x) => x.all.exec_ms)),
+    allow_exec_ms: summarize(reps.map((x) => x.allow.exec_ms)),
+    ratio_allow_vs_all: r,
+    ratio_each_rep: each,
+    ratio_worst_rep: round(Math.max(...each), 3),
+    target_ratio: target,
+    target_met: Number.isFinite(r) && r <= target,
+  };
+}
+
+/** `bytes` of one 64 KiB block to every GET, with backpressure; on the namespace's loopback. */
+async function blobServer(bytes: number): Promise<{ port: number; close: () => void }> {
+  const block = Buffer.alloc(64 * 1024, 'x');
+  const serve = (res: ServerResponse): void => {
+    res.writeHead(200, { 'content-length': bytes, 'content-type': 'application/octet-stream' });
+    let left = bytes;
+    const pump = (): void => {
+      while (left > 0) {
+        const n = Math.min(left, block.length);
+        left -= n;
+        if (!res.write(n === block.length ? block : block.subarray(0, n)))
+          return void res.once('drain', pump);
       }
-    });
-    s.on('error', reject);
-    s.write(request);
-  });
-}
-
-function connectThrough(sock: string, target: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect(sock);
-    s.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
-    s.once('data', (d: Buffer) => {
-      if (!d.toString().startsWith('HTTP/1.1 200')) return reject(new Error(d.toString()));
-      resolve(s);
-    });
-    s.once('error', reject);
-  });
-}
-
-interface PeerSetup {
-  dir: string;
-  plainVm: string;
-  secretVm: string;
-}
-
-/** The child: servers and client; prints the results as JSON. */
-async function peer(setup: PeerSetup): Promise<void> {
-  const { dir, plainVm, secretVm } = setup;
-  const leaf = {
-    cert: readFileSync(join(dir, 'leaf.crt'), 'utf8'),
-    key: readFileSync(join(dir, 'leaf.key'), 'utf8'),
-  };
-  const upPem = readFileSync(join(dir, 'up.pem'), 'utf8');
-  const bangerPem = readFileSync(join(dir, 'banger.pem'), 'utf8');
-  const hp = 18080 + (process.pid % 1000);
-  const sp = hp + 1000;
-  const plain = createHttpServer((_q, res) => serve(res));
-  plain.listen(hp, '127.0.0.1');
-  const secure = createHttpsServer(leaf, (_q, res) => serve(res));
-  secure.listen(sp, '127.0.0.1');
-  await Promise.all([once(plain, 'listening'), once(secure, 'listening')]);
-  const get = (host: string): string => `GET /big HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
-  const direct = (): Promise<number> =>
-    drain(
-      tlsConnect({ host: '127.0.0.1', port: sp, servername: 'bench.test', ca: [upPem] }),
-      get('bench.test'),
-    );
-  const cases: Record<string, { direct: () => Promise<number>; proxied: () => Promise<number> }> = {
-    http: {
-      direct: () => drain(netConnect(hp, '127.0.0.1'), get('bench.test')),
-      proxied: () =>
-        drain(
-          netConnect(plainVm),
-          `GET http://bench.test:${hp}/big HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n`,
-        ),
-    },
-    connect: {
-      direct,
-      proxied: async () =>
-        drain(
-          tlsConnect({
-            socket: await connectThrough(plainVm, `bench.test:${sp}`),
-            servername: 'bench.test',
-            ca: [upPem],
-          }),
-          get('bench.test'),
-        ),
-    },
-    tls: {
-      direct,
-      proxied: async () =>
-        drain(
-          tlsConnect({
-            socket: await connectThrough(secretVm, `bench.test:${sp}`),
-            servername: 'bench.test',
-            ca: [bangerPem],
-          }),
-          get('bench.test'),
-        ),
-    },
-  };
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const out: Record<string, { direct_ms: number; proxied_ms: number; ratio: number }> = {};
-  for (const [name, c] of Object.entries(cases)) {
-    await c.proxied(); // warm-up: the leaf certificate, JIT
-    const d: number[] = [];
-    const p: number[] = [];
-    for (let i = 0; i < REPS; i++) {
-      d.push(await c.direct());
-      p.push(await c.proxied());
-    }
-    const dm = median(d);
-    const pm = median(p);
-    out[name] = {
-      direct_ms: Math.round(dm),
-      proxied_ms: Math.round(pm),
-      ratio: Math.round((pm / dm) * 100) / 100,
+      res.end();
     };
-    process.stderr.write(
-      `${name.padEnd(8)} ${MB} MB: direct ${Math.round(dm)} ms (${Math.round((MB / dm) * 1000)} MB/s), through the proxy ${Math.round(pm)} ms: ${(pm / dm).toFixed(2)}×\n`,
-    );
-  }
-  console.log(JSON.stringify({ mb: MB, reps: REPS, target_ratio: 1.2, results: out }, null, 2));
-  plain.close();
-  secure.close();
+    pump();
+  };
+  const server = createServer((_req, res) => serve(res));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
 }
 
-/** The parent: the proxy (the daemon's code) with two VMs, one without and one with secrets. */
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'bgbench-egress-'));
+async function createVm(w: World, name: string, egress: string): Promise<void> {
+  const args = ['vm', 'create', '--name', name, '--cold', '--egress', egress, '--json'];
+  const r = await banger(w, args, { timeoutMs: 600_000 });
+  if (r.code !== 0)
+    throw new Error(
+      `banger ${args.join(' ')} exited ${r.code}: ${(r.stdout + r.stderr).trim().slice(-2000)}`,
+    );
+}
+
+async function download(w: World, vm: string, script: string, bytes: number): Promise<Download> {
+  // `--socket` before `--`: everything after it is the guest's command line.
+  const r = await runCmd([BIN('banger'), 'vm', 'exec', vm, '--socket', w.socket, '--', 'sh', '-c', script], {
+    timeoutMs: 900_000,
+  });
+  if (r.code !== 0)
+    throw new Error(
+      `vm exec ${vm} (download) exited ${r.code}: ${(r.stdout + r.stderr).trim().slice(-1000)}`,
+    );
+  return { ...parseDownload(r.stdout, bytes), exec_ms: Math.round(r.ms) };
+}
+
+/** The secondary figure: bench/egress-proxy.ts in a child process, its JSON on stdout. */
+async function proxyOnly(mib: number, reps: number): Promise<ProxyOnlyResult> {
+  const r = await runCmd(
+    [process.execPath, join(ROOT, 'bench/egress-proxy.ts'), '--mb', String(mib), '--reps', String(reps)],
+    { timeoutMs: 900_000 },
+  );
+  if (r.code !== 0)
+    throw new Error(`bench/egress-proxy.ts exited ${r.code}: ${r.stderr.trim().slice(-1000)}`);
+  return JSON.parse(r.stdout) as ProxyOnlyResult;
+}
+
+/** The whole part: two kept VMs, `reps` alternating downloads each, then the proxy alone. */
+export async function runEgress(
+  w: World,
+  opts: { reps: number; mib: number; tag: string; proxyOnly?: boolean },
+): Promise<EgressResult> {
+  const bytes = opts.mib * 2 ** 20;
+  const server = await blobServer(bytes);
+  const vms = { all: `${opts.tag}-all`, allow: `${opts.tag}-allow` };
+  const policies = { all: 'all', allow: `allow=127.0.0.1:${server.port}` };
+  const scripts = {
+    all: downloadScript(`http://10.0.2.2:${server.port}/blob`),
+    allow: downloadScript(`http://127.0.0.1:${server.port}/blob`, PROXY),
+  };
   try {
-    const upCa = new EgressCa(join(dir, 'up'));
-    const leaf = await upCa.leafFor('bench.test');
-    writeFileSync(join(dir, 'leaf.crt'), leaf.cert);
-    writeFileSync(join(dir, 'leaf.key'), leaf.key);
-    writeFileSync(join(dir, 'up.pem'), await upCa.certPem());
-    const bangerCa = new EgressCa(join(dir, 'egress'));
-    writeFileSync(join(dir, 'banger.pem'), await bangerCa.certPem());
-    mkdirSync(join(dir, 'px'));
-    const proxy = new EgressProxy({
-      log: pino({ level: 'warn' }, new Writable({ write: (_c, _e, cb) => cb() })),
-      socketDir: join(dir, 'px'),
-      ca: bangerCa,
-      placeholder: () => 'banger-secret-00000000000000000000000000000000',
-      secretValue: async () => 'unused',
-      record: () => undefined,
-      upstreamCa: [await upCa.certPem()],
-      resolve: async () => ['127.0.0.1'],
-    });
-    const policy = parseEgress('allow=bench.test');
-    const setup: PeerSetup = {
-      dir,
-      plainVm: proxy.attach({ id: 'benchplain', name: 'bench', policy, secrets: [] }).unixSocket,
-      secretVm: proxy.attach({
-        id: 'benchsecret',
-        name: 'bench-s',
-        policy,
-        secrets: [{ name: 'K', hosts: ['bench.test'] }],
-      }).unixSocket,
+    for (const k of ['all', 'allow'] as const) {
+      w.say(`  ${vms[k]}: a cold create with --egress ${policies[k]} (kept)`);
+      await createVm(w, vms[k], policies[k]);
+    }
+    // Not measured: the first download pays curl's and socat's page-cache misses and the
+    // translation of the guests' network paths (TCG).
+    for (const k of ['all', 'allow'] as const) {
+      const d = await download(w, vms[k], scripts[k], bytes);
+      w.say(`  warm-up ${k}: ${(d.ms / 1000).toFixed(2)} s`);
+    }
+    const reps: EgressRep[] = [];
+    for (let i = 0; i < opts.reps; i++) {
+      const order = i % 2 === 0 ? 'all-first' : 'allow-first';
+      const sides = order === 'all-first' ? (['all', 'allow'] as const) : (['allow', 'all'] as const);
+      const got: Partial<Record<'all' | 'allow', Download>> = {};
+      for (const k of sides) got[k] = await download(w, vms[k], scripts[k], bytes);
+      const rep: EgressRep = { index: i, order, all: got.all!, allow: got.allow! };
+      reps.push(rep);
+      w.say(
+        `  rep ${i + 1}/${opts.reps} (${order}): all ${(rep.all.ms / 1000).toFixed(2)} s, ` +
+          `allow= ${(rep.allow.ms / 1000).toFixed(2)} s: ${ratio(rep.allow.ms, rep.all.ms)}×`,
+      );
+    }
+    const result: EgressResult = {
+      network: 'user',
+      bridged:
+        'not measured: the bench daemon runs without the root helper (--helper-socket none), so it has no bridge',
+      policies,
+      vms,
+      summary: summarizeEgress(reps, opts.mib),
+      reps,
     };
-    const child = spawn(
-      process.execPath,
-      [
-        new URL(import.meta.url).pathname,
-        '--mb',
-        String(MB),
-        '--reps',
-        String(REPS),
-        '--peer',
-        JSON.stringify(setup),
-      ],
-      { stdio: ['ignore', 'inherit', 'inherit'] },
-    );
-    const [code] = (await once(child, 'exit')) as [number | null];
-    proxy.close();
-    if (code !== 0) throw new Error(`bench peer exited ${code}`);
+    if (opts.proxyOnly !== false) {
+      w.say(`  the proxy alone on the host (bench/egress-proxy.ts, ${opts.mib} MiB, ${opts.reps} reps)`);
+      try {
+        result.proxy_only = await proxyOnly(opts.mib, opts.reps);
+      } catch (err) {
+        result.proxy_only_error = err instanceof Error ? err.message : String(err);
+      }
+    }
+    return result;
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    server.close();
+    for (const name of Object.values(vms))
+      await deleteVm(w, name).catch((err: unknown) => w.say(`egress: delete ${name}: ${String(err)}`));
   }
 }
 
-if (values.peer !== undefined) await peer(JSON.parse(values.peer) as PeerSetup);
-else await main();
+export function egressTable(r: EgressResult): string {
+  const s = r.summary;
+  const sec = (x: Summary): string =>
+    `${(x.median / 1000).toFixed(2)} (${(x.min / 1000).toFixed(2)}–${(x.max / 1000).toFixed(2)})`;
+  const line = (c: string[]): string => `| ${c.join(' | ')} |`;
+  const out = [
+    line([
+      `${s.mib} MiB download, user-mode networking`,
+      `\`--egress ${r.policies.all}\``,
+      '`--egress allow=…`',
+    ]),
+    line(['---', '---', '---']),
+    line(['curl in the guest, s: median (min–max)', sec(s.all_ms), sec(s.allow_ms)]),
+    line(['throughput of the median, MiB/s', String(s.all_mib_s), String(s.allow_mib_s)]),
+    line(['`banger vm exec` wall, s', sec(s.all_exec_ms), sec(s.allow_exec_ms)]),
+    '',
+    `${s.reps} alternating repetitions, one VM per policy (\`${r.policies.allow}\`); allow= / all ` +
+      `**${s.ratio_allow_vs_all}** (each repetition ${s.ratio_each_rep.join(', ')}; worst ` +
+      `${s.ratio_worst_rep}); target ≤ ${s.target_ratio}: **${s.target_met ? 'met' : 'not met'}**`,
+    '',
+    `Bridged mode: ${r.bridged}.`,
+  ];
+  const p = r.proxy_only;
+  if (p) {
+    const cases = Object.entries(p.results).map(
+      ([k, v]) =>
+        `${k} ${v.ratio}× (${(v.direct_ms / 1000).toFixed(2)} → ${(v.proxied_ms / 1000).toFixed(2)} s)`,
+    );
+    out.push(
+      '',
+      `The proxy alone on the host (no QEMU, no socat; ${p.mb} MiB, median of ${p.reps}): ${cases.join(', ')}`,
+    );
+  } else if (r.proxy_only_error) out.push('', `The proxy alone on the host: failed (${r.proxy_only_error})`);
+  return out.join('\n');
+}

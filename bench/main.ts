@@ -7,7 +7,8 @@
 // `node -e 0`, what one idle VM costs (CPU, Rss/Pss, memory given back after a burst), and an
 // OCI pull + convert against `skopeo copy` + `tar -x` from a loopback registry, a VM paused to
 // disk and resumed against a cold create, and the memory of idle clones of one warm template
-// against idle cold VMs.
+// against idle cold VMs, and a 100 MiB download in a guest under `--egress allow=` against one
+// under `--egress all`.
 // Writes bench/results/NAME.json (with the machine's description) and prints Markdown.
 //
 // It runs itself twice: the outer process (root) fills the image cache (that needs Debian's
@@ -48,6 +49,7 @@ import { runPull } from './pull.ts';
 import { describeMachine } from './machine.ts';
 import { markdownSummary, type BenchResults } from './report.ts';
 import { runRpc } from './rpc.ts';
+import { runEgress } from './egress.ts';
 import { runFork } from './fork.ts';
 import { runResume } from './resume.ts';
 import { readVariants, type VariantSpec } from './variants.ts';
@@ -64,6 +66,7 @@ const PARTS = [
   'warm',
   'resume',
   'fork',
+  'egress',
   'density',
   'guest-ab',
   'cli',
@@ -82,6 +85,7 @@ const DEFAULT_PARTS: Part[] = [
   'concurrency',
   'resume',
   'fork',
+  'egress',
   'warm',
   'density',
 ];
@@ -106,9 +110,9 @@ const USAGE = `usage: npm run bench -- [--quick] [--parts LIST] [--pairs N] [--n
                  guest-ab with any number of guests: a JSON array of
                  {"label", "image"?: DIR, "cmdline"?: CMDLINE, "qemu_args"?: [...]}, the first
                  being the reference (image and cmdline default to the current ones)
-  --pairs N      boot pairs (banger, bare), warm pairs (cold, warm create) and resume repetitions
-                 (cold create, pause + resume) to run, alternating which goes first (default 5,
-                 quick 2)
+  --pairs N      boot pairs (banger, bare), warm pairs (cold, warm create), resume repetitions
+                 (cold create, pause + resume) and egress repetitions (a download under all, under
+                 allow=) to run, alternating which goes first (default 5, quick 2)
   --clones N     density: idle VMs on each side (clones of one template, cold VMs; default 4,
                  quick 2)
   --rounds N     cli: rounds of node -e 0, banger --version, banger ping (default 20, quick 5)
@@ -536,6 +540,14 @@ async function inner(netns: string): Promise<number> {
         `fork: ${o.pairs} repetitions each of vm fork into 1 and 4 children, alternating with cold creates`,
       );
       results.fork = await runFork(w, { reps: o.pairs, tag: 'fork' });
+    });
+    // Two kept VMs created --cold (so before or after warm alike); a download in each per repetition.
+    await part('egress', async () => {
+      const mib = o.quick ? 20 : 100;
+      say(
+        `egress: ${o.pairs} alternating ${mib} MiB downloads in a guest under --egress all and one under allow=`,
+      );
+      results.egress = await runEgress(w, { reps: o.pairs, mib, tag: 'egress' });
     });
     // Last: once the template exists, every plain `vm create` of this spec restores from it.
     await part('warm', async () => {

@@ -8,6 +8,7 @@ import type { ConcurrencyResult, FootprintResult } from './fleet.ts';
 import { idleTable, type IdleResult } from './idle.ts';
 import type { MachineInfo } from './machine.ts';
 import type { PullResult } from './pull.ts';
+import { egressTable, type EgressResult } from './egress.ts';
 import { forkTable, type ForkResult } from './fork.ts';
 import { resumeTable, type ResumeResult } from './resume.ts';
 import type { RpcResult } from './rpc.ts';
@@ -45,6 +46,7 @@ export interface BenchResults {
   warm?: WarmResult;
   resume?: ResumeResult;
   fork?: ForkResult;
+  egress?: EgressResult;
   density?: DensityResult;
   cli?: CliResult;
   pull?: PullResult;
@@ -277,6 +279,8 @@ export function markdownSummary(r: BenchResults): string {
   if (r.resume)
     out.push('', '### Pause to disk and resume, against a cold create', '', resumeTable(r.resume));
   if (r.fork) out.push('', '### Fork of a running VM, against a cold create', '', forkTable(r.fork));
+  if (r.egress)
+    out.push('', '### Egress policy: a download under allow= against all', '', egressTable(r.egress));
   if (r.density)
     out.push('', '### Density: idle clones of one template against cold VMs', '', densityTable(r.density));
   if (r.errors.length > 0) {
