@@ -63,7 +63,7 @@ describe('user-mode netdev for a policy', () => {
       guestfwd: { ip: '10.0.2.100', port: 3128, unixSocket: '/state/egress/px/a1b2c3d4e5f6.sock' },
     });
     expect(netdev({ ...base, net: { ...base.net, ...e } as VmLaunchSpec['net'] })).toBe(
-      'user,id=net0,hostfwd=tcp:127.0.0.1:42022-:22,restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:/usr/bin/socat STDIO UNIX-CONNECT:/state/egress/px/a1b2c3d4e5f6.sock',
+      'user,id=net0,hostfwd=tcp:127.0.0.1:42022-:22,restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:/usr/bin/socat -b 65536 STDIO UNIX-CONNECT:/state/egress/px/a1b2c3d4e5f6.sock',
     );
     // none and allow share the netdev, so changing between them needs no restart.
     expect(userNetEgress(row({ egress: parseEgress('allow=a.test') }), '/state')).toEqual(e);
