@@ -122,6 +122,21 @@ export class SecretStore {
     return { created: !existed };
   }
 
+  /**
+   * Remove temp files of a set() that a crash (kill -9 between write and rename) left behind:
+   * they hold a secret's value, which must not outlive a later `secret rm`. Call at start-up,
+   * before anything calls set().
+   */
+  async sweepTemp(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const n of await readdir(this.dir).catch(() => [] as string[])) {
+      if (!/^\.[A-Z_][A-Z0-9_]*\.tmp-/.test(n)) continue;
+      await rm(join(this.dir, n), { force: true });
+      removed.push(n);
+    }
+    return removed;
+  }
+
   async has(name: string): Promise<boolean> {
     try {
       return (await stat(this.path(name))).isFile();

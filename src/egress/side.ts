@@ -3,6 +3,7 @@
 // it; the VM lifecycle attaches VMs to `proxy` through E's hooks (src/egress/types.ts).
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import type { Logger } from '../log/logger.ts';
 import { EgressCa } from './ca.ts';
 import { DEFAULT_EGRESS_CONFIG, loadCaBundles, type EgressConfig } from './config.ts';
@@ -35,6 +36,10 @@ export async function startEgressSide(o: {
   const socketDir = join(dir, 'px');
   mkdirSync(socketDir, { recursive: true, mode: 0o700 });
   const secrets = new SecretStore(join(o.stateDir, 'secrets'));
+  // What a crash mid-write left: a secret's temp copy, the CA's temp dir, the key's temp file.
+  const leftovers = [...(await secrets.sweepTemp()), ...(await sweepEgressTemp(dir))];
+  if (leftovers.length > 0)
+    o.log.info({ removed: leftovers }, 'removed leftovers of interrupted egress writes');
   const ca = new EgressCa(dir);
   const key = await loadPlaceholderKey(join(dir, 'placeholder.key'));
   const placeholder = (vmId: string, name: string): string => derivePlaceholder(key, vmId, name);
@@ -85,4 +90,15 @@ export function proxyHooks(side: Pick<EgressSide, 'proxy'>, events: EgressEvents
     update: (vm) => side.proxy.update(vm.id, vm.egress),
     detach: (vmId) => side.proxy.detach(vmId),
   };
+}
+
+/** STATE/egress's temp names (EgressCa's `.ca-*` dir, loadPlaceholderKey's `placeholder.key.tmp-*`). */
+async function sweepEgressTemp(dir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const n of await readdir(dir).catch(() => [] as string[])) {
+    if (!n.startsWith('.ca-') && !n.startsWith('placeholder.key.tmp-')) continue;
+    await rm(join(dir, n), { recursive: true, force: true });
+    removed.push(n);
+  }
+  return removed;
 }

@@ -1,6 +1,6 @@
 // The secret store (0600 files in a 0700 dir, atomic replace), --secret parsing, and the header
 // substitution the proxy applies.
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -36,6 +36,13 @@ describe('SecretStore', () => {
     await store.rm('B_TOKEN');
     expect(await store.get('B_TOKEN')).toBeUndefined();
     await expect(store.rm('B_TOKEN')).rejects.toMatchObject({ code: 'not_found' });
+  });
+
+  it('sweepTemp removes what a set killed before its rename left (it holds the value), nothing else', async () => {
+    writeFileSync(join(store.dir, '.API_KEY.tmp-4242-abcd'), 'sk-leaked', { mode: 0o600 });
+    expect(await store.sweepTemp()).toEqual(['.API_KEY.tmp-4242-abcd']);
+    expect(readdirSync(store.dir)).toEqual(['API_KEY']);
+    expect(await store.get('API_KEY')).toBe('sk-two');
   });
 
   it('refuses bad names and values that could split a header, without quoting the value', async () => {
