@@ -4,7 +4,8 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, unlinkSync } fr
 import { connect, type Server } from 'node:net';
 import { dirname } from 'node:path';
 
-function answers(path: string): Promise<boolean> {
+/** Whether something accepts connections on the unix socket at path. */
+export function answers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(path);
     s.on('connect', () => {

@@ -13,7 +13,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
+import { answers } from './listen.ts';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorResponse } from './client-errors.ts';
@@ -279,17 +279,9 @@ export class SshTunnel {
   }
 }
 
-/** Whether something accepts connections on a unix socket. */
+/** Whether something accepts connections on a unix socket (listen.ts's probe, minus a missing file). */
 function socketAnswers(path: string): Promise<boolean> {
-  if (!existsSync(path)) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.on('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
+  return existsSync(path) ? answers(path) : Promise.resolve(false);
 }
 
 /** Run ssh with argv; collect stdout and stderr. */
