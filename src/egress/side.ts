@@ -92,11 +92,11 @@ export function proxyHooks(side: Pick<EgressSide, 'proxy'>, events: EgressEvents
   };
 }
 
-/** STATE/egress's temp names (EgressCa's `.ca-*` dir, loadPlaceholderKey's `placeholder.key.tmp-*`). */
+/** STATE/egress's temp names (EgressCa's `.ca-*` and `.leaf-*` dirs with private keys, loadPlaceholderKey's `placeholder.key.tmp-*`). */
 async function sweepEgressTemp(dir: string): Promise<string[]> {
   const removed: string[] = [];
   for (const n of await readdir(dir).catch(() => [] as string[])) {
-    if (!n.startsWith('.ca-') && !n.startsWith('placeholder.key.tmp-')) continue;
+    if (!n.startsWith('.ca-') && !n.startsWith('.leaf-') && !n.startsWith('placeholder.key.tmp-')) continue;
     await rm(join(dir, n), { recursive: true, force: true });
     removed.push(n);
   }

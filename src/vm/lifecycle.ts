@@ -984,8 +984,11 @@ export class VmLifecycle {
     if (journal) {
       // A fork the daemon died in: the source's disk repaired, its guest continued (fork.ts).
       const how = await reconcileFork(this.forkDeps(), row, h, journal);
-      if (how === 'running') r.reattached.push(row.name);
-      else if (how === 'stopped') r.stopped.push(row.name);
+      if (how === 'running') {
+        // As any reattached VM: its guestfwd reaches the proxy again (see below).
+        attachEgress(this.d, row);
+        r.reattached.push(row.name);
+      } else if (how === 'stopped') r.stopped.push(row.name);
       if (how !== 'kept') return;
     }
     if (row.state === 'pausing' || row.state === 'resuming') return this.reconcileSave(row, h, r);
