@@ -12,6 +12,9 @@ PKGS=(qemu-system-x86 qemu-utils mmdebstrap debootstrap busybox-static socat e2f
 # apt-ftparchive for the fixtures' flat apt repository (test/fixtures/oci/prepare.sh); curl:
 # smoke image_devcontainer fetches the forwarded port from inside the test namespace.
 [ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(chromium util-linux procps docker-registry skopeo apt-utils curl)
+# python3: the egress tests' fake DNS and HTTP services and probes (smoke egress*, integration
+# egress-netns) are python3 -c one-liners; a minimal Debian 12 need not have it.
+[ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(python3)
 # slurmctld, slurmd, munge (+ slurm-client: srun, squeue, scancel): smoke slurm.test.ts runs its own
 # two-node Slurm cluster in network namespaces (test/fixtures/slurm/cluster.ts).
 [ "$WITH_TEST_TOOLS" = 1 ] && PKGS+=(slurmctld slurmd munge slurm-client)
