@@ -37,14 +37,14 @@ describe('sweepPrepareTmp', () => {
     const other = join(root, 'not-ours');
     mkdirSync(other);
     try {
+      // Another uid's dirs are never touched (checked while there is something to remove).
+      expect(await sweepPrepareTmp(root, uid + 12345)).toEqual([]);
+      expect(existsSync(dead) && existsSync(oldNoPid)).toBe(true);
       const removed = await sweepPrepareTmp(root, uid);
       expect(removed.sort()).toEqual([dead, oldNoPid].sort());
       expect(existsSync(live)).toBe(true);
       expect(existsSync(young)).toBe(true);
       expect(existsSync(other)).toBe(true);
-      // Another uid's dirs are never touched.
-      expect(await sweepPrepareTmp(root, uid + 12345)).toEqual([]);
-      expect(existsSync(live)).toBe(true);
     } finally {
       child.kill('SIGKILL');
     }
