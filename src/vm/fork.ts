@@ -421,6 +421,11 @@ async function forkSteps(
         });
       }),
     );
+    // The children are this fork's until it ends: a vm delete of one meanwhile is refused as busy.
+    d.markBusy?.(
+      children.map((c) => c.id),
+      true,
+    );
     // The journal first: from here a crash leaves the source to be continued (reconcileFork).
     await writeJson(join(srcDir, FORKING_JOURNAL), {
       forkId,
@@ -478,7 +483,6 @@ async function forkSteps(
     await h.resume();
     sourcePauseMs = Math.round(performance.now() - t0);
     d.setState(src, 'running');
-    await rm(join(srcDir, FORKING_JOURNAL), { force: true });
     t.progress(`the source was paused ${sourcePauseMs} ms`);
     await d.hooks
       .restoreBalloon(src, balloon)
@@ -486,6 +490,8 @@ async function forkSteps(
         d.log.warn({ vm: src.name, err: message(err) }, 'could not rebind the balloon driver'),
       );
     balloon = [];
+    // Only now: until the balloon is bound again the journal is what tells a restart to do it.
+    await rm(join(srcDir, FORKING_JOURNAL), { force: true });
   });
 
   // ---- save: the loader makes the shared RAM file and the device state ------------------------
@@ -711,7 +717,16 @@ export async function reconcileFork(
     }
   }
   await rm(join(files.dir, FORKING_JOURNAL), { force: true });
-  if (row.state !== 'pausing') return 'kept';
+  if (row.state !== 'pausing') {
+    // Died in resume_source after the source ran on: its balloon driver may still be unbound.
+    if (h && (j.balloon?.length ?? 0) > 0)
+      void d.hooks
+        .restoreBalloon(row, j.balloon ?? [])
+        .catch((err: unknown) =>
+          d.log.warn({ vm: row.name, err: message(err) }, 'could not rebind the balloon driver'),
+        );
+    return 'kept';
+  }
   if (h) {
     await h.cancelSave?.();
     const ok = await h.resume().then(
