@@ -1,3 +1,4 @@
+import { singleQuote } from '../util/shell.ts';
 // Shell completion scripts for bash and zsh, generated from what oclif's manifest says about the
 // commands (ids, aliases, topics, flags, their choices). Pure: `banger completion SHELL` prints
 // the script (commands/completion.ts). Both shells share one walker, written in the subset of
@@ -180,7 +181,7 @@ EOF
 
 function quoteTable(table: string): string {
   // Single-quoted in the script: a quote in a summary becomes '\''.
-  return `'${table.replaceAll("'", `'\\''`)}'`;
+  return singleQuote(table);
 }
 
 /** Every command and topic id, one a line, with a newline before and after (for `case`). */

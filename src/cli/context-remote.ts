@@ -18,7 +18,7 @@ import type {
 } from '../../generated/types.gen.ts';
 import { RemoteError, sshReason, type RemoteAdapter } from '../rpc/ssh-transport.ts';
 import { buildShallowGit, inspectRepo, lastLines, spawnWorkspaceTar } from '../vm/workspace-repo.ts';
-import { shellQuote } from './ssh-exec.ts';
+import { shellQuote } from '../util/shell.ts';
 
 const KH_MARK = '--banger-known-hosts--';
 

@@ -18,7 +18,8 @@ import {
   type ImageRunConfig,
 } from './guest-command.ts';
 import { lineSshArgv } from './guest-run.ts';
-import { buildSshArgv, shellQuote } from './ssh-exec.ts';
+import { shellQuote } from '../util/shell.ts';
+import { buildSshArgv } from './ssh-exec.ts';
 
 /** The canonical form of a reference, or undefined when it does not parse. */
 export function canonicalReference(ref: string): string | undefined {

@@ -2,7 +2,7 @@
 // User) or a devcontainer.json says how: the remote shell line that sets the environment, enters
 // the directory and switches user. banger logs in as root, so switching is `runuser` (util-linux,
 // present in Debian's minbase, unlike sudo or setpriv); pure, so every quoting path is unit-tested.
-import { shellQuote } from './ssh-exec.ts';
+import { shellQuote } from '../util/shell.ts';
 
 /** The run defaults an OCI image declares (the wire `Image.oci_config`). */
 export interface ImageRunConfig {

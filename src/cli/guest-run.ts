@@ -1,9 +1,9 @@
 // Running something in a VM from the CLI (`vm run`, `vm exec`): the remote command line (in the
 // workspace directory when there is one), the ssh argv, and an ssh run that a signal can end.
 import { spawn } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
 import type { VmSshResult } from '../../generated/types.gen.ts';
 import { guestCommandLine, type EnvEntry } from './guest-command.ts';
+import { signalExitCode } from '../util/shell.ts';
 import { buildSshArgv, SshSpawnError, type SshOutcome } from './ssh-exec.ts';
 
 /**
@@ -81,16 +81,9 @@ export function runGuestSsh(
     });
     child.on('exit', (code, signal) => {
       done();
-      const out: GuestOutcome = signal
-        ? { code: 128 + (osConstants.signals[signal] ?? 0), signal }
-        : { code: code ?? 1 };
+      const out: GuestOutcome = signal ? { code: signalExitCode(signal), signal } : { code: code ?? 1 };
       if (interruptedBy) out.interruptedBy = interruptedBy;
       resolve(out);
     });
   });
-}
-
-/** The exit code for dying of a signal, as shells report it (SIGINT → 130). */
-export function signalExitCode(sig: NodeJS.Signals): number {
-  return 128 + (osConstants.signals[sig] ?? 0);
 }

@@ -4,7 +4,7 @@ import type { VmCreatePlanResult, Vm, Workspace } from '../../generated/types.ge
 import { DEFAULT_GUEST_PATH } from '../vm/workspace.ts';
 import type { RepoInfo } from '../vm/workspace-repo.ts';
 import { formatBytes } from './format.ts';
-import { shellQuote } from './ssh-exec.ts';
+import { shellQuote } from '../util/shell.ts';
 import { formatEgress } from '../egress/rules.ts';
 
 /** `4G`, `512M`, or a byte count when it is neither. */

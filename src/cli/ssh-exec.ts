@@ -1,26 +1,8 @@
 // `banger vm ssh`: turn the daemon's connection details into an ssh argv, and run the system ssh
 // with the terminal handed over (no shell in between).
 import { spawn } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
 import type { VmSshResult } from '../../generated/types.gen.ts';
-
-/** Characters that mean nothing to a POSIX shell anywhere in a word (no `=`, `~`, `#`, globs, braces). */
-const SAFE_WORD = /^[A-Za-z0-9_@%+,./:-]+$/;
-
-/**
- * Quote argv for the remote shell so each argument arrives intact: ssh joins the words of a remote
- * command with spaces and hands the string to the login shell (`$SHELL -c`). Safe words are left as
- * they are; anything else is single-quoted (a `'` becomes `'\''`); the empty string becomes `''`.
- */
-export function shellQuote(args: readonly string[]): string {
-  return args
-    .map((a) => {
-      if (a === '') return "''";
-      if (SAFE_WORD.test(a)) return a;
-      return `'${a.replaceAll("'", `'\\''`)}'`;
-    })
-    .join(' ');
-}
+import { shellQuote, signalExitCode } from '../util/shell.ts';
 
 export interface SshArgvOptions {
   /** The remote command's argv (after `--`); empty for an interactive login. */
@@ -95,10 +77,8 @@ export function runSsh(argv: readonly string[], bin = 'ssh'): Promise<SshOutcome
     });
     child.on('exit', (code, signal) => {
       done();
-      if (signal) {
-        const n = osConstants.signals[signal] ?? 0;
-        resolve({ code: 128 + n, signal });
-      } else resolve({ code: code ?? 1 });
+      if (signal) resolve({ code: signalExitCode(signal), signal });
+      else resolve({ code: code ?? 1 });
     });
   });
 }

@@ -94,7 +94,6 @@ export {
   saveStateUri,
   saveErrPath,
   restoreStateUri,
-  shellQuote,
   type SaveStateOptions,
 } from './migration.ts';
 export { selectEngine, hostEngine, type EngineHost, type EngineSelection } from './select.ts';

@@ -17,32 +17,32 @@ import { dirname } from 'node:path';
 import { EngineError } from './errors.ts';
 import { sleep } from './process.ts';
 import type { QmpClient } from './qmp.ts';
+import { singleQuote } from '../util/shell.ts';
 
 const MiB = 1024 * 1024;
 /** Below this much free space after a failed save, the disk filling up is the cause. */
 const FULL_BELOW_BYTES = MiB;
 
-/** POSIX single-quote quoting for the one shell QEMU spawns for `exec:` URIs. */
-export function shellQuote(s: string): string {
-  return `'${s.replaceAll("'", `'\\''`)}'`;
-}
-
 /** `exec:cat > PATH`, with cat's stderr into `errPath` when given. */
 export function saveStateUri(path: string, errPath?: string): string {
-  return `exec:cat > ${shellQuote(path)}${errPath !== undefined ? ` 2> ${shellQuote(errPath)}` : ''}`;
+  return `exec:cat > ${singleQuote(path)}${errPath !== undefined ? ` 2> ${singleQuote(errPath)}` : ''}`;
 }
 
 export function restoreStateUri(path: string): string {
-  return `exec:cat ${shellQuote(path)}`;
+  return `exec:cat ${singleQuote(path)}`;
 }
 
 /** `-incoming defer`: QEMU waits for QMP `migrate-incoming` (loadState). */
 export const INCOMING_DEFER = 'defer';
 
-/** Skip RAM blocks backed by a shared file when migrating (both ends must set it). */
-async function setIgnoreShared(qmp: QmpClient): Promise<void> {
+/**
+ * Skip RAM blocks backed by a shared file when migrating (both ends must set it), or not. A
+ * capability stays set in the QEMU process: a VM that saved only its device state once (a fork's
+ * source) must have it cleared before a whole save (vm pause), or that save leaves its RAM out.
+ */
+async function setIgnoreShared(qmp: QmpClient, on = true): Promise<void> {
   await qmp.execute('migrate-set-capabilities', {
-    capabilities: [{ capability: 'x-ignore-shared', state: true }],
+    capabilities: [{ capability: 'x-ignore-shared', state: on }],
   });
 }
 
@@ -96,7 +96,7 @@ export async function saveState(
   try {
     const st = await qmp.queryStatus();
     if (st.running) await qmp.execute('stop');
-    if (opts.ignoreShared) await setIgnoreShared(qmp);
+    await setIgnoreShared(qmp, opts.ignoreShared === true);
     await qmp.execute('migrate', { uri: saveStateUri(path, errPath) });
     for (;;) {
       const info = await qmp.execute<MigrateInfo>('query-migrate');

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
+import { singleQuote } from '../util/shell.ts';
 
 export interface RunOptions {
   cwd?: string;
@@ -60,7 +61,7 @@ export class AbortedError extends Error {
 }
 
 export function formatArgv(argv: readonly string[]): string {
-  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(' ');
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : singleQuote(a))).join(' ');
 }
 
 function tailLines(text: string, n: number): string {

@@ -9,6 +9,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { haveCommand, run } from './exec.ts';
 import type { ImageRecipe } from './recipe.ts';
+import { singleQuote } from '../util/shell.ts';
 
 export type BuildMode = 'root' | 'unshare' | 'fakechroot';
 
@@ -83,7 +84,7 @@ async function fakechrootAvailable(): Promise<boolean> {
 }
 
 function shellQuote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : singleQuote(s);
 }
 
 /**

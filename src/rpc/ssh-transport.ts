@@ -19,6 +19,8 @@ import { join } from 'node:path';
 import { ErrorResponse } from './client-errors.ts';
 import { ConnectError, rawCall, requestEnvelope, type CallOptions } from './client-socket.ts';
 import { mintOpId } from './context.ts';
+import { INSTALL_TOML } from '../paths.ts';
+import { singleQuote } from '../util/shell.ts';
 
 export interface SshEndpoint {
   /** The context's name (said in every error). */
@@ -52,14 +54,22 @@ export function sshControlDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(base, 'ssh');
 }
 
-/** The shell line that prints the remote user's default daemon socket (as src/paths.ts decides). */
-export const REMOTE_SOCKET_PROBE = [
-  'if [ -n "${BANGER_SOCKET:-}" ]; then echo "$BANGER_SOCKET";',
-  'elif [ -e /etc/banger/install.toml ]; then echo /run/banger/bangerd.sock;',
-  'elif [ -n "${XDG_RUNTIME_DIR:-}" ]; then echo "$XDG_RUNTIME_DIR/banger/bangerd.sock";',
-  'elif [ "$(id -u)" = 0 ]; then echo /run/banger/bangerd.sock;',
-  'else echo "/tmp/banger-$(id -u)/bangerd.sock"; fi',
-].join(' ');
+/**
+ * The shell line that prints the remote user's default daemon socket (as src/paths.ts decides);
+ * `installToml` is the system install's marker file (a parameter so tests need not read this
+ * machine's).
+ */
+export function remoteSocketProbe(installToml: string = INSTALL_TOML): string {
+  return [
+    'if [ -n "${BANGER_SOCKET:-}" ]; then echo "$BANGER_SOCKET";',
+    `elif [ -e ${singleQuote(installToml)} ]; then echo /run/banger/bangerd.sock;`,
+    'elif [ -n "${XDG_RUNTIME_DIR:-}" ]; then echo "$XDG_RUNTIME_DIR/banger/bangerd.sock";',
+    'elif [ "$(id -u)" = 0 ]; then echo /run/banger/bangerd.sock;',
+    'else echo "/tmp/banger-$(id -u)/bangerd.sock"; fi',
+  ].join(' ');
+}
+
+export const REMOTE_SOCKET_PROBE = remoteSocketProbe();
 
 export interface ExecResult {
   code: number;
@@ -199,7 +209,7 @@ export class SshTunnel {
   }
 
   private async probeSocket(): Promise<string> {
-    const r = await this.exec(`sh -c '${REMOTE_SOCKET_PROBE.replaceAll("'", `'\\''`)}'`);
+    const r = await this.exec(`sh -c ${singleQuote(REMOTE_SOCKET_PROBE)}`);
     const path = r.stdout.toString('utf8').trim().split('\n').at(-1) ?? '';
     if (r.code !== 0 || !path.startsWith('/'))
       throw new RemoteError(
@@ -216,7 +226,7 @@ export class SshTunnel {
 
   /** ProxyCommand value that reaches host:port from the remote host, through the master. */
   proxyCommand(): string {
-    const q = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
+    const q = singleQuote;
     return ['ssh', ...this.baseArgs().map(q), '-W', '%h:%p', '--', q(this.endpoint.destination)].join(' ');
   }
 

@@ -1,6 +1,6 @@
 // `banger slurm run`: the Slurm job that holds one sandbox. Pure: the srun argv, the command the
 // node runs and the resources asked for; src/slurm/submit.ts runs it.
-import { shellQuote } from '../cli/ssh-exec.ts';
+import { shellQuote } from '../util/shell.ts';
 
 /**
  * What a VMM costs beyond its guest's RAM, in MiB, added to `--mem`. Measured under TCG, one idle

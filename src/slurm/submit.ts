@@ -3,7 +3,7 @@
 // node's vm run: that one deletes its VM before KillWait runs out. srun itself never gets the
 // signal: srun answers SIGTERM by killing the step at once, which would leave the VM behind.
 import { spawn } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
+import { signalExitCode } from '../util/shell.ts';
 import { jobName, srunArgv, type SlurmJobSpec } from './job.ts';
 
 const SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -73,8 +73,8 @@ export function submitJob(spec: SlurmJobSpec, opts: SubmitOptions = {}): Promise
     });
     child.on('exit', (code, signal) => {
       done();
-      if (received) resolve({ code: 128 + (osConstants.signals[received] ?? 0), signal: received });
-      else if (signal) resolve({ code: 128 + (osConstants.signals[signal] ?? 0) });
+      if (received) resolve({ code: signalExitCode(received), signal: received });
+      else if (signal) resolve({ code: signalExitCode(signal) });
       else resolve({ code: code ?? 1 });
     });
   });

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Workspace } from '../../generated/types.gen.ts';
+import { singleQuote } from '../util/shell.ts';
 import { VmError } from './errors.ts';
 import { sshArgv, type SshPaths, type SshTarget } from './ssh.ts';
 import {
@@ -52,11 +53,6 @@ export type GuestRunner = (
   script: string,
   opts?: { stdin?: Readable; timeoutMs?: number; signal?: AbortSignal },
 ) => Promise<GuestResult>;
-
-/** Single-quote a value for a POSIX shell. */
-export function sq(s: string): string {
-  return `'${s.replaceAll("'", `'\\''`)}'`;
-}
 
 /** A runner that spawns `argvFor(script)` (ssh into the guest; `sh -c` in tests). */
 export function processRunner(argvFor: (script: string) => [string, string[]]): GuestRunner {
@@ -107,7 +103,7 @@ export function processRunner(argvFor: (script: string) => [string, string[]]): 
 
 /** Run guest scripts over banger's ssh (pinned host key, banger's key, batch mode). */
 export function sshGuestRunner(paths: SshPaths, target: SshTarget): GuestRunner {
-  return processRunner((script) => ['ssh', sshArgv(paths, target, `sh -c ${sq(script)}`)]);
+  return processRunner((script) => ['ssh', sshArgv(paths, target, `sh -c ${singleQuote(script)}`)]);
 }
 
 /** Guest paths a workspace may not replace (it is removed and rewritten on prepare). */
@@ -136,7 +132,7 @@ const EXIT_BAD_BASE = 21;
 export function prepareScript(guestPath: string, replace: boolean): string {
   return [
     'set -eu',
-    `d=${sq(guestPath)}`,
+    `d=${singleQuote(guestPath)}`,
     // Only tar is needed to copy: an image without git (an OCI minbase) still gets the work tree;
     // git is needed later, by export (which says so).
     `command -v tar >/dev/null 2>&1 || { echo "banger: tar is not installed in the guest" >&2; exit ${EXIT_NO_TOOL}; }`,
@@ -160,8 +156,8 @@ export function prepareScript(guestPath: string, replace: boolean): string {
 export function exportScript(guestPath: string, base: string, forceBinary: boolean): string {
   return [
     'set -eu',
-    `d=${sq(guestPath)}`,
-    `b=${sq(base)}`,
+    `d=${singleQuote(guestPath)}`,
+    `b=${singleQuote(base)}`,
     `cd "$d" 2>/dev/null || { echo "banger: the workspace directory $d is gone from the guest" >&2; exit ${EXIT_NO_WORKSPACE}; }`,
     `command -v git >/dev/null 2>&1 || { echo "banger: git is not installed in the guest: export diffs the workspace with it (add it to the image, e.g. image build --from IMAGE --packages git)" >&2; exit ${EXIT_NO_TOOL}; }`,
     `base=$(git rev-parse --verify -q "$b^{commit}") || { echo "banger: no commit $b in the guest workspace's history (it is shallow: it starts at the prepared commit)" >&2; exit ${EXIT_BAD_BASE}; }`,

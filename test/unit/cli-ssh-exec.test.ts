@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import type { VmSshResult } from '../../generated/types.gen.ts';
-import { buildSshArgv, shellQuote } from '../../src/cli/ssh-exec.ts';
+import { buildSshArgv } from '../../src/cli/ssh-exec.ts';
+import { shellQuote } from '../../src/util/shell.ts';
 
 describe('shellQuote', () => {
   it.each<[string[], string]>([

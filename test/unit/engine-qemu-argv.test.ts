@@ -8,7 +8,8 @@ import {
   prepareQemuPlan,
   qemuOptValue,
 } from '../../src/engine/qemu-argv.ts';
-import { restoreStateUri, saveStateUri, shellQuote } from '../../src/engine/migration.ts';
+import { restoreStateUri, saveStateUri } from '../../src/engine/migration.ts';
+import { singleQuote as shellQuote } from '../../src/util/shell.ts';
 import { withKernelParams } from '../../src/engine/spec.ts';
 
 const TSC = 2_445_426;

@@ -81,3 +81,21 @@ describe('layering: the daemon sits on top', () => {
     });
   }
 });
+
+describe('layering: src/util is the floor, the CLI the roof', () => {
+  it('src/util reaches nothing else of src (every layer may use it)', () => {
+    const reached = closure(tsFiles(join(ROOT, 'src/util')));
+    const bad = [...reached.keys()].map((f) => relative(ROOT, f)).filter((f) => !f.startsWith('src/util/'));
+    expect(bad).toEqual([]);
+  });
+  // The shell quoting and signal exit codes they need live in src/util, not in src/cli above them.
+  for (const layer of ['src/rpc', 'src/slurm', 'src/vm', 'src/engine', 'src/image']) {
+    it(`${layer} reaches nothing of src/cli`, () => {
+      const reached = closure(tsFiles(join(ROOT, layer)));
+      const bad = [...reached.entries()]
+        .map(([f, from]) => [relative(ROOT, f), relative(ROOT, from)] as const)
+        .filter(([f]) => f.startsWith('src/cli/'));
+      expect(bad.map(([f, from]) => `${f} (imported by ${from})`)).toEqual([]);
+    });
+  }
+});

@@ -1,7 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { capacityOf, pickContext, type Capacity } from '../../src/cli/context-fanout.ts';
-import { REMOTE_SOCKET_PROBE, sshReason, SshTunnel } from '../../src/rpc/ssh-transport.ts';
+import { INSTALL_TOML } from '../../src/paths.ts';
+import { REMOTE_SOCKET_PROBE, remoteSocketProbe, sshReason, SshTunnel } from '../../src/rpc/ssh-transport.ts';
 import type { DaemonStatusResult } from '../../generated/types.gen.ts';
 
 describe('ssh reasons', () => {
@@ -31,19 +35,32 @@ describe('ssh reasons', () => {
 });
 
 describe('the remote socket probe', () => {
+  // The install marker is a file of the test's own (present or not), never this machine's.
+  const dir = mkdtempSync(join(tmpdir(), 'banger-probe-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const marker = join(dir, "install's.toml");
   const probe = (env: Record<string, string>): string =>
-    spawnSync('sh', ['-c', REMOTE_SOCKET_PROBE], {
+    spawnSync('sh', ['-c', remoteSocketProbe(marker)], {
       env: { PATH: '/usr/bin:/bin', ...env },
       encoding: 'utf8',
     }).stdout.trim();
+  it('names the system install marker of src/paths.ts by default', () => {
+    expect(REMOTE_SOCKET_PROBE).toBe(remoteSocketProbe(INSTALL_TOML));
+    expect(REMOTE_SOCKET_PROBE).toContain(`[ -e '${INSTALL_TOML}' ]`);
+  });
   it('follows src/paths.ts: BANGER_SOCKET, then XDG_RUNTIME_DIR, then /tmp/banger-UID', () => {
     expect(probe({ BANGER_SOCKET: '/x/y.sock' })).toBe('/x/y.sock');
     const uid = process.getuid?.() ?? 0;
-    const installed = spawnSync('test', ['-e', '/etc/banger/install.toml']).status === 0;
-    if (installed) expect(probe({})).toBe('/run/banger/bangerd.sock');
-    else {
-      expect(probe({ XDG_RUNTIME_DIR: '/run/user/7' })).toBe('/run/user/7/banger/bangerd.sock');
-      expect(probe({})).toBe(uid === 0 ? '/run/banger/bangerd.sock' : `/tmp/banger-${uid}/bangerd.sock`);
+    expect(probe({ XDG_RUNTIME_DIR: '/run/user/7' })).toBe('/run/user/7/banger/bangerd.sock');
+    expect(probe({})).toBe(uid === 0 ? '/run/banger/bangerd.sock' : `/tmp/banger-${uid}/bangerd.sock`);
+  });
+  it('a system install (the marker present) uses /run/banger, whatever XDG_RUNTIME_DIR says', () => {
+    writeFileSync(marker, '');
+    try {
+      expect(probe({ XDG_RUNTIME_DIR: '/run/user/7' })).toBe('/run/banger/bangerd.sock');
+      expect(probe({ BANGER_SOCKET: '/x/y.sock' })).toBe('/x/y.sock');
+    } finally {
+      rmSync(marker);
     }
   });
 });

@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import type { VmCreatePlanResult, VmSshResult } from '../../generated/types.gen.ts';
 import { compactSize, planSteps, specLine } from '../../src/cli/run-plan.ts';
 import { describeWorkspace } from '../../src/cli/commands/vm/workspace/prepare.ts';
-import { guestSshArgv, remoteLine, signalExitCode } from '../../src/cli/guest-run.ts';
+import { guestSshArgv, remoteLine } from '../../src/cli/guest-run.ts';
+import { signalExitCode } from '../../src/util/shell.ts';
 import type { RepoInfo } from '../../src/vm/workspace.ts';
 
 const plan: VmCreatePlanResult = {

@@ -20,6 +20,7 @@ import { join, relative } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ErrorResponse } from '../../src/rpc/errors.ts';
 import { toErrorResponse } from '../../src/rpc/errors.ts';
+import { singleQuote } from '../../src/util/shell.ts';
 import { VmError } from '../../src/vm/errors.ts';
 import {
   asWorkspace,
@@ -31,7 +32,6 @@ import {
   prepareWorkspace,
   processRunner,
   splitNul,
-  sq,
   type GuestRunner,
 } from '../../src/vm/workspace.ts';
 import { git, makeTestRepo, type TestRepo } from '../helpers/git-repo.ts';
@@ -89,9 +89,9 @@ describe('pure helpers', () => {
     expect(r.gitlinks.map(String)).toEqual(['vendor/lib']);
   });
 
-  it('sq quotes anything for sh', () => {
+  it('singleQuote quotes anything for sh', () => {
     const v = `a 'b' "c" $(id) \`x\` \\ \n`;
-    expect(execFileSync('sh', ['-c', `printf %s ${sq(v)}`], { encoding: 'utf8' })).toBe(v);
+    expect(execFileSync('sh', ['-c', `printf %s ${singleQuote(v)}`], { encoding: 'utf8' })).toBe(v);
   });
 
   it('countPatchFiles counts file headers only', () => {
@@ -359,7 +359,10 @@ describe('prepare and export through a local "guest"', () => {
       const at = execFileSync('sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).trim();
       symlinkSync(at, join(bin, t));
     }
-    const noGit: GuestRunner = processRunner((script) => ['sh', ['-c', `PATH=${sq(bin)}\n${script}`]]);
+    const noGit: GuestRunner = processRunner((script) => [
+      'sh',
+      ['-c', `PATH=${singleQuote(bin)}\n${script}`],
+    ]);
     const ws = await prepareWorkspace(noGit, { path: repo.dir, guestPath: guest });
     expect(readFileSync(join(guest, 'README.md'), 'utf8')).toBe(
       readFileSync(join(repo.dir, 'README.md'), 'utf8'),

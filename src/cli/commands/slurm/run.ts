@@ -12,7 +12,7 @@ import {
 } from '../../../slurm/job.ts';
 import { SlurmSpawnError, submitJob } from '../../../slurm/submit.ts';
 import { BangerCommand } from '../../base.ts';
-import { shellQuote } from '../../ssh-exec.ts';
+import { shellQuote } from '../../../util/shell.ts';
 import { checkResourceName, checkVmName, usageError } from '../../vm-ref.ts';
 import { diskSizeFlag, memoryFlag } from '../vm/create.ts';
 

@@ -48,7 +48,7 @@ import {
   paint,
   useColor,
 } from '../../format.ts';
-import { guestSshArgv, runGuestSsh, signalExitCode } from '../../guest-run.ts';
+import { guestSshArgv, runGuestSsh } from '../../guest-run.ts';
 import {
   planSteps,
   SignalGuard,
@@ -64,7 +64,8 @@ import {
   watchOperation,
   type Watched,
 } from '../../progress.ts';
-import { shellQuote, SshSpawnError } from '../../ssh-exec.ts';
+import { SshSpawnError } from '../../ssh-exec.ts';
+import { shellQuote, signalExitCode } from '../../../util/shell.ts';
 import { checkResourceName, checkVmName, usageError } from '../../vm-ref.ts';
 import { diskSizeFlag, memoryFlag } from './create.ts';
 import { describeWorkspace } from './workspace/prepare.ts';
