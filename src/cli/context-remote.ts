@@ -7,7 +7,7 @@
 //  - vm.workspace.prepare takes a git work tree *on the daemon's host*: the local tree is sent
 //    first (the same files a local prepare would copy, plus a shallow .git of HEAD) as one tar
 //    through the master into a temporary directory there, prepared from, then removed.
-import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,15 +18,10 @@ import type {
 } from '../../generated/types.gen.ts';
 import { RemoteError, sshReason, type RemoteAdapter } from '../rpc/ssh-transport.ts';
 import { buildShallowGit, inspectRepo, lastLines, spawnWorkspaceTar } from '../vm/workspace-repo.ts';
+import { writeFileAtomicSync } from '../util/atomic-write.ts';
 import { shellQuote } from '../util/shell.ts';
 
 const KH_MARK = '--banger-known-hosts--';
-
-function writePrivate(path: string, data: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode: 0o600 });
-  renameSync(tmp, path);
-}
 
 /** vm.ssh through a context: the key and known_hosts copied here, the VM reached via the host. */
 export const remoteVmSsh: RemoteAdapter = async (params, call, tunnel) => {
@@ -47,8 +42,8 @@ export const remoteVmSsh: RemoteAdapter = async (params, call, tunnel) => {
   const key = join(dir, 'id');
   const kh = join(dir, 'known_hosts');
   // Replaced whole (another banger may be reading them for its ssh right now).
-  writePrivate(key, `${text.slice(0, at)}\n`);
-  writePrivate(kh, text.slice(at + KH_MARK.length + 2));
+  writeFileAtomicSync(key, `${text.slice(0, at)}\n`, { mode: 0o600 });
+  writeFileAtomicSync(kh, text.slice(at + KH_MARK.length + 2), { mode: 0o600 });
   return {
     ...r,
     identity_file: key,

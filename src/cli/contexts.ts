@@ -2,11 +2,11 @@
 // $XDG_CONFIG_HOME/banger/contexts.json (0600, replaced atomically), and the rule that picks the
 // daemon a command talks to: --context, then --socket, then BANGER_CONTEXT, then BANGER_SOCKET,
 // then the current context, then the local daemon (the context named `default`).
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { resolveDaemonSocket } from '../paths.ts';
+import { writeFileAtomicSync } from '../util/atomic-write.ts';
 
 /** The local daemon's context: always there, never stored. */
 export const DEFAULT_CONTEXT = 'default';
@@ -121,14 +121,7 @@ export function readContexts(file: string = contextsFile()): ContextFile {
 /** Write the file whole: a temporary file (0600) renamed over it, so a reader never sees half. */
 export function writeContexts(data: ContextFile, file: string = contextsFile()): void {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    writeFileSync(tmp, `${JSON.stringify(data, undefined, 2)}\n`, { mode: 0o600 });
-    renameSync(tmp, file);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
+  writeFileAtomicSync(file, `${JSON.stringify(data, undefined, 2)}\n`, { mode: 0o600 });
 }
 
 export function addContext(name: string, ctx: StoredContext, file?: string): void {

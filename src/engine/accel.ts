@@ -8,11 +8,12 @@
 // file keyed by QEMU version + kernel + host kernel release, so a daemon pays it once.
 import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
 import { constants, existsSync } from 'node:fs';
-import { access, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import { writeFileAtomic } from '../util/atomic-write.ts';
 import type { Accel } from './driver.ts';
 import { busyboxInitramfs } from './cpio.ts';
 import { EngineError } from './errors.ts';
@@ -349,9 +350,7 @@ async function writeCache(file: string, key: string, r: AccelProbeResult, log: E
   const { source: _source, ...rest } = r;
   data[key] = rest;
   try {
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(data, null, 2) + '\n');
-    await rename(tmp, file);
+    await writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n');
   } catch (err) {
     log.warn({ err, file }, 'accel probe: cannot write cache file');
   }

@@ -1,8 +1,8 @@
 // <vmDir>/handles.json: the transient facts about a running VMM (pid, start time, sockets) that
 // a restarted daemon needs to find it again. Written atomically; read defensively.
-import { randomBytes } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../util/atomic-write.ts';
 import type { HandleRecord } from './driver.ts';
 import { errnoCode } from './errors.ts';
 
@@ -13,10 +13,7 @@ export function handlesPath(vmDir: string): string {
 }
 
 export async function writeHandles(vmDir: string, rec: HandleRecord): Promise<void> {
-  const final = handlesPath(vmDir);
-  const tmp = `${final}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(tmp, JSON.stringify(rec, null, 2) + '\n', { mode: 0o600 });
-  await rename(tmp, final);
+  await writeFileAtomic(handlesPath(vmDir), JSON.stringify(rec, null, 2) + '\n', { mode: 0o600 });
 }
 
 export async function removeHandles(vmDir: string): Promise<void> {

@@ -7,11 +7,12 @@
 // renamed; the manifest last, so it is the commit: a state without a manifest (a crash while
 // saving) never counts, and a resume consumes the save by removing the manifest first (before
 // the guest runs again: from then on its disk no longer matches the saved RAM).
-import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { VmLaunchSpec } from '../engine/index.ts';
 import { saveErrPath } from '../engine/migration.ts';
 import { QgaClient } from '../engine/qga.ts';
+import { fsyncPath, writeFileAtomic } from '../util/atomic-write.ts';
 import { clockArg } from './reidentify.ts';
 
 export const SAVED_STATE = 'saved.state';
@@ -46,15 +47,6 @@ export interface SavedManifest {
   saveMs: number;
 }
 
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /** Make the temporary state file durable (the save wrote it through `cat`). */
 export async function syncStateTmp(p: SavedPaths): Promise<number> {
   await fsyncPath(p.stateTmp);
@@ -68,10 +60,12 @@ export async function syncStateTmp(p: SavedPaths): Promise<number> {
 export async function commitSaved(vmDir: string, m: SavedManifest): Promise<void> {
   const p = savedPaths(vmDir);
   await rename(p.stateTmp, p.state);
-  await writeFile(p.manifestTmp, JSON.stringify(m, null, 2) + '\n', { mode: 0o600 });
-  await fsyncPath(p.manifestTmp);
-  await rename(p.manifestTmp, p.manifest);
-  await fsyncPath(vmDir);
+  // Under its fixed temporary name: removePartial finds what a crash left.
+  await writeFileAtomic(p.manifest, JSON.stringify(m, null, 2) + '\n', {
+    mode: 0o600,
+    fsync: true,
+    tmp: p.manifestTmp,
+  });
 }
 
 /**
@@ -127,8 +121,7 @@ export const RESUMED_SPEC = 'resumed-spec.json';
  */
 export async function writeResumedSpec(vmDir: string, spec: VmLaunchSpec): Promise<void> {
   const path = join(vmDir, RESUMED_SPEC);
-  await writeFile(`${path}${TMP}`, JSON.stringify(spec) + '\n', { mode: 0o600 });
-  await rename(`${path}${TMP}`, path);
+  await writeFileAtomic(path, JSON.stringify(spec) + '\n', { mode: 0o600, tmp: `${path}${TMP}` });
 }
 
 export async function readResumedSpec(vmDir: string): Promise<VmLaunchSpec | undefined> {

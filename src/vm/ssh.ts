@@ -2,8 +2,9 @@
 // VM's host key is pinned. banger generates the guest's host key itself (it goes in on the seed
 // disk), so the key is pinned before the first connection; a mismatch is an error, never a prompt.
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../util/atomic-write.ts';
 import { run } from './exec.ts';
 
 export interface SshPaths {
@@ -71,9 +72,7 @@ export function pinHostKey(p: SshPaths, alias: string, publicKey: string): Promi
     const lines = existsSync(p.knownHosts) ? (await readFile(p.knownHosts, 'utf8')).split('\n') : [];
     const kept = lines.filter((l) => l.trim() !== '' && l.split(/\s+/)[0] !== alias);
     kept.push(`${alias} ${type} ${key}`);
-    const tmp = `${p.knownHosts}.tmp-${process.pid}`;
-    await writeFile(tmp, `${kept.join('\n')}\n`, { mode: 0o600 });
-    await rename(tmp, p.knownHosts);
+    await writeFileAtomic(p.knownHosts, `${kept.join('\n')}\n`, { mode: 0o600 });
   });
 }
 
@@ -82,9 +81,7 @@ export function unpinHostKey(p: SshPaths, alias: string): Promise<void> {
     if (!existsSync(p.knownHosts)) return;
     const lines = (await readFile(p.knownHosts, 'utf8')).split('\n');
     const kept = lines.filter((l) => l.trim() !== '' && l.split(/\s+/)[0] !== alias);
-    const tmp = `${p.knownHosts}.tmp-${process.pid}`;
-    await writeFile(tmp, kept.length ? `${kept.join('\n')}\n` : '', { mode: 0o600 });
-    await rename(tmp, p.knownHosts);
+    await writeFileAtomic(p.knownHosts, kept.length ? `${kept.join('\n')}\n` : '', { mode: 0o600 });
   });
 }
 

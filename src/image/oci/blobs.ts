@@ -6,18 +6,9 @@
 // serialized (in this process by a map, across processes by a lock file).
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import {
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  writeFile,
-  type FileHandle,
-} from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../../util/atomic-write.ts';
 import { withBuildLock } from '../manifest.ts';
 import { TransientError, withRetry, type RetryPolicy } from './http.ts';
 
@@ -190,13 +181,9 @@ export class BlobCache {
     if (await this.has(digest, data.length)) return digest;
     const dir = join(this.dir, 'sha256');
     await mkdir(dir, { recursive: true });
+    // An .ingest- name: prune removes what a crash left.
     const tmp = join(dir, `.ingest-${process.pid}-${Math.random().toString(36).slice(2)}`);
-    try {
-      await writeFile(tmp, data, { flag: 'wx', mode: 0o644 });
-      await rename(tmp, this.path(digest));
-    } finally {
-      await rm(tmp, { force: true });
-    }
+    await writeFileAtomic(this.path(digest), data, { mode: 0o644, tmp });
     return digest;
   }
 
