@@ -48,6 +48,7 @@ import { OpRecorder } from '../ops/recorder.ts';
 import { SerialWatcher } from '../ops/serial.ts';
 import { LogSources } from '../ops/sources.ts';
 import { RpcLogRepo } from '../store/rpclog.ts';
+import { GUEST_RAM_ROOT } from '../vm/guest-ram.ts';
 
 export interface StartOptions {
   socket: string;
@@ -318,6 +319,8 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     secretExists: (name) => egressSide.secrets.has(name),
     guestEgress: (vm) => egressSide.guestEgress(vm),
     egress: proxyHooks(egressSide, egressEvents),
+    // Guest RAM in a file on /dev/shm (QEMU only; tests with an injected driver keep anonymous RAM).
+    ...(runtime.driver.name === 'qemu' && !opts.driver ? { guestRamRoot: GUEST_RAM_ROOT } : {}),
   });
   // The lifecycle owner hears every VMM exit and event (QMP) from here on.
   runtime.listen(

@@ -3,18 +3,25 @@
 // 1. prepare: the children's rows (`creating`), directories, seeds (their own host key,
 //    machine-id, hostname) and disk overlays on the base-to-be; the source's balloon driver is
 //    unbound in the guest (below); a journal (`forking.json`) in the source's directory.
-// 2. pause_source: QMP stop and a full migration (device state and RAM) to `full.state` in the
-//    fork's directory STATE/forks/<fork id>/ (the pause code's save).
+// 2. pause_source: QMP stop, then one of two paths (the step says which ran):
+//    - file-backed RAM (a VM booted with its RAM in a file on tmpfs, src/vm/guest-ram.ts): its
+//      device state alone (x-ignore-shared, ~70 KB) to `state`, and its RAM file copied to the
+//      fork's `ram` as it is (holes stay holes) while the guest is stopped;
+//    - otherwise (anonymous RAM, or RAM mapped from a template's or fork's file: warm clones,
+//      fork children, VMs booted before RAM files): a full migration (device state and RAM) to
+//      `full.state`, for the loader in step 5.
+//    Both into the fork's directory STATE/forks/<fork id>/.
 // 3. freeze_disk: the source's disk becomes the read-only base `disk.qcow2` of the fork (a hard
 //    link of its overlay), and the running source switches to a new overlay on it (QMP
 //    blockdev-snapshot-sync, mode existing) under a name of its own; the overlay's name in its
 //    argv becomes a symlink to it, so its argv and every later cold start keep working.
 // 4. resume_source: `cont`. The source continues in its own VMM with its own RAM: it never maps
 //    the fork's RAM file (docs/snapshots.md, Fork, says why).
-// 5. save: a short-lived loader QEMU with the source's configuration, its RAM the fork's `ram`
-//    file mapped share=on, loads `full.state` (the RAM goes into the file), then saves only its
-//    device state with x-ignore-shared to `state`; it is killed and `ram` and `state` are made
-//    read-only: the warm templates' format (src/vm/warm.ts), made from a running VM.
+// 5. save: file-backed path: `ram` and `state` are sealed read-only, nothing else. Full path: a
+//    short-lived loader QEMU with the source's configuration, its RAM the fork's `ram` file
+//    mapped share=on, loads `full.state` (the RAM goes into the file), then saves only its device
+//    state with x-ignore-shared to `state`; it is killed and `ram` and `state` are made
+//    read-only. Either way the warm templates' format (src/vm/warm.ts), made from a running VM.
 // 6. start_children: each child is a warm clone of that (cloneLaunchSpec, startFromSharedState:
 //    `ram` mapped share=off, the device state loaded), re-identified through its guest agent
 //    before anything can reach it (reidentifyClone), its workspace (if any) put on the branch
@@ -49,12 +56,14 @@ import { newId, type Store, type VmRow, type VmState } from '../store/index.ts';
 import { VmError } from './errors.ts';
 import { run } from './exec.ts';
 import { macFor, vmFiles } from './layout.ts';
-import { attachEgress, killVmm, markSerial, waitReady, type MachineDeps } from './machine.ts';
+import { attachEgress, markSerial, waitReady, type MachineDeps } from './machine.ts';
 import { userNetEgress } from '../egress/types.ts';
 import { writeResumedSpec } from './pause.ts';
 import { releasePort, reservePort } from './ports.ts';
 import { generateHostKey, hostKeyAlias, pinHostKey, type HostKeyPair } from './ssh.ts';
 import { cloneLaunchSpec, startFromSharedState } from './warm.ts';
+import { copyRamFile, findRamFile } from './guest-ram.ts';
+import { MEMORY_BACKEND_ID } from '../engine/qemu-argv.ts';
 
 /** The source's journal while it is paused for a fork. */
 export const FORKING_JOURNAL = 'forking.json';
@@ -195,6 +204,13 @@ export interface ForkHooks {
   branch(vm: VmRow, guestPath: string, branch: string): Promise<void>;
   /** Until the child answers SSH as itself. */
   ready(vm: VmRow, signal: AbortSignal): Promise<void>;
+  /**
+   * The running source's RAM file, when its VMM maps its RAM from a user RAM directory
+   * (src/vm/guest-ram.ts): a path that opens it (/proc/<pid>/fd/N), else undefined.
+   */
+  sourceRam(h: VmmHandle, spec: VmLaunchSpec): Promise<string | undefined>;
+  /** Copy a RAM file, holes as holes; returns the bytes of data copied. */
+  copyRam(src: string, dst: string): Promise<number>;
 }
 
 export interface ForkDeps extends MachineDeps {
@@ -304,6 +320,11 @@ export function hostForkHooks(
     ready: async (vm, signal) => {
       await waitReady(d, vm, signal, undefined, { restored: true });
     },
+    sourceRam: async (h, spec) =>
+      spec.memory?.share && h.driver === 'qemu'
+        ? findRamFile(h.pid, spec.memory.backendFile, spec.memory.backendId ?? MEMORY_BACKEND_ID)
+        : undefined,
+    copyRam: copyRamFile,
   };
 }
 
@@ -449,12 +470,25 @@ async function forkSteps(
     } satisfies ForkJournal);
   }
 
-  // ---- pause_source: stop + full save --------------------------------------------------------
+  // ---- pause_source: stop + the device state and a copy of the RAM file, or a full save -------
+  // The source's RAM file, looked up before the pause (it costs nothing to the guest).
+  const ramSrc = await d.hooks.sourceRam(h, srcSpec).catch(() => undefined);
   const t0 = performance.now();
   await t.step('pause_source', async () => {
     d.crash('vm.fork.pause_source');
-    await h.saveState!(fp.full);
-    t.progress('the guest is stopped; its RAM and device state are saved');
+    if (ramSrc === undefined) {
+      await h.saveState!(fp.full);
+      t.progress(
+        `path full-save: ${whyFullSave(srcSpec)}; the guest is stopped, its RAM and device state saved`,
+      );
+      return;
+    }
+    const saved = await h.saveState!(fp.state, { ignoreShared: true });
+    const c0 = performance.now();
+    const bytes = await d.hooks.copyRam(ramSrc, fp.ram);
+    t.progress(
+      `path ram-file: device state saved in ${saved.durationMs} ms, RAM file copied (${Math.round(bytes / 2 ** 20)} MiB of data) in ${Math.round(performance.now() - c0)} ms`,
+    );
   });
 
   // ---- freeze_disk ---------------------------------------------------------------------------
@@ -506,7 +540,13 @@ async function forkSteps(
     'save',
     async () => {
       d.crash('vm.fork.save');
-      await makeRamFile(d, srcSpec, tplSpec, forkId, fp, src.diskSizeBytes).catch(async (err: unknown) => {
+      const made =
+        ramSrc !== undefined
+          ? sealForkFiles(fp).then(() =>
+              t.progress('path ram-file: RAM file and device state sealed (no loader)'),
+            )
+          : makeRamFile(d, srcSpec, tplSpec, forkId, fp, src.diskSizeBytes);
+      await made.catch(async (err: unknown) => {
         await dropRam();
         throw err;
       });
@@ -533,28 +573,62 @@ async function undoFreeze(d: ForkDeps, src: VmRow, forkId: string, srcDeps: stri
   );
 }
 
-/** After a failed fork: the source's guest continues (if stopped) and the source is `running`. */
+/** Why a fork takes the full-save path (said in its pause_source step). */
+function whyFullSave(spec: VmLaunchSpec): string {
+  if (!spec.memory) return 'the source has anonymous RAM (booted before RAM files, or no room on /dev/shm)';
+  if (!spec.memory.share) return "the source maps a template's or fork's RAM file copy-on-write";
+  return "the source's RAM file was not found among its VMM's open files";
+}
+
+/** The file-backed path's save: the copied RAM and the device state, read-only from now on. */
+async function sealForkFiles(fp: ForkPaths): Promise<void> {
+  await chmod(fp.ram, 0o444);
+  await chmod(fp.state, 0o444);
+}
+
+/**
+ * After a failed fork, or at start-up after a crash in one: the source's guest continues (if
+ * stopped: still `pausing`) and the source is `running`, its balloon driver bound again (in the
+ * background when `background`: a restarted daemon does not wait for the guest agent); a guest
+ * that cannot continue is killed and the source `stopped`. Returns what became of it.
+ */
 async function continueSource(
-  d: ForkDeps,
+  d: Pick<ForkDeps, 'store' | 'log' | 'setState' | 'runtime' | 'hooks'>,
   src: VmRow,
-  h: VmmHandle,
+  h: VmmHandle | null,
   balloon: string[],
   why: string,
-): Promise<void> {
+  background = false,
+): Promise<'running' | 'stopped' | 'kept'> {
   const cur = d.store.vms.getById(src.id);
-  if (!cur || cur.state !== 'pausing') return;
-  await h.cancelSave?.();
-  const ok = await h.resume().then(
-    () => true,
-    () => false,
-  );
-  if (ok) {
-    d.setState(src.id, 'running');
-    await d.hooks.restoreBalloon(src, balloon).catch(() => undefined);
-    return;
+  if (!cur || cur.state !== 'pausing') return 'kept';
+  if (h) {
+    await h.cancelSave?.();
+    const ok = await h.resume().then(
+      () => true,
+      () => false,
+    );
+    if (ok) {
+      d.setState(src.id, 'running', null);
+      const rebind = d.hooks
+        .restoreBalloon(src, balloon)
+        .catch((err: unknown) =>
+          d.log.warn({ vm: src.name, err: message(err) }, 'could not rebind the balloon driver'),
+        );
+      if (!background) await rebind;
+      return 'running';
+    }
+    // Killed through this handle (a restarted daemon's may not be in the runtime yet).
+    d.runtime.expectExit(src.id);
+    await h.kill('SIGKILL').catch(() => undefined);
+    await h.waitExit().catch(() => undefined);
   }
-  await killVmm(d, src.id);
-  d.setState(src.id, 'stopped', `${why} and the guest could not be continued`);
+  d.setState(
+    src.id,
+    'stopped',
+    h ? `${why} and the guest could not be continued` : `${why} (its VMM was gone)`,
+  );
+  return 'stopped';
 }
 
 /**
@@ -727,29 +801,10 @@ export async function reconcileFork(
         );
     return 'kept';
   }
-  if (h) {
-    await h.cancelSave?.();
-    const ok = await h.resume().then(
-      () => true,
-      () => false,
-    );
-    if (ok) {
-      d.setState(row, 'running', null);
-      d.log.warn({ vm: row.name }, 'fork interrupted by a daemon restart: the source runs on');
-      // Its balloon driver back, in the background (the guest agent may take a moment).
-      void d.hooks
-        .restoreBalloon(row, j.balloon ?? [])
-        .catch((err: unknown) =>
-          d.log.warn({ vm: row.name, err: message(err) }, 'could not rebind the balloon driver'),
-        );
-      return 'running';
-    }
-    d.runtime.expectExit(row.id);
-    await h.kill('SIGKILL').catch(() => undefined);
-    await h.waitExit().catch(() => undefined);
-  }
-  d.setState(row, 'stopped', 'fork interrupted by a daemon restart (its VMM was gone)');
-  return 'stopped';
+  const how = await continueSource(d, row, h, j.balloon ?? [], 'fork interrupted by a daemon restart', true);
+  if (how === 'running')
+    d.log.warn({ vm: row.name }, 'fork interrupted by a daemon restart: the source runs on');
+  return how;
 }
 
 /**
@@ -769,7 +824,8 @@ export async function sweepForks(stateDir: string, store: Store, log: Logger): P
     if (inFlight.has(n)) continue;
     if (used.has(n)) {
       // Used (a disk backs on its base) but never finished (no sealed state: a fork interrupted
-      // at its save): its RAM file and the source's full save serve nobody.
+      // at its save): all but the base serves nobody: its RAM file, the source's full save, the
+      // loader's overlay, log, sockets and pidfile.
       const fp = forkPaths(stateDir, n);
       if (
         !(await stat(fp.state).then(
@@ -777,9 +833,8 @@ export async function sweepForks(stateDir: string, store: Store, log: Logger): P
           () => false,
         ))
       ) {
-        await rm(fp.ram, { force: true });
-        await rm(fp.full, { force: true });
-        await rm(fp.state, { force: true });
+        for (const f of await readdir(fp.dir).catch(() => [] as string[]))
+          if (f !== basename(fp.disk)) await rm(join(fp.dir, f), { recursive: true, force: true });
       }
       continue;
     }

@@ -8,7 +8,7 @@
 // database exists for it, and everything made for it afterwards derives from its id (directory,
 // tap, host-key alias, VMM argv), so a restarted daemon can undo an interrupted create without a
 // journal of its own; each undo is idempotent. See docs/lifecycle.md.
-import { chmod, rm, statfs } from 'node:fs/promises';
+import { chmod, mkdir, rm, statfs } from 'node:fs/promises';
 import type { ExitInfo, VmLaunchSpec, VmmEvent, VmmHandle } from '../engine/index.ts';
 import { isEngineError } from '../engine/index.ts';
 import { INCOMING_DEFER } from '../engine/migration.ts';
@@ -31,6 +31,7 @@ import {
 import { DEFAULT_EGRESS } from '../egress/rules.ts';
 import { userNetEgress } from '../egress/types.ts';
 import { findStateDirVmms } from './orphans.ts';
+import { guestRamDir, sweepGuestRamDir, usesGuestRamDir } from './guest-ram.ts';
 import { hostKeyAlias, unpinHostKey } from './ssh.ts';
 import {
   commitSaved,
@@ -491,7 +492,14 @@ export class VmLifecycle {
       { ...vm, egress: DEFAULT_EGRESS },
       { ...vm, egress: { mode: 'none' as const, rules: [] } },
     ];
-    const candidates = variants.map((v) => launchSpec(v, kernel, this.d.stateDir, accel, port, bridged));
+    // Booted with its RAM in a file (guest-ram.ts) or, before that or without room, anonymous.
+    const ramDirs = [
+      undefined,
+      ...(this.d.guestRamRoot ? [guestRamDir(this.d.guestRamRoot, this.uid())] : []),
+    ];
+    const candidates = ramDirs.flatMap((dir) =>
+      variants.map((v) => launchSpec(v, kernel, this.d.stateDir, accel, port, bridged, dir)),
+    );
     // Resumed from disk before: the configuration that save recorded (src/vm/pause.ts).
     const resumed = await readResumedSpec(vmFiles(this.d.stateDir, vm.id).dir);
     if (resumed) candidates.unshift(resumed);
@@ -612,6 +620,9 @@ export class VmLifecycle {
     const saved: VmLaunchSpec = { ...m.spec, net };
     const spec: VmLaunchSpec = { ...saved, incoming: INCOMING_DEFER };
     // A warm clone maps its template's read-only RAM file (src/vm/warm.ts holdRamOpenable).
+    // RAM in the user's tmpfs directory: a host reboot since the pause removed it.
+    if (this.d.guestRamRoot && usesGuestRamDir(spec, this.d.guestRamRoot))
+      await mkdir(spec.memory!.backendFile, { recursive: true, mode: 0o700 });
     const release = spec.memory ? holdRamOpenable(spec.memory.backendFile) : (): void => undefined;
     try {
       this.crash('vm.resume.boot');
@@ -899,6 +910,10 @@ export class VmLifecycle {
     await sweepForks(this.d.stateDir, this.d.store, this.d.log).catch((err: unknown) =>
       this.d.log.warn({ err: message(err) }, 'fork sweep failed'),
     );
+    if (this.d.guestRamRoot) {
+      const gone = await sweepGuestRamDir(guestRamDir(this.d.guestRamRoot, this.uid()));
+      if (gone.length > 0) this.d.log.warn({ files: gone }, 'RAM files no VMM had open removed');
+    }
     // Whatever VMM of this state dir still runs without a handle belongs to nobody now.
     const owned = new Set(this.d.runtime.ids().map((id) => this.d.runtime.get(id)?.pid));
     for (const p of findStateDirVmms(this.d.stateDir, this.uid())) {

@@ -9,6 +9,7 @@ import { VmError } from './errors.ts';
 import type { KernelRow, VmRow } from '../store/index.ts';
 import { waitForAgentReady } from './agent.ts';
 import { vmFiles } from './layout.ts';
+import { fileRam, prepareGuestRamDir } from './guest-ram.ts';
 import { releasePort, reservePort } from './ports.ts';
 import type { VmRuntime } from './runtime.ts';
 import { hostKeyAlias, sshExec, type SshPaths, type SshTarget } from './ssh.ts';
@@ -57,6 +58,11 @@ export interface MachineDeps {
   bootStallMs?: number;
   /** Egress enforcement of user-mode VMs and the event ring (src/egress/types.ts); none in tests. */
   egress?: EgressHooks;
+  /**
+   * A tmpfs (normally /dev/shm) where booted VMs keep their RAM in a file (src/vm/guest-ram.ts:
+   * what makes a fork's save cheap); absent (tests), anonymous RAM.
+   */
+  guestRamRoot?: string;
 }
 
 export function injectedFault(d: MachineDeps, step: string): void {
@@ -94,6 +100,8 @@ export function launchSpec(
   accel: Accel,
   sshHostPort: number,
   bridged?: GuestNet,
+  /** The user's RAM directory (guest-ram.ts prepareGuestRamDir): RAM in a file there. */
+  ramDir?: string,
 ): VmLaunchSpec {
   const f = vmFiles(stateDir, vm.id);
   const spec: VmLaunchSpec = {
@@ -116,6 +124,7 @@ export function launchSpec(
     accel,
   };
   if (kernel.initrdPath) spec.initrd = kernel.initrdPath;
+  if (ramDir !== undefined) spec.memory = fileRam(ramDir);
   return spec;
 }
 
@@ -171,7 +180,10 @@ export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what
   try {
     // A bridged VM's tap must exist (VmNetwork.attach) before boot.
     const bridged = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
-    const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port, bridged));
+    const ramDir = d.guestRamRoot
+      ? await prepareGuestRamDir(d.guestRamRoot, process.getuid?.() ?? 0, vm.memoryMib)
+      : undefined;
+    const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port, bridged, ramDir));
     await markSerial(d.stateDir, vm, what, d.serialMarks);
     injectedFault(d, 'boot');
     attachEgress(d, vm);

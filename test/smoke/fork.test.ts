@@ -5,7 +5,7 @@
 // twice, different edits in each fork, each fork on its own branch, `vm workspace export` gives
 // each fork's own patch. Scenario ids: vm_fork, fork_workspace (`npm run smoke -- -t vm_fork`).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, statSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Vm, VmForkStatusResult } from '../../generated/types.gen.ts';
@@ -96,13 +96,14 @@ describe('vm fork on real VMs', () => {
     expect(Number(await sh(kid, 'cat /mnt/t/counter'))).toBeGreaterThan(k1);
     expect(Number(await sh(src, 'cat /mnt/t/counter'))).toBeGreaterThan(s1);
     // The fork's RAM file: read-only, and the running fork (balloon driver unbound) never changed it.
-    const forks = join(smokeEnv().stateDir, 'forks');
-    const { readdirSync } = await import('node:fs');
-    const forkDir = readdirSync(forks)
-      .map((d) => join(forks, d))
-      .find((d) => statSync(join(d, 'ram'), { throwIfNoEntry: false }));
-    expect(forkDir).toBeDefined();
-    const ram = join(forkDir!, 'ram');
+    // This fork's directory: the last fork the child's forks.json names (its disk and RAM's).
+    const stateDir = smokeEnv().stateDir;
+    const deps = JSON.parse(
+      readFileSync(join(stateDir, 'vms', r.vms[0]!.id, 'forks.json'), 'utf8'),
+    ) as string[];
+    const forkId = deps[deps.length - 1];
+    expect(forkId).toMatch(/^[0-9a-f]+$/);
+    const ram = join(stateDir, 'forks', forkId!, 'ram');
     expect(statSync(ram).mode & 0o777).toBe(0o444);
     const h1 = sha256(ram);
     await sh(

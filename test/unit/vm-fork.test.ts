@@ -42,6 +42,7 @@ import { VmRuntime } from '../../src/vm/runtime.ts';
 import { sshPaths } from '../../src/vm/ssh.ts';
 import { canTransition } from '../../src/vm/states.ts';
 import { cloneLaunchSpec } from '../../src/vm/warm.ts';
+import { guestRamDir } from '../../src/vm/guest-ram.ts';
 import { MemoryLog } from '../helpers/logs.ts';
 import { shortTempDir } from '../helpers/tmp.ts';
 
@@ -161,7 +162,7 @@ describe('VmLifecycle.fork', () => {
   let calls: string[];
   let hooks: Partial<ForkHooks>;
 
-  function makeLifecycle(): VmLifecycle {
+  function makeLifecycle(extra: Partial<LifecycleDeps> = {}): VmLifecycle {
     const log = createLogger({ name: 'bangerd', stream: logs });
     runtime = new VmRuntime(driver, log);
     ops = new OperationRegistry(log);
@@ -183,6 +184,7 @@ describe('VmLifecycle.fork', () => {
       uid: process.getuid!(),
       // Every hook records itself; tests override one to fail.
       forkHooks: hooks,
+      ...extra,
     };
     const l = new VmLifecycle(deps);
     runtime.listen(
@@ -251,7 +253,7 @@ describe('VmLifecycle.fork', () => {
     store.close();
   });
 
-  async function runningSource(name = 'src', workspace: unknown = null): Promise<VmRow> {
+  async function runningSource(name = 'src', workspace: unknown = null, ramDir?: string): Promise<VmRow> {
     const id = newId();
     store.vms.insert({
       id,
@@ -267,7 +269,9 @@ describe('VmLifecycle.fork', () => {
     mkdirSync(vmFiles(stateDir, id).dir, { recursive: true });
     writeFileSync(vmFiles(stateDir, id).overlay, 'source disk');
     const row = store.vms.writeState(id, { state: 'running', reason: null });
-    const plan = driver.prepare(launchSpec(row, store.kernels.list()[0]!, stateDir, 'tcg', 2222));
+    const plan = driver.prepare(
+      launchSpec(row, store.kernels.list()[0]!, stateDir, 'tcg', 2222, undefined, ramDir),
+    );
     runtime.attach(id, await driver.start(plan));
     return row;
   }
@@ -350,6 +354,63 @@ describe('VmLifecycle.fork', () => {
       if (!w.includes('KID')) at = i;
     }
     expect(runtime.isRunning(r.vms[0]!.id)).toBe(true);
+  });
+
+  it('a source with its RAM in a file: its device state alone, the RAM file copied while it is stopped, no loader', async () => {
+    const root = join(stateDir, 'shm');
+    const ramDir = guestRamDir(root, process.getuid!());
+    mkdirSync(ramDir, { recursive: true });
+    lc.close();
+    lc = makeLifecycle({ guestRamRoot: root });
+    // The source's RAM file (QEMU's unlinked file, reached through /proc in real life).
+    const ramFile = join(stateDir, 'src-ram');
+    writeFileSync(ramFile, Buffer.concat([Buffer.from('guest pages'), Buffer.alloc(1 << 20)]));
+    hooks.sourceRam = async (h, spec) => {
+      calls.push(`sourceRam ${spec.memory?.backendFile === ramDir && spec.memory.share}`);
+      return ramFile;
+    };
+    const src = await runningSource('src', null, ramDir);
+    const { t, r } = await fork(src, ['a']);
+    expect(t.op.steps.map((s) => `${s.name}:${s.state}`)).toEqual([
+      'prepare:done',
+      'pause_source:done',
+      'freeze_disk:done',
+      'resume_source:done',
+      'save:done',
+      'start_children:done',
+    ]);
+    expect(calls).toContain('sourceRam true');
+    expect(t.op.steps.find((s) => s.name === 'pause_source')?.detail).toMatch(/^path ram-file: /);
+    const fp = forkPaths(stateDir, r.forkId);
+    expect(readFileSync(fp.ram).equals(readFileSync(ramFile))).toBe(true);
+    expect(statSync(fp.ram).mode & 0o777).toBe(0o444);
+    expect(statSync(fp.state).mode & 0o777).toBe(0o444);
+    expect(existsSync(fp.full)).toBe(false);
+    const ops2 = driver.transcript.map(
+      (o) =>
+        `${o.op} ${o.target === src.id ? 'SRC' : o.target.startsWith('fork-') ? 'LOADER' : o.target === r.vms[0]!.id ? 'KID' : o.target}${o.detail && 'ignoreShared' in o.detail && o.detail.ignoreShared ? ' shared' : ''}`,
+    );
+    expect(ops2.filter((o) => /SRC|KID|LOADER/.test(o) && !/status|prepare|waitExit/.test(o))).toEqual([
+      'start SRC',
+      'saveState SRC shared',
+      'replaceDiskTop SRC',
+      'resume SRC',
+      'start KID',
+      'loadState KID shared',
+      'resume KID',
+    ]);
+    expect(store.vms.getById(src.id)!.state).toBe('running');
+    expect(r.vms.map((v) => v.state)).toEqual(['running']);
+  });
+
+  it('a source whose RAM file is not found takes the full save and the loader, and says why', async () => {
+    hooks.sourceRam = async () => undefined;
+    const src = await runningSource();
+    const { t } = await fork(src, ['a']);
+    expect(t.op.steps.find((s) => s.name === 'pause_source')?.detail).toMatch(
+      /^path full-save: the source has anonymous RAM/,
+    );
+    expect(driver.transcript.some((o) => o.op === 'start' && o.target.startsWith('fork-'))).toBe(true);
   });
 
   it('a second fork of the same source freezes the overlay it runs on now (the symlink followed)', async () => {

@@ -6,8 +6,7 @@ import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, notFound } from '../../rpc/errors.ts';
 import type { Store, VmRow } from '../../store/index.ts';
 import type { VmLifecycle } from '../../vm/lifecycle.ts';
-
-const NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
+import { VM_NAME_PATTERN } from '../../vm/names.ts';
 
 export interface ForkServiceDeps {
   store: Store;
@@ -39,7 +38,7 @@ export function forkNames(
   }
   for (let i = 1; out.length < want; i++) {
     const n = `${source}-fork-${i}`;
-    if (!NAME.test(n))
+    if (!VM_NAME_PATTERN.test(n))
       throw new ErrorResponse('bad_request', `the default name "${n}" is too long; give names with --name`);
     if (!taken(n) && !out.includes(n)) out.push(n);
   }

@@ -1,0 +1,143 @@
+// Guest RAM in a file on tmpfs (src/vm/guest-ram.ts): the per-user directory and when a VM does
+// without it, the cold-boot argv it gives, finding a VMM's (unlinked) RAM file through /proc,
+// the sparse copy a fork makes of it, and the start-up sweep of RAM files nobody has open.
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildQemuArgv } from '../../src/engine/qemu-argv.ts';
+import {
+  copyRamFile,
+  fileRam,
+  findRamFile,
+  guestRamDir,
+  isRamFileLink,
+  prepareGuestRamDir,
+  sweepGuestRamDir,
+  usesGuestRamDir,
+} from '../../src/vm/guest-ram.ts';
+import { launchSpec } from '../../src/vm/machine.ts';
+import type { KernelRow, VmRow } from '../../src/store/index.ts';
+import { shortTempDir } from '../helpers/tmp.ts';
+
+const tmp = shortTempDir('bgr');
+afterAll(() => tmp.cleanup());
+const uid = process.getuid!();
+
+describe('the user RAM directory', () => {
+  it('is made 0700 and returned when there is room; a VM too big for the tmpfs gets none', async () => {
+    const root = join(tmp.dir, 'shm1');
+    mkdirSync(root);
+    const dir = await prepareGuestRamDir(root, uid, 64);
+    expect(dir).toBe(guestRamDir(root, uid));
+    expect(statSync(dir!).mode & 0o777).toBe(0o700);
+    // More than the filesystem has free: anonymous RAM instead.
+    expect(await prepareGuestRamDir(root, uid, 2 ** 30)).toBeUndefined();
+  });
+  it('refuses a missing root and a symlink where the directory should be', async () => {
+    expect(await prepareGuestRamDir(join(tmp.dir, 'nope'), uid, 64)).toBeUndefined();
+    const root = join(tmp.dir, 'shm2');
+    mkdirSync(join(root, 'elsewhere'), { recursive: true });
+    symlinkSync(join(root, 'elsewhere'), guestRamDir(root, uid));
+    expect(await prepareGuestRamDir(root, uid, 64)).toBeUndefined();
+  });
+  it('tells a VM booted with it from a template clone or fork child', () => {
+    const root = '/dev/shm';
+    expect(usesGuestRamDir({ memory: fileRam(guestRamDir(root, 1000)) }, root)).toBe(true);
+    expect(usesGuestRamDir({ memory: { backendFile: '/dev/shm/banger-1000', share: false } }, root)).toBe(
+      false,
+    );
+    expect(usesGuestRamDir({ memory: { backendFile: '/s/forks/x/ram', share: true } }, root)).toBe(false);
+    expect(usesGuestRamDir({}, root)).toBe(false);
+  });
+});
+
+describe('a cold boot with its RAM in a file', () => {
+  const vm = {
+    id: 'abc123abc123',
+    name: 'v',
+    networkMode: 'user',
+    vcpus: 1,
+    memoryMib: 768,
+    mac: '52:54:00:12:34:56',
+    egress: { mode: 'all', rules: [] },
+    secrets: [],
+  } as unknown as VmRow;
+  const kernel = { kernelPath: '/k/vmlinuz', initrdPath: null } as unknown as KernelRow;
+  it('maps a file QEMU makes in the directory, shared, with the balloon kept (free pages go back)', () => {
+    const spec = launchSpec(vm, kernel, '/s', 'tcg', 2222, undefined, '/dev/shm/banger-1000');
+    const argv = buildQemuArgv({ ...spec, tscKhz: 1000000 }).join(' ');
+    expect(argv).toContain('-M microvm,memory-backend=mem ');
+    expect(argv).toContain(
+      '-object memory-backend-file,id=mem,size=768M,mem-path=/dev/shm/banger-1000,share=on',
+    );
+    expect(argv).toContain('virtio-balloon-device,free-page-reporting=on');
+    // Without the directory: as before (anonymous RAM, the machine's own RAM block).
+    const anon = buildQemuArgv({ ...launchSpec(vm, kernel, '/s', 'tcg', 2222), tscKhz: 1000000 }).join(' ');
+    expect(anon).not.toContain('memory-backend');
+    expect(anon).toContain('virtio-balloon-device,free-page-reporting=on');
+  });
+});
+
+describe("a VMM's RAM file", () => {
+  it('is found through /proc/<pid>/fd by the name QEMU gives it (unlinked), not any other open file', async () => {
+    const dir = '/dev/shm/banger-1000';
+    expect(isRamFileLink(`${dir}/qemu_back_mem.mem.Ab12Cd (deleted)`, dir, 'mem')).toBe(true);
+    expect(isRamFileLink(`${dir}/qemu_back_mem.mem.Ab12Cd`, dir, 'mem')).toBe(false);
+    expect(isRamFileLink(`${dir}/qemu_back_mem.microvm.ram.Ab12Cd (deleted)`, dir, 'mem')).toBe(false);
+    expect(isRamFileLink(`/dev/shm/banger-1001/qemu_back_mem.mem.Ab12Cd (deleted)`, dir, 'mem')).toBe(false);
+    const proc = join(tmp.dir, 'proc');
+    mkdirSync(join(proc, '77', 'fd'), { recursive: true });
+    symlinkSync('/s/vms/x/root.qcow2', join(proc, '77', 'fd', '3'));
+    symlinkSync(`${dir}/qemu_back_mem.mem.Zz9 (deleted)`, join(proc, '77', 'fd', '11'));
+    expect(await findRamFile(77, dir, 'mem', proc)).toBe(join(proc, '77', 'fd', '11'));
+    expect(await findRamFile(78, dir, 'mem', proc)).toBeUndefined();
+  });
+
+  it('is copied with its holes: same bytes, only the data allocated', async () => {
+    const src = join(tmp.dir, 'ram-src');
+    const size = 64 * 1024 * 1024;
+    const fd = openSync(src, 'w');
+    const data = Buffer.alloc(1024 * 1024, 7);
+    writeSync(fd, data, 0, data.length, 8 * 1024 * 1024);
+    writeSync(fd, data, 0, data.length, 40 * 1024 * 1024);
+    closeSync(fd);
+    writeFileSync(src, Buffer.alloc(0), { flag: 'a' });
+    const { truncateSync } = await import('node:fs');
+    truncateSync(src, size);
+    const dst = join(tmp.dir, 'ram-dst');
+    writeFileSync(dst, 'stale');
+    const bytes = await copyRamFile(src, dst);
+    expect(statSync(dst).size).toBe(size);
+    expect(readFileSync(dst).equals(readFileSync(src))).toBe(true);
+    // Two 1 MiB runs of data, not 64 MiB (the filesystem may round to its blocks).
+    expect(bytes).toBeGreaterThanOrEqual(2 * 1024 * 1024);
+    expect(bytes).toBeLessThan(8 * 1024 * 1024);
+  });
+});
+
+describe('the start-up sweep of the RAM directory', () => {
+  it('removes files no process has open and keeps those one has', async () => {
+    const dir = join(tmp.dir, 'ramdir');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'qemu_back_mem.mem.left'), 'x');
+    writeFileSync(join(dir, 'qemu_back_mem.mem.held'), 'y');
+    const fd = openSync(join(dir, 'qemu_back_mem.mem.held'), 'r');
+    try {
+      expect(await sweepGuestRamDir(dir)).toEqual(['qemu_back_mem.mem.left']);
+      expect(statSync(join(dir, 'qemu_back_mem.mem.held')).size).toBe(1);
+    } finally {
+      closeSync(fd);
+    }
+    expect(await sweepGuestRamDir(dir)).toEqual(['qemu_back_mem.mem.held']);
+    expect(await sweepGuestRamDir(join(tmp.dir, 'none'))).toEqual([]);
+  });
+});
