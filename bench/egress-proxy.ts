@@ -54,15 +54,17 @@ function drain(s: Socket | ReturnType<typeof tlsConnect>, request: string): Prom
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     let got = 0;
-    let head = true;
+    // The head until its blank line (it may come in more than one read), then body bytes.
+    let head: Buffer | undefined = Buffer.alloc(0);
     s.on('data', (d: Buffer) => {
-      if (head) {
-        const end = d.indexOf('\r\n\r\n');
+      if (head !== undefined) {
+        head = Buffer.concat([head, d]);
+        const end = head.indexOf('\r\n\r\n');
         if (end < 0) return;
-        if (!d.subarray(0, 12).toString().includes('200'))
-          return reject(new Error(d.subarray(0, 200).toString()));
-        head = false;
-        got += d.length - end - 4;
+        if (!head.subarray(0, 12).toString().includes('200'))
+          return reject(new Error(head.subarray(0, 200).toString()));
+        got += head.length - end - 4;
+        head = undefined;
       } else got += d.length;
       if (got >= TOTAL) {
         s.destroy();

@@ -1,14 +1,10 @@
 // The egress proxy's request handling (src/egress/proxy.ts owns the listeners and identities):
 // the policy check, plain-HTTP forwarding, CONNECT tunnels, and for VMs with secrets the TLS
-// termination that lets placeholders be replaced in headers. Every stream is piped with
+// termination that lets placeholders be replaced in headers. Plain HTTP is a byte pipe after its
+// head (src/egress/http-pipe.ts), one request per connection. Every stream is piped with
 // backpressure, every socket has an idle timeout, nothing buffers a body.
 import { lookup } from 'node:dns/promises';
-import {
-  request as httpRequest,
-  type IncomingMessage,
-  type OutgoingHttpHeaders,
-  type ServerResponse,
-} from 'node:http';
+import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { pipeline } from 'node:stream';
@@ -20,6 +16,7 @@ import type { EgressEvent } from './events.ts';
 import { formatEgress, ruleFor, type EgressPolicy } from './rules.ts';
 import type { EgressCa } from './ca.ts';
 import { placeholdersIn, substituteHeaders, type VmSecret } from './secrets.ts';
+import { pumpRequestBody, pumpResponse, requestFraming, upstreamRequestHead } from './http-pipe.ts';
 
 export interface ProxyVm {
   id: string;
@@ -117,6 +114,8 @@ export class Forwarder {
   private readonly resolve: (host: string) => Promise<string[]>;
   private readonly inner: HttpServer;
   private readonly terminated = new WeakMap<object, Terminated>();
+  /** Client connections whose one plain-HTTP request is being piped. */
+  private readonly piped = new WeakSet<object>();
   private readonly trusted: string[];
 
   constructor(d: ForwardDeps) {
@@ -199,6 +198,12 @@ export class Forwarder {
 
   /** A plain-HTTP request with an absolute URI (`GET http://host/path`). */
   async request(vm: ProxyVm, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // One request per connection (src/egress/http-pipe.ts): the parser may hand over pipelined
+    // requests before the first one's check is done, so the mark is set here, synchronously.
+    // A later request on the connection is dropped unanswered (and reaches nobody); the
+    // connection closes after the first one's answer (a refusal says `connection: close` too).
+    if (this.piped.has(req.socket)) return void req.resume();
+    this.piped.add(req.socket);
     try {
       let url: URL;
       try {
@@ -221,19 +226,49 @@ export class Forwarder {
       }
       const dest = await this.check(vm, host, port);
       this.event(vm, 'allow', dest, 'http');
-      const upstream = httpRequest({
-        host: dest.ip,
-        port,
-        method: req.method,
-        path: `${url.pathname}${url.search}`,
-        headers: forwardHeaders(req.rawHeaders),
-        setHost: false,
-        timeout: this.t.connectMs,
-      });
-      this.relay(vm, dest, req, res, upstream);
+      this.pipeHttp(vm, dest, url, req, res);
     } catch (err) {
       this.fail(vm, res, err);
     }
+  }
+
+  /**
+   * A checked plain-HTTP request as a byte pipe (src/egress/http-pipe.ts): the head rewritten in
+   * origin form to the address that was checked, the body with its framing, the answer's bytes
+   * straight back on the client's connection, which closes after it.
+   */
+  private pipeHttp(vm: ProxyVm, dest: Checked, url: URL, req: IncomingMessage, res: ServerResponse): void {
+    const framing = requestFraming(req.headers);
+    let head: string;
+    try {
+      head = upstreamRequestHead({
+        method: req.method ?? '',
+        path: `${url.pathname}${url.search}`,
+        authority: url.host,
+        rawHeaders: req.rawHeaders,
+        framing,
+      });
+    } catch (err) {
+      throw new Refusal(400, `banger egress: ${(err as Error).message}`);
+    }
+    const client = req.socket;
+    const up = netConnect({ host: dest.ip, port: dest.port });
+    up.setNoDelay(true);
+    up.setTimeout(this.t.connectMs);
+    up.on('timeout', () =>
+      up.destroy(new Error(`${up.connecting ? 'connecting to ' : ''}${dest.host}:${dest.port} timed out`)),
+    );
+    pumpResponse({
+      up,
+      client,
+      headRequest: req.method === 'HEAD',
+      fail: (err) => this.fail(vm, res, upstreamError(dest, err)),
+    });
+    up.once('connect', () => {
+      up.setTimeout(this.t.idleMs);
+      up.write(head);
+      pumpRequestBody(req, up, framing);
+    });
   }
 
   /** Pipe a request into `upstream` and its response back, bounded by timeouts. */
@@ -242,7 +277,7 @@ export class Forwarder {
     dest: Checked,
     req: IncomingMessage,
     res: ServerResponse,
-    upstream: ReturnType<typeof httpRequest>,
+    upstream: ClientRequest,
   ): void {
     upstream.on('socket', (s: Socket) => s.setTimeout(this.t.idleMs));
     upstream.on('timeout', () => upstream.destroy(new Error(`${dest.host}:${dest.port} timed out`)));
@@ -355,7 +390,7 @@ export class Forwarder {
       agent: false,
       lookup: (_h, _o, cb) => cb(null, dest.ip, 4),
     });
-    this.relay(vm, dest, req, res, upstream as ReturnType<typeof httpRequest>);
+    this.relay(vm, dest, req, res, upstream as ClientRequest);
   }
 }
 
