@@ -1,5 +1,6 @@
 // --egress on vm create, vm run and vm set: the policy text, checked here with the daemon's own
-// parser so a typo is a usage error naming the flag before anything is created.
+// parser so a typo is a usage error naming the flag before anything is created. And --secret of
+// vm create and vm run, defined once here.
 import { Flags } from '@oclif/core';
 import { EgressRuleError, formatEgress, parseEgress } from '../egress/rules.ts';
 import { flagError } from './vm-ref.ts';
@@ -22,4 +23,12 @@ export const egressFlag = Flags.custom<string>({
       throw err;
     }
   },
+});
+
+/** --secret NAME@HOST[,HOST…] of vm create and vm run (repeatable). */
+export const secretFlag = Flags.string({
+  multiple: true,
+  summary: 'A secret the VM may use: NAME@HOST[,HOST…] (banger secret set NAME first); repeatable.',
+  description:
+    'The guest gets an environment variable NAME holding a placeholder; banger’s egress proxy replaces it with the value in the headers of HTTPS requests to those hosts, and refuses requests that carry it anywhere else. The value never enters the VM (docs/egress.md).',
 });

@@ -6,7 +6,7 @@ import type {
 } from '../../../../generated/types.gen.ts';
 import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
-import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag } from '../../egress-flag.ts';
+import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag, secretFlag } from '../../egress-flag.ts';
 import {
   formatBoot,
   warmFallback,
@@ -103,12 +103,7 @@ If a step fails, banger names it and prints its detail. The failed create is und
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
     egress: egressFlag({ summary: EGRESS_SUMMARY, description: EGRESS_DESCRIPTION }),
-    secret: Flags.string({
-      multiple: true,
-      summary: 'A secret the VM may use: NAME@HOST[,HOST…] (banger secret set NAME first); repeatable.',
-      description:
-        'The guest gets an environment variable NAME holding a placeholder; banger’s egress proxy replaces it with the value in the headers of HTTPS requests to those hosts, and refuses requests that carry it anywhere else. The value never enters the VM (docs/egress.md).',
-    }),
+    secret: secretFlag,
     cold: Flags.boolean({
       summary: 'Boot cold even when a warm template of this spec exists.',
       description:

@@ -14,7 +14,7 @@ import { opIdFromEnv } from '../../../slurm/op-env.ts';
 import { DEFAULT_GUEST_PATH } from '../../../vm/workspace.ts';
 import { inspectRepo } from '../../../vm/workspace-repo.ts';
 import { BangerCommand } from '../../base.ts';
-import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag } from '../../egress-flag.ts';
+import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag, secretFlag } from '../../egress-flag.ts';
 import {
   DevcontainerError,
   findDevcontainer,
@@ -134,12 +134,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     })(),
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
     egress: egressFlag({ summary: EGRESS_SUMMARY, description: EGRESS_DESCRIPTION }),
-    secret: Flags.string({
-      multiple: true,
-      summary: 'A secret the VM may use: NAME@HOST[,HOST…] (banger secret set NAME first); repeatable.',
-      description:
-        'The guest gets an environment variable NAME holding a placeholder; banger’s egress proxy replaces it with the value in the headers of HTTPS requests to those hosts, and refuses requests that carry it anywhere else. The value never enters the VM (docs/egress.md).',
-    }),
+    secret: secretFlag,
     cold: Flags.boolean({ summary: 'Boot cold even when a warm template of this spec exists.' }),
     rm: Flags.boolean({ summary: 'Delete the VM when the command or shell ends (also on Ctrl-C).' }),
     detach: Flags.boolean({ char: 'd', summary: 'Return once the VM is ready (and the workspace copied).' }),
