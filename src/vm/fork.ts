@@ -453,16 +453,28 @@ async function forkSteps(
       children: children.map((c) => c.id),
     } satisfies ForkJournal);
     d.setState(src, 'pausing', `forking into ${req.names.join(', ')}`);
-    for (const c of children) {
-      const files = vmFiles(d.stateDir, c.id);
-      await mkdir(files.dir, { recursive: true, mode: 0o700 });
-      seeds.set(c.id, await d.hooks.seedChild(c));
-      const key = seeds.get(c.id)!.hostKey.publicKey;
-      d.store.vms.update(c.id, { sshHostKey: key });
-      await d.hooks.makeOverlay(fp.disk, files.overlay, c.diskSizeBytes);
-      await writeForkDeps(files.dir, [...srcDeps, forkId]);
+    // The children's files and the source's balloon side by side (the guest agent, ssh-keygen
+    // and qemu-img each wait on something else); the devices unbound are known before a failure
+    // here is undone (undoPrepare binds them again).
+    const quiesced = (hasBalloon(srcSpec) ? d.hooks.quiesceBalloon(src) : Promise.resolve([])).then(
+      (b) => void (balloon = b),
+    );
+    try {
+      await Promise.all(
+        children.map(async (c) => {
+          const files = vmFiles(d.stateDir, c.id);
+          await mkdir(files.dir, { recursive: true, mode: 0o700 });
+          seeds.set(c.id, await d.hooks.seedChild(c));
+          const key = seeds.get(c.id)!.hostKey.publicKey;
+          d.store.vms.update(c.id, { sshHostKey: key });
+          await d.hooks.makeOverlay(fp.disk, files.overlay, c.diskSizeBytes);
+          await writeForkDeps(files.dir, [...srcDeps, forkId]);
+        }),
+      );
+    } finally {
+      await quiesced.catch(() => undefined);
     }
-    if (hasBalloon(srcSpec)) balloon = await d.hooks.quiesceBalloon(src);
+    await quiesced;
     await writeJson(join(srcDir, FORKING_JOURNAL), {
       forkId,
       children: children.map((c) => c.id),
@@ -512,20 +524,24 @@ async function forkSteps(
 
   // ---- resume_source -------------------------------------------------------------------------
   let sourcePauseMs = 0;
+  let rebound: Promise<void> = Promise.resolve();
   await t.step('resume_source', async () => {
     d.crash('vm.fork.resume_source');
     await h.resume();
     sourcePauseMs = Math.round(performance.now() - t0);
     d.setState(src, 'running');
     t.progress(`the source was paused ${sourcePauseMs} ms`);
-    await d.hooks
+    // The balloon driver is bound again while the children start (a guest agent round trip
+    // off the fork's critical path); the journal goes only once it is: until then it is what
+    // tells a restarted daemon to bind it (reconcileFork).
+    rebound = d.hooks
       .restoreBalloon(src, balloon)
       .catch((err: unknown) =>
         d.log.warn({ vm: src.name, err: message(err) }, 'could not rebind the balloon driver'),
-      );
+      )
+      .then(() => rm(join(srcDir, FORKING_JOURNAL), { force: true }))
+      .catch(() => undefined);
     balloon = [];
-    // Only now: until the balloon is bound again the journal is what tells a restart to do it.
-    await rm(join(srcDir, FORKING_JOURNAL), { force: true });
   });
 
   // ---- save: the loader makes the shared RAM file and the device state ------------------------
@@ -559,6 +575,7 @@ async function forkSteps(
     d.crash('vm.fork.start_children');
     return Promise.all(children.map((c) => startChild(d, t, c, tplSpec, fp, seeds.get(c.id)!, signal)));
   });
+  await rebound;
   return { vms: started, sourcePauseMs, forkId };
 }
 
