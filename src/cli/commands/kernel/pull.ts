@@ -1,9 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import type { KernelPullFrame, KernelPullParams, KernelPullResult } from '../../../../generated/types.gen.ts';
-import { ErrorResponse } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
-import { EXIT_INTERRUPTED } from '../../exit-codes.ts';
 import { formatDuration, paint, useColor } from '../../format.ts';
+import { untilInterrupted } from '../../interruptible.ts';
 import { checkResourceName } from '../../vm-ref.ts';
 
 export default class KernelPull extends BangerCommand {
@@ -41,34 +40,23 @@ export default class KernelPull extends BangerCommand {
     if (flags.force) p.force = true;
     const color = useColor(process.stderr);
     const quiet = this.jsonEnabled();
-    const abort = new AbortController();
-    let interrupted = false;
-    const onSigint = (): void => {
-      interrupted = true;
-      abort.abort();
-    };
-    process.on('SIGINT', onSigint);
-    try {
-      const r = await this.client.kernel.pull(p, {
-        signal: abort.signal,
-        onFrame: (frame) => {
-          if (!quiet) process.stderr.write(`${formatFrame(frame as KernelPullFrame, color)}\n`);
-        },
-      });
-      const k = r.kernel;
-      this.say(
-        `${paint(useColor(process.stdout), 'green', '✓')} kernel ${k.name} (${k.version}) from ${r.package} ${r.version}${r.cached ? ', package from the cache' : ''}`,
-      );
-      this.say(`  files: ${k.kernel_path}${k.initrd_path ? `, ${k.initrd_path}` : ''}`);
-      return r;
-    } catch (err) {
-      if (!(interrupted && err instanceof ErrorResponse && err.code === 'canceled')) throw err;
-      process.stderr.write('kernel pull canceled; its partial files were removed\n');
-      process.exitCode = EXIT_INTERRUPTED;
-      return undefined;
-    } finally {
-      process.off('SIGINT', onSigint);
-    }
+    return untilInterrupted(
+      async (signal) => {
+        const r = await this.client.kernel.pull(p, {
+          signal,
+          onFrame: (frame) => {
+            if (!quiet) process.stderr.write(`${formatFrame(frame as KernelPullFrame, color)}\n`);
+          },
+        });
+        const k = r.kernel;
+        this.say(
+          `${paint(useColor(process.stdout), 'green', '✓')} kernel ${k.name} (${k.version}) from ${r.package} ${r.version}${r.cached ? ', package from the cache' : ''}`,
+        );
+        this.say(`  files: ${k.kernel_path}${k.initrd_path ? `, ${k.initrd_path}` : ''}`);
+        return r;
+      },
+      () => process.stderr.write('kernel pull canceled; its partial files were removed\n'),
+    );
   }
 }
 

@@ -1,9 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import type { EgressEvent, VmEgressParams, VmEgressResult } from '../../../../generated/types.gen.ts';
-import { ErrorResponse } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
-import { EXIT_INTERRUPTED } from '../../exit-codes.ts';
 import { formatVmEgress } from '../../format.ts';
+import { untilInterrupted } from '../../interruptible.ts';
 import { renderTable } from '../../table.ts';
 import { checkVmName, usageError } from '../../vm-ref.ts';
 
@@ -56,29 +55,17 @@ export default class VmEgress extends BangerCommand {
       return undefined;
     }
     p.follow = true;
-    const abort = new AbortController();
-    let interrupted = false;
-    const onSigint = (): void => {
-      interrupted = true;
-      abort.abort();
-    };
-    process.on('SIGINT', onSigint);
-    try {
+    await untilInterrupted(async (signal) => {
       // A table needs every row to size its columns: a follow prints one line per event instead.
       await this.client.vm.egress(p, {
-        signal: abort.signal,
+        signal,
         onFrame: (frame) => {
           const ev = (frame as { event?: EgressEvent }).event;
           if (ev) process.stdout.write(`${egressRow(ev).filter(Boolean).join('  ')}\n`);
         },
       });
       process.stderr.write(`(${args.name} is gone; end of its events)\n`);
-    } catch (err) {
-      if (!(interrupted && err instanceof ErrorResponse && err.code === 'canceled')) throw err;
-      process.exitCode = EXIT_INTERRUPTED;
-    } finally {
-      process.off('SIGINT', onSigint);
-    }
+    });
     return undefined;
   }
 }

@@ -1,9 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import type { VmLogsParams, VmLogsResult } from '../../../../generated/types.gen.ts';
-import { ErrorResponse } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
-import { EXIT_INTERRUPTED } from '../../exit-codes.ts';
 import { formatBytes, parseSizeBytes } from '../../format.ts';
+import { untilInterrupted } from '../../interruptible.ts';
 import { checkVmName, usageError } from '../../vm-ref.ts';
 
 export default class VmLogs extends BangerCommand {
@@ -59,16 +58,9 @@ export default class VmLogs extends BangerCommand {
     }
 
     p.follow = true;
-    const abort = new AbortController();
-    let interrupted = false;
-    const onSigint = (): void => {
-      interrupted = true;
-      abort.abort();
-    };
-    process.on('SIGINT', onSigint);
-    try {
+    await untilInterrupted(async (signal) => {
       const r = await this.client.vm.logs(p, {
-        signal: abort.signal,
+        signal,
         onFrame: (frame) => {
           const data = (frame as { data?: unknown }).data;
           if (typeof data === 'string') process.stdout.write(data);
@@ -76,12 +68,7 @@ export default class VmLogs extends BangerCommand {
       });
       process.stdout.write(r.data);
       process.stderr.write(`(${r.name} stopped; end of its console)\n`);
-    } catch (err) {
-      if (!(interrupted && err instanceof ErrorResponse && err.code === 'canceled')) throw err;
-      process.exitCode = EXIT_INTERRUPTED;
-    } finally {
-      process.off('SIGINT', onSigint);
-    }
+    });
     return undefined;
   }
 }
