@@ -26,6 +26,11 @@ export interface ForkRep {
   steps: Record<string, number>;
   /** `banger vm exec CHILD -- true` right after, for the first child. */
   exec_true_ms: number;
+  /**
+   * Which way the source was saved (its pause_source step says): `ram-file` (device state
+   * alone and a copy of its RAM file) or `full-save` (whole migration, then the loader).
+   */
+  path?: string;
 }
 
 export interface ForkSummary {
@@ -71,7 +76,7 @@ async function forkOnce(
   w: World,
   source: string,
   names: string[],
-): Promise<Pick<ForkRep, 'fork_ms' | 'source_pause_ms' | 'steps' | 'exec_true_ms'>> {
+): Promise<Pick<ForkRep, 'fork_ms' | 'source_pause_ms' | 'steps' | 'exec_true_ms' | 'path'>> {
   const r = await banger(w, ['vm', 'fork', source, ...names.flatMap((n) => ['--name', n]), '--json'], {
     timeoutMs: 900_000,
   });
@@ -88,11 +93,15 @@ async function forkOnce(
   });
   if (ex.code !== 0)
     throw new Error(`vm exec ${names[0]} -- true after the fork exited ${ex.code}: ${ex.stderr}`);
+  const path = /^path ([a-z-]+):/.exec(
+    res.operation.steps.find((s) => s.name === 'pause_source')?.detail ?? '',
+  )?.[1];
   return {
     fork_ms: Math.round(r.ms),
     source_pause_ms: res.source_pause_ms ?? -1,
     steps,
     exec_true_ms: Math.round(performance.now() - t0),
+    ...(path ? { path } : {}),
   };
 }
 
@@ -125,7 +134,7 @@ export async function runFork(
         reps.push(rep);
         w.say(
           `  rep ${i + 1} (N=${n}, ${order}): cold create ${(cold.cli / 1000).toFixed(2)} s; fork → ${n} child(ren) ` +
-            `answering SSH ${(f.fork_ms / 1000).toFixed(2)} s (source paused ${f.source_pause_ms} ms), then exec true ` +
+            `answering SSH ${(f.fork_ms / 1000).toFixed(2)} s (path ${f.path ?? '?'}, source paused ${f.source_pause_ms} ms), then exec true ` +
             `${(f.exec_true_ms / 1000).toFixed(2)} s`,
         );
       }
