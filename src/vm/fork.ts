@@ -497,7 +497,12 @@ async function forkSteps(
     }
     const saved = await h.saveState!(fp.state, { ignoreShared: true });
     const c0 = performance.now();
-    const bytes = await d.hooks.copyRam(ramSrc, fp.ram);
+    // A copy that fails (disk full) leaves nothing behind: it can be most of the guest's RAM.
+    const bytes = await d.hooks.copyRam(ramSrc, fp.ram).catch(async (err: unknown) => {
+      await rm(fp.ram, { force: true });
+      await rm(fp.state, { force: true });
+      throw err;
+    });
     t.progress(
       `path ram-file: device state saved in ${saved.durationMs} ms, RAM file copied (${Math.round(bytes / 2 ** 20)} MiB of data) in ${Math.round(performance.now() - c0)} ms`,
     );

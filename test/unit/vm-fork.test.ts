@@ -403,6 +403,28 @@ describe('VmLifecycle.fork', () => {
     expect(r.vms.map((v) => v.state)).toEqual(['running']);
   });
 
+  it('a RAM file copy that fails (disk full) undoes the fork: the source continued, no partial copy left', async () => {
+    const root = join(stateDir, 'shm');
+    const ramDir = guestRamDir(root, process.getuid!());
+    mkdirSync(ramDir, { recursive: true });
+    lc.close();
+    lc = makeLifecycle({ guestRamRoot: root });
+    hooks.sourceRam = async () => join(stateDir, 'src-ram');
+    let dst = '';
+    hooks.copyRam = async (_src, d) => {
+      dst = d;
+      writeFileSync(d, 'half a copy');
+      throw new Error('cp: error writing: No space left on device');
+    };
+    const src = await runningSource('src', null, ramDir);
+    await expect(fork(src, ['a'])).rejects.toThrow(/No space left/);
+    expect(existsSync(dst)).toBe(false);
+    expect(existsSync(join(dst, '..', 'state'))).toBe(false);
+    expect(store.vms.getById(src.id)!.state).toBe('running');
+    expect(store.vms.getByName('a')).toBeUndefined();
+    expect(driver.transcript.filter((o) => o.target === src.id).map((o) => o.op)).toContain('resume');
+  });
+
   it('a source whose RAM file is not found takes the full save and the loader, and says why', async () => {
     hooks.sourceRam = async () => undefined;
     const src = await runningSource();
