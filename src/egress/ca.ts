@@ -1,13 +1,14 @@
 // The egress proxy's per-install CA: when a VM has secrets, the proxy terminates the guest's TLS
 // with a leaf certificate for the host the guest asked for, signed by this CA, which banger puts
 // into the guest's trust store at create. Keys and certificates are made by the system `openssl`
-// binary (argv, never a shell): ECDSA P-256, ~25 ms a leaf, no native or npm dependency.
+// binary (argv, never a shell, through hostnet's execRunner: bounded, fixed PATH and locale, by
+// its absolute path): ECDSA P-256, ~25 ms a leaf, no native or npm dependency.
 // STATE/egress/ca.crt (0644) and ca.key (0600); leaves live in memory only (a bounded cache).
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execRunner, type Runner } from '../hostnet/exec.ts';
 
 export const CA_SUBJECT = '/CN=banger egress CA';
 const CA_DAYS = 3650;
@@ -23,13 +24,17 @@ export interface LeafCert {
   key: string;
 }
 
-function openssl(args: string[], timeoutMs = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('openssl', args, { timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, _out, stderr) => {
-      if (err) reject(new Error(`openssl ${args[0] ?? ''} failed: ${(stderr || err.message).trim()}`));
-      else resolve();
-    });
-  });
+/**
+ * Where openssl is: an absolute path, as for every tool the daemon runs (src/hostnet/exec.ts
+ * DEFAULT_TOOLS, src/engine/qemu-argv.ts SOCAT_BINARY): the daemon's PATH cannot substitute
+ * another binary. Debian's `openssl` package.
+ */
+export const OPENSSL_BINARY = '/usr/bin/openssl';
+
+export interface EgressCaOptions {
+  /** How openssl is run (tests); hostnet's execRunner by default. */
+  run?: Runner;
+  openssl?: string;
 }
 
 export class EgressCa {
@@ -38,12 +43,21 @@ export class EgressCa {
   readonly keyPath: string;
   private ready: Promise<string> | undefined;
   private readonly leaves = new Map<string, { at: number; leaf: Promise<LeafCert> }>();
+  private readonly run: Runner;
+  private readonly opensslPath: string;
 
   /** `dir` is STATE/egress. */
-  constructor(dir: string) {
+  constructor(dir: string, opts: EgressCaOptions = {}) {
     this.dir = dir;
+    this.run = opts.run ?? execRunner;
+    this.opensslPath = opts.openssl ?? OPENSSL_BINARY;
     this.certPath = join(dir, 'ca.crt');
     this.keyPath = join(dir, 'ca.key');
+  }
+
+  /** The runner's error names the command and carries openssl's stderr. */
+  private async openssl(args: string[]): Promise<void> {
+    await this.run(this.opensslPath, args, { timeoutMs: 10_000 });
   }
 
   /** The CA certificate (PEM), made on first use. */
@@ -74,7 +88,7 @@ export class EgressCa {
     try {
       const key = join(tmp, 'ca.key');
       const crt = join(tmp, 'ca.crt');
-      await openssl([
+      await this.openssl([
         'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
         '-keyout', key, '-out', crt, '-days', String(CA_DAYS), '-subj', CA_SUBJECT,
         '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0',
@@ -121,7 +135,7 @@ export class EgressCa {
       const key = join(tmp, 'leaf.key');
       const crt = join(tmp, 'leaf.crt');
       const san = isIP(host) ? `IP:${host}` : `DNS:${host}`;
-      await openssl([
+      await this.openssl([
         'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
         '-keyout', key, '-out', crt, '-days', String(LEAF_DAYS),
         // The CN is informative only (clients check the SAN); a random serial per leaf.

@@ -5,7 +5,8 @@ import { createServer, connect, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { EgressCa } from '../../src/egress/ca.ts';
+import { EgressCa, OPENSSL_BINARY } from '../../src/egress/ca.ts';
+import { execRunner, type Runner } from '../../src/hostnet/exec.ts';
 import { shortTempDir } from '../helpers/tmp.ts';
 
 const tmp = shortTempDir('bgca');
@@ -65,5 +66,19 @@ describe('EgressCa', { timeout: 30_000 }, () => {
   it('refuses a host name that is not one (it ends up in openssl argv)', async () => {
     await expect(ca.leafFor('-addext x')).rejects.toThrow(/invalid host name/);
     await expect(ca.leafFor('a b')).rejects.toThrow(/invalid host name/);
+  });
+
+  it('runs openssl by its absolute path through the given runner; a failure names the command', async () => {
+    const calls: string[] = [];
+    const spy: Runner = (file, args, opts) => {
+      calls.push(file);
+      return execRunner(file, args, opts);
+    };
+    const spied = new EgressCa(join(tmp.dir, 'spied'), { run: spy });
+    await spied.leafFor('spy.test');
+    expect(calls).toEqual([OPENSSL_BINARY, OPENSSL_BINARY]);
+    expect(OPENSSL_BINARY).toBe('/usr/bin/openssl');
+    const broken = new EgressCa(join(tmp.dir, 'broken'), { openssl: '/nonexistent/openssl' });
+    await expect(broken.certPem()).rejects.toThrow(/\/nonexistent\/openssl req/);
   });
 });
