@@ -2979,6 +2979,11 @@ export const RESULT_SCHEMAS = {
               type: 'boolean',
               description: "The tap's netdev ingress chain exists.",
             },
+            policy_hash: {
+              type: 'string',
+              description:
+                "A digest of what the last priv.egress_apply wrote (guest_ip, bridge, mode, cidrs, resolver, proxy), from its dispatch rules' comment; absent for chains written before it existed. The daemon re-applies a VM's policy at start-up when it differs from its own.",
+            },
           },
         },
       },

@@ -1394,6 +1394,10 @@ export interface PrivListOwnedResult {
      * The tap's netdev ingress chain exists.
      */
     ingress: boolean;
+    /**
+     * A digest of what the last priv.egress_apply wrote (guest_ip, bridge, mode, cidrs, resolver, proxy), from its dispatch rules' comment; absent for chains written before it existed. The daemon re-applies a VM's policy at start-up when it differs from its own.
+     */
+    policy_hash?: string;
   }[];
   dns_redirects: {
     bridge: string;

@@ -245,6 +245,8 @@ export interface DnsServerOptions {
   log: Logger;
   /** Where names outside .vm go for guest listeners (default: /etc/resolv.conf's first server). */
   upstream?: () => string | undefined;
+  /** The upstream's port (53; tests use an unprivileged one). */
+  upstreamPort?: number;
 }
 
 interface Listener {
@@ -364,7 +366,7 @@ export class DnsServer {
       s.on('message', (m) => {
         if (m.length >= 2 && m.readUInt16BE(0) === q.id) done(m);
       });
-      s.send(msg, 53, upstream);
+      s.send(msg, this.o.upstreamPort ?? 53, upstream);
     });
   }
 

@@ -7,6 +7,7 @@
 // (VM delete, start-up reconcile), and the kernel's denial lines becoming EgressEvents.
 import type { PrivApi } from '../../generated/client.gen.ts';
 import type { PrivEgressApplyParams, PrivListOwnedResult } from '../../generated/types.gen.ts';
+import { egressPolicyHash } from '../hostnet/egress.ts';
 import { tapNameFor } from '../hostnet/names.ts';
 import type { Logger } from '../log/logger.ts';
 import type { VmRow } from '../store/index.ts';
@@ -70,6 +71,18 @@ export function applyParams(
   };
 }
 
+/** What the helper's chains carry for these params (src/hostnet/egress.ts egressPolicyHash). Pure. */
+export function applyParamsHash(p: PrivEgressApplyParams): string {
+  return egressPolicyHash({
+    guestIp: p.guest_ip,
+    bridge: p.bridge,
+    mode: p.mode,
+    cidrs: p.cidrs,
+    resolver: p.resolver,
+    ...(p.proxy ? { proxy: p.proxy } : {}),
+  });
+}
+
 /**
  * The domain and wildcard rules that allow a name, whatever their port: undefined when none
  * does. `ports` holds undefined when one of them allows any port. Pure.
@@ -87,6 +100,15 @@ export function nameRules(
   if (rules.length === 0) return undefined;
   const anyPort = rules.some((r) => r.port === undefined);
   return { rules, anyPort, ports: anyPort ? [] : [...new Set(rules.map((r) => r.port!))] };
+}
+
+/** The restricted bridged VMs among `vms`, by guest address. Pure. */
+export function restrictedByIp(vms: readonly BridgedVm[]): Map<string, BridgedVm> {
+  const m = new Map<string, BridgedVm>();
+  for (const v of vms)
+    if (v.networkMode === 'bridge' && v.guestIp && v.egress.mode !== 'all' && !m.has(v.guestIp))
+      m.set(v.guestIp, v);
+  return m;
 }
 
 /** What the resolver is to do with one guest query (dns.ts DnsEgressHook). */
@@ -115,6 +137,12 @@ export class BridgedEgress {
   private cursor = 0;
   private polling = false;
   private eventsError: string | undefined;
+  /**
+   * The restricted bridged VMs by guest address, for the resolver's hook (every forwarded query
+   * of every bridged guest asks): built from the store on first use and by reconcile, then kept
+   * current by apply and remove, which every start, policy change and delete goes through.
+   */
+  private byIp: Map<string, BridgedVm> | undefined;
 
   constructor(deps: BridgedEgressDeps) {
     this.d = deps;
@@ -149,14 +177,18 @@ export class BridgedEgress {
     if (!priv || vm.networkMode !== 'bridge') return;
     if (vm.egress.mode === 'all') {
       await removeTolerant(priv, vm.id);
+      this.index(vm);
       return;
     }
     await priv.egress_apply(applyParams(vm, this.d));
+    // After the chains: a failed apply leaves the policy the host still enforces.
+    this.index(vm);
     this.ensurePolling();
   }
 
   /** Remove the VM's chains (its delete); none is fine. */
   async remove(vm: Pick<VmRow, 'id'>): Promise<void> {
+    this.unindex(vm.id);
     const priv = this.d.priv();
     if (!priv) return;
     await removeTolerant(priv, vm.id);
@@ -172,7 +204,9 @@ export class BridgedEgress {
     const done = { removed: [] as string[], applied: [] as string[] };
     const priv = this.d.priv();
     if (!priv) return done;
-    const byTap = new Map(this.d.vms().map((v) => [tapNameFor(v.id), v]));
+    const all = this.d.vms();
+    this.byIp = restrictedByIp(all);
+    const byTap = new Map(all.map((v) => [tapNameFor(v.id), v]));
     const chains = new Set((owned.egress ?? []).map((e) => e.tap));
     for (const tap of chains) {
       const vm = byTap.get(tap);
@@ -186,8 +220,11 @@ export class BridgedEgress {
       if (vm.networkMode !== 'bridge' || vm.egress.mode === 'all' || !vm.guestIp) continue;
       if (!taps.has(tap)) continue; // its start creates the tap and applies then
       const st = (owned.egress ?? []).find((e) => e.tap === tap);
-      if (!st || !st.ingress || st.guest_ip !== vm.guestIp) {
-        await priv.egress_apply(applyParams(vm, this.d));
+      const params = applyParams(vm, this.d);
+      // The chains must say what the store says: a vm set killed between writing them and its
+      // row leaves the new policy enforced under the old row (the hash tells them apart).
+      if (!st || !st.ingress || st.guest_ip !== vm.guestIp || st.policy_hash !== applyParamsHash(params)) {
+        await priv.egress_apply(params);
         done.applied.push(tap);
       }
       this.ensurePolling();
@@ -197,9 +234,21 @@ export class BridgedEgress {
 
   /** The restricted bridged VM that owns a source address, if any. */
   private vmAt(ip: string): BridgedVm | undefined {
-    return this.d
-      .vms()
-      .find((v) => v.networkMode === 'bridge' && v.guestIp === ip && v.egress.mode !== 'all');
+    this.byIp ??= restrictedByIp(this.d.vms());
+    return this.byIp.get(ip);
+  }
+
+  /** The VM's entry as its (new) policy says: restricted and addressed, or none. */
+  private index(vm: BridgedVm): void {
+    // Built first if need be: the store may not hold this policy yet (vm set writes it after).
+    const byIp = this.unindex(vm.id);
+    if (vm.guestIp && vm.egress.mode !== 'all') byIp.set(vm.guestIp, vm);
+  }
+
+  private unindex(vmId: string): Map<string, BridgedVm> {
+    const byIp = (this.byIp ??= restrictedByIp(this.d.vms()));
+    for (const [ip, v] of byIp) if (v.id === vmId) byIp.delete(ip);
+    return byIp;
   }
 
   /**

@@ -4,6 +4,7 @@
 // log line per event, carrying the op id that set the VM's policy, so `banger op trace <op>` of a
 // create or a `vm set --egress` shows what the policy then let through or stopped.
 import type { Logger } from '../log/logger.ts';
+import { Ring } from '../util/ring.ts';
 
 export interface EgressEvent {
   time: string;
@@ -28,8 +29,12 @@ export const EGRESS_LOG_WINDOW_MS = 10_000;
 
 export interface EgressEventsDeps {
   log: Logger;
-  /** The op id stored with a VM's policy (vms.egress_op_id), by VM name. */
-  opIdOf?: (vm: string) => string | undefined;
+  /**
+   * The op id stored with a VM's policy (vms.egress_op_id), by VM name: null when the VM has
+   * none, undefined when there is no such VM. Asked once per VM (then cached: setOpId and
+   * forget keep the cache current), not once per event.
+   */
+  opIdOf?: (vm: string) => string | null | undefined;
   now?: () => number;
 }
 
@@ -41,10 +46,8 @@ export function egressDest(ev: Pick<EgressEvent, 'host' | 'ip' | 'port'>): strin
   return `${where}${port}${ip}`;
 }
 
-interface Ring {
-  events: EgressEvent[];
-  /** Index of the oldest event once the ring is full. */
-  start: number;
+interface VmLog {
+  events: Ring<EgressEvent>;
   windowStart: number;
   logged: number;
   suppressed: number;
@@ -52,7 +55,9 @@ interface Ring {
 
 export class EgressEvents {
   private readonly d: EgressEventsDeps;
-  private readonly rings = new Map<string, Ring>();
+  private readonly rings = new Map<string, VmLog>();
+  /** The policy's op id by VM name (null: the VM has none); see EgressEventsDeps.opIdOf. */
+  private readonly opIds = new Map<string, string | null>();
   private readonly watchers = new Map<string, Set<(ev: EgressEvent) => void>>();
 
   constructor(deps: EgressEventsDeps) {
@@ -62,22 +67,33 @@ export class EgressEvents {
   /** Record one event (the enforcers' `record` callback: bound, so it can be passed around). */
   readonly recordEgress = (ev0: EgressEvent): void => {
     // The stored op id first: a vm set changes it while the enforcers may still know the old one.
-    const opId = this.d.opIdOf?.(ev0.vm) ?? ev0.op_id;
+    const opId = this.opIdOf(ev0.vm) ?? ev0.op_id;
     const ev: EgressEvent = opId !== undefined ? { ...ev0, op_id: opId } : { ...ev0 };
     const ring = this.ring(ev.vm);
-    if (ring.events.length < EGRESS_RING_SIZE) ring.events.push(ev);
-    else {
-      ring.events[ring.start] = ev;
-      ring.start = (ring.start + 1) % EGRESS_RING_SIZE;
-    }
+    ring.events.push(ev);
     this.logLine(ring, ev);
     for (const w of this.watchers.get(ev.vm) ?? []) w(ev);
   };
 
-  private ring(vm: string): Ring {
+  private opIdOf(vm: string): string | undefined {
+    const cached = this.opIds.get(vm);
+    if (cached !== undefined) return cached ?? undefined;
+    const stored = this.d.opIdOf?.(vm);
+    // No such VM (yet): not cached, so its row is read once it exists.
+    if (stored === undefined) return undefined;
+    this.opIds.set(vm, stored);
+    return stored ?? undefined;
+  }
+
+  /** A VM's policy was set by `opId` (vm set --egress): its events carry that id from now on. */
+  setOpId(vm: string, opId: string | null): void {
+    this.opIds.set(vm, opId);
+  }
+
+  private ring(vm: string): VmLog {
     let r = this.rings.get(vm);
     if (!r) {
-      r = { events: [], start: 0, windowStart: this.now(), logged: 0, suppressed: 0 };
+      r = { events: new Ring(EGRESS_RING_SIZE), windowStart: this.now(), logged: 0, suppressed: 0 };
       this.rings.set(vm, r);
     }
     return r;
@@ -87,7 +103,7 @@ export class EgressEvents {
     return this.d.now?.() ?? Date.now();
   }
 
-  private logLine(ring: Ring, ev: EgressEvent): void {
+  private logLine(ring: VmLog, ev: EgressEvent): void {
     const now = this.now();
     if (now - ring.windowStart >= EGRESS_LOG_WINDOW_MS) {
       if (ring.suppressed > 0)
@@ -119,10 +135,7 @@ export class EgressEvents {
 
   /** The most recent `limit` events of a VM, oldest first. */
   recent(vm: string, limit = 100): EgressEvent[] {
-    const r = this.rings.get(vm);
-    if (!r) return [];
-    const ordered = [...r.events.slice(r.start), ...r.events.slice(0, r.start)];
-    return ordered.slice(Math.max(0, ordered.length - limit));
+    return this.rings.get(vm)?.events.last(limit) ?? [];
   }
 
   /** Call `fn` for each new event of `vm` until the returned function is called. */
@@ -139,8 +152,9 @@ export class EgressEvents {
     };
   }
 
-  /** A deleted VM's events go (a new VM of the same name starts empty). */
+  /** A deleted VM's events and op id go (a new VM of the same name starts empty). */
   forget(vm: string): void {
     this.rings.delete(vm);
+    this.opIds.delete(vm);
   }
 }

@@ -82,6 +82,13 @@ export interface SecretInfo {
 
 export class SecretStore {
   readonly dir: string;
+  /**
+   * Values read so far (the proxy asks on every substitution): set and rm in this process keep
+   * it current; the files are written by nobody else (STATE/secrets is the daemon's, 0700).
+   */
+  private readonly cache = new Map<string, string>();
+  /** Bumped by every set and rm: a read that began before one must not fill the cache. */
+  private generation = 0;
 
   /** `dir` is STATE/secrets. */
   constructor(dir: string) {
@@ -113,12 +120,17 @@ export class SecretStore {
     } finally {
       await fh.close();
     }
+    this.cache.delete(name);
+    this.generation++;
     try {
       await rename(tmp, path);
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
     }
+    // Not cached from here: two sets at once may rename in one order and return in the other.
+    this.generation++;
+    this.cache.delete(name);
     return { created: !existed };
   }
 
@@ -147,8 +159,13 @@ export class SecretStore {
 
   /** The value, or undefined when there is no such secret. */
   async get(name: string): Promise<string | undefined> {
+    const cached = this.cache.get(name);
+    if (cached !== undefined) return cached;
+    const gen = this.generation;
     try {
-      return await readFile(this.path(name), 'utf8');
+      const value = await readFile(this.path(name), 'utf8');
+      if (gen === this.generation) this.cache.set(name, value);
+      return value;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -178,8 +195,12 @@ export class SecretStore {
   /** Remove a secret; not_found when there is none. */
   async rm(name: string): Promise<void> {
     const path = this.path(name);
+    this.cache.delete(name);
+    this.generation++;
     if (!(await this.has(name))) throw new SecretError('not_found', `secret ${name} not found`);
     await rm(path, { force: true });
+    this.generation++;
+    this.cache.delete(name);
   }
 }
 

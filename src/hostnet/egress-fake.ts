@@ -2,7 +2,13 @@
 // and the stand-in a helper started with injected host networking but no egress gets, so a test
 // never writes the real host's nftables by accident.
 import { HostnetError } from './exec.ts';
-import type { Egress, EgressChain, EgressEntry, EgressSpec } from './egress.ts';
+import {
+  egressPolicyHash,
+  type Egress,
+  type EgressChain,
+  type EgressEntry,
+  type EgressSpec,
+} from './egress.ts';
 
 export class RecordingEgress implements Egress {
   readonly transcript: string[] = [];
@@ -53,7 +59,12 @@ export class RecordingEgress implements Egress {
   }
 
   async list(): Promise<EgressChain[]> {
-    return [...this.chains.values()].map((s) => ({ tap: s.tap, guestIp: s.guestIp, ingress: true }));
+    return [...this.chains.values()].map((s) => ({
+      tap: s.tap,
+      guestIp: s.guestIp,
+      ingress: true,
+      policyHash: egressPolicyHash(s),
+    }));
   }
 }
 

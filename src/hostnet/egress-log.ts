@@ -7,6 +7,7 @@
 // sysctl net.netfilter.nf_log_all_netns=1 is set in the initial namespace (the smoke tests run
 // the helper in a namespace; on a normal host the helper runs in the initial one).
 import { constants, openSync, closeSync, readSync } from 'node:fs';
+import { Ring } from '../util/ring.ts';
 import { isBangerTap } from './names.ts';
 import { EGRESS_LOG_PREFIX } from './egress.ts';
 
@@ -65,25 +66,24 @@ export interface EgressLogSource {
 
 /** The ring: the last `size` events; `push` is how the reader (or a test) adds one. */
 export class EgressLogRing implements EgressLogSource {
-  private readonly ring: EgressLogEvent[] = [];
+  private readonly ring: Ring<EgressLogEvent>;
   private seq = 0;
-  private readonly size: number;
 
   constructor(size = 1000) {
-    this.size = size;
+    this.ring = new Ring(size);
   }
 
   push(ev: Omit<EgressLogEvent, 'seq' | 'time'>, time = new Date()): void {
     this.seq += 1;
     this.ring.push({ seq: this.seq, time: time.toISOString(), ...ev });
-    if (this.ring.length > this.size) this.ring.shift();
   }
 
   since(cursor: number, limit = 500): { events: EgressLogEvent[]; cursor: number; dropped: boolean } {
-    const first = this.ring[0]?.seq ?? this.seq + 1;
+    const first = this.ring.first()?.seq ?? this.seq + 1;
     // A cursor from a previous helper run (larger than ours) starts over.
     const from = cursor > this.seq ? 0 : cursor;
-    const events = this.ring.filter((e) => e.seq > from).slice(0, limit);
+    // Sequence numbers are consecutive: the events after `from` are the ring's last seq - from.
+    const events = this.ring.last(Math.max(0, this.seq - from)).slice(0, limit);
     const last = events.at(-1)?.seq ?? Math.max(from, this.seq);
     return { events, cursor: last, dropped: from + 1 < first && this.ring.length > 0 };
   }

@@ -17,6 +17,7 @@
 //
 // Input matters as much as forward: a guest must not reach the host's own services (sshd, the
 // daemon's other listeners) except the resolver and the proxy.
+import { createHash } from 'node:crypto';
 import { DEFAULT_TOOLS, execRunner, HostnetError, parseJsonOutput, type Runner } from './exec.ts';
 import { isIpv4, parseCidr, formatCidr } from './ipv4.ts';
 import { isBangerBridge, isBangerTap } from './names.ts';
@@ -61,6 +62,8 @@ export interface EgressChain {
   tap: string;
   /** From the dispatch rule (ip saddr). */
   guestIp?: string;
+  /** From the dispatch rule's comment: egressPolicyHash of what was applied (absent: older). */
+  policyHash?: string;
   /** Whether the netdev ingress chain exists too. */
   ingress: boolean;
 }
@@ -91,7 +94,33 @@ export const vmChain = (tap: string): string => `vm_${tap}`;
 export const ingressChain = (tap: string): string => `in_${tap}`;
 export const domSet = (tap: string): string => `dom_${tap}`;
 export const domPortSet = (tap: string): string => `domp_${tap}`;
-export const egressComment = (tap: string): string => `${EGRESS_COMMENT_PREFIX}${tap}`;
+/** `banger egress <tap> <policy hash>`: the dispatch rules' comment. */
+export const egressComment = (tap: string, hash: string): string => `${EGRESS_COMMENT_PREFIX}${tap} ${hash}`;
+const POLICY_HASH_RE = /^[0-9a-f]{16}$/;
+
+/** What an apply writes, as far as the daemon knows it (all of EgressSpec but the helper's pool). */
+export type EgressPolicyFacts = Pick<EgressSpec, 'guestIp' | 'bridge' | 'cidrs' | 'resolver' | 'proxy'> & {
+  mode: string;
+};
+
+/**
+ * A digest of what an apply writes, kept in the dispatch rules' comment: start-up reconcile
+ * compares it with the policy the daemon's store holds and re-applies when they differ (a
+ * `vm set --egress` killed between writing the chains and its row leaves the host enforcing a
+ * policy the store does not have). The daemon computes it from its egress_apply params, the
+ * helper from the spec it applies: both from these fields, in this order. Pure.
+ */
+export function egressPolicyHash(f: EgressPolicyFacts): string {
+  const canon = JSON.stringify([
+    f.guestIp,
+    f.bridge,
+    f.mode,
+    f.cidrs.map((c) => [c.cidr, c.port ?? null]),
+    [f.resolver.ip, f.resolver.port],
+    f.proxy ? [f.proxy.ip, f.proxy.port] : null,
+  ]);
+  return createHash('sha256').update(canon).digest('hex').slice(0, 16);
+}
 export const egressLogPrefix = (tap: string): string => `${EGRESS_LOG_PREFIX}${tap} `;
 
 function cidrRight(cidr: string): unknown {
@@ -209,8 +238,8 @@ export interface EgressState {
   ingress: Set<string>;
   /** Sets present, by name. */
   sets: Set<string>;
-  /** Dispatch rules: tap → {chain, handle, guestIp}. */
-  dispatch: { tap: string; chain: string; handle: number; guestIp?: string }[];
+  /** Dispatch rules: tap → {chain, handle, guestIp, policyHash}. */
+  dispatch: { tap: string; chain: string; handle: number; guestIp?: string; policyHash?: string }[];
 }
 
 function obj(v: unknown): Record<string, unknown> | undefined {
@@ -239,9 +268,11 @@ export function parseEgressState(json: unknown): EgressState {
     const r = obj(o?.rule);
     if (!r || r.family !== 'inet' || r.table !== EGRESS_TABLE || typeof r.handle !== 'number') continue;
     if (typeof r.comment !== 'string' || !r.comment.startsWith(EGRESS_COMMENT_PREFIX)) continue;
-    const tap = r.comment.slice(EGRESS_COMMENT_PREFIX.length);
+    // `<tap>` (before policy hashes) or `<tap> <hash>`; a hash of any other shape is no hash.
+    const [tap = '', hash, ...extra] = r.comment.slice(EGRESS_COMMENT_PREFIX.length).split(' ');
     if (!isBangerTap(tap) || typeof r.chain !== 'string') continue;
     const d: EgressState['dispatch'][number] = { tap, chain: r.chain, handle: r.handle };
+    if (hash !== undefined && extra.length === 0 && POLICY_HASH_RE.test(hash)) d.policyHash = hash;
     for (const e of Array.isArray(r.expr) ? r.expr : []) {
       const m = obj(obj(e)?.match);
       if (m && obj(obj(m.left)?.payload)?.field === 'saddr' && isIpv4(m.right)) d.guestIp = m.right;
@@ -293,7 +324,7 @@ export function applyCommands(s: EgressSpec, st: EgressState): NftCmd[] {
           match('==', payload('ip', 'saddr'), s.guestIp),
           { jump: { target: vmChain(s.tap) } },
         ],
-        egressComment(s.tap),
+        egressComment(s.tap, egressPolicyHash(s)),
       ),
     ),
     {
@@ -417,8 +448,18 @@ export class NftEgress implements Egress {
     for (const c of st.ingress) taps.add(c.slice(3));
     for (const d of st.dispatch) taps.add(d.tap);
     return [...taps].sort().map((tap) => {
-      const ip = st.dispatch.find((d) => d.tap === tap && d.guestIp)?.guestIp;
-      return { tap, ingress: st.ingress.has(ingressChain(tap)), ...(ip ? { guestIp: ip } : {}) };
+      const mine = st.dispatch.filter((d) => d.tap === tap);
+      const ip = mine.find((d) => d.guestIp)?.guestIp;
+      // One hash only when every dispatch rule of the tap carries the same one (a half-written
+      // or hand-edited set of rules has none, so reconcile writes it afresh).
+      const hashes = new Set(mine.map((d) => d.policyHash));
+      const hash = hashes.size === 1 ? [...hashes][0] : undefined;
+      return {
+        tap,
+        ingress: st.ingress.has(ingressChain(tap)),
+        ...(ip ? { guestIp: ip } : {}),
+        ...(hash ? { policyHash: hash } : {}),
+      };
     });
   }
 }

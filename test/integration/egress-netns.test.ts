@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HelperClient } from '../../generated/client.gen.ts';
 import type { PrivEgressApplyParams } from '../../generated/types.gen.ts';
+import { applyParamsHash } from '../../src/egress/bridged.ts';
 import { NftEgress } from '../../src/hostnet/egress.ts';
 import { execRunner, IpLinks, NftNat, RecordingHostnet, type Runner } from '../../src/hostnet/index.ts';
 import { startHelper } from '../../src/helper/start.ts';
@@ -233,21 +234,38 @@ describe.skipIf(!isRoot)('bridged egress with real packets between namespaces', 
     expect(probe('tcp', NET_IP, 8080).r).toBe('refused');
   });
 
-  it('reads back as nftables JSON and lists in list_owned', async () => {
-    await apply({ cidrs: [{ cidr: '192.0.2.0/24', port: 443 }] });
+  it('reads back as nftables JSON and lists in list_owned, with the hash of what it applied', async () => {
+    const params = {
+      tap: TAP,
+      guest_ip: GUEST_IP,
+      bridge: BRIDGE,
+      mode: 'allow' as const,
+      cidrs: [{ cidr: '192.0.2.0/24', port: 443 }],
+      resolver: { ip: GW, port: 5354 },
+      proxy: { ip: GW, port: 3128 },
+    };
+    await apply(params);
     const j = JSON.parse(inNs(HOST, 'nft', '-j', 'list', 'table', 'inet', 'banger_egress')) as {
       nftables: Record<string, { name?: string; chain?: string; comment?: string; hook?: string }>[];
     };
     const chains = j.nftables.flatMap((i) => (i.chain ? [i.chain.name] : []));
     expect(chains).toEqual(expect.arrayContaining(['forward', 'input', `vm_${TAP}`]));
-    const dispatch = j.nftables.filter((i) => i.rule?.comment === `banger egress ${TAP}`);
+    const dispatch = j.nftables.filter(
+      (i) => i.rule?.comment === `banger egress ${TAP} ${applyParamsHash(params)}`,
+    );
     expect(dispatch.map((i) => i.rule?.chain).sort()).toEqual(['forward', 'input']);
     const nd = inNs(HOST, 'nft', 'list', 'table', 'netdev', 'banger_egress');
     expect(nd).toContain(`chain in_${TAP}`);
     expect(nd).toMatch(new RegExp(`hook ingress device "?${TAP}"? priority -500`));
     expect((await client.priv.list_owned()).egress).toEqual([
-      { tap: TAP, guest_ip: GUEST_IP, ingress: true },
+      { tap: TAP, guest_ip: GUEST_IP, ingress: true, policy_hash: applyParamsHash(params) },
     ]);
+    // Another policy, another hash: what start-up reconcile compares with the store's.
+    await apply({ ...params, cidrs: [{ cidr: '192.0.2.0/24', port: 8443 }] });
+    const after = (await client.priv.list_owned()).egress?.[0]?.policy_hash;
+    expect(after).toMatch(/^[0-9a-f]{16}$/);
+    expect(after).not.toBe(applyParamsHash(params));
+    expect(after).toBe(applyParamsHash({ ...params, cidrs: [{ cidr: '192.0.2.0/24', port: 8443 }] }));
   });
 
   it('denials reach priv.egress_events from the kernel log', async () => {

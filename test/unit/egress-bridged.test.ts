@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as T from '../../generated/types.gen.ts';
 import {
   applyParams,
+  applyParamsHash,
   BridgedEgress,
   nameRules,
   policyCidrs,
@@ -14,6 +15,7 @@ import {
 } from '../../src/egress/bridged.ts';
 import type { EgressEvent } from '../../src/egress/events.ts';
 import { parseEgress } from '../../src/egress/rules.ts';
+import { egressPolicyHash, type EgressSpec } from '../../src/hostnet/egress.ts';
 import {
   answerAddresses,
   buildResponse,
@@ -121,6 +123,48 @@ describe('BridgedEgress', () => {
     ]);
   });
 
+  it('the resolver hook reads the store once, not per query; apply and remove keep its view current', async () => {
+    const rows = [vm()];
+    let listed = 0;
+    const priv = new FakePriv();
+    const be = new BridgedEgress({
+      priv: () => priv,
+      plan,
+      dnsPort: 5354,
+      vms: () => {
+        listed++;
+        return rows;
+      },
+      log: createLogger({ name: 't', stream: new MemoryLog() }),
+      record: () => undefined,
+    });
+    for (let i = 0; i < 100; i++) expect(be.dnsCheck('10.213.0.2', 'api.test')?.allow).toBe(true);
+    expect(listed).toBe(1);
+    // vm set --egress allow=other.test: applied before the store has it; the hook follows at once.
+    await be.apply(vm({ egress: parseEgress('allow=other.test') }));
+    expect(be.dnsCheck('10.213.0.2', 'api.test')?.allow).toBe(false);
+    expect(be.dnsCheck('10.213.0.2', 'other.test')?.allow).toBe(true);
+    // A failed apply keeps the policy the host still enforces.
+    priv.egress_apply = () => Promise.reject(new Error('helper down'));
+    await expect(be.apply(vm({ egress: parseEgress('allow=third.test') }))).rejects.toThrow('helper down');
+    expect(be.dnsCheck('10.213.0.2', 'other.test')?.allow).toBe(true);
+    // All: not restricted any more; a new VM on another address; a delete.
+    await be.apply(vm({ egress: parseEgress('all') }));
+    expect(be.dnsCheck('10.213.0.2', 'api.test')).toBeUndefined();
+    delete (priv as Partial<FakePriv>).egress_apply;
+    await be.apply(vm({ id: 'bbbbbbbbbbbb', name: 'b', guestIp: '10.213.0.5', egress: parseEgress('none') }));
+    expect(be.dnsCheck('10.213.0.5', 'api.test')?.allow).toBe(false);
+    await be.remove({ id: 'bbbbbbbbbbbb' });
+    expect(be.dnsCheck('10.213.0.5', 'api.test')).toBeUndefined();
+    expect(listed).toBe(1);
+    // Reconcile reads the store afresh.
+    rows.push(vm({ id: 'cccccccccccc', name: 'c', guestIp: '10.213.0.6', egress: parseEgress('none') }));
+    await be.reconcile({ taps: [], egress: [] });
+    expect(be.dnsCheck('10.213.0.6', 'x.test')?.allow).toBe(false);
+    expect(be.dnsCheck('10.213.0.2', 'api.test')?.allow).toBe(true);
+    be.close();
+  });
+
   it("an allowed name: its addresses go to the set (TTL at least 30 s, the rule's port) and an allow event", async () => {
     const { priv, be, events } = setup([vm()]);
     const v = be.dnsCheck('10.213.0.2', 'api.test');
@@ -173,6 +217,69 @@ describe('BridgedEgress', () => {
     expect(r).toEqual({ removed: [gone, 'bgtaaaaaaaaaaaa'], applied: ['bgt0123456789ab'] });
     expect(priv.calls.map((c) => c[0])).toEqual(['remove', 'remove', 'apply']);
     be.close();
+  });
+
+  it('reconcile: chains that enforce another policy than the store holds are written again (a vm set killed before its row)', async () => {
+    // The store says allow=192.0.2.7:8443 (policy A); the host may enforce B (written by a vm set
+    // killed before it wrote the row), A, or A as written before chains carried a hash.
+    const a = vm({ egress: parseEgress('allow=192.0.2.7:8443') });
+    const hashA = applyParamsHash(applyParams(a, { plan, dnsPort: 5354 }));
+    const hashB = applyParamsHash(
+      applyParams(vm({ egress: parseEgress('allow=10.0.0.0/8') }), { plan, dnsPort: 5354 }),
+    );
+    expect(hashB).not.toBe(hashA);
+    const tap = 'bgt0123456789ab';
+    const run = async (policy_hash?: string): Promise<FakePriv> => {
+      const { priv, be } = setup([a]);
+      const r = await be.reconcile({
+        taps: [{ name: tap, vm_id: '0123456789ab', up: true }],
+        egress: [{ tap, ingress: true, guest_ip: '10.213.0.2', ...(policy_hash ? { policy_hash } : {}) }],
+      });
+      be.close();
+      expect(r.removed).toEqual([]);
+      return priv;
+    };
+    const b = await run(hashB);
+    expect(b.calls).toEqual([['apply', applyParams(a, { plan, dnsPort: 5354 })]]);
+    expect((await run(hashA)).calls).toEqual([]);
+    expect((await run(undefined)).calls.map((c) => c[0])).toEqual(['apply']);
+    // A changed config (the resolver's port) changes what the chain must say too.
+    const { priv, be } = setup([a]);
+    await be.reconcile({
+      taps: [{ name: tap, vm_id: '0123456789ab', up: true }],
+      egress: [{ tap, ingress: true, guest_ip: '10.213.0.2', policy_hash: hashA }],
+    });
+    expect(priv.calls).toEqual([]);
+    const moved = new BridgedEgress({
+      priv: () => priv,
+      plan,
+      dnsPort: 5355,
+      vms: () => [a],
+      log: createLogger({ name: 't', stream: new MemoryLog() }),
+    });
+    await moved.reconcile({
+      taps: [{ name: tap, vm_id: '0123456789ab', up: true }],
+      egress: [{ tap, ingress: true, guest_ip: '10.213.0.2', policy_hash: hashA }],
+    });
+    expect(priv.calls.map((c) => c[0])).toEqual(['apply']);
+    be.close();
+    moved.close();
+  });
+
+  it('the daemon and the helper hash an apply the same way', () => {
+    const p = applyParams(vm(), { plan, dnsPort: 5354 });
+    // What the helper builds from these params (src/helper/services/priv.ts egressApply).
+    const helperSpec: EgressSpec = {
+      tap: p.tap,
+      guestIp: p.guest_ip,
+      bridge: p.bridge,
+      mode: 'allow',
+      cidrs: p.cidrs,
+      resolver: p.resolver,
+      ...(p.proxy ? { proxy: p.proxy } : {}),
+      pool: '10.213.0.0/16',
+    };
+    expect(applyParamsHash(p)).toBe(egressPolicyHash(helperSpec));
   });
 
   it('denials from the kernel log become deny events of the VM (DNS elsewhere said as such)', async () => {
@@ -265,10 +372,12 @@ describe('answerAddresses', () => {
   });
 });
 
-// Root: the fake upstream must listen on port 53 (the forwarder's port).
-describe.skipIf(process.getuid?.() !== 0)('the guest listener under a policy', () => {
-  const UPSTREAM = '127.0.0.77';
+// The fake upstream on an ephemeral port of 127.0.0.1: nothing of the host's own DNS is touched
+// (a local resolver may hold port 53 on every address), and no root is needed.
+describe('the guest listener under a policy', () => {
+  const UPSTREAM = '127.0.0.1';
   const upstream = createSocket('udp4');
+  let upstreamPort = 0;
   const order: string[] = [];
   let admitFails = false;
   const server = new DnsServer({
@@ -276,6 +385,9 @@ describe.skipIf(process.getuid?.() !== 0)('the guest listener under a policy', (
     lookup: () => undefined,
     log: createLogger({ name: 't', stream: new MemoryLog() }),
     upstream: () => UPSTREAM,
+    get upstreamPort() {
+      return upstreamPort;
+    },
   });
   server.egress = {
     check: (_src, name) =>
@@ -304,7 +416,8 @@ describe.skipIf(process.getuid?.() !== 0)('the guest listener under a policy', (
       head.writeUInt16BE(1, 6);
       upstream.send(Buffer.concat([head, encodeName(q.name), f, data]), r.port, r.address);
     });
-    await new Promise<void>((res) => upstream.bind(53, UPSTREAM, res));
+    await new Promise<void>((res) => upstream.bind(0, UPSTREAM, res));
+    upstreamPort = upstream.address().port;
     await server.listen('127.0.0.1', true);
     port = server.boundPort('127.0.0.1')!;
   });

@@ -45,6 +45,29 @@ describe('SecretStore', () => {
     expect(await store.get('API_KEY')).toBe('sk-two');
   });
 
+  it('get reads a secret once (the proxy asks per request); set and rm of this store invalidate it', async () => {
+    const s = new SecretStore(join(tmp.dir, 'cached'));
+    await s.set('C_KEY', 'sk-first');
+    expect(await s.get('C_KEY')).toBe('sk-first');
+    // Behind the store's back: a cached value does not read the file again.
+    writeFileSync(join(s.dir, 'C_KEY'), 'sk-behind', { mode: 0o600 });
+    expect(await s.get('C_KEY')).toBe('sk-first');
+    await s.set('C_KEY', 'sk-second');
+    expect(await s.get('C_KEY')).toBe('sk-second');
+    await s.rm('C_KEY');
+    expect(await s.get('C_KEY')).toBeUndefined();
+    // A read that raced a set does not leave the old value cached.
+    await s.set('C_KEY', 'sk-old');
+    const racing = s.get('C_KEY');
+    await s.set('C_KEY', 'sk-new');
+    expect(['sk-old', 'sk-new']).toContain(await racing);
+    expect(await s.get('C_KEY')).toBe('sk-new');
+    const racingRm = s.get('C_KEY');
+    await s.rm('C_KEY');
+    await racingRm;
+    expect(await s.get('C_KEY')).toBeUndefined();
+  });
+
   it('refuses bad names and values that could split a header, without quoting the value', async () => {
     for (const n of ['api_key', '1X', 'A-B', '', 'A/B', '../X'])
       await expect(store.set(n, 'v')).rejects.toThrow();

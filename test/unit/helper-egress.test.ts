@@ -4,12 +4,16 @@ import { describe, expect, it } from 'vitest';
 import {
   allowCommands,
   applyCommands,
+  egressPolicyHash,
+  NftEgress,
   parseEgressState,
   removeCommands,
   vmChainRules,
   type EgressSpec,
 } from '../../src/hostnet/egress.ts';
 import { EgressLogRing, parseKmsgRecord } from '../../src/hostnet/egress-log.ts';
+import type { Runner } from '../../src/hostnet/exec.ts';
+import { applyParamsHash } from '../../src/egress/bridged.ts';
 import { RecordingEgress } from '../../src/hostnet/egress-fake.ts';
 import { RecordingHostnet } from '../../src/hostnet/index.ts';
 import { PrivServiceImpl } from '../../src/helper/services/priv.ts';
@@ -297,6 +301,102 @@ describe('nftables batches', () => {
     expect(rm).not.toContain(`domp_${TAP}`); // not present: deleting it would fail the batch
   });
 
+  it("the dispatch rules' comment carries the policy hash; it changes with everything an apply writes", () => {
+    const cmds = applyCommands(spec, {
+      chains: new Set(),
+      ingress: new Set(),
+      sets: new Set(),
+      dispatch: [],
+    });
+    const comments = cmds.flatMap((c) => {
+      const r = (c as { add?: { rule?: { comment?: string } } }).add?.rule;
+      return r?.comment ? [r.comment] : [];
+    });
+    const h = egressPolicyHash(spec);
+    expect(h).toMatch(/^[0-9a-f]{16}$/);
+    expect(comments).toEqual([`banger egress ${TAP} ${h}`, `banger egress ${TAP} ${h}`]);
+    // The helper's pool and the tap are not part of it (the daemon knows neither in its params).
+    const elsewhere: EgressSpec = { ...spec, pool: '10.0.0.0/8', tap: 'bgtffffffffffff' };
+    expect(egressPolicyHash(elsewhere)).toBe(h);
+    const variants: Partial<EgressSpec>[] = [
+      { guestIp: '10.213.0.3' },
+      { bridge: 'br-banger2' },
+      { mode: 'none', cidrs: [] },
+      { cidrs: [{ cidr: '192.0.2.0/24' }, { cidr: '198.51.100.7/32' }] },
+      { cidrs: [{ cidr: '192.0.2.0/24', port: 444 }, { cidr: '198.51.100.7/32' }] },
+      { cidrs: [{ cidr: '192.0.2.0/24', port: 443 }] },
+      { resolver: { ip: '10.213.0.1', port: 53 } },
+      { proxy: { ip: '10.213.0.1', port: 3129 } },
+      { proxy: undefined },
+    ];
+    const hashes = variants.map((v) => egressPolicyHash({ ...spec, ...v }));
+    expect(new Set([h, ...hashes]).size).toBe(variants.length + 1);
+  });
+
+  it.each([
+    ['no hash (chains written before hashes)', `banger egress ${TAP}`, undefined],
+    ['a hash', `banger egress ${TAP} 0123456789abcdef`, '0123456789abcdef'],
+    ['upper case', `banger egress ${TAP} 0123456789ABCDEF`, undefined],
+    ['too short', `banger egress ${TAP} 0123456789abcde`, undefined],
+    ['too long', `banger egress ${TAP} 0123456789abcdef0`, undefined],
+    ['trailing words', `banger egress ${TAP} 0123456789abcdef extra`, undefined],
+    ['two spaces', `banger egress ${TAP}  0123456789abcdef`, undefined],
+    ['not hex', `banger egress ${TAP} 0123456789abcdeg`, undefined],
+    ['a quote', `banger egress ${TAP} "0123456789abcdef"`, undefined],
+  ])('a dispatch comment with %s parses to its tap and hash', (_what, comment, hash) => {
+    const st = parseEgressState({
+      nftables: [{ rule: { family: 'inet', table: 'banger_egress', chain: 'forward', handle: 3, comment } }],
+    });
+    expect(st.dispatch).toEqual([
+      { tap: TAP, chain: 'forward', handle: 3, ...(hash ? { policyHash: hash } : {}) },
+    ]);
+  });
+
+  it.each([
+    ['not a banger tap', 'banger egress eth0 0123456789abcdef'],
+    ['no tap', 'banger egress  0123456789abcdef'],
+    ['another prefix', `banger nat ${TAP} 0123456789abcdef`],
+  ])('a dispatch comment with %s is not banger egress', (_what, comment) => {
+    const st = parseEgressState({
+      nftables: [{ rule: { family: 'inet', table: 'banger_egress', chain: 'forward', handle: 3, comment } }],
+    });
+    expect(st.dispatch).toEqual([]);
+  });
+
+  it('list: a hash only when every dispatch rule of the tap carries the same one', async () => {
+    const ruleOf = (handle: number, comment: string): unknown => ({
+      rule: {
+        family: 'inet',
+        table: 'banger_egress',
+        chain: handle % 2 ? 'forward' : 'input',
+        handle,
+        comment,
+      },
+    });
+    const listing =
+      (rules: unknown[]): Runner =>
+      async (_cmd, args) =>
+        args.includes('tables')
+          ? JSON.stringify({ nftables: [{ table: { family: 'inet', name: 'banger_egress' } }] })
+          : JSON.stringify({
+              nftables: [{ chain: { family: 'inet', table: 'banger_egress', name: `vm_${TAP}` } }, ...rules],
+            });
+    const a = '0123456789abcdef';
+    const b = 'fedcba9876543210';
+    const same = new NftEgress({
+      runner: listing([ruleOf(1, `banger egress ${TAP} ${a}`), ruleOf(2, `banger egress ${TAP} ${a}`)]),
+    });
+    expect(await same.list()).toEqual([{ tap: TAP, ingress: false, policyHash: a }]);
+    const mixed = new NftEgress({
+      runner: listing([ruleOf(1, `banger egress ${TAP} ${a}`), ruleOf(2, `banger egress ${TAP} ${b}`)]),
+    });
+    expect(await mixed.list()).toEqual([{ tap: TAP, ingress: false }]);
+    const half = new NftEgress({
+      runner: listing([ruleOf(1, `banger egress ${TAP} ${a}`), ruleOf(2, `banger egress ${TAP}`)]),
+    });
+    expect(await half.list()).toEqual([{ tap: TAP, ingress: false }]);
+  });
+
   it('allow: add-delete-add per entry, ttl clamped to at least 30 s', () => {
     const cmds = allowCommands(TAP, [
       { ip: '192.0.2.9', ttlS: 5 },
@@ -379,7 +479,9 @@ describe('priv.egress_* service', () => {
     expect(egress.chains.get(TAP)?.pool).toBe('10.213.0.0/16');
     await svc.egressAllow({ tap: TAP, entries: [{ ip: '192.0.2.50', ttl_s: 5 }] }, rctx);
     expect(egress.sets.get(TAP)?.get('192.0.2.50')).toBe(30);
-    expect((await svc.listOwned(rctx)).egress).toEqual([{ tap: TAP, guest_ip: '10.213.0.2', ingress: true }]);
+    expect((await svc.listOwned(rctx)).egress).toEqual([
+      { tap: TAP, guest_ip: '10.213.0.2', ingress: true, policy_hash: applyParamsHash(ok as never) },
+    ]);
     expect(await svc.egressApply({ ...structuredClone(ok), mode: 'all', cidrs: [] } as never, rctx)).toEqual({
       tap: TAP,
       mode: 'all',

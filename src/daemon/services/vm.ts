@@ -257,6 +257,8 @@ export class VmServiceImpl implements VmService {
         );
       }
       const r: T.VmSetResult = { vm: this.wire(this.d.store.vms.update(vm.id, patch)) };
+      // The events' cached op id follows the row (src/egress/events.ts).
+      if (egress) this.d.egress?.events.setOpId(vm.name, ctx.opId);
       if (change) {
         r.egress_applied = change.applied;
         if (change.note) r.egress_note = change.note;

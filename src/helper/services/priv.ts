@@ -267,6 +267,7 @@ export class PrivServiceImpl implements PrivService {
           tap: e.tap,
           ingress: e.ingress,
           ...(e.guestIp ? { guest_ip: e.guestIp } : {}),
+          ...(e.policyHash ? { policy_hash: e.policyHash } : {}),
         })),
       };
     });
