@@ -1,4 +1,13 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { open, mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -551,5 +560,67 @@ describe('image.list, show, delete, promote', () => {
     mkdirSync(join(stateDir, 'images', 'z.old-1234abcd'), { recursive: true });
     await svc.sweep();
     expect(leftovers()).toEqual([]);
+  });
+
+  it('sweep removes image and kernel directories no row owns (a crash between the move and the commit), nothing else', async () => {
+    // The first build ends at once, the second runs until canceled.
+    const [fast, slowBuild] = [fakeBuild(), fakeBuild({ stageMs: 10_000 })];
+    let builds = 0;
+    const svc = service({ calls: [], fn: (o) => (builds++ === 0 ? fast.fn(o) : slowBuild.fn(o)) });
+    const images = join(stateDir, 'images');
+    const kernels = join(stateDir, 'kernels');
+    // Owned: a built image (row and its built kernel by name), a kernel row whose files are in a
+    // directory of another name, an imported kernel row.
+    const c = ctx();
+    await svc.buildBegin({ name: 'alpha' }, c);
+    expect((await settled(svc, c.opId)).state).toBe('succeeded');
+    mkdirSync(join(images, 'elsewhere'), { recursive: true });
+    writeFileSync(join(images, 'elsewhere', 'vmlinuz'), 'k');
+    store.kernels.insert({
+      name: 'kept-kernel',
+      version: '6.1',
+      kernelPath: join(images, 'elsewhere', 'vmlinuz'),
+      initrdPath: null,
+      source: 'built',
+    });
+    mkdirSync(join(kernels, 'imported'), { recursive: true });
+    writeFileSync(join(kernels, 'imported', 'vmlinuz'), 'k');
+    store.kernels.insert({
+      name: 'imported',
+      version: '6.1',
+      kernelPath: join(kernels, 'imported', 'vmlinuz'),
+      initrdPath: null,
+      source: 'imported',
+    });
+    // In flight: a build of "slow" (its directory may appear before its row) and a kernel pull.
+    const slow = ctx();
+    await svc.buildBegin({ name: 'slow' }, slow);
+    mkdirSync(join(images, 'slow'), { recursive: true });
+    mkdirSync(join(kernels, 'pulling'), { recursive: true });
+    svc.kernelBusy = (name) => name === 'pulling';
+    // Orphans: moved into place, no row.
+    for (const d of [join(images, 'orphan'), join(kernels, 'orphan-k')]) {
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'rootfs.ext4'), 'x');
+    }
+    // Not banger's layout: a file, a link, a name that is no resource name.
+    writeFileSync(join(images, 'a-file'), 'x');
+    mkdirSync(join(dir, 'outside'));
+    symlinkSync(join(dir, 'outside'), join(images, 'a-link'));
+    mkdirSync(join(images, 'not a name'));
+
+    await svc.sweep();
+    // (The slow build's own .build-* staging directory is there too, made after the sweep began.)
+    const named = (d: string): string[] =>
+      readdirSync(d)
+        .filter((n) => !n.startsWith('.'))
+        .sort();
+    expect(named(images)).toEqual(['a-file', 'a-link', 'alpha', 'elsewhere', 'not a name', 'slow']);
+    expect(named(kernels)).toEqual(['imported', 'pulling']);
+    expect(existsSync(join(dir, 'outside'))).toBe(true);
+    const said = logs.lines.join('\n');
+    expect(said).toContain('images/orphan');
+    expect(said).toContain('kernels/orphan-k');
+    await svc.buildCancel({ operation_id: slow.opId }, ctx());
   });
 });

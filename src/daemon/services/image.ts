@@ -65,6 +65,8 @@ import {
   installDirSync,
   makeStagingDir,
   stageKernelFiles,
+  isInside,
+  sweepOrphanDirs,
   sweepStaging,
 } from './kernel.ts';
 
@@ -151,6 +153,8 @@ export class ImageServiceImpl implements ImageService {
   warmTemplates: ImageWarmPart | undefined;
   /** OCI pulls and imports, image.pull.* and image.cache.* (src/daemon/services/image-oci.ts). */
   ociImages: OciImagePart | undefined;
+  /** Whether a kernel import or pull of a name is in flight (the kernel service; set by the daemon). */
+  kernelBusy: ((name: string) => boolean) | undefined;
 
   constructor(deps: ImageServiceDeps) {
     this.store = deps.store;
@@ -790,14 +794,49 @@ export class ImageServiceImpl implements ImageService {
     return { name: row.name, deleted: true };
   }
 
-  /** Remove staging leftovers of a daemon that died mid-build or mid-import (call at start). */
+  /**
+   * Remove what a daemon that died mid-build or mid-import left (call at start): staging
+   * directories, and image or kernel directories moved into place whose rows never committed.
+   */
   async sweep(): Promise<void> {
+    const kernelsDir = join(this.stateDir, 'kernels');
     const removed = [
       ...(await sweepStaging(this.imagesDir)),
-      ...(await sweepStaging(join(this.stateDir, 'kernels'))),
+      ...(await sweepStaging(kernelsDir)),
       ...(await sweepPrepareTmp()),
     ];
+    const keep = this.ownedDir();
+    const orphans = [
+      ...(await sweepOrphanDirs(this.imagesDir, keep)).map((n) => `images/${n}`),
+      ...(await sweepOrphanDirs(kernelsDir, keep)).map((n) => `kernels/${n}`),
+    ];
     if (removed.length > 0) this.log.info({ removed }, 'removed leftovers of interrupted image work');
+    if (orphans.length > 0)
+      this.log.warn(
+        { removed: orphans },
+        'removed image and kernel directories without a row (a crash before commit)',
+      );
+  }
+
+  /**
+   * Whether a directory of STATE/images or STATE/kernels is owned: a row's files are in it (a
+   * built kernel kept after its image was deleted lives in images/<name>), an image or kernel has
+   * its name, or a build, import or pull of that name is in flight. Names and work in flight are
+   * asked live: a build that commits after the file list was read is kept by its name.
+   */
+  private ownedDir(): (name: string, path: string) => boolean {
+    const files = [
+      ...this.store.images.list().map((i) => i.rootfsPath),
+      ...this.store.kernels
+        .list()
+        .flatMap((k) => (k.initrdPath !== null ? [k.kernelPath, k.initrdPath] : [k.kernelPath])),
+    ];
+    return (name, path) => {
+      if (this.store.images.getByName(name) || this.store.kernels.getByName(name)) return true;
+      if (this.busy(name) !== undefined || this.ociImages?.pulling(name) !== undefined) return true;
+      if (this.kernelBusy?.(name) === true) return true;
+      return files.some((f) => isInside(path, f));
+    };
   }
 
   // ---- helpers -------------------------------------------------------------------------------

@@ -110,6 +110,11 @@ export class KernelPulls {
     this.kernelsDir = join(deps.stateDir, 'kernels');
   }
 
+  /** Whether a pull of the local name `name` is in flight. */
+  busy(name: string): boolean {
+    return this.pulling.has(name);
+  }
+
   async catalog(ctx: RpcContext): Promise<KernelCatalogResult> {
     const entries = await this.withApt((apt) => this.read(apt, ctx.signal));
     return { archive: this.archiveLines(), kernels: entries.map((e) => this.wireEntry(e)) };

@@ -135,6 +135,28 @@ export async function sweepStaging(dir: string): Promise<string[]> {
   return removed;
 }
 
+/**
+ * Remove the <name> directories of STATE/images or STATE/kernels that no row owns: a daemon that
+ * died after moving a staged directory into place but before its row committed (the move runs
+ * inside the row's transaction) leaves one. Only banger's own layout is touched: a directory (not
+ * a link) directly below `dir` whose name is a resource name; `keep` says which of those a row
+ * names or work in flight is about to fill. Returns the names removed.
+ */
+export async function sweepOrphanDirs(
+  dir: string,
+  keep: (name: string, path: string) => boolean,
+): Promise<string[]> {
+  const removed: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    if (!e.isDirectory() || !RESOURCE_NAME_PATTERN.test(e.name) || /\.old-[0-9a-f]+$/.test(e.name)) continue;
+    const path = join(dir, e.name);
+    if (keep(e.name, path)) continue;
+    await rm(path, { recursive: true, force: true });
+    removed.push(e.name);
+  }
+  return removed;
+}
+
 /** Names of the images that boot a kernel (its wire form lists them; a forced pull may not replace it). */
 export function imagesUsingKernel(store: Store, kernelId: KernelRow['id']): string[] {
   return store.images
@@ -223,6 +245,11 @@ export class KernelServiceImpl implements KernelService {
         ...(deps.aptSources !== undefined ? { aptSources: deps.aptSources } : {}),
       });
     }
+  }
+
+  /** Whether a kernel import or pull of `name` is in flight (its files may be on their way in). */
+  busy(name: string): boolean {
+    return this.importing.has(name) || this.pulls?.busy(name) === true;
   }
 
   async catalog(ctx: RpcContext): Promise<KernelCatalogResult> {
