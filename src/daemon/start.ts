@@ -42,6 +42,7 @@ import { rootMethods } from './services/root.ts';
 import { VmServiceImpl } from './services/vm.ts';
 import { SecretServiceImpl } from './services/secret.ts';
 import { EgressEvents } from '../egress/events.ts';
+import { sweepProxySockets } from '../egress/sweep.ts';
 import { proxyHooks, startEgressSide } from '../egress/side.ts';
 import { DEFAULT_LOGS_CONFIG } from '../ops/config.ts';
 import { OpRecorder } from '../ops/recorder.ts';
@@ -255,7 +256,10 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   // the VM's policy (src/egress/events.ts).
   const egressEvents = new EgressEvents({
     log,
-    opIdOf: (name) => store.vms.getByName(name)?.egressOpId ?? undefined,
+    opIdOf: (name) => {
+      const row = store.vms.getByName(name);
+      return row ? row.egressOpId : undefined;
+    },
   });
   // Egress policies of bridged VMs: host chains through the helper, domain rules through the resolver.
   const bridgedEgress = new BridgedEgress({
@@ -330,6 +334,11 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     (id, ev) => vms.lifecycle.onVmmEvent(id, ev),
   );
   await images.sweep();
+  // Proxy sockets of VMs deleted across a crash (src/egress/sweep.ts).
+  const staleSockets = await sweepProxySockets(join(opts.stateDir, 'egress', 'px'), (id) =>
+    Boolean(store.vms.getById(id)),
+  );
+  if (staleSockets.length > 0) log.info({ removed: staleSockets }, 'removed proxy sockets of deleted VMs');
   await vms.reconcile();
   await network.reconcile();
   void warm.sweepAll();
