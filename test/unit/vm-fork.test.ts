@@ -468,13 +468,14 @@ describe('VmLifecycle.fork', () => {
     expect(existsSync(fp.disk)).toBe(true);
     expect(existsSync(fp.ram)).toBe(false);
     expect(existsSync(fp.state)).toBe(false);
-    // A fork interrupted at its save leaves a RAM file and the full save: the sweep removes them.
+    // A fork interrupted at its save leaves a RAM file, the full save and the loader's files
+    // (its overlay, log, sockets, pidfile): the sweep removes all but the base.
     writeFileSync(fp.ram, 'partial');
     writeFileSync(fp.full, 'full');
+    for (const f of ['loader.qcow2', 'loader.log', 'qmp.sock', 'qemu.pid', 'handles.json'])
+      writeFileSync(join(fp.dir, f), f);
     await lc.reconcile();
-    expect(existsSync(fp.disk)).toBe(true);
-    expect(existsSync(fp.ram)).toBe(false);
-    expect(existsSync(fp.full)).toBe(false);
+    expect(readdirSync(fp.dir)).toEqual([basename(fp.disk)]);
   });
 
   it('a failed save of the source undoes everything: no fork, the disk untouched, the guest continued', async () => {
