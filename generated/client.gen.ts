@@ -132,6 +132,8 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmTouchParams,
+  VmTouchResult,
   VmWorkspaceExportParams,
   VmWorkspaceExportResult,
   VmWorkspacePrepareParams,
@@ -345,6 +347,9 @@ export type VmStatsErrorCode = ErrorCodeOf<'vm.stats'>;
 
 /** The codes `vm.stop` may reject with. */
 export type VmStopErrorCode = ErrorCodeOf<'vm.stop'>;
+
+/** The codes `vm.touch` may reject with. */
+export type VmTouchErrorCode = ErrorCodeOf<'vm.touch'>;
 
 /** The codes `vm.workspace.export` may reject with. */
 export type VmWorkspaceExportErrorCode = ErrorCodeOf<'vm.workspace.export'>;
@@ -929,6 +934,16 @@ export interface VmApi {
    * @throws `not_running`: The VM must be running for this method.
    */
   stop(params: VmStopParams, options?: CallOptionsLike): Promise<VmStopResult>;
+  /**
+   * Mark a VM used now (idle pause).
+   *
+   * Restarts the VM's idle pause window (docs/snapshots.md "Idle pause"): a VM with `idle_pause_after` is paused to disk once it has not been used for that long. `banger vm ssh` and `vm exec` call it every minute while their session is open, for sessions the daemon cannot see from the host side. It only marks: a VM that is not running (stopped, paused) is not started or resumed, and its mark counts from its next start. Works on a VM without idle pause too (it records the time).
+   *
+   * Wire method: `vm.touch`.
+   * @since 0.3.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  touch(params: VmTouchParams, options?: CallOptionsLike): Promise<VmTouchResult>;
 }
 
 /** Client stubs for `vm.create.*`. */
@@ -1359,6 +1374,7 @@ export class BangerClient {
       start: (params, options) => invoke<VmStartResult>(transport, 'vm.start', params, options),
       stats: (params, options) => invoke<VmStatsResult>(transport, 'vm.stats', params, options),
       stop: (params, options) => invoke<VmStopResult>(transport, 'vm.stop', params, options),
+      touch: (params, options) => invoke<VmTouchResult>(transport, 'vm.touch', params, options),
       workspace: {
         export: (params, options) =>
           invoke<VmWorkspaceExportResult>(transport, 'vm.workspace.export', params, options),

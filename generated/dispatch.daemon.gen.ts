@@ -116,6 +116,7 @@ export const rpcHandlers: { readonly [M in DaemonMethodName]: Handler<DaemonHost
   'vm.start': paramHandler(daemonParamValidators['vm.start'], (h, p, ctx) => h.services.vm.start(p, ctx)),
   'vm.stats': paramHandler(daemonParamValidators['vm.stats'], (h, p, ctx) => h.services.vm.stats(p, ctx)),
   'vm.stop': paramHandler(daemonParamValidators['vm.stop'], (h, p, ctx) => h.services.vm.stop(p, ctx)),
+  'vm.touch': paramHandler(daemonParamValidators['vm.touch'], (h, p, ctx) => h.services.vm.touch(p, ctx)),
   'vm.workspace.export': paramHandler(daemonParamValidators['vm.workspace.export'], (h, p, ctx) =>
     h.services.vm.workspace.export(p, ctx),
   ),
@@ -180,6 +181,7 @@ export const rpcDeclaredErrors: { readonly [M in DaemonMethodName]: readonly Err
   'vm.start': ['conflict', 'not_found'],
   'vm.stats': ['not_found'],
   'vm.stop': ['conflict', 'not_found', 'not_running'],
+  'vm.touch': ['not_found'],
   'vm.workspace.export': ['conflict', 'not_found', 'not_running'],
   'vm.workspace.prepare': ['conflict', 'not_found', 'not_running'],
 };

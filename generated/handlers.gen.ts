@@ -131,6 +131,8 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmTouchParams,
+  VmTouchResult,
   VmWorkspaceExportParams,
   VmWorkspaceExportResult,
   VmWorkspacePrepareParams,
@@ -656,6 +658,16 @@ export interface VmService {
    * @throws `not_running`: The VM must be running for this method.
    */
   stop(params: VmStopParams, ctx: RpcContext): Promise<VmStopResult>;
+  /**
+   * Mark a VM used now (idle pause).
+   *
+   * Restarts the VM's idle pause window (docs/snapshots.md "Idle pause"): a VM with `idle_pause_after` is paused to disk once it has not been used for that long. `banger vm ssh` and `vm exec` call it every minute while their session is open, for sessions the daemon cannot see from the host side. It only marks: a VM that is not running (stopped, paused) is not started or resumed, and its mark counts from its next start. Works on a VM without idle pause too (it records the time).
+   *
+   * Wire method: `vm.touch`.
+   * @since 0.3.0
+   * @throws `not_found`: The named VM, image, kernel or operation does not exist.
+   */
+  touch(params: VmTouchParams, ctx: RpcContext): Promise<VmTouchResult>;
 }
 
 /** The `vm.create.*` methods, served by bangerd: `vm.create.x` is `services.vm.create.x`. */

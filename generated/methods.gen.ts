@@ -126,6 +126,8 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmTouchParams,
+  VmTouchResult,
   VmWorkspaceExportParams,
   VmWorkspaceExportResult,
   VmWorkspacePrepareParams,
@@ -674,6 +676,14 @@ export const METHODS = {
     errors: ['conflict', 'not_found', 'not_running'],
     since: '0.1.0',
   },
+  'vm.touch': {
+    surface: 'daemon',
+    dispatch: 'param',
+    kind: 'unary',
+    summary: 'Mark a VM used now (idle pause).',
+    errors: ['not_found'],
+    since: '0.3.0',
+  },
   'vm.workspace.export': {
     surface: 'daemon',
     dispatch: 'param',
@@ -750,6 +760,7 @@ export type DaemonMethodName =
   | 'vm.start'
   | 'vm.stats'
   | 'vm.stop'
+  | 'vm.touch'
   | 'vm.workspace.export'
   | 'vm.workspace.prepare';
 
@@ -825,6 +836,7 @@ export const DAEMON_METHOD_NAMES: readonly DaemonMethodName[] = [
   'vm.start',
   'vm.stats',
   'vm.stop',
+  'vm.touch',
   'vm.workspace.export',
   'vm.workspace.prepare',
 ];
@@ -1023,6 +1035,7 @@ export interface MethodMap {
   'vm.start': { params: VmStartParams; result: VmStartResult; errors: 'conflict' | 'not_found' };
   'vm.stats': { params: VmStatsParams; result: VmStatsResult; errors: 'not_found' };
   'vm.stop': { params: VmStopParams; result: VmStopResult; errors: 'conflict' | 'not_found' | 'not_running' };
+  'vm.touch': { params: VmTouchParams; result: VmTouchResult; errors: 'not_found' };
   'vm.workspace.export': {
     params: VmWorkspaceExportParams;
     result: VmWorkspaceExportResult;

@@ -178,6 +178,14 @@ export const DEFS_SCHEMA = {
       minLength: 1,
       maxLength: 16384,
     },
+    IdleDurationText: {
+      title: 'IdleDurationText',
+      description:
+        'How long a VM may stay unused before it is paused to disk: number+unit parts in the order d, h, m, s (`30m`, `1h30m`, `20s`), from 10s to 30d; `0` (or empty) turns idle pause off.',
+      type: 'string',
+      maxLength: 32,
+      pattern: '^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$',
+    },
     Image: {
       type: 'object',
       additionalProperties: false,
@@ -749,6 +757,21 @@ export const DEFS_SCHEMA = {
         saved_at: {
           $ref: '#/$defs/Timestamp',
           description: 'When a VM paused to disk was saved.',
+        },
+        idle_pause_after: {
+          $ref: '#/$defs/IdleDurationText',
+          description:
+            "Idle pause: the VM is paused to disk after it has not been used for this long (its own setting, else the daemon's `[vm_defaults] idle_pause_after`); absent when idle pause is off for it.",
+        },
+        last_used_at: {
+          $ref: '#/$defs/Timestamp',
+          description:
+            'When the VM was last used, as idle pause counts use (an SSH session seen from the host, `vm.ssh`, `vm.touch`, a start, resume or workspace call; reading about it is not use); absent when idle pause is off for it.',
+        },
+        idle_paused_at: {
+          $ref: '#/$defs/Timestamp',
+          description:
+            'Present while the VM is paused to disk by idle pause (not by a `vm.pause`): when the idle timer paused it. `banger vm ssh`, `vm exec`, `vm run` and `vm workspace` resume such a VM by themselves.',
         },
       },
     },
@@ -1721,6 +1744,11 @@ export const PARAMS_SCHEMAS = {
         description:
           "Secrets the VM may use, each `NAME@HOST[,HOST…]` (`banger secret set NAME` first): the guest gets an environment variable NAME holding a placeholder, which banger's egress proxy replaces with the value in the headers of HTTPS requests to those hosts (a leading `*.` matches names below a domain). The values never enter the VM.",
       },
+      idle_pause_after: {
+        $ref: 'banger:defs#/$defs/IdleDurationText',
+        description:
+          'Pause the VM to disk after it has not been used for this long (`30m`, `1h30m`, `20s`; `0` never): its own setting instead of the daemon\'s `[vm_defaults] idle_pause_after`. See docs/snapshots.md "Idle pause".',
+      },
     },
   },
   'vm.create.cancel': {
@@ -1784,6 +1812,10 @@ export const PARAMS_SCHEMAS = {
         items: {
           $ref: 'banger:defs#/$defs/SecretGrantText',
         },
+        description: 'As for vm.create.begin.',
+      },
+      idle_pause_after: {
+        $ref: 'banger:defs#/$defs/IdleDurationText',
         description: 'As for vm.create.begin.',
       },
     },
@@ -2078,6 +2110,17 @@ export const PARAMS_SCHEMAS = {
         description: 'How long to wait for a clean power-off (default 30000).',
         minimum: 100,
         maximum: 600000,
+      },
+    },
+  },
+  'vm.touch': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['name'],
+    properties: {
+      name: {
+        $ref: 'banger:defs#/$defs/VmName',
+        description: "The VM's name (or id).",
       },
     },
   },
@@ -3657,6 +3700,16 @@ export const RESULT_SCHEMAS = {
       forced: {
         type: 'boolean',
         description: 'The VMM had to be killed after the timeout.',
+      },
+    },
+  },
+  'vm.touch': {
+    type: 'object',
+    additionalProperties: false,
+    required: ['vm'],
+    properties: {
+      vm: {
+        $ref: 'banger:defs#/$defs/Vm',
       },
     },
   },

@@ -260,6 +260,11 @@ export interface EgressRule {
 export type EgressText = string;
 
 /**
+ * How long a VM may stay unused before it is paused to disk: number+unit parts in the order d, h, m, s (`30m`, `1h30m`, `20s`), from 10s to 30d; `0` (or empty) turns idle pause off.
+ */
+export type IdleDurationText = string;
+
+/**
  * A base image: a root filesystem plus the kernel it boots.
  */
 export interface Image {
@@ -1714,6 +1719,18 @@ export interface Vm {
    * When a VM paused to disk was saved.
    */
   saved_at?: Timestamp;
+  /**
+   * Idle pause: the VM is paused to disk after it has not been used for this long (its own setting, else the daemon's `[vm_defaults] idle_pause_after`); absent when idle pause is off for it.
+   */
+  idle_pause_after?: IdleDurationText;
+  /**
+   * When the VM was last used, as idle pause counts use (an SSH session seen from the host, `vm.ssh`, `vm.touch`, a start, resume or workspace call; reading about it is not use); absent when idle pause is off for it.
+   */
+  last_used_at?: Timestamp;
+  /**
+   * Present while the VM is paused to disk by idle pause (not by a `vm.pause`): when the idle timer paused it. `banger vm ssh`, `vm exec`, `vm run` and `vm workspace` resume such a VM by themselves.
+   */
+  idle_paused_at?: Timestamp;
 }
 
 /**
@@ -1766,6 +1783,10 @@ export interface VmCreateBeginParams {
    * @maxItems 32
    */
   secrets?: SecretGrantText[];
+  /**
+   * Pause the VM to disk after it has not been used for this long (`30m`, `1h30m`, `20s`; `0` never): its own setting instead of the daemon's `[vm_defaults] idle_pause_after`. See docs/snapshots.md "Idle pause".
+   */
+  idle_pause_after?: IdleDurationText;
 }
 
 /**
@@ -1839,6 +1860,10 @@ export interface VmCreatePlanParams {
    * @maxItems 32
    */
   secrets?: SecretGrantText[];
+  /**
+   * As for vm.create.begin.
+   */
+  idle_pause_after?: IdleDurationText;
 }
 
 /**
@@ -2501,6 +2526,23 @@ export interface VmStopResult {
    * The VMM had to be killed after the timeout.
    */
   forced: boolean;
+}
+
+/**
+ * Params of `vm.touch`.
+ */
+export interface VmTouchParams {
+  /**
+   * The VM's name (or id).
+   */
+  name: VmName;
+}
+
+/**
+ * Result of `vm.touch`.
+ */
+export interface VmTouchResult {
+  vm: Vm;
 }
 
 /**

@@ -104,6 +104,8 @@ import type {
   VmStatsResult,
   VmStopParams,
   VmStopResult,
+  VmTouchParams,
+  VmTouchResult,
   VmWorkspaceExportParams,
   VmWorkspaceExportResult,
   VmWorkspacePrepareParams,
@@ -171,6 +173,7 @@ export const daemonParamValidators: {
   readonly 'vm.start': ValidateFunction<VmStartParams>;
   readonly 'vm.stats': ValidateFunction<VmStatsParams>;
   readonly 'vm.stop': ValidateFunction<VmStopParams>;
+  readonly 'vm.touch': ValidateFunction<VmTouchParams>;
   readonly 'vm.workspace.export': ValidateFunction<VmWorkspaceExportParams>;
   readonly 'vm.workspace.prepare': ValidateFunction<VmWorkspacePrepareParams>;
 } = {
@@ -221,6 +224,7 @@ export const daemonParamValidators: {
   'vm.start': ajv.compile<VmStartParams>(PARAMS_SCHEMAS['vm.start']),
   'vm.stats': ajv.compile<VmStatsParams>(PARAMS_SCHEMAS['vm.stats']),
   'vm.stop': ajv.compile<VmStopParams>(PARAMS_SCHEMAS['vm.stop']),
+  'vm.touch': ajv.compile<VmTouchParams>(PARAMS_SCHEMAS['vm.touch']),
   'vm.workspace.export': ajv.compile<VmWorkspaceExportParams>(PARAMS_SCHEMAS['vm.workspace.export']),
   'vm.workspace.prepare': ajv.compile<VmWorkspacePrepareParams>(PARAMS_SCHEMAS['vm.workspace.prepare']),
 };
@@ -281,6 +285,7 @@ export const daemonResultValidators: {
   readonly 'vm.start': ValidateFunction<VmStartResult>;
   readonly 'vm.stats': ValidateFunction<VmStatsResult>;
   readonly 'vm.stop': ValidateFunction<VmStopResult>;
+  readonly 'vm.touch': ValidateFunction<VmTouchResult>;
   readonly 'vm.workspace.export': ValidateFunction<VmWorkspaceExportResult>;
   readonly 'vm.workspace.prepare': ValidateFunction<VmWorkspacePrepareResult>;
 } = {
@@ -338,6 +343,7 @@ export const daemonResultValidators: {
   'vm.start': ajv.compile<VmStartResult>(RESULT_SCHEMAS['vm.start']),
   'vm.stats': ajv.compile<VmStatsResult>(RESULT_SCHEMAS['vm.stats']),
   'vm.stop': ajv.compile<VmStopResult>(RESULT_SCHEMAS['vm.stop']),
+  'vm.touch': ajv.compile<VmTouchResult>(RESULT_SCHEMAS['vm.touch']),
   'vm.workspace.export': ajv.compile<VmWorkspaceExportResult>(RESULT_SCHEMAS['vm.workspace.export']),
   'vm.workspace.prepare': ajv.compile<VmWorkspacePrepareResult>(RESULT_SCHEMAS['vm.workspace.prepare']),
 };

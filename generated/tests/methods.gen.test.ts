@@ -1714,6 +1714,43 @@ const EXAMPLES: { readonly [M in MethodName]: readonly Example[] } = {
       },
     },
   ],
+  'vm.touch': [
+    {
+      params: {
+        name: 'calm-otter',
+      },
+      result: {
+        vm: {
+          id: 'a1b2c3d4e5f6',
+          name: 'calm-otter',
+          state: 'running',
+          image: 'debian-bookworm',
+          vcpus: 2,
+          memory_mib: 1024,
+          disk_size_bytes: 4294967296,
+          network: {
+            mode: 'user',
+            mac: '52:54:00:a1:b2:c3',
+            ssh_host: '127.0.0.1',
+            ssh_port: 42022,
+          },
+          nat: false,
+          egress: {
+            mode: 'all',
+            rules: [],
+          },
+          secrets: [],
+          boot_count: 1,
+          created_at: '2026-01-14T09:31:02.120Z',
+          updated_at: '2026-01-14T09:41:02.120Z',
+          last_started_at: '2026-01-14T09:31:02.120Z',
+          vm_dir: '/home/me/.local/state/banger/vms/a1b2c3d4e5f6',
+          idle_pause_after: '30m',
+          last_used_at: '2026-01-14T09:41:02.120Z',
+        },
+      },
+    },
+  ],
   'vm.workspace.export': [
     {
       params: {

@@ -233,6 +233,9 @@ const PARAMS: { readonly [M in MethodName]: Record<string, unknown> | undefined 
   'vm.stop': {
     name: 'calm-otter',
   },
+  'vm.touch': {
+    name: 'calm-otter',
+  },
   'vm.workspace.export': {
     name: 'calm-otter',
   },

@@ -131,6 +131,8 @@ export function formatVmState(vm: Vm): string {
   const extra = [
     vm.pid !== undefined ? `pid ${vm.pid}` : '',
     vm.accel ?? '',
+    // Paused by the idle timer rather than by request.
+    vm.idle_paused_at !== undefined ? 'idle' : '',
     // Paused to disk: the space its saved state holds.
     vm.saved_bytes !== undefined ? `saved to disk, ${formatBytes(vm.saved_bytes)}` : '',
   ]
@@ -154,6 +156,12 @@ export function vmFields(vm: Vm, now: number = Date.now()): [string, string | un
     ['id', vm.id],
     ['state', formatVmState(vm)],
     ['why', vm.state_reason],
+    [
+      'idle pause',
+      vm.idle_pause_after !== undefined
+        ? `after ${vm.idle_pause_after}${vm.last_used_at ? `, last used ${formatRelativeTime(vm.last_used_at, now)}` : ''}`
+        : undefined,
+    ],
     ['last error', vm.last_error],
     ['last exit', vm.last_exit],
     ['image', vm.image],

@@ -5,6 +5,7 @@ import { parse } from 'smol-toml';
 import { EgressRuleError, parseEgress } from '../egress/rules.ts';
 import { parseLogsConfig, type LogsConfig } from '../ops/config.ts';
 import { parseEgressConfig, type EgressConfig } from '../egress/config.ts';
+import { IdleDurationError, parseIdleDuration } from '../vm/idle.ts';
 
 export interface DaemonConfig {
   log_level: string;
@@ -20,8 +21,17 @@ export interface DaemonConfig {
   bridge_cidr: string;
   /** The `.vm` DNS server's port on 127.0.0.1 (and the bridge address); 0 turns it off. */
   dns_port: number;
-  /** `egress`: the policy of a VM created without --egress (src/egress/rules.ts syntax; `all`). */
-  vm_defaults: { vcpus: number; memory_mib: number; disk_size: string; egress: string };
+  /**
+   * `egress`: the policy of a VM created without --egress (src/egress/rules.ts syntax; `all`).
+   * `idle_pause_after_ms`: from `idle_pause_after = "30m"` (src/vm/idle.ts; absent or 0: off).
+   */
+  vm_defaults: {
+    vcpus: number;
+    memory_mib: number;
+    disk_size: string;
+    egress: string;
+    idle_pause_after_ms?: number;
+  };
   /** [warm]: auto = warm a spec's template in the background after its first cold create. */
   warm: { auto: boolean };
   /** [logs]: where `banger op trace` reads logs back, op record retention (defaults when absent). */
@@ -66,7 +76,7 @@ const TOP_KEYS = new Set([
   'dns_port',
   'egress',
 ]);
-const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size', 'egress']);
+const VM_KEYS = new Set(['vcpus', 'memory_mib', 'disk_size', 'egress', 'idle_pause_after']);
 
 function oneOf<T extends string>(v: unknown, allowed: readonly T[], key: string): T {
   if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
@@ -191,6 +201,19 @@ export function parseConfig(text: string, source = 'config'): DaemonConfig {
         throw err;
       }
       c.vm_defaults.egress = d.egress;
+    }
+    if (d.idle_pause_after !== undefined) {
+      if (typeof d.idle_pause_after !== 'string')
+        throw new Error(
+          `${source}: vm_defaults.idle_pause_after must be a duration in quotes, e.g. "30m" ("0" or "" for off)`,
+        );
+      try {
+        c.vm_defaults.idle_pause_after_ms = parseIdleDuration(d.idle_pause_after);
+      } catch (err) {
+        if (err instanceof IdleDurationError)
+          throw new Error(`${source}: vm_defaults.idle_pause_after: ${err.message}`, { cause: err });
+        throw err;
+      }
     }
   }
   return c;

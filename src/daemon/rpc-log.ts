@@ -13,6 +13,8 @@ export const POLL_METHODS: ReadonlySet<string> = new Set([
   'vm.fork.status',
   'image.build.status',
   'image.warm.status',
+  // vm ssh/exec heartbeat with it while a session is open (idle pause).
+  'vm.touch',
 ]);
 
 /** The level of a successful call's summary line. */

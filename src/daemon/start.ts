@@ -341,12 +341,15 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   if (staleSockets.length > 0) log.info({ removed: staleSockets }, 'removed proxy sockets of deleted VMs');
   await vms.reconcile();
   await network.reconcile();
+  // Idle pause: after reconcile, so a pause a crash interrupted is settled before the first look.
+  vms.idle.start();
   void warm.sweepAll();
 
   let stopping: Promise<void> | undefined;
   const stop = (why: string): Promise<void> => {
     stopping ??= new Promise<void>((resolve) => {
       log.info({ why }, 'bangerd stopping; running VMs keep running');
+      vms.idle.stop();
       vms.lifecycle.close();
       void runtime.releaseAll().finally(() => {
         server.close(() => {

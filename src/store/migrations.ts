@@ -191,6 +191,21 @@ ALTER TABLE vms ADD COLUMN egress_op_id TEXT;
 `);
     },
   },
+  {
+    id: 9,
+    name: 'vm_idle',
+    up(db) {
+      // Idle pause (docs/snapshots.md "Idle pause", src/daemon/idle.ts): `idle_pause_after_ms`
+      // the VM's own setting (NULL: the daemon's [vm_defaults] idle_pause_after; 0: never),
+      // `last_used_at` when it was last used (kept across daemon restarts so the timer is not
+      // reset by one), `idle_paused_at` set while the idle timer pauses it or holds it paused.
+      db.exec(`
+ALTER TABLE vms ADD COLUMN idle_pause_after_ms INTEGER CHECK (idle_pause_after_ms >= 0);
+ALTER TABLE vms ADD COLUMN last_used_at TEXT;
+ALTER TABLE vms ADD COLUMN idle_paused_at TEXT;
+`);
+    },
+  },
 ];
 
 export interface AppliedMigration {

@@ -52,6 +52,15 @@ export interface VmRow {
   secrets: VmSecretRef[];
   /** The op that set the egress policy (create or the last vm.set); its egress log lines carry it. */
   egressOpId: string | null;
+  /**
+   * Idle pause (src/daemon/idle.ts), the VM's own setting: null follows the daemon's
+   * [vm_defaults] idle_pause_after, 0 never pauses it. (Optional: rows from toVm always carry it.)
+   */
+  idlePauseAfterMs?: number | null;
+  /** When the VM was last used (an RPC on it, an SSH session, vm.touch); persisted in steps. */
+  lastUsedAt?: string | null;
+  /** Set while the idle timer pauses the VM or holds it paused (cleared when it runs again). */
+  idlePausedAt?: string | null;
 }
 
 /** A secret a VM may use, by name, and the hosts the egress proxy may send its value to. */
@@ -99,6 +108,8 @@ export interface NewVm {
   /** Defaults to none. */
   secrets?: VmSecretRef[];
   egressOpId?: string | null;
+  /** Null (default): the daemon's [vm_defaults] idle_pause_after; 0: never. */
+  idlePauseAfterMs?: number | null;
 }
 
 /**
@@ -126,6 +137,7 @@ export interface VmPatch {
   egress?: EgressPolicy;
   secrets?: VmSecretRef[];
   egressOpId?: string | null;
+  idlePauseAfterMs?: number | null;
 }
 
 /**
@@ -143,7 +155,8 @@ export interface VmStateWrite {
 const COLS =
   'id, name, image_id, state, vcpus, memory_mib, disk_size_bytes, network_mode, guest_ip, mac, nat, ' +
   'ssh_host_key, workspace_json, last_error, boot_count, created_at, updated_at, last_started_at, ' +
-  'warm_template, state_reason, last_exit, saved_state, egress, secrets, egress_op_id';
+  'warm_template, state_reason, last_exit, saved_state, egress, secrets, egress_op_id, ' +
+  'idle_pause_after_ms, last_used_at, idle_paused_at';
 
 // Patch property -> column, and how to bind the value.
 const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputValue]> = [
@@ -167,6 +180,7 @@ const PATCHABLE: ReadonlyArray<[keyof VmPatch, string, (v: unknown) => SQLInputV
   ['egress', 'egress', toJson],
   ['secrets', 'secrets', toJson],
   ['egressOpId', 'egress_op_id', (v) => v as string | null],
+  ['idlePauseAfterMs', 'idle_pause_after_ms', (v) => v as number | null],
 ];
 
 // One statement for every partial update: each column is rewritten only when its set_ flag is 1.
@@ -242,6 +256,9 @@ function toVm(r: Row): VmRow {
     egress: egressFrom(json(r, t, 'egress')),
     secrets: secretsFrom(json(r, t, 'secrets')),
     egressOpId: strOrNull(r, t, 'egress_op_id'),
+    idlePauseAfterMs: r.idle_pause_after_ms === null ? null : int(r, t, 'idle_pause_after_ms'),
+    lastUsedAt: strOrNull(r, t, 'last_used_at'),
+    idlePausedAt: strOrNull(r, t, 'idle_paused_at'),
   };
 }
 
@@ -256,6 +273,8 @@ export class VmsRepo {
   readonly #delete: StatementSync;
   readonly #writeState: StatementSync;
   readonly #guestIps: StatementSync;
+  readonly #touch: StatementSync;
+  readonly #idlePaused: StatementSync;
 
   constructor(db: DatabaseSync, now: Clock) {
     this.#now = now;
@@ -279,6 +298,19 @@ export class VmsRepo {
         `WHERE id = :id RETURNING ${COLS}`,
     );
     this.#guestIps = db.prepare('SELECT guest_ip FROM vms WHERE guest_ip IS NOT NULL');
+    // Neither bumps updated_at: being used is not a change of the VM's record.
+    this.#touch = db.prepare('UPDATE vms SET last_used_at = :at WHERE id = :id');
+    this.#idlePaused = db.prepare('UPDATE vms SET idle_paused_at = :at WHERE id = :id');
+  }
+
+  /** Record when the VM was last used (idle pause). Returns false if there is no such VM. */
+  touch(id: string, at: Date | string): boolean {
+    return Number(this.#touch.run({ id, at: iso(at) }).changes) > 0;
+  }
+
+  /** Mark (a time) or clear (null) the VM as paused by the idle timer. */
+  setIdlePaused(id: string, at: Date | string | null): boolean {
+    return Number(this.#idlePaused.run({ id, at: at === null ? null : iso(at) }).changes) > 0;
   }
 
   /**
@@ -314,6 +346,9 @@ export class VmsRepo {
       toJson(vm.egress ?? DEFAULT_EGRESS),
       toJson(vm.secrets ?? []),
       vm.egressOpId ?? null,
+      vm.idlePauseAfterMs ?? null,
+      null,
+      null,
     );
     if (!row) throw new Error('vms insert returned no row');
     return toVm(row);

@@ -341,6 +341,9 @@ export async function startFakeDaemon(dir: string): Promise<FakeDaemon> {
       cancel: notFaked('vm.fork.cancel'),
     },
     resume: notFaked('vm.resume'),
+    async touch(p) {
+      return { vm: vmOr404(p.name) };
+    },
     async delete(p) {
       const v = vmOr404(p.name);
       vms.delete(v.name);

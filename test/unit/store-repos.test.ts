@@ -320,6 +320,9 @@ describe('vms', () => {
       savedState: null,
       egress: { mode: 'all', rules: [] },
       egressOpId: null,
+      idlePauseAfterMs: null,
+      lastUsedAt: null,
+      idlePausedAt: null,
       secrets: [],
     });
     expect(store.vms.getByName('dev')).toEqual(v);

@@ -37,6 +37,8 @@ import {
 import { DEFAULT_IMAGE_NAME } from './image.ts';
 import { forkService } from './vm-fork.ts';
 import { followEgress } from '../vm-egress.ts';
+import { IdleTracker } from '../idle.ts';
+import { formatIdleDuration, IdleDurationError, parseIdleDuration } from '../../vm/idle.ts';
 
 export interface VmServiceDeps extends LifecycleDeps {
   store: Store;
@@ -56,6 +58,9 @@ export class VmServiceImpl implements VmService {
   /** vm.fork.* (src/daemon/services/vm-fork.ts). */
   readonly fork: VmForkService;
 
+  /** Idle pause (src/daemon/idle.ts); started by the daemon after reconcile. */
+  readonly idle: IdleTracker;
+
   constructor(deps: VmServiceDeps) {
     this.d = deps;
     this.lifecycle = deps.lifecycle ?? new VmLifecycle(deps);
@@ -66,6 +71,19 @@ export class VmServiceImpl implements VmService {
       find: (ref) => this.find(ref),
       wire: (row) => this.wire(row),
       nameTaken: (name) => this.nameTaken(name),
+    });
+    this.idle = new IdleTracker({
+      vms: deps.store.vms,
+      defaultMs: deps.config.vm_defaults.idle_pause_after_ms ?? 0,
+      busyWith: (id) => this.lifecycle.busyWith(id),
+      isRunning: (id) => deps.runtime.isRunning(id),
+      sshEndpoint: (vm) => {
+        if (vm.networkMode === 'bridge') return vm.guestIp ? { mode: 'bridge', ip: vm.guestIp } : undefined;
+        const port = deps.runtime.get(vm.id)?.record.sshHostPort;
+        return port ? { mode: 'user', port } : undefined;
+      },
+      pause: (vm) => this.lifecycle.pause(vm),
+      log: deps.log,
     });
   }
 
@@ -78,7 +96,20 @@ export class VmServiceImpl implements VmService {
   }
 
   wire(row: VmRow): T.Vm {
-    return vmToWire(this.d, row, this.d.store.images.getById(row.imageId));
+    const vm = vmToWire(this.d, row, this.d.store.images.getById(row.imageId));
+    // Idle pause: the effective setting, the last use the tracker knows, why it is paused.
+    const after = this.idle.afterMs(row);
+    if (after > 0) {
+      vm.idle_pause_after = formatIdleDuration(after);
+      vm.last_used_at = new Date(this.idle.lastUsed(row)).toISOString();
+    }
+    if (IdleTracker.idlePaused(row) && row.idlePausedAt) vm.idle_paused_at = row.idlePausedAt;
+    return vm;
+  }
+
+  /** An RPC that works in or on the VM: it counts as use (idle pause). */
+  private used(vm: VmRow): void {
+    this.idle.touch(vm.id);
   }
 
   /** Start-up: make the database and the world agree (src/vm/lifecycle.ts). */
@@ -118,6 +149,7 @@ export class VmServiceImpl implements VmService {
   async createBegin(p: T.VmCreateBeginParams, ctx: RpcContext): Promise<T.VmCreateBeginResult> {
     // The same resolution (and the same errors) as vm.create.plan.
     const plan = await this.createPlan(p);
+    const idleMs = p.idle_pause_after !== undefined ? parseIdleDuration(p.idle_pause_after) : undefined;
     const id = newId();
     const t = this.d.ops.begin(ctx.opId, 'vm.create', 'vm.create.begin', { vm: plan.name });
     this.reserved.set(plan.name, ctx.opId);
@@ -134,6 +166,7 @@ export class VmServiceImpl implements VmService {
       secrets: plan.secrets ?? [],
       // The create's op id: every egress log line of the VM carries it until a vm set changes it.
       egressOpId: ctx.opId,
+      ...(idleMs !== undefined ? { idlePauseAfterMs: idleMs } : {}),
     };
     // Runs on in the background inside this call's async context: its logs carry this op id.
     void this.lifecycle
@@ -184,7 +217,20 @@ export class VmServiceImpl implements VmService {
   // ---- lifecycle -------------------------------------------------------------------------
 
   async start(p: T.VmStartParams): Promise<T.VmStartResult> {
-    return { vm: this.wire(await this.lifecycle.start(this.find(p.name))) };
+    const vm = this.find(p.name);
+    const row = await this.lifecycle.start(vm);
+    return { vm: this.wire(this.ranAgain(row)) };
+  }
+
+  /**
+   * A VM that runs again after a start or resume by request: used now, and not paused by the
+   * idle timer any more.
+   */
+  private ranAgain(row: VmRow): VmRow {
+    this.used(row);
+    if (!row.idlePausedAt) return this.d.store.vms.getById(row.id) ?? row;
+    this.d.store.vms.setIdlePaused(row.id, null);
+    return this.d.store.vms.getById(row.id) ?? row;
   }
 
   async stop(p: T.VmStopParams): Promise<T.VmStopResult> {
@@ -198,7 +244,7 @@ export class VmServiceImpl implements VmService {
     // start would resume it.
     if (this.d.runtime.isRunning(vm.id) || vm.state === 'paused')
       await this.lifecycle.stop(vm, DEFAULT_STOP_TIMEOUT_MS);
-    return { vm: this.wire(await this.lifecycle.start(this.find(vm.id))) };
+    return { vm: this.wire(this.ranAgain(await this.lifecycle.start(this.find(vm.id)))) };
   }
 
   async kill(p: T.VmKillParams): Promise<T.VmKillResult> {
@@ -207,11 +253,21 @@ export class VmServiceImpl implements VmService {
   }
 
   async pause(p: T.VmPauseParams): Promise<T.VmPauseResult> {
-    return { vm: this.wire(await this.lifecycle.pause(this.find(p.name))) };
+    const row = await this.lifecycle.pause(this.find(p.name));
+    // Paused by request, not by the idle timer (a mark an earlier idle pause left goes).
+    if (row.idlePausedAt) this.d.store.vms.setIdlePaused(row.id, null);
+    return { vm: this.wire(this.d.store.vms.getById(row.id) ?? row) };
   }
 
   async resume(p: T.VmResumeParams): Promise<T.VmResumeResult> {
-    return { vm: this.wire(await this.lifecycle.resume(this.find(p.name))) };
+    return { vm: this.wire(this.ranAgain(await this.lifecycle.resume(this.find(p.name)))) };
+  }
+
+  /** vm.touch: mark the VM used now (idle pause); it only marks, never starts or resumes. */
+  async touch(p: T.VmTouchParams): Promise<T.VmTouchResult> {
+    const vm = this.find(p.name);
+    this.used(vm);
+    return { vm: this.wire(this.d.store.vms.getById(vm.id) ?? vm) };
   }
 
   async delete(p: T.VmDeleteParams): Promise<T.VmDeleteResult> {
@@ -367,14 +423,26 @@ export class VmServiceImpl implements VmService {
     };
   }
 
-  /** vm.ssh: validate first so the caller gets not_found / not_running. */
+  /**
+   * vm.ssh: validate first so the caller gets not_found / not_running. It counts as use (vm ssh,
+   * exec and run call it before connecting); a VM the idle timer is pausing right now is waited
+   * for, so the caller sees it paused and resumes it rather than connecting to a VMM that ends.
+   */
   async ssh(p: T.VmSshParams): Promise<T.VmSshResult> {
-    const vm = this.find(p.name);
+    let vm = this.find(p.name);
+    const inFlight = this.idle.pauseInFlight(vm.id);
+    if (inFlight) {
+      await inFlight;
+      vm = this.find(vm.id);
+    }
+    this.used(vm);
     const t = this.d.runtime.isRunning(vm.id) ? sshTarget(this.d, vm) : undefined;
     if (!t)
       throw new ErrorResponse(
         'not_running',
-        `vm "${vm.name}" is not running; start it with: banger vm start ${vm.name}`,
+        IdleTracker.idlePaused(vm)
+          ? `vm "${vm.name}" is paused (idle); resume it with: banger vm resume ${vm.name}`
+          : `vm "${vm.name}" is not running; start it with: banger vm start ${vm.name}`,
       );
     return {
       name: vm.name,
@@ -404,6 +472,15 @@ export class VmServiceImpl implements VmService {
 
   /** vm.create.plan: what vm.create.begin would create, resolved without touching anything. */
   async createPlan(p: T.VmCreatePlanParams): Promise<T.VmCreatePlanResult> {
+    if (p.idle_pause_after !== undefined) {
+      try {
+        parseIdleDuration(p.idle_pause_after);
+      } catch (err) {
+        if (err instanceof IdleDurationError)
+          throw new ErrorResponse('bad_request', `idle_pause_after: ${err.message}`);
+        throw err;
+      }
+    }
     return planCreate(
       {
         store: this.d.store,
@@ -434,6 +511,7 @@ export class VmServiceImpl implements VmService {
     ctx: RpcContext,
   ): Promise<T.VmWorkspacePrepareResult> {
     const vm = this.find(p.name);
+    this.used(vm);
     return this.lifecycle.exclusive(vm, 'preparing a workspace', async () => {
       const req: PrepareRequest = { path: p.path };
       if (p.guest_path !== undefined) req.guestPath = p.guest_path;
@@ -456,6 +534,7 @@ export class VmServiceImpl implements VmService {
         'conflict',
         `vm "${vm.name}" has no workspace; copy one in with: banger vm workspace prepare ${vm.name} PATH`,
       );
+    this.used(vm);
     return this.lifecycle.exclusive(vm, 'exporting its workspace', () =>
       exportWorkspace(this.guestRunner(vm), ws, p.base_commit, { signal: ctx.signal }),
     );

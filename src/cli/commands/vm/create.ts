@@ -7,6 +7,7 @@ import type {
 import { ErrorResponse, isErrorCode } from '../../../rpc/errors.ts';
 import { BangerCommand } from '../../base.ts';
 import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag, secretFlag } from '../../egress-flag.ts';
+import { idlePauseAfterFlag } from '../../idle-flag.ts';
 import {
   formatBoot,
   warmFallback,
@@ -104,6 +105,7 @@ If a step fails, banger names it and prints its detail. The failed create is und
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
     egress: egressFlag({ summary: EGRESS_SUMMARY, description: EGRESS_DESCRIPTION }),
     secret: secretFlag,
+    'idle-pause-after': idlePauseAfterFlag,
     cold: Flags.boolean({
       summary: 'Boot cold even when a warm template of this spec exists.',
       description:
@@ -137,6 +139,7 @@ If a step fails, banger names it and prints its detail. The failed create is und
     if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
     if (flags.start === false) params.start = false;
     if (flags.cold) params.cold = true;
+    if (flags['idle-pause-after'] !== undefined) params.idle_pause_after = flags['idle-pause-after'];
 
     const begun = await this.client.vm.create.begin(params);
     const name = begun.name;

@@ -5,6 +5,7 @@ import { guestSshArgv, runGuestSsh } from '../../guest-run.ts';
 import { vmRunDefaults } from '../../image-defaults.ts';
 import { SshSpawnError } from '../../ssh-exec.ts';
 import { checkVmName, usageError } from '../../vm-ref.ts';
+import { heartbeat, sshDetailsResuming } from '../../idle-resume.ts';
 
 export interface VmExecOutput extends VmSshResult {
   /** The directory the command runs in (none: the login directory). */
@@ -63,7 +64,8 @@ The command runs in the VM's workspace directory (/root/repo unless the workspac
     if (flags.cwd !== undefined && !flags.cwd.startsWith('/'))
       throw usageError(`--cwd ${flags.cwd}: give an absolute path in the VM`);
     const [details, defaults] = await Promise.all([
-      this.client.vm.ssh({ name: args.name }),
+      // An idle-paused VM is resumed first (said on stderr).
+      sshDetailsResuming(this.client, args.name),
       vmRunDefaults(this.client, args.name),
     ]);
     // --cwd, else the workspace, else the image's WorkingDir; its Env and User apply as well.
@@ -77,6 +79,8 @@ The command runs in the VM's workspace directory (/root/repo unless the workspac
     });
     if (this.jsonEnabled()) return { ...details, ...(cwd ? { cwd } : {}), argv: ['ssh', ...sshArgv] };
 
+    // The command keeps the VM marked used (idle pause) while it runs.
+    const stopBeat = heartbeat(this.client, args.name);
     try {
       const outcome = await runGuestSsh(sshArgv, { endOnSignal: false });
       if (outcome.code === 255) {
@@ -89,6 +93,8 @@ The command runs in the VM's workspace directory (/root/repo unless the workspac
       if (!(err instanceof SshSpawnError)) throw err;
       process.stderr.write(`error: ${err.message}\n`);
       process.exitCode = EXIT_NO_SSH;
+    } finally {
+      stopBeat();
     }
     return undefined;
   }

@@ -42,7 +42,9 @@ export function vmColumns(color: boolean, now: number): Column<Vm>[] {
         paint(
           color,
           stateStyle(v.state),
-          v.saved_bytes !== undefined ? `${v.state} (${formatBytes(v.saved_bytes)} saved)` : v.state,
+          v.saved_bytes !== undefined
+            ? `${v.state} (${v.idle_paused_at !== undefined ? 'idle, ' : ''}${formatBytes(v.saved_bytes)} saved)`
+            : v.state,
         ),
     },
     { header: 'IMAGE', get: (v) => v.image },

@@ -15,6 +15,8 @@ import { DEFAULT_GUEST_PATH } from '../../../vm/workspace.ts';
 import { inspectRepo } from '../../../vm/workspace-repo.ts';
 import { BangerCommand } from '../../base.ts';
 import { EGRESS_DESCRIPTION, EGRESS_SUMMARY, egressFlag, secretFlag } from '../../egress-flag.ts';
+import { idlePauseAfterFlag } from '../../idle-flag.ts';
+import { heartbeat, sshDetailsResuming } from '../../idle-resume.ts';
 import {
   DevcontainerError,
   findDevcontainer,
@@ -135,6 +137,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     nat: Flags.boolean({ summary: 'Give the guest outbound internet through NAT (bridge mode).' }),
     egress: egressFlag({ summary: EGRESS_SUMMARY, description: EGRESS_DESCRIPTION }),
     secret: secretFlag,
+    'idle-pause-after': idlePauseAfterFlag,
     cold: Flags.boolean({ summary: 'Boot cold even when a warm template of this spec exists.' }),
     rm: Flags.boolean({ summary: 'Delete the VM when the command or shell ends (also on Ctrl-C).' }),
     detach: Flags.boolean({ char: 'd', summary: 'Return once the VM is ready (and the workspace copied).' }),
@@ -219,6 +222,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
     if (flags.nat) params.nat = true;
     if (flags.egress !== undefined) params.egress = flags.egress;
     if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
+    if (flags['idle-pause-after'] !== undefined) params.idle_pause_after = flags['idle-pause-after'];
 
     // The devcontainer's image: a local one pulled from that reference, else pulled now.
     let pull: RunPlanInput['pull'];
@@ -491,13 +495,17 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       return result;
     }
 
-    details ??= await this.client.vm.ssh({ name }, this.op);
+    // (An idle pause between the create and here is resumed, said on stderr.)
+    details ??= await sshDetailsResuming(this.client, name, this.op);
     const interactive = command.length === 0 || o.entry;
     const tty = interactive && process.stdin.isTTY === true && process.stdout.isTTY === true;
     const sshArgv = guestSshArgv(details, { command, cwd, env: defaults.env, user: defaults.user, tty });
     let code: number;
+    // The session keeps the VM marked used (idle pause) while it is open.
+    const stopBeat = heartbeat(this.client, name);
     try {
       const outcome = await runGuestSsh(sshArgv, { endOnSignal: flags.rm });
+      stopBeat();
       stopForwards(forwards);
       const interrupted = outcome.interruptedBy ?? guard.received;
       if (interrupted && flags.rm) {
@@ -511,6 +519,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         );
       }
     } catch (e) {
+      stopBeat();
       stopForwards(forwards);
       if (!(e instanceof SshSpawnError)) throw e;
       err.write(`error: ${e.message}\n`);

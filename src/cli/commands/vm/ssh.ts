@@ -5,6 +5,7 @@ import { guestSshArgv } from '../../guest-run.ts';
 import { vmRunDefaults } from '../../image-defaults.ts';
 import { buildSshArgv, runSsh, SshSpawnError } from '../../ssh-exec.ts';
 import { checkVmName, usageError } from '../../vm-ref.ts';
+import { heartbeat, sshDetailsResuming } from '../../idle-resume.ts';
 
 export interface VmSshOutput extends VmSshResult {
   /** The ssh command line banger would run. */
@@ -52,7 +53,8 @@ export default class VmSsh extends BangerCommand {
     }
     checkVmName(args.name);
     const [details, defaults] = await Promise.all([
-      this.client.vm.ssh({ name: args.name }),
+      // An idle-paused VM is resumed first (said on stderr).
+      sshDetailsResuming(this.client, args.name),
       vmRunDefaults(this.client, args.name),
     ]);
     const tty =
@@ -66,6 +68,8 @@ export default class VmSsh extends BangerCommand {
         : buildSshArgv(details, { command, tty });
     if (this.jsonEnabled()) return { ...details, argv: ['ssh', ...sshArgv] };
 
+    // The session keeps the VM marked used (idle pause) while it is open.
+    const stopBeat = heartbeat(this.client, args.name);
     try {
       const outcome = await runSsh(sshArgv);
       if (outcome.code === 255) {
@@ -78,6 +82,8 @@ export default class VmSsh extends BangerCommand {
       if (!(err instanceof SshSpawnError)) throw err;
       process.stderr.write(`error: ${err.message}\n`);
       process.exitCode = EXIT_NO_SSH;
+    } finally {
+      stopBeat();
     }
     return undefined;
   }

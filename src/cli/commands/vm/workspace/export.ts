@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import type { VmWorkspaceExportParams, VmWorkspaceExportResult } from '../../../../../generated/types.gen.ts';
 import { BangerCommand } from '../../../base.ts';
+import { withIdleResume } from '../../../idle-resume.ts';
 import { checkVmName, usageError } from '../../../vm-ref.ts';
 
 export default class VmWorkspaceExport extends BangerCommand {
@@ -47,7 +48,8 @@ The patch goes to stdout, or to a file with -o. Apply it on this machine with gi
       throw usageError(`--base-commit ${base}: give a commit, branch or revision such as HEAD~1`);
     const params: VmWorkspaceExportParams = { name: args.name };
     if (base !== undefined) params.base_commit = base;
-    const r = await this.client.vm.workspace.export(params);
+    // An idle-paused VM is resumed first (said on stderr).
+    const r = await withIdleResume(this.client, args.name, () => this.client.vm.workspace.export(params));
     const files = `${r.files_changed} file${r.files_changed === 1 ? '' : 's'} changed since ${r.base_commit.slice(0, 12)}`;
     if (flags.output !== undefined) {
       const out = resolve(flags.output);

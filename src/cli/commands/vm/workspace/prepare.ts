@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import type { VmWorkspacePrepareParams, Workspace } from '../../../../../generated/types.gen.ts';
 import { BangerCommand } from '../../../base.ts';
+import { withIdleResume } from '../../../idle-resume.ts';
 import { formatBytes, formatDuration, paint, useColor } from '../../../format.ts';
 import { checkVmName, usageError } from '../../../vm-ref.ts';
 
@@ -54,7 +55,8 @@ Untracked files are copied only with --include-untracked; files git ignores neve
     if (flags['include-untracked']) params.include_untracked = true;
     if (flags.mode !== undefined) params.mode = flags.mode;
     const t0 = Date.now();
-    const r = await this.client.vm.workspace.prepare(params);
+    // An idle-paused VM is resumed first (said on stderr).
+    const r = await withIdleResume(this.client, args.name, () => this.client.vm.workspace.prepare(params));
     const color = useColor(process.stdout);
     this.say(
       `${paint(color, 'green', '✓')} copied ${describeWorkspace(r.workspace)} in ${formatDuration(Date.now() - t0)}`,

@@ -1,0 +1,78 @@
+// The CLI side of idle pause: vm ssh/exec/run/workspace resume a VM the idle timer paused (and
+// say so on stderr), leave a VM paused by request alone, and cost nothing extra when it runs.
+import { describe, expect, it } from 'vitest';
+import type { BangerClient } from '../../generated/client.gen.ts';
+import type { Vm, VmSshResult } from '../../generated/types.gen.ts';
+import { ErrorResponse } from '../../src/rpc/errors.ts';
+import { sshDetailsResuming, withIdleResume } from '../../src/cli/idle-resume.ts';
+
+const DETAILS = { name: 'a', host: '127.0.0.1', port: 2222, user: 'root' } as unknown as VmSshResult;
+
+function fake(vm: Partial<Vm> & { state: Vm['state'] }): { client: BangerClient; calls: string[] } {
+  const calls: string[] = [];
+  let state = vm.state;
+  let idle = vm.idle_paused_at;
+  const client = {
+    vm: {
+      ssh: async () => {
+        calls.push('ssh');
+        if (state !== 'running') throw new ErrorResponse('not_running', 'vm "a" is not running');
+        return DETAILS;
+      },
+      show: async () => {
+        calls.push('show');
+        return { vm: { name: 'a', state, ...(idle ? { idle_paused_at: idle } : {}) } };
+      },
+      resume: async () => {
+        calls.push('resume');
+        state = 'running';
+        idle = undefined;
+        return { vm: { name: 'a', state } };
+      },
+    },
+  } as unknown as BangerClient;
+  return { client, calls };
+}
+
+describe('idle resume in the CLI', () => {
+  it('a running VM: the one vm.ssh call, nothing said', async () => {
+    const { client, calls } = fake({ state: 'running' });
+    const said: string[] = [];
+    expect(await sshDetailsResuming(client, 'a', undefined, (l) => said.push(l))).toBe(DETAILS);
+    expect(calls).toEqual(['ssh']);
+    expect(said).toEqual([]);
+  });
+
+  it('an idle-paused VM is resumed, said on the side channel, then reached', async () => {
+    const { client, calls } = fake({ state: 'paused', idle_paused_at: '2026-01-01T00:00:00.000Z' });
+    const said: string[] = [];
+    expect(await sshDetailsResuming(client, 'a', undefined, (l) => said.push(l))).toBe(DETAILS);
+    expect(calls).toEqual(['ssh', 'show', 'resume', 'ssh']);
+    expect(said).toEqual(['resuming idle-paused VM a…']);
+  });
+
+  it('a VM paused by request (or stopped) is not resumed: the not_running error stands', async () => {
+    const { client, calls } = fake({ state: 'paused' });
+    const err = await withIdleResume(
+      client,
+      'a',
+      () => client.vm.ssh({ name: 'a' }),
+      () => undefined,
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ErrorResponse);
+    expect((err as ErrorResponse).code).toBe('not_running');
+    expect(calls).toEqual(['ssh', 'show']);
+  });
+
+  it('other errors are not a reason to look', async () => {
+    const { client, calls } = fake({ state: 'running' });
+    const err = await withIdleResume(
+      client,
+      'a',
+      () => Promise.reject(new ErrorResponse('not_found', 'vm "a" not found')),
+      () => undefined,
+    ).catch((e: unknown) => e);
+    expect((err as ErrorResponse).code).toBe('not_found');
+    expect(calls).toEqual([]);
+  });
+});
