@@ -220,6 +220,12 @@ export interface CheckResult {
   uid: number;
 }
 
+/**
+ * The least memory scratch the tests take (the test layers need far less than the daemon's
+ * 64 MiB floor): memory scratch works on any tmpfs /dev/shm, a 64 MiB Docker default too.
+ */
+export const TEST_MEMORY_MIN = 2 ** 20;
+
 /** Build, convert, read back and compare. */
 export async function runExt4Check(
   dir: string,
@@ -231,6 +237,7 @@ export async function runExt4Check(
     imagePath: image,
     workDir: dir,
     memoryDir,
+    memoryMin: TEST_MEMORY_MIN,
     label: 'oci-test',
     headroomBytes: 8 * 1024 * 1024,
   });

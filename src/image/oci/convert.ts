@@ -17,6 +17,8 @@ export interface ConvertOptions extends FlattenLimits {
   memoryDir?: string | false;
   /** At most this many bytes in memory scratch (tests; default: what scratch.ts allows). */
   memoryLimit?: number;
+  /** Memory scratch only when at least this much is allowed (tests; default MIN_MEMORY_SCRATCH). */
+  memoryMin?: number;
   label: string;
   sizeBytes?: number;
   headroomBytes?: number;
@@ -34,7 +36,8 @@ export async function layersToExt4(
   layers: readonly LayerInput[],
   opts: ConvertOptions,
 ): Promise<ConvertResult> {
-  const found = opts.memoryDir === false ? undefined : await memoryScratch(opts.memoryDir ?? '/dev/shm');
+  const found =
+    opts.memoryDir === false ? undefined : await memoryScratch(opts.memoryDir ?? '/dev/shm', opts.memoryMin);
   const memory =
     found && opts.memoryLimit !== undefined
       ? { ...found, limit: Math.min(found.limit, opts.memoryLimit) }

@@ -30,11 +30,18 @@ export class ScratchFullError extends Error {
   }
 }
 
+/** Less memory scratch than this is not worth using: an image's scratch outgrows it at once. */
+export const MIN_MEMORY_SCRATCH = 64 * 2 ** 20;
+
 /**
  * Memory scratch in `dir` when it is a tmpfs: half of what is free there and half of the free
- * memory (tmpfs pages are memory; the other half is left to everyone else), or undefined.
+ * memory (tmpfs pages are memory; the other half is left to everyone else), or undefined when
+ * that is less than `minBytes`.
  */
-export async function memoryScratch(dir: string): Promise<MemoryScratch | undefined> {
+export async function memoryScratch(
+  dir: string,
+  minBytes: number = MIN_MEMORY_SCRATCH,
+): Promise<MemoryScratch | undefined> {
   let fs;
   try {
     fs = await statfs(dir);
@@ -46,7 +53,7 @@ export async function memoryScratch(dir: string): Promise<MemoryScratch | undefi
   await scratchSettled();
   await sweepDead(dir);
   const limit = Math.floor(Math.min(fs.bavail * fs.bsize, freemem()) / 2);
-  if (limit < 64 * 2 ** 20) return undefined;
+  if (limit < minBytes) return undefined;
   return { dir, prefix: `${PREFIX}${process.pid}-`, limit };
 }
 
