@@ -1,5 +1,6 @@
 import type { Image, Kernel, Operation, Vm, WarmTemplate } from '../../generated/types.gen.ts';
 import { formatEgress } from '../egress/rules.ts';
+import { sizeToBytes } from '../util/size.ts';
 
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -61,8 +62,6 @@ export function formatTimestamp(iso: string, now: number = Date.now()): string {
   return /^\d{4}-/.test(rel) ? abs : `${abs} (${rel})`;
 }
 
-const SIZE_MULT = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 } as const;
-
 /**
  * Read a size the way people write it — `4G`, `4g`, `4GiB`, `4GB`, `512M`, `1048576` — into the wire
  * form (`4G`, digits plus an optional K/M/G/T suffix, powers of 1024). Returns undefined when it is
@@ -78,9 +77,7 @@ export function normalizeSize(input: string): string | undefined {
 /** A size (as normalizeSize accepts it) in bytes, or undefined when it is not a size. */
 export function parseSizeBytes(input: string): number | undefined {
   const n = normalizeSize(input);
-  if (n === undefined) return undefined;
-  const m = /^([0-9]+)([KMGT]?)$/.exec(n)!;
-  return Number(m[1]) * SIZE_MULT[m[2] as keyof typeof SIZE_MULT];
+  return n === undefined ? undefined : sizeToBytes(n);
 }
 
 /** Milliseconds as a compact elapsed-time column: `  0.0s`, ` 12.3s`, `123.4s`. */

@@ -1,14 +1,13 @@
+import { sizeToBytes } from '../util/size.ts';
 import { VmError } from './errors.ts';
 
 const invalid = (message: string): VmError => new VmError('invalid', message);
 
-const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
-
 /** Parse `4G`, `512M`, `1073741824` (powers of 1024). */
 export function parseSize(s: string, what = 'size'): number {
-  const m = /^(\d{1,12})([KMGT]?)$/.exec(s.trim());
-  if (!m) throw invalid(`invalid ${what} "${s}": use a number with an optional K, M, G or T suffix, e.g. 4G`);
-  const bytes = Number(m[1]) * UNITS[m[2]!]!;
+  const bytes = sizeToBytes(s.trim());
+  if (bytes === undefined)
+    throw invalid(`invalid ${what} "${s}": use a number with an optional K, M, G or T suffix, e.g. 4G`);
   if (!Number.isSafeInteger(bytes)) throw invalid(`${what} "${s}" is too large`);
   return bytes;
 }

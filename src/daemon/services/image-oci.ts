@@ -87,6 +87,8 @@ interface RunningPull {
   name: string;
   source: ImageSource;
   params: ImagePullBeginParams;
+  /** params.size in bytes (parsed once, in begin). */
+  sizeBytes: number | undefined;
   tracker: OperationTracker;
   settled: Promise<void>;
 }
@@ -188,9 +190,10 @@ export class OciImageService {
         `${name} is the name of banger's built default image (its kernel boots OCI images); choose another name`,
       );
     }
+    let sizeBytes: number | undefined;
     if (p.size !== undefined) {
       try {
-        parseSize(p.size, 'size');
+        sizeBytes = parseSize(p.size, 'size');
       } catch (err) {
         throw badRequest((err as Error).message);
       }
@@ -211,6 +214,7 @@ export class OciImageService {
       name,
       source,
       params: p,
+      sizeBytes,
       tracker,
       settled: new Promise<void>((resolve) => (settle = resolve)),
     };
@@ -387,7 +391,7 @@ export class OciImageService {
   /** flatten + ext4: the layers → a sparse ext4 root filesystem in the staging directory. */
   private async toExt4(rp: RunningPull, image: OciImage, rootfs: string, staging: string): Promise<void> {
     const t = rp.tracker;
-    const size = rp.params.size !== undefined ? { sizeBytes: parseSize(rp.params.size, 'size') } : {};
+    const size = rp.sizeBytes !== undefined ? { sizeBytes: rp.sizeBytes } : {};
     t.stepStart('flatten', `${image.layers.length} layers`);
     let inExt4 = false;
     const r = await (this.deps.convert ?? layersToExt4)(layerInputs(image), {
@@ -463,7 +467,7 @@ export class OciImageService {
    * copied instead of converting and booting a prepare VM again (bootable is cached per digest).
    */
   private async preparedTwin(rp: RunningPull, digest: string): Promise<ImageRow | undefined> {
-    const size = rp.params.size !== undefined ? parseSize(rp.params.size, 'size') : undefined;
+    const size = rp.sizeBytes;
     for (const r of this.store.images.list()) {
       if (r.source !== 'oci' || r.digest !== digest) continue;
       if (size !== undefined && r.sizeBytes !== size) continue;
