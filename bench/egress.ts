@@ -6,14 +6,20 @@
 //           10.0.2.100:3128 (guestfwd → one socat per connection → the daemon's egress proxy →
 //           127.0.0.1:PORT), i.e. the whole path a restricted guest's traffic takes
 // alternating which goes first, same run; the time is curl's own (`%{time_total}`, in the
-// guest). Target: allow / all ≤ 1.2. Bridged mode is not measured: the bench's daemon runs
-// without the root helper (`--helper-socket none`), so it has no bridge. Then, as a secondary
-// figure, the proxy alone on the host (bench/egress-proxy.ts: no QEMU, no socat).
+// guest). Target: allow / all ≤ 1.2. Then the same in bridged mode (the bench starts a
+// bangerd-root in its namespace for this part, as the smoke suite does; the bridge, taps and
+// nftables chains live in the namespace), the server on the bridge's address:
+//   all     `--network bridge --egress all`: straight to GATEWAY:PORT
+//   allow   `--network bridge --egress allow=GATEWAY:PORT`: through the proxy at GATEWAY:3128
+//           (what the guest's HTTP_PROXY says), and as a third figure the same VM straight to
+//           GATEWAY:PORT (`--noproxy '*'`: nftables only, no proxy)
+// Then, as a secondary figure, the proxy alone on the host (bench/egress-proxy.ts: no QEMU, no
+// socat).
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ratio, round, summarize, type Summary } from './stats.ts';
-import { banger, BIN, deleteVm, ROOT, runCmd, type World } from './world.ts';
+import { banger, BENCH_BRIDGE_GATEWAY, BIN, deleteVm, ROOT, runCmd, type World } from './world.ts';
 
 /** The issue's target: the download through `allow=` in at most this multiple of `all`. */
 export const EGRESS_TARGET_RATIO = 1.2;
@@ -63,14 +69,25 @@ export interface ProxyOnlyResult {
   results: Record<string, { direct_ms: number; proxied_ms: number; ratio: number }>;
 }
 
-export interface EgressResult {
-  network: 'user';
-  /** Why bridged mode has no figure (or, one day, its result). */
-  bridged: string;
+/** One network mode's pair of VMs and their alternating downloads. */
+export interface EgressNetResult {
+  network: 'user' | 'bridge';
   policies: { all: string; allow: string };
   vms: { all: string; allow: string };
   summary: EgressSummary;
   reps: EgressRep[];
+  /** Bridged: the allow= VM straight to the server (nftables only, no proxy), curl ms per rep. */
+  allow_direct_ms?: Summary;
+  /** median(allow_direct) / median(all). */
+  ratio_direct_vs_all?: number;
+}
+
+export interface EgressResult extends EgressNetResult {
+  network: 'user';
+  /** Bridged mode in a word: measured (see bridged_result), or why not. */
+  bridged: string;
+  bridged_result?: EgressNetResult;
+  bridged_error?: string;
   proxy_only?: ProxyOnlyResult;
   proxy_only_error?: string;
 }
@@ -134,9 +151,10 @@ async function blobServer(bytes: number): Promise<{ port: number; close: () => v
     pump();
   };
   const server = createServer((_req, res) => serve(res));
+  // Every address of the bench's namespace: its loopback (user mode's 10.0.2.2) and the bridge.
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
+    server.listen(0, '0.0.0.0', resolve);
   });
   return {
     port: (server.address() as AddressInfo).port,
@@ -147,8 +165,8 @@ async function blobServer(bytes: number): Promise<{ port: number; close: () => v
   };
 }
 
-async function createVm(w: World, name: string, egress: string): Promise<void> {
-  const args = ['vm', 'create', '--name', name, '--cold', '--egress', egress, '--json'];
+async function createVm(w: World, name: string, egress: string, network: 'user' | 'bridge'): Promise<void> {
+  const args = ['vm', 'create', '--name', name, '--cold', '--network', network, '--egress', egress, '--json'];
   const r = await banger(w, args, { timeoutMs: 600_000 });
   if (r.code !== 0)
     throw new Error(
@@ -179,52 +197,123 @@ async function proxyOnly(mib: number, reps: number): Promise<ProxyOnlyResult> {
   return JSON.parse(r.stdout) as ProxyOnlyResult;
 }
 
-/** The whole part: two kept VMs, `reps` alternating downloads each, then the proxy alone. */
-export async function runEgress(
-  w: World,
-  opts: { reps: number; mib: number; tag: string; proxyOnly?: boolean },
-): Promise<EgressResult> {
-  const bytes = opts.mib * 2 ** 20;
-  const server = await blobServer(bytes);
-  const vms = { all: `${opts.tag}-all`, allow: `${opts.tag}-allow` };
-  const policies = { all: 'all', allow: `allow=127.0.0.1:${server.port}` };
-  const scripts = {
-    all: downloadScript(`http://10.0.2.2:${server.port}/blob`),
-    allow: downloadScript(`http://127.0.0.1:${server.port}/blob`, PROXY),
+interface NetPlan {
+  network: 'user' | 'bridge';
+  vms: { all: string; allow: string };
+  policies: { all: string; allow: string };
+  scripts: { all: string; allow: string; direct?: string };
+}
+
+function plans(tag: string, port: number): { user: NetPlan; bridge: NetPlan } {
+  const gw = BENCH_BRIDGE_GATEWAY;
+  return {
+    user: {
+      network: 'user',
+      vms: { all: `${tag}-all`, allow: `${tag}-allow` },
+      policies: { all: 'all', allow: `allow=127.0.0.1:${port}` },
+      scripts: {
+        all: downloadScript(`http://10.0.2.2:${port}/blob`),
+        allow: downloadScript(`http://127.0.0.1:${port}/blob`, PROXY),
+      },
+    },
+    bridge: {
+      network: 'bridge',
+      vms: { all: `${tag}-ball`, allow: `${tag}-ballow` },
+      policies: { all: 'all', allow: `allow=${gw}:${port}` },
+      scripts: {
+        all: downloadScript(`http://${gw}:${port}/blob`),
+        allow: downloadScript(`http://${gw}:${port}/blob`, `http://${gw}:3128`),
+        direct: downloadScript(`http://${gw}:${port}/blob`),
+      },
+    },
   };
+}
+
+/** One network mode: two kept VMs, a warm-up each, `reps` alternating downloads; then deleted. */
+async function measureNet(
+  w: World,
+  p: NetPlan,
+  reps: number,
+  bytes: number,
+  mib: number,
+): Promise<EgressNetResult> {
+  const { vms, policies, scripts } = p;
   try {
     for (const k of ['all', 'allow'] as const) {
-      w.say(`  ${vms[k]}: a cold create with --egress ${policies[k]} (kept)`);
-      await createVm(w, vms[k], policies[k]);
+      w.say(`  ${vms[k]}: a cold create with --network ${p.network} --egress ${policies[k]} (kept)`);
+      await createVm(w, vms[k], policies[k], p.network);
     }
     // Not measured: the first download pays curl's and socat's page-cache misses and the
     // translation of the guests' network paths (TCG).
     for (const k of ['all', 'allow'] as const) {
       const d = await download(w, vms[k], scripts[k], bytes);
-      w.say(`  warm-up ${k}: ${(d.ms / 1000).toFixed(2)} s`);
+      w.say(`  ${p.network} warm-up ${k}: ${(d.ms / 1000).toFixed(2)} s`);
     }
-    const reps: EgressRep[] = [];
-    for (let i = 0; i < opts.reps; i++) {
+    const out: EgressRep[] = [];
+    const direct: number[] = [];
+    for (let i = 0; i < reps; i++) {
       const order = i % 2 === 0 ? 'all-first' : 'allow-first';
       const sides = order === 'all-first' ? (['all', 'allow'] as const) : (['allow', 'all'] as const);
       const got: Partial<Record<'all' | 'allow', Download>> = {};
       for (const k of sides) got[k] = await download(w, vms[k], scripts[k], bytes);
       const rep: EgressRep = { index: i, order, all: got.all!, allow: got.allow! };
-      reps.push(rep);
+      out.push(rep);
+      let extra = '';
+      if (scripts.direct !== undefined) {
+        // A secondary figure: its failure is said, not fatal to the part.
+        try {
+          const d = await download(w, vms.allow, scripts.direct, bytes);
+          direct.push(d.ms);
+          extra = `, allow= without the proxy ${(d.ms / 1000).toFixed(2)} s`;
+        } catch (err) {
+          extra = `, allow= without the proxy failed: ${String(err).slice(0, 300)}`;
+        }
+      }
       w.say(
-        `  rep ${i + 1}/${opts.reps} (${order}): all ${(rep.all.ms / 1000).toFixed(2)} s, ` +
-          `allow= ${(rep.allow.ms / 1000).toFixed(2)} s: ${ratio(rep.allow.ms, rep.all.ms)}×`,
+        `  ${p.network} rep ${i + 1}/${reps} (${order}): all ${(rep.all.ms / 1000).toFixed(2)} s, ` +
+          `allow= ${(rep.allow.ms / 1000).toFixed(2)} s: ${ratio(rep.allow.ms, rep.all.ms)}×${extra}`,
       );
     }
+    const summary = summarizeEgress(out, mib);
+    const r: EgressNetResult = { network: p.network, policies, vms, summary, reps: out };
+    if (direct.length > 0) {
+      r.allow_direct_ms = summarize(direct);
+      r.ratio_direct_vs_all = ratio(r.allow_direct_ms.median, summary.all_ms.median);
+    }
+    return r;
+  } finally {
+    for (const name of Object.values(vms))
+      await deleteVm(w, name).catch((err: unknown) => w.say(`egress: delete ${name}: ${String(err)}`));
+  }
+}
+
+/**
+ * The whole part: user mode, then (with a root helper) bridged mode, then the proxy alone.
+ * `bridged` false: the world has no root helper, so no bridge.
+ */
+export async function runEgress(
+  w: World,
+  opts: { reps: number; mib: number; tag: string; proxyOnly?: boolean; bridged?: boolean },
+): Promise<EgressResult> {
+  const bytes = opts.mib * 2 ** 20;
+  const server = await blobServer(bytes);
+  const p = plans(opts.tag, server.port);
+  try {
+    const user = await measureNet(w, p.user, opts.reps, bytes, opts.mib);
     const result: EgressResult = {
+      ...user,
       network: 'user',
-      bridged:
-        'not measured: the bench daemon runs without the root helper (--helper-socket none), so it has no bridge',
-      policies,
-      vms,
-      summary: summarizeEgress(reps, opts.mib),
-      reps,
+      bridged: 'not measured: the bench ran without the root helper, so it had no bridge',
     };
+    if (opts.bridged) {
+      try {
+        result.bridged_result = await measureNet(w, p.bridge, opts.reps, bytes, opts.mib);
+        result.bridged = 'measured';
+      } catch (err) {
+        result.bridged_error = err instanceof Error ? err.message : String(err);
+        result.bridged = `failed: ${result.bridged_error}`;
+      }
+    }
     if (opts.proxyOnly !== false) {
       w.say(`  the proxy alone on the host (bench/egress-proxy.ts, ${opts.mib} MiB, ${opts.reps} reps)`);
       try {
@@ -236,22 +325,17 @@ export async function runEgress(
     return result;
   } finally {
     server.close();
-    for (const name of Object.values(vms))
-      await deleteVm(w, name).catch((err: unknown) => w.say(`egress: delete ${name}: ${String(err)}`));
   }
 }
 
-export function egressTable(r: EgressResult): string {
+function netTable(r: EgressNetResult): string[] {
   const s = r.summary;
   const sec = (x: Summary): string =>
     `${(x.median / 1000).toFixed(2)} (${(x.min / 1000).toFixed(2)}–${(x.max / 1000).toFixed(2)})`;
   const line = (c: string[]): string => `| ${c.join(' | ')} |`;
+  const mode = r.network === 'user' ? 'user-mode networking' : 'bridged networking';
   const out = [
-    line([
-      `${s.mib} MiB download, user-mode networking`,
-      `\`--egress ${r.policies.all}\``,
-      '`--egress allow=…`',
-    ]),
+    line([`${s.mib} MiB download, ${mode}`, `\`--egress ${r.policies.all}\``, '`--egress allow=…`']),
     line(['---', '---', '---']),
     line(['curl in the guest, s: median (min–max)', sec(s.all_ms), sec(s.allow_ms)]),
     line(['throughput of the median, MiB/s', String(s.all_mib_s), String(s.allow_mib_s)]),
@@ -260,9 +344,20 @@ export function egressTable(r: EgressResult): string {
     `${s.reps} alternating repetitions, one VM per policy (\`${r.policies.allow}\`); allow= / all ` +
       `**${s.ratio_allow_vs_all}** (each repetition ${s.ratio_each_rep.join(', ')}; worst ` +
       `${s.ratio_worst_rep}); target ≤ ${s.target_ratio}: **${s.target_met ? 'met' : 'not met'}**`,
-    '',
-    `Bridged mode: ${r.bridged}.`,
   ];
+  if (r.allow_direct_ms)
+    out.push(
+      '',
+      `The allow= VM straight to the server (nftables only, no proxy): ${sec(r.allow_direct_ms)} s, ` +
+        `${r.ratio_direct_vs_all}× all.`,
+    );
+  return out;
+}
+
+export function egressTable(r: EgressResult): string {
+  const out = netTable(r);
+  if (r.bridged_result) out.push('', ...netTable(r.bridged_result));
+  else out.push('', `Bridged mode: ${r.bridged}.`);
   const p = r.proxy_only;
   if (p) {
     const cases = Object.entries(p.results).map(

@@ -405,7 +405,8 @@ async function inner(netns: string): Promise<number> {
   const say = (l: string): void => void process.stderr.write(`bench: ${l}\n`);
   const started = new Date();
   const t0 = performance.now();
-  const w: World = await startWorld(say);
+  // The egress part measures bridged mode too: that needs the root helper (in this namespace).
+  const w: World = await startWorld(say, { helper: o.parts.includes('egress') });
   let interrupted = false;
   const onSignal = (): void => {
     if (interrupted) return;
@@ -547,7 +548,12 @@ async function inner(netns: string): Promise<number> {
       say(
         `egress: ${o.pairs} alternating ${mib} MiB downloads in a guest under --egress all and one under allow=`,
       );
-      results.egress = await runEgress(w, { reps: o.pairs, mib, tag: 'egress' });
+      results.egress = await runEgress(w, {
+        reps: o.pairs,
+        mib,
+        tag: 'egress',
+        bridged: w.helperPid !== undefined,
+      });
     });
     // Last: once the template exists, every plain `vm create` of this spec restores from it.
     await part('warm', async () => {

@@ -23,6 +23,8 @@ export interface World {
   socket: string;
   logFile: string;
   daemonPid: number;
+  /** bangerd-root's pid when the world has one (bridged networking; see startWorld). */
+  helperPid?: number;
   client: BangerClient;
   /** Progress lines on stderr. */
   say: (line: string) => void;
@@ -71,8 +73,20 @@ async function waitFor(pred: () => boolean, ms: number, what: string): Promise<v
   }
 }
 
-/** Start bangerd (in this namespace) and record the default image. */
-export async function startWorld(say: (line: string) => void): Promise<World> {
+/** The bench's bridge subnet and its gateway (the bridge's address: banger's resolver and proxy). */
+export const BENCH_BRIDGE_CIDR = '10.213.0.0/24';
+export const BENCH_BRIDGE_GATEWAY = '10.213.0.1';
+
+/**
+ * Start bangerd (in this namespace) and record the default image. `helper`: also a bangerd-root
+ * in this namespace (as the smoke suite does), so bridged VMs can be made; the bridge, its taps
+ * and nftables chains then live in the namespace and go with it. VMs stay on user networking
+ * unless a part asks for `--network bridge`.
+ */
+export async function startWorld(
+  say: (line: string) => void,
+  opts: { helper?: boolean } = {},
+): Promise<World> {
   if (!existsSync(join(ROOT, 'dist/src/daemon/main.js'))) {
     throw new Error('banger is not built: run npm run build (npm run bench does it first)');
   }
@@ -88,6 +102,8 @@ export async function startWorld(say: (line: string) => void): Promise<World> {
     [
       'accel = "auto"',
       `image_cache_dir = "${IMAGE_CACHE}"`,
+      'network = "user"',
+      `bridge_cidr = "${BENCH_BRIDGE_CIDR}"`,
       '[vm_defaults]',
       `vcpus = ${VM_DEFAULTS.vcpus}`,
       `memory_mib = ${VM_DEFAULTS.memoryMib}`,
@@ -96,6 +112,25 @@ export async function startWorld(say: (line: string) => void): Promise<World> {
     ].join('\n'),
   );
   const out = openSync(join(dir, 'bangerd.stderr'), 'a');
+  const helperSocket = join(dir, 'root', 'helper.sock');
+  let helperPid: number | undefined;
+  if (opts.helper) {
+    const helper = spawn(
+      BIN('bangerd-root'),
+      [
+        '--socket',
+        helperSocket,
+        '--owner-uid',
+        String(process.getuid?.() ?? 0),
+        '--log-file',
+        join(dir, 'bangerd-root.log'),
+      ],
+      { stdio: ['ignore', out, out], detached: true },
+    );
+    helper.unref();
+    helperPid = helper.pid;
+    await waitFor(() => existsSync(helperSocket), 30_000, 'the bangerd-root socket');
+  }
   const daemon = spawn(
     BIN('bangerd'),
     [
@@ -108,7 +143,7 @@ export async function startWorld(say: (line: string) => void): Promise<World> {
       '--config',
       configFile,
       '--helper-socket',
-      'none',
+      opts.helper ? helperSocket : 'none',
     ],
     { stdio: ['ignore', out, out], detached: true },
   );
@@ -119,6 +154,7 @@ export async function startWorld(say: (line: string) => void): Promise<World> {
     socket,
     logFile,
     daemonPid: daemon.pid!,
+    ...(helperPid !== undefined ? { helperPid } : {}),
     client: new BangerClient(new SocketTransport(socket)),
     say,
   };
@@ -132,6 +168,7 @@ export async function startWorld(say: (line: string) => void): Promise<World> {
     return w;
   } catch (err) {
     if (pidAlive(w.daemonPid)) process.kill(w.daemonPid, 'SIGTERM');
+    if (w.helperPid !== undefined && pidAlive(w.helperPid)) process.kill(w.helperPid, 'SIGTERM');
     say(`kept ${dir} (bangerd.log, bangerd.stderr)`);
     throw err;
   }
@@ -152,6 +189,8 @@ export async function stopWorld(w: World, opts: { keep?: boolean } = {}): Promis
   } catch {
     // already gone
   }
+  // After the daemon: it asks the helper to remove its taps and chains as VMs go.
+  if (w.helperPid !== undefined && pidAlive(w.helperPid)) process.kill(w.helperPid, 'SIGTERM');
   if (!opts.keep) rmSync(w.dir, { recursive: true, force: true });
 }
 
