@@ -114,6 +114,12 @@ export interface ResolveOptions {
 
 type BuildOutcome = { ok: true; image: ImageRow } | { ok: false; error: ErrorResponse };
 
+/** What installReplacing did: the rows' result, and the old directory it set aside, if any. */
+interface Installed<T> {
+  rows: T;
+  oldDir: string | undefined;
+}
+
 interface BuildOptions {
   opId: string;
   method: string;
@@ -392,13 +398,10 @@ export class ImageServiceImpl implements ImageService {
     const m = result.manifest;
     const sizeBytes = (await stat(join(staging, IMAGE_FILES.rootfs))).size;
     for (const f of [IMAGE_FILES.kernel, IMAGE_FILES.initrd]) await stat(join(staging, f));
-    const oldDir = `${finalDir}.old-${randomBytes(4).toString('hex')}`;
-    let moved = false;
-    let installed = false;
     let replacedKernel: KernelRow | undefined;
-    let image: ImageRow;
+    let installed: Installed<ImageRow>;
     try {
-      image = this.store.transaction(() => {
+      installed = this.installReplacing(name, staging, () => {
         const existing = this.store.images.getByName(name);
         if (existing) {
           if (!opts.force) throw alreadyExists(`image ${name} already exists`);
@@ -418,7 +421,7 @@ export class ImageServiceImpl implements ImageService {
           initrdPath: join(finalDir, IMAGE_FILES.initrd),
           source: 'built',
         });
-        const row = this.store.images.insert({
+        return this.store.images.insert({
           name,
           kernelId: kernel.id,
           rootfsPath: join(finalDir, IMAGE_FILES.rootfs),
@@ -427,26 +430,13 @@ export class ImageServiceImpl implements ImageService {
           source: 'built',
           isDefault: opts.makeDefault || this.store.images.getDefault() === undefined,
         });
-        if (existsSync(finalDir)) {
-          renameSync(finalDir, oldDir);
-          moved = true;
-        }
-        renameSync(staging, finalDir);
-        installed = true;
-        return row;
       });
     } catch (err) {
-      // The transaction rolled back: put the files back the way they were.
-      try {
-        if (installed) renameSync(finalDir, staging);
-        if (moved) renameSync(oldDir, finalDir);
-      } catch (restoreErr) {
-        this.log.error({ err: restoreErr, dir: finalDir }, 'could not restore the previous image files');
-      }
       if (isUniqueViolation(err)) throw alreadyExists(`image or kernel ${name} already exists`);
       throw err;
     }
-    if (moved) await rm(oldDir, { recursive: true, force: true });
+    const image = installed.rows;
+    if (installed.oldDir !== undefined) await rm(installed.oldDir, { recursive: true, force: true });
     if (replacedKernel?.source === 'imported') {
       await rm(join(this.stateDir, 'kernels', name), { recursive: true, force: true });
     }
@@ -477,17 +467,14 @@ export class ImageServiceImpl implements ImageService {
   /** The derived image's row (its base's kernel, parent = base) and files, in one step. */
   private recordDerived(rb: RunningBuild, plan: DerivedPlan, staging: string, sizeBytes: number): ImageRow {
     const finalDir = join(this.imagesDir, rb.name);
-    const oldDir = `${finalDir}.old-${randomBytes(4).toString('hex')}`;
-    let moved = false;
-    let installed = false;
     try {
-      const row = this.store.transaction(() => {
+      const { rows, oldDir } = this.installReplacing(rb.name, staging, () => {
         const existing = this.store.images.getByName(rb.name);
         if (existing) {
           if (!rb.opts.force) throw alreadyExists(`image ${rb.name} already exists`);
           this.store.images.delete(existing.id);
         }
-        const img = this.store.images.insert({
+        return this.store.images.insert({
           name: rb.name,
           kernelId: plan.base.kernelId,
           rootfsPath: join(finalDir, DERIVED_ROOTFS),
@@ -500,25 +487,47 @@ export class ImageServiceImpl implements ImageService {
           ociConfig: plan.base.ociConfig,
           isDefault: rb.opts.makeDefault,
         });
+      });
+      if (oldDir !== undefined) void rm(oldDir, { recursive: true, force: true });
+      this.log.info({ image: rb.name, base: plan.base.name, key: plan.key }, 'derived image built');
+      return rows;
+    } catch (err) {
+      if (isUniqueViolation(err)) throw alreadyExists(`image ${rb.name} already exists`);
+      throw err;
+    }
+  }
+
+  /**
+   * In one store transaction: `rows()` (deleting the rows it replaces, inserting the new ones),
+   * then the staged directory moved to STATE/images/<name>, the one there set aside first. When
+   * the transaction rolls back, the files are put back the way they were. The directory set
+   * aside (removed by the caller once it is safe) comes back with the rows.
+   */
+  private installReplacing<T>(name: string, staging: string, rows: () => T): Installed<T> {
+    const finalDir = join(this.imagesDir, name);
+    const oldDir = `${finalDir}.old-${randomBytes(4).toString('hex')}`;
+    let moved = false;
+    let installed = false;
+    try {
+      const r = this.store.transaction(() => {
+        const out = rows();
         if (existsSync(finalDir)) {
           renameSync(finalDir, oldDir);
           moved = true;
         }
         renameSync(staging, finalDir);
         installed = true;
-        return img;
+        return out;
       });
-      if (moved) void rm(oldDir, { recursive: true, force: true });
-      this.log.info({ image: rb.name, base: plan.base.name, key: plan.key }, 'derived image built');
-      return row;
+      return { rows: r, oldDir: moved ? oldDir : undefined };
     } catch (err) {
+      // The transaction rolled back: put the files back the way they were.
       try {
         if (installed) renameSync(finalDir, staging);
         if (moved) renameSync(oldDir, finalDir);
       } catch (restoreErr) {
         this.log.error({ err: restoreErr, dir: finalDir }, 'could not restore the previous image files');
       }
-      if (isUniqueViolation(err)) throw alreadyExists(`image ${rb.name} already exists`);
       throw err;
     }
   }
