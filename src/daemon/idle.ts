@@ -145,13 +145,14 @@ export class IdleTracker {
   }
 
   /**
-   * A mark on a VM that is not paused any more (resumed, stopped, a pause that failed or that
-   * a crash undid) is cleared, unless this tracker is pausing it right now.
+   * A mark on a VM that is not paused any more (stopped, a pause that failed or that a crash
+   * undid; a resume by request clears it itself) is cleared, unless this tracker is pausing it.
    */
   private clearStaleMarks(vms: VmRow[]): void {
     for (const vm of vms) {
       if (!vm.idlePausedAt || this.pausing.has(vm.id)) continue;
-      if (vm.state === 'paused' || vm.state === 'pausing') continue;
+      // (Resuming: a resume that fails before the guest runs leaves it paused by the timer still.)
+      if (vm.state === 'paused' || vm.state === 'pausing' || vm.state === 'resuming') continue;
       this.d.vms.setIdlePaused(vm.id, null);
     }
   }
