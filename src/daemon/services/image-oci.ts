@@ -34,7 +34,7 @@ import type { Accel } from '../../engine/driver.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
 import { type RpcContext, withOpId } from '../../rpc/context.ts';
-import { ErrorResponse, badRequest, conflict, notFound, toErrorResponse } from '../../rpc/errors.ts';
+import { ErrorResponse, badRequest, conflict, notFound } from '../../rpc/errors.ts';
 import {
   type ImageRow,
   type KernelRow,
@@ -46,6 +46,7 @@ import { parseSize } from '../../vm/sizes.ts';
 import { defaultBootable, type BootableFn } from './image-bootable.ts';
 import { imageToWire } from './convert.ts';
 import { alreadyExists, checkResourceName, copySparse, installDirSync, makeStagingDir } from './kernel.ts';
+import { failStep, removeStaging } from './op-failure.ts';
 
 export const PULL_STEPS = ['resolve', 'download', 'flatten', 'ext4', 'bootable', 'record'] as const;
 
@@ -316,20 +317,8 @@ export class OciImageService {
         'image pulled',
       );
     } catch (err) {
-      const canceled = tracker.signal.aborted;
-      const reason: unknown = tracker.signal.reason;
-      const e = canceled
-        ? reason instanceof ErrorResponse
-          ? reason
-          : new ErrorResponse('canceled', 'image pull canceled')
-        : toErrorResponse(err, tracker.op.id);
-      tracker.stepFail(undefined, canceled ? 'canceled' : e.bareMessage);
-      if (staging !== undefined) {
-        const dir = staging;
-        await rm(dir, { recursive: true, force: true }).catch((rmErr: unknown) =>
-          this.log.error({ err: rmErr, dir }, 'could not remove a partial image'),
-        );
-      }
+      const { error: e, canceled } = failStep(tracker, err, 'image pull');
+      await removeStaging(staging, this.log, 'could not remove a partial image');
       tracker.fail(e);
       if (canceled) this.log.info({ image: name }, 'image pull canceled');
       else this.log.error({ image: name, err, params }, 'image pull failed');

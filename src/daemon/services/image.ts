@@ -69,6 +69,7 @@ import {
   sweepOrphanDirs,
   sweepStaging,
 } from './kernel.ts';
+import { failStep, removeStaging } from './op-failure.ts';
 
 // Defined beside the pulled-image naming that avoids it (src/image/names.ts); re-exported for the
 // daemon's other services.
@@ -340,19 +341,8 @@ export class ImageServiceImpl implements ImageService {
       );
       return { ok: true, image };
     } catch (err) {
-      const canceled = tracker.signal.aborted;
-      const reason: unknown = tracker.signal.reason;
-      const e = canceled
-        ? reason instanceof ErrorResponse
-          ? reason
-          : new ErrorResponse('canceled', 'image build canceled')
-        : toErrorResponse(err, tracker.op.id);
-      tracker.stepFail(undefined, canceled ? 'canceled' : e.bareMessage);
-      if (staging !== undefined) {
-        await rm(staging, { recursive: true, force: true }).catch((rmErr: unknown) =>
-          this.log.error({ err: rmErr, dir: staging }, 'could not remove partial image build'),
-        );
-      }
+      const { error: e, canceled } = failStep(tracker, err, 'image build');
+      await removeStaging(staging, this.log, 'could not remove partial image build');
       tracker.fail(e);
       if (canceled) this.log.info({ image: name }, 'image build canceled');
       else this.log.error({ image: name, err }, 'image build failed');

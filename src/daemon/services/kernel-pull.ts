@@ -41,6 +41,7 @@ import {
   isInside,
   makeStagingDir,
 } from './kernel.ts';
+import { failStep, removeStaging } from './op-failure.ts';
 
 export interface KernelPullDeps {
   store: Store;
@@ -226,22 +227,11 @@ export class KernelPulls {
         cached: fetched.cached,
       };
     } catch (err) {
-      const canceled = signal.aborted;
-      const reason: unknown = signal.reason;
-      const e = canceled
-        ? reason instanceof ErrorResponse
-          ? reason
-          : new ErrorResponse('canceled', 'kernel pull canceled')
-        : toErrorResponse(err, tracker.op.id);
-      tracker.stepFail(undefined, canceled ? 'canceled' : e.bareMessage);
+      const { error: e, canceled } = failStep(tracker, err, 'kernel pull');
       // Partial files go before the operation says it ended: whoever sees it ended sees no trace.
-      if (staging !== undefined) {
-        const dir = staging;
-        staging = undefined;
-        await rm(dir, { recursive: true, force: true }).catch((rmErr: unknown) =>
-          this.d.log.error({ err: rmErr, dir }, 'could not remove a partial kernel pull'),
-        );
-      }
+      const dir = staging;
+      staging = undefined;
+      await removeStaging(dir, this.d.log, 'could not remove a partial kernel pull');
       tracker.fail(e);
       if (canceled) this.d.log.info({ kernel: name ?? p.name }, 'kernel pull canceled');
       else this.d.log.error({ kernel: name ?? p.name, err }, 'kernel pull failed');
