@@ -574,24 +574,20 @@ describe('image.list, show, delete, promote', () => {
     const c = ctx();
     await svc.buildBegin({ name: 'alpha' }, c);
     expect((await settled(svc, c.opId)).state).toBe('succeeded');
-    mkdirSync(join(images, 'elsewhere'), { recursive: true });
-    writeFileSync(join(images, 'elsewhere', 'vmlinuz'), 'k');
-    store.kernels.insert({
-      name: 'kept-kernel',
-      version: '6.1',
-      kernelPath: join(images, 'elsewhere', 'vmlinuz'),
-      initrdPath: null,
-      source: 'built',
-    });
-    mkdirSync(join(kernels, 'imported'), { recursive: true });
-    writeFileSync(join(kernels, 'imported', 'vmlinuz'), 'k');
-    store.kernels.insert({
-      name: 'imported',
-      version: '6.1',
-      kernelPath: join(kernels, 'imported', 'vmlinuz'),
-      initrdPath: null,
-      source: 'imported',
-    });
+    for (const [name, kdir, source] of [
+      ['kept-kernel', join(images, 'elsewhere'), 'built'],
+      ['imported', join(kernels, 'imported'), 'imported'],
+    ] as const) {
+      mkdirSync(kdir, { recursive: true });
+      writeFileSync(join(kdir, 'vmlinuz'), 'k');
+      store.kernels.insert({
+        name,
+        version: '6.1',
+        kernelPath: join(kdir, 'vmlinuz'),
+        initrdPath: null,
+        source,
+      });
+    }
     // In flight: a build of "slow" (its directory may appear before its row) and a kernel pull.
     const slow = ctx();
     await svc.buildBegin({ name: 'slow' }, slow);
