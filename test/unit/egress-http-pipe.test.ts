@@ -255,6 +255,19 @@ describe('EgressProxy plain-HTTP byte pipe', { timeout: 30_000 }, () => {
     proxy.detach(id);
   });
 
+  it('after a refused request, a pipelined allowed one on the same connection is not served either', async () => {
+    const { sock, id } = attach('allow=api.test');
+    const out = await exchange(
+      sock,
+      `GET http://evil.test:${evilPort}/ HTTP/1.1\r\nHost: evil.test\r\n\r\n` +
+        `GET http://api.test:${rawPort}/second HTTP/1.1\r\nHost: api.test\r\n\r\n`,
+    );
+    expect(out.toString()).toMatch(/^HTTP\/1\.1 403 [^]*denied by policy allow=api\.test\n$/);
+    expect(got.raw).toEqual([]);
+    expect(got.evil).toEqual([]);
+    proxy.detach(id);
+  });
+
   it('bytes after a Content-Length body are not forwarded (no request smuggled in a body)', async () => {
     const { sock, id } = attach('allow=api.test');
     answer = (req, s) => setTimeout(() => s.end(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok`), 100);
