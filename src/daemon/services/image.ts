@@ -65,6 +65,7 @@ import {
   installDirSync,
   makeStagingDir,
   stageKernelFiles,
+  imagesUsingKernel,
   isInside,
   sweepOrphanDirs,
   sweepStaging,
@@ -286,7 +287,7 @@ export class ImageServiceImpl implements ImageService {
       throw alreadyExists(`a kernel named ${name} already exists (the built image's kernel takes its name)`);
     }
     if (kernel) {
-      const others = this.imagesUsing(kernel.id).filter((n) => n !== name);
+      const others = imagesUsingKernel(this.store, kernel.id).filter((n) => n !== name);
       if (others.length > 0) throw conflict(`kernel ${name} is also used by ${others.join(', ')}`);
     }
   }
@@ -778,7 +779,7 @@ export class ImageServiceImpl implements ImageService {
       // A built image's kernel is part of the image (its files live in the image directory).
       const k = this.store.kernels.getById(row.kernelId);
       if (k && k.source === 'built' && k.name === row.name) {
-        if (this.imagesUsing(k.id).length === 0) this.store.kernels.delete(k.id);
+        if (imagesUsingKernel(this.store, k.id).length === 0) this.store.kernels.delete(k.id);
         else keptKernel = true;
       }
     });
@@ -858,13 +859,6 @@ export class ImageServiceImpl implements ImageService {
       .filter((v) => v.imageId === imageId)
       .map((v) => v.name)
       .sort();
-  }
-
-  private imagesUsing(kernelId: string): string[] {
-    return this.store.images
-      .list()
-      .filter((i) => i.kernelId === kernelId)
-      .map((i) => i.name);
   }
 
   private wire(row: ImageRow): Image {

@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import type {
   VmCreateBeginParams,
+  VmCreatePlanParams,
   VmCreateBeginResult,
   VmCreateStatusResult,
 } from '../../../../generated/types.gen.ts';
@@ -21,6 +22,36 @@ import {
 } from '../../format.ts';
 import { failedCreateHint, failedStep, operationElapsed, watchOperation } from '../../progress.ts';
 import { checkResourceName, checkVmName, flagError } from '../../vm-ref.ts';
+
+/** The flags of the VM's spec that vm create and vm run share. */
+export interface SpecFlags {
+  name?: string | undefined;
+  image?: string | undefined;
+  vcpu?: number | undefined;
+  memory?: number | undefined;
+  'disk-size'?: string | undefined;
+  network?: 'user' | 'bridge' | undefined;
+  nat?: boolean | undefined;
+  egress?: string | undefined;
+  secret?: string[] | undefined;
+  'idle-pause-after'?: string | undefined;
+}
+
+/** Those flags as vm.create's spec params (vm.create.begin and vm.create.plan take the same). */
+export function specParams(flags: SpecFlags): VmCreatePlanParams {
+  const params: VmCreatePlanParams = {};
+  if (flags.name !== undefined) params.name = flags.name;
+  if (flags.image !== undefined) params.image = flags.image;
+  if (flags.vcpu !== undefined) params.vcpus = flags.vcpu;
+  if (flags.memory !== undefined) params.memory_mib = flags.memory;
+  if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
+  if (flags.network !== undefined) params.network = flags.network;
+  if (flags.nat) params.nat = true;
+  if (flags.egress !== undefined) params.egress = flags.egress;
+  if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
+  if (flags['idle-pause-after'] !== undefined) params.idle_pause_after = flags['idle-pause-after'];
+  return params;
+}
 
 export const MEMORY_MIN_MIB = 128;
 export const MEMORY_MAX_MIB = 262144;
@@ -127,19 +158,9 @@ If a step fails, banger names it and prints its detail. The failed create is und
     await this.resolveAutoContext();
     if (flags.name !== undefined) checkVmName(flags.name);
     if (flags.image !== undefined) checkResourceName(flags.image, 'image');
-    const params: VmCreateBeginParams = {};
-    if (flags.name !== undefined) params.name = flags.name;
-    if (flags.image !== undefined) params.image = flags.image;
-    if (flags.vcpu !== undefined) params.vcpus = flags.vcpu;
-    if (flags.memory !== undefined) params.memory_mib = flags.memory;
-    if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
-    if (flags.network !== undefined) params.network = flags.network;
-    if (flags.nat) params.nat = true;
-    if (flags.egress !== undefined) params.egress = flags.egress;
-    if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
+    const params: VmCreateBeginParams = specParams(flags);
     if (flags.start === false) params.start = false;
     if (flags.cold) params.cold = true;
-    if (flags['idle-pause-after'] !== undefined) params.idle_pause_after = flags['idle-pause-after'];
 
     const begun = await this.client.vm.create.begin(params);
     const name = begun.name;

@@ -69,7 +69,7 @@ import {
 import { SshSpawnError } from '../../ssh-exec.ts';
 import { shellQuote, signalExitCode } from '../../../util/shell.ts';
 import { checkResourceName, checkVmName, usageError } from '../../vm-ref.ts';
-import { diskSizeFlag, memoryFlag } from './create.ts';
+import { diskSizeFlag, memoryFlag, specParams } from './create.ts';
 import { describeWorkspace } from './workspace/prepare.ts';
 
 export default class VmRun extends BangerCommand {
@@ -212,17 +212,7 @@ Progress and banger's own messages go to stderr; stdout carries only the command
         ? this.loadDevcontainer(resolve(args.path), repo.root)
         : undefined;
 
-    const params: VmCreatePlanParams = {};
-    if (flags.name !== undefined) params.name = flags.name;
-    if (flags.image !== undefined) params.image = flags.image;
-    if (flags.vcpu !== undefined) params.vcpus = flags.vcpu;
-    if (flags.memory !== undefined) params.memory_mib = flags.memory;
-    if (flags['disk-size'] !== undefined) params.disk_size = flags['disk-size'];
-    if (flags.network !== undefined) params.network = flags.network;
-    if (flags.nat) params.nat = true;
-    if (flags.egress !== undefined) params.egress = flags.egress;
-    if (flags.secret !== undefined && flags.secret.length > 0) params.secrets = flags.secret;
-    if (flags['idle-pause-after'] !== undefined) params.idle_pause_after = flags['idle-pause-after'];
+    const params: VmCreatePlanParams = specParams(flags);
 
     // The devcontainer's image: a local one pulled from that reference, else pulled now.
     let pull: RunPlanInput['pull'];
