@@ -17,6 +17,8 @@
 // socat).
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { spawn } from 'node:child_process';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ratio, round, summarize, type Summary } from './stats.ts';
 import { banger, BENCH_BRIDGE_GATEWAY, BIN, deleteVm, ROOT, runCmd, type World } from './world.ts';
@@ -80,6 +82,12 @@ export interface EgressNetResult {
   allow_direct_ms?: Summary;
   /** median(allow_direct) / median(all). */
   ratio_direct_vs_all?: number;
+  /**
+   * User mode: the allow= VM's path with a `socat` relay to the server in the proxy's place
+   * (guestfwd, its socat, then socat instead of Node): what the path costs without the proxy.
+   */
+  allow_relay_ms?: Summary;
+  ratio_relay_vs_all?: number;
 }
 
 export interface EgressResult extends EgressNetResult {
@@ -201,7 +209,7 @@ interface NetPlan {
   network: 'user' | 'bridge';
   vms: { all: string; allow: string };
   policies: { all: string; allow: string };
-  scripts: { all: string; allow: string; direct?: string };
+  scripts: { all: string; allow: string; direct?: string; relay?: string };
 }
 
 function plans(tag: string, port: number): { user: NetPlan; bridge: NetPlan } {
@@ -214,6 +222,8 @@ function plans(tag: string, port: number): { user: NetPlan; bridge: NetPlan } {
       scripts: {
         all: downloadScript(`http://10.0.2.2:${port}/blob`),
         allow: downloadScript(`http://127.0.0.1:${port}/blob`, PROXY),
+        // Through guestfwd and its socat to a socat relay in the proxy's place (see relayOnly).
+        relay: downloadScript(`${PROXY}/blob`),
       },
     },
     bridge: {
@@ -229,6 +239,41 @@ function plans(tag: string, port: number): { user: NetPlan; bridge: NetPlan } {
   };
 }
 
+/**
+ * One download by the allow= VM of user mode with the proxy's socket taken over by a socat relay
+ * to 127.0.0.1:PORT (the proxy's socket renamed aside and back: its listener keeps working): the
+ * guestfwd path's own cost, without the proxy. The bench owns the state dir.
+ */
+async function relayOnly(
+  w: World,
+  vm: string,
+  script: string,
+  port: number,
+  bytes: number,
+): Promise<Download> {
+  const id = (await w.client.vm.list({})).vms.find((v) => v.name === vm)?.id;
+  if (!id) throw new Error(`no vm ${vm}`);
+  const sock = join(w.stateDir, 'egress', 'px', `${id}.sock`);
+  const aside = `${sock}.px`;
+  renameSync(sock, aside);
+  const relay = spawn(
+    '/usr/bin/socat',
+    ['-b', '65536', `UNIX-LISTEN:${sock},fork`, `TCP:127.0.0.1:${port}`],
+    {
+      stdio: 'ignore',
+    },
+  );
+  try {
+    for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 20));
+    return await download(w, vm, script, bytes);
+  } finally {
+    relay.kill();
+    await new Promise((r) => setTimeout(r, 50));
+    rmSync(sock, { force: true });
+    renameSync(aside, sock);
+  }
+}
+
 /** One network mode: two kept VMs, a warm-up each, `reps` alternating downloads; then deleted. */
 async function measureNet(
   w: World,
@@ -236,6 +281,8 @@ async function measureNet(
   reps: number,
   bytes: number,
   mib: number,
+  /** The server's port (user mode's relay-only download). */
+  port?: number,
 ): Promise<EgressNetResult> {
   const { vms, policies, scripts } = p;
   try {
@@ -251,6 +298,7 @@ async function measureNet(
     }
     const out: EgressRep[] = [];
     const direct: number[] = [];
+    const relay: number[] = [];
     for (let i = 0; i < reps; i++) {
       const order = i % 2 === 0 ? 'all-first' : 'allow-first';
       const sides = order === 'all-first' ? (['all', 'allow'] as const) : (['allow', 'all'] as const);
@@ -269,6 +317,15 @@ async function measureNet(
           extra = `, allow= without the proxy failed: ${String(err).slice(0, 300)}`;
         }
       }
+      if (scripts.relay !== undefined && port !== undefined) {
+        try {
+          const d = await relayOnly(w, vms.allow, scripts.relay, port, bytes);
+          relay.push(d.ms);
+          extra += `, allow= path with socat in the proxy's place ${(d.ms / 1000).toFixed(2)} s`;
+        } catch (err) {
+          extra += `, the relay-only download failed: ${String(err).slice(0, 300)}`;
+        }
+      }
       w.say(
         `  ${p.network} rep ${i + 1}/${reps} (${order}): all ${(rep.all.ms / 1000).toFixed(2)} s, ` +
           `allow= ${(rep.allow.ms / 1000).toFixed(2)} s: ${ratio(rep.allow.ms, rep.all.ms)}×${extra}`,
@@ -279,6 +336,10 @@ async function measureNet(
     if (direct.length > 0) {
       r.allow_direct_ms = summarize(direct);
       r.ratio_direct_vs_all = ratio(r.allow_direct_ms.median, summary.all_ms.median);
+    }
+    if (relay.length > 0) {
+      r.allow_relay_ms = summarize(relay);
+      r.ratio_relay_vs_all = ratio(r.allow_relay_ms.median, summary.all_ms.median);
     }
     return r;
   } finally {
@@ -299,7 +360,7 @@ export async function runEgress(
   const server = await blobServer(bytes);
   const p = plans(opts.tag, server.port);
   try {
-    const user = await measureNet(w, p.user, opts.reps, bytes, opts.mib);
+    const user = await measureNet(w, p.user, opts.reps, bytes, opts.mib, server.port);
     const result: EgressResult = {
       ...user,
       network: 'user',
@@ -345,6 +406,12 @@ function netTable(r: EgressNetResult): string[] {
       `**${s.ratio_allow_vs_all}** (each repetition ${s.ratio_each_rep.join(', ')}; worst ` +
       `${s.ratio_worst_rep}); target ≤ ${s.target_ratio}: **${s.target_met ? 'met' : 'not met'}**`,
   ];
+  if (r.allow_relay_ms)
+    out.push(
+      '',
+      `The allow= VM's path with a \`socat\` relay in the proxy's place (guestfwd and its socat, no ` +
+        `proxy): ${sec(r.allow_relay_ms)} s, ${r.ratio_relay_vs_all}× all.`,
+    );
   if (r.allow_direct_ms)
     out.push(
       '',
