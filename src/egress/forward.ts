@@ -294,6 +294,9 @@ export class Forwarder {
   /** CONNECT host:port: a plain tunnel, or with secrets a terminated TLS connection. */
   async connect(vm: ProxyVm, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
+    // A CONNECT pipelined behind a plain request whose answer is being piped on this connection
+    // would share the socket with it: one request per connection, so it is dropped with it.
+    if (this.piped.has(socket)) return void socket.destroy();
     const target = parseAuthority(req.url ?? '');
     const answer = (status: number, text: string, body: string): void => {
       if (socket.writable)

@@ -268,6 +268,20 @@ describe('EgressProxy plain-HTTP byte pipe', { timeout: 30_000 }, () => {
     proxy.detach(id);
   });
 
+  it('a CONNECT pipelined behind a plain request is not tunnelled', async () => {
+    const { sock, id } = attach(`allow=api.test,127.0.0.1:${evilPort}`);
+    answer = (_r, s) => setTimeout(() => s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'), 100);
+    await exchange(
+      sock,
+      `GET http://api.test:${rawPort}/one HTTP/1.1\r\nHost: api.test\r\n\r\n` +
+        `CONNECT 127.0.0.1:${evilPort} HTTP/1.1\r\nHost: 127.0.0.1:${evilPort}\r\n\r\nGET /tunnelled HTTP/1.1\r\n\r\n`,
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got.evil).toEqual([]);
+    expect(got.raw).toHaveLength(1);
+    proxy.detach(id);
+  });
+
   it('bytes after a Content-Length body are not forwarded (no request smuggled in a body)', async () => {
     const { sock, id } = attach('allow=api.test');
     answer = (req, s) => setTimeout(() => s.end(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok`), 100);
