@@ -2,17 +2,22 @@
 // directory and ends its VMM; `vm resume` brings the same VM back with its processes and tmpfs;
 // a paused VM survives a daemon restart (its missing VMM is not a crash); `vm stop` of a paused
 // VM discards the save. Scenario id: vm_pause (`npm run smoke -- -t vm_pause`).
+// Idle pause (docs/snapshots.md "Idle pause"): a VM created with --idle-pause-after 20s is kept
+// running by an open SSH session, paused to disk once unused, and resumed by `vm exec` with its
+// tmpfs intact. Scenario id: idle_pause.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Vm } from '../../generated/types.gen.ts';
 import { findStateDirVmms } from '../../src/vm/orphans.ts';
-import { banger, bangerJson, restartSmokeDaemon, smokeEnv, uniqueName } from './harness.ts';
+import { banger, bangerJson, inNetns, restartSmokeDaemon, smokeEnv, uniqueName } from './harness.ts';
 
 const name = uniqueName('pause');
+const idleName = uniqueName('idle');
 
 afterAll(async () => {
   await banger(['vm', 'delete', name]);
+  await banger(['vm', 'delete', idleName]);
 });
 
 async function show(n: string): Promise<Vm> {
@@ -113,5 +118,70 @@ describe('pause to disk on a real VM', () => {
     expect(stopped.state_reason).toMatch(/saved state was discarded/);
     expect(existsSync(join(stopped.vm_dir, 'saved.state'))).toBe(false);
     expect(existsSync(join(stopped.vm_dir, 'saved.json'))).toBe(false);
+  });
+
+  it('idle_pause: an open SSH session keeps a VM with --idle-pause-after 20s running; unused, it is paused to disk (VMM gone, "paused (idle)"); vm exec resumes it, says so on stderr, and the tmpfs marker is intact', async () => {
+    const created = await bangerJson<{ vm: Vm }>(
+      ['vm', 'create', '--name', idleName, '--network', 'user', '--idle-pause-after', '20s'],
+      { timeoutMs: 600_000 },
+    );
+    expect(created.vm.state).toBe('running');
+    expect(created.vm.idle_pause_after).toBe('20s');
+    // A marker only in RAM (/tmp made a tmpfs when the image has it on disk).
+    const r = await banger(
+      [
+        'vm',
+        'exec',
+        idleName,
+        '--',
+        'sh',
+        '-c',
+        'mountpoint -q /tmp || mount -t tmpfs tmpfs /tmp; echo idle-marker > /tmp/marker; findmnt -no FSTYPE /tmp',
+      ],
+      { timeoutMs: 120_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe('tmpfs');
+
+    // A plain ssh session (the CLI's own command line, without its vm.touch heartbeat): only the
+    // daemon's host-side look at the TCP table can see it. Held for 35 s, beyond the 20 s window.
+    const { argv } = await bangerJson<{ argv: string[] }>(['vm', 'ssh', idleName, '--', 'sleep', '35']);
+    const held = inNetns(smokeEnv().netns, argv, { timeoutMs: 120_000 });
+    await new Promise((res) => setTimeout(res, 32_000));
+    const during = await show(idleName);
+    expect(during.state, 'an open SSH session must keep the VM running').toBe('running');
+    expect(vmmsOf(during)).toEqual([during.pid]);
+    expect((await held).code).toBe(0);
+
+    // Unused from now: paused within 20 s + a 5 s tick + the save.
+    const t0 = Date.now();
+    let paused = await show(idleName);
+    while (paused.state !== 'paused' && Date.now() - t0 < 180_000) {
+      await new Promise((res) => setTimeout(res, 1000));
+      paused = await show(idleName);
+    }
+    const pausedAfterMs = Date.now() - t0;
+    expect(paused.state).toBe('paused');
+    expect(paused.idle_paused_at).toBeDefined();
+    expect(paused.saved_bytes).toBeGreaterThan(1024 * 1024);
+    expect(paused.pid).toBeUndefined();
+    expect(vmmsOf(paused)).toEqual([]);
+    const listed = await banger(['vm', 'list']);
+    expect(listed.stdout).toMatch(new RegExp(`${idleName}\\s+paused \\(idle, `));
+    expect((await banger(['vm', 'show', idleName])).stdout).toMatch(/paused \(idle, saved to disk/);
+
+    // vm exec resumes it (said on stderr only) and reads the marker from the same RAM.
+    const t1 = Date.now();
+    const back = await banger(['vm', 'exec', idleName, '--', 'cat', '/tmp/marker'], { timeoutMs: 300_000 });
+    const resumeMs = Date.now() - t1;
+    expect(back.code, back.stderr).toBe(0);
+    expect(back.stdout).toBe('idle-marker\n');
+    expect(back.stderr).toContain(`resuming idle-paused VM ${idleName}…`);
+    const resumed = await show(idleName);
+    expect(resumed.state).toBe('running');
+    expect(resumed.idle_paused_at).toBeUndefined();
+    process.stderr.write(
+      `idle_pause: paused ${pausedAfterMs} ms after the session ended (window 20 s), vm exec with resume ${resumeMs} ms\n`,
+    );
   });
 });
