@@ -44,6 +44,8 @@ export interface QgaExecOptions {
   timeoutMs: number;
   /** How often to ask whether it exited. Default 50 ms. */
   pollMs?: number;
+  /** Told once the agent has started the process (its guest-exec reply), with the guest pid. */
+  onSpawned?: (pid: number) => void;
 }
 
 interface ExecStatus {
@@ -181,6 +183,7 @@ export class QgaClient {
     const execArgs: Record<string, unknown> = { path, arg: args, 'capture-output': true };
     if (opts.inputData !== undefined) execArgs['input-data'] = opts.inputData.toString('base64');
     const { pid } = await this.execute<{ pid: number }>('guest-exec', execArgs, { timeoutMs: left() });
+    opts.onSpawned?.(pid);
     const stillRunning = (cause?: unknown): EngineError =>
       new EngineError(
         'timeout',

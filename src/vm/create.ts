@@ -20,7 +20,7 @@ import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey, type HostKeyPa
 import { QgaClient } from '../engine/qga.ts';
 import { applyGuestEgress, type GuestEgressSetup } from '../egress/guest.ts';
 import { ReidentifyError, reidentifyGuest } from './reidentify.ts';
-import { startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
+import { formatRestoreTimes, startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
 import { userNetEgress } from '../egress/types.ts';
 import { releasePort, reservePort } from './ports.ts';
 
@@ -271,8 +271,18 @@ async function coldSteps(
  */
 async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: WarmTemplate): Promise<VmRow> {
   const files = vmFiles(d.stateDir, vm0.id);
-  await diskStep(d, t, vm0, { path: tpl.disk, format: 'qcow2' });
-  const seeded = await seedStep(d, t, vm0);
+  // The overlay and the seed (host key, seed image, pin) are independent: made side by side, as
+  // both wait on a process (qemu-img; ssh-keygen, mkfs.ext4). Both settle before any failure
+  // goes on, so a rollback never races a step still writing into the VM's directory.
+  await mkdir(files.dir, { recursive: true, mode: 0o700 });
+  t.registerUndo(() => rm(files.dir, { recursive: true, force: true }));
+  const [disk, seed] = await Promise.allSettled([
+    diskStep(d, t, vm0, { path: tpl.disk, format: 'qcow2' }),
+    seedStep(d, t, vm0),
+  ]);
+  if (disk.status === 'rejected') throw disk.reason;
+  if (seed.status === 'rejected') throw seed.reason;
+  const seeded = seed.value;
   const vm = seeded.vm;
   await t.step(
     'restore',
@@ -288,7 +298,9 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
             : { tap: d.network.guest(vm).tap }),
         };
         attachEgress(d, vm);
-        const handle = await startClone({ driver: d.runtime.driver, log: d.log }, tpl, target);
+        const handle = await startClone({ driver: d.runtime.driver, log: d.log }, tpl, target, (x) =>
+          t.progress(formatRestoreTimes(x)),
+        );
         d.runtime.attach(vm.id, handle);
       } finally {
         if (port !== undefined) releasePort(port);

@@ -18,7 +18,7 @@ import { accessSync, chmodSync, constants as fsc } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Accel, GuestForward, VmLaunchSpec, VmmDriver, VmmHandle } from '../engine/index.ts';
-import { EngineError, saveState } from '../engine/index.ts';
+import { EngineError } from '../engine/index.ts';
 import { INCOMING_DEFER } from '../engine/migration.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { canonicalJson } from '../image/recipe.ts';
@@ -406,7 +406,7 @@ async function buildFresh(
       'waiting for the template boot to finish (systemctl is-system-running --wait), then sync',
     );
     const qga = await QgaClient.connect(spec.qgaSocket!, { timeoutMs: 30_000 });
-    let saved: Awaited<ReturnType<typeof saveState>>;
+    let saved: { durationMs: number };
     let bootMs: number;
     try {
       await qga.sync(30_000);
@@ -416,14 +416,13 @@ async function buildFresh(
       bootMs = Math.round(performance.now() - t0);
 
       progress('save', 'QMP stop, then migrate the device state to the state file (RAM stays in its file)');
-      const qmp = (handle as { qmp?: Parameters<typeof saveState>[0] }).qmp;
-      if (!qmp) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
+      if (!handle.saveState) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
       // Saved with the agent's port still connected: the guest agent is asleep in its read, and
       // stays so in every clone whose port is connected when its state loads (the VMM's handle
       // connects it at start: QgaHold), so a clone's first agent call is answered at once. Closed
       // before the save, the agent would read EOF and sleep 100 ms in each clone first (qemu-ga's
       // poll while no host is connected).
-      saved = await saveState(qmp, p.state, { ignoreShared: true });
+      saved = await handle.saveState(p.state, { ignoreShared: true });
     } finally {
       qga.close();
     }
@@ -556,26 +555,43 @@ export function holdRamOpenable(ram: string, ops: RamFileOps = hostRamOps): () =
   };
 }
 
+/** Where a restore's time went, ms: VMM spawned → QMP answering, the state loaded, `cont`. */
+export interface RestoreTimes {
+  startMs: number;
+  loadMs: number;
+  resumeMs: number;
+}
+
+/** e.g. `QEMU up 62 ms, state loaded 85 ms, cont 3 ms` (the restore step's closing detail). Pure. */
+export function formatRestoreTimes(t: RestoreTimes): string {
+  return `QEMU up ${t.startMs} ms, state loaded ${t.loadMs} ms, cont ${t.resumeMs} ms`;
+}
+
 /**
  * Start a VMM whose RAM maps a saved VM's shared RAM file copy-on-write (spec.memory share=off,
  * incoming `defer`) and load the device state saved with x-ignore-shared, then `cont`. Returns
- * the running handle and how long loading the state took. On failure the VMM is killed.
+ * the running handle and where the time went (loadMs: loading the state). On failure the VMM is
+ * killed.
  */
 export async function startFromSharedState(
   d: Pick<WarmDeps, 'driver' | 'log'>,
   spec: VmLaunchSpec,
   statePath: string,
-): Promise<{ handle: VmmHandle; loadMs: number }> {
+): Promise<{ handle: VmmHandle } & RestoreTimes> {
   if (!spec.memory || spec.memory.share || spec.incoming !== INCOMING_DEFER)
     throw new EngineError('invalid_spec', 'a restore maps the RAM file share=off with -incoming defer');
   const release = holdRamOpenable(spec.memory.backendFile);
   let handle: VmmHandle | undefined;
+  const ms = (from: number): number => Math.round(performance.now() - from);
   try {
+    const t0 = performance.now();
     handle = await d.driver.start(d.driver.prepare(spec), { logger: d.log });
+    const startMs = ms(t0);
     if (!handle.loadState) throw new EngineError('unsupported', 'warm clones need QEMU (QMP)');
     const loaded = await handle.loadState(statePath, { ignoreShared: true });
+    const t1 = performance.now();
     await handle.resume();
-    return { handle, loadMs: loaded.durationMs };
+    return { handle, startMs, loadMs: loaded.durationMs, resumeMs: ms(t1) };
   } catch (err) {
     if (handle) {
       await handle.kill('SIGKILL').catch(() => undefined);
@@ -590,19 +606,21 @@ export async function startFromSharedState(
 /**
  * Start a clone's VMM from a template: QEMU with the template's configuration, its RAM file
  * mapped copy-on-write and `-incoming defer`; load the device state, then `cont`. Returns the
- * running handle.
+ * running handle; `onTimes` hears where the time went.
  */
 export async function startClone(
   d: Pick<WarmDeps, 'driver' | 'log'>,
   tpl: WarmTemplate,
   target: CloneTarget,
+  onTimes?: (t: RestoreTimes) => void,
 ): Promise<VmmHandle> {
-  const { handle, loadMs } = await startFromSharedState(
+  const { handle, ...times } = await startFromSharedState(
     d,
     cloneLaunchSpec(tpl.manifest.spec, target),
     tpl.state,
   );
-  d.log.debug({ vm: target.id, load_ms: loadMs }, 'warm clone state loaded');
+  d.log.debug({ vm: target.id, ...times }, 'warm clone state loaded');
+  onTimes?.(times);
   return handle;
 }
 

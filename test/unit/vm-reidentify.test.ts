@@ -237,7 +237,7 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
       'dry-run: ip route replace default via 10.20.0.1',
       'dry-run: networkctl reload',
       expect.stringMatching(
-        /^banger-reidentify: times: start@[\d.]+ clock@[\d.]+ rng@[\d.]+ files@[\d.]+ net@[\d.]+$/,
+        /^banger-reidentify: times: begin@[\d.]+ checked@[\d.]+ clock@[\d.]+ rng@[\d.]+ files@[\d.]+ net@[\d.]+$/,
       ),
       'banger-reidentify: ok machine-id hostname host-key entropy network dns (dry run)',
     ]);
@@ -370,6 +370,7 @@ class HostQga {
   }
   exec(path: string, args: string[], o: QgaExecOptions): Promise<QgaExecResult> {
     this.calls.push(`exec ${path} ${args[0] ?? ''}`);
+    o.onSpawned?.(4242);
     const r = spawnSync(path, args, {
       input: o.inputData,
       encoding: 'utf8',
@@ -390,7 +391,7 @@ describe('reidentifyGuest', () => {
     // No guest-set-time: it would also write the RTC, which costs ~0.9 s in a guest.
     expect(qga.calls).toEqual(['sync', 'exec /bin/sh -c']);
     expect(r.summary).toMatch(
-      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, script \d+ ms: clock \d+ ms, rng \d+ ms, files \d+ ms\)$/,
+      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, exec reply \d+ ms, script \d+ ms: checked \d+ ms, clock \d+ ms, rng \d+ ms, files \d+ ms; in the guest \d+ ms\)$/,
     );
     const set = /dry-run: date -u -s @(\d+\.\d{9})/.exec(qga.lastStdout);
     expect(set).not.toBeNull();
@@ -437,8 +438,13 @@ describe('reidentifyGuest', () => {
 describe('guestStages', () => {
   it('turns the script’s stage@uptime pairs into durations', () => {
     expect(guestStages('banger-reidentify: times: start@12.30 clock@12.32 files@12.40 rng@12.71')).toBe(
-      'clock 20 ms, files 80 ms, rng 310 ms',
+      'clock 20 ms, files 80 ms, rng 310 ms; in the guest 410 ms',
     );
+    // The script's own marks: begin (the shell runs it) and checked (its input read and checked).
+    expect(
+      guestStages('banger-reidentify: times: begin@7.00 checked@7.04 clock@7.06 rng@7.06 files@7.13'),
+    ).toBe('checked 40 ms, clock 20 ms, rng 0 ms, files 70 ms; in the guest 130 ms');
+    expect(guestStages('banger-reidentify: times: begin@7.00')).toBeUndefined();
     expect(guestStages('banger-reidentify: times:')).toBeUndefined();
     expect(guestStages(undefined)).toBeUndefined();
   });

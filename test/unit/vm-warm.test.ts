@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.ts';
 import type { VmLaunchSpec } from '../../src/engine/driver.ts';
+import { FakeVmmDriver } from '../../src/engine/fake.ts';
 import { buildQemuArgv } from '../../src/engine/qemu-argv.ts';
 import { findStateDirVmms } from '../../src/vm/orphans.ts';
 import { createLogger } from '../../src/log/logger.ts';
@@ -19,6 +20,9 @@ import {
   WARM_FORMAT,
   cloneLaunchSpec,
   findTemplate,
+  formatRestoreTimes,
+  startClone,
+  startFromSharedState,
   holdRamOpenable,
   listTemplates,
   sweepTemplates,
@@ -312,5 +316,53 @@ describe('config [warm]', () => {
     expect(parseConfig('[warm]\nauto = true\n').warm.auto).toBe(true);
     expect(() => parseConfig('[warm]\nauto = "yes"\n')).toThrow(/warm.auto/);
     expect(() => parseConfig('[warm]\nspeed = 1\n')).toThrow(/warm.speed/);
+  });
+});
+
+describe('restoring a clone says where the time went', () => {
+  it('formats the restore step detail', () => {
+    expect(formatRestoreTimes({ startMs: 62, loadMs: 85, resumeMs: 3 })).toBe(
+      'QEMU up 62 ms, state loaded 85 ms, cont 3 ms',
+    );
+  });
+
+  it('starts the VMM, loads the state with x-ignore-shared, continues it, and times each', async () => {
+    const dir = mkdtempSync(join(root, 'restore-'));
+    const tplSpec: VmLaunchSpec = { ...templateSpec('user'), vmDir: dir };
+    const ram = join(dir, 'ram');
+    writeFileSync(ram, '');
+    tplSpec.memory = { backendFile: ram, share: true };
+    const driver = new FakeVmmDriver();
+    const log = createLogger({ name: 't', quiet: true });
+    const tpl = await driver.start(driver.prepare(tplSpec));
+    const state = join(dir, 'state');
+    await tpl.saveState!(state, { ignoreShared: true });
+    const files = vmFiles(join(dir, 'state-dir'), 'c0ffee000001');
+    const spec = cloneLaunchSpec(tplSpec, { id: 'c0ffee000001', files, sshHostPort: 40100 });
+    const r = await startFromSharedState({ driver, log }, spec, state);
+    for (const k of ['startMs', 'loadMs', 'resumeMs'] as const) expect(r[k]).toBeGreaterThanOrEqual(0);
+    expect(driver.transcript.filter((o) => o.target === 'c0ffee000001').map((o) => o.op)).toEqual([
+      'prepare',
+      'start',
+      'loadState',
+      'resume',
+    ]);
+    expect(driver.transcript.find((o) => o.op === 'loadState')?.detail).toMatchObject({
+      path: state,
+      ignoreShared: true,
+    });
+    expect(await r.handle.status()).toBe('running');
+
+    // startClone hands the same times to its caller (the restore step's detail).
+    let heard: unknown;
+    const files2 = vmFiles(join(dir, 'state-dir'), 'c0ffee000002');
+    const manifest = { spec: tplSpec } as TemplateManifest;
+    await startClone(
+      { driver, log },
+      { dir, manifest, disk: join(dir, 'disk.qcow2'), state, ram },
+      { id: 'c0ffee000002', files: files2, sshHostPort: 40101 },
+      (t) => (heard = t),
+    );
+    expect(heard).toMatchObject({ startMs: expect.any(Number), loadMs: expect.any(Number) });
   });
 });
