@@ -175,8 +175,8 @@ export function warmTable(w: WarmResult): string {
   const out = [
     table(['create → SSH ready, s: median (min–max)', 'cold (`--cold`)', 'warm'], rows),
     '',
-    `warm / cold over ${s.pairs} alternating pairs: **${s.ratio_warm_vs_cold}** (medians of the CLI's ` +
-      `create → ready; per pair ${s.ratio_warm_vs_cold_per_pair}; the daemon's SSH ready ` +
+    `warm / cold over ${s.pairs} alternating pairs: median of the pairs **${s.ratio_warm_vs_cold_per_pair}** ` +
+      `(the CLI's create → ready; ratio of the two medians ${s.ratio_warm_vs_cold}; the daemon's SSH ready ` +
       `${s.ratio_warm_vs_cold_daemon}); worst pair (#${s.worst_pair.index + 1}) ` +
       `**${s.worst_pair.ratio}**; targets ≤ ${s.target_ratio}× cold, worst pair ≤ ` +
       `${s.target_worst_ratio}: **${s.target_met ? 'met' : 'not met'}**`,
