@@ -16,7 +16,13 @@ import type { EgressEvent } from './events.ts';
 import { formatEgress, ruleFor, type EgressPolicy } from './rules.ts';
 import type { EgressCa } from './ca.ts';
 import { placeholdersIn, substituteHeaders, type VmSecret } from './secrets.ts';
-import { pumpRequestBody, pumpResponse, requestFraming, upstreamRequestHead } from './http-pipe.ts';
+import {
+  pumpRequestBody,
+  pumpResponse,
+  requestFraming,
+  upstreamRequestHead,
+  upstreamSocket,
+} from './http-pipe.ts';
 
 export interface ProxyVm {
   id: string;
@@ -252,13 +258,14 @@ export class Forwarder {
       throw new Refusal(400, `banger egress: ${(err as Error).message}`);
     }
     const client = req.socket;
-    const up = netConnect({ host: dest.ip, port: dest.port });
+    let onChunk: (chunk: Buffer) => boolean = () => true;
+    const up = upstreamSocket({ host: dest.ip, port: dest.port }, () => onChunk);
     up.setNoDelay(true);
     up.setTimeout(this.t.connectMs);
     up.on('timeout', () =>
       up.destroy(new Error(`${up.connecting ? 'connecting to ' : ''}${dest.host}:${dest.port} timed out`)),
     );
-    pumpResponse({
+    onChunk = pumpResponse({
       up,
       client,
       headRequest: req.method === 'HEAD',
