@@ -3,14 +3,22 @@
 // a paused VM survives a daemon restart (its missing VMM is not a crash); `vm stop` of a paused
 // VM discards the save. Scenario id: vm_pause (`npm run smoke -- -t vm_pause`).
 // Idle pause (docs/snapshots.md "Idle pause"): a VM created with --idle-pause-after 20s is kept
-// running by an open SSH session, paused to disk once unused, and resumed by `vm exec` with its
-// tmpfs intact. Scenario id: idle_pause.
+// running by an open SSH session, paused to disk once unused, stays paused by the timer across a
+// daemon restart, and is resumed by `vm exec` with its tmpfs intact. Scenario id: idle_pause.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Vm } from '../../generated/types.gen.ts';
 import { findStateDirVmms } from '../../src/vm/orphans.ts';
-import { banger, bangerJson, inNetns, restartSmokeDaemon, smokeEnv, uniqueName } from './harness.ts';
+import {
+  banger,
+  bangerJson,
+  daemonLogRecords,
+  inNetns,
+  restartSmokeDaemon,
+  smokeEnv,
+  uniqueName,
+} from './harness.ts';
 
 const name = uniqueName('pause');
 const idleName = uniqueName('idle');
@@ -169,6 +177,13 @@ describe('pause to disk on a real VM', () => {
     const listed = await banger(['vm', 'list']);
     expect(listed.stdout).toMatch(new RegExp(`${idleName}\\s+paused \\(idle, `));
     expect((await banger(['vm', 'show', idleName])).stdout).toMatch(/paused \(idle, saved to disk/);
+
+    expect(daemonLogRecords().some((l) => l.msg === 'vm paused: idle' && l.vm === idleName)).toBe(true);
+
+    // Recorded, not remembered: a daemon restart keeps it paused by the timer.
+    await restartSmokeDaemon();
+    const afterRestart = await show(idleName);
+    expect(afterRestart).toMatchObject({ state: 'paused', idle_paused_at: paused.idle_paused_at });
 
     // vm exec resumes it (said on stderr only) and reads the marker from the same RAM.
     const t1 = Date.now();
