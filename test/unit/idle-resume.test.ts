@@ -1,10 +1,10 @@
 // The CLI side of idle pause: vm ssh/exec/run/workspace resume a VM the idle timer paused (and
 // say so on stderr), leave a VM paused by request alone, and cost nothing extra when it runs.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { BangerClient } from '../../generated/client.gen.ts';
 import type { Vm, VmSshResult } from '../../generated/types.gen.ts';
 import { ErrorResponse } from '../../src/rpc/errors.ts';
-import { sshDetailsResuming, withIdleResume } from '../../src/cli/idle-resume.ts';
+import { heartbeat, sshDetailsResuming, withIdleResume } from '../../src/cli/idle-resume.ts';
 
 const DETAILS = { name: 'a', host: '127.0.0.1', port: 2222, user: 'root' } as unknown as VmSshResult;
 
@@ -74,5 +74,58 @@ describe('idle resume in the CLI', () => {
     ).catch((e: unknown) => e);
     expect((err as ErrorResponse).code).toBe('not_found');
     expect(calls).toEqual([]);
+  });
+});
+
+describe('the session heartbeat (vm.touch)', () => {
+  it('touches at once, then every third of the VM window, and not after stop', async () => {
+    vi.useFakeTimers();
+    try {
+      const touched: number[] = [];
+      const client = {
+        vm: {
+          touch: async () => {
+            touched.push(Date.now());
+            return { vm: { name: 'a', idle_pause_after: '30s' } };
+          },
+        },
+      } as unknown as BangerClient;
+      const t0 = Date.now();
+      const stop = heartbeat(client, 'a');
+      await vi.advanceTimersByTimeAsync(0);
+      expect(touched).toEqual([t0]);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(touched).toEqual([t0, t0 + 10_000]);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(touched).toHaveLength(3);
+      stop();
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(touched).toHaveLength(3);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a failed touch does not end the session: it tries again a minute later', async () => {
+    vi.useFakeTimers();
+    try {
+      let calls = 0;
+      const client = {
+        vm: {
+          touch: async () => {
+            calls++;
+            throw new ErrorResponse('not_found', 'gone');
+          },
+        },
+      } as unknown as BangerClient;
+      const stop = heartbeat(client, 'a');
+      await vi.advanceTimersByTimeAsync(59_999);
+      expect(calls).toBe(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(calls).toBe(2);
+      stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
