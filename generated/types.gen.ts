@@ -2342,6 +2342,10 @@ export interface VmSetParams {
    * New egress policy: `all` (no restriction), `none` (nothing leaves the VM) or `allow=RULE[,RULE…]`: a RULE is a domain (`registry.npmjs.org`), a wildcard domain (`*.githubusercontent.com`: names below it at any depth, not the domain itself), an IPv4 address (`10.1.2.3`) or CIDR (`10.0.0.0/8`), each optionally with `:PORT`. No spaces; at most 128 rules.
    */
   egress?: EgressText;
+  /**
+   * The VM's own idle pause (`30m`; `0` never), in any state, from now on; counts as a use of the VM. See docs/snapshots.md "Idle pause".
+   */
+  idle_pause_after?: IdleDurationText;
 }
 
 /**

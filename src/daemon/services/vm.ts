@@ -50,6 +50,17 @@ export interface VmServiceDeps extends LifecycleDeps {
   secretExists?: (name: string) => Promise<boolean>;
 }
 
+/** An idle_pause_after param in ms, or bad_request with the parser's words. */
+function idleParam(text: string): number {
+  try {
+    return parseIdleDuration(text);
+  } catch (err) {
+    if (err instanceof IdleDurationError)
+      throw new ErrorResponse('bad_request', `idle_pause_after: ${err.message}`);
+    throw err;
+  }
+}
+
 export class VmServiceImpl implements VmService {
   private readonly d: VmServiceDeps;
   /** Every state change, lock and VMM event of a VM goes through it. */
@@ -149,7 +160,7 @@ export class VmServiceImpl implements VmService {
   async createBegin(p: T.VmCreateBeginParams, ctx: RpcContext): Promise<T.VmCreateBeginResult> {
     // The same resolution (and the same errors) as vm.create.plan.
     const plan = await this.createPlan(p);
-    const idleMs = p.idle_pause_after !== undefined ? parseIdleDuration(p.idle_pause_after) : undefined;
+    const idleMs = p.idle_pause_after !== undefined ? idleParam(p.idle_pause_after) : undefined;
     const id = newId();
     const t = this.d.ops.begin(ctx.opId, 'vm.create', 'vm.create.begin', { vm: plan.name });
     this.reserved.set(plan.name, ctx.opId);
@@ -278,8 +289,17 @@ export class VmServiceImpl implements VmService {
 
   async set(p: T.VmSetParams, ctx: RpcContext): Promise<T.VmSetResult> {
     const vm = this.find(p.name);
-    if (p.vcpus === undefined && p.memory_mib === undefined && p.egress === undefined)
-      throw new ErrorResponse('bad_request', 'nothing to change: give vcpus, memory_mib or egress');
+    if (
+      p.vcpus === undefined &&
+      p.memory_mib === undefined &&
+      p.egress === undefined &&
+      p.idle_pause_after === undefined
+    )
+      throw new ErrorResponse(
+        'bad_request',
+        'nothing to change: give vcpus, memory_mib, egress or idle_pause_after',
+      );
+    const idleMs = p.idle_pause_after !== undefined ? idleParam(p.idle_pause_after) : undefined;
     const egress = p.egress !== undefined ? planEgress(p.egress) : undefined;
     return this.lifecycle.exclusive(vm, 'updating', async () => {
       const cur = this.d.store.vms.getById(vm.id) ?? vm;
@@ -293,6 +313,10 @@ export class VmServiceImpl implements VmService {
       const patch: VmPatch = {};
       if (p.vcpus !== undefined) patch.vcpus = p.vcpus;
       if (p.memory_mib !== undefined) patch.memoryMib = p.memory_mib;
+      if (idleMs !== undefined) {
+        patch.idlePauseAfterMs = idleMs;
+        this.used(vm);
+      }
       let change: EgressChange | undefined;
       if (egress) {
         // This call's op id becomes the policy's: its egress log lines carry it from now on.
@@ -472,15 +496,7 @@ export class VmServiceImpl implements VmService {
 
   /** vm.create.plan: what vm.create.begin would create, resolved without touching anything. */
   async createPlan(p: T.VmCreatePlanParams): Promise<T.VmCreatePlanResult> {
-    if (p.idle_pause_after !== undefined) {
-      try {
-        parseIdleDuration(p.idle_pause_after);
-      } catch (err) {
-        if (err instanceof IdleDurationError)
-          throw new ErrorResponse('bad_request', `idle_pause_after: ${err.message}`);
-        throw err;
-      }
-    }
+    if (p.idle_pause_after !== undefined) idleParam(p.idle_pause_after);
     return planCreate(
       {
         store: this.d.store,
