@@ -311,11 +311,21 @@ export function helperLogRecords(): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-/** Stop the smoke daemon (VMs keep running) and start a new one (e.g. with BANGER_TEST_FAIL_STEP). */
-export async function restartSmokeDaemon(extraEnv: NodeJS.ProcessEnv = {}): Promise<SmokeEnv> {
+/**
+ * Stop the smoke daemon (VMs keep running) and start a new one (e.g. with BANGER_TEST_FAIL_STEP).
+ * `whileStopped` runs in between (e.g. a test's own QMP connection: the daemon holds the only one).
+ */
+export async function restartSmokeDaemon(
+  extraEnv: NodeJS.ProcessEnv = {},
+  whileStopped?: () => Promise<void>,
+): Promise<SmokeEnv> {
   const env = smokeEnv();
   await stopProcess(env.daemonPid, 'bangerd');
-  env.daemonPid = await startSmokeDaemon(env, extraEnv);
-  writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
+  try {
+    await whileStopped?.();
+  } finally {
+    env.daemonPid = await startSmokeDaemon(env, extraEnv);
+    writeFileSync(SMOKE_ENV_FILE, JSON.stringify(env));
+  }
   return env;
 }
