@@ -184,7 +184,7 @@ export const DEFS_SCHEMA = {
         'How long a VM may stay unused before it is paused to disk: number+unit parts in the order d, h, m, s (`30m`, `1h30m`, `20s`), from 10s to 30d; `0` (or empty) turns idle pause off.',
       type: 'string',
       maxLength: 32,
-      pattern: '^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$',
+      pattern: '^(0|([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?)$',
     },
     Image: {
       type: 'object',

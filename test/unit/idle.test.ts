@@ -1,4 +1,5 @@
 // Idle pause, the pure parts: duration text, the per-VM decision, host-side SSH detection.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   formatIdleDuration,
@@ -33,6 +34,20 @@ describe('idle_pause_after duration text', () => {
   it('says what it takes', () => {
     expect(() => parseIdleDuration('30')).toThrow(/give a number with a unit \(s, m, h, d\), e\.g\. 30m/);
     expect(() => parseIdleDuration('5s')).toThrow(/from 10s to 30d/);
+  });
+
+  it('the wire schema (IdleDurationText) lets through every text the parser accepts', () => {
+    const schema = JSON.parse(
+      readFileSync(new URL('../../schema/methods.json', import.meta.url), 'utf8'),
+    ) as {
+      $defs: { IdleDurationText: { pattern: string } };
+    };
+    const re = new RegExp(schema.$defs.IdleDurationText.pattern);
+    for (const text of ['0', '', '0s', '20s', '30m', '1h30m', '2d', '1d2h3m4s']) {
+      expect(() => parseIdleDuration(text)).not.toThrow();
+      expect(re.test(text), text).toBe(true);
+    }
+    expect(re.test('30 m')).toBe(false);
   });
 
   it('formats back to text the parser reads as the same value', () => {
