@@ -5,7 +5,7 @@
 // twice, different edits in each fork, each fork on its own branch, `vm workspace export` gives
 // each fork's own patch. Scenario ids: vm_fork, fork_workspace (`npm run smoke -- -t vm_fork`).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Vm, VmForkStatusResult } from '../../generated/types.gen.ts';
@@ -116,6 +116,50 @@ describe('vm fork on real VMs', () => {
     process.stderr.write(
       `vm_fork: fork → child running with ssh ${forkMs} ms; source paused ${r.source_pause_ms} ms; steps ${r.operation.steps.map((x) => `${x.name} ${step(x.name)} ms`).join(', ')}\n`,
     );
+  });
+
+  it('vm_ram_file: a booted VM maps its RAM from an unlinked file on /dev/shm; memory the guest frees goes back to the host', async () => {
+    const n = uniqueName('fram');
+    leftovers.push(n);
+    const created = await bangerJson<{ vm: Vm }>(['vm', 'create', '--name', n, '--network', 'user'], {
+      timeoutMs: 600_000,
+    });
+    const pid = created.vm.pid!;
+    const uid = smokeEnv().daemonUser?.uid ?? 0;
+    const dir = `/dev/shm/banger-${uid}`;
+    // The RAM file: open in the VMM, its name already gone (nothing to leak).
+    const links = readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+    expect(
+      links.filter((l) => l.startsWith(`${dir}/qemu_back_mem.mem.`) && l.endsWith(' (deleted)')),
+    ).toHaveLength(1);
+    expect(readdirSync(dir).filter((f) => f.startsWith('qemu_back_mem.'))).toEqual([]);
+    const shmem = (): number => {
+      const t = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+      return Number(/^Pss_Shmem:\s+(\d+) kB/m.exec(t)?.[1] ?? NaN) / 1024;
+    };
+    await sh(
+      n,
+      'mkdir -p /mnt/b && mount -t tmpfs -o size=500m tmpfs /mnt/b && head -c 400m /dev/urandom > /mnt/b/big',
+    );
+    const peak = shmem();
+    await sh(n, 'rm /mnt/b/big && umount /mnt/b');
+    // Free page reporting: the guest hands free blocks back, QEMU punches them out of the file.
+    let after = peak;
+    for (let i = 0; i < 30 && after > peak - 250; i++) {
+      await new Promise((res) => setTimeout(res, 1000));
+      after = shmem();
+    }
+    process.stderr.write(
+      `vm_ram_file: VMM Pss_Shmem ${peak.toFixed(0)} MiB with 400 MiB in use, ${after.toFixed(0)} MiB after it was freed\n`,
+    );
+    expect(peak).toBeGreaterThan(400);
+    expect(after).toBeLessThan(peak - 250);
   });
 
   it('fork_workspace: a workspace VM forked twice; each fork on its own branch, each export its own patch', async () => {
