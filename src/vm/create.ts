@@ -108,6 +108,9 @@ export async function runCreate(d: CreateDeps, t: OperationTracker, req: CreateR
       ),
     async (row) => {
       d.store.vms.delete(row.id);
+      // The events' cached op id of this name goes with the row: a later create of the same name
+      // must not log its denials under this failed create's op id.
+      d.egress?.events.forget(row.name);
     },
   );
   req.onRecorded?.(vm);

@@ -19,6 +19,7 @@ import { opContext } from '../../src/rpc/context.ts';
 import { toErrorResponse } from '../../src/rpc/errors.ts';
 import { newId, openStore, type Store } from '../../src/store/index.ts';
 import { runCreate, type CreateDeps } from '../../src/vm/create.ts';
+import type { EgressEvents } from '../../src/egress/events.ts';
 import { macFor } from '../../src/vm/layout.ts';
 import { guestCmdline, launchSpec } from '../../src/vm/machine.ts';
 import { VmRuntime } from '../../src/vm/runtime.ts';
@@ -77,6 +78,11 @@ describe('daemon bridge mode with the recording fake', () => {
     store.close();
   });
 
+  let forgotten: string[] = [];
+  beforeEach(() => {
+    forgotten = [];
+  });
+
   function deps(): CreateDeps {
     const stateDir = join(tmp.dir, 'state');
     return {
@@ -90,6 +96,12 @@ describe('daemon bridge mode with the recording fake', () => {
       store,
       installPubKey: async () => 'ssh-ed25519 AAAA test',
       setState: (vm, to, reason) => store.vms.writeState(vm.id, { state: to, reason: reason ?? null }),
+      egress: {
+        events: { forget: (vm: string) => void forgotten.push(vm) } as unknown as EgressEvents,
+        attach: () => undefined,
+        update: () => undefined,
+        detach: () => undefined,
+      },
       resolveImage: async (name) => {
         const image = store.images.getByName(name ?? imageName)!;
         return { image, kernel: store.kernels.getById(image.kernelId)! };
@@ -162,6 +174,9 @@ describe('daemon bridge mode with the recording fake', () => {
     // The image's rootfs does not exist, so prepare_disk fails after network succeeded.
     const { err, steps } = await create('diskfail', true);
     expect(err).toBeDefined();
+    // The record's undo drops the egress events' cached op id of the name (a later create of the
+    // same name must not log under this failed one's op id).
+    expect(forgotten).toEqual(['diskfail']);
     expect(steps).toEqual(['resolve_image:done', 'record:undone', 'network:undone', 'prepare_disk:failed']);
     expect(store.vms.list()).toEqual([]);
     expect(fake.taps.size).toBe(0);
