@@ -195,6 +195,14 @@ describe('pause to disk on a real VM', () => {
     const resumed = await show(idleName);
     expect(resumed.state).toBe('running');
     expect(resumed.idle_paused_at).toBeUndefined();
+    // vm touch marks it used (last_used_at moves on); vm set turns its idle pause off.
+    const touched = await bangerJson<Vm>(['vm', 'touch', idleName]);
+    expect(Date.parse(touched.last_used_at!)).toBeGreaterThanOrEqual(t1);
+    const off = await bangerJson<Vm>(['vm', 'set', idleName, '--idle-pause-after', '0']);
+    expect(off.idle_pause_after).toBeUndefined();
+    expect((await banger(['vm', 'set', idleName, '--idle-pause-after', '30'])).stderr).toMatch(
+      /--idle-pause-after: "30" is not a duration/,
+    );
     process.stderr.write(
       `idle_pause: paused ${pausedAfterMs} ms after the session ended (window 20 s), vm exec with resume ${resumeMs} ms\n`,
     );
