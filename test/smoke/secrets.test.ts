@@ -294,7 +294,7 @@ describe('secrets', () => {
   );
 
   it(
-    'egress_secret_bridged: a bridged guest’s placeholder becomes the value for its host only',
+    'bridged_secret: a bridged guest’s placeholder becomes the value for its host only',
     { timeout: 900_000 },
     async (ctx) => {
       const status = await bangerJson<DaemonStatusResult>(['daemon', 'status']);
