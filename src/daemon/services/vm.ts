@@ -264,8 +264,12 @@ export class VmServiceImpl implements VmService {
   }
 
   async pause(p: T.VmPauseParams): Promise<T.VmPauseResult> {
-    const row = await this.lifecycle.pause(this.find(p.name));
-    // Paused by request, not by the idle timer (a mark an earlier idle pause left goes).
+    const vm = this.find(p.name);
+    // Paused by request, not by the idle timer: a mark an earlier idle pause left goes before
+    // the pause (a kill -9 between a pause and clearing it afterwards left the VM counted as
+    // idle-paused for good, and vm ssh/exec would then resume it by themselves).
+    if (vm.idlePausedAt && vm.state !== 'paused') this.d.store.vms.setIdlePaused(vm.id, null);
+    const row = await this.lifecycle.pause(vm);
     if (row.idlePausedAt) this.d.store.vms.setIdlePaused(row.id, null);
     return { vm: this.wire(this.d.store.vms.getById(row.id) ?? row) };
   }
