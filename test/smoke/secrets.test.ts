@@ -253,8 +253,10 @@ describe('secrets', () => {
       // Nowhere in the guest's environment or files.
       const look = await guest(
         vmName,
-        `env; grep -r -l -F -e '${VALUE_PREFIX}' /etc /home /root /tmp /var/tmp 2>/dev/null; echo grep-done`,
+        `env; if grep -r -l -F -e '${VALUE_PREFIX}' /etc /home /root /tmp /var/tmp 2>/dev/null; then echo LEAK-FOUND; fi; echo grep-done`,
       );
+      // grep -l prints file names, not contents: a file holding the value shows as LEAK-FOUND.
+      expect(look).not.toContain('LEAK-FOUND');
       expect(look).toContain(`API_KEY=${placeholder}`);
       expect(look).toContain('grep-done');
       expect(look).not.toContain(VALUE_PREFIX);
@@ -346,8 +348,10 @@ describe('secrets', () => {
 
       const look = await guest(
         vmName,
-        `env; grep -r -l -F -e '${VALUE_PREFIX}' /etc /home /root /tmp /var/tmp 2>/dev/null; echo grep-done`,
+        `env; if grep -r -l -F -e '${VALUE_PREFIX}' /etc /home /root /tmp /var/tmp 2>/dev/null; then echo LEAK-FOUND; fi; echo grep-done`,
       );
+      // grep -l prints file names, not contents: a file holding the value shows as LEAK-FOUND.
+      expect(look).not.toContain('LEAK-FOUND');
       expect(look).toContain('grep-done');
       expect(look).not.toContain(VALUE_PREFIX);
       await expectNoLeak(created.operation.id);
