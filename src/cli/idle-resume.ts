@@ -5,6 +5,7 @@
 import type { BangerClient } from '../../generated/client.gen.ts';
 import type { Vm, VmSshResult } from '../../generated/types.gen.ts';
 import { ErrorResponse } from '../rpc/errors.ts';
+import { parseIdleDuration } from '../vm/idle.ts';
 
 /** Where the "resuming" line goes (stderr; tests replace it). */
 export type Say = (line: string) => void;
@@ -65,10 +66,13 @@ export async function withIdleResume<R>(
 
 /** Heartbeat period for a VM's idle_pause_after: a third of it, from 3 s to 60 s. */
 export function heartbeatMs(idlePauseAfter: string | undefined): number {
-  const m = idlePauseAfter ? /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(idlePauseAfter) : null;
-  if (!m) return 60_000;
-  const [d, h, min, s] = m.slice(1).map((p) => Number(p ?? 0)) as [number, number, number, number];
-  const ms = (((d * 24 + h) * 60 + min) * 60 + s) * 1000;
+  let ms = 0;
+  try {
+    // The daemon's own parser (the daemon sends only texts it accepted).
+    ms = parseIdleDuration(idlePauseAfter ?? '');
+  } catch {
+    // Not a duration: the longest period.
+  }
   return ms > 0 ? Math.min(60_000, Math.max(3000, Math.floor(ms / 3))) : 60_000;
 }
 
