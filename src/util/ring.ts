@@ -37,6 +37,8 @@ export class Ring<T> {
 
   /** The newest `n` items, oldest first. */
   last(n: number): T[] {
+    // A poll with nothing new asks for none: no copy of the whole ring.
+    if (n <= 0) return [];
     const all = this.toArray();
     return all.slice(Math.max(0, all.length - n));
   }
