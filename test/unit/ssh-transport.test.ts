@@ -45,8 +45,8 @@ describe('the remote socket probe', () => {
       encoding: 'utf8',
     }).stdout.trim();
   it('names the system install marker of src/paths.ts by default', () => {
-    expect(REMOTE_SOCKET_PROBE).toBe(remoteSocketProbe(INSTALL_TOML));
-    expect(REMOTE_SOCKET_PROBE).toContain(`[ -e '${INSTALL_TOML}' ]`);
+    expect(INSTALL_TOML).toBe('/etc/banger/install.toml');
+    expect(REMOTE_SOCKET_PROBE).toContain(`[ -e '/etc/banger/install.toml' ]`);
   });
   it('follows src/paths.ts: BANGER_SOCKET, then XDG_RUNTIME_DIR, then /tmp/banger-UID', () => {
     expect(probe({ BANGER_SOCKET: '/x/y.sock' })).toBe('/x/y.sock');
