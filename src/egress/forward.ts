@@ -17,6 +17,8 @@ import { formatEgress, ruleFor, type EgressPolicy } from './rules.ts';
 import type { EgressCa } from './ca.ts';
 import { placeholdersIn, substituteHeaders, type VmSecret } from './secrets.ts';
 import {
+  connectionListed,
+  HOP_HEADERS,
   pumpRequestBody,
   pumpResponse,
   requestFraming,
@@ -53,19 +55,6 @@ export interface ForwardDeps {
 }
 
 const DEFAULT_TIMEOUTS: ForwardTimeouts = { resolveMs: 10_000, connectMs: 15_000, idleMs: 300_000 };
-
-// Hop-by-hop headers (RFC 9110 7.6.1) and the proxy's own: never forwarded.
-const HOP = new Set([
-  'connection',
-  'proxy-connection',
-  'keep-alive',
-  'proxy-authorization',
-  'proxy-authenticate',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 /** A request the proxy refuses: the status and the one-line body the client sees. */
 class Refusal extends Error {
@@ -406,11 +395,7 @@ export class Forwarder {
 
 /** The request's headers minus hop-by-hop ones, names as the client wrote them. */
 function forwardHeaders(raw: readonly string[]): OutgoingHttpHeaders {
-  const drop = new Set(HOP);
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] ?? '').toLowerCase() === 'connection')
-      for (const n of (raw[i + 1] ?? '').split(',')) drop.add(n.trim().toLowerCase());
-  }
+  const drop = new Set([...HOP_HEADERS, ...connectionListed(raw)]);
   const out: Record<string, string | string[]> = {};
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] ?? '';

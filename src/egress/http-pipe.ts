@@ -13,11 +13,8 @@ import { connect as netConnect, type Socket } from 'node:net';
 /** The longest response head read (status line + headers); longer is a 502. */
 export const MAX_RESPONSE_HEAD = 64 * 1024;
 
-// Hop-by-hop headers (RFC 9110 7.6.1), the proxy's own, and what the proxy decides itself:
-// Host (replaced by the checked URI's authority, RFC 9112 3.2.2: the guest cannot name one host
-// to the policy and another to a shared server), framing (re-stated from the parsed body),
-// Expect (Node's parser already answered 100-continue).
-const REQUEST_DROP = new Set([
+// Hop-by-hop headers (RFC 9110 7.6.1) and the proxy's own: never forwarded (forward.ts too).
+export const HOP_HEADERS: ReadonlySet<string> = new Set([
   'connection',
   'proxy-connection',
   'keep-alive',
@@ -26,11 +23,12 @@ const REQUEST_DROP = new Set([
   'te',
   'trailer',
   'transfer-encoding',
-  'content-length',
   'upgrade',
-  'host',
-  'expect',
 ]);
+// Plus what the pipe decides itself: Host (replaced by the checked URI's authority, RFC 9112
+// 3.2.2: the guest cannot name one host to the policy and another to a shared server), framing
+// (re-stated from the parsed body), Expect (Node's parser already answered 100-continue).
+const REQUEST_DROP = new Set([...HOP_HEADERS, 'content-length', 'host', 'expect']);
 // The response keeps its framing (Content-Length, Transfer-Encoding): its body is passed as is.
 const RESPONSE_DROP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authenticate']);
 
@@ -38,7 +36,7 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const FIELD_VALUE = /^[^\0\r\n]*$/;
 
 /** The names a Connection header lists: hop-by-hop too. */
-function connectionListed(raw: readonly string[]): Set<string> {
+export function connectionListed(raw: readonly string[]): Set<string> {
   const out = new Set<string>();
   for (let i = 0; i < raw.length; i += 2)
     if ((raw[i] ?? '').toLowerCase() === 'connection')
