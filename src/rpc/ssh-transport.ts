@@ -141,13 +141,13 @@ export class SshTunnel {
   }
 
   private async establish(): Promise<string> {
-    if (await socketAnswers(this.localSocket)) return this.localSocket;
+    if (await answers(this.localSocket)) return this.localSocket;
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     // Two banger processes starting the same master at once would leave a stray connection: one
     // starts it, the other waits for its socket.
     const lock = await this.lock();
     try {
-      if (await socketAnswers(this.localSocket)) return this.localSocket;
+      if (await answers(this.localSocket)) return this.localSocket;
       await this.startMaster();
       const remote = this.endpoint.remoteSocket ?? (await this.probeSocket());
       const fwd = await runSsh([
@@ -226,8 +226,14 @@ export class SshTunnel {
 
   /** ProxyCommand value that reaches host:port from the remote host, through the master. */
   proxyCommand(): string {
-    const q = singleQuote;
-    return ['ssh', ...this.baseArgs().map(q), '-W', '%h:%p', '--', q(this.endpoint.destination)].join(' ');
+    return [
+      'ssh',
+      ...this.baseArgs().map(singleQuote),
+      '-W',
+      '%h:%p',
+      '--',
+      singleQuote(this.endpoint.destination),
+    ].join(' ');
   }
 
   /** Why the master is gone, from its log; '' when it said nothing. */
@@ -287,11 +293,6 @@ export class SshTunnel {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-}
-
-/** Whether something accepts connections on a unix socket (listen.ts's probe, minus a missing file). */
-function socketAnswers(path: string): Promise<boolean> {
-  return existsSync(path) ? answers(path) : Promise.resolve(false);
 }
 
 /** Run ssh with argv; collect stdout and stderr. */

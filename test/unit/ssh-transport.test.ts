@@ -1,10 +1,12 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { capacityOf, pickContext, type Capacity } from '../../src/cli/context-fanout.ts';
 import { INSTALL_TOML } from '../../src/paths.ts';
+import { answers } from '../../src/rpc/listen.ts';
 import { REMOTE_SOCKET_PROBE, remoteSocketProbe, sshReason, SshTunnel } from '../../src/rpc/ssh-transport.ts';
 import type { DaemonStatusResult } from '../../generated/types.gen.ts';
 
@@ -81,6 +83,30 @@ describe('the tunnel', () => {
     expect(t.proxyCommand()).toBe(
       `ssh '-S' '${t.controlPath}' '-o' 'BatchMode=yes' '-p' '2222' -W %h:%p -- 'me@srv'`,
     );
+  });
+});
+
+describe('the tunnel socket check', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'banger-tunnel-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a missing or dead local socket does not answer (no existsSync needed before the probe)', async () => {
+    expect(await answers(join(dir, 'missing.sock'))).toBe(false);
+    const plain = join(dir, 'plain-file.sock');
+    writeFileSync(plain, '');
+    expect(await answers(plain)).toBe(false);
+  });
+
+  it('a local socket that answers is reused as is: no ssh is run', async () => {
+    // A destination no ssh could reach: were the master started, socket() would fail.
+    const t = new SshTunnel({ name: 'srv', destination: 'nobody@invalid.invalid', label: 'x' }, dir);
+    const server = createServer((c) => c.destroy());
+    await new Promise<void>((resolve) => server.listen(t.localSocket, resolve));
+    try {
+      expect(await t.socket()).toBe(t.localSocket);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 
