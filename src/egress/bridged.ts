@@ -7,7 +7,7 @@
 // (VM delete, start-up reconcile), and the kernel's denial lines becoming EgressEvents.
 import type { PrivApi } from '../../generated/client.gen.ts';
 import type { PrivEgressApplyParams, PrivListOwnedResult } from '../../generated/types.gen.ts';
-import { egressPolicyHash } from '../hostnet/egress.ts';
+import { egressPolicyHash, egressSpecFromParams } from '../hostnet/egress.ts';
 import { tapNameFor } from '../hostnet/names.ts';
 import type { Logger } from '../log/logger.ts';
 import type { VmRow } from '../store/index.ts';
@@ -71,16 +71,12 @@ export function applyParams(
   };
 }
 
-/** What the helper's chains carry for these params (src/hostnet/egress.ts egressPolicyHash). Pure. */
+/**
+ * What the helper's chains carry for these params: the hash of the very spec the helper builds
+ * from them (src/hostnet/egress.ts egressSpecFromParams). Pure.
+ */
 export function applyParamsHash(p: PrivEgressApplyParams): string {
-  return egressPolicyHash({
-    guestIp: p.guest_ip,
-    bridge: p.bridge,
-    mode: p.mode,
-    cidrs: p.cidrs,
-    resolver: p.resolver,
-    ...(p.proxy ? { proxy: p.proxy } : {}),
-  });
+  return egressPolicyHash(egressSpecFromParams(p));
 }
 
 /**

@@ -123,6 +123,39 @@ export function egressPolicyHash(f: EgressPolicyFacts): string {
 }
 export const egressLogPrefix = (tap: string): string => `${EGRESS_LOG_PREFIX}${tap} `;
 
+/** priv.egress_apply's params (generated PrivEgressApplyParams), as far as the chains go. */
+export interface EgressApplyParams {
+  tap: string;
+  guest_ip: string;
+  bridge: string;
+  mode: string;
+  cidrs: EgressCidr[];
+  resolver: { ip: string; port: number };
+  proxy?: { ip: string; port: number };
+}
+
+/**
+ * The spec an apply's params stand for, the one reading of them: the helper applies it
+ * (src/helper/services/priv.ts) and the daemon hashes it to compare with what the chains carry
+ * (src/egress/bridged.ts applyParamsHash). Two readings could drift apart, and then every daemon
+ * start would find every VM's hash different and write its chains again. All of the spec but the
+ * helper's pool, which the helper adds (it is not hashed). Throws for mode `all`, which has no
+ * chains. Pure.
+ */
+export function egressSpecFromParams(p: EgressApplyParams): Omit<EgressSpec, 'pool'> {
+  if (p.mode !== 'none' && p.mode !== 'allow')
+    throw new HostnetError('egress_apply', `mode ${p.mode} has no egress chains`);
+  return {
+    tap: p.tap,
+    guestIp: p.guest_ip,
+    bridge: p.bridge,
+    mode: p.mode,
+    cidrs: p.cidrs.map((c) => ({ cidr: c.cidr, ...(c.port !== undefined ? { port: c.port } : {}) })),
+    resolver: { ip: p.resolver.ip, port: p.resolver.port },
+    ...(p.proxy ? { proxy: { ip: p.proxy.ip, port: p.proxy.port } } : {}),
+  };
+}
+
 function cidrRight(cidr: string): unknown {
   const c = parseCidr(cidr);
   return c.prefix === 32

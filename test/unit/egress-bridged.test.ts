@@ -15,7 +15,7 @@ import {
 } from '../../src/egress/bridged.ts';
 import type { EgressEvent } from '../../src/egress/events.ts';
 import { parseEgress } from '../../src/egress/rules.ts';
-import { egressPolicyHash, type EgressSpec } from '../../src/hostnet/egress.ts';
+import { egressPolicyHash, egressSpecFromParams, type EgressSpec } from '../../src/hostnet/egress.ts';
 import {
   answerAddresses,
   buildResponse,
@@ -266,20 +266,37 @@ describe('BridgedEgress', () => {
     moved.close();
   });
 
-  it('the daemon and the helper hash an apply the same way', () => {
+  it('the daemon and the helper hash an apply the same way: one reading of the params, every field in it', () => {
     const p = applyParams(vm(), { plan, dnsPort: 5354 });
-    // What the helper builds from these params (src/helper/services/priv.ts egressApply).
-    const helperSpec: EgressSpec = {
-      tap: p.tap,
-      guestIp: p.guest_ip,
-      bridge: p.bridge,
+    // The helper applies { ...egressSpecFromParams(p), pool } (src/helper/services/priv.ts); the
+    // chains carry egressPolicyHash of that spec.
+    const spec = egressSpecFromParams(p);
+    expect(spec).toEqual({
+      tap: 'bgt0123456789ab',
+      guestIp: '10.213.0.2',
+      bridge: 'br-banger',
       mode: 'allow',
-      cidrs: p.cidrs,
-      resolver: p.resolver,
-      ...(p.proxy ? { proxy: p.proxy } : {}),
-      pool: '10.213.0.0/16',
-    };
-    expect(applyParamsHash(p)).toBe(egressPolicyHash(helperSpec));
+      cidrs: [{ cidr: '10.9.0.0/16' }, { cidr: '192.0.2.7/32', port: 8443 }],
+      resolver: { ip: '10.213.0.1', port: 5354 },
+      proxy: { ip: '10.213.0.1', port: 3128 },
+    });
+    const applied: EgressSpec = { ...spec, pool: '10.213.0.0/16' };
+    expect(applyParamsHash(p)).toBe(egressPolicyHash(applied));
+    // Every field the chains depend on moves the hash (a field the reading dropped would not).
+    const variants: Partial<T.PrivEgressApplyParams>[] = [
+      { guest_ip: '10.213.0.9' },
+      { bridge: 'br-banger-x' },
+      { mode: 'none', cidrs: [] },
+      { cidrs: [{ cidr: '10.9.0.0/16' }] },
+      { cidrs: [{ cidr: '10.9.0.0/16' }, { cidr: '192.0.2.7/32', port: 8444 }] },
+      { resolver: { ip: '10.213.0.1', port: 53 } },
+      { proxy: { ip: '10.213.0.1', port: 3129 } },
+    ];
+    const { proxy: _proxy, ...noProxy } = p;
+    const hashes = [applyParamsHash(noProxy), ...variants.map((v) => applyParamsHash({ ...p, ...v }))];
+    expect(new Set([applyParamsHash(p), ...hashes]).size).toBe(hashes.length + 1);
+    // Mode all has no chains: nothing to read.
+    expect(() => egressSpecFromParams({ ...p, mode: 'all', cidrs: [] })).toThrow(/no egress chains/);
   });
 
   it('denials from the kernel log become deny events of the VM (DNS elsewhere said as such)', async () => {

@@ -5,6 +5,7 @@ import {
   allowCommands,
   applyCommands,
   egressPolicyHash,
+  egressSpecFromParams,
   NftEgress,
   parseEgressState,
   removeCommands,
@@ -476,7 +477,8 @@ describe('priv.egress_* service', () => {
   it('apply, allow, list, mode all removes, events', async () => {
     const r = await svc.egressApply(structuredClone(ok) as never, rctx);
     expect(r).toEqual({ tap: TAP, mode: 'allow', created: true, rules: 12 });
-    expect(egress.chains.get(TAP)?.pool).toBe('10.213.0.0/16');
+    // The helper's reading of the params is the daemon's (applyParamsHash hashes the same spec).
+    expect(egress.chains.get(TAP)).toEqual({ ...egressSpecFromParams(ok), pool: '10.213.0.0/16' });
     await svc.egressAllow({ tap: TAP, entries: [{ ip: '192.0.2.50', ttl_s: 5 }] }, rctx);
     expect(egress.sets.get(TAP)?.get('192.0.2.50')).toBe(30);
     expect((await svc.listOwned(rctx)).egress).toEqual([

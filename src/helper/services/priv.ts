@@ -4,7 +4,7 @@
 // "missing" and both create.
 import type { PrivService } from '../../../generated/handlers.gen.ts';
 import type * as T from '../../../generated/types.gen.ts';
-import type { Egress } from '../../hostnet/egress.ts';
+import { type Egress, egressSpecFromParams } from '../../hostnet/egress.ts';
 import type { EgressLogSource } from '../../hostnet/egress-log.ts';
 import { formatCidr, type Links, type Nat, type Resolver, vmIdOfTap } from '../../hostnet/index.ts';
 import type { RpcContext } from '../../rpc/context.ts';
@@ -166,14 +166,9 @@ export class PrivServiceImpl implements PrivService {
         if (r.removed) ctx.log.info({ tap: p.tap, mode: p.mode }, 'egress chains removed');
         return { tap: p.tap, mode: p.mode, created: false, rules: 0 };
       }
+      // The daemon hashes the same reading of these params (src/egress/bridged.ts applyParamsHash).
       const r = await this.d.egress.apply({
-        tap: p.tap,
-        guestIp: p.guest_ip,
-        bridge: p.bridge,
-        mode: p.mode,
-        cidrs: p.cidrs,
-        resolver: p.resolver,
-        ...(p.proxy ? { proxy: p.proxy } : {}),
+        ...egressSpecFromParams(p),
         pool: formatCidr(this.d.vocabulary.pool),
       });
       ctx.log.info(
