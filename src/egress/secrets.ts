@@ -3,8 +3,10 @@
 // name and renamed, so a reader sees the old value or the new one, never half of one.
 // Nothing here logs a value; callers must not either (the RPC log and op trace never see params).
 import { createHmac, randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../util/atomic-write.ts';
+import { sweepDir } from './sweep.ts';
 
 /** Secret names: environment variable names, so the guest can hold the placeholder in one. */
 export const SECRET_NAME_RE = /^[A-Z_][A-Z0-9_]*$/;
@@ -69,9 +71,8 @@ export async function loadPlaceholderKey(path: string): Promise<Buffer> {
   }
   const key = randomBytes(32);
   await mkdir(join(path, '..'), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, key, { mode: 0o600 });
-  await rename(tmp, path);
+  // The temp name is the one src/egress/side.ts sweeps at start-up.
+  await writeFileAtomic(path, key, { mode: 0o600, tmp: `${path}.tmp-${process.pid}` });
   return key;
 }
 
@@ -106,32 +107,30 @@ export class SecretStore {
     return join(this.dir, name);
   }
 
+  /**
+   * Once per set or rm, when its change is made (or failed): a read that began before does not
+   * fill the cache (it may have read the old file), one that begins after reads the new one. Two
+   * sets at once may rename in one order and return in the other: neither value stays cached.
+   */
+  private invalidate(name: string): void {
+    this.generation++;
+    this.cache.delete(name);
+  }
+
   /** Store (or replace) a secret; `created` is false when it replaced one. */
   async set(name: string, value: string): Promise<{ created: boolean }> {
     const path = this.path(name);
     validateSecretValue(value);
     await this.ensureDir();
-    const existed = await this.has(name);
-    const tmp = join(this.dir, `.${name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-    const fh = await open(tmp, 'wx', 0o600);
     try {
-      await fh.writeFile(value);
-      await fh.sync();
+      const existed = await this.has(name);
+      // The temp name is the one sweepTemp looks for.
+      const tmp = join(this.dir, `.${name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+      await writeFileAtomic(path, value, { mode: 0o600, fsync: true, tmp });
+      return { created: !existed };
     } finally {
-      await fh.close();
+      this.invalidate(name);
     }
-    this.cache.delete(name);
-    this.generation++;
-    try {
-      await rename(tmp, path);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    // Not cached from here: two sets at once may rename in one order and return in the other.
-    this.generation++;
-    this.cache.delete(name);
-    return { created: !existed };
   }
 
   /**
@@ -139,14 +138,8 @@ export class SecretStore {
    * they hold a secret's value, which must not outlive a later `secret rm`. Call at start-up,
    * before anything calls set().
    */
-  async sweepTemp(): Promise<string[]> {
-    const removed: string[] = [];
-    for (const n of await readdir(this.dir).catch(() => [] as string[])) {
-      if (!/^\.[A-Z_][A-Z0-9_]*\.tmp-/.test(n)) continue;
-      await rm(join(this.dir, n), { force: true });
-      removed.push(n);
-    }
-    return removed;
+  sweepTemp(): Promise<string[]> {
+    return sweepDir(this.dir, (n) => /^\.[A-Z_][A-Z0-9_]*\.tmp-/.test(n));
   }
 
   async has(name: string): Promise<boolean> {
@@ -195,12 +188,12 @@ export class SecretStore {
   /** Remove a secret; not_found when there is none. */
   async rm(name: string): Promise<void> {
     const path = this.path(name);
-    this.cache.delete(name);
-    this.generation++;
-    if (!(await this.has(name))) throw new SecretError('not_found', `secret ${name} not found`);
-    await rm(path, { force: true });
-    this.generation++;
-    this.cache.delete(name);
+    try {
+      if (!(await this.has(name))) throw new SecretError('not_found', `secret ${name} not found`);
+      await rm(path, { force: true });
+    } finally {
+      this.invalidate(name);
+    }
   }
 }
 

@@ -3,7 +3,6 @@
 // it; the VM lifecycle attaches VMs to `proxy` through E's hooks (src/egress/types.ts).
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
 import type { Logger } from '../log/logger.ts';
 import { EgressCa } from './ca.ts';
 import { DEFAULT_EGRESS_CONFIG, loadCaBundles, type EgressConfig } from './config.ts';
@@ -12,6 +11,7 @@ import type { VmRow } from '../store/index.ts';
 import { guestEgressFor, type GuestEgressSetup, type GuestEgressVm } from './guest.ts';
 import { EgressProxy, type AttachVm } from './proxy.ts';
 import { derivePlaceholder, loadPlaceholderKey, SecretStore } from './secrets.ts';
+import { sweepDir } from './sweep.ts';
 import { USER_PROXY_URL, type EgressHooks } from './types.ts';
 
 export interface EgressSide {
@@ -94,11 +94,5 @@ export function proxyHooks(side: Pick<EgressSide, 'proxy'>, events: EgressEvents
 
 /** STATE/egress's temp names (EgressCa's `.ca-*` and `.leaf-*` dirs with private keys, loadPlaceholderKey's `placeholder.key.tmp-*`). */
 async function sweepEgressTemp(dir: string): Promise<string[]> {
-  const removed: string[] = [];
-  for (const n of await readdir(dir).catch(() => [] as string[])) {
-    if (!n.startsWith('.ca-') && !n.startsWith('.leaf-') && !n.startsWith('placeholder.key.tmp-')) continue;
-    await rm(join(dir, n), { recursive: true, force: true });
-    removed.push(n);
-  }
-  return removed;
+  return sweepDir(dir, (n) => ['.ca-', '.leaf-', 'placeholder.key.tmp-'].some((p) => n.startsWith(p)));
 }

@@ -1,6 +1,6 @@
 // The secret store (0600 files in a 0700 dir, atomic replace), --secret parsing, and the header
 // substitution the proxy applies.
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -68,6 +68,33 @@ describe('SecretStore', () => {
     expect(await s.get('C_KEY')).toBeUndefined();
   });
 
+  it('reads all through a set see the old or the new value, and the new one is what stays cached', async () => {
+    const s = new SecretStore(join(tmp.dir, 'interleaved'));
+    await s.set('D_KEY', 'sk-old');
+    const reads: Promise<string | undefined>[] = [];
+    const setting = s.set('D_KEY', 'sk-new');
+    let done = false;
+    void setting.then(() => (done = true));
+    // A read started at every turn of the event loop while the set writes, syncs and renames.
+    while (!done) {
+      reads.push(s.get('D_KEY'));
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(reads.length).toBeGreaterThan(1);
+    for (const v of await Promise.all(reads)) expect(['sk-old', 'sk-new']).toContain(v);
+    expect(await s.get('D_KEY')).toBe('sk-new');
+  });
+
+  it('a set that cannot rename leaves no temp copy of the value and the old state readable', async () => {
+    const s = new SecretStore(join(tmp.dir, 'failing'));
+    await s.set('E_KEY', 'sk-kept');
+    // A directory where the secret would go: the rename over it fails.
+    mkdirSync(join(s.dir, 'F_KEY'));
+    await expect(s.set('F_KEY', 'sk-lost')).rejects.toThrow();
+    expect(readdirSync(s.dir).sort()).toEqual(['E_KEY', 'F_KEY']);
+    expect(await s.get('E_KEY')).toBe('sk-kept');
+  });
+
   it('refuses bad names and values that could split a header, without quoting the value', async () => {
     for (const n of ['api_key', '1X', 'A-B', '', 'A/B', '../X'])
       await expect(store.set(n, 'v')).rejects.toThrow();
@@ -84,6 +111,7 @@ describe('placeholders', () => {
     const path = join(tmp.dir, 'egress', 'placeholder.key');
     const key = await loadPlaceholderKey(path);
     expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(readdirSync(join(path, '..'))).toEqual(['placeholder.key']);
     expect(await loadPlaceholderKey(path)).toEqual(key);
     const p = derivePlaceholder(key, 'vm1', 'API_KEY');
     expect(p).toMatch(/^banger-secret-[0-9a-f]{32}$/);

@@ -1,9 +1,10 @@
-// Start-up sweep of proxy sockets whose VM is gone (deleted across a daemon crash).
+// Start-up sweeps: proxy sockets whose VM is gone (deleted across a daemon crash), and the one
+// loop under every egress sweep.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sweepProxySockets } from '../../src/egress/sweep.ts';
+import { sweepDir, sweepProxySockets } from '../../src/egress/sweep.ts';
 import { shortTempDir } from '../helpers/tmp.ts';
 
 const tmp = shortTempDir('bgpx');
@@ -29,5 +30,18 @@ describe('sweepProxySockets', () => {
       'warm-0123456789ab.sock',
     ]);
     expect(await sweepProxySockets(join(tmp.dir, 'missing'), () => false)).toEqual([]);
+  });
+});
+
+describe('sweepDir', () => {
+  it('removes the names it picks, directories whole, and nothing else', async () => {
+    const dir = join(tmp.dir, 'egress');
+    mkdirSync(join(dir, '.ca-1234', 'inner'), { recursive: true });
+    writeFileSync(join(dir, '.ca-1234', 'inner', 'key.pem'), 'private');
+    for (const n of ['placeholder.key.tmp-77', 'placeholder.key', 'ca.pem']) writeFileSync(join(dir, n), '');
+    const removed = await sweepDir(dir, (n) => n.startsWith('.ca-') || n.startsWith('placeholder.key.tmp-'));
+    expect(removed.sort()).toEqual(['.ca-1234', 'placeholder.key.tmp-77']);
+    expect(readdirSync(dir).sort()).toEqual(['ca.pem', 'placeholder.key']);
+    expect(await sweepDir(join(tmp.dir, 'nowhere'), () => true)).toEqual([]);
   });
 });
