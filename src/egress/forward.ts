@@ -25,6 +25,7 @@ import {
   upstreamRequestHead,
   upstreamSocket,
 } from './http-pipe.ts';
+import { canHandBack, directMessage, stayMessage } from './relay.ts';
 
 export interface ProxyVm {
   id: string;
@@ -247,6 +248,23 @@ export class Forwarder {
       throw new Refusal(400, `banger egress: ${(err as Error).message}`);
     }
     const client = req.socket;
+    // User mode's relay takes a request with a known body length off the proxy's hands: it
+    // connects to the checked address, sends this head and exactly that many body bytes, and
+    // splices the answer back (src/egress/relay.ts). Chunked bodies stay here (re-framed).
+    if (!framing.chunked && canHandBack(client)) {
+      client.end(
+        directMessage({
+          ip: dest.ip,
+          port: dest.port,
+          up: Buffer.from(head),
+          down: Buffer.alloc(0),
+          body: framing.length ?? 0,
+        }),
+      );
+      return;
+    }
+    // The relay holds the body until the proxy has spoken: it says "stay" before waiting for it.
+    if (canHandBack(client)) client.write(stayMessage());
     let onChunk: (chunk: Buffer) => boolean = () => true;
     const up = upstreamSocket({ host: dest.ip, port: dest.port }, () => onChunk);
     up.setNoDelay(true);
@@ -310,6 +328,19 @@ export class Forwarder {
     }
     this.event(vm, 'allow', dest, vm.secrets.length > 0 ? 'connect (tls terminated)' : 'connect');
     if (vm.secrets.length > 0) return this.terminate(vm, dest, socket, head);
+    if (canHandBack(socket as Socket)) {
+      // The relay connects and tunnels itself; the guest gets the 200 once it is connected.
+      socket.end(
+        directMessage({
+          ip: dest.ip,
+          port: dest.port,
+          up: head,
+          down: Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n', 'latin1'),
+          body: 'tunnel',
+        }),
+      );
+      return;
+    }
 
     const up = netConnect({ host: dest.ip, port: dest.port });
     up.setTimeout(this.t.connectMs);

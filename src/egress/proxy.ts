@@ -29,6 +29,7 @@ export interface SecretRef {
   hosts: string[];
 }
 import { Forwarder, type ForwardDeps, type ProxyVm } from './forward.ts';
+import { takeHello } from './relay.ts';
 
 export type { ProxyVm } from './forward.ts';
 
@@ -127,8 +128,12 @@ export class EgressProxy {
     } else res.destroy();
   }
 
-  /** Hand a connection to the parser as `a`'s (counted and closed with it). */
-  private adopt(a: Attached, socket: Socket): void {
+  /**
+   * Hand a connection to the parser as `a`'s (counted and closed with it). `relay`: a unix-socket
+   * connection, whose other end is normally user mode's relay (src/egress/relay.ts): its hello
+   * is taken off first. Never on the bridged TCP listener, where the guest itself is the peer.
+   */
+  private adopt(a: Attached, socket: Socket, relay = false): void {
     if (a.sockets.size >= MAX_CONNECTIONS_PER_VM) {
       socket.destroy();
       return;
@@ -137,7 +142,11 @@ export class EgressProxy {
     socket.on('close', () => a.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
     this.owner.set(socket, a);
-    this.http.emit('connection', socket);
+    if (!relay) return void this.http.emit('connection', socket);
+    takeHello(socket, () => {
+      this.http.emit('connection', socket);
+      socket.resume();
+    });
   }
 
   /** Start proxying for a VM: its unix socket now, and the bridged listener when it has an address. */
@@ -151,7 +160,7 @@ export class EgressProxy {
     rmSync(unixSocket, { force: true });
     const a: Attached = {
       vm: { id: vm.id, name: vm.name, policy: vm.policy, secrets, ...(vm.opId ? { opId: vm.opId } : {}) },
-      unix: createNetServer((s) => this.adopt(a, s)),
+      unix: createNetServer((s) => this.adopt(a, s, true)),
       unixSocket,
       sockets: new Set(),
       ...(vm.ip ? { ip: vm.ip } : {}),

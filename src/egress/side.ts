@@ -12,7 +12,8 @@ import { guestEgressFor, type GuestEgressSetup, type GuestEgressVm } from './gue
 import { EgressProxy, type AttachVm } from './proxy.ts';
 import { derivePlaceholder, loadPlaceholderKey, SecretStore } from './secrets.ts';
 import { sweepDir } from './sweep.ts';
-import { USER_PROXY_URL, type EgressHooks } from './types.ts';
+import { USER_PROXY_URL, usesProxy, type EgressHooks } from './types.ts';
+import { assertRelayBuilt } from './relay.ts';
 
 export interface EgressSide {
   secrets: SecretStore;
@@ -86,7 +87,11 @@ export function proxyHooks(side: Pick<EgressSide, 'proxy'>, events: EgressEvents
   });
   return {
     events,
-    attach: (vm) => void side.proxy.attach(attachOf(vm)),
+    attach: (vm) => {
+      // A user-mode VM's guestfwd runs the relay: a VMM must not start without it.
+      if (usesProxy(vm)) assertRelayBuilt();
+      side.proxy.attach(attachOf(vm));
+    },
     update: (vm) => side.proxy.update(vm.id, vm.egress),
     detach: (vmId) => side.proxy.detach(vmId),
   };

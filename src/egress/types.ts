@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { GuestForward } from '../engine/index.ts';
 import type { VmRow } from '../store/index.ts';
 import type { EgressEvents } from './events.ts';
+import { relayBinaryPath } from './relay.ts';
 
 /** The guest-side address of the proxy in user mode (QEMU guestfwd; not a host address). */
 export const USER_PROXY_IP = '10.0.2.100';
@@ -63,6 +64,7 @@ export function userNetEgress(
     ip: USER_PROXY_IP,
     port: USER_PROXY_PORT,
     unixSocket: userProxySocket(stateDir, vm.id),
+    relay: relayBinaryPath(),
   };
   return userRestricted(vm) ? { restrict: true, guestfwd } : { guestfwd };
 }

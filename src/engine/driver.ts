@@ -38,13 +38,17 @@ export type NetSpec =
 
 /**
  * User mode: each TCP connection the guest opens to `ip:port` (an address inside QEMU's user
- * network, answered by nothing else) is bridged to `unixSocket` on the host by one `socat`
- * process QEMU starts for it (`guestfwd=…-cmd:`). With `restrict=on` it is the only way out.
+ * network, answered by nothing else) is handed to `unixSocket` on the host by one process QEMU
+ * starts for it (`guestfwd=…-cmd:`): `relay` (banger's build/egress-relay, which can also take
+ * the connection to the upstream itself once the proxy allowed it) when given, else `socat`.
+ * With `restrict=on` it is the only way out.
  */
 export interface GuestForward {
   ip: string;
   port: number;
   unixSocket: string;
+  /** Absolute path of the relay executable, run as `RELAY SOCKET`. */
+  relay?: string;
 }
 
 /**

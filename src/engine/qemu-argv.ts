@@ -96,6 +96,9 @@ export const SOCAT_BINARY = '/usr/bin/socat';
  * doubled.
  */
 export function guestfwdOption(g: GuestForward): string {
+  // The relay (native/egress-relay.c): argv is just the socket; paths checked by spec.ts.
+  if (g.relay !== undefined)
+    return `guestfwd=tcp:${g.ip}:${g.port}-cmd:${g.relay} ${qemuOptValue(g.unixSocket)}`;
   return `guestfwd=tcp:${g.ip}:${g.port}-cmd:${SOCAT_BINARY} -b 65536 STDIO UNIX-CONNECT:${qemuOptValue(g.unixSocket)}`;
 }
 

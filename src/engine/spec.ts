@@ -51,7 +51,9 @@ export function checkSocketPath(what: string, p: string): void {
 const GUESTFWD_SOCKET_RE = /^\/[A-Za-z0-9._/-]+$/;
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
-function checkGuestForward(g: { ip: string; port: number; unixSocket: string }): void {
+function checkGuestForward(g: { ip: string; port: number; unixSocket: string; relay?: string }): void {
+  if (g.relay !== undefined && (typeof g.relay !== 'string' || !GUESTFWD_SOCKET_RE.test(g.relay)))
+    throw invalid(`net.guestfwd.relay must be an absolute path of [A-Za-z0-9._/-]: ${String(g.relay)}`);
   if (typeof g.ip !== 'string' || !IPV4_RE.test(g.ip)) throw invalid(`net.guestfwd.ip is not IPv4: ${g.ip}`);
   checkInt('net.guestfwd.port', g.port, 1, 65535);
   checkSocketPath('net.guestfwd.unixSocket', g.unixSocket);

@@ -1,4 +1,4 @@
-// User-mode egress: the netdev a policy gives (restrict=on, guestfwd to the proxy through socat),
+// User-mode egress: the netdev a policy gives (restrict=on, guestfwd to the proxy through the relay),
 // its validation, the events ring, and what vm set --egress can change on a running VMM.
 import { describe, expect, it } from 'vitest';
 import { buildQemuArgv } from '../../src/engine/qemu-argv.ts';
@@ -12,6 +12,7 @@ import {
 import { parseEgress } from '../../src/egress/rules.ts';
 import { applyEgressChange, userNetdevOf } from '../../src/egress/set.ts';
 import { userNetEgress, userProxySocket, type EgressHooks } from '../../src/egress/types.ts';
+import { relayBinaryPath } from '../../src/egress/relay.ts';
 import { guestCmdline } from '../../src/vm/machine.ts';
 import type { VmRow } from '../../src/store/index.ts';
 import { createLogger } from '../../src/log/logger.ts';
@@ -56,14 +57,26 @@ describe('user-mode netdev for a policy', () => {
   it('all without secrets: the plain netdev', () => {
     expect(userNetEgress(row({}), '/state')).toEqual({});
   });
-  it('a restricted policy: restrict=on and a guestfwd to the VM’s proxy socket through socat', () => {
+  it('a restricted policy: restrict=on and a guestfwd to the VM’s proxy socket through the relay', () => {
     const e = userNetEgress(row({ egress: parseEgress('none') }), '/state');
+    const relay = relayBinaryPath();
+    expect(relay).toMatch(/^\/.*\/build\/egress-relay$/);
     expect(e).toEqual({
       restrict: true,
-      guestfwd: { ip: '10.0.2.100', port: 3128, unixSocket: '/state/egress/px/a1b2c3d4e5f6.sock' },
+      guestfwd: {
+        ip: '10.0.2.100',
+        port: 3128,
+        unixSocket: '/state/egress/px/a1b2c3d4e5f6.sock',
+        relay,
+      },
     });
     expect(netdev({ ...base, net: { ...base.net, ...e } as VmLaunchSpec['net'] })).toBe(
-      'user,id=net0,hostfwd=tcp:127.0.0.1:42022-:22,restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:/usr/bin/socat -b 65536 STDIO UNIX-CONNECT:/state/egress/px/a1b2c3d4e5f6.sock',
+      `user,id=net0,hostfwd=tcp:127.0.0.1:42022-:22,restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:${relay} /state/egress/px/a1b2c3d4e5f6.sock`,
+    );
+    // Without a relay (the engine on its own): socat, as before.
+    const { relay: _r, ...viaSocat } = e.guestfwd!;
+    expect(netdev({ ...base, net: { ...base.net, guestfwd: viaSocat } as VmLaunchSpec['net'] })).toContain(
+      '-cmd:/usr/bin/socat -b 65536 STDIO UNIX-CONNECT:/state/egress/px/a1b2c3d4e5f6.sock',
     );
     // none and allow share the netdev, so changing between them needs no restart.
     expect(userNetEgress(row({ egress: parseEgress('allow=a.test') }), '/state')).toEqual(e);
@@ -90,6 +103,16 @@ describe('user-mode netdev for a policy', () => {
     } as VmLaunchSpec['net'];
     expect(() => buildQemuArgv({ ...base, net })).toThrow(/guestfwd/);
   });
+  it.each(['relative/egress-relay', '/opt/my relay', '/opt/a,b', "/opt/a'b", '/opt/a;rm'])(
+    'refuses a relay path QEMU would split or read differently: %j',
+    (relay) => {
+      const net = {
+        ...base.net,
+        guestfwd: { ip: '10.0.2.100', port: 3128, unixSocket: '/s/a.sock', relay },
+      } as VmLaunchSpec['net'];
+      expect(() => buildQemuArgv({ ...base, net })).toThrow(/guestfwd\.relay/);
+    },
+  );
   it('refuses a bad guestfwd address or port', () => {
     const g = { ip: '10.0.2.300', port: 3128, unixSocket: '/s/a.sock' };
     expect(() =>
