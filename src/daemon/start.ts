@@ -199,12 +199,14 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     cacheDir: cacheDirFor(opts.config),
     aptSources: opts.config.images.apt_sources,
     accel: () => engine.accel(),
+    crash,
   });
   const kernels = new KernelServiceImpl({
     store,
     log,
     stateDir: opts.stateDir,
     ops,
+    crash,
     cacheDir: cacheDirFor(opts.config),
     ...(opts.kernelAptSources !== undefined ? { aptSources: opts.kernelAptSources } : {}),
   });

@@ -3,10 +3,9 @@
 // name pointing at those files. Files are assembled in a staging directory beside the final one
 // and moved into place in the same synchronous step that records the rows, so a failure or a
 // cancel leaves neither files nor rows behind, and a forced rebuild keeps the old image until the
-// new one is recorded.
-import { existsSync, renameSync } from 'node:fs';
+// new one is recorded (journaled, so a daemon killed mid-way keeps it too: dir-replace.ts).
+import { renameSync } from 'node:fs';
 import { chmod, rm, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type {
   ImageBuildService,
@@ -54,7 +53,9 @@ import { ErrorResponse, badRequest, conflict, notFound, toErrorResponse } from '
 import { type ImageRow, type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import type { OperationRegistry, OperationTracker } from '../../ops/operations.ts';
 import type { Accel } from '../../engine/driver.ts';
+import type { CrashPoint } from '../../vm/crash.ts';
 import { imageToWire, namesBy } from './convert.ts';
+import { finishReplace, recoverReplacements, replaceDir, type Replaced } from './dir-replace.ts';
 import { DERIVED_ROOTFS, buildDerived, isCacheHit, planDerived, type DerivedPlan } from './image-derived.ts';
 import {
   KERNEL_FILES,
@@ -91,6 +92,8 @@ export interface ImageServiceDeps {
   aptSources?: string;
   /** The accelerator a derived build's prepare VM runs with (default: probed). */
   accel?: () => Promise<Accel>;
+  /** TEST-ONLY crash points (`image.replace.<step>`: dir-replace.ts); off by default. */
+  crash?: CrashPoint;
 }
 
 /** What image.warm.* and image.show need of the warm templates (src/daemon/warm.ts). */
@@ -115,12 +118,6 @@ export interface ResolveOptions {
 }
 
 type BuildOutcome = { ok: true; image: ImageRow } | { ok: false; error: ErrorResponse };
-
-/** What installReplacing did: the rows' result, and the old directory it set aside, if any. */
-interface Installed<T> {
-  rows: T;
-  oldDir: string | undefined;
-}
 
 interface BuildOptions {
   opId: string;
@@ -153,6 +150,7 @@ export class ImageServiceImpl implements ImageService {
   private readonly buildDerived: typeof buildDerived;
   private readonly aptSources: string | undefined;
   private readonly accel: (() => Promise<Accel>) | undefined;
+  private readonly crash: CrashPoint | undefined;
   /** Running builds by image name. */
   private readonly builds = new Map<string, RunningBuild>();
   /** Image names with an import in flight (files are copied before the rows exist). */
@@ -175,6 +173,7 @@ export class ImageServiceImpl implements ImageService {
     this.buildDerived = deps.buildDerived ?? buildDerived;
     this.aptSources = deps.aptSources;
     this.accel = deps.accel;
+    this.crash = deps.crash;
   }
 
   // ---- build ---------------------------------------------------------------------------------
@@ -390,7 +389,7 @@ export class ImageServiceImpl implements ImageService {
     const sizeBytes = (await stat(join(staging, IMAGE_FILES.rootfs))).size;
     for (const f of [IMAGE_FILES.kernel, IMAGE_FILES.initrd]) await stat(join(staging, f));
     let replacedKernel: KernelRow | undefined;
-    let installed: Installed<ImageRow>;
+    let installed: Replaced<ImageRow>;
     try {
       installed = this.installReplacing(name, staging, () => {
         const existing = this.store.images.getByName(name);
@@ -427,7 +426,7 @@ export class ImageServiceImpl implements ImageService {
       throw err;
     }
     const image = installed.rows;
-    if (installed.oldDir !== undefined) await rm(installed.oldDir, { recursive: true, force: true });
+    await finishReplace(installed, this.log, this.crash, 'image');
     if (replacedKernel?.source === 'imported') {
       await rm(join(this.stateDir, 'kernels', name), { recursive: true, force: true });
     }
@@ -452,14 +451,20 @@ export class ImageServiceImpl implements ImageService {
       progress: (name, line) => t.stepProgress(name, line),
     });
     t.signal.throwIfAborted();
-    return this.recordDerived(rb, plan, staging, files.sizeBytes);
+    return await this.recordDerived(rb, plan, staging, files.sizeBytes);
   }
 
   /** The derived image's row (its base's kernel, parent = base) and files, in one step. */
-  private recordDerived(rb: RunningBuild, plan: DerivedPlan, staging: string, sizeBytes: number): ImageRow {
+  private async recordDerived(
+    rb: RunningBuild,
+    plan: DerivedPlan,
+    staging: string,
+    sizeBytes: number,
+  ): Promise<ImageRow> {
     const finalDir = join(this.imagesDir, rb.name);
+    let installed: Replaced<ImageRow>;
     try {
-      const { rows, oldDir } = this.installReplacing(rb.name, staging, () => {
+      installed = this.installReplacing(rb.name, staging, () => {
         const existing = this.store.images.getByName(rb.name);
         if (existing) {
           if (!rb.opts.force) throw alreadyExists(`image ${rb.name} already exists`);
@@ -479,48 +484,33 @@ export class ImageServiceImpl implements ImageService {
           isDefault: rb.opts.makeDefault,
         });
       });
-      if (oldDir !== undefined) void rm(oldDir, { recursive: true, force: true });
-      this.log.info({ image: rb.name, base: plan.base.name, key: plan.key }, 'derived image built');
-      return rows;
     } catch (err) {
       if (isUniqueViolation(err)) throw alreadyExists(`image ${rb.name} already exists`);
       throw err;
     }
+    // The build stays in `builds` (so no delete or rebuild of the name starts) until this is done.
+    await finishReplace(installed, this.log, this.crash, 'image');
+    this.log.info({ image: rb.name, base: plan.base.name, key: plan.key }, 'derived image built');
+    return installed.rows;
   }
 
   /**
-   * In one store transaction: `rows()` (deleting the rows it replaces, inserting the new ones),
-   * then the staged directory moved to STATE/images/<name>, the one there set aside first. When
-   * the transaction rolls back, the files are put back the way they were. The directory set
-   * aside (removed by the caller once it is safe) comes back with the rows.
+   * In one store transaction: `rows()` (deleting the image row named `name`, if any, and
+   * inserting the new one), then the staged directory moved to STATE/images/<name>, the one there
+   * set aside first; journaled, so a daemon killed at any point is finished or undone at start-up
+   * (dir-replace.ts). The caller removes what was set aside with finishReplace.
    */
-  private installReplacing<T>(name: string, staging: string, rows: () => T): Installed<T> {
-    const finalDir = join(this.imagesDir, name);
-    const oldDir = `${finalDir}.old-${randomBytes(4).toString('hex')}`;
-    let moved = false;
-    let installed = false;
-    try {
-      const r = this.store.transaction(() => {
-        const out = rows();
-        if (existsSync(finalDir)) {
-          renameSync(finalDir, oldDir);
-          moved = true;
-        }
-        renameSync(staging, finalDir);
-        installed = true;
-        return out;
-      });
-      return { rows: r, oldDir: moved ? oldDir : undefined };
-    } catch (err) {
-      // The transaction rolled back: put the files back the way they were.
-      try {
-        if (installed) renameSync(finalDir, staging);
-        if (moved) renameSync(oldDir, finalDir);
-      } catch (restoreErr) {
-        this.log.error({ err: restoreErr, dir: finalDir }, 'could not restore the previous image files');
-      }
-      throw err;
-    }
+  private installReplacing(name: string, staging: string, rows: () => ImageRow): Replaced<ImageRow> {
+    return replaceDir({
+      store: this.store,
+      table: this.store.images,
+      log: this.log,
+      finalDir: join(this.imagesDir, name),
+      staging,
+      rows,
+      crash: this.crash,
+      kind: 'image',
+    });
   }
 
   /** Names of the images derived from `imageId` (their disks are overlays on its root filesystem). */
@@ -795,11 +785,20 @@ export class ImageServiceImpl implements ImageService {
   }
 
   /**
-   * Remove what a daemon that died mid-build or mid-import left (call at start): staging
-   * directories, and image or kernel directories moved into place whose rows never committed.
+   * Finish or undo what a daemon that died mid-build, mid-import or mid-pull left (call at start):
+   * replacements of an existing image or kernel (their journals: the old files come back unless the
+   * new rows committed), then staging directories, and image or kernel directories moved into place
+   * whose rows never committed.
    */
   async sweep(): Promise<void> {
     const kernelsDir = join(this.stateDir, 'kernels');
+    // First: a *.old-* directory may be an image's only copy until its journal is read.
+    const recovered = [
+      ...(await recoverReplacements(this.imagesDir, this.store.images, this.log)),
+      ...(await recoverReplacements(kernelsDir, this.store.kernels, this.log)),
+    ];
+    if (recovered.length > 0)
+      this.log.warn({ recovered }, 'finished or undid image and kernel replacements a crash interrupted');
     const removed = [
       ...(await sweepStaging(this.imagesDir)),
       ...(await sweepStaging(kernelsDir)),

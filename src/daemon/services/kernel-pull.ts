@@ -3,7 +3,9 @@
 // fetch of one into STATE/kernels/<name>/ (vmlinuz, initrd.img, modules/: the release's tree). A pull is an
 // operation with named steps (op show/trace see it) whose steps are also streamed to the caller;
 // the caller hanging up cancels it. Files are assembled in a staging directory and moved into
-// place in the same synchronous step that records the row, so a failure leaves nothing behind.
+// place in the same synchronous step that records the row, so a failure leaves nothing behind (and
+// a forced pull keeps the old kernel until the new one is recorded, even across a crash:
+// dir-replace.ts).
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type {
@@ -31,13 +33,14 @@ import type { StreamReply } from '../../rpc/adapters.ts';
 import { type RpcContext, withOpId } from '../../rpc/context.ts';
 import { ErrorResponse, conflict, toErrorResponse } from '../../rpc/errors.ts';
 import { type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
+import type { CrashPoint } from '../../vm/crash.ts';
 import { kernelToWire } from './convert.ts';
+import { finishReplace, replaceDir, type Replaced } from './dir-replace.ts';
 import {
   KERNEL_FILES,
   alreadyExists,
   checkResourceName,
   imagesUsingKernel,
-  installDirSync,
   isInside,
   makeStagingDir,
 } from './kernel.ts';
@@ -54,6 +57,8 @@ export interface KernelPullDeps {
   aptSources?: string;
   /** The initramfs modules and labels (default: the default recipe's). */
   recipe?: ImageRecipe;
+  /** TEST-ONLY crash points (`kernel.replace.<step>`: dir-replace.ts); off by default. */
+  crash?: CrashPoint | undefined;
 }
 
 /** A queue of frames filled by the pull and drained by the server; ends with the pull. */
@@ -250,32 +255,41 @@ export class KernelPulls {
   ): Promise<KernelRow> {
     const finalDir = join(this.kernelsDir, name);
     let replaced: KernelRow | undefined;
-    let row: KernelRow;
+    let installed: Replaced<KernelRow>;
     try {
-      row = this.d.store.transaction(() => {
-        const old = this.d.store.kernels.getByName(name);
-        if (old) {
-          if (!force) throw alreadyExists(`kernel ${name} already exists (force replaces it)`);
-          // A kernel an image boots: StoreError in_use, which the error table makes conflict.
-          this.d.store.kernels.delete(old.id);
-          replaced = old;
-        }
-        const k = this.d.store.kernels.insert({
-          name,
-          version: entry.release,
-          kernelPath: join(finalDir, KERNEL_FILES.kernel),
-          initrdPath: join(finalDir, KERNEL_FILES.initrd),
-          modulesDir: join(finalDir, 'modules'),
-          // `built`: from Debian packages, by banger (the wire's meaning of the word).
-          source: 'built',
-        });
-        installDirSync(staging, finalDir);
-        return k;
+      // The old directory is set aside, not removed, until the row commits (a crash keeps it).
+      installed = replaceDir({
+        store: this.d.store,
+        table: this.d.store.kernels,
+        log: this.d.log,
+        finalDir,
+        staging,
+        crash: this.d.crash,
+        kind: 'kernel',
+        rows: () => {
+          const old = this.d.store.kernels.getByName(name);
+          if (old) {
+            if (!force) throw alreadyExists(`kernel ${name} already exists (force replaces it)`);
+            // A kernel an image boots: StoreError in_use, which the error table makes conflict.
+            this.d.store.kernels.delete(old.id);
+            replaced = old;
+          }
+          return this.d.store.kernels.insert({
+            name,
+            version: entry.release,
+            kernelPath: join(finalDir, KERNEL_FILES.kernel),
+            initrdPath: join(finalDir, KERNEL_FILES.initrd),
+            modulesDir: join(finalDir, 'modules'),
+            // `built`: from Debian packages, by banger (the wire's meaning of the word).
+            source: 'built',
+          });
+        },
       });
     } catch (err) {
       if (isUniqueViolation(err)) throw alreadyExists(`kernel ${name} already exists`);
       throw err;
     }
+    await finishReplace(installed, this.d.log, this.d.crash, 'kernel');
     // A replaced kernel's files outside its own directory (a built image's kernel lives there).
     if (replaced) {
       for (const f of [replaced.kernelPath, replaced.initrdPath]) {
@@ -284,7 +298,7 @@ export class KernelPulls {
         }
       }
     }
-    return row;
+    return installed.rows;
   }
 
   /** Throws unless a pull may record `name` (free, or forced over a kernel no image uses). */

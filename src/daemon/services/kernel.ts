@@ -22,12 +22,14 @@ import type {
   KernelShowResult,
 } from '../../../generated/types.gen.ts';
 import type { Logger } from '../../log/logger.ts';
+import type { CrashPoint } from '../../vm/crash.ts';
 import type { OperationRegistry } from '../../ops/operations.ts';
 import type { StreamReply } from '../../rpc/adapters.ts';
 import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, badRequest, notFound } from '../../rpc/errors.ts';
 import { type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import { kernelToWire, namesBy } from './convert.ts';
+import { hasJournal } from './dir-replace.ts';
 import { KernelPulls } from './kernel-pull.ts';
 
 const execFileP = promisify(execFile);
@@ -123,11 +125,17 @@ export function installDirSync(staging: string, finalDir: string): void {
   renameSync(staging, finalDir);
 }
 
-/** Remove staging leftovers (.import-*, .build-*, *.old-*) of a daemon that died mid-way. */
+/**
+ * Remove staging leftovers (.import-*, .build-*, *.old-*) of a daemon that died mid-way. Call
+ * after recoverReplacements (dir-replace.ts): a *.old-* directory may be an image's only copy
+ * until its journal is read; one whose journal is still there (unreadable) is kept.
+ */
 export async function sweepStaging(dir: string): Promise<string[]> {
   const removed: string[] = [];
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (name.startsWith('.import-') || name.startsWith('.build-') || /\.old-[0-9a-f]+$/.test(name)) {
+    const old = /\.old-[0-9a-f]+$/.test(name);
+    if (old && hasJournal(dir, name)) continue;
+    if (name.startsWith('.import-') || name.startsWith('.build-') || old) {
       await rm(join(dir, name), { recursive: true, force: true });
       removed.push(name);
     }
@@ -218,6 +226,8 @@ export interface KernelServiceDeps {
   cacheDir?: string;
   /** sources.list text of the Debian archive (default: the default image recipe's). */
   aptSources?: string;
+  /** TEST-ONLY crash points of a forced pull's replacement (`kernel.replace.<step>`). */
+  crash?: CrashPoint;
 }
 
 export class KernelServiceImpl implements KernelService {
@@ -243,6 +253,7 @@ export class KernelServiceImpl implements KernelService {
         stateDir: deps.stateDir,
         cacheDir: deps.cacheDir,
         ...(deps.aptSources !== undefined ? { aptSources: deps.aptSources } : {}),
+        crash: deps.crash,
       });
     }
   }
