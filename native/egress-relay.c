@@ -16,6 +16,7 @@
 //       "\0stay\n"                                   keep relaying through the proxy
 //       "\0direct IPV4 PORT UPLEN DOWNLEN BODY\n"    then UPLEN bytes, then DOWNLEN bytes
 //     direct: connect to IPV4:PORT (the proxy resolved and checked it; this never resolves),
+//     keeping the proxy's socket open and silent (its EOF ends the relay: the VM detached),
 //     write the UPLEN bytes there (the rewritten request head), then the DOWNLEN bytes to the
 //     guest (CONNECT's "200"; only once connected), then BODY = a decimal byte count: exactly
 //     that many guest bytes after the head go upstream and the guest is not read again (one
@@ -50,6 +51,9 @@
 #define PIPE_WANT (256 * 1024)
 
 static const int G = 0; // the guest's connection (stdin; stdout is the same socket)
+// After "direct", the proxy's socket stays open and silent: the proxy still counts the
+// connection against the VM's limit, and closing it (the VM detached) ends this relay.
+static int WATCH = -1;
 
 static void nonblock(int fd) {
   int fl = fcntl(fd, F_GETFL);
@@ -216,18 +220,25 @@ static void run(struct pump *a, struct pump *b, struct pump *until) {
     for (int i = 0; i < 2; i++)
       if (ps[i] && pump_step(ps[i]) < 0) _exit(1);
     if (until ? until->done : ((!a || a->done) && (!b || b->done))) _exit(0);
-    struct pollfd fds[4];
+    struct pollfd fds[5];
     int n = 0;
+    if (WATCH >= 0) fds[n++] = (struct pollfd){.fd = WATCH, .events = POLLIN};
     for (int i = 0; i < 2; i++) {
       struct pump *p = ps[i];
       if (!p || p->done) continue;
       if (p->want_src) fds[n++] = (struct pollfd){.fd = p->src, .events = POLLIN};
       if (p->want_dst) fds[n++] = (struct pollfd){.fd = p->dst, .events = POLLOUT};
     }
-    if (n == 0) continue;
+    if (n == (WATCH >= 0)) continue;
     int r = poll(fds, (nfds_t)n, IDLE_MS);
     if (r == 0) _exit(0);
     if (r < 0 && errno != EINTR) _exit(1);
+    if (WATCH >= 0 && fds[0].revents) {
+      // The proxy sends nothing after "direct": any byte, its EOF or an error ends the relay.
+      char c;
+      ssize_t m = read(WATCH, &c, 1);
+      if (m >= 0 || errno != EAGAIN) _exit(0);
+    }
   }
 }
 
@@ -383,7 +394,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (got != need) return 1;
-    close(P);
+    WATCH = P;
     int U = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (U < 0) return 1;
     int one = 1;

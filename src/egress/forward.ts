@@ -251,8 +251,9 @@ export class Forwarder {
     // User mode's relay takes a request with a known body length off the proxy's hands: it
     // connects to the checked address, sends this head and exactly that many body bytes, and
     // splices the answer back (src/egress/relay.ts). Chunked bodies stay here (re-framed).
+    // The socket stays open and silent: counted against the VM's limit, closed by a detach.
     if (!framing.chunked && canHandBack(client)) {
-      client.end(
+      client.write(
         directMessage({
           ip: dest.ip,
           port: dest.port,
@@ -330,7 +331,7 @@ export class Forwarder {
     if (vm.secrets.length > 0) return this.terminate(vm, dest, socket, head);
     if (canHandBack(socket as Socket)) {
       // The relay connects and tunnels itself; the guest gets the 200 once it is connected.
-      socket.end(
+      socket.write(
         directMessage({
           ip: dest.ip,
           port: dest.port,

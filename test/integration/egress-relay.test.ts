@@ -256,6 +256,21 @@ describe('the relay binary with the proxy', { timeout: 60_000 }, () => {
     expect(seen[0]!.headers.authorization).toBe(`Bearer ${SECRET}`);
   });
 
+  it('a detach (the VM stopped) ends the relays it handed back, tunnels included', async () => {
+    const id = attach('allow=api.test');
+    const s = netConnect(slirpPort, '127.0.0.1');
+    s.on('error', () => undefined);
+    s.write(`CONNECT api.test:${httpPort} HTTP/1.1\r\nHost: api.test\r\n\r\n`);
+    expect(await readHead(s)).toBe('HTTP/1.1 200 Connection Established');
+    expect(children.size).toBe(1);
+    const closed = once(s, 'close');
+    s.resume();
+    proxy.detach(id);
+    await closed;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(children.size).toBe(0);
+  });
+
   it('a guest that sends garbage and no head end is closed (at most a 4xx), and the relay exits', async () => {
     attach('allow=api.test');
     const out = await guest([Buffer.alloc(70_000, 'a')]);

@@ -66,7 +66,18 @@ function attach(policy: string, ip?: string): { sock: string; id: string } {
   return { sock: r.unixSocket, id };
 }
 
-/** Everything the proxy writes back until it closes (or `ms` passes: then what came so far). */
+/** A complete `direct` message (line and payloads): the proxy then keeps the socket open, silent. */
+function directDone(b: Buffer): boolean {
+  const nl = b.indexOf('\n');
+  if (b[0] !== 0 || nl < 0) return false;
+  const [word, , , up = '0', down = '0'] = b.subarray(1, nl).toString('latin1').split(' ');
+  return word === 'direct' && b.length >= nl + 1 + Number(up) + Number(down);
+}
+
+/**
+ * Everything the proxy writes back until it closes, or until a `direct` message is complete
+ * (the fake relay then hangs up, as the real one stops reading), or `ms` passes.
+ */
 function exchange(s: Socket, chunks: (string | Buffer)[], ms = 3000): Promise<Buffer> {
   return new Promise((resolve) => {
     const got: Buffer[] = [];
@@ -75,7 +86,10 @@ function exchange(s: Socket, chunks: (string | Buffer)[], ms = 3000): Promise<Bu
       done();
       s.destroy();
     }, ms);
-    s.on('data', (d: Buffer) => got.push(d));
+    s.on('data', (d: Buffer) => {
+      got.push(d);
+      if (directDone(Buffer.concat(got))) s.destroy();
+    });
     s.on('close', () => {
       clearTimeout(t);
       done();
@@ -144,6 +158,20 @@ describe('relay protocol: the proxy side', { timeout: 30_000 }, () => {
     const ok = 'HTTP/1.1 200 Connection Established\r\n\r\n';
     expect(out.toString('latin1')).toBe(`\0direct 127.0.0.1 443 0 ${ok.length} tunnel\n${ok}`);
     proxy.detach(id);
+  });
+
+  it('after direct the proxy keeps the socket, silent, until the VM is detached', async () => {
+    const { sock, id } = attach('allow=api.test');
+    const s = netConnect(sock);
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.write(Buffer.concat([RELAY_HELLO, Buffer.from(`CONNECT api.test:443 HTTP/1.1\r\n\r\n`)]));
+    const closed = once(s, 'close');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(directDone(Buffer.concat(got))).toBe(true);
+    expect(s.destroyed).toBe(false);
+    proxy.detach(id);
+    await closed;
   });
 
   it('a refusal is the proxy answering itself (implicit stay): never a control message', async () => {
