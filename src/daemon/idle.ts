@@ -13,7 +13,7 @@
 // a crash during the pause is finished or undone by the pause path's own reconcile, and the
 // mark, kept or cleared on the next tick, says which pause it was.
 import type { Logger } from '../log/logger.ts';
-import type { VmRow } from '../store/index.ts';
+import type { VmIdleFacts, VmRow } from '../store/vms.ts';
 import { idleDecision, lastUseOf, type IdleDecision } from '../vm/idle.ts';
 import { hasSshSession, readTcpTable, type SshEndpoint, type TcpConn } from './idle-ssh.ts';
 
@@ -25,6 +25,8 @@ export const PERSIST_EVERY_MS = 30_000;
 export interface IdleTrackerDeps {
   vms: {
     list(): VmRow[];
+    /** Ids, own settings and marks only (cheap): what a tick with idle pause off everywhere reads. */
+    listIdleFacts(): VmIdleFacts[];
     getById(id: string): VmRow | undefined;
     touch(id: string, at: Date): boolean;
     setIdlePaused(id: string, at: Date | null): boolean;
@@ -64,13 +66,19 @@ export class IdleTracker {
   }
 
   /** The effective idle_pause_after of a VM in ms (0: off). */
-  afterMs(vm: VmRow): number {
+  afterMs(vm: Pick<VmRow, 'idlePauseAfterMs'>): number {
     return vm.idlePauseAfterMs ?? this.d.defaultMs;
   }
 
   /** Whether any VM can be paused by idleness (the daemon's default or its own setting). */
-  private anyOn(vms: VmRow[]): boolean {
+  private anyOn(vms: Pick<VmRow, 'idlePauseAfterMs'>[]): boolean {
     return vms.some((v) => this.afterMs(v) > 0);
+  }
+
+  /** Forget the VMs that are gone (deleted): nothing else drops them from memory. */
+  private prune(vms: Pick<VmRow, 'id'>[]): void {
+    const ids = new Set(vms.map((v) => v.id));
+    for (const m of [this.lastUse, this.persisted]) for (const id of m.keys()) if (!ids.has(id)) m.delete(id);
   }
 
   /** The last use of a VM: memory or its record, whichever is newer. */
@@ -79,8 +87,12 @@ export class IdleTracker {
   }
 
   /**
-   * Mark a VM used now. `persist` writes the database at once (RPCs, which are rare); otherwise
-   * only when the stored value is PERSIST_EVERY_MS old (sessions seen on each tick).
+   * Mark a VM used now. `persist` writes the database at once (RPCs); otherwise only when the
+   * stored value is PERSIST_EVERY_MS old (sessions seen on each tick). RPC uses are not written in
+   * steps: the vm ssh/exec heartbeat (vm.touch) stands for a session the host side may not see,
+   * and after a daemon restart a stored value up to PERSIST_EVERY_MS old could pause a VM with a
+   * window under it (10 s at least) before the next heartbeat. It comes every third of the
+   * window, at most once a minute, so the writes it costs are few anyway.
    */
   touch(id: string, persist = true): void {
     const now = this.now();
@@ -119,17 +131,28 @@ export class IdleTracker {
   /** One look at every VM; returns the decisions (for tests and the debug log). */
   async tick(): Promise<Map<string, IdleDecision>> {
     const out = new Map<string, IdleDecision>();
+    if (this.d.defaultMs <= 0) {
+      // Off by default: when no VM has its own setting or a mark to clear, the cheap look is all
+      // this tick reads (every 5 s, whether or not anyone uses idle pause).
+      const facts = this.d.vms.listIdleFacts();
+      if (!this.anyOn(facts) && !facts.some((v) => v.idlePausedAt)) {
+        this.prune(facts);
+        return out;
+      }
+    }
     const vms = this.d.vms.list();
+    this.prune(vms);
     this.clearStaleMarks(vms);
     if (!this.anyOn(vms)) return out;
-    const running = vms.filter((v) => v.state === 'running' && this.d.isRunning(v.id));
+    const running = new Set(
+      vms.filter((v) => v.state === 'running' && this.d.isRunning(v.id)).map((v) => v.id),
+    );
     // The table is read only when a VM it could keep awake runs.
-    const table =
-      running.length > 0 ? await (this.d.tcpTable ?? (() => readTcpTable()))() : ([] as TcpConn[]);
+    const table = running.size > 0 ? await (this.d.tcpTable ?? (() => readTcpTable()))() : ([] as TcpConn[]);
     for (const vm of vms) {
       const ep = this.d.sshEndpoint(vm);
       const dec = idleDecision({
-        running: vm.state === 'running' && this.d.isRunning(vm.id),
+        running: running.has(vm.id),
         busy: this.d.busyWith(vm.id),
         session: ep !== undefined && hasSshSession(table, ep),
         pausing: this.pausing.has(vm.id),

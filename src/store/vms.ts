@@ -262,6 +262,9 @@ function toVm(r: Row): VmRow {
   };
 }
 
+/** A VM as the idle tracker's cheap look sees it (src/daemon/idle.ts): id, own setting, mark. */
+export type VmIdleFacts = Pick<VmRow, 'id' | 'idlePauseAfterMs' | 'idlePausedAt'>;
+
 export class VmsRepo {
   readonly #now: Clock;
   readonly #insert: StatementSync;
@@ -275,6 +278,7 @@ export class VmsRepo {
   readonly #guestIps: StatementSync;
   readonly #touch: StatementSync;
   readonly #idlePaused: StatementSync;
+  readonly #idleFacts: StatementSync;
 
   constructor(db: DatabaseSync, now: Clock) {
     this.#now = now;
@@ -301,6 +305,17 @@ export class VmsRepo {
     // Neither bumps updated_at: being used is not a change of the VM's record.
     this.#touch = db.prepare('UPDATE vms SET last_used_at = :at WHERE id = :id');
     this.#idlePaused = db.prepare('UPDATE vms SET idle_paused_at = :at WHERE id = :id');
+    this.#idleFacts = db.prepare('SELECT id, idle_pause_after_ms, idle_paused_at FROM vms');
+  }
+
+  /** Every VM's id, own idle_pause_after and idle-pause mark: three columns, no whole rows. */
+  listIdleFacts(): VmIdleFacts[] {
+    const t = 'vms';
+    return this.#idleFacts.all().map((r) => ({
+      id: str(r, t, 'id'),
+      idlePauseAfterMs: r.idle_pause_after_ms === null ? null : int(r, t, 'idle_pause_after_ms'),
+      idlePausedAt: strOrNull(r, t, 'idle_paused_at'),
+    }));
   }
 
   /** Record when the VM was last used (idle pause). Returns false if there is no such VM. */

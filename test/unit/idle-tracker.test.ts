@@ -93,6 +93,19 @@ function world(defaultMs: number): World {
   return w;
 }
 
+/** Deps that pause nothing and see no session (tests that count what a tick reads). */
+function baseDeps(): Omit<IdleTrackerDeps, 'vms' | 'defaultMs'> {
+  return {
+    busyWith: () => undefined,
+    isRunning: () => true,
+    sshEndpoint: () => undefined,
+    pause: async () => undefined,
+    log: quiet,
+    now: () => now,
+    tcpTable: async () => [],
+  };
+}
+
 const session = (port: number): TcpConn => ({
   localIp: '127.0.0.1',
   localPort: port,
@@ -235,6 +248,64 @@ describe('IdleTracker', () => {
     expect(w.paused).toEqual([]);
     expect(store.vms.getById(resumed.id)!.idlePausedAt).toBeNull();
     expect(IdleTracker.idlePaused(store.vms.getById(byUser.id)!)).toBe(false);
+  });
+
+  it('off everywhere: a tick reads ids, settings and marks only, no whole rows; a setting or a mark makes it look', async () => {
+    const a = addVm('cheap');
+    addVm('cheap-never', { idlePauseAfterMs: 0 });
+    let lists = 0;
+    const vms: IdleTrackerDeps['vms'] = {
+      list: () => {
+        lists++;
+        return store.vms.list();
+      },
+      listIdleFacts: () => store.vms.listIdleFacts(),
+      getById: (id) => store.vms.getById(id),
+      touch: (id, at) => store.vms.touch(id, at),
+      setIdlePaused: (id, at) => store.vms.setIdlePaused(id, at),
+    };
+    const t = new IdleTracker({ ...baseDeps(), vms, defaultMs: 0 });
+    expect((await t.tick()).size).toBe(0);
+    expect(lists).toBe(0);
+    // A stale mark (a stopped VM's) must still be cleared: the tick looks.
+    store.vms.setIdlePaused(a.id, new Date(T0));
+    await t.tick();
+    expect(lists).toBe(1);
+    expect(store.vms.getById(a.id)!.idlePausedAt).toBeNull();
+    await t.tick();
+    expect(lists).toBe(1);
+    // One VM with its own setting: every tick looks at every VM.
+    store.vms.update(a.id, { idlePauseAfterMs: MIN });
+    expect((await t.tick()).get('cheap')).toBeDefined();
+    expect(lists).toBe(2);
+    // With a default on, the cheap look is skipped: the whole rows are read at once.
+    const on = new IdleTracker({ ...baseDeps(), vms, defaultMs: MIN });
+    expect([...(await on.tick()).keys()].sort()).toEqual(['cheap', 'cheap-never']);
+    expect(lists).toBe(3);
+  });
+
+  it('forgets deleted VMs: a VM re-created with the same id starts from its own record', async () => {
+    const vm = addVm('gone', { idlePauseAfterMs: MIN });
+    const w = world(0);
+    now = T0 + 10 * MIN;
+    w.tracker.touch(vm.id);
+    expect(w.tracker.lastUsed(store.vms.getById(vm.id)!)).toBe(T0 + 10 * MIN);
+    store.vms.delete(vm.id);
+    await tickAt(w, T0 + 10 * MIN + 1000);
+    now = T0;
+    const again = store.vms.insert({
+      id: vm.id,
+      name: 'gone-again',
+      imageId: vm.imageId,
+      vcpus: 1,
+      memoryMib: 512,
+      diskSizeBytes: 2 ** 30,
+      networkMode: 'user',
+      mac: '02:00:00:00:00:02',
+      state: 'running',
+    });
+    // Remembered, it would say T0 + 10 min (memory wins over an older record).
+    expect(w.tracker.lastUsed(again)).toBe(T0);
   });
 
   it('reads no TCP table when no VM has idle pause on', async () => {
