@@ -45,6 +45,8 @@ const made: string[] = [];
 let upstream: ChildProcess | undefined;
 let hostsDir: string | undefined;
 let seenFile = '';
+/** The shared smoke config before this file added its [egress] table (restored in afterAll). */
+let configBefore: string | undefined;
 
 async function run(
   args: string[],
@@ -159,7 +161,10 @@ createServer({ ...${JSON.stringify(api)}, SNICallback: (n, cb) => cb(null, ctx[n
   mkdirSync(hostsDir, { recursive: true });
   writeFileSync(join(hostsDir, 'hosts'), '127.0.0.1 localhost api.test other.test\n::1 localhost\n');
   const cfg = readFileSync(env.configFile, 'utf8');
-  if (!cfg.includes('[egress]')) appendFileSync(env.configFile, `\n[egress]\nca_bundles = ["${caFile}"]\n`);
+  if (!cfg.includes('[egress]')) {
+    configBefore = cfg;
+    appendFileSync(env.configFile, `\n[egress]\nca_bundles = ["${caFile}"]\n`);
+  }
   await restartSmokeDaemon();
 
   const set = await run(['secret', 'set', 'API_KEY'], `${VALUE}\n`);
@@ -168,10 +173,19 @@ createServer({ ...${JSON.stringify(api)}, SNICallback: (n, cb) => cb(null, ctx[n
 }, 300_000);
 
 afterAll(async () => {
-  for (const n of made) await banger(['vm', 'delete', n]).catch(() => undefined);
-  await banger(['secret', 'rm', 'API_KEY']).catch(() => undefined);
-  upstream?.kill('SIGTERM');
-  if (hostsDir) rmSync(hostsDir, { recursive: true, force: true });
+  try {
+    for (const n of made) await banger(['vm', 'delete', n]).catch(() => undefined);
+    await banger(['secret', 'rm', 'API_KEY']).catch(() => undefined);
+    upstream?.kill('SIGTERM');
+    if (hostsDir) rmSync(hostsDir, { recursive: true, force: true });
+  } finally {
+    // The config is shared: later smoke files must not run with this file's test CA trusted.
+    if (configBefore !== undefined) {
+      writeFileSync(smokeEnv().configFile, configBefore);
+      configBefore = undefined;
+      await restartSmokeDaemon();
+    }
+  }
 });
 
 /**
