@@ -17,7 +17,7 @@
 // Then, as a secondary figure, the proxy alone on the host (bench/egress-proxy.ts: no QEMU, no
 // socat).
 import { createServer, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ratio, round, summarize, type Summary } from './stats.ts';
@@ -259,14 +259,18 @@ async function relayOnly(
   const aside = `${sock}.px`;
   renameSync(sock, aside);
   const head = Buffer.from(`GET /blob HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`);
+  const open = new Set<Socket>();
   const standIn = createNetServer((s) => {
     let got = Buffer.alloc(0);
+    open.add(s);
+    s.on('close', () => open.delete(s));
     s.on('error', () => s.destroy());
     s.on('data', (d: Buffer) => {
       got = Buffer.concat([got, d]);
       if (got.indexOf('\r\n\r\n') < 0) return;
       s.removeAllListeners('data');
-      s.end(directMessage({ ip: '127.0.0.1', port, up: head, down: Buffer.alloc(0), body: 0 }));
+      // Written, not ended: as the proxy does, the socket stays open (its EOF ends the relay).
+      s.write(directMessage({ ip: '127.0.0.1', port, up: head, down: Buffer.alloc(0), body: 0 }));
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -277,6 +281,7 @@ async function relayOnly(
     return await download(w, vm, script, bytes);
   } finally {
     standIn.close();
+    for (const s of open) s.destroy();
     rmSync(sock, { force: true });
     renameSync(aside, sock);
   }
