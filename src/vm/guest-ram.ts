@@ -6,13 +6,13 @@
 // daemon), and the daemon reaches it through /proc/<pid>/fd while it runs. What that buys: a
 // fork saves only the device state (x-ignore-shared) and copies the RAM file as it is (holes
 // stay holes) instead of migrating the whole RAM through a loader VMM (src/vm/fork.ts).
-import { execFile } from 'node:child_process';
-import { chmod, lstat, mkdir, readdir, readlink, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { GuestMemorySpec, VmLaunchSpec } from '../engine/driver.ts';
+import { run } from './exec.ts';
 
-const execFileP = promisify(execFile);
+/** GNU cp (by path, as every tool the daemon runs): it copies sparse files by SEEK_DATA/SEEK_HOLE. */
+export const CP_BINARY = '/bin/cp';
 const MiB = 1024 * 1024;
 
 /** Where the per-user RAM directories go (tmpfs: RAM pages, no disk I/O). */
@@ -93,19 +93,34 @@ export async function findRamFile(
  */
 export async function copyRamFile(src: string, dst: string): Promise<number> {
   await rm(dst, { force: true });
-  await execFileP('cp', ['--sparse=auto', '--no-preserve=all', src, dst]);
+  await run(CP_BINARY, ['--sparse=auto', '--no-preserve=all', src, dst], { timeoutMs: 300_000 });
   return (await stat(dst)).blocks * 512;
 }
 
 /**
- * Start-up: remove files in the RAM directory that no process has open. QEMU unlinks its file
- * right after making it, so a named file there is what a VMM killed between those two calls
- * left (or anything else put there): tmpfs memory nobody would give back.
+ * Fill the RAM file of a VMM waiting for its state (`-incoming defer`: QEMU has not touched its
+ * RAM; `dst` is its /proc/<pid>/fd path, findRamFile) with a saved RAM file, holes as holes: the
+ * resume of a pause that saved the RAM file (src/vm/pause.ts). cp truncates the file and writes
+ * it back to its full size; nothing reads the guest's RAM meanwhile (no vCPU runs before `cont`,
+ * and QEMU skips loading ROMs into RAM while a migration is incoming). The file stays QEMU's own,
+ * unlinked one: nothing named is left to leak however the resume ends. Returns the data bytes.
  */
-export async function sweepGuestRamDir(dir: string, procRoot = '/proc'): Promise<string[]> {
+export async function fillRamFile(src: string, dst: string): Promise<number> {
+  await run(CP_BINARY, ['--sparse=auto', '--no-preserve=all', src, dst], { timeoutMs: 300_000 });
+  return (await stat(dst)).blocks * 512;
+}
+
+/**
+ * Start-up: remove files in the RAM directory that no VMM of `uid` has open. QEMU unlinks its
+ * file right after making it, so a named file there is what a VMM killed between those two calls
+ * left (or anything else put there): tmpfs memory nobody would give back. The directory is the
+ * user's own (0700), so only that user's processes can hold its files, and only a VMM holds one
+ * past a start: the fds of those alone are looked at.
+ */
+export async function sweepGuestRamDir(dir: string, uid: number, procRoot = '/proc'): Promise<string[]> {
   const names = await readdir(dir).catch(() => [] as string[]);
   if (names.length === 0) return [];
-  const open = await openInodes(procRoot);
+  const open = await openInodes(procRoot, uid);
   const removed: string[] = [];
   for (const n of names) {
     const p = join(dir, n);
@@ -117,11 +132,16 @@ export async function sweepGuestRamDir(dir: string, procRoot = '/proc'): Promise
   return removed;
 }
 
-/** dev:ino of every file some process (that this one may look at) has open. */
-async function openInodes(procRoot: string): Promise<Set<string>> {
+/** dev:ino of every file a VMM (a `qemu-system-*` process) of `uid` has open. */
+async function openInodes(procRoot: string, uid: number): Promise<Set<string>> {
   const out = new Set<string>();
   const pids = (await readdir(procRoot).catch(() => [] as string[])).filter((p) => /^\d+$/.test(p));
   for (const pid of pids) {
+    const owner = await stat(join(procRoot, pid)).catch(() => undefined);
+    if (owner?.uid !== uid) continue;
+    // comm is the executable's name cut to 15 characters: `qemu-system-x86`.
+    const comm = await readFile(join(procRoot, pid, 'comm'), 'utf8').catch(() => '');
+    if (!comm.startsWith('qemu-system')) continue;
     const fdDir = join(procRoot, pid, 'fd');
     for (const fd of await readdir(fdDir).catch(() => [] as string[])) {
       const st = await stat(join(fdDir, fd)).catch(() => undefined);

@@ -8,6 +8,7 @@
 // database exists for it, and everything made for it afterwards derives from its id (directory,
 // tap, host-key alias, VMM argv), so a restarted daemon can undo an interrupted create without a
 // journal of its own; each undo is idempotent. See docs/lifecycle.md.
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, rm, statfs } from 'node:fs/promises';
 import type { ExitInfo, VmLaunchSpec, VmmEvent, VmmHandle } from '../engine/index.ts';
 import { isEngineError } from '../engine/index.ts';
@@ -31,7 +32,16 @@ import {
 import { DEFAULT_EGRESS } from '../egress/rules.ts';
 import { userNetEgress } from '../egress/types.ts';
 import { findStateDirVmms } from './orphans.ts';
-import { guestRamDir, sweepGuestRamDir, usesGuestRamDir } from './guest-ram.ts';
+import {
+  copyRamFile,
+  fillRamFile,
+  findRamFile,
+  guestRamDir,
+  prepareGuestRamDir,
+  sweepGuestRamDir,
+  usesGuestRamDir,
+} from './guest-ram.ts';
+import { MEMORY_BACKEND_ID } from '../engine/qemu-argv.ts';
 import { hostKeyAlias, unpinHostKey } from './ssh.ts';
 import {
   commitSaved,
@@ -40,7 +50,10 @@ import {
   readResumedSpec,
   readSaved,
   removePartial,
+  saveFormat,
+  savedDiskBytes,
   savedPaths,
+  syncRamTmp,
   syncStateTmp,
   writeResumedSpec,
   type SavedManifest,
@@ -70,8 +83,6 @@ export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   resumePollMs?: number;
   /** Room needed before such a VM is resumed (default 64 MiB). */
   resumeFreeBytes?: number;
-  /** Who owns the VMMs (default this process's uid): reconcile stops only theirs. */
-  uid?: number;
   /** Template directories of every image, for start-up reconciliation (src/vm/warm.ts). */
   templateDirs?: () => Promise<{ dir: string; finished: boolean }[]>;
   /**
@@ -85,6 +96,20 @@ export interface LifecycleDeps extends Omit<CreateDeps, 'setState'> {
   egress?: EgressHooks;
   /** What a fork does in guests and on disk (src/vm/fork.ts); tests replace parts of it. */
   forkHooks?: Partial<ForkHooks>;
+  /** How a pause and a resume reach the guest's RAM file (PauseRamOps); tests replace parts of it. */
+  pauseRam?: Partial<PauseRamOps>;
+}
+
+/** The RAM-file side of pause and resume (src/vm/pause.ts, format `ram-file`). */
+export interface PauseRamOps {
+  /** The RAM file of a VMM running `spec` (a path that opens it), or undefined: not in a file. */
+  find(h: VmmHandle, spec: VmLaunchSpec): Promise<string | undefined>;
+  /** Copy a RAM file sparse to a new file; returns the data bytes copied. */
+  copy(src: string, dst: string): Promise<number>;
+  /** Copy a saved RAM file into a waiting VMM's RAM file (guest-ram.ts fillRamFile). */
+  fill(src: string, dst: string): Promise<number>;
+  /** The user's RAM directory when it has room for a VM of this much RAM (prepareGuestRamDir). */
+  room(memoryMib: number): Promise<string | undefined>;
 }
 
 export interface ReconcileReport {
@@ -399,13 +424,30 @@ export class VmLifecycle {
     const spec = await this.runningSpec(vm, h);
     const dir = vmFiles(this.d.stateDir, vm.id).dir;
     const p = savedPaths(dir);
+    const ops = this.pauseRamOps();
+    // RAM in a shared file on tmpfs: the device state alone and a copy of the file (format
+    // ram-file); otherwise the whole migration stream (full). Looked up before the guest stops.
+    const ramSrc = await ops.find(h, spec).catch(() => undefined);
     this.setState(vm, 'pausing', 'saving the VM to disk');
     const t0 = performance.now();
     let manifest: SavedManifest;
+    let copyMs = 0;
     try {
       this.crash('vm.pause.save');
       await removePartial(dir);
-      await h.saveState(p.stateTmp);
+      let ram: SavedManifest['ram'];
+      if (ramSrc !== undefined) {
+        // x-ignore-shared: the RAM stays in its file, which nothing changes while the guest is
+        // stopped; the copy is taken now.
+        await h.saveState(p.stateTmp, { ignoreShared: true });
+        this.crash('vm.pause.copy_ram');
+        const c0 = performance.now();
+        await ops.copy(ramSrc, p.ramTmp);
+        ram = await syncRamTmp(p);
+        copyMs = Math.round(performance.now() - c0);
+      } else {
+        await h.saveState(p.stateTmp);
+      }
       const bytes = await syncStateTmp(p);
       manifest = {
         version: 1,
@@ -414,6 +456,7 @@ export class VmLifecycle {
         bytes,
         savedAt: new Date().toISOString(),
         saveMs: Math.round(performance.now() - t0),
+        ...(ram ? { format: 'ram-file' as const, ram } : { format: 'full' as const }),
       };
       this.crash('vm.pause.commit');
       await commitSaved(dir, manifest);
@@ -426,7 +469,14 @@ export class VmLifecycle {
     this.crash('vm.pause.record');
     const row = this.recordSaved(vm.id, manifest);
     this.d.log.info(
-      { vm: vm.name, saved_bytes: manifest.bytes, save_ms: manifest.saveMs },
+      {
+        vm: vm.name,
+        format: saveFormat(manifest),
+        state_bytes: manifest.bytes,
+        ram_data_bytes: manifest.ram?.dataBytes,
+        save_ms: manifest.saveMs,
+        copy_ram_ms: ramSrc !== undefined ? copyMs : undefined,
+      },
       'vm paused to disk',
     );
     return row;
@@ -462,10 +512,11 @@ export class VmLifecycle {
   }
 
   private recordSaved(id: string, m: SavedManifest, why?: string): VmRow {
+    const bytes = savedDiskBytes(m);
     const row = this.d.store.vms.update(id, {
-      savedState: { bytes: m.bytes, savedAt: m.savedAt, saveMs: m.saveMs },
+      savedState: { bytes, savedAt: m.savedAt, saveMs: m.saveMs },
     });
-    const mib = (m.bytes / (1024 * 1024)).toFixed(1);
+    const mib = (bytes / (1024 * 1024)).toFixed(1);
     return this.setState(
       row,
       'paused',
@@ -575,7 +626,7 @@ export class VmLifecycle {
       this.crash('vm.resume.network');
       // Bridged: the tap (a host reboot removes it) and NAT.
       if (row.networkMode === 'bridge') await this.d.network.attach(row);
-      const loadMs = await this.startSaved(row, m);
+      const times = await this.startSaved(row, m);
       this.crash('vm.resume.consume');
       await discardSaved(dir);
       consumed = true;
@@ -584,11 +635,18 @@ export class VmLifecycle {
       const h = this.d.runtime.get(vm.id);
       if (!h) throw new VmError('failed', `the VMM of ${vm.name} exited while its state was loaded`);
       await h.resume();
+      const contMs = Math.round(performance.now() - t0);
       this.crash('vm.resume.wait_ready');
       await this.resumedReady(row);
       const now = this.setState(vm.id, 'running');
       this.d.log.info(
-        { vm: vm.name, load_ms: loadMs, ready_ms: Math.round(performance.now() - t0) },
+        {
+          vm: vm.name,
+          format: saveFormat(m),
+          ...times,
+          cont_at_ms: contMs,
+          ready_ms: Math.round(performance.now() - t0),
+        },
         'vm resumed from disk',
       );
       return now;
@@ -607,8 +665,26 @@ export class VmLifecycle {
     }
   }
 
-  /** Start the saved configuration waiting for its state, and load it; returns the load's ms. */
-  private async startSaved(vm: VmRow, m: SavedManifest): Promise<number> {
+  /**
+   * Start the saved configuration waiting for its state, and load it; returns where the time went
+   * (ms). A `ram-file` save: the new VMM's RAM file (QEMU's own, unlinked, in the user's RAM
+   * directory) is filled from `saved.ram`, then the device state is loaded with x-ignore-shared;
+   * without room on the tmpfs now, the VMM maps `saved.ram` itself copy-on-write (share=off, as a
+   * warm clone maps its template's file), which the consume unlinks (the mapping stays): such a
+   * VM's next pause saves the whole stream.
+   */
+  private async startSaved(
+    vm: VmRow,
+    m: SavedManifest,
+  ): Promise<{
+    qemu_ms: number;
+    ram_ms?: number;
+    ram_data_bytes?: number;
+    load_ms: number;
+    ram_path?: string;
+  }> {
+    const dir = vmFiles(this.d.stateDir, vm.id).dir;
+    const p = savedPaths(dir);
     const port = m.spec.net.mode === 'user' ? await reservePort() : undefined;
     let net = m.spec.net;
     if (net.mode === 'user' && port !== undefined) {
@@ -617,29 +693,86 @@ export class VmLifecycle {
       const { restrict: _r, guestfwd: _g, ...base } = net;
       net = { ...base, sshHostPort: port, ...userNetEgress(vm, this.d.stateDir) };
     }
-    const saved: VmLaunchSpec = { ...m.spec, net };
+    const ramFile = saveFormat(m) === 'ram-file';
+    let memory = m.spec.memory;
+    if (ramFile && !memory) throw new VmError('failed', `the save of ${vm.name} has RAM but no RAM backend`);
+    let fill = false;
+    if (ramFile && memory) {
+      const room = await this.pauseRamOps()
+        .room(m.spec.memoryMiB)
+        .catch(() => undefined);
+      fill = room !== undefined && room === memory.backendFile;
+      if (!fill) memory = { ...memory, backendFile: p.ram, share: false };
+    }
+    const saved: VmLaunchSpec = { ...m.spec, net, ...(memory ? { memory } : {}) };
     const spec: VmLaunchSpec = { ...saved, incoming: INCOMING_DEFER };
-    // A warm clone maps its template's read-only RAM file (src/vm/warm.ts holdRamOpenable).
     // RAM in the user's tmpfs directory: a host reboot since the pause removed it.
     if (this.d.guestRamRoot && usesGuestRamDir(spec, this.d.guestRamRoot))
       await mkdir(spec.memory!.backendFile, { recursive: true, mode: 0o700 });
-    const release = spec.memory ? holdRamOpenable(spec.memory.backendFile) : (): void => undefined;
+    // A warm clone maps its template's read-only RAM file (src/vm/warm.ts holdRamOpenable). A
+    // RAM file that is not there (a share=off `saved.ram` of an earlier resume, consumed since)
+    // QEMU makes anew: nothing to hold open.
+    const release =
+      spec.memory && existsSync(spec.memory.backendFile)
+        ? holdRamOpenable(spec.memory.backendFile)
+        : (): void => undefined;
     try {
       this.crash('vm.resume.boot');
       await markSerial(this.d.stateDir, vm, 'vm.resume (from disk)', this.d.serialMarks);
       attachEgress(this.d, vm);
+      const t0 = performance.now();
       const plan = this.d.runtime.driver.prepare(spec);
       const h = await this.d.runtime.driver.start(plan, { logger: this.d.log });
       this.d.runtime.attach(vm.id, h);
       // A later pause of this VMM needs to know the configuration it runs with.
-      await writeResumedSpec(vmFiles(this.d.stateDir, vm.id).dir, saved);
-      this.crash('vm.resume.load');
+      await writeResumedSpec(dir, saved);
+      const qemuMs = Math.round(performance.now() - t0);
       if (!h.loadState) throw new VmError('invalid', `the ${h.driver} VMM cannot load a saved state`);
-      return (await h.loadState(savedPaths(vmFiles(this.d.stateDir, vm.id).dir).state)).durationMs;
+      if (!ramFile) {
+        this.crash('vm.resume.load');
+        const loaded = await h.loadState(p.state);
+        return { qemu_ms: qemuMs, load_ms: loaded.durationMs };
+      }
+      let ramMs: number | undefined;
+      let dataBytes: number | undefined;
+      if (fill) {
+        this.crash('vm.resume.fill_ram');
+        const r0 = performance.now();
+        const ops = this.pauseRamOps();
+        const dst = await ops.find(h, spec);
+        if (dst === undefined)
+          throw new VmError('failed', `the RAM file of ${vm.name}'s new VMM was not found`);
+        dataBytes = await ops.fill(p.ram, dst);
+        ramMs = Math.round(performance.now() - r0);
+      }
+      this.crash('vm.resume.load');
+      const loaded = await h.loadState(p.state, { ignoreShared: true });
+      return {
+        qemu_ms: qemuMs,
+        ...(ramMs !== undefined ? { ram_ms: ramMs } : {}),
+        ...(dataBytes !== undefined ? { ram_data_bytes: dataBytes } : {}),
+        load_ms: loaded.durationMs,
+        ram_path: fill ? 'tmpfs' : 'mapped-from-disk',
+      };
     } finally {
       release();
       if (port !== undefined) releasePort(port);
     }
+  }
+
+  /** Pause/resume's RAM-file operations: the host's, with any the deps replace. */
+  private pauseRamOps(): PauseRamOps {
+    const root = this.d.guestRamRoot;
+    return {
+      find: async (h, spec) =>
+        root !== undefined && h.driver === 'qemu' && spec.memory && usesGuestRamDir(spec, root)
+          ? findRamFile(h.pid, spec.memory.backendFile, spec.memory.backendId ?? MEMORY_BACKEND_ID)
+          : undefined,
+      copy: copyRamFile,
+      fill: fillRamFile,
+      room: async (mib) => (root !== undefined ? prepareGuestRamDir(root, this.uid(), mib) : undefined),
+      ...this.d.pauseRam,
+    };
   }
 
   private async resumedReady(vm: VmRow): Promise<void> {
@@ -911,7 +1044,7 @@ export class VmLifecycle {
       this.d.log.warn({ err: message(err) }, 'fork sweep failed'),
     );
     if (this.d.guestRamRoot) {
-      const gone = await sweepGuestRamDir(guestRamDir(this.d.guestRamRoot, this.uid()));
+      const gone = await sweepGuestRamDir(guestRamDir(this.d.guestRamRoot, this.uid()), this.uid());
       if (gone.length > 0) this.d.log.warn({ files: gone }, 'RAM files no VMM had open removed');
     }
     // Whatever VMM of this state dir still runs without a handle belongs to nobody now.

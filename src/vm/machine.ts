@@ -63,6 +63,8 @@ export interface MachineDeps {
    * what makes a fork's save cheap); absent (tests), anonymous RAM.
    */
   guestRamRoot?: string;
+  /** Who owns the VMMs (default this process's uid): whose RAM directory a boot maps. */
+  uid?: number;
 }
 
 export function injectedFault(d: MachineDeps, step: string): void {
@@ -181,7 +183,7 @@ export async function bootVmm(d: MachineDeps, vm: VmRow, kernel: KernelRow, what
     // A bridged VM's tap must exist (VmNetwork.attach) before boot.
     const bridged = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
     const ramDir = d.guestRamRoot
-      ? await prepareGuestRamDir(d.guestRamRoot, process.getuid?.() ?? 0, vm.memoryMib)
+      ? await prepareGuestRamDir(d.guestRamRoot, d.uid ?? process.getuid?.() ?? 0, vm.memoryMib)
       : undefined;
     const plan = d.runtime.driver.prepare(launchSpec(vm, kernel, d.stateDir, accel, port, bridged, ramDir));
     await markSerial(d.stateDir, vm, what, d.serialMarks);

@@ -1,11 +1,18 @@
-// Pause to disk, the files: `vm pause` saves a running VM's whole state (device state and guest
-// RAM, QEMU migration to a file) into its directory and ends the VMM; `vm resume` starts the same
-// VMM configuration with `-incoming defer`, loads the state and continues the guest.
+// Pause to disk, the files: `vm pause` saves a running VM's state into its directory and ends the
+// VMM; `vm resume` starts the same VMM configuration with `-incoming defer`, loads the state and
+// continues the guest. Two formats (the manifest's `format` says which a pause wrote):
+//  - `ram-file`, for a VM whose RAM is a shared file in the user's RAM directory on tmpfs
+//    (src/vm/guest-ram.ts): the device state alone (x-ignore-shared, tens of KB) in
+//    `saved.state`, and the RAM file copied as it is (holes stay holes) to `saved.ram`. A resume
+//    copies `saved.ram` into the RAM file of the new VMM (fillRamFile) and loads the device
+//    state: no migration stream to parse page by page.
+//  - `full` (no `format` in manifests written before there were two), for any other VM:
+//    `saved.state` is the whole migration stream, device state and RAM.
 //
-// In <vm dir>: `saved.state` (the migration stream) and `saved.json` (the manifest: the launch
-// spec the VMM ran with, size, time). Both are written under a temporary name, flushed and
-// renamed; the manifest last, so it is the commit: a state without a manifest (a crash while
-// saving) never counts, and a resume consumes the save by removing the manifest first (before
+// In <vm dir>: `saved.state`, `saved.ram` (ram-file only) and `saved.json` (the manifest: the
+// launch spec the VMM ran with, sizes, time). Each is written under a temporary name, flushed
+// and renamed; the manifest last, so it is the commit: files without a manifest (a crash while
+// saving) never count, and a resume consumes the save by removing the manifest first (before
 // the guest runs again: from then on its disk no longer matches the saved RAM).
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +24,7 @@ import { clockArg } from './reidentify.ts';
 
 export const SAVED_STATE = 'saved.state';
 export const SAVED_MANIFEST = 'saved.json';
+export const SAVED_RAM = 'saved.ram';
 const TMP = '.tmp';
 
 export interface SavedPaths {
@@ -24,6 +32,9 @@ export interface SavedPaths {
   stateTmp: string;
   manifest: string;
   manifestTmp: string;
+  /** The RAM file of a `ram-file` save. */
+  ram: string;
+  ramTmp: string;
 }
 
 export function savedPaths(vmDir: string): SavedPaths {
@@ -32,6 +43,8 @@ export function savedPaths(vmDir: string): SavedPaths {
     stateTmp: join(vmDir, SAVED_STATE + TMP),
     manifest: join(vmDir, SAVED_MANIFEST),
     manifestTmp: join(vmDir, SAVED_MANIFEST + TMP),
+    ram: join(vmDir, SAVED_RAM),
+    ramTmp: join(vmDir, SAVED_RAM + TMP),
   };
 }
 
@@ -43,8 +56,23 @@ export interface SavedManifest {
   /** The state file's size. */
   bytes: number;
   savedAt: string;
-  /** QMP stop → state file durable, ms. */
+  /** QMP stop → every file durable, ms. */
   saveMs: number;
+  /** What the pause wrote (module comment); absent: `full` (saves from before ram-file). */
+  format?: SaveFormat;
+  /** A `ram-file` save's RAM file: its size (the guest's RAM) and the data it holds on disk. */
+  ram?: { bytes: number; dataBytes: number };
+}
+
+export type SaveFormat = 'full' | 'ram-file';
+
+export function saveFormat(m: SavedManifest): SaveFormat {
+  return m.format ?? 'full';
+}
+
+/** The disk space a save holds (what `vm list` shows of a paused VM). */
+export function savedDiskBytes(m: SavedManifest): number {
+  return m.bytes + (m.ram?.dataBytes ?? 0);
 }
 
 /** Make the temporary state file durable (the save wrote it through `cat`). */
@@ -53,12 +81,20 @@ export async function syncStateTmp(p: SavedPaths): Promise<number> {
   return (await stat(p.stateTmp)).size;
 }
 
+/** Make the temporary RAM file durable; its size and the data it holds. */
+export async function syncRamTmp(p: SavedPaths): Promise<{ bytes: number; dataBytes: number }> {
+  await fsyncPath(p.ramTmp);
+  const st = await stat(p.ramTmp);
+  return { bytes: st.size, dataBytes: st.blocks * 512 };
+}
+
 /**
  * Commit a save: the flushed state file to its name, then the manifest (temporary name, flush,
  * rename), then the directory. From the manifest's rename on, the VM is saved.
  */
 export async function commitSaved(vmDir: string, m: SavedManifest): Promise<void> {
   const p = savedPaths(vmDir);
+  if (saveFormat(m) === 'ram-file') await rename(p.ramTmp, p.ram);
   await rename(p.stateTmp, p.state);
   // Under its fixed temporary name: removePartial finds what a crash left.
   await writeFileAtomic(p.manifest, JSON.stringify(m, null, 2) + '\n', {
@@ -70,7 +106,7 @@ export async function commitSaved(vmDir: string, m: SavedManifest): Promise<void
 
 /**
  * The committed save of a VM, or undefined: no manifest, an unreadable one, another VM's, or a
- * state file that is missing or not the size the manifest recorded.
+ * state (or RAM) file that is missing or not the size the manifest recorded.
  */
 export async function readSaved(vmDir: string, vmId: string): Promise<SavedManifest | undefined> {
   const p = savedPaths(vmDir);
@@ -81,11 +117,15 @@ export async function readSaved(vmDir: string, vmId: string): Promise<SavedManif
     return undefined;
   }
   if (m.version !== 1 || m.vmId !== vmId || typeof m.spec !== 'object') return undefined;
-  const size = await stat(p.state).then(
-    (s) => s.size,
-    () => -1,
-  );
-  return size === m.bytes ? m : undefined;
+  const size = (path: string): Promise<number> =>
+    stat(path).then(
+      (s) => s.size,
+      () => -1,
+    );
+  if ((await size(p.state)) !== m.bytes) return undefined;
+  if (saveFormat(m) === 'ram-file' && (m.ram === undefined || (await size(p.ram)) !== m.ram.bytes))
+    return undefined;
+  return m;
 }
 
 /**
@@ -97,17 +137,20 @@ export async function removePartial(vmDir: string): Promise<void> {
   const p = savedPaths(vmDir);
   await rm(p.stateTmp, { force: true });
   await rm(saveErrPath(p.stateTmp), { force: true });
+  await rm(p.ramTmp, { force: true });
   await rm(p.manifestTmp, { force: true });
 }
 
 /**
- * Remove a save, the manifest first (from then on it is not a save), then the state file and
- * any temporary files; idempotent.
+ * Remove a save, the manifest first (from then on it is not a save), then the state and RAM
+ * files and any temporary files; idempotent. A VMM that maps `saved.ram` (a resume without room
+ * on tmpfs) keeps its mapping: only the name goes.
  */
 export async function discardSaved(vmDir: string): Promise<void> {
   const p = savedPaths(vmDir);
   await rm(p.manifest, { force: true });
   await rm(p.state, { force: true });
+  await rm(p.ram, { force: true });
   await removePartial(vmDir);
 }
 

@@ -3,7 +3,19 @@
 // resuming → running with the save consumed before the guest continues), a failed save leaving
 // the VM running, a failed resume keeping the save, stop/delete/start of a VM paused to disk, and
 // start-up reconciliation of a daemon that died at each step of a pause or a resume.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { guestRamDir } from '../../src/vm/guest-ram.ts';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeVmmDriver, FakeVmmHost, saveErrPath } from '../../src/engine/index.ts';
@@ -15,7 +27,13 @@ import { VmLifecycle, type LifecycleDeps } from '../../src/vm/lifecycle.ts';
 import { macFor, vmFiles } from '../../src/vm/layout.ts';
 import { launchSpec } from '../../src/vm/machine.ts';
 import { rootlessNetwork } from '../../src/vm/network.ts';
-import { commitSaved, readSaved, savedPaths, type SavedManifest } from '../../src/vm/pause.ts';
+import {
+  commitSaved,
+  readResumedSpec,
+  readSaved,
+  savedPaths,
+  type SavedManifest,
+} from '../../src/vm/pause.ts';
 import { VmRuntime } from '../../src/vm/runtime.ts';
 import { sshPaths } from '../../src/vm/ssh.ts';
 import { canTransition, type VmState } from '../../src/vm/states.ts';
@@ -39,7 +57,9 @@ describe('pause to disk', () => {
   let clocked: string[];
   const logs = new MemoryLog();
 
-  function makeLifecycle(d = driver): VmLifecycle {
+  /** Deps every lifecycle of the test gets, restarted daemons' too (ramFileLifecycle sets them). */
+  let extraDeps: Partial<LifecycleDeps> = {};
+  function makeLifecycle(d = driver, extra: Partial<LifecycleDeps> = extraDeps): VmLifecycle {
     const log = createLogger({ name: 'bangerd', stream: logs });
     runtime = new VmRuntime(d, log);
     const deps: LifecycleDeps = {
@@ -66,6 +86,7 @@ describe('pause to disk', () => {
         readied.push(vm.name);
         if (readyFails) throw new Error('ssh did not answer');
       },
+      ...extra,
     };
     const l = new VmLifecycle(deps);
     runtime.listen(
@@ -97,6 +118,7 @@ describe('pause to disk', () => {
     readied = [];
     clocked = [];
     readyFails = false;
+    extraDeps = {};
     lc = makeLifecycle();
   });
   afterEach(() => {
@@ -437,6 +459,195 @@ describe('pause to disk', () => {
     expect(r.stopped).toEqual(['r-gone']);
     expect(row(vm).state).toBe('stopped');
     expect(row(vm).stateReason).toMatch(/after its saved state was used/);
+  });
+
+  // ---- format ram-file: RAM in a shared file on tmpfs (src/vm/guest-ram.ts) -------------------
+
+  /**
+   * A lifecycle whose VMs boot with their RAM in the user's RAM directory: each fake VMM's "RAM
+   * file" is STATE/vmm-ram-<pid> (QEMU's unlinked file in real life), made at the RAM's size when
+   * first looked up. `room` says whether the tmpfs has room at a resume.
+   */
+  function ramFileLifecycle(opts: { room?: boolean } = {}): {
+    ramDir: string;
+    vmmRam: (pid: number) => string;
+  } {
+    const root = join(stateDir, 'shm');
+    const ramDir = guestRamDir(root, process.getuid!());
+    mkdirSync(ramDir, { recursive: true });
+    const vmmRam = (pid: number): string => join(stateDir, `vmm-ram-${pid}`);
+    lc.close();
+    extraDeps = {
+      guestRamRoot: root,
+      pauseRam: {
+        find: async (h, spec) => {
+          if (!spec.memory?.share) return undefined;
+          const f = vmmRam(h.pid);
+          if (!existsSync(f)) {
+            writeFileSync(f, '');
+            truncateSync(f, spec.memoryMiB * 1024 * 1024);
+          }
+          return f;
+        },
+        room: async () => (opts.room === false ? undefined : ramDir),
+      },
+    };
+    lc = makeLifecycle(driver);
+    return { ramDir, vmmRam };
+  }
+
+  async function runningWithRamFile(name: string, ramDir: string): Promise<VmRow> {
+    const vm = insert(name);
+    const kernel = store.kernels.list()[0]!;
+    runtime.attach(
+      vm.id,
+      await driver.start(driver.prepare(launchSpec(vm, kernel, stateDir, 'tcg', 2222, undefined, ramDir))),
+    );
+    return vm;
+  }
+
+  /** Guest pages at 1 MiB into the RAM file. */
+  const PAGES = Buffer.from('guest pages: tmpfs files and a counter');
+  function writePages(file: string): void {
+    const fd = openSync(file, 'r+');
+    writeSync(fd, PAGES, 0, PAGES.length, 1 << 20);
+    closeSync(fd);
+  }
+  function readPages(file: string): Buffer {
+    const fd = openSync(file, 'r');
+    const b = Buffer.alloc(PAGES.length);
+    readSync(fd, b, 0, b.length, 1 << 20);
+    closeSync(fd);
+    return b;
+  }
+
+  it("a VM with its RAM in a file pauses as ram-file (device state alone, the RAM file copied) and resumes by filling the new VMM's RAM file", async () => {
+    const { ramDir, vmmRam } = ramFileLifecycle();
+    const vm = await runningWithRamFile('rf1', ramDir);
+    const pid0 = runtime.get(vm.id)!.pid;
+    // The RAM file as the pause finds it, with the guest's pages in it.
+    await lc['pauseRamOps']().find(runtime.get(vm.id)!, { memory: { share: true }, memoryMiB: 256 } as never);
+    writePages(vmmRam(pid0));
+    const paused = await lc.pause(vm);
+    expect(paused.state).toBe('paused');
+    const p = savedPaths(dirOf(vm));
+    const m = JSON.parse(readFileSync(p.manifest, 'utf8')) as SavedManifest;
+    expect(m.format).toBe('ram-file');
+    expect(m.ram?.bytes).toBe(256 * 1024 * 1024);
+    expect(statSync(p.ram).size).toBe(256 * 1024 * 1024);
+    expect(readPages(p.ram).equals(PAGES)).toBe(true);
+    // vm list shows what the save holds on disk: the state and the RAM file's data.
+    expect(paused.savedState?.bytes).toBe(m.bytes + m.ram!.dataBytes);
+    expect(driver.transcript.find((o) => o.op === 'saveState')?.detail).toMatchObject({ ignoreShared: true });
+    expect(existsSync(p.ramTmp)).toBe(false);
+
+    const before = driver.transcript.length;
+    const resumed = await lc.resume(row(vm));
+    expect(resumed).toMatchObject({ state: 'running', savedState: null });
+    const h = runtime.get(vm.id)!;
+    // The new VMM maps the same RAM directory, shared (a second pause or a fork stays cheap),
+    // its file holds the saved pages, and its state was loaded without RAM.
+    expect((await readResumedSpec(dirOf(vm)))?.memory).toMatchObject({ backendFile: ramDir, share: true });
+    expect(readPages(vmmRam(h.pid)).equals(PAGES)).toBe(true);
+    expect(driver.transcript.slice(before).find((o) => o.op === 'loadState')?.detail).toMatchObject({
+      ignoreShared: true,
+    });
+    // The save is consumed: nothing of it is left on disk.
+    expect([p.manifest, p.state, p.ram, p.ramTmp].filter((f) => existsSync(f))).toEqual([]);
+    // Paused again: ram-file again (its VMM runs with its RAM in the directory).
+    writePages(vmmRam(h.pid));
+    await lc.pause(row(vm));
+    expect((JSON.parse(readFileSync(p.manifest, 'utf8')) as SavedManifest).format).toBe('ram-file');
+    expect((await lc.resume(row(vm))).state).toBe('running');
+  });
+
+  it('without room on the tmpfs at resume, the VMM maps saved.ram copy-on-write; the consume unlinks it; its next pause is full', async () => {
+    const { ramDir, vmmRam } = ramFileLifecycle({ room: false });
+    const vm = await runningWithRamFile('rf2', ramDir);
+    await lc['pauseRamOps']().find(runtime.get(vm.id)!, { memory: { share: true }, memoryMiB: 256 } as never);
+    writePages(vmmRam(runtime.get(vm.id)!.pid));
+    await lc.pause(vm);
+    const p = savedPaths(dirOf(vm));
+    expect((await lc.resume(row(vm))).state).toBe('running');
+    expect((await readResumedSpec(dirOf(vm)))?.memory).toMatchObject({ backendFile: p.ram, share: false });
+    expect(existsSync(p.ram)).toBe(false);
+    // Its RAM is no longer a shared file in the directory: the whole stream next time, which
+    // resumes too (QEMU makes the missing share=off file anew).
+    await lc.pause(row(vm));
+    expect((JSON.parse(readFileSync(p.manifest, 'utf8')) as SavedManifest).format).toBe('full');
+    expect((await lc.resume(row(vm))).state).toBe('running');
+  });
+
+  it('a boot maps the RAM directory of the uid the daemon was given (not its own process uid)', async () => {
+    const root = join(stateDir, 'shm-uid');
+    mkdirSync(root);
+    const other = process.getuid!() + 1;
+    extraDeps = { guestRamRoot: root, uid: other };
+    lc.close();
+    lc = makeLifecycle(driver);
+    const vm = insert('u1', 'stopped');
+    // (The fake guest never answers: the start fails after its boot, which is what is looked at.)
+    await lc.start(vm).catch(() => undefined);
+    // The other uid's directory was asked for; made by this process it is not that user's own,
+    // so the VM went without (anonymous RAM) rather than into this process's directory.
+    expect(existsSync(guestRamDir(root, other))).toBe(true);
+    expect(existsSync(guestRamDir(root, process.getuid!()))).toBe(false);
+  });
+
+  it('a save from before ram-file (no format in its manifest) still resumes as a full stream', async () => {
+    const vm = await running('old1');
+    await lc.pause(vm);
+    const p = savedPaths(dirOf(vm));
+    const m = JSON.parse(readFileSync(p.manifest, 'utf8')) as SavedManifest;
+    delete m.format;
+    writeFileSync(p.manifest, JSON.stringify(m));
+    expect(await readSaved(dirOf(vm), vm.id)).toBeDefined();
+    expect((await lc.resume(row(vm))).state).toBe('running');
+    expect(
+      driver.transcript.filter((o) => o.op === 'loadState').at(-1)?.detail?.ignoreShared,
+    ).toBeUndefined();
+  });
+
+  it('a ram-file save whose RAM file is missing or cut short is no save', async () => {
+    const { ramDir } = ramFileLifecycle();
+    const vm = await runningWithRamFile('rf3', ramDir);
+    await lc.pause(vm);
+    const p = savedPaths(dirOf(vm));
+    truncateSync(p.ram, 4096);
+    expect(await readSaved(dirOf(vm), vm.id)).toBeUndefined();
+    const r = await restart();
+    expect(r.stopped).toEqual(['rf3']);
+    expect(existsSync(p.ram)).toBe(false);
+  });
+
+  it('reconcile: a ram-file pause interrupted while copying the RAM (not committed) continues the guest and leaves no copy', async () => {
+    const { ramDir } = ramFileLifecycle();
+    const vm = await runningWithRamFile('rf4', ramDir);
+    lc.setState(vm, 'pausing', 'saving the VM to disk');
+    const p = savedPaths(dirOf(vm));
+    await runtime.get(vm.id)!.saveState!(p.stateTmp, { ignoreShared: true });
+    writeFileSync(p.ramTmp, 'half a RAM copy');
+    const r = await restart();
+    expect(r.reattached).toEqual(['rf4']);
+    expect(row(vm)).toMatchObject({ state: 'running', savedState: null });
+    expect([p.stateTmp, p.ramTmp, p.state, p.ram, p.manifest].filter((f) => existsSync(f))).toEqual([]);
+  });
+
+  it('reconcile: a ram-file resume interrupted while filling the RAM is paused again, the save whole', async () => {
+    const { ramDir, vmmRam } = ramFileLifecycle();
+    const vm = await runningWithRamFile('rf5', ramDir);
+    await lc['pauseRamOps']().find(runtime.get(vm.id)!, { memory: { share: true }, memoryMiB: 256 } as never);
+    writePages(vmmRam(runtime.get(vm.id)!.pid));
+    await lc.pause(vm);
+    lc.setState(vm.id, 'resuming', 'loading its saved state');
+    const m = (await readSaved(dirOf(vm), vm.id))!;
+    runtime.attach(vm.id, await driver.start(driver.prepare({ ...m.spec, incoming: 'defer' })));
+    const r = await restart();
+    expect(r.saved).toEqual(['rf5']);
+    expect(row(vm).state).toBe('paused');
+    expect(await readSaved(dirOf(vm), vm.id)).toBeDefined();
+    expect((await lc.resume(row(vm))).state).toBe('running');
+    expect(readPages(vmmRam(runtime.get(vm.id)!.pid)).equals(PAGES)).toBe(true);
   });
 
   it('reconcile: a stop interrupted while discarding a save (manifest gone) ends stopped', async () => {
