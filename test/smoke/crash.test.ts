@@ -211,8 +211,11 @@ describe('crash consistency on real VMs', () => {
       return vm!;
     };
     // Pause: before the commit the guest continues (running); after it the VM is paused to disk.
+    // (copy_ram and fill_ram: the RAM file's copy of a pause and a resume: the VM's RAM is a
+    // file on /dev/shm, so its saves are format ram-file.)
     for (const [step, want] of [
       ['save', 'running'],
+      ['copy_ram', 'running'],
       ['commit', 'running'],
       ['exit', 'paused'],
       ['record', 'paused'],
@@ -232,6 +235,7 @@ describe('crash consistency on real VMs', () => {
     for (const [step, want] of [
       ['network', 'paused'],
       ['boot', 'paused'],
+      ['fill_ram', 'paused'],
       ['load', 'paused'],
       ['consume', 'paused'],
       ['cont', 'running'],
