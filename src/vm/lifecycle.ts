@@ -45,6 +45,7 @@ import { MEMORY_BACKEND_ID } from '../engine/qemu-argv.ts';
 import { hostKeyAlias, unpinHostKey } from './ssh.ts';
 import {
   commitSaved,
+  consumeSaved,
   correctGuestClock,
   discardSaved,
   readResumedSpec,
@@ -628,7 +629,10 @@ export class VmLifecycle {
       if (row.networkMode === 'bridge') await this.d.network.attach(row);
       const times = await this.startSaved(row, m);
       this.crash('vm.resume.consume');
-      await discardSaved(dir);
+      // The manifest alone before the guest runs (from then on there is no save); the files go
+      // while it wakes up (unlinking a RAM file's extents takes ~60 ms on ext4). A crash between
+      // leaves them without a manifest: reconcile's discardSaved removes them.
+      await consumeSaved(dir);
       consumed = true;
       this.d.store.vms.update(vm.id, { savedState: null });
       this.crash('vm.resume.cont');
@@ -636,8 +640,11 @@ export class VmLifecycle {
       if (!h) throw new VmError('failed', `the VMM of ${vm.name} exited while its state was loaded`);
       await h.resume();
       const contMs = Math.round(performance.now() - t0);
+      const removed = discardSaved(dir).catch((err: unknown) =>
+        this.d.log.warn({ vm: vm.name, err: message(err) }, 'could not remove the used save'),
+      );
       this.crash('vm.resume.wait_ready');
-      await this.resumedReady(row);
+      await Promise.all([this.resumedReady(row), removed]);
       const now = this.setState(vm.id, 'running');
       this.d.log.info(
         {

@@ -141,6 +141,11 @@ export async function removePartial(vmDir: string): Promise<void> {
   await rm(p.manifestTmp, { force: true });
 }
 
+/** Use up a save: its manifest goes (the commit undone); discardSaved removes the rest. */
+export async function consumeSaved(vmDir: string): Promise<void> {
+  await rm(savedPaths(vmDir).manifest, { force: true });
+}
+
 /**
  * Remove a save, the manifest first (from then on it is not a save), then the state and RAM
  * files and any temporary files; idempotent. A VMM that maps `saved.ram` (a resume without room
