@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EgressCa } from '../../src/egress/ca.ts';
 import type { EgressEvent } from '../../src/egress/events.ts';
 import { EgressProxy } from '../../src/egress/proxy.ts';
-import { directMessage, RELAY_HELLO } from '../../src/egress/relay.ts';
+import { assertRelayBuilt, directMessage, RELAY_HELLO } from '../../src/egress/relay.ts';
 import { parseEgress } from '../../src/egress/rules.ts';
 import { newPlaceholder } from '../../src/egress/secrets.ts';
 import { createLogger } from '../../src/log/logger.ts';
@@ -225,5 +225,13 @@ describe('directMessage', () => {
     { ...ok, up: Buffer.alloc(65537), body: 0 },
   ])('refuses what the relay would refuse: %#', (o) => {
     expect(() => directMessage(o)).toThrow(/relay/);
+  });
+});
+
+describe('assertRelayBuilt', () => {
+  it('says how to get the relay when it is missing (a restricted user-mode VM cannot start)', () => {
+    expect(() => assertRelayBuilt('/nonexistent/build/egress-relay')).toThrow(
+      'the egress relay /nonexistent/build/egress-relay is missing or not executable; run npm run build (it needs gcc)',
+    );
   });
 });
