@@ -179,11 +179,42 @@ export class QgaClient {
    */
   async exec(path: string, args: string[], opts: QgaExecOptions): Promise<QgaExecResult> {
     const deadline = Date.now() + opts.timeoutMs;
-    const left = (): number => Math.max(1, deadline - Date.now());
+    const pid = await this.spawn(path, args, {
+      timeoutMs: opts.timeoutMs,
+      ...(opts.inputData !== undefined ? { inputData: opts.inputData } : {}),
+    });
+    opts.onSpawned?.(pid);
+    return this.waitExec(pid, {
+      timeoutMs: Math.max(1, deadline - Date.now()),
+      name: path,
+      ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
+    });
+  }
+
+  /** Start `path args...` in the guest (guest-exec, output captured); its guest pid. */
+  async spawn(
+    path: string,
+    args: string[],
+    opts: { timeoutMs: number; inputData?: Buffer },
+  ): Promise<number> {
     const execArgs: Record<string, unknown> = { path, arg: args, 'capture-output': true };
     if (opts.inputData !== undefined) execArgs['input-data'] = opts.inputData.toString('base64');
-    const { pid } = await this.execute<{ pid: number }>('guest-exec', execArgs, { timeoutMs: left() });
-    opts.onSpawned?.(pid);
+    const { pid } = await this.execute<{ pid: number }>('guest-exec', execArgs, opts);
+    return pid;
+  }
+
+  /**
+   * Wait for a process the agent started (guest-exec, this connection's or an earlier one's:
+   * the agent keeps its table, even across a saved and restored VM) to exit: guest-exec-status
+   * every pollMs (default 50 ms). Its exit status and output.
+   */
+  async waitExec(
+    pid: number,
+    opts: { timeoutMs: number; pollMs?: number; name?: string },
+  ): Promise<QgaExecResult> {
+    const deadline = Date.now() + opts.timeoutMs;
+    const left = (): number => Math.max(1, deadline - Date.now());
+    const path = opts.name ?? `pid ${pid}`;
     const stillRunning = (cause?: unknown): EngineError =>
       new EngineError(
         'timeout',
@@ -200,19 +231,43 @@ export class QgaClient {
           throw isEngineError(err, 'timeout') && Date.now() >= deadline ? stillRunning(err) : err;
         },
       );
-      if (st.exited) {
-        const r: QgaExecResult = {
-          exitcode: typeof st.exitcode === 'number' ? st.exitcode : null,
-          stdout: Buffer.from(st['out-data'] ?? '', 'base64').toString('utf8'),
-          stderr: Buffer.from(st['err-data'] ?? '', 'base64').toString('utf8'),
-        };
-        if (typeof st.signal === 'number') r.signal = st.signal;
-        if (st['out-truncated'] === true || st['err-truncated'] === true) r.truncated = true;
-        return r;
-      }
+      if (st.exited) return execResult(st);
       if (Date.now() >= deadline) throw stillRunning();
       await sleep(Math.min(opts.pollMs ?? 50, left()));
     }
+  }
+
+  /**
+   * Write `data` to a file in the guest: guest-file-open (mode `w`), guest-file-write,
+   * guest-file-close (also after a failed write). The agent makes the descriptor non-blocking, so
+   * a pipe or FIFO must have room for all of it: fewer bytes written is an error.
+   */
+  async writeFile(path: string, data: Buffer, opts: { timeoutMs: number }): Promise<void> {
+    const deadline = Date.now() + opts.timeoutMs;
+    const left = (): { timeoutMs: number } => ({ timeoutMs: Math.max(1, deadline - Date.now()) });
+    const handle = await this.execute<number>('guest-file-open', { path, mode: 'w' }, left());
+    const close = (): Promise<unknown> => this.execute('guest-file-close', { handle }, left());
+    try {
+      const w = await this.execute<{ count: number }>(
+        'guest-file-write',
+        { handle, 'buf-b64': data.toString('base64') },
+        left(),
+      );
+      if (w.count !== data.length) {
+        throw new EngineError(
+          'guest_agent',
+          `guest agent wrote ${w.count} of ${data.length} bytes to ${path}`,
+          {
+            details: { path, count: w.count, length: data.length },
+          },
+        );
+      }
+    } catch (err) {
+      // The write's error is the one worth reporting; the handle goes if the agent still answers.
+      await close().catch(() => undefined);
+      throw err;
+    }
+    await close();
   }
 
   /** Idempotent. A pending command or sync rejects with EngineError('control_closed'). */
@@ -369,6 +424,17 @@ export class QgaClient {
       this.logger.debug({ line: line.slice(0, 200) }, 'qga: stale or unexpected reply dropped');
     }
   }
+}
+
+function execResult(st: ExecStatus): QgaExecResult {
+  const r: QgaExecResult = {
+    exitcode: typeof st.exitcode === 'number' ? st.exitcode : null,
+    stdout: Buffer.from(st['out-data'] ?? '', 'base64').toString('utf8'),
+    stderr: Buffer.from(st['err-data'] ?? '', 'base64').toString('utf8'),
+  };
+  if (typeof st.signal === 'number') r.signal = st.signal;
+  if (st['out-truncated'] === true || st['err-truncated'] === true) r.truncated = true;
+  return r;
 }
 
 function requestLine(command: string, argsJson: string | undefined): string {

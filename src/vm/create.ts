@@ -19,7 +19,7 @@ import {
 import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey, type HostKeyPair } from './ssh.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { applyGuestEgress, type GuestEgressSetup } from '../egress/guest.ts';
-import { ReidentifyError, reidentifyGuest } from './reidentify.ts';
+import { ReidentifyError, reidentifyGuest, type ReidentifyWaiter } from './reidentify.ts';
 import { formatRestoreTimes, startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
 import { userNetEgress } from '../egress/types.ts';
 import { releasePort, reservePort } from './ports.ts';
@@ -311,7 +311,8 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
     },
     () => killVmm(d, vm.id),
   );
-  await t.step('reidentify', async () => t.progress(await reidentifyClone(d, vm, seeded, t.signal)));
+  const waiter = tpl.manifest.reidentifyWaiter;
+  await t.step('reidentify', async () => t.progress(await reidentifyClone(d, vm, seeded, t.signal, waiter)));
   return readySteps(d, t, vm, true);
 }
 
@@ -325,6 +326,8 @@ export async function reidentifyClone(
   vm: VmRow,
   seeded: { hostKey: HostKeyPair; machineId: string },
   signal: AbortSignal,
+  /** A warm template's waiting script (a fork's children have none). */
+  waiter?: ReidentifyWaiter,
 ): Promise<string> {
   const files = vmFiles(d.stateDir, vm.id);
   const net = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
@@ -360,7 +363,7 @@ export async function reidentifyClone(
             }
           : {}),
       },
-      { timeoutMs },
+      { timeoutMs, ...(waiter ? { waiter } : {}) },
     );
     return r.summary;
   } finally {

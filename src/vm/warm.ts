@@ -30,12 +30,14 @@ import { createOverlay } from './disk.ts';
 import type { VmFiles } from './layout.ts';
 import { guestCmdline } from './machine.ts';
 import { releasePort, reservePort } from './ports.ts';
+import { startReidentifyWaiter, type ReidentifyWaiter } from './reidentify.ts';
 import { generateHostKey } from './ssh.ts';
 
 /** Bump when anything about how templates are made changes: older templates stop matching. */
 // 2: RAM in a file shared copy-on-write with the clones; 3: TCG guests boot with ARAT (tickless
-// idle), which a clone only gets from a template booted with it.
-export const WARM_FORMAT = 3;
+// idle), which a clone only gets from a template booted with it; 4: saved with banger-reidentify
+// waiting for its input (reidentifyWaiter).
+export const WARM_FORMAT = 4;
 /** The hostname a template boots with (each clone gets its own before it is reachable). */
 export const TEMPLATE_HOSTNAME = 'banger-warm';
 export const TEMPLATE_MANIFEST = 'template.json';
@@ -80,6 +82,11 @@ export interface TemplateManifest {
   ramFile: string;
   /** The space the RAM file takes on disk (it is sparse: pages the guest never touched are holes). */
   ramBytes: number;
+  /**
+   * banger-reidentify, saved waiting for its input (src/vm/reidentify.ts): each clone writes it
+   * the clone's identity. Absent when it could not be started: clones then have the agent run it.
+   */
+  reidentifyWaiter?: ReidentifyWaiter;
 }
 
 export interface WarmTemplate {
@@ -408,12 +415,18 @@ async function buildFresh(
     const qga = await QgaClient.connect(spec.qgaSocket!, { timeoutMs: 30_000 });
     let saved: { durationMs: number };
     let bootMs: number;
+    let waiter: ReidentifyWaiter | undefined;
     try {
       await qga.sync(30_000);
       // Let every boot job finish here, once, rather than in each clone; then flush.
       await qga.exec('/bin/systemctl', ['is-system-running', '--wait'], { timeoutMs: 60_000 });
       await qga.exec('/bin/sync', [], { timeoutMs: 30_000 });
       bootMs = Math.round(performance.now() - t0);
+      // Without a waiter the template still works: its clones have the agent run the script.
+      waiter = await startReidentifyWaiter(qga, { timeoutMs: 30_000 }).catch((err: unknown) => {
+        d.log.warn({ template: hash.slice(0, 16), err }, 'no waiting banger-reidentify in the template');
+        return undefined;
+      });
 
       progress('save', 'QMP stop, then migrate the device state to the state file (RAM stays in its file)');
       if (!handle.saveState) throw new EngineError('unsupported', 'warm templates need QEMU (QMP)');
@@ -449,6 +462,7 @@ async function buildFresh(
       stateBytes,
       ramFile: p.ram,
       ramBytes,
+      ...(waiter ? { reidentifyWaiter: waiter } : {}),
     };
     const tmp = `${p.manifest}.tmp`;
     await writeFile(tmp, JSON.stringify(manifest, null, 2) + '\n', { mode: 0o600 });

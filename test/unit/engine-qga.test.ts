@@ -309,6 +309,68 @@ describe('QgaClient exec', () => {
   });
 });
 
+describe('QgaClient writeFile', () => {
+  it('opens with mode w, writes the bytes in base64, closes the handle', async () => {
+    fake.handler = (c) =>
+      c.execute === 'guest-file-open'
+        ? { return: 7 }
+        : c.execute === 'guest-file-write'
+          ? { return: { count: Buffer.from(c.arguments!['buf-b64'] as string, 'base64').length, eof: false } }
+          : { return: {} };
+    const c = await connect();
+    const data = Buffer.from('machine_id=abc\nend\n');
+    await c.writeFile('/proc/42/fd/0', data, { timeoutMs: 2_000 });
+    const cmds = fake.received.filter((x) => x.execute !== 'guest-sync-delimited');
+    expect(cmds.map((x) => [x.execute, x.arguments])).toEqual([
+      ['guest-file-open', { path: '/proc/42/fd/0', mode: 'w' }],
+      ['guest-file-write', { handle: 7, 'buf-b64': data.toString('base64') }],
+      ['guest-file-close', { handle: 7 }],
+    ]);
+    c.close();
+  });
+
+  it('calls a short write an error, and still closes the handle', async () => {
+    fake.handler = (c) =>
+      c.execute === 'guest-file-open'
+        ? { return: 3 }
+        : c.execute === 'guest-file-write'
+          ? { return: { count: 2, eof: false } }
+          : { return: {} };
+    const c = await connect();
+    await expect(c.writeFile('/run/x', Buffer.from('12345'), { timeoutMs: 2_000 })).rejects.toMatchObject({
+      code: 'guest_agent',
+      message: 'guest agent wrote 2 of 5 bytes to /run/x',
+    });
+    expect(fake.received.at(-1)).toMatchObject({ execute: 'guest-file-close', arguments: { handle: 3 } });
+    c.close();
+  });
+
+  it('reports a failed write, not the failed close after it', async () => {
+    fake.handler = (c) =>
+      c.execute === 'guest-file-open'
+        ? { return: 3 }
+        : { error: { class: 'GenericError', desc: `${c.execute} refused` } };
+    const c = await connect();
+    await expect(c.writeFile('/run/x', Buffer.from('1'), { timeoutMs: 2_000 })).rejects.toThrow(
+      'guest agent guest-file-write failed: guest-file-write refused',
+    );
+    c.close();
+  });
+});
+
+describe('QgaClient waitExec', () => {
+  it('polls a process started earlier (another connection, a saved VM) until it exits', async () => {
+    fake.execPolls = 2;
+    const c = await connect();
+    const r = await c.waitExec(77, { timeoutMs: 2_000, pollMs: 5 });
+    expect(r).toEqual({ exitcode: 0, stdout: 'hello\n', stderr: 'warning: ü\n' });
+    const polls = fake.received.filter((x) => x.execute === 'guest-exec-status');
+    expect(polls.map((p) => p.arguments)).toEqual([{ pid: 77 }, { pid: 77 }]);
+    expect(fake.received.some((x) => x.execute === 'guest-exec')).toBe(false);
+    c.close();
+  });
+});
+
 describe('QgaClient.connect', () => {
   it('retries until the socket appears', async () => {
     await fake.close();

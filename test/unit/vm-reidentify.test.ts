@@ -1,5 +1,14 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EngineError } from '../../src/engine/errors.ts';
@@ -13,6 +22,7 @@ import {
   reidentifyInput,
   reidentifyScript,
   ReidentifyError,
+  startReidentifyWaiter,
   type ReidentifyOptions,
 } from '../../src/vm/reidentify.ts';
 import { shortTempDir } from '../helpers/tmp.ts';
@@ -356,8 +366,14 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
   });
 });
 
+interface HostChild {
+  exited: Promise<QgaExecResult>;
+  result?: QgaExecResult;
+}
+
 /** A stand-in for QgaClient that runs guest-exec'd commands on the host, under a test root. */
 class HostQga {
+  private readonly children = new Map<number, HostChild>();
   readonly calls: string[] = [];
   readonly root: string;
   constructor(root: string) {
@@ -380,6 +396,41 @@ class HostQga {
     return Promise.resolve({ exitcode: r.status, stdout: r.stdout, stderr: r.stderr });
   }
   lastStdout = '';
+  /** guest-exec without waiting: stdin is /dev/null, as the agent's without input-data. */
+  spawn(path: string, args: string[]): Promise<number> {
+    this.calls.push(`spawn ${path} ${args.slice(2).join(' ')}`);
+    const child = spawn(path, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', BANGER_REID_ROOT: this.root },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const entry: HostChild = {
+      exited: new Promise((resolve) =>
+        child.on('close', (code) => {
+          entry.result = { exitcode: code, stdout, stderr };
+          this.lastStdout = stdout;
+          resolve(entry.result);
+        }),
+      ),
+    };
+    this.children.set(child.pid!, entry);
+    return Promise.resolve(child.pid!);
+  }
+  execStatus(pid: number): Promise<QgaExecResult | undefined> {
+    return Promise.resolve(this.children.get(pid)?.result);
+  }
+  waitExec(pid: number): Promise<QgaExecResult> {
+    this.calls.push(`waitExec ${pid}`);
+    return this.children.get(pid)!.exited;
+  }
+  writeFile(path: string, data: Buffer): Promise<void> {
+    this.calls.push(`writeFile ${path}`);
+    writeFileSync(path, data);
+    return Promise.resolve();
+  }
 }
 
 describe('reidentifyGuest', () => {
@@ -432,6 +483,61 @@ describe('reidentifyGuest', () => {
       /invalid hostname/,
     );
     expect(qga.calls).toEqual([]);
+  });
+});
+
+describe('a warm template’s waiting banger-reidentify', () => {
+  it('waits on a FIFO whose name is gone, then takes a clone’s identity through /proc/PID/fd/0', async () => {
+    const root = makeRoot('waiter');
+    const qga = new HostQga(root);
+    const fifo = join(root, 'reid.fifo');
+    const { pid } = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo });
+    expect(existsSync(fifo)).toBe(false);
+    expect(readlinkSync(`/proc/${pid}/fd/0`)).toBe(`${fifo} (deleted)`);
+    expect(await qga.execStatus(pid)).toBeUndefined(); // still waiting
+    expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('template\n');
+
+    const r = await reidentifyGuest(qga, opts(), { timeoutMs: 5_000, waiter: { pid } });
+    expect(qga.calls.slice(2)).toEqual(['sync', `writeFile /proc/${pid}/fd/0`, `waitExec ${pid}`]);
+    expect(r.summary).toMatch(
+      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, input written \d+ ms, script \d+ ms: checked \d+ ms, clock \d+ ms, rng \d+ ms, files \d+ ms; in the guest \d+ ms\)$/,
+    );
+    expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('dev-2\n');
+    expect(readFileSync(join(root, 'etc', 'machine-id'), 'utf8')).toBe('0123456789abcdef0123456789abcdef\n');
+    expect(readFileSync(join(root, 'etc', 'ssh', 'ssh_host_ed25519_key'), 'utf8')).toBe(key.privateKey);
+    // /etc/hosts as it was read before the wait, with the clone's own 127.0.1.1 line.
+    expect(readFileSync(join(root, 'etc', 'hosts'), 'utf8')).toBe(
+      '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tdev-2\n',
+    );
+  });
+
+  it('reports a waiter that exits instead of waiting, with its stderr', async () => {
+    const qga = new HostQga(makeRoot('waiter-bad'));
+    await expect(startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: 'relative.fifo' })).rejects.toThrow(
+      /did not start waiting \(it exited 2: banger-reidentify: --wait needs an absolute FIFO path\)/,
+    );
+  });
+
+  it('fails in the script as the agent-run one does, with its stderr', async () => {
+    const root = makeRoot('waiter-fails');
+    const qga = new HostQga(root);
+    const { pid } = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: join(root, 'w.fifo') });
+    const err: unknown = await reidentifyGuest(qga, opts({ entropy: Buffer.alloc(32, 1) }), {
+      timeoutMs: 5_000,
+      waiter: { pid },
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeUndefined(); // 32 bytes is the minimum: accepted
+    rmSync(join(root, 'etc', 'hostname'));
+    mkdirSync(join(root, 'etc', 'hostname', 'x'), { recursive: true });
+    const again = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: join(root, 'w2.fifo') });
+    const failed: unknown = await reidentifyGuest(qga, opts(), { timeoutMs: 5_000, waiter: again }).catch(
+      (e: unknown) => e,
+    );
+    expect(failed).toBeInstanceOf(ReidentifyError);
+    expect((failed as ReidentifyError).stderr).toContain('cannot write /etc/hostname');
   });
 });
 
