@@ -662,6 +662,11 @@ export class VmLifecycle {
       if (!consumed) {
         this.recordSaved(vm.id, m, `resume failed (${message(err)}); the saved state is kept`);
       } else {
+        // The consume removed the manifest alone: without this, a cont that failed leaves the
+        // state and RAM files (up to the guest's RAM) behind, and nothing else removes them.
+        await discardSaved(dir).catch((e: unknown) =>
+          this.d.log.warn({ vm: vm.name, err: message(e) }, 'could not remove the used save'),
+        );
         this.setState(
           vm.id,
           'error',
@@ -1115,6 +1120,19 @@ export class VmLifecycle {
     r.stopped.push(row.name);
   }
 
+  /**
+   * Save files with no manifest of a VM not paused: no save (nothing resumes them), e.g. what a
+   * resume whose cont failed left, and saved.ram is up to the guest's RAM. A paused VM's are
+   * judged by the paused branch of reconcileOne.
+   */
+  private async removeUsedSave(row: VmRow): Promise<void> {
+    const dir = vmFiles(this.d.stateDir, row.id).dir;
+    const p = savedPaths(dir);
+    if (existsSync(p.manifest) || ![p.state, p.ram].some((f) => existsSync(f))) return;
+    await discardSaved(dir);
+    this.d.log.warn({ vm: row.name, state: row.state }, 'removed the files of a save already used');
+  }
+
   private async reconcileOne(row: VmRow, r: ReconcileReport): Promise<void> {
     if (row.state === 'creating') {
       // Its pipeline died with the daemon: undo all of it (the op is already marked failed).
@@ -1147,6 +1165,7 @@ export class VmLifecycle {
       if (how !== 'kept') return;
     }
     if (row.state === 'pausing' || row.state === 'resuming') return this.reconcileSave(row, h, r);
+    if (row.state !== 'paused') await this.removeUsedSave(row);
     if (row.state === 'paused' && !h) {
       // Paused to disk: no VMM is expected; the save must be there, whole.
       const m = await readSaved(vmFiles(this.d.stateDir, row.id).dir, row.id);

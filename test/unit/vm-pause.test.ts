@@ -288,6 +288,22 @@ describe('pause to disk', () => {
     expect(runtime.isRunning(vm.id)).toBe(false);
   });
 
+  it('a resume whose cont fails after the save was used leaves no save files; start-up removes any left', async () => {
+    const vm = await running('r4');
+    await lc.pause(vm);
+    driver.failOn('resume', { target: vm.id, error: 'cont refused' });
+    await expect(lc.resume(row(vm))).rejects.toThrow(/cont refused/);
+    expect(row(vm).state).toBe('error');
+    const p = savedPaths(dirOf(vm));
+    expect([p.manifest, p.state, p.ram].filter((f) => existsSync(f))).toEqual([]);
+    // What an earlier daemon left beside a VM not paused (no manifest): no save, removed.
+    writeFileSync(p.state, 'used state');
+    writeFileSync(p.ram, 'used ram');
+    await restart();
+    expect(row(vm).state).toBe('error');
+    expect([p.state, p.ram].filter((f) => existsSync(f))).toEqual([]);
+  });
+
   it('stop of a VM paused to disk discards its save (stopped); delete removes it all', async () => {
     const vm = await running('s1');
     await lc.pause(vm);
