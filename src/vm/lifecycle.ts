@@ -1102,6 +1102,9 @@ export class VmLifecycle {
         () => false,
       );
       if (ok) {
+        // As any reattached VM: its guestfwd reaches the proxy again (the socket went with the
+        // previous daemon).
+        attachEgress(this.d, row);
         if (what === 'resume') await this.fixClock(row);
         this.setState(row, 'running');
         r.reattached.push(row.name);

@@ -20,6 +20,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeVmmDriver, FakeVmmHost, saveErrPath } from '../../src/engine/index.ts';
 import { createLogger } from '../../src/log/logger.ts';
+import { EgressEvents } from '../../src/egress/events.ts';
+import { parseEgress } from '../../src/egress/rules.ts';
 import { OperationRegistry } from '../../src/ops/operations.ts';
 import { DEFAULT_CONFIG } from '../../src/daemon/config.ts';
 import { newId, openStore, type Store, type VmRow } from '../../src/store/index.ts';
@@ -465,6 +467,30 @@ describe('pause to disk', () => {
       expect(row(vm)).toMatchObject({ state: 'running', savedState: null });
       expect(host.byId(vm.id)!.status).toBe('running');
       expect(clocked).toEqual([vm.name]);
+    },
+  );
+
+  it.each(['pause', 'resume'] as const)(
+    'reconcile: a %s interrupted whose guest is continued gets its egress proxy again (restricted, user mode)',
+    async (what) => {
+      const vm =
+        what === 'pause'
+          ? await crashedPause('e-pause', 'mid_save')
+          : await crashedResume('e-resume', 'cont');
+      store.vms.update(vm.id, { egress: parseEgress('none') });
+      const attached: string[] = [];
+      extraDeps = {
+        egress: {
+          events: new EgressEvents({ log: createLogger({ name: 'bangerd', stream: logs }) }),
+          attach: (v) => attached.push(v.name),
+          update: () => undefined,
+          detach: () => undefined,
+        },
+      };
+      const r = await restart();
+      expect(r.reattached).toEqual([vm.name]);
+      expect(row(vm).state).toBe('running');
+      expect(attached).toEqual([vm.name]);
     },
   );
 
