@@ -104,8 +104,17 @@ export async function copyRamFile(src: string, dst: string): Promise<number> {
  * it back to its full size; nothing reads the guest's RAM meanwhile (no vCPU runs before `cont`,
  * and QEMU skips loading ROMs into RAM while a migration is incoming). The file stays QEMU's own,
  * unlinked one: nothing named is left to leak however the resume ends. Returns the data bytes.
+ *
+ * `bytes` is the RAM size the save recorded. The file QEMU made, the saved one and that size must
+ * agree before anything is written: cp would resize QEMU's file to the saved one's size under its
+ * mapping (a guest page past a shorter file faults the VMM), and the save is kept to retry.
  */
-export async function fillRamFile(src: string, dst: string): Promise<number> {
+export async function fillRamFile(src: string, dst: string, bytes: number): Promise<number> {
+  const [made, saved] = await Promise.all([stat(dst), stat(src)]);
+  if (made.size !== bytes || saved.size !== bytes)
+    throw new Error(
+      `the new VMM's RAM file is ${made.size} bytes and the saved one ${saved.size}, the save recorded ${bytes}: not filled`,
+    );
   await run(CP_BINARY, ['--sparse=auto', '--no-preserve=all', src, dst], { timeoutMs: 300_000 });
   return (await stat(dst)).blocks * 512;
 }

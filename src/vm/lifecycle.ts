@@ -107,8 +107,8 @@ export interface PauseRamOps {
   find(h: VmmHandle, spec: VmLaunchSpec): Promise<string | undefined>;
   /** Copy a RAM file sparse to a new file; returns the data bytes copied. */
   copy(src: string, dst: string): Promise<number>;
-  /** Copy a saved RAM file into a waiting VMM's RAM file (guest-ram.ts fillRamFile). */
-  fill(src: string, dst: string): Promise<number>;
+  /** Copy a saved RAM file of `bytes` into a waiting VMM's RAM file (guest-ram.ts fillRamFile). */
+  fill(src: string, dst: string, bytes: number): Promise<number>;
   /** The user's RAM directory when it has room for a VM of this much RAM (prepareGuestRamDir). */
   room(memoryMib: number): Promise<string | undefined>;
 }
@@ -754,7 +754,7 @@ export class VmLifecycle {
         const dst = await ops.find(h, spec);
         if (dst === undefined)
           throw new VmError('failed', `the RAM file of ${vm.name}'s new VMM was not found`);
-        dataBytes = await ops.fill(p.ram, dst);
+        dataBytes = await ops.fill(p.ram, dst, m.ram!.bytes);
         ramMs = Math.round(performance.now() - r0);
       }
       this.crash('vm.resume.load');

@@ -145,7 +145,7 @@ describe("a VMM's RAM file", () => {
     try {
       const ino = fstatSync(fd).ino;
       unlinkSync(dstName);
-      const bytes = await fillRamFile(src, `/proc/${process.pid}/fd/${fd}`);
+      const bytes = await fillRamFile(src, `/proc/${process.pid}/fd/${fd}`, size);
       expect(fstatSync(fd).ino).toBe(ino);
       expect(fstatSync(fd).size).toBe(size);
       const page = Buffer.alloc(4096);
@@ -156,6 +156,23 @@ describe("a VMM's RAM file", () => {
     } finally {
       closeSync(fd);
     }
+  });
+
+  it("is not filled when the VMM's file, the saved one and the recorded size disagree (nothing written)", async () => {
+    const src = join(tmp.dir, 'fill-src-2');
+    writeFileSync(src, Buffer.alloc(0));
+    truncateSync(src, 8 * 1024 * 1024);
+    const dst = join(tmp.dir, 'fill-dst-2');
+    writeFileSync(dst, Buffer.alloc(4096, 7));
+    truncateSync(dst, 4 * 1024 * 1024);
+    await expect(fillRamFile(src, dst, 8 * 1024 * 1024)).rejects.toThrow(
+      /RAM file is 4194304 bytes and the saved one 8388608, the save recorded 8388608: not filled/,
+    );
+    expect(statSync(dst).size).toBe(4 * 1024 * 1024);
+    expect(readFileSync(dst).subarray(0, 4096).equals(Buffer.alloc(4096, 7))).toBe(true);
+    // The saved file cut short after the save: refused as well.
+    truncateSync(dst, 8 * 1024 * 1024);
+    await expect(fillRamFile(src, dst, 16 * 1024 * 1024)).rejects.toThrow(/the save recorded 16777216/);
   });
 });
 

@@ -620,6 +620,33 @@ describe('pause to disk', () => {
     expect((await lc.resume(row(vm))).state).toBe('running');
   });
 
+  it("a resume whose new VMM's RAM file is not the saved RAM's size fails before the save is used (paused, kept)", async () => {
+    const { ramDir } = ramFileLifecycle();
+    const vm = await runningWithRamFile('rf6', ramDir);
+    await lc.pause(vm);
+    // The next VMM's RAM file comes out at half the size the save recorded.
+    const base = extraDeps.pauseRam!;
+    extraDeps = {
+      ...extraDeps,
+      pauseRam: {
+        ...base,
+        find: async (h, spec) => {
+          const f = await base.find!(h, spec);
+          if (f) truncateSync(f, 128 * 1024 * 1024);
+          return f;
+        },
+      },
+    };
+    lc.close();
+    lc = makeLifecycle(driver);
+    await expect(lc.resume(row(vm))).rejects.toThrow(
+      /RAM file is 134217728 bytes and the saved one 268435456, the save recorded 268435456: not filled/,
+    );
+    expect(row(vm).state).toBe('paused');
+    expect(await readSaved(dirOf(vm), vm.id)).toBeDefined();
+    expect(driver.ops()).not.toContain(`resume ${vm.id}`);
+  });
+
   it('a boot maps the RAM directory of the uid the daemon was given (not its own process uid)', async () => {
     const root = join(stateDir, 'shm-uid');
     mkdirSync(root);
