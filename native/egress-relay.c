@@ -170,7 +170,12 @@ static int pump_step(struct pump *p) {
         progressed = 1;
       } else if (n < 0 && errno == EAGAIN)
         p->want_dst = POLLOUT;
-      else if (n < 0 && errno != EINTR)
+      else if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+        // dst is gone: this direction is over, the other one still delivers what it has
+        // (the proxy's 400 after refusing a guest it stopped reading).
+        p->done = 1;
+        break;
+      } else if (n < 0 && errno != EINTR)
         return -1;
     }
     int empty = p->plain ? (p->blen == p->boff && p->inpipe == 0) : p->inpipe == 0;
@@ -182,6 +187,8 @@ static int pump_step(struct pump *p) {
     // In: from src while there is room.
     size_t room = p->plain ? (empty ? 65536 : 0) : p->cap - p->inpipe;
     if (p->left >= 0 && (long long)room > p->left) room = (size_t)p->left;
+    // dst blocked with bytes still in the pipe: nothing to take until it drains.
+    if (p->inpipe > 0 && p->want_dst) room = 0;
     if (room > 0) {
       ssize_t n;
       if (!p->plain) {
@@ -201,10 +208,16 @@ static int pump_step(struct pump *p) {
         if (p->left > 0) p->left -= n;
         if (p->left == 0) p->eof = 1;
         progressed = 1;
-      } else if (n == 0)
+      } else if (n == 0) {
+        // src ended before the counted body did: the upstream would wait for the rest.
+        if (p->left > 0) return -1;
         p->eof = 1, progressed = 1;
-      else if (errno == EAGAIN)
-        p->want_src = POLLIN;
+      } else if (errno == EAGAIN) {
+        // With bytes in the pipe, EAGAIN may mean the pipe is full (it fills by slots, one
+        // per segment, before its byte capacity): src may well be readable, and waiting for
+        // it would spin until dst drains. Then the out step above waits for dst.
+        if (p->inpipe == 0) p->want_src = POLLIN;
+      }
       else if (errno != EINTR)
         return -1;
     }
@@ -314,14 +327,15 @@ int main(int argc, char **argv) {
   if (write_all(P, HELLO, HELLO_LEN) < 0) return 1;
 
   // Until the proxy speaks: the guest's head goes to it, what follows the head is held.
-  size_t held = 0, sent = 0;
+  size_t held = 0, sent = 0, lead = 0;
   long long head_end = -1;
   int guest_eof = 0;
   size_t got = 0; // bytes of pbuf read from the proxy
   for (;;) {
-    struct pollfd fds[2] = {{.fd = P, .events = POLLIN}, {.fd = G, .events = 0}};
+    // The guest's fd only when it is read: poll reports HUP/ERR even for no events, and a
+    // guest that closed while the proxy decides would spin this loop.
     int want_guest = !guest_eof && held < HOLD_MAX;
-    if (want_guest) fds[1].events = POLLIN;
+    struct pollfd fds[2] = {{.fd = P, .events = POLLIN}, {.fd = want_guest ? G : -1, .events = POLLIN}};
     int r = poll(fds, 2, IDLE_MS);
     if (r == 0) return 0;
     if (r < 0) {
@@ -337,6 +351,10 @@ int main(int argc, char **argv) {
       else if (n > 0) {
         size_t from = held >= 3 ? held - 3 : 0;
         held += (size_t)n;
+        // Empty lines before the request line are skipped (as the proxy's parser does): their
+        // CRLFs are no head end.
+        while (lead < held && (hold[lead] == '\r' || hold[lead] == '\n')) lead++;
+        if (from < lead) from = lead;
         if (head_end < 0) head_end = find_head_end(hold, held, from);
         // Head bytes go to the proxy as they come; past the head nothing, until it speaks.
         size_t upto = head_end >= 0 ? (size_t)head_end : held;
