@@ -45,8 +45,10 @@ function gccPath() {
 function compile(from, to, flags) {
   mkdirSync(dirname(to), { recursive: true });
   const tmp = `${to}.tmp-${process.pid}`;
+  // Outside the try: its own clear error, not "gcc failed to compile".
+  const gcc = gccPath();
   try {
-    execFileSync(gccPath(), [...flags, '-O2', '-Wall', '-Wextra', from, '-o', tmp], {
+    execFileSync(gcc, [...flags, '-O2', '-Wall', '-Wextra', from, '-o', tmp], {
       stdio: ['ignore', 'inherit', 'inherit'],
     });
   } catch {

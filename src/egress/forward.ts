@@ -6,7 +6,7 @@
 import { lookup } from 'node:dns/promises';
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as netConnect, isIP, isIPv4, type Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import type { Duplex } from 'node:stream';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
@@ -188,7 +188,10 @@ export class Forwarder {
 
   private fail(vm: ProxyVm, res: ServerResponse, err: unknown): void {
     if (err instanceof Refusal) return this.refuse(res, err);
-    this.d.log.warn({ vm: vm.name, err: (err as Error).message }, 'egress proxy: request failed');
+    this.d.log.warn(
+      { vm: vm.name, ...(vm.opId ? { op_id: vm.opId } : {}), err: (err as Error).message },
+      'egress proxy: request failed',
+    );
     this.refuse(res, new Refusal(502, `banger egress: ${(err as Error).message}`));
   }
 
@@ -252,7 +255,8 @@ export class Forwarder {
     // connects to the checked address, sends this head and exactly that many body bytes, and
     // splices the answer back (src/egress/relay.ts). Chunked bodies stay here (re-framed).
     // The socket stays open and silent: counted against the VM's limit, closed by a detach.
-    if (!framing.chunked && canHandBack(client)) {
+    // The relay connects to IPv4 addresses only: an IPv6 destination stays here.
+    if (!framing.chunked && isIPv4(dest.ip) && canHandBack(client)) {
       client.write(
         directMessage({
           ip: dest.ip,
@@ -329,7 +333,7 @@ export class Forwarder {
     }
     this.event(vm, 'allow', dest, vm.secrets.length > 0 ? 'connect (tls terminated)' : 'connect');
     if (vm.secrets.length > 0) return this.terminate(vm, dest, socket, head);
-    if (canHandBack(socket as Socket)) {
+    if (isIPv4(dest.ip) && canHandBack(socket as Socket)) {
       // The relay connects and tunnels itself; the guest gets the 200 once it is connected.
       socket.write(
         directMessage({

@@ -110,7 +110,10 @@ export class EgressProxy {
       const a = this.owner.get(req.socket);
       if (!a) return void socket.destroy();
       this.fwd.connect(a.vm, req, socket, head).catch((err: unknown) => {
-        this.d.log.warn({ vm: a.vm.name, err: (err as Error).message }, 'egress proxy: CONNECT failed');
+        this.d.log.warn(
+          { vm: a.vm.name, ...(a.vm.opId ? { op_id: a.vm.opId } : {}), err: (err as Error).message },
+          'egress proxy: CONNECT failed',
+        );
         socket.destroy();
       });
     });
@@ -121,7 +124,10 @@ export class EgressProxy {
   }
 
   private failed(vm: ProxyVm, err: unknown, res: ServerResponse): void {
-    this.d.log.warn({ vm: vm.name, err: (err as Error).message }, 'egress proxy: request failed');
+    this.d.log.warn(
+      { vm: vm.name, ...(vm.opId ? { op_id: vm.opId } : {}), err: (err as Error).message },
+      'egress proxy: request failed',
+    );
     if (!res.headersSent) {
       res.writeHead(502, { 'content-type': 'text/plain', connection: 'close' });
       res.end(`banger egress: ${(err as Error).message}\n`);

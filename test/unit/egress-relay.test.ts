@@ -45,7 +45,7 @@ beforeAll(async () => {
     secretValue: async () => undefined,
     record: (ev) => events.push(ev),
     bridge: { host: '127.0.0.1', port: 0 },
-    resolve: async (host) => (host.endsWith('.test') ? ['127.0.0.1'] : []),
+    resolve: async (host) => (host === 'v6.test' ? ['::1'] : host.endsWith('.test') ? ['127.0.0.1'] : []),
   });
 });
 afterAll(() => {
@@ -183,6 +183,17 @@ describe('relay protocol: the proxy side', { timeout: 30_000 }, () => {
     expect(out.toString('latin1')).toMatch(/^HTTP\/1\.1 403 /);
     const c = await exchange(netConnect(sock), [RELAY_HELLO, `CONNECT other.test:443 HTTP/1.1\r\n\r\n`]);
     expect(c.toString('latin1')).toMatch(/^HTTP\/1\.1 403 /);
+    proxy.detach(id);
+  });
+
+  it('an IPv6 destination is not handed back (the relay connects to IPv4 only): the proxy stays', async () => {
+    const { sock, id } = attach('allow=v6.test');
+    const out = await exchange(netConnect(sock), [
+      RELAY_HELLO,
+      `GET http://v6.test:${port}/ HTTP/1.1\r\nHost: v6.test\r\n\r\n`,
+    ]);
+    // An explicit stay, then the proxy's own answer (nothing listens on [::1]: a 502).
+    expect(out.toString('latin1')).toMatch(/^\0stay\nHTTP\/1\.1 502 /);
     proxy.detach(id);
   });
 
