@@ -398,4 +398,53 @@ describe('replaceDir and recoverReplacements (kernels: a forced pull)', () => {
     expect(readdirSync(kernels()).sort()).toEqual(['k.old-0badf00d', 'k.old-0badf00d.journal']);
     expect(logs.lines.join('\n')).toContain('unreadable replacement journal');
   });
+
+  it('sets the old directory aside under a name no kernel or image can have, its journal beside it', async () => {
+    await replaceKernel('commit');
+    const names = readdirSync(join(dir, 'crashed', 'kernels')).filter((n) => n.includes('.old-'));
+    expect(names.sort()).toEqual([
+      expect.stringMatching(/^\.old-[0-9a-f]{8}-k$/),
+      expect.stringMatching(/^\.old-[0-9a-f]{8}-k\.journal$/),
+    ]);
+    // An unreadable journal of this form is kept with its directory; a half-written one goes.
+    const old = join(kernels(), '.old-0badf00d-k2');
+    mkdirSync(old, { recursive: true });
+    writeFileSync(`${old}.journal`, '{"old_row":');
+    writeFileSync(join(kernels(), '.old-12345678-k2.journal.tmp'), '{');
+    expect(await recoverReplacements(kernels(), store.kernels, ops.log)).toEqual([]);
+    await service('x').sweep();
+    expect(
+      readdirSync(kernels())
+        .filter((n) => n.includes('.old-'))
+        .sort(),
+    ).toEqual(['.old-0badf00d-k2', '.old-0badf00d-k2.journal']);
+  });
+
+  it('a journal of the earlier form (<name>.old-<hex>.journal) is still recovered', async () => {
+    const finalDir = join(kernels(), 'k');
+    renameSync(stageKernel('v2'), finalDir);
+    const row = insertKernel('v2');
+    const old = join(kernels(), 'k.old-0000abcd');
+    renameSync(stageKernel('v1'), old);
+    // Committed: the replaced row is gone, the new one is there.
+    writeFileSync(`${old}.journal`, JSON.stringify({ old_row: 'gone', new_row: row.id, had_old_dir: true }));
+    const done = await recoverReplacements(kernels(), store.kernels, ops.log);
+    expect(done).toEqual(['kernels/k: committed: removed the old files']);
+    expect(readdirSync(kernels())).toEqual(['k']);
+  });
+
+  it('images named like a journal or a set-aside directory of the earlier form are images: the sweep keeps them', async () => {
+    const names = ['x.journal.tmp', 'web.old-1', 'y.old-ab.journal', 'z.old-cd'];
+    for (const name of names) expect((await build(service('v1'), { name })).state).toBe('succeeded');
+    await service('v2').sweep();
+    for (const name of names) {
+      const img = store.images.getByName(name);
+      expect(img, name).toBeDefined();
+      expect(read(img!.rootfsPath)).toBe('rootfs v1');
+    }
+    // And one is rebuilt over (set aside and removed) like any other.
+    expect((await build(service('v3'), { name: 'web.old-1', force: true })).state).toBe('succeeded');
+    expect(read(store.images.getByName('web.old-1')!.rootfsPath)).toBe('rootfs v3');
+    expect(leftovers().filter((n) => n.startsWith('.'))).toEqual([]);
+  });
 });

@@ -1,14 +1,17 @@
 // Replacing STATE/images/<name> or STATE/kernels/<name> together with the rows that name it, so a
 // daemon killed at any instant leaves rows and files that agree. The rows change in one store
 // transaction and the directories move inside it (synchronously: nothing else runs in between),
-// the old directory set aside as <name>.old-<hex>. A kill -9 after a move but before the COMMIT
+// the old directory set aside as .old-<hex>-<name>. A kill -9 after a move but before the COMMIT
 // leaves the old row naming the new, uncommitted files, and the old files set aside; so before the
-// first move a journal, <name>.old-<hex>.journal (fsync'd), says which rows the transaction
+// first move a journal, .old-<hex>-<name>.journal (fsync'd), says which rows the transaction
 // replaces and inserts. Start-up recovery (recoverReplacements, before the other sweeps) asks the
 // store which side won (the old row is gone, or the new row is there, only if the COMMIT happened)
-// and puts the old directory back or removes it.
+// and puts the old directory back or removes it. The leading dot: a resource name (kernel.ts
+// RESOURCE_NAME_PATTERN) starts with a letter or digit, so no image or kernel is ever named like
+// a set-aside directory or a journal. Journals of the earlier form (<name>.old-<hex>.journal,
+// which an image may be named like: only regular files count) are still recovered.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from '../../log/logger.ts';
@@ -59,7 +62,33 @@ export interface Replaced<T> {
   journal: string;
 }
 
-const JOURNAL = /^(.+\.old-[0-9a-f]+)\.journal$/;
+/** `.old-<hex>-<name>.journal`: the set-aside directory's name, and the replaced one's. */
+const JOURNAL = /^(\.old-[0-9a-f]+-([A-Za-z0-9].*))\.journal$/;
+/** The earlier form, `<name>.old-<hex>.journal` (a regular file; an image may be named like it). */
+const LEGACY_JOURNAL = /^(([A-Za-z0-9].*)\.old-[0-9a-f]+)\.journal$/;
+/** A journal being written, of either form. */
+const JOURNAL_TMP = /^(\.old-[0-9a-f]+-.+|.+\.old-[0-9a-f]+)\.journal\.tmp$/;
+
+/** The name a replacement sets `finalDir` aside as (beside it: a rename moves it). */
+export function setAsideName(finalName: string, hex: string): string {
+  return `.old-${hex}-${finalName}`;
+}
+
+/**
+ * Whether a directory's `name` is a set-aside one's (of this form: never a resource name). Its
+ * journal is a file of the same prefix: sweepStaging looks at directories alone.
+ */
+export function isSetAside(name: string): boolean {
+  return /^\.old-[0-9a-f]+-[A-Za-z0-9]/.test(name);
+}
+
+const isFile = (path: string): boolean => {
+  try {
+    return lstatSync(path).isFile();
+  } catch {
+    return false;
+  }
+};
 
 /**
  * Run `rows()` and move the staged directory to `finalDir` (the one there set aside first) in one
@@ -68,7 +97,10 @@ const JOURNAL = /^(.+\.old-[0-9a-f]+)\.journal$/;
  */
 export function replaceDir<T extends { id: string }>(o: ReplaceOptions<T>): Replaced<T> {
   const crash = o.crash ?? ((): void => undefined);
-  const oldDir = `${o.finalDir}.old-${randomBytes(4).toString('hex')}`;
+  const oldDir = join(
+    dirname(o.finalDir),
+    setAsideName(basename(o.finalDir), randomBytes(4).toString('hex')),
+  );
   const journal = `${oldDir}.journal`;
   let journaled = false;
   let moved = false;
@@ -139,15 +171,17 @@ export async function finishReplace(
 export async function recoverReplacements(dir: string, table: RowTable, log: Logger): Promise<string[]> {
   const done: string[] = [];
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (name.endsWith('.journal.tmp')) {
+    // Journals are regular files: a directory of that name is an image or kernel named so.
+    if (!isFile(join(dir, name))) continue;
+    if (JOURNAL_TMP.test(name)) {
       // A journal being written: nothing had moved yet.
       await rm(join(dir, name), { force: true });
       continue;
     }
-    const m = JOURNAL.exec(name);
-    if (!m?.[1]) continue;
+    const m = JOURNAL.exec(name) ?? LEGACY_JOURNAL.exec(name);
+    if (!m?.[1] || !m[2]) continue;
     const oldDir = join(dir, m[1]);
-    const finalDir = oldDir.replace(/\.old-[0-9a-f]+$/, '');
+    const finalDir = join(dir, m[2]);
     let j: Journal;
     try {
       j = parseJournal(readFileSync(join(dir, name), 'utf8'));
@@ -185,9 +219,9 @@ export async function recoverReplacements(dir: string, table: RowTable, log: Log
   return done;
 }
 
-/** Whether `dir/name` (a *.old-<hex> directory) still has a journal recovery could not read. */
+/** Whether `dir/name` (a set-aside directory) still has a journal recovery could not read. */
 export function hasJournal(dir: string, name: string): boolean {
-  return existsSync(join(dir, `${name}.journal`));
+  return isFile(join(dir, `${name}.journal`));
 }
 
 function parseJournal(text: string): Journal {

@@ -29,7 +29,7 @@ import type { RpcContext } from '../../rpc/context.ts';
 import { ErrorResponse, badRequest, notFound } from '../../rpc/errors.ts';
 import { type KernelRow, type Store, isUniqueViolation } from '../../store/index.ts';
 import { kernelToWire, namesBy } from './convert.ts';
-import { hasJournal } from './dir-replace.ts';
+import { hasJournal, isSetAside } from './dir-replace.ts';
 import { KernelPulls } from './kernel-pull.ts';
 
 const execFileP = promisify(execFile);
@@ -126,14 +126,17 @@ export function installDirSync(staging: string, finalDir: string): void {
 }
 
 /**
- * Remove staging leftovers (.import-*, .build-*, *.old-*) of a daemon that died mid-way. Call
- * after recoverReplacements (dir-replace.ts): a *.old-* directory may be an image's only copy
- * until its journal is read; one whose journal is still there (unreadable) is kept.
+ * Remove staging leftovers (.import-*, .build-*, set-aside .old-<hex>-<name> directories) of a
+ * daemon that died mid-way: names no image or kernel can have (a resource name starts with a
+ * letter or digit). Call after recoverReplacements (dir-replace.ts): a set-aside directory may be
+ * an image's only copy until its journal is read; one whose journal is still there (unreadable)
+ * is kept.
  */
 export async function sweepStaging(dir: string): Promise<string[]> {
   const removed: string[] = [];
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
-    const old = /\.old-[0-9a-f]+$/.test(name);
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const name = e.name;
+    const old = e.isDirectory() && isSetAside(name);
     if (old && hasJournal(dir, name)) continue;
     if (name.startsWith('.import-') || name.startsWith('.build-') || old) {
       await rm(join(dir, name), { recursive: true, force: true });
@@ -156,7 +159,9 @@ export async function sweepOrphanDirs(
 ): Promise<string[]> {
   const removed: string[] = [];
   for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    if (!e.isDirectory() || !RESOURCE_NAME_PATTERN.test(e.name) || /\.old-[0-9a-f]+$/.test(e.name)) continue;
+    // A set-aside directory of the earlier form (<name>.old-<hex>) whose journal could not be read
+    // stays for a person to judge; without one it is a name like any other.
+    if (!e.isDirectory() || !RESOURCE_NAME_PATTERN.test(e.name) || hasJournal(dir, e.name)) continue;
     const path = join(dir, e.name);
     if (keep(e.name, path)) continue;
     await rm(path, { recursive: true, force: true });
