@@ -118,6 +118,16 @@ export function assertRelayBuilt(path = relayBinaryPath()): void {
   }
 }
 
+/** Whether the relay is there and executable (assertRelayBuilt without the throw). */
+export function relayBuilt(): boolean {
+  try {
+    assertRelayBuilt();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function findRelayBinary(): string {
   const start = dirname(fileURLToPath(import.meta.url));
   for (let dir = start; ; dir = dirname(dir)) {

@@ -87,9 +87,10 @@ export function proxyHooks(side: Pick<EgressSide, 'proxy'>, events: EgressEvents
   });
   return {
     events,
-    attach: (vm) => {
-      // A user-mode VM's guestfwd runs the relay: a VMM must not start without it.
-      if (usesProxy(vm)) assertRelayBuilt();
+    attach: (vm, o) => {
+      // A user-mode VM's guestfwd runs the relay: a VMM must not start without it. One that runs
+      // already is reattached regardless (attachEgress warns): refusing would not stop it.
+      if (usesProxy(vm) && !o?.running) assertRelayBuilt();
       side.proxy.attach(attachOf(vm));
     },
     update: (vm) => side.proxy.update(vm.id, vm.egress),

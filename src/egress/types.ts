@@ -15,8 +15,11 @@ export const USER_PROXY_URL = `http://${USER_PROXY_IP}:${USER_PROXY_PORT}`;
 
 export interface EgressHooks {
   events: EgressEvents;
-  /** Start proxying for the VM (before its VMM starts); idempotent (a re-attach replaces). */
-  attach(vm: VmRow): void;
+  /**
+   * Start proxying for the VM (before its VMM starts); idempotent (a re-attach replaces).
+   * `running`: its VMM runs already (a reattach after a daemon restart): no new argv is built.
+   */
+  attach(vm: VmRow, o?: { running?: boolean }): void;
   /** The VM's policy changed: connections from now on are checked against the new one. */
   update(vm: VmRow): void;
   /** Stop proxying for the VM (its VMM stopped, or it is deleted); idempotent. */

@@ -1104,7 +1104,7 @@ export class VmLifecycle {
       if (ok) {
         // As any reattached VM: its guestfwd reaches the proxy again (the socket went with the
         // previous daemon).
-        attachEgress(this.d, row);
+        attachEgress(this.d, row, { running: true });
         if (what === 'resume') await this.fixClock(row);
         this.setState(row, 'running');
         r.reattached.push(row.name);
@@ -1162,7 +1162,7 @@ export class VmLifecycle {
       const how = await reconcileFork(this.forkDeps(), row, h, journal);
       if (how === 'running') {
         // As any reattached VM: its guestfwd reaches the proxy again (see below).
-        attachEgress(this.d, row);
+        attachEgress(this.d, row, { running: true });
         r.reattached.push(row.name);
       } else if (how === 'stopped') r.stopped.push(row.name);
       if (how !== 'kept') return;
@@ -1192,7 +1192,7 @@ export class VmLifecycle {
     }
     if (h && (row.state === 'running' || row.state === 'paused')) {
       // Its guestfwd reaches the proxy again (the socket went with the previous daemon).
-      attachEgress(this.d, row);
+      attachEgress(this.d, row, { running: true });
       r.reattached.push(row.name);
       this.d.log.info({ vm: row.name, pid: h.pid }, 'reattached to running VM');
       const detail = await h.statusDetail().catch(() => undefined);

@@ -14,7 +14,8 @@ import { releasePort, reservePort } from './ports.ts';
 import type { VmRuntime } from './runtime.ts';
 import { hostKeyAlias, sshExec, type SshPaths, type SshTarget } from './ssh.ts';
 import { bridgeIpArg, type GuestNet, type VmNetwork } from './network.ts';
-import { proxied, userNetEgress, userRestricted, type EgressHooks } from '../egress/types.ts';
+import { proxied, userNetEgress, userRestricted, usesProxy, type EgressHooks } from '../egress/types.ts';
+import { relayBuilt } from '../egress/relay.ts';
 
 /** Pause between `ssh true` attempts once the agent said sshd is up. */
 export const READY_POLL_MS = 300;
@@ -157,13 +158,23 @@ export async function markSerial(
  * its socket) before its VMM starts. Without the hooks (tests, no proxy) a restricted user-mode
  * VM still runs with restrict=on: every connection then fails, nothing leaks.
  */
-export function attachEgress(d: Pick<MachineDeps, 'egress' | 'log'>, vm: VmRow): void {
+export function attachEgress(
+  d: Pick<MachineDeps, 'egress' | 'log'>,
+  vm: VmRow,
+  o: { running?: boolean } = {},
+): void {
   if (!proxied(vm)) return;
   if (!d.egress) {
     d.log.warn({ vm: vm.name }, 'no egress proxy in this daemon: the VM reaches nothing outside');
     return;
   }
-  d.egress.attach(vm);
+  // `running`: a reattach. The VMM's argv names the relay; without it every connection fails.
+  if (o.running && usesProxy(vm) && !relayBuilt())
+    d.log.warn(
+      { vm: vm.name },
+      'the egress relay is missing: the VM reaches nothing outside until npm run build',
+    );
+  d.egress.attach(vm, o);
 }
 
 /** Kill a VM's VMM (if it runs) as an expected exit, and wait until it is gone; never throws. */
