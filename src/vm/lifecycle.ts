@@ -571,8 +571,14 @@ export class VmLifecycle {
           );
       }
     }
+    // A VMM started before the relay existed runs socat as its guestfwd command: that form too.
+    const withSocat = candidates.flatMap((c) => {
+      if (c.net.mode !== 'user' || c.net.guestfwd?.relay === undefined) return [c];
+      const { relay: _relay, ...socat } = c.net.guestfwd;
+      return [c, { ...c, net: { ...c.net, guestfwd: socat } }];
+    });
     // A VMM that loaded a saved state was started with `-incoming defer`: try that form too.
-    const forms = candidates.flatMap((c) => [c, { ...c, incoming: INCOMING_DEFER }]);
+    const forms = withSocat.flatMap((c) => [c, { ...c, incoming: INCOMING_DEFER }]);
     for (const spec0 of forms) {
       const spec: VmLaunchSpec =
         spec0.net.mode === 'user' ? { ...spec0, net: { ...spec0.net, sshHostPort: port } } : spec0;
