@@ -238,6 +238,16 @@ export class QgaClient {
   }
 
   /**
+   * One guest-exec-status of a process the agent started: its exit status and output once it
+   * exited (the agent then forgets it), undefined while it runs. A pid the agent does not know
+   * rejects with EngineError('guest_agent').
+   */
+  async execStatus(pid: number, opts: { timeoutMs: number }): Promise<QgaExecResult | undefined> {
+    const st = await this.execute<ExecStatus>('guest-exec-status', { pid }, opts);
+    return st.exited ? execResult(st) : undefined;
+  }
+
+  /**
    * Write `data` to a file in the guest: guest-file-open (mode `w`), guest-file-write,
    * guest-file-close (also after a failed write). The agent makes the descriptor non-blocking, so
    * a pipe or FIFO must have room for all of it: fewer bytes written is an error.

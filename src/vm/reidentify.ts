@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isEngineError } from '../engine/errors.ts';
 import type { QgaClient, QgaExecResult } from '../engine/qga.ts';
 import { isValidIpv4Cidr, isValidMac } from '../engine/spec.ts';
 import { findGuestDir } from '../image/recipe.ts';
@@ -161,10 +162,10 @@ export function clockArg(ns: bigint): string {
  * Give a freshly restored guest its own identity. Validates everything before the first byte
  * goes to the guest; throws ReidentifyError when the script fails, EngineError when the agent
  * does (timeout, closed, error reply). With `waiter` (a warm template's), the input goes to that
- * waiting script; without, the agent runs the script. The summary ends with where the time went.
+ * waiting script if the agent says it still waits (waiterWaits); otherwise the agent runs the script. The summary ends with where the time went.
  */
 export async function reidentifyGuest(
-  qga: Pick<QgaClient, 'sync' | 'exec' | 'writeFile' | 'waitExec'>,
+  qga: Pick<QgaClient, 'sync' | 'exec' | 'writeFile' | 'waitExec' | 'execStatus'>,
   o: ReidentifyOptions,
   opts: { timeoutMs: number; guestDir?: string; waiter?: ReidentifyWaiter },
 ): Promise<ReidentifyResult> {
@@ -172,21 +173,28 @@ export async function reidentifyGuest(
   const deadline = Date.now() + opts.timeoutMs;
   const left = (): number => Math.max(1, deadline - Date.now());
   reidentifyInput(o); // everything checked before the guest is touched
-  const script = opts.waiter ? undefined : reidentifyScript(opts.guestDir);
   const ms = (from: number): number => Math.round(performance.now() - from);
 
   await qga.sync(left());
   const syncMs = ms(t0);
+  const parts = [`agent sync ${syncMs} ms`];
+  let waiter = opts.waiter;
+  if (waiter && !(await waiterWaits(qga, waiter, left()))) {
+    // Gone (it died before the template was saved, or the agent lost it): nothing was written
+    // yet, so the agent runs the script. Never written to: another process may have its pid now.
+    parts.push(`waiter ${waiter.pid} gone`);
+    waiter = undefined;
+  }
+  const script = waiter ? undefined : reidentifyScript(opts.guestDir);
   // The clock is set by the script, first, from a time read just before it runs: the agent's
   // guest-set-time would also write the RTC (`hwclock -w`, which waits for the next second
   // boundary: ~0.9 s of the clone's start here), and Debian 12's qemu-ga refuses it outright
   // where /sbin/hwclock is missing. A clone only needs the system clock.
   const t2 = performance.now();
   const input = reidentifyInput({ ...o, clockNs: BigInt(Date.now()) * 1_000_000n });
-  const parts = [`agent sync ${syncMs} ms`];
   let r: QgaExecResult;
-  if (opts.waiter) {
-    const { pid } = opts.waiter;
+  if (waiter) {
+    const { pid } = waiter;
     await qga.writeFile(`/proc/${pid}/fd/0`, Buffer.from(input + WAITER_END), { timeoutMs: left() });
     parts.push(`input written ${ms(t2)} ms`);
     r = await qga.waitExec(pid, { timeoutMs: left(), pollMs: 10, name: 'banger-reidentify (waiting)' });
@@ -206,6 +214,24 @@ export async function reidentifyGuest(
   parts.push(`script ${ms(t2)} ms${stages ? `: ${stages}` : ''}`);
   const summary = `${lines[lines.length - 1] ?? ''} (${parts.join(', ')})`;
   return { durationMs: ms(t0), summary };
+}
+
+/**
+ * Whether a template's waiter still waits: guest-exec-status says it runs (the agent's own child,
+ * not reaped yet: the pid is still that process). Exited, or a pid the agent does not know: no.
+ * Other agent failures (a timeout) are thrown.
+ */
+export async function waiterWaits(
+  qga: Pick<QgaClient, 'execStatus'>,
+  waiter: ReidentifyWaiter,
+  timeoutMs: number,
+): Promise<boolean> {
+  try {
+    return (await qga.execStatus(waiter.pid, { timeoutMs })) === undefined;
+  } catch (err) {
+    if (isEngineError(err, 'guest_agent')) return false;
+    throw err;
+  }
 }
 
 /**

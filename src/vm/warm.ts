@@ -30,7 +30,7 @@ import { createOverlay } from './disk.ts';
 import type { VmFiles } from './layout.ts';
 import { guestCmdline } from './machine.ts';
 import { releasePort, reservePort } from './ports.ts';
-import { startReidentifyWaiter, type ReidentifyWaiter } from './reidentify.ts';
+import { startReidentifyWaiter, waiterWaits, type ReidentifyWaiter } from './reidentify.ts';
 import { generateHostKey } from './ssh.ts';
 
 /** Bump when anything about how templates are made changes: older templates stop matching. */
@@ -435,6 +435,14 @@ async function buildFresh(
       // connects it at start: QgaHold), so a clone's first agent call is answered at once. Closed
       // before the save, the agent would read EOF and sleep 100 ms in each clone first (qemu-ga's
       // poll while no host is connected).
+      // The waiter once more, right before the stop: saved dead, every clone would find it gone.
+      if (waiter && !(await waiterWaits(qga, waiter, 5_000).catch(() => false))) {
+        d.log.warn(
+          { template: hash.slice(0, 16), pid: waiter.pid },
+          'the waiting banger-reidentify exited before the save; clones have the agent run the script',
+        );
+        waiter = undefined;
+      }
       saved = await handle.saveState(p.state, { ignoreShared: true });
     } finally {
       qga.close();

@@ -371,6 +371,21 @@ describe('QgaClient waitExec', () => {
   });
 });
 
+describe('QgaClient execStatus', () => {
+  it('asks once: undefined while the process runs, its result once it exited', async () => {
+    fake.execPolls = 2;
+    const c = await connect();
+    expect(await c.execStatus(77, { timeoutMs: 2_000 })).toBeUndefined();
+    expect(await c.execStatus(77, { timeoutMs: 2_000 })).toEqual({
+      exitcode: 0,
+      stdout: 'hello\n',
+      stderr: 'warning: ü\n',
+    });
+    expect(fake.received.filter((x) => x.execute === 'guest-exec-status')).toHaveLength(2);
+    c.close();
+  });
+});
+
 describe('QgaClient.connect', () => {
   it('retries until the socket appears', async () => {
     await fake.close();

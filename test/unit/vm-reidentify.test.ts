@@ -23,6 +23,7 @@ import {
   reidentifyScript,
   ReidentifyError,
   startReidentifyWaiter,
+  waiterWaits,
   type ReidentifyOptions,
 } from '../../src/vm/reidentify.ts';
 import { shortTempDir } from '../helpers/tmp.ts';
@@ -419,8 +420,12 @@ class HostQga {
     this.children.set(child.pid!, entry);
     return Promise.resolve(child.pid!);
   }
+  /** As the agent: undefined while its child runs, a pid it never started is an error. */
   execStatus(pid: number): Promise<QgaExecResult | undefined> {
-    return Promise.resolve(this.children.get(pid)?.result);
+    this.calls.push(`execStatus ${pid}`);
+    const child = this.children.get(pid);
+    if (!child) return Promise.reject(new EngineError('guest_agent', `Invalid parameter 'pid'`));
+    return Promise.resolve(child.result);
   }
   waitExec(pid: number): Promise<QgaExecResult> {
     this.calls.push(`waitExec ${pid}`);
@@ -498,7 +503,13 @@ describe('a warm template’s waiting banger-reidentify', () => {
     expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('template\n');
 
     const r = await reidentifyGuest(qga, opts(), { timeoutMs: 5_000, waiter: { pid } });
-    expect(qga.calls.slice(2)).toEqual(['sync', `writeFile /proc/${pid}/fd/0`, `waitExec ${pid}`]);
+    // Asked whether it still waits (once by the test above, once by reidentifyGuest) first.
+    expect(qga.calls.slice(3)).toEqual([
+      'sync',
+      `execStatus ${pid}`,
+      `writeFile /proc/${pid}/fd/0`,
+      `waitExec ${pid}`,
+    ]);
     expect(r.summary).toMatch(
       /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, input written \d+ ms, script \d+ ms: checked \d+ ms, clock \d+ ms, rng \d+ ms, files \d+ ms; in the guest \d+ ms\)$/,
     );
@@ -509,6 +520,45 @@ describe('a warm template’s waiting banger-reidentify', () => {
     expect(readFileSync(join(root, 'etc', 'hosts'), 'utf8')).toBe(
       '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tdev-2\n',
     );
+  });
+
+  it('never writes to a waiter that is gone (exited, or a pid the agent does not know): the agent runs the script', async () => {
+    const root = makeRoot('waiter-gone');
+    const qga = new HostQga(root);
+    const { pid } = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: join(root, 'g.fifo') });
+    process.kill(pid, 'SIGKILL');
+    await qga.waitExec(pid);
+    const r = await reidentifyGuest(qga, opts(), { timeoutMs: 5_000, waiter: { pid } });
+    expect(r.summary).toContain(`waiter ${pid} gone`);
+    expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('dev-2\n');
+    // A live process the agent never started (the waiter's pid reused): nothing goes to its stdin.
+    const other = spawn('cat', [], { stdio: ['pipe', 'pipe', 'ignore'] });
+    let got = '';
+    other.stdout.on('data', (b: Buffer) => (got += b.toString()));
+    try {
+      await reidentifyGuest(qga, opts(), { timeoutMs: 5_000, waiter: { pid: other.pid! } });
+    } finally {
+      other.stdin.end();
+      await new Promise((resolve) => other.on('close', resolve));
+    }
+    expect(got).toBe('');
+    expect(qga.calls.filter((c) => c.startsWith('writeFile'))).toEqual([]);
+    // The waiter's start-up check, then the agent-run script of each clone.
+    expect(qga.calls.filter((c) => c.startsWith('exec /bin/sh -c'))).toHaveLength(3);
+  });
+
+  it('waiterWaits: yes while the agent says it runs; no once it exited or for a pid it does not know', async () => {
+    const root = makeRoot('waiter-waits');
+    const qga = new HostQga(root);
+    const w = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: join(root, 'ww.fifo') });
+    expect(await waiterWaits(qga, w, 1_000)).toBe(true);
+    process.kill(w.pid, 'SIGKILL');
+    await qga.waitExec(w.pid);
+    expect(await waiterWaits(qga, w, 1_000)).toBe(false);
+    expect(await waiterWaits(qga, { pid: 1 }, 1_000)).toBe(false);
+    // Any other agent failure is the caller's.
+    const broken = { execStatus: () => Promise.reject(new EngineError('timeout', 'no reply')) };
+    await expect(waiterWaits(broken, w, 1_000)).rejects.toMatchObject({ code: 'timeout' });
   });
 
   it('reports a waiter that exits instead of waiting, with its stderr', async () => {
