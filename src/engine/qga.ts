@@ -250,12 +250,22 @@ export class QgaClient {
   /**
    * Write `data` to a file in the guest: guest-file-open (mode `w`), guest-file-write,
    * guest-file-close (also after a failed write). The agent makes the descriptor non-blocking, so
-   * a pipe or FIFO must have room for all of it: fewer bytes written is an error.
+   * a pipe or FIFO must have room for all of it: fewer bytes written is an error. An open the
+   * agent refuses is EngineError('guest_agent') with details.opened false.
    */
   async writeFile(path: string, data: Buffer, opts: { timeoutMs: number }): Promise<void> {
     const deadline = Date.now() + opts.timeoutMs;
     const left = (): { timeoutMs: number } => ({ timeoutMs: Math.max(1, deadline - Date.now()) });
-    const handle = await this.execute<number>('guest-file-open', { path, mode: 'w' }, left());
+    const handle = await this.execute<number>('guest-file-open', { path, mode: 'w' }, left()).catch(
+      (err: unknown) => {
+        // Refused before a byte went anywhere (details.opened false): a caller may go another way.
+        if (!isEngineError(err, 'guest_agent')) throw err;
+        throw new EngineError('guest_agent', err.message, {
+          details: { ...err.details, path, opened: false },
+          cause: err,
+        });
+      },
+    );
     const close = (): Promise<unknown> => this.execute('guest-file-close', { handle }, left());
     try {
       const w = await this.execute<{ count: number }>(

@@ -185,22 +185,34 @@ export async function reidentifyGuest(
     parts.push(`waiter ${waiter.pid} gone`);
     waiter = undefined;
   }
-  const script = waiter ? undefined : reidentifyScript(opts.guestDir);
   // The clock is set by the script, first, from a time read just before it runs: the agent's
   // guest-set-time would also write the RTC (`hwclock -w`, which waits for the next second
   // boundary: ~0.9 s of the clone's start here), and Debian 12's qemu-ga refuses it outright
   // where /sbin/hwclock is missing. A clone only needs the system clock.
   const t2 = performance.now();
   const input = reidentifyInput({ ...o, clockNs: BigInt(Date.now()) * 1_000_000n });
-  let r: QgaExecResult;
+  let r: QgaExecResult | undefined;
   if (waiter) {
     const { pid } = waiter;
-    await qga.writeFile(`/proc/${pid}/fd/0`, Buffer.from(input + WAITER_END), { timeoutMs: left() });
-    parts.push(`input written ${ms(t2)} ms`);
-    r = await qga.waitExec(pid, { timeoutMs: left(), pollMs: 10, name: 'banger-reidentify (waiting)' });
-  } else {
+    const written = await qga
+      .writeFile(`/proc/${pid}/fd/0`, Buffer.from(input + WAITER_END), { timeoutMs: left() })
+      .then(
+        () => true,
+        (err: unknown) => {
+          // Its stdin refused at the open: nothing written, the agent runs the script instead.
+          if (isEngineError(err, 'guest_agent') && err.details['opened'] === false) return false;
+          throw err;
+        },
+      );
+    if (written) {
+      parts.push(`input written ${ms(t2)} ms`);
+      r = await qga.waitExec(pid, { timeoutMs: left(), pollMs: 10, name: 'banger-reidentify (waiting)' });
+    } else parts.push(`waiter ${pid} refused its input`);
+  }
+  if (!r) {
+    const script = reidentifyScript(opts.guestDir);
     let spawnedMs: number | undefined;
-    r = await qga.exec('/bin/sh', ['-c', script!, 'banger-reidentify'], {
+    r = await qga.exec('/bin/sh', ['-c', script, 'banger-reidentify'], {
       inputData: Buffer.from(input),
       timeoutMs: left(),
       pollMs: 10,

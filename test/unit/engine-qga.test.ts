@@ -345,6 +345,24 @@ describe('QgaClient writeFile', () => {
     c.close();
   });
 
+  it('marks an open the agent refuses (nothing written): details.opened false', async () => {
+    fake.handler = (c) =>
+      c.execute === 'guest-file-open'
+        ? { error: { class: 'GenericError', desc: 'Permission denied' } }
+        : { return: {} };
+    const c = await connect();
+    const err: unknown = await c
+      .writeFile('/proc/9/fd/0', Buffer.from('1'), { timeoutMs: 2_000 })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'guest_agent',
+      message: expect.stringContaining('Permission denied'),
+      details: { path: '/proc/9/fd/0', opened: false },
+    });
+    expect(fake.received.some((x) => x.execute === 'guest-file-write')).toBe(false);
+    c.close();
+  });
+
   it('reports a failed write, not the failed close after it', async () => {
     fake.handler = (c) =>
       c.execute === 'guest-file-open'

@@ -431,8 +431,14 @@ class HostQga {
     this.calls.push(`waitExec ${pid}`);
     return this.children.get(pid)!.exited;
   }
+  /** guest-file-open refused, as QgaClient reports it (nothing written). */
+  refuseOpen = false;
   writeFile(path: string, data: Buffer): Promise<void> {
     this.calls.push(`writeFile ${path}`);
+    if (this.refuseOpen)
+      return Promise.reject(
+        new EngineError('guest_agent', 'Permission denied', { details: { path, opened: false } }),
+      );
     writeFileSync(path, data);
     return Promise.resolve();
   }
@@ -545,6 +551,21 @@ describe('a warm template’s waiting banger-reidentify', () => {
     expect(qga.calls.filter((c) => c.startsWith('writeFile'))).toEqual([]);
     // The waiter's start-up check, then the agent-run script of each clone.
     expect(qga.calls.filter((c) => c.startsWith('exec /bin/sh -c'))).toHaveLength(3);
+  });
+
+  it('a waiter whose stdin the agent cannot open gets nothing: the agent runs the script', async () => {
+    const root = makeRoot('waiter-refused');
+    const qga = new HostQga(root);
+    const { pid } = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: join(root, 'r.fifo') });
+    qga.refuseOpen = true;
+    try {
+      const r = await reidentifyGuest(qga, opts(), { timeoutMs: 5_000, waiter: { pid } });
+      expect(r.summary).toContain(`waiter ${pid} refused its input`);
+      expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('dev-2\n');
+      expect(qga.calls.at(-1)).toBe('exec /bin/sh -c');
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
   });
 
   it('waiterWaits: yes while the agent says it runs; no once it exited or for a pid it does not know', async () => {
