@@ -201,6 +201,7 @@ fs.appendFileSync(${JSON.stringify(sshLog)}, JSON.stringify(argv) + '\\n');
 if (argv.includes('-N')) {
   const [, hostPort] = argv[argv.indexOf('-L') + 1].split(':');
   const srv = require('node:net').createServer((c) => c.end('forwarded\\n'));
+  srv.on('error', (e) => fs.appendFileSync(${JSON.stringify(sshLog + '.err')}, 'listen error ' + e.code + '\\n'));
   srv.listen(Number(hostPort), '127.0.0.1');
   process.on('SIGTERM', () => process.exit(0));
 } else {
@@ -258,7 +259,9 @@ if (argv.includes('-N')) {
   });
 
   it('pulls the image, copies to workspaceFolder, runs the lifecycle, then the command as remoteUser with the env and the port forwarded', async () => {
-    const probe = `require('net').connect(${port}, '127.0.0.1').on('data', (b) => process.stdout.write(b))`;
+    // Retries a refused connect (a loaded machine) and prints why it gave up, so a failure says what
+    // the forward did instead of only missing "forwarded".
+    const probe = `const go = (n) => require('net').connect(${port}, '127.0.0.1').on('data', (b) => process.stdout.write(b)).on('error', (e) => n > 0 ? setTimeout(() => go(n - 1), 200) : process.stdout.write('probe: ' + e.code + String.fromCharCode(10))); go(10)`;
     const r = await banger(
       [
         '--socket',
