@@ -7,10 +7,10 @@
 // out of the data path. Only the proxy's first bytes can be control, and they come from the
 // proxy's socket, so nothing the guest sends is ever read as control. The decision (policy,
 // events, the rewritten head) stays here; the relay only moves bytes.
-import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { accessSync, constants } from 'node:fs';
+import { join } from 'node:path';
 import { isIPv4, type Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { findRepoRoot } from '../util/repo-root.ts';
 
 /** What the relay writes first on every connection, before any guest byte. */
 export const RELAY_HELLO = Buffer.from('\0banger-relay 1\n', 'latin1');
@@ -129,19 +129,8 @@ export function relayBuilt(): boolean {
 }
 
 function findRelayBinary(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; dir = dirname(dir)) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        const parsed: unknown = JSON.parse(readFileSync(pkg, 'utf8'));
-        if (typeof parsed === 'object' && parsed !== null && 'name' in parsed && parsed.name === 'banger')
-          return join(dir, 'build', 'egress-relay');
-      } catch {
-        // Not ours: keep walking up.
-      }
-    }
-    if (dirname(dir) === dir)
-      throw new Error(`egress relay: cannot find the banger repo root above ${start}`);
-  }
+  const root = findRepoRoot(import.meta.dirname);
+  if (root === undefined)
+    throw new Error(`egress relay: cannot find the banger repo root above ${import.meta.dirname}`);
+  return join(root, 'build', 'egress-relay');
 }

@@ -1,11 +1,11 @@
 // Peer credentials of a connected unix socket (SO_PEERCRED), via the tiny Node-API addon in
 // native/peercred.c (built into build/peercred.node by scripts/build-addon.mjs). bangerd-root uses
 // makePeerAuthorizer() to serve only the daemon's uid and root; any failure refuses (fail closed).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { findRepoRoot } from '../util/repo-root.ts';
 
 export interface PeerCred {
   pid: number;
@@ -19,33 +19,18 @@ interface PeerCredAddon {
 
 const ADDON_RELATIVE = join('build', 'peercred.node');
 
-/**
- * The repo root: the nearest ancestor with banger's package.json. Works from src/rpc/ (run from
- * source) and dist/src/rpc/ (built), without hard-coding how deep this file sits.
- */
-function findRepoRoot(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; dir = dirname(dir)) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        const parsed: unknown = JSON.parse(readFileSync(pkg, 'utf8'));
-        if (typeof parsed === 'object' && parsed !== null && 'name' in parsed && parsed.name === 'banger') {
-          return dir;
-        }
-      } catch {
-        // Unreadable or malformed package.json: not ours, keep walking up.
-      }
-    }
-    if (dirname(dir) === dir) throw new Error(`peercred: cannot find the banger repo root above ${start}`);
-  }
+function repoRoot(): string {
+  const root = findRepoRoot(import.meta.dirname);
+  if (root === undefined)
+    throw new Error(`peercred: cannot find the banger repo root above ${import.meta.dirname}`);
+  return root;
 }
 
 let addon: PeerCredAddon | undefined;
 
 function loadAddon(): PeerCredAddon {
   if (addon) return addon;
-  const path = join(findRepoRoot(), ADDON_RELATIVE);
+  const path = join(repoRoot(), ADDON_RELATIVE);
   if (!existsSync(path)) {
     throw new Error(`peercred: native addon ${path} is missing; run npm run build`);
   }

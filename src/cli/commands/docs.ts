@@ -3,8 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { dirname, extname, join, resolve, sep } from 'node:path';
+import { extname, join, resolve, sep } from 'node:path';
 import { BangerCommand } from '../base.ts';
+import { findRepoRoot } from '../../util/repo-root.ts';
 
 const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -55,20 +56,6 @@ export function serveSite(dir: string, port: number): Promise<Server> {
   });
 }
 
-/** The banger checkout this CLI runs from (src/ or dist/src/ alike): the nearest package.json named banger. */
-function checkoutRoot(): string | undefined {
-  for (let dir = import.meta.dirname; dir !== dirname(dir); dir = dirname(dir)) {
-    const pkg = join(dir, 'package.json');
-    if (!existsSync(pkg)) continue;
-    try {
-      if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'banger') return dir;
-    } catch {
-      // an unreadable package.json is not ours: keep looking
-    }
-  }
-  return undefined;
-}
-
 export default class Docs extends BangerCommand {
   static override summary = 'Serve the docs site on 127.0.0.1 and print its URL.';
   static override description = `Serves the site \`npm run docs:build\` writes (guides, the CLI and RPC references, error codes, search) until Ctrl-C. Without --dir it is the checkout's site/ directory, built first when it is missing; --build builds it (or the --dir one) first in any case. Only 127.0.0.1 is listened on; the daemon is not needed.`;
@@ -93,7 +80,7 @@ export default class Docs extends BangerCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parseWith(Docs);
-    const root = checkoutRoot();
+    const root = findRepoRoot(import.meta.dirname);
     const dir = resolve(flags.dir ?? join(root ?? '.', 'site'));
     const missing = !existsSync(join(dir, 'index.html'));
     // Only the checkout's own site/ is built unasked: a --dir elsewhere is written only with --build.
