@@ -72,6 +72,9 @@ import { checkResourceName, checkVmName, usageError } from '../../vm-ref.ts';
 import { diskSizeFlag, memoryFlag, specParams } from './create.ts';
 import { describeWorkspace } from './workspace/prepare.ts';
 
+/** How long a signal sent with ssh's own (scancel signals the whole job) may take to reach banger. */
+const LATE_SIGNAL_MS = 200;
+
 export default class VmRun extends BangerCommand {
   static override summary =
     'Create a sandbox VM, copy a git repo into it, and run a command or a shell there.';
@@ -497,6 +500,11 @@ Progress and banger's own messages go to stderr; stdout carries only the command
       const outcome = await runGuestSsh(sshArgv, { endOnSignal: flags.rm });
       stopBeat();
       stopForwards(forwards);
+      // A scheduler's cancel (scancel) signals banger and ssh at once: ssh may die of it (255, or
+      // by the signal) before banger's own handler has run. Give that signal a moment to arrive,
+      // so the run reports it (128+n, the VM deleted) instead of ssh's failure.
+      if (!outcome.interruptedBy && !guard.received && (outcome.code === 255 || outcome.signal))
+        await new Promise((r) => setTimeout(r, LATE_SIGNAL_MS));
       const interrupted = outcome.interruptedBy ?? guard.received;
       if (interrupted && flags.rm) {
         await this.finish(name, true, interrupted);
