@@ -93,6 +93,11 @@ export async function findRamFile(
  */
 export async function copyRamFile(src: string, dst: string): Promise<number> {
   await rm(dst, { force: true });
+  return sparseCopy(src, dst);
+}
+
+/** cp src over dst, holes as holes; the data bytes dst holds after. */
+async function sparseCopy(src: string, dst: string): Promise<number> {
   await run(CP_BINARY, ['--sparse=auto', '--no-preserve=all', src, dst], { timeoutMs: 300_000 });
   return (await stat(dst)).blocks * 512;
 }
@@ -115,8 +120,7 @@ export async function fillRamFile(src: string, dst: string, bytes: number): Prom
     throw new Error(
       `the new VMM's RAM file is ${made.size} bytes and the saved one ${saved.size}, the save recorded ${bytes}: not filled`,
     );
-  await run(CP_BINARY, ['--sparse=auto', '--no-preserve=all', src, dst], { timeoutMs: 300_000 });
-  return (await stat(dst)).blocks * 512;
+  return sparseCopy(src, dst);
 }
 
 /**
