@@ -312,14 +312,9 @@ describe('IdleTracker', () => {
     addVm('n');
     let reads = 0;
     const t = new IdleTracker({
+      ...baseDeps(),
       vms: store.vms,
       defaultMs: 0,
-      busyWith: () => undefined,
-      isRunning: () => true,
-      sshEndpoint: () => undefined,
-      pause: async () => undefined,
-      log: quiet,
-      now: () => now,
       tcpTable: async () => {
         reads++;
         return [];
