@@ -61,6 +61,9 @@ describe.skipIf(!built)('bangerd --quiet and its log', () => {
 
   it('without --quiet the JSON log also goes to stderr (the systemd journal reads it there)', async () => {
     const d = await start('loud', []);
+    // The socket appears just before the line is logged and piped: wait for it (up to 5 s).
+    for (let i = 0; i < 100 && !d.stderr().includes('"msg":"bangerd listening"'); i++)
+      await new Promise((r) => setTimeout(r, 50));
     expect(d.stderr()).toMatch(/"msg":"bangerd listening"/);
     expect(records(d).some((r) => r.msg === 'bangerd listening')).toBe(true);
   }, 30_000);
