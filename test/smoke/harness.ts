@@ -38,6 +38,87 @@ export interface CmdResult {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** Set when the command ran out of its time and was killed (code is then null). */
+  timedOut?: true;
+  /** With timedOut: the command lines of the processes killed then (which one hung: its ssh?). */
+  killed?: string[];
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+  } catch {
+    return '?';
+  }
+}
+
+/** The pids below `pid` (its children, theirs, ...), read from /proc. */
+export function descendants(pid: number): number[] {
+  const parentOf = new Map<number, number[]>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    parentOf.set(ppid, [...(parentOf.get(ppid) ?? []), Number(e)]);
+  }
+  const out = [...(parentOf.get(pid) ?? [])];
+  for (let i = 0; i < out.length; i++) out.push(...(parentOf.get(out[i]!) ?? []));
+  return out;
+}
+
+/**
+ * Run a command; after timeoutMs kill it and everything it started, and answer even if some
+ * process still holds its output open. (Killing the command alone was not enough: `banger vm
+ * exec` runs ssh with its stdio, and a hung ssh kept the pipes open, so the call never returned
+ * and the test died of vitest's timeout with nothing said.)
+ */
+export function runCommand(
+  file: string,
+  argv: string[],
+  opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<CmdResult> {
+  return new Promise((resolve) => {
+    const p = spawn(file, argv, { env: { ...process.env, ...opts.env } });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    let killed: string[] = [];
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const finish = (code: number | null): void => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ...(timedOut ? { timedOut: true as const, killed } : {}) });
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      // The whole tree, read before any kill: a child whose parent died is reparented, not found.
+      const tree = [p.pid!, ...descendants(p.pid!)];
+      killed = tree.map((pid) => `${pid}: ${cmdline(pid)}`);
+      for (const pid of tree) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+      // A process outside the tree (one whose parent exited before) may still hold the pipes:
+      // answer with what was read so far.
+      setTimeout(() => {
+        p.stdout.destroy();
+        p.stderr.destroy();
+        finish(p.exitCode);
+      }, 2000).unref();
+    }, opts.timeoutMs ?? 600_000);
+    p.on('close', (code) => finish(code));
+    if (opts.input !== undefined) p.stdin.end(opts.input);
+    else p.stdin.end();
+  });
 }
 
 /** Run a command inside the smoke network namespace. */
@@ -46,20 +127,7 @@ export function inNetns(
   argv: string[],
   opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<CmdResult> {
-  return new Promise((resolve) => {
-    const p = spawn('ip', ['netns', 'exec', netns, ...argv], { env: { ...process.env, ...opts.env } });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 600_000);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    if (opts.input !== undefined) p.stdin.end(opts.input);
-    else p.stdin.end();
-  });
+  return runCommand('ip', ['netns', 'exec', netns, ...argv], opts);
 }
 
 /** Run `banger ARGS --socket S` inside the namespace. */
