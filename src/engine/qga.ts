@@ -42,8 +42,8 @@ export interface QgaExecOptions {
   inputData?: Buffer;
   /** For the whole run: start, wait for the exit, collect the output. */
   timeoutMs: number;
-  /** How often to ask whether it exited. Default 50 ms. */
-  pollMs?: number;
+  /** How often to ask whether it exited (a function: asked before each wait). Default 50 ms. */
+  pollMs?: number | (() => number);
   /** Told once the agent has started the process (its guest-exec reply), with the guest pid. */
   onSpawned?: (pid: number) => void;
 }
@@ -210,7 +210,7 @@ export class QgaClient {
    */
   async waitExec(
     pid: number,
-    opts: { timeoutMs: number; pollMs?: number; name?: string },
+    opts: { timeoutMs: number; pollMs?: number | (() => number); name?: string },
   ): Promise<QgaExecResult> {
     const deadline = Date.now() + opts.timeoutMs;
     const left = (): number => Math.max(1, deadline - Date.now());
@@ -233,7 +233,8 @@ export class QgaClient {
       );
       if (st.exited) return execResult(st);
       if (Date.now() >= deadline) throw stillRunning();
-      await sleep(Math.min(opts.pollMs ?? 50, left()));
+      const pollMs = typeof opts.pollMs === 'function' ? opts.pollMs() : (opts.pollMs ?? 50);
+      await sleep(Math.min(pollMs, left()));
     }
   }
 

@@ -19,7 +19,14 @@ import {
 import { generateHostKey, hostKeyAlias, pinHostKey, unpinHostKey, type HostKeyPair } from './ssh.ts';
 import { QgaClient } from '../engine/qga.ts';
 import { applyGuestEgress, type GuestEgressSetup } from '../egress/guest.ts';
-import { ReidentifyError, reidentifyGuest, type ReidentifyWaiter } from './reidentify.ts';
+import {
+  newReadyToken,
+  readyLine,
+  ReidentifyError,
+  reidentifyGuest,
+  watchFileFor,
+  type ReidentifyWaiter,
+} from './reidentify.ts';
 import { formatRestoreTimes, startClone, type WarmSpec, type WarmTemplate } from './warm.ts';
 import { userNetEgress } from '../egress/types.ts';
 import { releasePort, reservePort } from './ports.ts';
@@ -204,17 +211,38 @@ export async function readySteps(
   vm: VmRow,
   restored = false,
 ): Promise<VmRow> {
-  await t.step('wait_ready', async (signal) => {
+  await waitReadyStep(d, t, vm, restored ? 'after re-identification' : undefined);
+  return finishReady(d, t, vm);
+}
+
+/**
+ * The `wait_ready` step. `restoredSince` (a restored clone: its sshd was already up, only the
+ * first ssh counts) names what the ssh time is counted from; `stop` ends the wait early.
+ */
+async function waitReadyStep(
+  d: CreateDeps,
+  t: OperationTracker,
+  vm: VmRow,
+  restoredSince?: string,
+  stop?: AbortSignal,
+): Promise<void> {
+  await t.step('wait_ready', async (opSignal) => {
+    const signal = stop ? AbortSignal.any([opSignal, stop]) : opSignal;
+    const restored = restoredSince !== undefined;
     const r = await waitReady(d, vm, signal, (m) => t.progress(m), { restored });
     // The closing detail keeps when each guest stage was reached (`banger vm create`, npm run bench);
-    // a restored clone's sshd was already up: only the first ssh counts.
+    // wait_ready is the last step begun (a clone's reidentify began before it).
     t.progress(
       restored
-        ? `ssh answered ${(r.times.sshMs / 1000).toFixed(2)} s after re-identification`
+        ? `ssh answered ${(r.times.sshMs / 1000).toFixed(2)} s ${restoredSince}`
         : formatReadyTimes(r.times),
     );
     return r;
   });
+}
+
+/** After the first ssh: the guest's egress setup, then `running`. */
+async function finishReady(d: CreateDeps, t: OperationTracker, vm: VmRow): Promise<VmRow> {
   const egress = await d.guestEgress?.(vm);
   if (egress) {
     // Proxy variables, secret placeholders and banger's CA, through the guest agent.
@@ -312,8 +340,35 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
     () => killVmm(d, vm.id),
   );
   const waiter = tpl.manifest.reidentifyWaiter;
-  await t.step('reidentify', async () => t.progress(await reidentifyClone(d, vm, seeded, t.signal, waiter)));
-  return readySteps(d, t, vm, true);
+  // The first ssh starts once the clone's waiter says a login may (its host key, address and RNG
+  // are in place: it writes a line on the console) and runs beside the rest of the
+  // re-identification; without that line, once it exited. Both must succeed; a failed
+  // re-identification stops the ssh before the create goes on to undo.
+  let go!: (since: string) => void;
+  const started = new Promise<string>((resolve) => (go = resolve));
+  const stopSsh = new AbortController();
+  const reidentified = t
+    .step('reidentify', async (signal) => {
+      const summary = await reidentifyClone(d, vm, seeded, signal, waiter, () =>
+        go('after the ready line of re-identification'),
+      );
+      t.stepProgress('reidentify', summary);
+    })
+    .then(
+      () => go('after re-identification'),
+      (err: unknown) => {
+        stopSsh.abort();
+        go('');
+        throw err;
+      },
+    );
+  const ready = started.then((since) =>
+    stopSsh.signal.aborted ? undefined : waitReadyStep(d, t, vm, since, stopSsh.signal),
+  );
+  const [reid, ssh] = await Promise.allSettled([reidentified, ready]);
+  if (reid.status === 'rejected') throw reid.reason;
+  if (ssh.status === 'rejected') throw ssh.reason;
+  return finishReady(d, t, vm);
 }
 
 /**
@@ -328,11 +383,21 @@ export async function reidentifyClone(
   signal: AbortSignal,
   /** A warm template's waiting script (a fork's children have none). */
   waiter?: ReidentifyWaiter,
+  /** With a waiter: told once it wrote its ready line (an SSH login may start). */
+  onReady?: () => void,
 ): Promise<string> {
   const files = vmFiles(d.stateDir, vm.id);
   const net = vm.networkMode === 'bridge' ? d.network.guest(vm) : undefined;
   const timeoutMs = d.warm?.reidentifyTimeoutMs ?? 30_000;
   const qga = await QgaClient.connect(files.qgaSocket, { timeoutMs, signal });
+  // The waiter's ready line comes on the serial console, which QEMU appends to the serial log.
+  const token = waiter && onReady ? newReadyToken() : undefined;
+  const watch = token ? watchFileFor(files.serialLog, readyLine(token)) : undefined;
+  let readySeen = false;
+  void watch?.seen.then(() => {
+    readySeen = true;
+    onReady?.();
+  });
   try {
     if (d.testFailStep === 'reidentify') {
       // TEST-ONLY: a re-identification that fails in the guest, through the real agent.
@@ -362,11 +427,14 @@ export async function reidentifyClone(
               },
             }
           : {}),
+        ...(token ? { readyToken: token } : {}),
       },
-      { timeoutMs, ...(waiter ? { waiter } : {}) },
+      // Once the ssh runs, the exit matters less than the guest's CPU: fewer polls.
+      { timeoutMs, ...(waiter ? { waiter } : {}), pollMs: () => (readySeen ? 50 : 10) },
     );
     return r.summary;
   } finally {
+    watch?.stop();
     qga.close();
   }
 }

@@ -7,7 +7,16 @@
 // and the shell's parse of the script, ≈0.15 s of a clone's start under TCG. A fork's children,
 // saved from a running VM, have no waiter: the agent runs the script for them.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+  watch,
+  type FSWatcher,
+} from 'node:fs';
 import { join } from 'node:path';
 import { isEngineError } from '../engine/errors.ts';
 import type { QgaClient, QgaExecResult } from '../engine/qga.ts';
@@ -43,6 +52,11 @@ export interface ReidentifyOptions {
   net?: ReidentifyNet;
   /** Set the guest's clock to this (ns since the epoch) first; reidentifyGuest fills it in. */
   clockNs?: bigint;
+  /**
+   * 32 lowercase hex: a waiter writes readyLine(token) on the serial console once an SSH login
+   * may start (host key, address and RNG in place), before the rest of its work.
+   */
+  readyToken?: string;
 }
 
 /** A template's waiting banger-reidentify (startReidentifyWaiter): its pid in the guest. */
@@ -133,6 +147,12 @@ export function reidentifyInput(o: ReidentifyOptions): string {
     `entropy=${entropy.toString('hex')}`,
   ];
   if (o.clockNs !== undefined) lines.push(`clock=${clockArg(o.clockNs)}`);
+  if (o.readyToken !== undefined) {
+    if (!/^[0-9a-f]{32}$/.test(o.readyToken) || /^0+$/.test(o.readyToken)) {
+      throw new Error('reidentify: readyToken must be 32 lowercase hex digits, not all zero');
+    }
+    lines.push(`ready_token=${o.readyToken}`);
+  }
   if (o.net) {
     const { mac } = checkNet(o.net);
     lines.push(`mac=${mac}`, `address=${o.net.address}`, `gateway=${o.net.gateway}`);
@@ -167,7 +187,13 @@ export function clockArg(ns: bigint): string {
 export async function reidentifyGuest(
   qga: Pick<QgaClient, 'sync' | 'exec' | 'writeFile' | 'waitExec' | 'execStatus'>,
   o: ReidentifyOptions,
-  opts: { timeoutMs: number; guestDir?: string; waiter?: ReidentifyWaiter },
+  opts: {
+    timeoutMs: number;
+    guestDir?: string;
+    waiter?: ReidentifyWaiter;
+    /** How long to wait between the agent's exit-status polls (asked before each). Default 10 ms. */
+    pollMs?: () => number;
+  },
 ): Promise<ReidentifyResult> {
   const t0 = performance.now();
   const deadline = Date.now() + opts.timeoutMs;
@@ -206,7 +232,11 @@ export async function reidentifyGuest(
       );
     if (written) {
       parts.push(`input written ${ms(t2)} ms`);
-      r = await qga.waitExec(pid, { timeoutMs: left(), pollMs: 10, name: 'banger-reidentify (waiting)' });
+      r = await qga.waitExec(pid, {
+        timeoutMs: left(),
+        pollMs: opts.pollMs ?? 10,
+        name: 'banger-reidentify (waiting)',
+      });
     } else parts.push(`waiter ${pid} refused its input`);
   }
   if (!r) {
@@ -215,7 +245,7 @@ export async function reidentifyGuest(
     r = await qga.exec('/bin/sh', ['-c', script, 'banger-reidentify'], {
       inputData: Buffer.from(input),
       timeoutMs: left(),
-      pollMs: 10,
+      pollMs: opts.pollMs ?? 10,
       onSpawned: () => (spawnedMs = ms(t2)),
     });
     if (spawnedMs !== undefined) parts.push(`exec reply ${spawnedMs} ms`);
@@ -302,4 +332,81 @@ export function guestStages(line: string | undefined): string | undefined {
   }
   const total = Math.round((pairs[pairs.length - 1]![1] - pairs[0]![1]) * 1000);
   return `${out.join(', ')}; in the guest ${total} ms`;
+}
+
+/** What a waiter writes on the serial console once an SSH login may start (ready_token). */
+export function readyLine(token: string): string {
+  return `banger-reidentify ready ${token}`;
+}
+
+/** A fresh ready token: 128 random bits as 32 lowercase hex digits (never all zero). */
+export function newReadyToken(): string {
+  for (;;) {
+    const t = randomBytes(16).toString('hex');
+    if (!/^0+$/.test(t)) return t;
+  }
+}
+
+/**
+ * Watch a file that only grows (a VM's serial log, QEMU appends to it) for `needle` in what is
+ * appended from now on: inotify through fs.watch, and a read every `pollMs` in case an event is
+ * missed. `seen` resolves once it appears (never rejects); stop() ends the watch. Guest-written
+ * text: the needle carries a token only the host and the clone's re-identification know.
+ */
+export function watchFileFor(
+  path: string,
+  needle: string,
+  pollMs = 50,
+): { seen: Promise<void>; stop: () => void } {
+  let offset = 0;
+  try {
+    offset = statSync(path).size;
+  } catch {
+    // not there yet: everything it will hold is new
+  }
+  let tail = '';
+  let stopped = false;
+  let found!: () => void;
+  const seen = new Promise<void>((resolve) => (found = resolve));
+  let watcher: FSWatcher | undefined;
+  const stop = (): void => {
+    if (stopped) return;
+    stopped = true;
+    clearInterval(timer);
+    watcher?.close();
+  };
+  const check = (): void => {
+    if (stopped) return;
+    let fd: number | undefined;
+    try {
+      fd = openSync(path, 'r');
+      const size = fstatSync(fd).size;
+      const buf = Buffer.alloc(64 * 1024);
+      while (offset < size) {
+        const n = readSync(fd, buf, 0, Math.min(buf.length, size - offset), offset);
+        if (n <= 0) break;
+        offset += n;
+        const text = tail + buf.subarray(0, n).toString('latin1');
+        if (text.includes(needle)) {
+          stop();
+          found();
+          return;
+        }
+        tail = text.slice(-(needle.length - 1));
+      }
+    } catch {
+      // not there yet, or gone: the next event or tick looks again
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  };
+  const timer = setInterval(check, pollMs);
+  try {
+    watcher = watch(path, { persistent: false }, check);
+    watcher.on('error', () => undefined);
+  } catch {
+    // no inotify for it: the timer alone
+  }
+  check();
+  return { seen, stop };
 }

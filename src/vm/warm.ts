@@ -36,8 +36,9 @@ import { generateHostKey } from './ssh.ts';
 /** Bump when anything about how templates are made changes: older templates stop matching. */
 // 2: RAM in a file shared copy-on-write with the clones; 3: TCG guests boot with ARAT (tickless
 // idle), which a clone only gets from a template booted with it; 4: saved with banger-reidentify
-// waiting for its input (reidentifyWaiter).
-export const WARM_FORMAT = 4;
+// waiting for its input (reidentifyWaiter); 5: that waiter holds the serial console open and
+// takes a ready_token (older waiters reject the key).
+export const WARM_FORMAT = 5;
 /** The hostname a template boots with (each clone gets its own before it is reachable). */
 export const TEMPLATE_HOSTNAME = 'banger-warm';
 export const TEMPLATE_MANIFEST = 'template.json';

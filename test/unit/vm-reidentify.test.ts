@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import {
+  appendFileSync,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -18,12 +19,15 @@ import { generateHostKey, type HostKey } from '../../src/image/seed.ts';
 import {
   clockArg,
   guestStages,
+  newReadyToken,
+  readyLine,
   reidentifyGuest,
   reidentifyInput,
   reidentifyScript,
   ReidentifyError,
   startReidentifyWaiter,
   waiterWaits,
+  watchFileFor,
   type ReidentifyOptions,
 } from '../../src/vm/reidentify.ts';
 import { shortTempDir } from '../helpers/tmp.ts';
@@ -236,19 +240,20 @@ describe.each(SHELLS)('guest/bin/banger-reidentify under %s', (_name, shell) => 
       ].join('\n'),
     );
 
+    // What an SSH login depends on first (RNG, host key, address), then hostname and networkd.
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines).toEqual([
       'dry-run: perl ioctl /dev/urandom RNDADDENTROPY 64 bytes (512 bits), RNDRESEEDCRNG',
-      'dry-run: hostname dev-2',
       'dry-run: ip link set dev eth0 down',
       'dry-run: ip link set dev eth0 address 52:54:00:ab:cd:ef',
       'dry-run: ip link set dev eth0 up',
       'dry-run: ip addr flush dev eth0',
       'dry-run: ip addr replace 10.20.0.5/24 dev eth0',
       'dry-run: ip route replace default via 10.20.0.1',
+      'dry-run: hostname dev-2',
       'dry-run: networkctl reload',
       expect.stringMatching(
-        /^banger-reidentify: times: begin@[\d.]+ checked@[\d.]+ clock@[\d.]+ rng@[\d.]+ files@[\d.]+ net@[\d.]+$/,
+        /^banger-reidentify: times: begin@[\d.]+ checked@[\d.]+ clock@[\d.]+ rng@[\d.]+ keys@[\d.]+ net@[\d.]+ files@[\d.]+$/,
       ),
       'banger-reidentify: ok machine-id hostname host-key entropy network dns (dry run)',
     ]);
@@ -453,7 +458,7 @@ describe('reidentifyGuest', () => {
     // No guest-set-time: it would also write the RTC, which costs ~0.9 s in a guest.
     expect(qga.calls).toEqual(['sync', 'exec /bin/sh -c']);
     expect(r.summary).toMatch(
-      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, exec reply \d+ ms, script \d+ ms: checked \d+ ms, clock \d+ ms, rng \d+ ms, files \d+ ms; in the guest \d+ ms\)$/,
+      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, exec reply \d+ ms, script \d+ ms: checked \d+ ms, clock \d+ ms, rng \d+ ms, keys \d+ ms, files \d+ ms; in the guest \d+ ms\)$/,
     );
     const set = /dry-run: date -u -s @(\d+\.\d{9})/.exec(qga.lastStdout);
     expect(set).not.toBeNull();
@@ -517,7 +522,7 @@ describe('a warm template’s waiting banger-reidentify', () => {
       `waitExec ${pid}`,
     ]);
     expect(r.summary).toMatch(
-      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, input written \d+ ms, script \d+ ms: checked \d+ ms, clock \d+ ms, rng \d+ ms, files \d+ ms; in the guest \d+ ms\)$/,
+      /^banger-reidentify: ok clock machine-id hostname host-key entropy \(dry run\) \(agent sync \d+ ms, input written \d+ ms, script \d+ ms: checked \d+ ms, clock \d+ ms, rng \d+ ms, keys \d+ ms, files \d+ ms; in the guest \d+ ms\)$/,
     );
     expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('dev-2\n');
     expect(readFileSync(join(root, 'etc', 'machine-id'), 'utf8')).toBe('0123456789abcdef0123456789abcdef\n');
@@ -526,6 +531,61 @@ describe('a warm template’s waiting banger-reidentify', () => {
     expect(readFileSync(join(root, 'etc', 'hosts'), 'utf8')).toBe(
       '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tdev-2\n',
     );
+  });
+
+  it('with a console and a ready token, writes the ready line once the key, address and RNG are in place, before the rest', async () => {
+    const root = makeRoot('waiter-ready');
+    mkdirSync(join(root, 'dev'));
+    const consoleFile = join(root, 'dev', 'ttyS0');
+    writeFileSync(consoleFile, 'template boot log\n');
+    const qga = new HostQga(root);
+    const w = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: join(root, 'rd.fifo') });
+    const token = newReadyToken();
+    const watch = watchFileFor(consoleFile, readyLine(token), 10);
+    let seenAt: number | undefined;
+    void watch.seen.then(() => (seenAt = performance.now()));
+    const r = await reidentifyGuest(qga, opts({ net: NET, readyToken: token }), {
+      timeoutMs: 5_000,
+      waiter: w,
+    });
+    const doneAt = performance.now();
+    await watch.seen;
+    expect(seenAt).toBeLessThanOrEqual(doneAt);
+    expect(readFileSync(consoleFile, 'utf8')).toBe(`template boot log\nbanger-reidentify ready ${token}\n`);
+    // In the guest: the host key, the address (net) and the reseed before the line, the rest after.
+    const times = /times:(.*)$/m.exec(qga.lastStdout)![1]!;
+    expect([...times.matchAll(/(\w+)@/g)].map((m) => m[1])).toEqual([
+      'begin',
+      'checked',
+      'clock',
+      'rng',
+      'keys',
+      'net',
+      'ready',
+      'files',
+    ]);
+    expect(r.summary).toContain('ready ');
+    const out = qga.lastStdout.split('\n');
+    expect(out.indexOf('dry-run: ip route replace default via 10.20.0.1')).toBeLessThan(
+      out.indexOf('dry-run: hostname dev-2'),
+    );
+    expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('dev-2\n');
+  });
+
+  it('a ready token without a console (or from the agent-run script) only costs the line', async () => {
+    const root = makeRoot('waiter-noconsole');
+    const qga = new HostQga(root);
+    const w = await startReidentifyWaiter(qga, { timeoutMs: 5_000, fifo: join(root, 'nc.fifo') });
+    const r = await reidentifyGuest(qga, opts({ readyToken: newReadyToken() }), {
+      timeoutMs: 5_000,
+      waiter: w,
+    });
+    expect(r.summary).not.toContain('ready ');
+    expect(readFileSync(join(root, 'etc', 'hostname'), 'utf8')).toBe('dev-2\n');
+    const again = await reidentifyGuest(qga, opts({ readyToken: newReadyToken() }), { timeoutMs: 5_000 });
+    expect(again.summary).toMatch(/^banger-reidentify: ok /);
+    expect(() => reidentifyInput(opts({ readyToken: 'ABC' }))).toThrow(/readyToken/);
+    expect(() => reidentifyInput(opts({ readyToken: '0'.repeat(32) }))).toThrow(/readyToken/);
   });
 
   it('never writes to a waiter that is gone (exited, or a pid the agent does not know): the agent runs the script', async () => {
@@ -609,6 +669,43 @@ describe('a warm template’s waiting banger-reidentify', () => {
     );
     expect(failed).toBeInstanceOf(ReidentifyError);
     expect((failed as ReidentifyError).stderr).toContain('cannot write /etc/hostname');
+  });
+});
+
+describe('watchFileFor', () => {
+  it('sees the needle in what is appended after it began, also split across two writes', async () => {
+    const f = join(tmp.dir, 'serial.log');
+    writeFileSync(f, 'old banger-reidentify ready aaaa\n');
+    const w = watchFileFor(f, 'banger-reidentify ready aaaa', 10);
+    let seen = false;
+    void w.seen.then(() => (seen = true));
+    await new Promise((r) => setTimeout(r, 60));
+    expect(seen).toBe(false); // what was there before does not count
+    appendFileSync(f, 'console noise\nbanger-reidentify rea');
+    await new Promise((r) => setTimeout(r, 60));
+    expect(seen).toBe(false);
+    appendFileSync(f, 'dy aaaa\r\n');
+    await w.seen;
+    w.stop();
+  });
+
+  it('waits for a file that is not there yet, and stop() ends the watch', async () => {
+    const f = join(tmp.dir, 'later.log');
+    rmSync(f, { force: true });
+    const w = watchFileFor(f, 'needle', 10);
+    let seen = false;
+    void w.seen.then(() => (seen = true));
+    writeFileSync(f, 'a needle\n');
+    await w.seen;
+    const f2 = join(tmp.dir, 'stopped.log');
+    writeFileSync(f2, '');
+    const w2 = watchFileFor(f2, 'needle', 10);
+    let seen2 = false;
+    void w2.seen.then(() => (seen2 = true));
+    w2.stop();
+    appendFileSync(f2, 'needle\n');
+    await new Promise((r) => setTimeout(r, 60));
+    expect([seen, seen2]).toEqual([true, false]);
   });
 });
 
