@@ -7,7 +7,15 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DaemonStatusResult, Vm } from '../../generated/types.gen.ts';
 import { upstreamFrom } from '../../src/daemon/dns.ts';
-import { banger, bangerJson, daemonLogRecords, inNetns, smokeEnv, uniqueName } from './harness.ts';
+import {
+  banger,
+  daemonLogRecords,
+  helperLogRecords,
+  inNetns,
+  smokeEnv,
+  uniqueName,
+  type CmdResult,
+} from './harness.ts';
 
 const API_IP = '192.0.2.80';
 const OTHER_IP = '192.0.2.81';
@@ -52,10 +60,111 @@ function tcpProbe(ip: string, port: number): string {
   return `s=$(date +%s%N); if out=$(timeout 10 bash -c 'exec 3<>/dev/tcp/${ip}/${port} && head -n1 <&3' 2>&1); then r="$out"; else r="fail"; fi; echo "${ip}:${port} $r $(( ($(date +%s%N) - s) / 1000000 ))"`;
 }
 
-async function inGuest(name: string, script: string): Promise<string> {
-  const r = await banger(['vm', 'exec', name, '--', 'bash', '-c', script], { timeoutMs: 120_000 });
-  expect(r.code, r.stderr).toBe(0);
-  return r.stdout;
+/** vitest's limit for each test (vitest.smoke.config.ts testTimeout). */
+const TEST_LIMIT_MS = 300_000;
+/** A call gives up this long before that limit, so the test fails saying why, not by vitest's timer. */
+const MARGIN_MS = 25_000;
+/** Each kind of call's own limit, well under the test's (a TCG boot takes 15-25 s here). */
+const LIMIT = { run: 180_000, exec: 90_000, set: 60_000, status: 30_000 } as const;
+
+/** The last `n` characters of a text, marked when cut. */
+function tail(text: string, n = 2000): string {
+  const t = text.trim();
+  return t.length > n ? `…${t.slice(-n)}` : t;
+}
+
+/** A JSON log record as one line: time, level, message, the rest (cut). */
+function logLine(r: Record<string, unknown>): string {
+  const { time, level, msg, pid: _pid, hostname: _host, name: _name, ...rest } = r;
+  const line = `${String(time ?? '').slice(11, 23)} ${String(level)} ${String(msg)} ${JSON.stringify(rest)}`;
+  return line.length > 400 ? `${line.slice(0, 400)}…` : line;
+}
+
+/** The last `n` records of a log as lines; a log that cannot be read says why instead. */
+function lastRecords(read: () => Record<string, unknown>[], n: number): string[] {
+  try {
+    return read().slice(-n).map(logLine);
+  } catch (err) {
+    // e.g. a line half written when it was read
+    return [`(unreadable: ${(err as Error).message})`];
+  }
+}
+
+/** What the host side looked like when a call hung (each look bounded: a hung look says so). */
+async function hostState(vm: string | undefined): Promise<string[]> {
+  const netns = smokeEnv().netns;
+  const looks: [string, string[]][] = [
+    ['neighbours', ['ip', 'neigh', 'show']],
+    ['tcp sockets', ['ss', '-tnoip']],
+    ['egress tables', ['nft', 'list', 'table', 'inet', 'banger_egress']],
+    // The ssh connections as conntrack sees them (a reply it calls invalid meets the reject rule).
+    ['ssh conntrack', ['grep', '-F', 'dport=22 ', '/proc/net/nf_conntrack']],
+  ];
+  const out: string[] = [];
+  // 5 s each: all of them fit in MARGIN_MS.
+  for (const [what, argv] of looks) {
+    const r = await inNetns(netns, argv, { timeoutMs: 5000 });
+    out.push(`${what} (${argv.join(' ')}): ${r.timedOut ? 'timed out' : tail(r.stdout + r.stderr, 6000)}`);
+  }
+  if (vm) {
+    const r = await banger(['vm', 'logs', vm, '--tail', '3K'], { timeoutMs: 5000 });
+    out.push(`console of ${vm}: ${r.timedOut ? 'timed out' : tail(r.stdout + r.stderr, 3000)}`);
+  }
+  return out;
+}
+
+/** Why a banger call failed, with what the daemon and helper logged last. */
+async function explain(
+  args: string[],
+  r: CmdResult,
+  ms: number,
+  limitMs: number,
+  vm: string | undefined,
+): Promise<string> {
+  const how = r.timedOut
+    ? `did not end within ${limitMs} ms; killed: ${(r.killed ?? []).join(' | ')}`
+    : `exited ${r.code} after ${ms} ms`;
+  return [
+    `banger ${args.join(' ')} ${how}`,
+    `stderr: ${tail(r.stderr)}`,
+    `stdout: ${tail(r.stdout)}`,
+    'daemon log, last records:',
+    ...lastRecords(daemonLogRecords, 40),
+    'root helper log, last records (without the once-a-second denial polls):',
+    ...lastRecords(() => helperLogRecords().filter((l) => l.method !== 'priv.egress_events'), 15),
+    ...(r.timedOut ? await hostState(vm) : []),
+  ].join('\n');
+}
+
+/**
+ * The banger calls of one test, each bounded by its own limit and by what is left of the test's:
+ * a call that fails or hangs fails the test with the command, its output and the logs' tails
+ * (a hang used to end in vitest's bare "timed out in 300000ms").
+ */
+class Calls {
+  private readonly deadline = Date.now() + TEST_LIMIT_MS - MARGIN_MS;
+  private readonly vm: string | undefined;
+  constructor(vm: string | undefined) {
+    this.vm = vm;
+  }
+
+  /** `banger ARGS`; its stdout, or the test fails with explain(). */
+  async ok(args: string[], limitMs: number): Promise<string> {
+    const timeoutMs = Math.max(1000, Math.min(limitMs, this.deadline - Date.now()));
+    const t0 = Date.now();
+    const r = await banger(args, { timeoutMs });
+    if (r.code !== 0) expect.fail(await explain(args, r, Date.now() - t0, timeoutMs, this.vm));
+    return r.stdout;
+  }
+
+  async json<T>(args: string[], limitMs: number): Promise<T> {
+    return JSON.parse(await this.ok([...args, '--json'], limitMs)) as T;
+  }
+
+  /** A script in the guest, as root. */
+  inGuest(script: string): Promise<string> {
+    return this.ok(['vm', 'exec', this.vm!, '--', 'bash', '-c', script], LIMIT.exec);
+  }
 }
 
 /** `ip:port word ms` lines → {word, ms} by "ip:port". */
@@ -69,7 +178,7 @@ function probes(out: string): Record<string, { r: string; ms: number }> {
 }
 
 beforeAll(async () => {
-  const status = await bangerJson<DaemonStatusResult>(['daemon', 'status']);
+  const status = await new Calls(undefined).json<DaemonStatusResult>(['daemon', 'status'], LIMIT.status);
   helperReady = status.helper.reachable;
   if (!helperReady) return;
   const netns = smokeEnv().netns;
@@ -107,27 +216,20 @@ describe('egress policy of bridged VMs', () => {
     if (!helperReady) ctx.skip('needs the root helper (bridged networking)');
     const name = uniqueName('egb');
     made.push(name);
-    const run = await bangerJson<{ vm: Vm }>([
-      'vm',
-      'run',
-      '-d',
-      '--network',
-      'bridge',
-      '--egress',
-      'allow=api.egress.test:8080',
-      '--name',
-      name,
-    ]);
+    const calls = new Calls(name);
+    const run = await calls.json<{ vm: Vm }>(
+      ['vm', 'run', '-d', '--network', 'bridge', '--egress', 'allow=api.egress.test:8080', '--name', name],
+      LIMIT.run,
+    );
     expect(run.vm.egress).toMatchObject({ mode: 'allow' });
 
     // The allowed name resolves through banger's resolver and its service answers.
-    const ok = await inGuest(name, `getent hosts api.egress.test | cut -d' ' -f1; ${tcpProbe(API_IP, 8080)}`);
+    const ok = await calls.inGuest(`getent hosts api.egress.test | cut -d' ' -f1; ${tcpProbe(API_IP, 8080)}`);
     expect(ok.split('\n')[0]).toBe(API_IP);
     expect(probes(ok)[`${API_IP}:8080`]?.r).toBe('api-ok');
 
     // Another name, another port, a raw IP: each fails, fast.
-    const denied = await inGuest(
-      name,
+    const denied = await calls.inGuest(
       [
         `getent hosts other.egress.test && echo resolved-other || echo other-refused`,
         tcpProbe(API_IP, 8081),
@@ -142,8 +244,7 @@ describe('egress policy of bridged VMs', () => {
     }
 
     // Root in the guest: another resolver, a rewritten resolv.conf, a static route.
-    const tricks = await inGuest(
-      name,
+    const tricks = await calls.inGuest(
       [
         `cp /etc/resolv.conf /tmp/rc.bak`,
         `echo nameserver ${OTHER_IP} > /etc/resolv.conf`,
@@ -184,25 +285,17 @@ describe('egress policy of bridged VMs', () => {
     if (!helperReady) ctx.skip('needs the root helper (bridged networking)');
     const name = uniqueName('egl');
     made.push(name);
-    await bangerJson<{ vm: Vm }>([
-      'vm',
-      'run',
-      '-d',
-      '--network',
-      'bridge',
-      '--egress',
-      'none',
-      '--name',
-      name,
-    ]);
-    expect(probes(await inGuest(name, tcpProbe(API_IP, 8080)))[`${API_IP}:8080`]?.r).toBe('fail');
-    const set = await banger(['vm', 'set', name, '--egress', `allow=${API_IP}:8080`]);
-    expect(set.code, set.stderr).toBe(0);
-    const after = probes(await inGuest(name, `${tcpProbe(API_IP, 8080)}; ${tcpProbe(API_IP, 8081)}`));
+    const calls = new Calls(name);
+    await calls.json<{ vm: Vm }>(
+      ['vm', 'run', '-d', '--network', 'bridge', '--egress', 'none', '--name', name],
+      LIMIT.run,
+    );
+    expect(probes(await calls.inGuest(tcpProbe(API_IP, 8080)))[`${API_IP}:8080`]?.r).toBe('fail');
+    await calls.ok(['vm', 'set', name, '--egress', `allow=${API_IP}:8080`], LIMIT.set);
+    const after = probes(await calls.inGuest(`${tcpProbe(API_IP, 8080)}; ${tcpProbe(API_IP, 8081)}`));
     expect(after[`${API_IP}:8080`]?.r).toBe('api-ok');
     expect(after[`${API_IP}:8081`]?.r).toBe('fail');
-    const back = await banger(['vm', 'set', name, '--egress', 'none']);
-    expect(back.code, back.stderr).toBe(0);
-    expect(probes(await inGuest(name, tcpProbe(API_IP, 8080)))[`${API_IP}:8080`]?.r).toBe('fail');
+    await calls.ok(['vm', 'set', name, '--egress', 'none'], LIMIT.set);
+    expect(probes(await calls.inGuest(tcpProbe(API_IP, 8080)))[`${API_IP}:8080`]?.r).toBe('fail');
   });
 });
