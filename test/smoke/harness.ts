@@ -235,13 +235,21 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${Math.random().toString(16).slice(2, 8)}`;
 }
 
-export function daemonLogRecords(): Record<string, unknown>[] {
-  const f = smokeEnv().logFile;
+/**
+ * The JSON records of a log file. What follows the last newline is left out: a line the writer
+ * has not finished yet (JSON.parse of it threw, failing a test that only polled the log).
+ */
+export function jsonLines(f: string): Record<string, unknown>[] {
   if (!existsSync(f)) return [];
   return readFileSync(f, 'utf8')
     .split('\n')
+    .slice(0, -1)
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+export function daemonLogRecords(): Record<string, unknown>[] {
+  return jsonLines(smokeEnv().logFile);
 }
 
 export function haveCommand(cmd: string): boolean {
@@ -371,12 +379,7 @@ export async function restartSmokeHelper(extraEnv: NodeJS.ProcessEnv = {}): Prom
 }
 
 export function helperLogRecords(): Record<string, unknown>[] {
-  const f = smokeEnv().helperLogFile;
-  if (!existsSync(f)) return [];
-  return readFileSync(f, 'utf8')
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return jsonLines(smokeEnv().helperLogFile);
 }
 
 /**

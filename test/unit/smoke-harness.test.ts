@@ -1,9 +1,11 @@
 // The smoke harness's command runner (test/smoke/harness.ts runCommand): its time limit must hold
 // even when the command leaves a child holding its output open (`banger vm exec` and its ssh).
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { descendants, runCommand } from '../smoke/harness.ts';
+import { descendants, jsonLines, runCommand } from '../smoke/harness.ts';
 
 /** Running (a killed process may linger as a zombie until its new parent reaps it). */
 function alive(pid: number): boolean {
@@ -62,6 +64,18 @@ describe('smoke harness runCommand', () => {
       expect(comms).toEqual(['sh', 'sleep']);
     } finally {
       for (const pid of [p.pid!, ...descendants(p.pid!)]) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  it('jsonLines reads whole records and leaves out a line still being written', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'smoke-harness-'));
+    try {
+      const f = join(dir, 'log');
+      writeFileSync(f, '{"msg":"a"}\nnot json from stderr\n{"msg":"b"}\n{"msg":"hal');
+      expect(jsonLines(f)).toEqual([{ msg: 'a' }, { msg: 'b' }]);
+      expect(jsonLines(join(dir, 'none'))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
