@@ -34,6 +34,11 @@ export interface Download {
   /** curl's `%{time_total}` in the guest, ms. */
   ms: number;
   bytes: number;
+  /**
+   * curl's `%{time_starttransfer}`, ms: connect, the proxy's decision, the relay's start and the
+   * upstream's first byte; `ms - ttfb_ms` is the body's transfer alone.
+   */
+  ttfb_ms?: number;
   /** `banger vm exec` spawned → exited on the host (SSH login and curl start included). */
   exec_ms: number;
 }
@@ -55,6 +60,9 @@ export interface EgressSummary {
   allow_mib_s: number;
   all_exec_ms: Summary;
   allow_exec_ms: Summary;
+  /** curl's time to the first byte of the answer (when every repetition has it). */
+  all_ttfb_ms?: Summary;
+  allow_ttfb_ms?: Summary;
   /** median(allow) / median(all). */
   ratio_allow_vs_all: number;
   /** allow / all of each repetition, in order. */
@@ -105,18 +113,20 @@ export interface EgressResult extends EgressNetResult {
 export function downloadScript(url: string, proxy?: string): string {
   // --noproxy '' overrides the guest's NO_PROXY (it lists 127.0.0.1); '*' ignores HTTP_PROXY.
   const via = proxy === undefined ? `--noproxy '*'` : `--noproxy '' -x ${proxy}`;
-  return `curl -sS --max-time 600 ${via} -o /dev/null -w '${TAG} %{http_code} %{size_download} %{time_total}\\n' ${url}`;
+  return `curl -sS --max-time 600 ${via} -o /dev/null -w '${TAG} %{http_code} %{size_download} %{time_total} %{time_starttransfer}\\n' ${url}`;
 }
 
 /** curl's line from downloadScript's output: ms and bytes; throws unless a full 200. */
-export function parseDownload(out: string, want: number): { ms: number; bytes: number } {
-  const m = new RegExp(`^${TAG} (\\d{3}) (\\d+) (\\d+(?:[.,]\\d+)?)$`, 'm').exec(out);
+export function parseDownload(out: string, want: number): { ms: number; bytes: number; ttfb_ms?: number } {
+  const num = '(\\d+(?:[.,]\\d+)?)';
+  const m = new RegExp(`^${TAG} (\\d{3}) (\\d+) ${num}(?: ${num})?$`, 'm').exec(out);
   if (!m) throw new Error(`no curl result line in the guest's output: ${out.trim().slice(-500)}`);
-  const [, code, size, secs] = m;
+  const [, code, size, secs, ttfb] = m;
   if (code !== '200') throw new Error(`the download answered ${code}: ${out.trim().slice(-500)}`);
   const bytes = Number(size);
   if (bytes !== want) throw new Error(`the download got ${bytes} bytes, not ${want}`);
-  return { ms: round(Number(secs!.replace(',', '.')) * 1000), bytes };
+  const ms = (x: string): number => round(Number(x.replace(',', '.')) * 1000);
+  return ttfb === undefined ? { ms: ms(secs!), bytes } : { ms: ms(secs!), bytes, ttfb_ms: ms(ttfb) };
 }
 
 /** Medians and ratios against the target. Pure. */
@@ -125,6 +135,11 @@ export function summarizeEgress(reps: EgressRep[], mib: number, target = EGRESS_
   const allow = summarize(reps.map((r) => r.allow.ms));
   const each = reps.map((r) => ratio(r.allow.ms, r.all.ms));
   const r = ratio(allow.median, all.median);
+  const ttfb = (k: 'all' | 'allow'): Summary | undefined => {
+    const xs = reps.map((x) => x[k].ttfb_ms);
+    return xs.every((x) => x !== undefined) && xs.length > 0 ? summarize(xs as number[]) : undefined;
+  };
+  const [allTtfb, allowTtfb] = [ttfb('all'), ttfb('allow')];
   return {
     reps: reps.length,
     mib,
@@ -134,6 +149,7 @@ export function summarizeEgress(reps: EgressRep[], mib: number, target = EGRESS_
     allow_mib_s: round(mib / (allow.median / 1000)),
     all_exec_ms: summarize(reps.map((x) => x.all.exec_ms)),
     allow_exec_ms: summarize(reps.map((x) => x.allow.exec_ms)),
+    ...(allTtfb && allowTtfb ? { all_ttfb_ms: allTtfb, allow_ttfb_ms: allowTtfb } : {}),
     ratio_allow_vs_all: r,
     ratio_each_rep: each,
     ratio_worst_rep: round(Math.max(...each), 3),
@@ -339,9 +355,11 @@ async function measureNet(
           extra += `, the relay-only download failed: ${String(err).slice(0, 300)}`;
         }
       }
+      const first = (d: Download): string =>
+        d.ttfb_ms === undefined ? '' : ` (first byte ${(d.ttfb_ms / 1000).toFixed(3)} s)`;
       w.say(
-        `  ${p.network} rep ${i + 1}/${reps} (${order}): all ${(rep.all.ms / 1000).toFixed(2)} s, ` +
-          `allow= ${(rep.allow.ms / 1000).toFixed(2)} s: ${ratio(rep.allow.ms, rep.all.ms)}×${extra}`,
+        `  ${p.network} rep ${i + 1}/${reps} (${order}): all ${(rep.all.ms / 1000).toFixed(2)} s${first(rep.all)}, ` +
+          `allow= ${(rep.allow.ms / 1000).toFixed(2)} s${first(rep.allow)}: ${ratio(rep.allow.ms, rep.all.ms)}×${extra}`,
       );
     }
     const summary = summarizeEgress(out, mib);
@@ -414,6 +432,9 @@ function netTable(r: EgressNetResult): string[] {
     line(['curl in the guest, s: median (min–max)', sec(s.all_ms), sec(s.allow_ms)]),
     line(['throughput of the median, MiB/s', String(s.all_mib_s), String(s.allow_mib_s)]),
     line(['`banger vm exec` wall, s', sec(s.all_exec_ms), sec(s.allow_exec_ms)]),
+    ...(s.all_ttfb_ms && s.allow_ttfb_ms
+      ? [line(['curl to the first byte, s', sec(s.all_ttfb_ms), sec(s.allow_ttfb_ms)])]
+      : []),
     '',
     `${s.reps} alternating repetitions, one VM per policy (\`${r.policies.allow}\`); allow= / all ` +
       `**${s.ratio_allow_vs_all}** (each repetition ${s.ratio_each_rep.join(', ')}; worst ` +

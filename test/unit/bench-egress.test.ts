@@ -18,7 +18,7 @@ describe('bench egress: the guest side', () => {
     const proxied = downloadScript('http://127.0.0.1:4000/blob', 'http://10.0.2.100:3128');
     expect(proxied).toContain(`--noproxy '' -x http://10.0.2.100:3128`);
     expect(proxied).toMatch(
-      /-w 'egress-bench %\{http_code\} %\{size_download\} %\{time_total\}\\n' http:\/\/127/,
+      /-w 'egress-bench %\{http_code\} %\{size_download\} %\{time_total\} %\{time_starttransfer\}\\n' http:\/\/127/,
     );
   });
 
@@ -26,6 +26,11 @@ describe('bench egress: the guest side', () => {
     const out = `Warning: something\negress-bench 200 ${MIB100} 3.456789\n`;
     expect(parseDownload(out, MIB100)).toEqual({ ms: 3456.8, bytes: MIB100 });
     expect(parseDownload(`egress-bench 200 ${MIB100} 3,5\n`, MIB100).ms).toBe(3500);
+    expect(parseDownload(`egress-bench 200 ${MIB100} 1.2 0.0345\n`, MIB100)).toEqual({
+      ms: 1200,
+      bytes: MIB100,
+      ttfb_ms: 34.5,
+    });
     expect(() => parseDownload(`egress-bench 403 120 0.010\n`, MIB100)).toThrow(/answered 403/);
     expect(() => parseDownload(`egress-bench 200 1000 0.5\n`, MIB100)).toThrow(/got 1000 bytes/);
     expect(() => parseDownload('curl: (7) Failed to connect\n', MIB100)).toThrow(/no curl result line/);
