@@ -1,6 +1,8 @@
 // egress-relay SOCKET: the guestfwd command of a user-mode VM under an egress policy (issue 16).
 // libslirp starts it once per guest connection to the proxy address, that connection on its
-// stdin/stdout/stderr (one end of a socketpair). It connects to the daemon's egress proxy on the
+// stdin/stdout/stderr: one end of a loopback TCP connection (libslirp 4.x's fork_exec makes it
+// with listen/connect/accept on 127.0.0.1 and spawns this without a shell, g_shell_parse_argv).
+// It connects to the daemon's egress proxy on the
 // unix socket SOCKET and lets the proxy decide; when the proxy allows a plain request or a
 // CONNECT it needs no part in, the proxy hands the connection back ("direct") and this process
 // moves the bytes between the guest and the upstream itself with splice(2), so the data path is

@@ -1,7 +1,9 @@
 // build/egress-relay (native/egress-relay.c), the real binary, against the real egress proxy and
-// local upstreams, no VM: the test plays slirp, handing the relay one end of a unix-socket
-// connection as its stdin/stdout (slirp gives it one end of an AF_UNIX socketpair), the "guest"
-// writes on the other end. What goes direct must arrive exactly
+// local upstreams, no VM: the test plays slirp, handing the relay one end of a loopback TCP
+// connection as its stdin/stdout (libslirp's fork_exec gives it one end of a TCP connection on
+// 127.0.0.1 it made with listen/connect/accept, not an AF_UNIX socketpair, so that urgent data
+// works), the "guest" writes on the other end. The two CPU tests hand it a unix socket instead:
+// its small buffers fill within a 2 MiB answer, a loopback TCP connection's autotuned ones do not. What goes direct must arrive exactly
 // (head rewritten, body counted, nothing after it), what stays must still work (refusals,
 // chunked bodies, TLS terminated for secrets).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -55,6 +57,9 @@ let proxy: EgressProxy;
 let httpPort = 0;
 let httpsPort = 0;
 let deadPort = 0;
+/** The port of the test's slirp stand-in on 127.0.0.1, as libslirp's. */
+let slirpPort = 0;
+/** The same stand-in on a unix socket (the CPU tests: buffers small enough to fill). */
 const slirpPath = join(tmp.dir, 'slirp.sock');
 let nextSock = '';
 
@@ -122,12 +127,17 @@ beforeAll(async () => {
     child.on('exit', () => children.delete(child));
     s.destroy();
   });
-  slirp.listen(slirpPath);
+  slirp.listen(0, '127.0.0.1');
   await once(slirp, 'listening');
+  slirpPort = (slirp.address() as AddressInfo).port;
+  const slirpUnix = createNetServer({ pauseOnConnect: true }, (s) => slirp.emit('connection', s));
+  slirpUnix.listen(slirpPath);
+  await once(slirpUnix, 'listening');
   closers.push(
     () => plain.close(),
     () => secure.close(),
     () => slirp.close(),
+    () => slirpUnix.close(),
   );
   proxy = new EgressProxy({
     log: createLogger({ name: 't', level: 'debug', stream: new MemoryLog() }),
@@ -163,7 +173,7 @@ function attach(policy: string, secrets: VmSecret[] = []): string {
 
 /** A guest connection (through a fresh relay), what it writes, everything it reads until close. */
 async function guest(chunks: (string | Buffer)[], gapMs = 0, end = false): Promise<Buffer> {
-  const s = netConnect(slirpPath);
+  const s = netConnect(slirpPort, '127.0.0.1');
   await once(s, 'connect');
   const got: Buffer[] = [];
   s.on('data', (d: Buffer) => got.push(d));
@@ -342,7 +352,7 @@ describe('the relay binary with the proxy', { timeout: 60_000 }, () => {
 
   it('CONNECT without secrets: the relay tunnels (the upstream’s own certificate)', async () => {
     attach('allow=api.test');
-    const s = netConnect(slirpPath);
+    const s = netConnect(slirpPort, '127.0.0.1');
     s.write(`CONNECT api.test:${httpsPort} HTTP/1.1\r\nHost: api.test\r\n\r\n`);
     const head = await readHead(s);
     expect(head).toBe('HTTP/1.1 200 Connection Established');
@@ -356,7 +366,7 @@ describe('the relay binary with the proxy', { timeout: 60_000 }, () => {
 
   it('CONNECT with a secret stays with the proxy: TLS terminated, the value injected', async () => {
     attach('allow=api.test', [secret]);
-    const s = netConnect(slirpPath);
+    const s = netConnect(slirpPort, '127.0.0.1');
     s.write(`CONNECT api.test:${httpsPort} HTTP/1.1\r\nHost: api.test\r\n\r\n`);
     expect(await readHead(s)).toBe('HTTP/1.1 200 Connection Established');
     const t = tlsConnect({ socket: s, servername: 'api.test', ca: [await bangerCa.certPem()] });
@@ -370,7 +380,7 @@ describe('the relay binary with the proxy', { timeout: 60_000 }, () => {
 
   it('a detach (the VM stopped) ends the relays it handed back, tunnels included', async () => {
     const id = attach('allow=api.test');
-    const s = netConnect(slirpPath);
+    const s = netConnect(slirpPort, '127.0.0.1');
     s.on('error', () => undefined);
     s.write(`CONNECT api.test:${httpPort} HTTP/1.1\r\nHost: api.test\r\n\r\n`);
     expect(await readHead(s)).toBe('HTTP/1.1 200 Connection Established');
