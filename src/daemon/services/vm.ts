@@ -486,6 +486,12 @@ export class VmServiceImpl implements VmService {
         `HostKeyAlias=${t.alias}`,
         'GlobalKnownHostsFile=/dev/null',
         'PasswordAuthentication=no',
+        // A guest or link that stops answering ends the session after about a minute instead of
+        // leaving `vm ssh`/`vm exec` waiting forever; a silent command is fine (sshd answers
+        // keepalives while it runs).
+        'ConnectTimeout=15',
+        'ServerAliveInterval=15',
+        'ServerAliveCountMax=4',
       ],
     };
   }
