@@ -169,6 +169,19 @@ export class QgaClient {
     return this.serialised(() => this.command<T>(command, argsJson, opts.timeoutMs));
   }
 
+  /**
+   * Several commands in one write, one round trip: the agent runs them in order and answers in
+   * order, so the n-th reply is the n-th command's. Each settles on its own: an error reply does
+   * not stop the later commands (the agent runs them anyway). Only for commands that do not
+   * depend on an earlier one's result.
+   */
+  batch(
+    commands: { command: string; args?: Record<string, unknown> }[],
+    opts: { timeoutMs: number },
+  ): Promise<PromiseSettledResult<unknown>[]> {
+    return this.serialised(() => this.doBatch(commands, opts.timeoutMs));
+  }
+
   ping(timeoutMs = 5_000): Promise<void> {
     return this.execute<unknown>('guest-ping', undefined, { timeoutMs }).then(() => undefined);
   }
@@ -249,10 +262,10 @@ export class QgaClient {
   }
 
   /**
-   * Write `data` to a file in the guest: guest-file-open (mode `w`), guest-file-write,
-   * guest-file-close (also after a failed write). The agent makes the descriptor non-blocking, so
-   * a pipe or FIFO must have room for all of it: fewer bytes written is an error. An open the
-   * agent refuses is EngineError('guest_agent') with details.opened false.
+   * Write `data` to a file in the guest: guest-file-open (mode `w`), then guest-file-write and
+   * guest-file-close (also after a failed write) together: two round trips. The agent makes the
+   * descriptor non-blocking, so a pipe or FIFO must have room for all of it: fewer bytes written
+   * is an error. An open the agent refuses is EngineError('guest_agent') with details.opened false.
    */
   async writeFile(path: string, data: Buffer, opts: { timeoutMs: number }): Promise<void> {
     const deadline = Date.now() + opts.timeoutMs;
@@ -267,28 +280,23 @@ export class QgaClient {
         });
       },
     );
-    const close = (): Promise<unknown> => this.execute('guest-file-close', { handle }, left());
-    try {
-      const w = await this.execute<{ count: number }>(
-        'guest-file-write',
-        { handle, 'buf-b64': data.toString('base64') },
-        left(),
-      );
-      if (w.count !== data.length) {
-        throw new EngineError(
-          'guest_agent',
-          `guest agent wrote ${w.count} of ${data.length} bytes to ${path}`,
-          {
-            details: { path, count: w.count, length: data.length },
-          },
-        );
-      }
-    } catch (err) {
-      // The write's error is the one worth reporting; the handle goes if the agent still answers.
-      await close().catch(() => undefined);
-      throw err;
+    // The write and the close in one round trip: the agent runs the close after a failed write
+    // too, so the handle goes either way; the write's error is the one worth reporting.
+    const [w, c] = await this.batch(
+      [
+        { command: 'guest-file-write', args: { handle, 'buf-b64': data.toString('base64') } },
+        { command: 'guest-file-close', args: { handle } },
+      ],
+      left(),
+    );
+    if (w?.status !== 'fulfilled') throw w?.reason ?? new EngineError('guest_agent', 'no reply');
+    const count = (w.value as { count: number }).count;
+    if (count !== data.length) {
+      throw new EngineError('guest_agent', `guest agent wrote ${count} of ${data.length} bytes to ${path}`, {
+        details: { path, count, length: data.length },
+      });
     }
-    await close();
+    if (c?.status === 'rejected') throw c.reason;
   }
 
   /** Idempotent. A pending command or sync rejects with EngineError('control_closed'). */
@@ -353,6 +361,47 @@ export class QgaClient {
       });
     }
     return reply.return as T;
+  }
+
+  private async doBatch(
+    commands: { command: string; args?: Record<string, unknown> }[],
+    timeoutMs: number,
+  ): Promise<PromiseSettledResult<unknown>[]> {
+    const deadline = Date.now() + timeoutMs;
+    if (!this.inSync) await this.doSync(timeoutMs);
+    const replies: Record<string, unknown>[] = [];
+    const names = commands.map((c) => c.command).join(', ');
+    await this.wait(
+      Math.max(1, deadline - Date.now()),
+      (ms) => `guest agent commands ${names} got ${replies.length} of ${commands.length} replies in ${ms} ms`,
+      (msg) => {
+        if (!('return' in msg) && !('error' in msg)) return false;
+        replies.push(msg);
+        return replies.length === commands.length;
+      },
+      () =>
+        this.write(
+          Buffer.from(
+            commands
+              .map((c) => requestLine(c.command, c.args === undefined ? undefined : JSON.stringify(c.args)))
+              .join(''),
+          ),
+        ),
+      { command: names },
+    );
+    return replies.map((reply, i) => {
+      if (!('error' in reply)) return { status: 'fulfilled', value: reply.return };
+      const command = commands[i]!.command;
+      const e = (reply.error ?? {}) as { class?: unknown; desc?: unknown };
+      const cls = typeof e.class === 'string' ? e.class : 'GenericError';
+      const desc = typeof e.desc === 'string' ? e.desc : 'unknown error';
+      return {
+        status: 'rejected',
+        reason: new EngineError('guest_agent', `guest agent ${command} failed: ${desc}`, {
+          details: { command, class: cls, desc },
+        }),
+      };
+    });
   }
 
   /** Install a waiter, run `start`, and settle on a match, the timeout or close. */

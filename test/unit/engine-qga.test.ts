@@ -376,6 +376,50 @@ describe('QgaClient writeFile', () => {
   });
 });
 
+describe('QgaClient batch', () => {
+  it('sends the commands in one write and takes the replies in order; an error settles its own command only', async () => {
+    fake.handler = (c) =>
+      c.execute === 'guest-file-open'
+        ? { error: { class: 'GenericError', desc: 'Permission denied' } }
+        : { return: { n: c.arguments?.['n'] } };
+    const c = await connect();
+    await c.sync(2_000);
+    const chunks: number[] = [];
+    fake.clients[0]!.on('data', (d: Buffer) => chunks.push(d.length));
+    const r = await c.batch(
+      [
+        { command: 'guest-ping', args: { n: 1 } },
+        { command: 'guest-file-open', args: { path: '/x', mode: 'r' } },
+        { command: 'guest-info', args: { n: 3 } },
+      ],
+      { timeoutMs: 2_000 },
+    );
+    expect(chunks).toHaveLength(1); // one write: one round trip
+    expect(r[0]).toEqual({ status: 'fulfilled', value: { n: 1 } });
+    expect(r[1]).toMatchObject({ status: 'rejected', reason: { code: 'guest_agent' } });
+    expect(r[2]).toEqual({ status: 'fulfilled', value: { n: 3 } });
+    c.close();
+  });
+
+  it('writeFile: the write and the close go together, after the open', async () => {
+    fake.handler = (c) =>
+      c.execute === 'guest-file-open'
+        ? { return: 9 }
+        : c.execute === 'guest-file-write'
+          ? { return: { count: 2, eof: false } }
+          : { return: {} };
+    const c = await connect();
+    await c.sync(2_000);
+    const chunks: string[] = [];
+    fake.clients[0]!.on('data', (d: Buffer) => chunks.push(d.toString()));
+    await c.writeFile('/run/x', Buffer.from('ab'), { timeoutMs: 2_000 });
+    expect(chunks).toHaveLength(2);
+    expect(chunks[0]).toContain('guest-file-open');
+    expect(chunks[1]).toMatch(/guest-file-write.*\n.*guest-file-close/s);
+    c.close();
+  });
+});
+
 describe('QgaClient waitExec', () => {
   it('polls a process started earlier (another connection, a saved VM) until it exits', async () => {
     fake.execPolls = 2;
