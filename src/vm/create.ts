@@ -344,30 +344,20 @@ async function warmSteps(d: CreateDeps, t: OperationTracker, vm0: VmRow, tpl: Wa
   // are in place: it writes a line on the console) and runs beside the rest of the
   // re-identification; without that line, once it exited. Both must succeed; a failed
   // re-identification stops the ssh before the create goes on to undo.
-  let go!: (since: string) => void;
-  const started = new Promise<string>((resolve) => (go = resolve));
-  const stopSsh = new AbortController();
-  const reidentified = t
-    .step('reidentify', async (signal) => {
-      const summary = await reidentifyClone(d, vm, seeded, signal, waiter, () =>
-        go('after the ready line of re-identification'),
-      );
-      t.stepProgress('reidentify', summary);
-    })
-    .then(
-      () => go('after re-identification'),
-      (err: unknown) => {
-        stopSsh.abort();
-        go('');
-        throw err;
-      },
-    );
-  const ready = started.then((since) =>
-    stopSsh.signal.aborted ? undefined : waitReadyStep(d, t, vm, since, stopSsh.signal),
+  await runOverlapped(
+    (go) =>
+      t.step('reidentify', async (signal) => {
+        t.stepProgress('reidentify', await reidentifyClone(d, vm, seeded, signal, waiter, go));
+      }),
+    (stop, started) =>
+      waitReadyStep(
+        d,
+        t,
+        vm,
+        started === 'early' ? 'after the ready line of re-identification' : 'after re-identification',
+        stop,
+      ),
   );
-  const [reid, ssh] = await Promise.allSettled([reidentified, ready]);
-  if (reid.status === 'rejected') throw reid.reason;
-  if (ssh.status === 'rejected') throw ssh.reason;
   return finishReady(d, t, vm);
 }
 
@@ -437,4 +427,34 @@ export async function reidentifyClone(
     watch?.stop();
     qga.close();
   }
+}
+
+/**
+ * Run `first` and, once it says so (its `go` callback) or once it succeeded, `second`, beside the
+ * rest of `first`. Both must succeed: when `first` fails, `second` (if started) is told to stop
+ * through its signal and awaited, and `first`'s error is thrown; when only `second` fails, `first`
+ * is still awaited before its error is thrown, so nothing runs on after this settles. `second`
+ * hears how it started: 'early' (go was called) or 'after' `first` succeeded.
+ */
+export async function runOverlapped(
+  first: (go: () => void) => Promise<unknown>,
+  second: (stop: AbortSignal, started: 'early' | 'after') => Promise<unknown>,
+): Promise<void> {
+  let go!: (how: 'early' | 'after' | 'never') => void;
+  const start = new Promise<'early' | 'after' | 'never'>((resolve) => (go = resolve));
+  const stop = new AbortController();
+  const firstDone = first(() => go('early')).then(
+    () => go('after'),
+    (err: unknown) => {
+      stop.abort();
+      go('never');
+      throw err;
+    },
+  );
+  const secondDone = start.then((how) =>
+    how === 'never' || stop.signal.aborted ? undefined : second(stop.signal, how),
+  );
+  const [a, b] = await Promise.allSettled([firstDone, secondDone]);
+  if (a.status === 'rejected') throw a.reason;
+  if (b.status === 'rejected') throw b.reason;
 }
