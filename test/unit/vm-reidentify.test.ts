@@ -771,3 +771,53 @@ describe.skipIf(!haveGcc || process.getuid?.() !== 0)('guest/src/banger-reseed.c
     expect(run('-', hex)).toEqual({ status: 5, stderr: 'banger-reseed: RNDADDENTROPY failed\n' });
   });
 });
+
+// The waiter's perl reseeder (started in the template, so a clone pays no exec): the code is cut
+// from the script and run as nobody, whose calls the kernel refuses, so nothing here changes.
+const havePerl =
+  spawnSync('sh', ['-c', 'command -v perl && command -v setpriv && command -v strace']).status === 0;
+describe.skipIf(!havePerl || process.getuid?.() !== 0)('the waiter’s perl reseeder', () => {
+  const text = readFileSync(SCRIPT, 'utf8');
+  const code = text.slice(text.indexOf("perl -e '") + "perl -e '".length, text.indexOf("' <&4 4>&- &"));
+  const run = (input: string): { status: number | null; calls: string } => {
+    const r = spawnSync(
+      'strace',
+      [
+        '-f',
+        '-e',
+        'trace=clock_settime,ioctl',
+        'setpriv',
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+      ].concat(['perl', '-e', code]),
+      { input, encoding: 'utf8' },
+    );
+    return { status: r.status, calls: r.stderr };
+  };
+  const hex = 'ab'.repeat(64);
+
+  it('sets the clock first, from S.NNNNNNNNN (refused here: exit 3)', () => {
+    const r = run(`1700000000.000000123 ${hex}\n`);
+    expect(r.status).toBe(3);
+    expect(r.calls).toContain('clock_settime(CLOCK_REALTIME, {tv_sec=1700000000, tv_nsec=123})');
+    expect(r.calls).not.toContain('RNDADDENTROPY');
+  });
+
+  it('without a clock, adds the entropy crediting 8 bits a byte (refused here: exit 5)', () => {
+    const r = run(`- ${hex}\n`);
+    expect(r.status).toBe(5);
+    expect(r.calls).toContain('RNDADDENTROPY, {entropy_count=512, buf_size=64,');
+  });
+
+  it.each([
+    ['too little entropy', `- ${'ab'.repeat(16)}`],
+    ['odd hex', `- ${hex}a`],
+    ['a clock without nanoseconds', `1700000000.5 ${hex}`],
+    ['no entropy', '-'],
+  ])('refuses %s (exit 2) before any call', (_what, line) => {
+    const r = run(`${line}\n`);
+    expect(r.status).toBe(2);
+    expect(r.calls).not.toMatch(/clock_settime\(|RNDADDENTROPY/);
+  });
+});
