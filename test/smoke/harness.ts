@@ -95,10 +95,14 @@ export function runCommand(
       clearTimeout(timer);
       resolve({ code, stdout, stderr, ...(timedOut ? { timedOut: true as const, killed } : {}) });
     };
+    let exited = false;
+    p.once('exit', () => (exited = true));
     const timer = setTimeout(() => {
       timedOut = true;
       // The whole tree, read before any kill: a child whose parent died is reparented, not found.
-      const tree = [p.pid!, ...descendants(p.pid!)];
+      // Once the command itself has exited its pid may belong to another process already (a VMM,
+      // a restarted daemon): kill nothing then, only stop waiting for the pipes.
+      const tree = exited ? [] : [p.pid!, ...descendants(p.pid!)];
       killed = tree.map((pid) => `${pid}: ${cmdline(pid)}`);
       for (const pid of tree) {
         try {
