@@ -1,6 +1,7 @@
 // Booting a VM's VMM and waiting until its guest is ready: shared by create and start.
 import { statSync } from 'node:fs';
 import { appendFile, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Accel, VmLaunchSpec } from '../engine/index.ts';
 import type { Logger } from '../log/logger.ts';
 import type { SerialMarks } from '../ops/serial.ts';
@@ -359,7 +360,9 @@ async function waitSsh(
       throw new VmError('failed', `${vm.name}: host key does not match the pinned key (${last})`);
     }
     if (signal.aborted) throw new VmError('canceled', `waiting for ${vm.name} was canceled`);
-    await new Promise((r2) => setTimeout(r2, pollMs));
+    // Abortable: a warm clone's re-identification failing stops this wait at once for its undo.
+    await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+    if (signal.aborted) throw new VmError('canceled', `waiting for ${vm.name} was canceled`);
   }
   throw new VmError(
     'failed',
