@@ -284,20 +284,6 @@ export interface BuildTemplateOptions {
 
 export type TemplateStage = 'wait' | 'prepare' | 'boot' | 'settle' | 'save';
 
-/**
- * Run in the template after `settle`, before the save: the files a clone's first SSH login reads
- * that nothing in the boot read (the per-connection sshd's config and host key, the PAM modules
- * and their configuration, the account files, bash and root's dotfiles), so they are in the page
- * cache saved in the template's RAM. Without it each clone's first login reads them through
- * virtio-blk, every request handled under TCG (measured: ≈0.1–0.3 s of the first login, mostly in
- * PAM's start and the session). It only reads; a missing file (another image) is ignored.
- */
-export const TEMPLATE_PREWARM_SCRIPT =
-  '/usr/sbin/sshd -t; /bin/bash -c true; ' +
-  'cat /usr/lib/*/security/*.so /etc/pam.d/* /etc/security/*.conf /etc/environment ' +
-  '/etc/default/locale /etc/passwd /etc/group /etc/shadow /etc/shells /etc/nsswitch.conf ' +
-  '/root/.bashrc /root/.profile > /dev/null; true';
-
 const building = new Map<string, Promise<WarmTemplate>>();
 
 /** Build (or return the existing) template for this image, kernel and spec. */
@@ -436,12 +422,6 @@ async function buildFresh(
       // Let every boot job finish here, once, rather than in each clone; then flush.
       await qga.exec('/bin/systemctl', ['is-system-running', '--wait'], { timeoutMs: 60_000 });
       await qga.exec('/bin/sync', [], { timeoutMs: 30_000 });
-      // Best effort: a template without it only has slower first logins in its clones.
-      await qga
-        .exec('/bin/sh', ['-c', `exec 2>/dev/null; ${TEMPLATE_PREWARM_SCRIPT}`], { timeoutMs: 30_000 })
-        .catch((err: unknown) =>
-          d.log.warn({ template: hash.slice(0, 16), err }, 'the login files were not read ahead'),
-        );
       bootMs = Math.round(performance.now() - t0);
       // Without a waiter the template still works: its clones have the agent run the script.
       waiter = await startReidentifyWaiter(qga, { timeoutMs: 30_000 }).catch((err: unknown) => {
