@@ -352,14 +352,7 @@ export class QgaClient {
       () => this.write(Buffer.from(requestLine(command, argsJson))),
       { command },
     );
-    if ('error' in reply) {
-      const e = (reply.error ?? {}) as { class?: unknown; desc?: unknown };
-      const cls = typeof e.class === 'string' ? e.class : 'GenericError';
-      const desc = typeof e.desc === 'string' ? e.desc : 'unknown error';
-      throw new EngineError('guest_agent', `guest agent ${command} failed: ${desc}`, {
-        details: { command, class: cls, desc },
-      });
-    }
+    if ('error' in reply) throw agentError(command, reply);
     return reply.return as T;
   }
 
@@ -389,19 +382,11 @@ export class QgaClient {
         ),
       { command: names },
     );
-    return replies.map((reply, i) => {
-      if (!('error' in reply)) return { status: 'fulfilled', value: reply.return };
-      const command = commands[i]!.command;
-      const e = (reply.error ?? {}) as { class?: unknown; desc?: unknown };
-      const cls = typeof e.class === 'string' ? e.class : 'GenericError';
-      const desc = typeof e.desc === 'string' ? e.desc : 'unknown error';
-      return {
-        status: 'rejected',
-        reason: new EngineError('guest_agent', `guest agent ${command} failed: ${desc}`, {
-          details: { command, class: cls, desc },
-        }),
-      };
-    });
+    return replies.map((reply, i) =>
+      'error' in reply
+        ? { status: 'rejected', reason: agentError(commands[i]!.command, reply) }
+        : { status: 'fulfilled', value: reply.return },
+    );
   }
 
   /** Install a waiter, run `start`, and settle on a match, the timeout or close. */
@@ -530,5 +515,15 @@ function openSocket(path: string, timeoutMs: number): Promise<Socket> {
       reject(err);
     };
     socket.once('error', onError);
+  });
+}
+
+/** The agent's error reply to `command` as an EngineError('guest_agent'). */
+function agentError(command: string, reply: Record<string, unknown>): EngineError {
+  const e = (reply.error ?? {}) as { class?: unknown; desc?: unknown };
+  const cls = typeof e.class === 'string' ? e.class : 'GenericError';
+  const desc = typeof e.desc === 'string' ? e.desc : 'unknown error';
+  return new EngineError('guest_agent', `guest agent ${command} failed: ${desc}`, {
+    details: { command, class: cls, desc },
   });
 }

@@ -205,13 +205,8 @@ async function diskStep(
   );
 }
 
-export async function readySteps(
-  d: CreateDeps,
-  t: OperationTracker,
-  vm: VmRow,
-  restored = false,
-): Promise<VmRow> {
-  await waitReadyStep(d, t, vm, restored ? 'after re-identification' : undefined);
+export async function readySteps(d: CreateDeps, t: OperationTracker, vm: VmRow): Promise<VmRow> {
+  await waitReadyStep(d, t, vm);
   return finishReady(d, t, vm);
 }
 

@@ -359,8 +359,8 @@ async function waitSsh(
     if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(last)) {
       throw new VmError('failed', `${vm.name}: host key does not match the pinned key (${last})`);
     }
-    if (signal.aborted) throw new VmError('canceled', `waiting for ${vm.name} was canceled`);
-    // Abortable: a warm clone's re-identification failing stops this wait at once for its undo.
+    // Abortable (a canceled wait rejects at once): a warm clone's re-identification failing stops
+    // this wait for its undo without another poll interval.
     await sleep(pollMs, undefined, { signal }).catch(() => undefined);
     if (signal.aborted) throw new VmError('canceled', `waiting for ${vm.name} was canceled`);
   }
