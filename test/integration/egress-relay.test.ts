@@ -396,8 +396,10 @@ describe('the relay binary with the proxy', { timeout: 60_000 }, () => {
   it('a guest that sends garbage and no head end is closed (at most a 4xx), and the relay exits', async () => {
     attach('allow=api.test');
     const out = await guest([Buffer.alloc(70_000, 'a')]);
-    // The proxy's parser refuses it (400) and closes at once; the relay still passes the 400 on.
-    expect(out.toString('latin1')).toMatch(/^HTTP\/1\.1 400 /);
+    // The proxy's parser refuses it (400) and closes at once; the relay passes the 400 on and
+    // exits. The guest's bytes it never read make that close a TCP reset, which can discard the
+    // 400 before the guest reads it (seen once in a full-suite run): a reset or a 4xx, never more.
+    expect(out.toString('latin1')).toMatch(/^(HTTP\/1\.1 400 |$)/);
     await new Promise((r) => setTimeout(r, 200));
     expect(children.size).toBe(0);
     expect(seen).toHaveLength(0);
